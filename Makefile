@@ -1,0 +1,40 @@
+# loopml: two commands set everything up on a fresh machine.
+#   make demo   creates .venv, installs torch==2.13.0 and loopml, runs the loop on bundled data
+#   make test   installs the test dependencies (and a local PostgreSQL) and runs the suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q -c constraints.txt
+
+.PHONY: demo test bench ui clean
+
+$(VENV)/.base: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[server,postgres]'
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) -e '.[server,postgres,test]'
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.base
+	$(PIP) -e '.[server,postgres,bench]'
+	touch $@
+
+demo: $(VENV)/.base
+	$(PY) examples/digits_demo.py
+
+test: $(VENV)/.test
+	@eval "$$(scripts/test-postgres.sh start)" && \
+	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(VENV)/.bench
+	$(PY) benchmarks/tracking.py
+
+ui: $(VENV)/.base
+	$(VENV)/bin/loopml server
+
+clean:
+	rm -rf $(VENV) .loopml build *.egg-info

@@ -1,0 +1,93 @@
+"""loopml: the whole life of a PyTorch model in one tool.
+
+>>> import loopml
+>>> with loopml.start_run(experiment="digits", params={"lr": 0.01}) as run:   # doctest: +SKIP
+...     run.log({"loss": 0.31, "acc": 0.9}, step=0)
+>>> loopml.runs("digits", filter="metrics.acc > 0.8")                        # doctest: +SKIP
+
+The public names below are imported on first use, so that ``import loopml``
+stays fast (the store pulls in SQLAlchemy, ``runs`` pulls in pandas).
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ArtifactPathError,
+    AuthError,
+    ConfigError,
+    FilterError,
+    LoopMLError,
+    MigrationRequired,
+    NotFound,
+    RemoteError,
+    StoreError,
+)
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Run": "loopml.tracking.run",
+    "active_run": "loopml.tracking.api",
+    "experiments": "loopml.tracking.api",
+    "get_run": "loopml.tracking.api",
+    "get_tracking_uri": "loopml.tracking.api",
+    "log": "loopml.tracking.api",
+    "log_artifact": "loopml.tracking.api",
+    "log_params": "loopml.tracking.api",
+    "runs": "loopml.tracking.api",
+    "set_tags": "loopml.tracking.api",
+    "set_tracking_uri": "loopml.tracking.api",
+    "start_run": "loopml.tracking.api",
+    "History": "loopml.store.records",
+    "RunRecord": "loopml.store.records",
+    "Experiment": "loopml.store.records",
+}
+
+__all__ = sorted(
+    [
+        "ArtifactPathError",
+        "AuthError",
+        "ConfigError",
+        "FilterError",
+        "LoopMLError",
+        "MigrationRequired",
+        "NotFound",
+        "RemoteError",
+        "StoreError",
+        "__version__",
+        *_LAZY,
+    ]
+)
+
+if TYPE_CHECKING:
+    from .store.records import Experiment, History, RunRecord
+    from .tracking.api import (
+        active_run,
+        experiments,
+        get_run,
+        get_tracking_uri,
+        log,
+        log_artifact,
+        log_params,
+        runs,
+        set_tags,
+        set_tracking_uri,
+        start_run,
+    )
+    from .tracking.run import Run
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loopml' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

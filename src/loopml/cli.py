@@ -1,0 +1,230 @@
+"""The ``loopml`` command: a thin shell over the library.
+
+Every command prints one clear line and exits 2 on a loopml error or a bad
+argument; ``--json`` prints data for scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from functools import wraps
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+
+from . import config
+from .errors import LoopMLError
+
+__all__ = ["app", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="loopml",
+    help="loopml: track, register, serve and monitor PyTorch models.\n\n"
+    "Examples:\n\n"
+    "  loopml experiments list\n\n"
+    "  loopml runs list --experiment digits --filter \"metrics.val_acc > 0.9\"\n\n"
+    "  loopml server --port 5000",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+experiments_app = typer.Typer(help="Experiments: groups of runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs: params, metrics, tags and artifacts of one training.", no_args_is_help=True)
+db_app = typer.Typer(help="The store's database.", no_args_is_help=True)
+app.add_typer(experiments_app, name="experiments")
+app.add_typer(runs_app, name="runs")
+app.add_typer(db_app, name="db")
+
+StoreOpt = typer.Option(None, "--store", help="Tracking URI (default: LOOPML_TRACKING_URI or ./.loopml).")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _friendly(fn: F) -> F:
+    """Turn loopml errors and bad arguments into one line on stderr and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (LoopMLError, ValueError, TypeError) as exc:
+            _fail(str(exc).strip().replace("\n", " | ") if "\n  " not in str(exc) else str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _backend(store: str | None) -> Any:
+    from .tracking.api import backend_for
+
+    return backend_for(store)
+
+
+@experiments_app.command("list")
+@_friendly
+def experiments_list(
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List experiments with their run counts.
+
+    Example: loopml experiments list --json
+    """
+    exps = _backend(store).list_experiments()
+    if as_json:
+        typer.echo(json.dumps([e.to_dict() for e in exps], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "name", "runs", "last activity (UTC)")
+    for e in exps:
+        table.add_row(str(e.id), e.name, str(e.run_count), _time(e.last_activity))
+    Console().print(table)
+
+
+@runs_app.command("list")
+@_friendly
+def runs_list(
+    experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="Only runs of this experiment."),
+    filter: Optional[str] = typer.Option(None, "--filter", "-f", help="e.g. \"metrics.acc > 0.9 and params.lr = '0.01'\""),
+    order_by: Optional[list[str]] = typer.Option(None, "--order-by", "-o", help="e.g. 'metrics.acc DESC' (repeatable)."),
+    limit: int = typer.Option(50, "--limit", "-n", help="At most this many runs (max 10000)."),
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List runs, newest first, with their newest metric values.
+
+    Example: loopml runs list -e digits -f "metrics.val_acc > 0.9" -o "metrics.val_acc DESC"
+    """
+    records = _backend(store).search_runs(
+        experiments=[experiment] if experiment else None, filter=filter, order_by=order_by, limit=limit
+    )
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in records], indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = sorted({k for r in records for k in r.metrics})[:6]
+    table = Table("run id", "experiment", "name", "status", "started (UTC)", *keys)
+    for r in records:
+        table.add_row(
+            r.id, r.experiment, r.name, r.status, _time(r.start_time),
+            *(f"{r.metrics[k].value:.6g}" if k in r.metrics else "" for k in keys),
+        )
+    Console().print(table)
+
+
+@runs_app.command("show")
+@_friendly
+def runs_show(
+    run_id: str = typer.Argument(..., help="The run's id (see `loopml runs list`)."),
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show one run: status, params, tags, newest metrics and artifacts.
+
+    Example: loopml runs show 3fa2c1d0e5b94b7c9d1e2f3a4b5c6d7e
+    """
+    backend = _backend(store)
+    r = backend.get_run(run_id)
+    arts = backend.list_artifacts(run_id)
+    if as_json:
+        d = r.to_dict()
+        d["artifacts"] = [a.to_dict() for a in arts]
+        typer.echo(json.dumps(d, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    duration = f"{r.duration:.1f}s" if r.duration is not None else "-"
+    con.print(f"[bold]{r.name}[/bold]  {r.id}")
+    con.print(f"experiment {r.experiment}   status {r.status}   started {_time(r.start_time)} UTC   duration {duration}")
+    if r.git_commit:
+        con.print(f"git {r.git_commit}{' (dirty)' if r.git_dirty else ''}")
+    if r.command:
+        con.print(f"command {r.command}", markup=False)
+    if r.parent_id:
+        con.print(f"parent {r.parent_id}")
+    for title, data in (("params", r.params), ("tags", r.tags)):
+        if data:
+            t = Table("key", "value", title=title)
+            for k, v in sorted(data.items()):
+                t.add_row(k, v)
+            con.print(t)
+    if r.metrics:
+        t = Table("metric", "last", "step", "min", "max", "points", title="metrics")
+        for k, m in sorted(r.metrics.items()):
+            t.add_row(k, f"{m.value:.6g}", str(m.step), f"{m.min:.6g}", f"{m.max:.6g}", str(m.count))
+        con.print(t)
+    if arts:
+        t = Table("path", "size", "sha256", title="artifacts")
+        for a in arts:
+            t.add_row(a.path, str(a.size), a.sha256[:16])
+        con.print(t)
+
+
+@db_app.command("upgrade")
+@_friendly
+def db_upgrade(store: Optional[str] = StoreOpt) -> None:
+    """Upgrade the store's database to this loopml's schema (back it up first).
+
+    Example: loopml db upgrade --store sqlite:///./.loopml/loopml.db
+    """
+    from .store.engine import create_engine, current_revision, migrate
+
+    uri = config.check_tracking_uri(store) if store else config.settings().tracking_uri
+    if uri.startswith(("http://", "https://")):
+        _fail("db upgrade works on a database URI (sqlite:/// or postgresql+psycopg://), not on a server")
+    engine = create_engine(uri)
+    before = current_revision(engine)
+    after = migrate(engine)
+    engine.dispose()
+    typer.echo(f"database at revision {after} (was {before or 'empty'})")
+
+
+@app.command("server")
+@_friendly
+def server(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(5000, "--port", help="Port to listen on (0: any free port)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Database URI the server writes to."),
+    auth_token_file: Optional[str] = typer.Option(
+        None, "--auth-token-file", help="File holding the bearer token every request must send (or LOOPML_SERVER_TOKEN)."
+    ),
+    allowed_host: Optional[list[str]] = typer.Option(
+        None, "--allowed-host", help="Extra Host header values to accept (repeatable)."
+    ),
+) -> None:
+    """Start the tracking server: a REST API (OpenAPI at /docs) over a store.
+
+    Example: loopml server --port 5000 --store sqlite:///./.loopml/loopml.db
+    """
+    from .server.app import serve
+
+    serve(host=host, port=port, store=store, auth_token_file=auth_token_file, allowed_hosts=allowed_host or [])
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,83 @@
+"""The one exception tree of loopml.
+
+::
+
+    LoopMLError                 anything loopml raises on purpose
+    ├── ConfigError             a bad LOOPML_HOME / LOOPML_TRACKING_URI / option
+    ├── StoreError              the store could not do what was asked
+    │   ├── MigrationRequired   the database is older than this loopml: run `loopml db upgrade`
+    │   └── NotFound            no such experiment, run, artifact, ...
+    ├── FilterError             a run filter or order_by that does not parse
+    ├── ArtifactPathError       an artifact path that would escape the artifact root
+    ├── AuthError               a tracking server refused the token
+    └── RemoteError             a tracking server answered with an error
+
+Bad arguments raise the built-in ``ValueError``/``TypeError`` with a message
+worded "Argument X should be ...". Driver errors (sqlite3, psycopg, httpx) are
+translated at the boundary with ``raise StoreError(...) from exc``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactPathError",
+    "AuthError",
+    "ConfigError",
+    "FilterError",
+    "LoopMLError",
+    "MigrationRequired",
+    "NotFound",
+    "RemoteError",
+    "StoreError",
+]
+
+
+class LoopMLError(Exception):
+    """Base class of every error loopml raises on purpose."""
+
+
+class ConfigError(LoopMLError):
+    """A configuration value (environment variable, option) is not usable."""
+
+
+class StoreError(LoopMLError):
+    """The store could not carry out the operation."""
+
+
+class MigrationRequired(StoreError):
+    """The database schema is older than this version of loopml."""
+
+
+class NotFound(StoreError):
+    """The requested experiment, run, artifact or key does not exist."""
+
+
+class FilterError(LoopMLError, ValueError):
+    """A filter or order_by expression does not parse.
+
+    ``position`` is the 0-based offset of the offending token in ``text``.
+    """
+
+    def __init__(self, message: str, *, text: str = "", position: int | None = None) -> None:
+        self.text = text
+        self.position = position
+        if position is not None and text:
+            message = f"{message}\n  {text}\n  {' ' * position}^"
+        super().__init__(message)
+
+
+class ArtifactPathError(LoopMLError, ValueError):
+    """An artifact path is absolute, contains ``..`` or leaves the artifact root."""
+
+
+class AuthError(LoopMLError):
+    """The tracking server needs a (different) bearer token."""
+
+
+class RemoteError(LoopMLError):
+    """A tracking server answered with an error; ``code`` is its error code."""
+
+    def __init__(self, message: str, *, code: str = "error", status: int = 500) -> None:
+        self.code = code
+        self.status = status
+        super().__init__(message)

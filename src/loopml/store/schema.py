@@ -1,0 +1,156 @@
+"""The store's tables, as SQLAlchemy Core metadata.
+
+One schema for SQLite and PostgreSQL. The Alembic migrations in
+``store/migrations`` create exactly these tables (a test checks that
+``metadata`` and the migrated database agree). Later stages (datasets, model
+versions, predictions, feedback, alerts) add their tables through new
+migrations; runs already carry the columns they will point at (ids are
+strings, so a prediction or a dataset can refer to a run without a join
+table).
+
+Conventions:
+- times are float seconds since the epoch (UTC);
+- metric values are float64; NaN is stored as NULL (SQLite cannot store NaN)
+  and read back as NaN; +/-inf are stored as such;
+- run ids are 32-character hex UUIDs.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+__all__ = [
+    "HEAD_REVISION",
+    "RUN_STATUSES",
+    "artifacts",
+    "experiments",
+    "latest_metrics",
+    "metadata",
+    "metrics",
+    "params",
+    "runs",
+    "tags",
+]
+
+# The newest Alembic revision. Opening a database at another revision asks
+# the user to run `loopml db upgrade`. Kept here (not read from the migration
+# scripts) so that opening a store does not import Alembic; a test pins it to
+# the script directory's head.
+HEAD_REVISION = "0001"
+
+RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
+
+KEY_LENGTH = 250
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite only aliases INTEGER PRIMARY KEY to the rowid; BIGINT would not autoincrement.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(KEY_LENGTH), nullable=False),
+    Column("description", Text, nullable=True),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("name"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("experiment_id", BigId, ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(KEY_LENGTH), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("start_time", Double, nullable=False),
+    Column("end_time", Double, nullable=True),
+    Column("heartbeat_at", Double, nullable=False),
+    Column("parent_id", String(32), ForeignKey("runs.id", ondelete="SET NULL"), nullable=True),
+    Column("git_commit", String(64), nullable=True),
+    Column("git_dirty", Boolean, nullable=True),
+    Column("host", String(KEY_LENGTH), nullable=True),
+    Column("user", String(KEY_LENGTH), nullable=True),
+    Column("command", Text, nullable=True),
+    Index(None, "experiment_id", "start_time"),
+    Index(None, "parent_id"),
+)
+
+params = Table(
+    "params",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(KEY_LENGTH), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(KEY_LENGTH), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# Every logged point. No foreign key on purpose: the background writer inserts
+# hundreds of thousands of rows a second and the run's existence is checked
+# once, when the run is opened.
+metrics = Table(
+    "metrics",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False),
+    Column("key", String(KEY_LENGTH), nullable=False),
+    Column("step", BigInteger, nullable=False),
+    Column("timestamp", Double, nullable=False),
+    Column("value", Double, nullable=True),  # NULL means NaN
+    Index(None, "run_id", "key", "step"),
+)
+
+# One row per (run, key): the newest point and the running min/max/count, kept
+# by the writer so that filtering, sorting and the runs table never scan
+# `metrics`.
+latest_metrics = Table(
+    "latest_metrics",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(KEY_LENGTH), primary_key=True),
+    Column("step", BigInteger, nullable=False),
+    Column("timestamp", Double, nullable=False),
+    Column("value", Double, nullable=True),  # NULL means NaN
+    Column("min_value", Double, nullable=True),  # NULL: only NaN seen
+    Column("max_value", Double, nullable=True),
+    Column("count", BigInteger, nullable=False),
+    Index(None, "key", "value"),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("path", String(1024), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_at", Double, nullable=False),
+)

@@ -1,0 +1,563 @@
+"""The tracking store: experiments, runs, params, tags, metrics and artifacts.
+
+One class over SQLAlchemy Core that works on SQLite and PostgreSQL alike. It
+is what the local client, the tracking server and (later) the registry and
+model server write through. Every public method is one transaction.
+
+>>> store = TrackingStore("sqlite:///./.loopml/loopml.db", artifact_root="./.loopml/artifacts")  # doctest: +SKIP
+>>> run = store.create_run(experiment="digits")                                              # doctest: +SKIP
+>>> store.log_metrics([(run.id, "loss", 0, 1732000000.0, 0.5)])                              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from operator import itemgetter
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from ..errors import LoopMLError, NotFound, StoreError
+from . import schema as s
+from .artifacts import ArtifactRoot
+from .engine import open_engine
+from .records import ArtifactInfo, Experiment, History, MetricSummary, RunRecord
+from .validation import check_key, check_text_value
+
+__all__ = ["MAX_PAGE_SIZE", "MetricPoint", "TrackingStore"]
+
+# No query returns more rows than this; ask for the next page with offset.
+MAX_PAGE_SIZE = 10_000
+DEFAULT_PAGE_SIZE = 1_000
+
+# (run_id, key, step, timestamp, value)
+MetricPoint = tuple[str, str, int, float, float]
+
+_NAN = float("nan")
+
+
+def _nan_to_none(v: float) -> float | None:
+    return None if v != v else v
+
+
+def _none_to_nan(v: float | None) -> float:
+    return _NAN if v is None else v
+
+
+# The two hot paths (inserting metric points, reading a history) run the
+# statement SQLAlchemy compiled on the driver's cursor directly: measured here,
+# Core's executemany took 0.49 s for 100,000 points against 0.22 s raw, and
+# Core's row objects 0.12 s against 0.07 s to read them back. The SQL text is
+# still SQLAlchemy's, with bound parameters.
+def _compiled(conn: Connection, stmt: Any) -> tuple[str, Any]:
+    compiled = stmt.compile(dialect=conn.dialect)
+    return str(compiled), compiled
+
+
+def _raw_executemany(conn: Connection, stmt: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    sql, compiled = _compiled(conn, stmt)
+    names = ("run_id", "key", "step", "timestamp", "value")
+    if compiled.positional:
+        order = [names.index(n) for n in compiled.positiontup]
+        params: Any = rows if order == list(range(len(names))) else [tuple(r[i] for i in order) for r in rows]
+    else:
+        params = [dict(zip(names, r)) for r in rows]
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.executemany(sql, params)
+    finally:
+        cur.close()
+
+
+def _raw_fetchall(conn: Connection, stmt: Any) -> list[tuple[Any, ...]]:
+    sql, compiled = _compiled(conn, stmt)
+    values = compiled.params
+    params: Any = tuple(values[n] for n in compiled.positiontup) if compiled.positional else values
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(sql, params)
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+class TrackingStore:
+    """Experiments, runs, params, tags, metrics and artifacts in one database."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        artifact_root: str | Path,
+        heartbeat_timeout: float = 60.0,
+        engine: Engine | None = None,
+    ) -> None:
+        self.uri = uri
+        self.engine = engine if engine is not None else open_engine(uri)
+        self.artifacts = ArtifactRoot(artifact_root)
+        self.heartbeat_timeout = heartbeat_timeout
+        self._dialect = self.engine.dialect.name
+        if self._dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as upsert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
+        self._upsert = upsert
+        self._latest_upsert = self._build_latest_upsert()
+        self._metric_insert = s.metrics.insert().values(
+            run_id=sa.bindparam("run_id"),
+            key=sa.bindparam("key"),
+            step=sa.bindparam("step"),
+            timestamp=sa.bindparam("timestamp"),
+            value=sa.bindparam("value"),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> "TrackingStore":
+        return cls(
+            settings.tracking_uri,
+            artifact_root=settings.artifact_root,
+            heartbeat_timeout=settings.heartbeat_timeout,
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"TrackingStore({self.engine.url.render_as_string(hide_password=True)!r})"
+
+    # -- transactions ---------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except LoopMLError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"The store at {self!r} failed: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except LoopMLError:
+            raise
+        except SQLAlchemyError as exc:
+            raise StoreError(f"The store at {self!r} failed: {exc.__class__.__name__}: {exc}") from exc
+
+    # -- experiments ----------------------------------------------------------
+
+    def get_or_create_experiment(self, name: str) -> Experiment:
+        check_key(name, what="experiment")
+        with self._tx() as conn:
+            row = conn.execute(sa.select(s.experiments).where(s.experiments.c.name == name)).first()
+            if row is None:
+                stmt = self._upsert(s.experiments).values(name=name, created_at=time.time())
+                conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
+                row = conn.execute(sa.select(s.experiments).where(s.experiments.c.name == name)).one()
+        return Experiment(id=row.id, name=row.name, created_at=row.created_at, description=row.description)
+
+    def list_experiments(self) -> list[Experiment]:
+        e, r = s.experiments, s.runs
+        last = sa.func.max(sa.func.coalesce(r.c.end_time, r.c.heartbeat_at))
+        stmt = (
+            sa.select(e, sa.func.count(r.c.id).label("run_count"), last.label("last_activity"))
+            .select_from(e.outerjoin(r, r.c.experiment_id == e.c.id))
+            .group_by(e.c.id)
+            .order_by(e.c.name)
+            .limit(MAX_PAGE_SIZE)
+        )
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            Experiment(
+                id=row.id,
+                name=row.name,
+                created_at=row.created_at,
+                description=row.description,
+                run_count=row.run_count,
+                last_activity=row.last_activity if row.last_activity is not None else row.created_at,
+            )
+            for row in rows
+        ]
+
+    # -- runs -----------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        experiment: str,
+        name: str | None = None,
+        parent_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        git_commit: str | None = None,
+        git_dirty: bool | None = None,
+        host: str | None = None,
+        user: str | None = None,
+        command: str | None = None,
+        start_time: float | None = None,
+        run_id: str | None = None,
+    ) -> RunRecord:
+        exp = self.get_or_create_experiment(experiment)
+        rid = run_id or uuid.uuid4().hex
+        now = time.time() if start_time is None else start_time
+        if name is None:
+            name = f"run-{rid[:8]}"
+        check_key(name, what="name")
+        pvals = {check_key(k, what="param key"): check_text_value(k, v) for k, v in (params or {}).items()}
+        tvals = {check_key(k, what="tag key"): check_text_value(k, v, what="tag") for k, v in (tags or {}).items()}
+        with self._tx() as conn:
+            if parent_id is not None and conn.execute(
+                sa.select(s.runs.c.id).where(s.runs.c.id == parent_id)
+            ).first() is None:
+                raise NotFound(f"Parent run {parent_id!r} does not exist")
+            conn.execute(
+                s.runs.insert().values(
+                    id=rid,
+                    experiment_id=exp.id,
+                    name=name,
+                    status="RUNNING",
+                    start_time=now,
+                    end_time=None,
+                    heartbeat_at=now,
+                    parent_id=parent_id,
+                    git_commit=git_commit,
+                    git_dirty=git_dirty,
+                    host=host,
+                    user=user,
+                    command=command,
+                )
+            )
+            if pvals:
+                conn.execute(s.params.insert(), [{"run_id": rid, "key": k, "value": v} for k, v in pvals.items()])
+            if tvals:
+                conn.execute(s.tags.insert(), [{"run_id": rid, "key": k, "value": v} for k, v in tvals.items()])
+        return self.get_run(rid)
+
+    def set_status(self, run_id: str, status: str, *, end_time: float | None = None) -> None:
+        if status not in s.RUN_STATUSES:
+            raise ValueError(f"Argument status should be one of {', '.join(s.RUN_STATUSES)}, got {status!r}")
+        now = time.time()
+        values: dict[str, Any] = {"status": status, "heartbeat_at": now}
+        values["end_time"] = None if status == "RUNNING" else (end_time if end_time is not None else now)
+        with self._tx() as conn:
+            n = conn.execute(s.runs.update().where(s.runs.c.id == run_id).values(**values)).rowcount
+        if n == 0:
+            raise NotFound(f"Run {run_id!r} does not exist")
+
+    def heartbeat(self, run_ids: Sequence[str], at: float | None = None) -> None:
+        if not run_ids:
+            return
+        at = time.time() if at is None else at
+        with self._tx() as conn:
+            conn.execute(
+                s.runs.update()
+                .where(s.runs.c.id.in_(list(run_ids)), s.runs.c.status == "RUNNING")
+                .values(heartbeat_at=at)
+            )
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Params are write-once: the same value again is fine, a different one is an error."""
+        vals = {check_key(k, what="param key"): check_text_value(k, v) for k, v in params.items()}
+        if not vals:
+            return
+        with self._tx() as conn:
+            self._require_run(conn, run_id)
+            stmt = self._upsert(s.params).on_conflict_do_nothing(index_elements=["run_id", "key"])
+            conn.execute(stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in vals.items()])
+            stored = dict(
+                conn.execute(
+                    sa.select(s.params.c.key, s.params.c.value).where(
+                        s.params.c.run_id == run_id, s.params.c.key.in_(list(vals))
+                    )
+                ).all()
+            )
+            clash = {k: (stored[k], v) for k, v in vals.items() if stored.get(k) != v}
+            if clash:
+                k, (old, new) = next(iter(clash.items()))
+                raise ValueError(
+                    f"Param {k!r} of run {run_id} is already {old!r}; params cannot change (got {new!r}). "
+                    "Use a tag for values that change, or start a new run."
+                )
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        vals = {check_key(k, what="tag key"): check_text_value(k, v, what="tag") for k, v in tags.items()}
+        if not vals:
+            return
+        with self._tx() as conn:
+            self._require_run(conn, run_id)
+            stmt = self._upsert(s.tags)
+            stmt = stmt.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": stmt.excluded.value})
+            conn.execute(stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in vals.items()])
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        with self._tx() as conn:
+            conn.execute(s.tags.delete().where(s.tags.c.run_id == run_id, s.tags.c.key == key))
+
+    def _require_run(self, conn: Connection, run_id: str) -> None:
+        if conn.execute(sa.select(s.runs.c.id).where(s.runs.c.id == run_id)).first() is None:
+            raise NotFound(f"Run {run_id!r} does not exist")
+
+    # -- metrics --------------------------------------------------------------
+
+    def _build_latest_upsert(self) -> Any:
+        lm = s.latest_metrics
+        stmt = self._upsert(lm)
+        ex = stmt.excluded
+        newer = ex.step >= lm.c.step
+        return stmt.on_conflict_do_update(
+            index_elements=["run_id", "key"],
+            set_={
+                "step": sa.case((newer, ex.step), else_=lm.c.step),
+                "timestamp": sa.case((newer, ex.timestamp), else_=lm.c.timestamp),
+                "value": sa.case((newer, ex.value), else_=lm.c.value),
+                "min_value": sa.case(
+                    (lm.c.min_value.is_(None), ex.min_value),
+                    (ex.min_value < lm.c.min_value, ex.min_value),
+                    else_=lm.c.min_value,
+                ),
+                "max_value": sa.case(
+                    (lm.c.max_value.is_(None), ex.max_value),
+                    (ex.max_value > lm.c.max_value, ex.max_value),
+                    else_=lm.c.max_value,
+                ),
+                "count": lm.c.count + ex.count,
+            },
+        )
+
+    def log_metrics(self, points: Sequence[MetricPoint]) -> None:
+        """Store a batch of ``(run_id, key, step, timestamp, value)`` points in one transaction.
+
+        Points are assumed validated (the client checks them at ``log`` time;
+        the server checks them on arrival).
+        """
+        if not points:
+            return
+        rows = [(r, k, st, ts, None if v != v else v) for r, k, st, ts, v in points]
+        summary: dict[tuple[str, str], list[Any]] = {}
+        for r, k, st, ts, v in rows:
+            cur = summary.get((r, k))
+            if cur is None:
+                summary[(r, k)] = [st, ts, v, v, v, 1]
+                continue
+            if st >= cur[0]:
+                cur[0], cur[1], cur[2] = st, ts, v
+            if v is not None:
+                if cur[3] is None or v < cur[3]:
+                    cur[3] = v
+                if cur[4] is None or v > cur[4]:
+                    cur[4] = v
+            cur[5] += 1
+        latest = [
+            {"run_id": r, "key": k, "step": st, "timestamp": ts, "value": v, "min_value": lo, "max_value": hi, "count": n}
+            for (r, k), (st, ts, v, lo, hi, n) in summary.items()
+        ]
+        with self._tx() as conn:
+            _raw_executemany(conn, self._metric_insert, rows)
+            conn.execute(self._latest_upsert, latest)
+
+    def history(self, run_id: str, key: str) -> History:
+        """All points of one metric, ordered by step then by the order they were logged."""
+        m = s.metrics
+        stmt = (
+            sa.select(m.c.step, m.c.timestamp, m.c.value)
+            .where(m.c.run_id == run_id, m.c.key == key)
+            .order_by(m.c.step, m.c.id)
+        )
+        with self._read() as conn:
+            rows = _raw_fetchall(conn, stmt)
+        n = len(rows)
+        steps = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=n)
+        timestamps = np.fromiter(map(itemgetter(1), rows), dtype=np.float64, count=n)
+        # NULL (NaN) becomes NaN in a float64 array
+        values = np.array([r[2] for r in rows], dtype=np.float64) if n else np.empty(0, np.float64)
+        return History(steps, timestamps, values)
+
+    def metric_keys(self, run_id: str) -> list[str]:
+        lm = s.latest_metrics
+        with self._read() as conn:
+            return list(
+                conn.execute(sa.select(lm.c.key).where(lm.c.run_id == run_id).order_by(lm.c.key)).scalars()
+            )
+
+    # -- reading runs ---------------------------------------------------------
+
+    def _status_expr(self) -> sa.ColumnElement[str]:
+        from .search import status_expression
+
+        return status_expression(time.time(), self.heartbeat_timeout)
+
+    def _run_select(self, status: sa.ColumnElement[str]) -> sa.Select[Any]:
+        r, e = s.runs, s.experiments
+        return sa.select(
+            r.c.id,
+            r.c.experiment_id,
+            e.c.name.label("experiment"),
+            r.c.name,
+            status.label("status"),
+            r.c.start_time,
+            r.c.end_time,
+            r.c.heartbeat_at,
+            r.c.parent_id,
+            r.c.git_commit,
+            r.c.git_dirty,
+            r.c.host,
+            r.c.user,
+            r.c.command,
+        ).select_from(r.join(e, e.c.id == r.c.experiment_id))
+
+    def _records(self, conn: Connection, rows: Sequence[Any]) -> list[RunRecord]:
+        ids = [row.id for row in rows]
+        params: dict[str, dict[str, str]] = {i: {} for i in ids}
+        tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+        metrics: dict[str, dict[str, MetricSummary]] = {i: {} for i in ids}
+        if ids:
+            for table, out in ((s.params, params), (s.tags, tags)):
+                for rid, k, v in conn.execute(
+                    sa.select(table.c.run_id, table.c.key, table.c.value).where(table.c.run_id.in_(ids))
+                ):
+                    out[rid][k] = v
+            lm = s.latest_metrics
+            for m in conn.execute(sa.select(lm).where(lm.c.run_id.in_(ids))):
+                metrics[m.run_id][m.key] = MetricSummary(
+                    key=m.key,
+                    step=m.step,
+                    timestamp=m.timestamp,
+                    value=_none_to_nan(m.value),
+                    min=_none_to_nan(m.min_value),
+                    max=_none_to_nan(m.max_value),
+                    count=m.count,
+                )
+        out_records = []
+        for row in rows:
+            d = row._asdict()
+            # a run killed before its end_time was written ends at its last heartbeat
+            if d["status"] == "KILLED" and d["end_time"] is None:
+                d["end_time"] = d["heartbeat_at"]
+            out_records.append(RunRecord(**d, params=params[row.id], tags=tags[row.id], metrics=metrics[row.id]))
+        return out_records
+
+    def get_run(self, run_id: str) -> RunRecord:
+        stmt = self._run_select(self._status_expr()).where(s.runs.c.id == run_id)
+        with self._read() as conn:
+            row = conn.execute(stmt).first()
+            if row is None:
+                raise NotFound(f"Run {run_id!r} does not exist")
+            return self._records(conn, [row])[0]
+
+    def search_runs(
+        self,
+        *,
+        experiments: Sequence[str] | str | None = None,
+        filter: str | None = None,
+        order_by: Sequence[str] | str | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs matching ``filter`` (the filter language of :mod:`loopml.store.search`)."""
+        from .search import compile_filter, compile_order_by
+
+        if not isinstance(limit, int) or not 0 < limit <= MAX_PAGE_SIZE:
+            raise ValueError(
+                f"Argument limit should be an integer from 1 to {MAX_PAGE_SIZE}, got {limit!r}; "
+                "page through more with offset"
+            )
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"Argument offset should be a non-negative integer, got {offset!r}")
+        status = self._status_expr()
+        stmt = self._run_select(status)
+        if isinstance(experiments, str):
+            experiments = [experiments]
+        if experiments is not None:
+            stmt = stmt.where(s.experiments.c.name.in_(list(experiments)))
+        where = compile_filter(filter, status=status)
+        if where is not None:
+            stmt = stmt.where(where)
+        stmt = stmt.order_by(*compile_order_by(order_by, status=status)).limit(limit).offset(offset)
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+            return self._records(conn, rows)
+
+    def count_runs(self, *, experiments: Sequence[str] | str | None = None, filter: str | None = None) -> int:
+        from .search import compile_filter
+
+        status = self._status_expr()
+        stmt = sa.select(sa.func.count()).select_from(
+            s.runs.join(s.experiments, s.experiments.c.id == s.runs.c.experiment_id)
+        )
+        if isinstance(experiments, str):
+            experiments = [experiments]
+        if experiments is not None:
+            stmt = stmt.where(s.experiments.c.name.in_(list(experiments)))
+        where = compile_filter(filter, status=status)
+        if where is not None:
+            stmt = stmt.where(where)
+        with self._read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    # -- artifacts ------------------------------------------------------------
+
+    def _record_artifacts(self, run_id: str, infos: Iterable[ArtifactInfo]) -> None:
+        stmt = self._upsert(s.artifacts)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["run_id", "path"],
+            set_={"size": stmt.excluded.size, "sha256": stmt.excluded.sha256, "created_at": stmt.excluded.created_at},
+        )
+        rows = [{"run_id": run_id, **i.to_dict()} for i in infos]
+        if rows:
+            with self._tx() as conn:
+                conn.execute(stmt, rows)
+
+    def log_artifact(self, run_id: str, local_path: str | Path, name: str | None = None) -> list[ArtifactInfo]:
+        """Copy a file or folder under the run's artifact folder and record size and sha256."""
+        self.get_run(run_id)
+        infos = self.artifacts.put(run_id, local_path, name)
+        self._record_artifacts(run_id, infos)
+        return infos
+
+    def put_artifact_bytes(self, run_id: str, path: str, data: bytes) -> ArtifactInfo:
+        self.get_run(run_id)
+        info = self.artifacts.put_bytes(run_id, path, data)
+        self._record_artifacts(run_id, [info])
+        return info
+
+    def list_artifacts(self, run_id: str, prefix: str | None = None) -> list[ArtifactInfo]:
+        a = s.artifacts
+        stmt = sa.select(a.c.path, a.c.size, a.c.sha256, a.c.created_at).where(a.c.run_id == run_id)
+        if prefix:
+            from .artifacts import safe_relpath
+
+            clean = safe_relpath(prefix)
+            stmt = stmt.where(sa.or_(a.c.path == clean, a.c.path.startswith(clean + "/", autoescape=True)))
+        with self._read() as conn:
+            rows = conn.execute(stmt.order_by(a.c.path).limit(MAX_PAGE_SIZE)).all()
+        return [ArtifactInfo(path=r.path, size=r.size, sha256=r.sha256, created_at=r.created_at) for r in rows]
+
+    def artifact_path(self, run_id: str, path: str) -> Path:
+        """The local file of a recorded artifact, after the path checks."""
+        return self.artifacts.open_path(run_id, path)
+
+    def delete_artifact(self, run_id: str, path: str) -> None:
+        from .artifacts import safe_relpath
+
+        clean = safe_relpath(path)
+        self.artifacts.delete(run_id, clean)
+        a = s.artifacts
+        with self._tx() as conn:
+            conn.execute(
+                a.delete().where(
+                    a.c.run_id == run_id,
+                    sa.or_(a.c.path == clean, a.c.path.startswith(clean + "/", autoescape=True)),
+                )
+            )

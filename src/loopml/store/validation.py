@@ -1,0 +1,83 @@
+"""Checks on names and values before anything is stored.
+
+Shared by the client (so that a bad key fails at the ``log`` call, not later
+in the background writer) and the store and server (so that no client can
+slip past them). Messages name the argument, the value and what would work.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from typing import Any
+
+from .schema import KEY_LENGTH
+
+__all__ = ["MAX_VALUE_LENGTH", "check_key", "check_metric_value", "check_step", "check_text_value"]
+
+MAX_VALUE_LENGTH = 65_536
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_key(key: Any, *, what: str = "key") -> str:
+    """Return ``key`` if it is a usable name for a param, tag or metric."""
+    if not isinstance(key, str):
+        raise TypeError(f"Argument {what} should be a string, got {type(key).__name__}: {key!r}")
+    if not key:
+        raise ValueError(f"Argument {what} should be a non-empty string, got ''")
+    if len(key) > KEY_LENGTH:
+        raise ValueError(
+            f"Argument {what} should be at most {KEY_LENGTH} characters, got {len(key)}: {key[:40]!r}..."
+        )
+    if _CONTROL.search(key):
+        raise ValueError(f"Argument {what} should not contain control characters, got {key!r}")
+    if ".." in key:
+        raise ValueError(f"Argument {what} should not contain '..', got {key!r}")
+    if key.startswith("/") or key != key.strip():
+        raise ValueError(
+            f"Argument {what} should not start with '/' or with or end in whitespace, got {key!r}"
+        )
+    return key
+
+
+def check_metric_value(key: str, value: Any) -> float:
+    """Return ``value`` as a float64, or raise naming the metric."""
+    if type(value) is float:
+        return value
+    if isinstance(value, bool) or isinstance(value, (str, bytes)):
+        raise ValueError(f"Metric {key!r} should have a numeric value, got {value!r}")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    item = getattr(value, "item", None)  # NumPy and torch scalars, 0-d arrays and tensors
+    if item is not None:
+        try:
+            return check_metric_value(key, item())
+        except (ValueError, RuntimeError, TypeError):
+            pass
+    raise ValueError(f"Metric {key!r} should have a numeric value, got {type(value).__name__}: {value!r:.80}")
+
+
+def check_step(step: Any) -> int:
+    if type(step) is int or (isinstance(step, numbers.Integral) and not isinstance(step, bool)):
+        step = int(step)
+        if -(2**63) <= step < 2**63:
+            return step
+    raise ValueError(f"Argument step should be an integer (int64), got {type(step).__name__}: {step!r}")
+
+
+def check_text_value(key: str, value: Any, *, what: str = "param") -> str:
+    """Params and tags are stored as strings; numbers and bools are converted."""
+    if isinstance(value, float) and not math.isfinite(value):
+        text = repr(value)
+    elif isinstance(value, (str, bool, numbers.Number)) or value is None:
+        text = str(value)
+    else:
+        text = str(value)
+    if len(text) > MAX_VALUE_LENGTH:
+        raise ValueError(
+            f"The {what} {key!r} should have a value of at most {MAX_VALUE_LENGTH} characters, got {len(text)}"
+        )
+    if "\x00" in text:
+        raise ValueError(f"The {what} {key!r} should not contain NUL characters")
+    return text

@@ -1,0 +1,71 @@
+"""Shared fixtures: real SQLite files in a temp dir and a real PostgreSQL.
+
+`make test` starts PostgreSQL (scripts/test-postgres.sh) and sets
+LOOPML_TEST_PG_URL. Without it the PostgreSQL cases skip, except on CI
+(CI=true), where they fail: they must run there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+PG_URL = os.environ.get("LOOPML_TEST_PG_URL")
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _reset_postgres(url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+        conn.exec_driver_sql("CREATE SCHEMA public")
+    engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test gets its own LOOPML_HOME; nothing is written to the working directory."""
+    monkeypatch.setenv("LOOPML_HOME", str(tmp_path / "home"))
+    for var in ("LOOPML_TRACKING_URI", "LOOPML_TRACKING_TOKEN", "LOOPML_SERVER_TOKEN", "LOOPML_ARTIFACT_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database URI: a SQLite file, or a reset PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{(tmp_path / 'store' / 'loopml.db').as_posix()}"
+        return
+    if not PG_URL:
+        if ON_CI:
+            pytest.fail("LOOPML_TEST_PG_URL is not set on CI: run the suite through `make test`")
+        pytest.skip("no PostgreSQL (set LOOPML_TEST_PG_URL or run `make test`)")
+    _reset_postgres(PG_URL)
+    yield PG_URL
+
+
+@pytest.fixture
+def store(db_uri: str, tmp_path: Path) -> Iterator["TrackingStore"]:  # noqa: F821
+    from loopml.store import TrackingStore
+
+    st = TrackingStore(db_uri, artifact_root=tmp_path / "artifacts")
+    yield st
+    st.close()
+
+
+@pytest.fixture
+def use_store(db_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point the module-level client API (loopml.start_run, ...) at a fresh store."""
+    import loopml
+
+    monkeypatch.setenv("LOOPML_TRACKING_URI", db_uri)
+    monkeypatch.setenv("LOOPML_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    yield db_uri
+    loopml.set_tracking_uri(None)
