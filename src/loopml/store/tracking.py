@@ -548,6 +548,17 @@ class TrackingStore:
         """The local file of a recorded artifact, after the path checks."""
         return self.artifacts.open_path(run_id, path)
 
+    def download_artifact(self, run_id: str, path: str, dest: Path) -> Path:
+        """Copy one artifact file into the folder ``dest``; returns the new file's path."""
+        import shutil
+
+        src = self.artifact_path(run_id, path)
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / src.name
+        shutil.copyfile(src, target)
+        return target
+
     def delete_artifact(self, run_id: str, path: str) -> None:
         from .artifacts import safe_relpath
 
