@@ -66,6 +66,14 @@ def _time(t: float | None) -> str:
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _console() -> Any:
+    from rich.console import Console
+
+    con = _console()
+    # piped output (scripts, CI logs) gets wide lines instead of 80-column wrapping
+    return con if con.is_terminal else Console(width=200)
+
+
 def _backend(store: str | None) -> Any:
     from .tracking.api import backend_for
 
@@ -86,13 +94,12 @@ def experiments_list(
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in exps], indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("id", "name", "runs", "last activity (UTC)")
     for e in exps:
         table.add_row(str(e.id), e.name, str(e.run_count), _time(e.last_activity))
-    Console().print(table)
+    _console().print(table)
 
 
 @runs_app.command("list")
@@ -115,7 +122,6 @@ def runs_list(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in records], indent=2, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
 
     keys = sorted({k for r in records for k in r.metrics})[:6]
@@ -125,7 +131,7 @@ def runs_list(
             r.id, r.experiment, r.name, r.status, _time(r.start_time),
             *(f"{r.metrics[k].value:.6g}" if k in r.metrics else "" for k in keys),
         )
-    Console().print(table)
+    _console().print(table)
 
 
 @runs_app.command("show")
@@ -147,10 +153,9 @@ def runs_show(
         d["artifacts"] = [a.to_dict() for a in arts]
         typer.echo(json.dumps(d, indent=2, default=str))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    con = Console()
+    con = _console()
     duration = f"{r.duration:.1f}s" if r.duration is not None else "-"
     con.print(f"[bold]{r.name}[/bold]  {r.id}")
     con.print(f"experiment {r.experiment}   status {r.status}   started {_time(r.start_time)} UTC   duration {duration}")
