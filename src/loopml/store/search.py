@@ -61,7 +61,7 @@ from typing import Any, Literal, Union
 from sqlalchemy import Double, Table, and_, case, literal, literal_column, not_, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, Grouping
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from ..errors import FilterError
@@ -89,8 +89,8 @@ _PREFIXES = {
 }  # fmt: skip
 _STRING_ATTRIBUTES = ("status", "name", "id", "parent_id", "git_commit", "host", "user")
 _NUMERIC_ATTRIBUTES = ("start_time", "end_time", "heartbeat_at", "experiment_id")
+_ATTRIBUTES = _STRING_ATTRIBUTES + _NUMERIC_ATTRIBUTES
 _ATTRIBUTE_ALIASES = {"run_name": "name", "run_id": "id"}
-_KEYWORDS = {"AND", "OR", "NOT", "IN", "IS", "NULL", "LIKE", "ILIKE", "ASC", "DESC"}
 _TABLES: dict[str, Table] = {"metrics": latest_metrics, "params": params, "tags": tags}
 _ORDERINGS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _ORDER_OPERATORS = "=, !=, <, <=, >, >="
@@ -177,6 +177,11 @@ def _read_quoted(text: str, start: int, what: str) -> tuple[str, int]:
 
 
 def _tokenize(text: str) -> list[_Token]:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, which no database driver accepts
+        message = f"Invalid character {text[exc.start]!r}: not valid Unicode"
+        raise FilterError(message, text=text, position=exc.start) from None
     tokens: list[_Token] = []
     i = 0
     while i < len(text):
@@ -296,29 +301,21 @@ class _Parser:
     def field(self) -> Field:
         token = self.advance()
         prefix, key = token.value if token.kind == "word" else (None, "")
-        if prefix is None:
-            name = _ATTRIBUTE_ALIASES.get(key.lower(), key.lower())
-            if token.kind != "word" or key.upper() in _KEYWORDS or name not in _STRING_ATTRIBUTES + _NUMERIC_ATTRIBUTES:
-                raise self.error(
-                    "Expected metrics.<key>, params.<key>, tags.<key> or an attribute "
-                    f"({', '.join(_STRING_ATTRIBUTES + _NUMERIC_ATTRIBUTES)}), got {_shown(token)}",
-                    token,
-                )
-            return Field("attributes", name, token.position)
-        kind = _PREFIXES.get(prefix.lower())
-        key_position = token.position + len(prefix) + 1
+        kind = "attributes" if prefix is None else _PREFIXES.get(prefix.lower())
+        key_position = token.position if prefix is None else token.position + len(prefix) + 1
         if kind is None:
-            raise self.error(
-                f"Unknown prefix '{prefix}.' in '{token.text}': expected metrics., params., tags. or attributes.",
-                token,
-            )
-        if not key:
-            raise self.error(f"Expected a key after '{prefix}.', e.g. {prefix}.val_acc or {prefix}.`val acc`", key_position)
+            expected = "expected metrics., params., tags. or attributes."
+            raise self.error(f"Unknown prefix '{prefix}.' in '{token.text}': {expected}", token)
+        if not key and prefix is not None:
+            example = f"{prefix}.val_acc or {prefix}.`val acc`"
+            raise self.error(f"Expected a key after '{prefix}.', e.g. {example}", key_position)
         if kind == "attributes":
             name = _ATTRIBUTE_ALIASES.get(key.lower(), key.lower())
-            if name not in _STRING_ATTRIBUTES + _NUMERIC_ATTRIBUTES:
-                known = ", ".join(_STRING_ATTRIBUTES + _NUMERIC_ATTRIBUTES)
-                raise self.error(f"Unknown attribute '{key}': expected one of {known}", key_position)
+            if name not in _ATTRIBUTES and prefix is None:
+                expected = f"metrics.<key>, params.<key>, tags.<key> or an attribute ({', '.join(_ATTRIBUTES)})"
+                raise self.error(f"Expected {expected}, got {_shown(token)}", token)
+            if name not in _ATTRIBUTES:
+                raise self.error(f"Unknown attribute '{key}': expected one of {', '.join(_ATTRIBUTES)}", key_position)
             key = name
         return Field(kind, key, token.position)  # type: ignore[arg-type]
 
@@ -379,8 +376,10 @@ class _Parser:
             value = token.value.upper()
             if value not in RUN_STATUSES:
                 raise self.error(f"Unknown status {token.text}: expected one of {', '.join(RUN_STATUSES)}", token)
-        elif target.key == "experiment_id" and not (token.value.is_integer() and abs(token.value) < 2**63):
-            raise self.error(f"experiment_id is an integer, got {token.text}", token)
+        elif target.key == "experiment_id":
+            if not (token.value.is_integer() and abs(token.value) < 2**63):
+                raise self.error(f"experiment_id is an integer, got {token.text}", token)
+            value = int(token.value)
         elif op in ("LIKE", "ILIKE") and (len(value) - len(value.rstrip("\\"))) % 2:  # type: ignore[union-attr]
             raise self.error("The pattern ends with a lone backslash: write \\\\\\\\ for a literal one", token)
         return value
@@ -421,9 +420,11 @@ class _PerDialect(ColumnElement[Any]):
     ]
 
     def __init__(self, default: ColumnElement[Any], sqlite: ColumnElement[Any]) -> None:
-        self.default = default
-        self.sqlite = sqlite
+        self.default = Grouping(default)
+        self.sqlite = Grouping(sqlite)
         self.type = default.type
+        # Keeps SQLAlchemy from appending "= 1" to a LIKE in a WHERE on SQLite.
+        self._is_implicitly_boolean = default._is_implicitly_boolean
 
 
 @compiles(_PerDialect)
@@ -438,7 +439,7 @@ def _render_sqlite(element: _PerDialect, compiler: SQLCompiler, **kw: Any) -> st
 
 def _bytewise(expression: ColumnElement[Any]) -> ColumnElement[Any]:
     # SQLite compares text by code point; PostgreSQL by the database's locale unless told "C".
-    return _PerDialect(expression.collate("C").self_group(), expression)
+    return _PerDialect(expression.collate("C"), expression)
 
 
 def _like(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:

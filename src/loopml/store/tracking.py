@@ -62,9 +62,31 @@ def _compiled(conn: Connection, stmt: Any) -> tuple[str, Any]:
     return str(compiled), compiled
 
 
+_POINT_COLUMNS = ("run_id", "key", "step", "timestamp", "value")
+
+
+def _copy_points(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """PostgreSQL: COPY is 5x faster than executemany for a batch of points.
+
+    The statement names only schema identifiers (no user data); values travel
+    in COPY's own binary-safe protocol, not in the SQL text.
+    """
+    cols = ", ".join(_POINT_COLUMNS)
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        with cur.copy(f"COPY {s.metrics.name} ({cols}) FROM STDIN") as copy:  # noqa: S608 - identifiers only
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        cur.close()
+
+
 def _raw_executemany(conn: Connection, stmt: Any, rows: Sequence[tuple[Any, ...]]) -> None:
+    if conn.dialect.name == "postgresql":
+        _copy_points(conn, rows)
+        return
     sql, compiled = _compiled(conn, stmt)
-    names = ("run_id", "key", "step", "timestamp", "value")
+    names = _POINT_COLUMNS
     if compiled.positional:
         order = [names.index(n) for n in compiled.positiontup]
         params: Any = rows if order == list(range(len(names))) else [tuple(r[i] for i in order) for r in rows]
