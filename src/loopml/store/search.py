@@ -127,16 +127,22 @@ class Comparison:
 
 @dataclass(frozen=True)
 class And:
+    """All of ``items`` hold: ``a and b and c``."""
+
     items: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class Or:
+    """Any of ``items`` holds: ``a or b``."""
+
     items: tuple[Node, ...]
 
 
 @dataclass(frozen=True)
 class Not:
+    """``item`` does not hold; also true for runs that lack the key ``item`` compares."""
+
     item: Node
 
 
@@ -253,7 +259,8 @@ class _Parser:
         if self.token.kind == ")":
             raise self.error("Unbalanced parenthesis: this ')' has no matching '('", self.token)
         if self.token.kind != "end":
-            raise self.error(f"Expected AND, OR or the end of the filter, got {_shown(self.token)}", self.token)
+            message = f"Expected AND, OR or the end of the filter, got {_shown(self.token)}"
+            raise self.error(message, self.token)
         return node
 
     def parse_order_by(self) -> list[tuple[Field, bool]]:
@@ -311,11 +318,12 @@ class _Parser:
             raise self.error(f"Expected a key after '{prefix}.', e.g. {example}", key_position)
         if kind == "attributes":
             name = _ATTRIBUTE_ALIASES.get(key.lower(), key.lower())
+            known = ", ".join(_ATTRIBUTES)
             if name not in _ATTRIBUTES and prefix is None:
-                expected = f"metrics.<key>, params.<key>, tags.<key> or an attribute ({', '.join(_ATTRIBUTES)})"
+                expected = f"metrics.<key>, params.<key>, tags.<key> or an attribute ({known})"
                 raise self.error(f"Expected {expected}, got {_shown(token)}", token)
             if name not in _ATTRIBUTES:
-                raise self.error(f"Unknown attribute '{key}': expected one of {', '.join(_ATTRIBUTES)}", key_position)
+                raise self.error(f"Unknown attribute '{key}': expected one of {known}", key_position)
             key = name
         return Field(kind, key, token.position)  # type: ignore[arg-type]
 
@@ -338,16 +346,19 @@ class _Parser:
             return Comparison(target, "IN", self.value_list(target, "IN", shown))
         if keyword in ("LIKE", "ILIKE"):
             if _is_numeric(target):
-                raise self.error(f"{keyword} compares strings, but {_type_phrase(target)}: use {_ORDER_OPERATORS} or IN", token)
+                message = f"{keyword} compares strings, but {_type_phrase(target)}: use {_ORDER_OPERATORS} or IN"
+                raise self.error(message, token)
             return Comparison(target, keyword, self.value(target, keyword, shown))
         if token.kind == "op":
             op = {"==": "=", "<>": "!="}.get(token.text, token.text)
             return Comparison(target, op, self.value(target, op, shown))
-        raise self.error(f"Expected a comparison operator ({_OPERATORS}) after '{shown}', got {_shown(token)}", token)
+        message = f"Expected a comparison operator ({_OPERATORS}) after '{shown}', got {_shown(token)}"
+        raise self.error(message, token)
 
     def value_list(self, target: Field, op: str, shown: str) -> tuple[Value, ...]:
         if self.token.kind != "(":
-            raise self.error(f"Expected '(' after {op}, e.g. {shown} {op} ('a', 'b'), got {_shown(self.token)}", self.token)
+            message = f"Expected '(' after {op}, e.g. {shown} {op} ('a', 'b'), got {_shown(self.token)}"
+            raise self.error(message, self.token)
         self.advance()
         values = [self.value(target, op, shown)]
         while self.token.kind == ",":
@@ -375,13 +386,15 @@ class _Parser:
         if target.key == "status" and op not in ("LIKE", "ILIKE"):
             value = token.value.upper()
             if value not in RUN_STATUSES:
-                raise self.error(f"Unknown status {token.text}: expected one of {', '.join(RUN_STATUSES)}", token)
+                expected = ", ".join(RUN_STATUSES)
+                raise self.error(f"Unknown status {token.text}: expected one of {expected}", token)
         elif target.key == "experiment_id":
             if not (token.value.is_integer() and abs(token.value) < 2**63):
                 raise self.error(f"experiment_id is an integer, got {token.text}", token)
             value = int(token.value)
-        elif op in ("LIKE", "ILIKE") and (len(value) - len(value.rstrip("\\"))) % 2:  # type: ignore[union-attr]
-            raise self.error("The pattern ends with a lone backslash: write \\\\\\\\ for a literal one", token)
+        elif op in ("LIKE", "ILIKE") and (len(token.value) - len(token.value.rstrip("\\"))) % 2:
+            message = "The pattern ends with a backslash that escapes nothing (in a pattern, \\% is a literal %)"
+            raise self.error(message, token)
         return value
 
 
@@ -402,16 +415,17 @@ def parse_filter(text: str) -> Node:
     Example::
 
         parse_filter("metrics.acc > 0.9 and not status = 'failed'")
-        # And(items=(Comparison(field=Field(kind='metrics', key='acc'), op='>', value=0.9),
-        #            Not(item=Comparison(field=Field(kind='attributes', key='status'), op='=', value='FAILED'))))
+        # And(items=(Comparison(Field('metrics', 'acc'), op='>', value=0.9),
+        #            Not(item=Comparison(Field('attributes', 'status'), op='=', value='FAILED'))))
     """
     if not isinstance(text, str):
-        raise TypeError(f"Argument filter should be a string such as \"metrics.acc > 0.9\", got {type(text).__name__}")
+        example = '"metrics.acc > 0.9"'
+        raise TypeError(f"Argument filter should be a string such as {example}, got {type(text).__name__}")
     return _Parser(text).parse_filter()
 
 
 class _PerDialect(ColumnElement[Any]):
-    """Renders ``sqlite`` on SQLite and ``default`` elsewhere, where the same SQL would mean different things."""
+    """``sqlite`` on SQLite, ``default`` elsewhere: for where the same SQL would mean different things."""
 
     inherit_cache = True
     _traverse_internals = [
@@ -452,7 +466,8 @@ def _like(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
             glob.append("*" if char == "%" else "?")
             continue
         glob.append(f"[{char}]" if char in "*?[" else char)
-    return _PerDialect(column.like(pattern, escape="\\"), column.op("GLOB", is_comparison=True)("".join(glob)))
+    glob_match = column.op("GLOB", is_comparison=True)("".join(glob))
+    return _PerDialect(column.like(pattern, escape="\\"), glob_match)
 
 
 def _compare(column: ColumnElement[Any], op: str, value: Any) -> ColumnElement[bool]:
@@ -531,7 +546,9 @@ def _sort_key(target: Field, status: ColumnElement[str]) -> ColumnElement[Any]:
     return value if target.kind == "metrics" else _bytewise(value)
 
 
-def compile_order_by(items: Sequence[str] | str | None, *, status: ColumnElement[str]) -> list[ColumnElement[Any]]:
+def compile_order_by(
+    items: Sequence[str] | str | None, *, status: ColumnElement[str]
+) -> list[ColumnElement[Any]]:
     """ORDER BY clauses for ``items`` such as ``["metrics.acc DESC", "name"]``, tie-breaker included.
 
     Each item may also hold several comma-separated terms.
@@ -545,7 +562,8 @@ def compile_order_by(items: Sequence[str] | str | None, *, status: ColumnElement
     clauses: list[ColumnElement[Any]] = []
     for item in items or ():
         if not isinstance(item, str):
-            raise TypeError(f"Argument order_by should hold strings such as \"metrics.acc DESC\", got {item!r}")
+            example = '["metrics.acc DESC", "name"]'
+            raise TypeError(f"Argument order_by should hold strings, e.g. {example}, got {item!r}")
         if not item.strip():
             continue
         for target, descending in _Parser(item).parse_order_by():
@@ -555,11 +573,12 @@ def compile_order_by(items: Sequence[str] | str | None, *, status: ColumnElement
 
 
 def status_expression(now: float, heartbeat_timeout: float) -> ColumnElement[str]:
-    """A run's effective status: a RUNNING run whose heartbeat is older than ``heartbeat_timeout`` reads as KILLED.
+    """A run's effective status: RUNNING with a heartbeat older than ``heartbeat_timeout`` reads as KILLED.
 
     Example::
 
         query = select(runs.c.id, status_expression(time.time(), 60).label("status"))
     """
     cutoff = literal(now - heartbeat_timeout, Double())
-    return case((and_(runs.c.status == "RUNNING", runs.c.heartbeat_at < cutoff), "KILLED"), else_=runs.c.status)
+    stale = and_(runs.c.status == "RUNNING", runs.c.heartbeat_at < cutoff)
+    return case((stale, "KILLED"), else_=runs.c.status)
