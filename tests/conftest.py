@@ -64,8 +64,11 @@ def store(db_uri: str, tmp_path: Path) -> Iterator["TrackingStore"]:  # noqa: F8
 def use_store(db_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """Point the module-level client API (loopml.start_run, ...) at a fresh store."""
     import loopml
+    from loopml.tracking import api
 
     monkeypatch.setenv("LOOPML_TRACKING_URI", db_uri)
     monkeypatch.setenv("LOOPML_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
     yield db_uri
     loopml.set_tracking_uri(None)
+    # PostgreSQL reuses one URL: drop the cached backend so the next test opens its fresh database
+    api.close_all()

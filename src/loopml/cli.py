@@ -32,9 +32,18 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-experiments_app = typer.Typer(help="Experiments: groups of runs.", no_args_is_help=True)
-runs_app = typer.Typer(help="Runs: params, metrics, tags and artifacts of one training.", no_args_is_help=True)
-db_app = typer.Typer(help="The store's database.", no_args_is_help=True)
+experiments_app = typer.Typer(
+    help="Experiments: groups of runs.\n\nExample: loopml experiments list --json", no_args_is_help=True
+)
+runs_app = typer.Typer(
+    help="Runs: params, metrics, tags and artifacts of one training.\n\n"
+    "Example: loopml runs list --experiment digits --filter \"metrics.val_acc > 0.9\"",
+    no_args_is_help=True,
+)
+db_app = typer.Typer(
+    help="The store's database.\n\nExample: loopml db upgrade --store sqlite:///./.loopml/loopml.db",
+    no_args_is_help=True,
+)
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
@@ -69,7 +78,7 @@ def _time(t: float | None) -> str:
 def _console() -> Any:
     from rich.console import Console
 
-    con = _console()
+    con = Console()
     # piped output (scripts, CI logs) gets wide lines instead of 80-column wrapping
     return con if con.is_terminal else Console(width=200)
 

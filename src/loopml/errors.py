@@ -41,7 +41,16 @@ class ConfigError(LoopMLError):
 
 
 class StoreError(LoopMLError):
-    """The store could not carry out the operation."""
+    """The store could not carry out the operation.
+
+    ``transient`` is True when trying again later may work (a database locked
+    by another process, a lost connection, a tracking server that is down);
+    the background writer retries those and keeps their points.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        self.transient = transient
+        super().__init__(message)
 
 
 class MigrationRequired(StoreError):

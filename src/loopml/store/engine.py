@@ -55,7 +55,11 @@ def create_engine(uri: str) -> Engine:
 
         @sa.event.listens_for(engine, "begin")
         def _begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN")
+            # A write transaction (execution option loopml_write) takes the write lock at
+            # BEGIN: a deferred one that reads first and then finds another process's newer
+            # commit fails at once with "database is locked" instead of waiting busy_timeout.
+            immediate = conn.get_execution_options().get("loopml_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     if uri.startswith(("postgresql://", "postgresql+psycopg://")):
@@ -88,11 +92,12 @@ def migrate(engine: Engine, revision: str = "head") -> str | None:
     """Upgrade the database to ``revision`` with Alembic; return the new revision."""
     from alembic import command
     from alembic.config import Config
+    from alembic.util import CommandError
 
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     try:
-        with engine.begin() as conn:
+        with engine.execution_options(loopml_write=True).begin() as conn:  # racing creators wait
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:
@@ -101,6 +106,11 @@ def migrate(engine: Engine, revision: str = "head") -> str | None:
         if current_revision(engine) == HEAD_REVISION:
             return HEAD_REVISION
         raise StoreError(f"Migrating the database failed: {exc}") from exc
+    except CommandError as exc:  # e.g. a revision this loopml does not know (a newer loopml wrote it)
+        raise StoreError(
+            f"Migrating the database failed: {exc}. Was it written by a newer loopml? Upgrade loopml, "
+            "or restore a backup."
+        ) from exc
     return current_revision(engine)
 
 

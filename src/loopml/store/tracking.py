@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import LoopMLError, NotFound, StoreError
 from . import schema as s
@@ -124,6 +124,7 @@ class TrackingStore:
     ) -> None:
         self.uri = uri
         self.engine = engine if engine is not None else open_engine(uri)
+        self._write_engine = self.engine.execution_options(loopml_write=True)  # BEGIN IMMEDIATE on SQLite
         self.artifacts = ArtifactRoot(artifact_root)
         self.heartbeat_timeout = heartbeat_timeout
         self._dialect = self.engine.dialect.name
@@ -157,15 +158,34 @@ class TrackingStore:
 
     # -- transactions ---------------------------------------------------------
 
+    def _translate(self, exc: Exception) -> StoreError:
+        """A driver or SQLAlchemy error as a StoreError; lock and connection trouble is transient."""
+        dbapi = self.engine.dialect.dbapi
+        orig = getattr(exc, "orig", None) or exc
+        transient = isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or bool(
+            getattr(exc, "connection_invalidated", False)
+        )
+        if dbapi is not None and isinstance(orig, (dbapi.OperationalError, dbapi.InterfaceError)):
+            transient = True
+        return StoreError(
+            f"The store at {self!r} failed: {orig.__class__.__name__}: {orig}".strip(), transient=transient
+        )
+
+    def _is_db_error(self, exc: BaseException) -> bool:
+        dbapi = self.engine.dialect.dbapi
+        return isinstance(exc, SQLAlchemyError) or (dbapi is not None and isinstance(exc, dbapi.Error))
+
     @contextmanager
     def _tx(self) -> Iterator[Connection]:
         try:
-            with self.engine.begin() as conn:
+            with self._write_engine.begin() as conn:
                 yield conn
         except LoopMLError:
             raise
-        except SQLAlchemyError as exc:
-            raise StoreError(f"The store at {self!r} failed: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}") from exc
+        except Exception as exc:
+            if self._is_db_error(exc):
+                raise self._translate(exc) from exc
+            raise
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -174,8 +194,10 @@ class TrackingStore:
                 yield conn
         except LoopMLError:
             raise
-        except SQLAlchemyError as exc:
-            raise StoreError(f"The store at {self!r} failed: {exc.__class__.__name__}: {exc}") from exc
+        except Exception as exc:
+            if self._is_db_error(exc):
+                raise self._translate(exc) from exc
+            raise
 
     # -- experiments ----------------------------------------------------------
 

@@ -299,16 +299,29 @@ def _flush_all(backend: Any) -> None:
         writer.flush()
 
 
-@atexit.register
-def _at_exit() -> None:
-    """Finish runs still open at exit (FAILED if an uncaught exception ends the program)."""
+def close_all(*, timeout: float = 60.0) -> None:
+    """Finish this process's open runs, flush and stop the writers, close the stores.
+
+    Runs at exit (open runs end FAILED after an uncaught exception, else
+    FINISHED); tests call it to start from a clean slate.
+    """
     status = "FAILED" if getattr(sys, "last_type", None) is not None else "FINISHED"
     with _lock:
         open_runs = list(_open_runs)
     for run in open_runs:
         try:
             run.finish(status)
-        except Exception as exc:  # noqa: BLE001 - exit must go on; the heartbeat marks it KILLED later
-            logging.getLogger(__name__).warning("loopml: could not finish run %s at exit: %s", run.id, exc)
-    for writer in list(_writers.values()):
-        writer.close(timeout=60.0)
+        except Exception as exc:  # noqa: BLE001 - go on; the heartbeat marks it KILLED later
+            logging.getLogger(__name__).warning("loopml: could not finish run %s: %s", run.id, exc)
+    with _lock:
+        writers, backends = list(_writers.values()), list(_backends.values())
+        _writers.clear()
+        _backends.clear()
+        _open_runs.clear()
+    for writer in writers:
+        writer.close(timeout=timeout)
+    for backend in backends:
+        backend.close()
+
+
+atexit.register(close_all)

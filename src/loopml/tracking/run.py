@@ -142,7 +142,7 @@ class Run:
         with self._lock:
             if step is None:
                 step = self._next_step
-            elif type(step) is not int:
+            if type(step) is not int or not -(2**63) <= step < 2**63:  # out of int64: fail here, not in the writer
                 step = check_step(step)
             self._next_step = step + 1
         ts = time.time() if timestamp is None else float(timestamp)

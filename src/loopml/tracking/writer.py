@@ -9,8 +9,9 @@ Memory bound: at most ``max_pending`` points (default 200,000, about 40 MB
 of tuples) wait in the buffer. When the writer falls behind, ``add`` blocks
 until there is room instead of growing memory without bound.
 
-A batch that fails with a transient :class:`~loopml.errors.StoreError` (a
-database locked by another process, a tracking server that is down) is kept
+A batch that fails with a transient :class:`~loopml.errors.StoreError`
+(``exc.transient``: a database locked by another process, a lost connection,
+a tracking server that is down) is kept
 and retried with backoff, so no point is lost; a permanent error (the store
 refused the data) is kept and raised by the next ``flush``.
 """
@@ -172,7 +173,13 @@ class BatchWriter:
             try:
                 self.backend.log_metrics(batch)
                 break
-            except StoreError as exc:  # transient: locked, or the server is down; keep the batch
+            except StoreError as exc:
+                if not exc.transient:  # permanent: surfaced by the next flush
+                    log.error("loopml: the store refused %d points: %s", len(batch), exc)
+                    with self._cond:
+                        self._error = exc
+                    break
+                # transient (locked, connection lost, server down): keep the batch and retry
                 self.retries += 1
                 log.warning("loopml: writing %d points failed (%s); retrying in %.2fs", len(batch), exc, delay)
                 time.sleep(delay)  # the writer thread backs off; producers keep buffering

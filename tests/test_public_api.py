@@ -1,0 +1,79 @@
+"""The curated public surface of ``import loopml``, pinned."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import loopml
+
+EXPECTED = [
+    "ArtifactPathError",
+    "AuthError",
+    "ConfigError",
+    "Experiment",
+    "FilterError",
+    "History",
+    "LoopMLError",
+    "MigrationRequired",
+    "NotFound",
+    "RemoteError",
+    "Run",
+    "RunRecord",
+    "StoreError",
+    "__version__",
+    "active_run",
+    "experiments",
+    "get_run",
+    "get_tracking_uri",
+    "log",
+    "log_artifact",
+    "log_params",
+    "runs",
+    "set_tags",
+    "set_tracking_uri",
+    "start_run",
+]
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert loopml.__all__ == EXPECTED
+    assert loopml.__all__ == sorted(loopml.__all__)
+    assert sorted(dir(loopml)) == EXPECTED
+
+
+def test_every_public_name_resolves() -> None:
+    for name in loopml.__all__:
+        assert getattr(loopml, name) is not None, name
+    assert isinstance(loopml.__version__, str)
+
+
+def test_public_names_are_the_real_objects() -> None:
+    from loopml.errors import LoopMLError, StoreError
+    from loopml.store.records import Experiment, History, RunRecord
+    from loopml.tracking.api import start_run
+    from loopml.tracking.run import Run
+
+    assert (loopml.Run, loopml.start_run, loopml.History) == (Run, start_run, History)
+    assert (loopml.RunRecord, loopml.Experiment) == (RunRecord, Experiment)
+    assert issubclass(loopml.StoreError, LoopMLError) and loopml.StoreError is StoreError
+    for name in ("ArtifactPathError", "AuthError", "ConfigError", "FilterError", "MigrationRequired", "NotFound", "RemoteError"):
+        assert issubclass(getattr(loopml, name), LoopMLError), name
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="module 'loopml' has no attribute 'nope'"):
+        loopml.nope  # noqa: B018
+
+
+def test_import_is_lazy(tmp_path: Path) -> None:
+    # `import loopml` (and the CLI module) stay light: the store and pandas load on first use.
+    code = (
+        "import sys, loopml, loopml.cli; "
+        "print(sorted(m for m in ('sqlalchemy', 'pandas', 'alembic', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert out.stdout.strip() == "[]"
