@@ -1,0 +1,198 @@
+"""The tracking server: a FastAPI app over a :class:`~loopml.store.TrackingStore`, and ``serve``.
+
+>>> from loopml.store import TrackingStore
+>>> from loopml.server import create_app
+>>> app = create_app(TrackingStore("sqlite:///./.loopml/loopml.db", artifact_root="./.loopml/artifacts"))  # doctest: +SKIP
+
+or from a shell (binds 127.0.0.1 unless told otherwise)::
+
+    loopml server --port 5000 --store sqlite:///./.loopml/loopml.db
+    LOOPML_TRACKING_URI=http://127.0.0.1:5000 python train.py
+
+What is where:
+
+- ``/api/v1/...``: the tracking API (:mod:`loopml.server.routes_tracking`);
+  later routers (registry, web UI) are added in :func:`create_app`.
+- ``/health``: ``{"status": "ok"}`` for readiness checks.
+- ``/docs`` and ``/openapi.json``: the API's description.
+- Every route, these included, is behind the checks of
+  :mod:`loopml.server.security` (Host header, bearer token when one is set,
+  JSON content type on writes) and answers errors in the one shape of
+  :mod:`loopml.server.errors`.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import APIRouter, FastAPI
+from starlette.responses import Response
+
+from .. import __version__, config
+from ..errors import ConfigError
+from ..store.tracking import TrackingStore
+from .errors import install_error_handlers, json_response
+from .routes_tracking import ARTIFACT_UPLOAD
+from .routes_tracking import router as tracking_router
+from .security import SecurityMiddleware, check_allowed_hosts, is_loopback
+
+__all__ = ["create_app", "serve"]
+
+_meta = APIRouter(tags=["server"])
+
+
+@_meta.get("/health", summary="Readiness check (behind the token like every route)")
+def health() -> Response:
+    return json_response({"status": "ok", "version": __version__})
+
+
+def create_app(
+    store: TrackingStore,
+    *,
+    auth_token: str | None = None,
+    allowed_hosts: Sequence[str] = (),
+    max_json_body: int | None = None,
+) -> FastAPI:
+    """The server's ASGI app over ``store``.
+
+    ``auth_token``: every request must send ``Authorization: Bearer <token>``.
+    ``allowed_hosts``: Host header values accepted besides the loopback names
+    (``"name"``, ``"name:port"``, or ``"*"`` for any).
+    ``max_json_body``: largest JSON body in bytes (default 64 MiB).
+
+    >>> app = create_app(store, auth_token="s3cret", allowed_hosts=["tracking.internal"])  # doctest: +SKIP
+    """
+    if auth_token is not None and (not isinstance(auth_token, str) or not auth_token.strip()):
+        raise ValueError("Argument auth_token should be a non-empty string, or None for no token")
+    check_allowed_hosts(allowed_hosts)  # fail here, not at the first request
+    app = FastAPI(
+        title="loopml tracking server",
+        version=__version__,
+        description="Experiments, runs, params, tags, metrics and artifacts. "
+        'Every error answers {"error": {"code": ..., "message": ...}}.',
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.store = store
+    app.state.known_runs = set()
+    install_error_handlers(app)
+    app.include_router(_meta)
+    app.include_router(tracking_router)
+    extra: dict[str, Any] = {} if max_json_body is None else {"max_json_body": max_json_body}
+    app.add_middleware(
+        SecurityMiddleware,
+        auth_token=auth_token,
+        allowed_hosts=list(allowed_hosts),
+        binary_uploads=[ARTIFACT_UPLOAD],
+        **extra,
+    )
+    return app
+
+
+def _read_token(path: str | Path) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the auth token file {str(path)!r}: {exc.strerror or exc}") from exc
+    if not token:
+        raise ConfigError(f"The auth token file {str(path)!r} is empty; put the token on its first line")
+    return token
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    store: str | TrackingStore | None = None,
+    auth_token_file: str | Path | None = None,
+    allowed_hosts: Sequence[str] = (),
+    *,
+    artifact_root: str | Path | None = None,
+    log_level: str = "warning",
+) -> None:
+    """Run the server until interrupted; prints ``loopml server listening on http://HOST:PORT`` once it listens.
+
+    ``store``: a database URI (default: ``LOOPML_TRACKING_URI`` or
+    ``./.loopml/loopml.db``) or an open TrackingStore. ``port=0`` picks a
+    free port. The token comes from ``auth_token_file`` or
+    ``LOOPML_SERVER_TOKEN``. Binding to all interfaces (``0.0.0.0``, ``::``)
+    needs ``allowed_hosts``: the names clients use to reach the server.
+
+    >>> serve(port=0, store="sqlite:///./.loopml/loopml.db")  # doctest: +SKIP
+    loopml server listening on http://127.0.0.1:43121
+    """
+    settings = config.settings()
+    token = _read_token(auth_token_file) if auth_token_file else settings.server_token
+    allowed = list(allowed_hosts)
+    if not is_loopback(host):
+        if host in ("0.0.0.0", "::", ""):
+            if not allowed:
+                raise ConfigError(
+                    f"Binding to {host or 'all interfaces'} answers any network: name the host clients use, "
+                    "e.g. --allowed-host tracking.internal (or --allowed-host '*' to accept any Host header)"
+                )
+        else:
+            allowed.append(host)
+        if token is None:
+            print(
+                f"warning: loopml server on {host} has no auth token; anyone who can reach it can read and "
+                "write runs (use --auth-token-file or LOOPML_SERVER_TOKEN)",
+                file=sys.stderr,
+            )
+    if isinstance(store, TrackingStore):
+        tracking_store = store
+    else:
+        uri = config.check_tracking_uri(store) if store else settings.tracking_uri
+        if uri.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"The server writes to a database, not to another server: got {uri!r}; "
+                "use --store sqlite:///path/to/loopml.db or postgresql+psycopg://..."
+            )
+        tracking_store = TrackingStore(
+            uri,
+            artifact_root=artifact_root if artifact_root is not None else settings.artifact_root,
+            heartbeat_timeout=settings.heartbeat_timeout,
+        )
+    app = create_app(tracking_store, auth_token=token, allowed_hosts=allowed)
+    server = _AnnouncingServer(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level=log_level,
+            access_log=False,
+            # longer than clients keep idle connections, so a client never
+            # sends on a connection the server is closing
+            timeout_keep_alive=75,
+        )
+    )
+    try:
+        server.run()
+    except SystemExit as exc:
+        if not server.started:
+            raise ConfigError(
+                f"The server could not listen on {_url(host, port)} (see the error above); try --port 0"
+            ) from exc
+        raise
+    finally:
+        if tracking_store is not store:
+            tracking_store.close()
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """A uvicorn server that prints the address it listens on (tests and scripts parse the line)."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            port = self.servers[0].sockets[0].getsockname()[1]
+            print(f"loopml server listening on {_url(self.config.host, port)}", flush=True)

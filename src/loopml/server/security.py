@@ -1,0 +1,232 @@
+"""The checks every request passes before it reaches a route.
+
+They answer the classes of vulnerability published against tracking servers
+(MLflow's CVEs among them):
+
+1. **DNS rebinding.** A web page can make a victim's browser send requests
+   to ``127.0.0.1`` under the attacker's host name. The server answers only
+   requests whose ``Host`` header names it: ``127.0.0.1``, ``localhost`` or
+   ``[::1]`` (any port), plus the ``allowed_hosts`` given (``name`` for any
+   port, ``name:port`` for one port, ``*`` to turn the check off).
+   Anything else gets ``400 invalid_host``.
+2. **Bearer token.** With a token set, *every* request, ``/docs``,
+   ``/openapi.json`` and ``/health`` included, must send
+   ``Authorization: Bearer <token>`` or gets ``401 unauthorized``. The
+   comparison takes constant time (:func:`hmac.compare_digest`). The check
+   runs before routing, so a route added later cannot slip past it and an
+   unknown path reveals nothing either.
+3. **Cross-site requests (CSRF).** Every state-changing request (POST, PUT,
+   PATCH, DELETE) must say ``Content-Type: application/json``, or
+   ``application/octet-stream`` on the routes that take file uploads. A
+   browser sends those cross-site only after a CORS preflight, which this
+   server never grants, so a form or ``text/plain`` POST from another site
+   gets ``415 unsupported_media_type``.
+4. **Memory.** A JSON body over ``max_json_body`` bytes gets ``413``.
+
+Artifact paths are checked where they are used (:mod:`loopml.store.artifacts`),
+and no route runs a shell command.
+
+>>> app.add_middleware(SecurityMiddleware, auth_token="s3cret", allowed_hosts=["tracking.internal"])  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import PayloadTooLarge, error_response
+
+__all__ = ["LOOPBACK_HOSTS", "SecurityMiddleware", "check_allowed_hosts", "is_loopback", "parse_host"]
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+JSON = "application/json"
+OCTET_STREAM = "application/octet-stream"
+DEFAULT_MAX_JSON_BODY = 64 * 1024 * 1024
+
+_PORT = re.compile(r"^[0-9]{1,5}$")
+
+
+def parse_host(value: str) -> tuple[str, int | None] | None:
+    """Split a Host header (``name``, ``name:port``, ``[v6]:port``) into a lower-case name and port.
+
+    Returns None for a value that is not a host.
+
+    >>> parse_host("[::1]:5000")
+    ('::1', 5000)
+    >>> parse_host("LocalHost")
+    ('localhost', None)
+    """
+    value = value.strip().lower()
+    if not value:
+        return None
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        name, rest = value[1:end], value[end + 1 :]
+        if rest and not rest.startswith(":"):
+            return None
+        port = rest[1:] if rest else None
+    elif value.count(":") == 1:
+        name, port = value.split(":")
+    elif ":" in value:  # a bare IPv6 address is not a valid Host header
+        return None
+    else:
+        name, port = value, None
+    if not name or any(c in name for c in "/@ \\?#"):
+        return None
+    if port is None:
+        return name, None
+    if not _PORT.match(port) or int(port) > 65535:
+        return None
+    return name, int(port)
+
+
+def check_allowed_hosts(allowed_hosts: Sequence[str]) -> set[tuple[str, int | None]]:
+    """The parsed ``allowed_hosts`` (``*`` left out); raises ValueError on an entry that is not a host."""
+    if isinstance(allowed_hosts, str):
+        raise TypeError(f"Argument allowed_hosts should be a list of host names, got the string {allowed_hosts!r}")
+    parsed_hosts = set()
+    for entry in allowed_hosts:
+        if entry == "*":
+            continue
+        parsed = parse_host(entry) if isinstance(entry, str) else None
+        if parsed is None:
+            raise ValueError(
+                "Argument allowed_hosts should hold host names such as 'tracking.internal' or "
+                f"'tracking.internal:5000' (or '*' for any), got {entry!r}"
+            )
+        parsed_hosts.add(parsed)
+    return parsed_hosts
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the server on this machine."""
+    return host.strip("[]").lower() in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class SecurityMiddleware:
+    """ASGI middleware for the checks of this module (see its docstring).
+
+    ``binary_uploads`` are ``(method, path regex)`` pairs that accept
+    ``application/octet-stream`` bodies instead of JSON.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        auth_token: str | None = None,
+        allowed_hosts: Sequence[str] = (),
+        binary_uploads: Iterable[tuple[str, str]] = (),
+        max_json_body: int = DEFAULT_MAX_JSON_BODY,
+    ) -> None:
+        self.app = app
+        self._token = auth_token.encode() if auth_token else None
+        self._any_host = "*" in allowed_hosts
+        self._hosts = {(h, None) for h in LOOPBACK_HOSTS} | check_allowed_hosts(allowed_hosts)
+        self._binary = [(m.upper(), re.compile(p)) for m, p in binary_uploads]
+        self.max_json_body = max_json_body
+
+    # -- the checks -------------------------------------------------------
+
+    def _host_ok(self, value: str | None) -> bool:
+        if self._any_host:
+            return True
+        parsed = parse_host(value) if value else None
+        if parsed is None:
+            return False
+        return parsed in self._hosts or (parsed[0], None) in self._hosts
+
+    def _token_ok(self, value: str | None) -> bool:
+        assert self._token is not None
+        if not value:
+            return False
+        scheme, _, given = value.partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(given.strip().encode(), self._token)
+
+    def _media_types(self, method: str, path: str) -> tuple[str, ...]:
+        if any(m == method and p.match(path) for m, p in self._binary):
+            return (OCTET_STREAM,)
+        return (JSON,)
+
+    # -- ASGI -------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1")
+            if name in ("host", "authorization", "content-type", "content-length"):
+                headers[name] = raw_value.decode("latin-1")
+        method: str = scope["method"]
+        path: str = scope["path"]
+
+        if not self._host_ok(headers.get("host")):
+            host = headers.get("host")
+            response = error_response(
+                400,
+                "invalid_host",
+                f"This server does not answer to Host {host!r}. If that is how clients reach it, "
+                f"start it with --allowed-host {host or 'NAME'} (allowed_hosts=[...]).",
+            )
+            await response(scope, receive, send)
+            return
+        if self._token is not None and not self._token_ok(headers.get("authorization")):
+            response = error_response(
+                401,
+                "unauthorized",
+                "This loopml server needs a token: send 'Authorization: Bearer <token>' "
+                "(clients: set LOOPML_TRACKING_TOKEN).",
+                {"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        if method in STATE_CHANGING:
+            wanted = self._media_types(method, path)
+            media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if media not in wanted:
+                response = error_response(
+                    415,
+                    "unsupported_media_type",
+                    f"{method} {path} should send Content-Type: {' or '.join(wanted)}, got {media or 'none'!r}",
+                )
+                await response(scope, receive, send)
+                return
+            if media == JSON:
+                length = headers.get("content-length")
+                if length is not None and length.isdigit() and int(length) > self.max_json_body:
+                    response = error_response(
+                        413,
+                        "payload_too_large",
+                        f"A JSON body should be at most {self.max_json_body} bytes, got {length}; send smaller batches",
+                    )
+                    await response(scope, receive, send)
+                    return
+                if length is None:  # chunked: count while reading
+                    receive = self._limited(receive)
+        await self.app(scope, receive, send)
+
+    def _limited(self, receive: Receive) -> Receive:
+        limit = self.max_json_body
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message: Any = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise PayloadTooLarge(f"A JSON body should be at most {limit} bytes; send smaller batches")
+            return message
+
+        return limited_receive

@@ -1,0 +1,382 @@
+"""``RemoteStore``: the tracking store's interface over HTTP, talking to a ``loopml server``.
+
+``loopml.start_run`` and friends use it when the tracking URI is
+``http://host:port``; it has the methods and return types of
+:class:`~loopml.store.TrackingStore`, so a :class:`~loopml.tracking.run.Run`
+and the background writer cannot tell the two apart.
+
+>>> store = RemoteStore("http://127.0.0.1:5000", token="s3cret")          # doctest: +SKIP
+>>> run = store.create_run(experiment="digits")                            # doctest: +SKIP
+>>> store.log_metrics([(run.id, "loss", 0, time.time(), 0.5)])             # doctest: +SKIP
+>>> store.history(run.id, "loss").values                                   # doctest: +SKIP
+array([0.5])
+
+Errors are translated at the boundary:
+
+- cannot connect, timeout, 502/503/504: a transient :class:`~loopml.errors.StoreError`
+  (``transient=True``), which the background writer retries, so no point is
+  lost while the server or its database is down; other 5xx (a server bug, a
+  store error that retrying cannot fix): a StoreError that is not transient;
+- 401/403: :class:`~loopml.errors.AuthError`; 404: :class:`~loopml.errors.NotFound`;
+- 400/422: :class:`~loopml.errors.FilterError`,
+  :class:`~loopml.errors.ArtifactPathError` or :class:`RemoteValueError`
+  (a ``ValueError``), each with the server's message;
+- anything else: :class:`~loopml.errors.RemoteError`.
+
+A metrics batch whose answer is lost (the connection drops after the server
+stored it) is sent again, so points are delivered at least once.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Self
+from urllib.parse import quote
+
+import httpx
+import orjson
+
+from .. import __version__
+from ..errors import (
+    ArtifactPathError,
+    AuthError,
+    FilterError,
+    MigrationRequired,
+    NotFound,
+    RemoteError,
+    StoreError,
+)
+from . import wire
+from ..store.artifacts import safe_relpath
+from ..store.records import ArtifactInfo, Experiment, History, RunRecord
+from ..store.validation import check_key, check_text_value
+
+__all__ = ["RemoteStore", "RemoteValueError"]
+
+_JSON = {"Content-Type": "application/json"}
+_BINARY = {"Content-Type": "application/octet-stream"}
+# bad gateway, unavailable, gateway timeout: the server (or the proxy before it) may answer later
+_TRANSIENT = frozenset({502, 503, 504})
+
+
+class RemoteValueError(RemoteError, ValueError):
+    """The server refused an argument (HTTP 400/422); the message is the server's."""
+
+
+def _q(segment: str) -> str:
+    """One URL path segment, percent-encoded (a '/' in it stays inside the segment)."""
+    return quote(segment, safe="")
+
+
+def _raise_for(response: httpx.Response, where: str) -> None:
+    """Turn an error answer into the loopml error its code stands for."""
+    status = response.status_code
+    if status < 400:
+        return
+    try:
+        err = orjson.loads(response.read())["error"]
+        code, message = str(err["code"]), str(err["message"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        code = f"http_{status}"
+        message = f"{where} answered HTTP {status}: {response.text[:300] or response.reason_phrase}"
+    if status in (401, 403):
+        raise AuthError(f"{message} (server {where})")
+    if status == 404:
+        raise NotFound(message)
+    if status in (400, 422):
+        if code == "invalid_filter":
+            raise FilterError(message)
+        if code == "invalid_artifact_path":
+            raise ArtifactPathError(message)
+        raise RemoteValueError(message, code=code, status=status)
+    if code == "migration_required":
+        raise MigrationRequired(message)
+    if status >= 500:
+        raise StoreError(f"The loopml server at {where} failed: {message}", transient=status in _TRANSIENT)
+    raise RemoteError(message, code=code, status=status)
+
+
+def _default_transport() -> httpx.HTTPTransport:
+    return httpx.HTTPTransport(
+        # repeats only a failed connect: the request never left
+        retries=1,
+        # idle connections are dropped before uvicorn's default 5 s keep-alive
+        # ends, so a request is never sent on a connection the server is closing
+        limits=httpx.Limits(max_keepalive_connections=8, keepalive_expiry=4.0),
+    )
+
+
+class RemoteStore:
+    """A :class:`~loopml.store.TrackingStore` look-alike over one keep-alive HTTP client.
+
+    ``token`` is sent as ``Authorization: Bearer <token>``; ``timeout`` bounds
+    every read and write (seconds), ``connect_timeout`` the connection.
+    ``transport`` swaps the HTTP transport (tests, proxies). Thread-safe.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if not isinstance(uri, str) or not uri.startswith(("http://", "https://")):
+            raise ValueError(f"Argument uri should be a server URL such as 'http://127.0.0.1:5000', got {uri!r}")
+        self.uri = uri.rstrip("/")
+        headers = {"User-Agent": f"loopml/{__version__}", "Accept-Encoding": "identity"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = httpx.Client(
+            base_url=f"{self.uri}/api/v1",
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            transport=transport if transport is not None else _default_transport(),
+            follow_redirects=False,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> RemoteStore:
+        return cls(settings.tracking_uri, token=settings.tracking_token)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RemoteStore({self.uri!r})"
+
+    # -- transport ----------------------------------------------------------
+
+    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        try:
+            request = self._client.build_request(method, path, **kwargs)
+            response = self._client.send(request, stream=stream)
+        except httpx.TimeoutException as exc:
+            raise StoreError(
+                f"The loopml server at {self.uri} did not answer in time ({exc.__class__.__name__})",
+                transient=True,
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise StoreError(
+                f"Cannot reach the loopml server at {self.uri} ({exc.__class__.__name__}: {exc}); "
+                "is `loopml server` running there?",
+                transient=True,
+            ) from exc
+        if response.status_code >= 400:
+            try:
+                _raise_for(response, self.uri)
+            finally:
+                response.close()
+        return response
+
+    def _json(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        if body is not None:
+            kwargs["content"] = orjson.dumps(body)
+            kwargs["headers"] = _JSON
+        elif method in ("POST", "PUT", "PATCH", "DELETE"):
+            kwargs["headers"] = _JSON  # the server refuses writes without a JSON content type
+        response = self._send(method, path, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        return orjson.loads(response.content)
+
+    # -- experiments --------------------------------------------------------
+
+    def get_or_create_experiment(self, name: str) -> Experiment:
+        check_key(name, what="experiment")
+        return Experiment(**self._json("POST", "/experiments", {"name": name}))
+
+    def list_experiments(self) -> list[Experiment]:
+        return [Experiment(**e) for e in self._json("GET", "/experiments")["experiments"]]
+
+    # -- runs ---------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        experiment: str,
+        name: str | None = None,
+        parent_id: str | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+        git_commit: str | None = None,
+        git_dirty: bool | None = None,
+        host: str | None = None,
+        user: str | None = None,
+        command: str | None = None,
+        start_time: float | None = None,
+        run_id: str | None = None,
+    ) -> RunRecord:
+        body = {
+            "experiment": experiment,
+            "name": name,
+            "parent_id": parent_id,
+            # converted here as the local store would, so 'nan' and True read the same
+            "params": {k: check_text_value(k, v) for k, v in (params or {}).items()},
+            "tags": {k: check_text_value(k, v, what="tag") for k, v in (tags or {}).items()},
+            "git_commit": git_commit,
+            "git_dirty": git_dirty,
+            "host": host,
+            "user": user,
+            "command": command,
+            "start_time": start_time,
+            "run_id": run_id,
+        }
+        return wire.run_from_json(self._json("POST", "/runs", body))
+
+    def set_status(self, run_id: str, status: str, *, end_time: float | None = None) -> None:
+        self._json("POST", f"/runs/{_q(run_id)}/status", {"status": status, "end_time": end_time})
+
+    def heartbeat(self, run_ids: Sequence[str], at: float | None = None) -> None:
+        """Mark runs alive. ``at`` is ignored: the server stamps its own clock."""
+        if run_ids:
+            self._json("POST", "/heartbeat", {"run_ids": list(run_ids)})
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        vals = {check_key(k, what="param key"): check_text_value(k, v) for k, v in params.items()}
+        if vals:
+            self._json("POST", f"/runs/{_q(run_id)}/params", {"params": vals})
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        vals = {check_key(k, what="tag key"): check_text_value(k, v, what="tag") for k, v in tags.items()}
+        if vals:
+            self._json("POST", f"/runs/{_q(run_id)}/tags", {"tags": vals})
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        self._json("DELETE", f"/runs/{_q(run_id)}/tags/{_q(key)}")
+
+    def get_run(self, run_id: str) -> RunRecord:
+        return wire.run_from_json(self._json("GET", f"/runs/{_q(run_id)}"))
+
+    @staticmethod
+    def _run_query(experiments: Sequence[str] | str | None, filter: str | None) -> list[tuple[str, Any]] | None:
+        """Query parameters for a run search; None when ``experiments`` is an empty list (no runs)."""
+        if isinstance(experiments, str):
+            experiments = [experiments]
+        elif experiments is not None:
+            experiments = list(experiments)
+            if not experiments:
+                return None  # the server reads a missing list as "every experiment"
+        query: list[tuple[str, Any]] = [("experiment", e) for e in experiments or ()]
+        if filter is not None:
+            query.append(("filter", filter))
+        return query
+
+    def search_runs(
+        self,
+        *,
+        experiments: Sequence[str] | str | None = None,
+        filter: str | None = None,
+        order_by: Sequence[str] | str | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        query = self._run_query(experiments, filter)
+        if query is None:
+            return []
+        if isinstance(order_by, str):
+            order_by = [order_by]
+        query += [("order_by", o) for o in order_by or ()]
+        query += [("limit", limit), ("offset", offset)]
+        return [wire.run_from_json(r) for r in self._json("GET", "/runs", params=query)["runs"]]
+
+    def count_runs(self, *, experiments: Sequence[str] | str | None = None, filter: str | None = None) -> int:
+        query = self._run_query(experiments, filter)
+        if query is None:
+            return 0
+        return int(self._json("GET", "/runs/count", params=query)["count"])
+
+    # -- metrics ------------------------------------------------------------
+
+    def log_metrics(self, points: Sequence[tuple[str, str, int, float, float]]) -> None:
+        """Send ``(run_id, key, step, timestamp, value)`` points; large batches go in several requests."""
+        step = wire.MAX_BATCH_POINTS
+        for start in range(0, len(points), step):
+            chunk = points[start : start + step]
+            self._send("POST", "/metrics", content=wire.encode_metric_batch(chunk), headers=_JSON)
+
+    def history(self, run_id: str, key: str) -> History:
+        response = self._send("GET", f"/runs/{_q(run_id)}/history", params={"key": key, "format": "binary"})
+        return wire.decode_history(response.content)
+
+    def metric_keys(self, run_id: str) -> list[str]:
+        return list(self._json("GET", f"/runs/{_q(run_id)}/metrics")["keys"])
+
+    # -- artifacts ----------------------------------------------------------
+
+    def _artifact_url(self, run_id: str, path: str) -> str:
+        return f"/runs/{_q(run_id)}/artifacts/{quote(safe_relpath(path), safe='/')}"
+
+    def _upload(self, run_id: str, path: str, content: Any) -> ArtifactInfo:
+        response = self._send("PUT", self._artifact_url(run_id, path), content=content, headers=_BINARY)
+        return ArtifactInfo(**orjson.loads(response.content))
+
+    def put_artifact_bytes(self, run_id: str, path: str, data: bytes) -> ArtifactInfo:
+        return self._upload(run_id, path, bytes(data))
+
+    def log_artifact(self, run_id: str, local_path: str | Path, name: str | None = None) -> list[ArtifactInfo]:
+        """Upload a file, or a folder's files, as ``name`` (default: the base name)."""
+        src = Path(local_path)
+        if not src.exists():
+            raise NotFound(f"Cannot log artifact {str(src)!r}: no such file or folder")
+        dest = name if name is not None else src.name
+        if src.is_dir():
+            pairs = []
+            for f in sorted(p for p in src.rglob("*") if p.is_file() or p.is_symlink()):
+                if f.is_symlink():
+                    raise ArtifactPathError(
+                        f"Folder {str(src)!r} contains a symlink {str(f.relative_to(src))!r}; "
+                        "loopml copies regular files only"
+                    )
+                pairs.append((f, f"{dest}/{f.relative_to(src).as_posix()}"))
+        else:
+            pairs = [(src.resolve(), dest)]
+        for _f, rel in pairs:
+            safe_relpath(rel)  # refuse a bad name before uploading anything
+        infos = []
+        for f, rel in pairs:
+            with open(f, "rb") as fh:
+                infos.append(self._upload(run_id, rel, fh))
+        return infos
+
+    def list_artifacts(self, run_id: str, prefix: str | None = None) -> list[ArtifactInfo]:
+        params = {"prefix": prefix} if prefix else None
+        doc = self._json("GET", f"/runs/{_q(run_id)}/artifacts", params=params)
+        return [ArtifactInfo(**a) for a in doc["artifacts"]]
+
+    def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str]) -> Path:
+        """Copy one artifact file into the folder ``dest``; returns the new file's path."""
+        url = self._artifact_url(run_id, path)
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / safe_relpath(path).rsplit("/", 1)[-1]
+        response = self._send("GET", url, stream=True)
+        fd, tmp = tempfile.mkstemp(dir=dest, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in response.iter_bytes():
+                    f.write(chunk)
+            os.replace(tmp, target)
+        except httpx.HTTPError as exc:
+            Path(tmp).unlink(missing_ok=True)
+            raise StoreError(f"Downloading {path!r} from {self.uri} failed: {exc}", transient=True) from exc
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            response.close()
+        return target
+
+    def delete_artifact(self, run_id: str, path: str) -> None:
+        self._json("DELETE", self._artifact_url(run_id, path))
