@@ -22,7 +22,7 @@ from urllib.parse import unquote
 from ..errors import ArtifactPathError, NotFound
 from .records import ArtifactInfo
 
-__all__ = ["ArtifactRoot", "safe_relpath"]
+__all__ = ["ArtifactRoot", "files_to_log", "safe_relpath"]
 
 _MAX_DECODE = 4
 
@@ -62,6 +62,31 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def files_to_log(local_path: str | os.PathLike[str], name: str | None = None) -> list[tuple[Path, str]]:
+    """The (local file, checked artifact path) pairs that logging ``local_path`` as ``name`` makes.
+
+    A folder gives each file below it under ``name/``; symlinks inside a folder
+    are refused (only regular files are copied); every path is checked before
+    anything is written or uploaded.
+    """
+    src = Path(local_path)
+    if not src.exists():
+        raise NotFound(f"Cannot log artifact {str(src)!r}: no such file or folder")
+    dest = name if name is not None else src.name
+    if src.is_dir():
+        pairs = []
+        for f in sorted(p for p in src.rglob("*") if p.is_file() or p.is_symlink()):
+            if f.is_symlink():
+                raise ArtifactPathError(
+                    f"Folder {str(src)!r} contains a symlink {str(f.relative_to(src))!r}; "
+                    "loopml copies regular files only"
+                )
+            pairs.append((f, f"{dest}/{f.relative_to(src).as_posix()}"))
+    else:
+        pairs = [(src.resolve(), dest)]
+    return [(f, safe_relpath(rel)) for f, rel in pairs]
+
+
 class ArtifactRoot:
     """A folder holding one sub-folder of artifacts per run.
 
@@ -91,24 +116,7 @@ class ArtifactRoot:
 
     def put(self, run_id: str, local_path: str | os.PathLike[str], name: str | None = None) -> list[ArtifactInfo]:
         """Copy a file, or a folder recursively, under ``name`` (default: its base name)."""
-        src = Path(local_path)
-        if not src.exists():
-            raise NotFound(f"Cannot log artifact {str(src)!r}: no such file or folder")
-        dest_name = name if name is not None else src.name
-        if src.is_dir():
-            files = sorted(p for p in src.rglob("*") if p.is_file() or p.is_symlink())
-            pairs = []
-            for f in files:
-                if f.is_symlink():
-                    raise ArtifactPathError(
-                        f"Folder {str(src)!r} contains a symlink {str(f.relative_to(src))!r}; "
-                        "loopml copies regular files only"
-                    )
-                pairs.append((f, f"{dest_name}/{f.relative_to(src).as_posix()}"))
-        else:
-            if src.is_symlink():
-                src = src.resolve()
-            pairs = [(src, dest_name)]
+        pairs = files_to_log(local_path, name)
         return [self._put_file(run_id, f, rel) for f, rel in pairs]
 
     def _put_file(self, run_id: str, src: Path, path: str) -> ArtifactInfo:

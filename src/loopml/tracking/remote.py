@@ -50,7 +50,7 @@ from ..errors import (
     StoreError,
 )
 from . import wire
-from ..store.artifacts import safe_relpath
+from ..store.artifacts import files_to_log, safe_relpath
 from ..store.records import ArtifactInfo, Experiment, History, RunRecord
 from ..store.validation import check_key, check_text_value
 
@@ -327,23 +327,7 @@ class RemoteStore:
 
     def log_artifact(self, run_id: str, local_path: str | Path, name: str | None = None) -> list[ArtifactInfo]:
         """Upload a file, or a folder's files, as ``name`` (default: the base name)."""
-        src = Path(local_path)
-        if not src.exists():
-            raise NotFound(f"Cannot log artifact {str(src)!r}: no such file or folder")
-        dest = name if name is not None else src.name
-        if src.is_dir():
-            pairs = []
-            for f in sorted(p for p in src.rglob("*") if p.is_file() or p.is_symlink()):
-                if f.is_symlink():
-                    raise ArtifactPathError(
-                        f"Folder {str(src)!r} contains a symlink {str(f.relative_to(src))!r}; "
-                        "loopml copies regular files only"
-                    )
-                pairs.append((f, f"{dest}/{f.relative_to(src).as_posix()}"))
-        else:
-            pairs = [(src.resolve(), dest)]
-        for _f, rel in pairs:
-            safe_relpath(rel)  # refuse a bad name before uploading anything
+        pairs = files_to_log(local_path, name)  # every path checked before anything is uploaded
         infos = []
         for f, rel in pairs:
             with open(f, "rb") as fh:
