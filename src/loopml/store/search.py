@@ -487,7 +487,7 @@ def _compare(column: ColumnElement[Any], op: str, value: Any) -> ColumnElement[b
 
 
 def _has_key(table: Table, key: str, condition: ColumnElement[bool] | None = None) -> ColumnElement[bool]:
-    query = select(literal_column("1")).where(table.c.run_id == runs.c.id, table.c.key == key)
+    query: Any = select(literal_column("1")).where(table.c.run_id == runs.c.id, table.c.key == key)
     if condition is not None:
         query = query.where(condition)
     return query.correlate(runs).exists()
@@ -579,6 +579,6 @@ def status_expression(now: float, heartbeat_timeout: float) -> ColumnElement[str
 
         query = select(runs.c.id, status_expression(time.time(), 60).label("status"))
     """
-    cutoff = literal(now - heartbeat_timeout, Double())
+    cutoff: ColumnElement[float] = literal(now - heartbeat_timeout, Double())
     stale = and_(runs.c.status == "RUNNING", runs.c.heartbeat_at < cutoff)
     return case((stale, "KILLED"), else_=runs.c.status)

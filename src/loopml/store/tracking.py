@@ -11,7 +11,6 @@ model server write through. Every public method is one transaction.
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -106,7 +105,7 @@ def _raw_fetchall(conn: Connection, stmt: Any) -> list[tuple[Any, ...]]:
     cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cur.execute(sql, params)
-        return cur.fetchall()
+        return list(cur.fetchall())
     finally:
         cur.close()
 
@@ -481,7 +480,7 @@ class TrackingStore:
                     value=_none_to_nan(m.value),
                     min=_none_to_nan(m.min_value),
                     max=_none_to_nan(m.max_value),
-                    count=m.count,
+                    count=m._mapping["count"],  # `m.count` would be tuple.count
                 )
         out_records = []
         for row in rows:

@@ -50,7 +50,7 @@ __all__ = [
 _lock = threading.RLock()
 _uri_override: str | None = None
 _backends: dict[str, Any] = {}
-_writers: dict[str, Any] = {}
+_writers: dict[int, Any] = {}  # by id() of the backend
 _local = threading.local()
 _open_runs: set[Run] = set()
 
