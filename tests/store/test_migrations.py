@@ -18,7 +18,7 @@ from loopml.errors import MigrationRequired, StoreError
 from loopml.store import TrackingStore, current_revision, open_engine
 from loopml.store.schema import HEAD_REVISION, metadata
 
-TABLES = {"alembic_version", "experiments", "runs", "params", "tags", "metrics", "latest_metrics", "artifacts"}
+TABLES = {"alembic_version", "experiments", "runs", "params", "tags", "metric_blocks", "latest_metrics", "artifacts"}
 
 
 def _set_revision(uri: str, revision: str) -> None:

@@ -1,9 +1,9 @@
 """Round-trips through the store, with hypothesis (derandomized, modest example counts).
 
-Float comparison is by IEEE-754 bit pattern, except that any NaN reads back as
-a NaN: NaN is stored as NULL, so its payload and sign are not kept. On SQLite
-the sign of a zero is not kept either (see test_negative_zero_keeps_its_sign,
-a strict xfail there), so on SQLite the zeros compare with ``==``.
+Histories are compared by IEEE-754 bit pattern: points are stored in binary
+blocks, so every value (NaN payloads and -0.0 included) reads back exactly.
+The newest-value summary lives in a REAL column where NaN is stored as NULL
+(so any NaN reads back as a NaN) and, on SQLite, -0.0 reads back as 0.0.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_metric_values_round_trip(store: TrackingStore, key: str, values: list[f
 
     assert h.steps.tolist() == list(range(len(values)))
     assert h.timestamps.tolist() == [p[3] for p in points]
-    assert all(same_float(w, g, keeps_zero_sign=keeps_zero_sign) for w, g in zip(values, h.values.tolist()))
+    assert [struct.pack("<d", v) for v in values] == [struct.pack("<d", v) for v in h.values.tolist()]
     # The summary: newest by step, min/max ignoring NaN (NaN when there is nothing else), count.
     assert summary.step == len(values) - 1 and summary.count == len(values)
     assert same_float(values[-1], summary.value, keeps_zero_sign=keeps_zero_sign)

@@ -273,7 +273,10 @@ def test_eight_processes_log_to_one_new_store_at_once(
     assert store.count_runs(filter="status = 'FAILED'") == 0
     assert len(store.list_experiments()) == 1
     total_sum = sum(n * i * 1_000_000.0 + n * (n - 1) / 2 for i in range(procs))
-    assert _raw(db_path, "SELECT COUNT(*), SUM(value) FROM metrics") == [(procs * n, total_sum)]
+    histories = [store.history(rid, "x") for rid in run_ids.values()]
+    assert _raw(db_path, "SELECT SUM(n) FROM metric_blocks") == [(procs * n,)]
+    assert sum(len(h.values) for h in histories) == procs * n
+    assert sum(float(h.values.sum()) for h in histories) == total_sum
     assert _raw(db_path, "SELECT COUNT(*), SUM(count) FROM latest_metrics") == [(procs, procs * n)]
 
 
@@ -345,7 +348,7 @@ def test_logging_does_not_block_while_another_process_holds_the_write_lock(
             worst = max(worst, time.perf_counter() - t0)
             step += 1
             if window_start is not None and steps_mid == 0 and time.monotonic() - window_start > 0.5:
-                durable_mid, steps_mid = _raw(db_path, "SELECT COUNT(*) FROM metrics")[0][0], step
+                durable_mid, steps_mid = _raw(db_path, "SELECT COALESCE(SUM(n), 0) FROM metric_blocks")[0][0], step
             # one training step; it also keeps the logging rate well under the writer's buffer bound
             try:
                 line = holder.lines.get(timeout=0.0002)
@@ -353,7 +356,7 @@ def test_logging_does_not_block_while_another_process_holds_the_write_lock(
                 continue
             if line == "locked":
                 window_start, steps_at_lock = time.monotonic(), step
-                durable_at_lock = _raw(db_path, "SELECT COUNT(*) FROM metrics")[0][0]
+                durable_at_lock = _raw(db_path, "SELECT COALESCE(SUM(n), 0) FROM metric_blocks")[0][0]
             elif line == "released":
                 window_end = time.monotonic()
             elif line is None:

@@ -10,8 +10,9 @@ table).
 
 Conventions:
 - times are float seconds since the epoch (UTC);
-- metric values are float64; NaN is stored as NULL (SQLite cannot store NaN)
-  and read back as NaN; +/-inf are stored as such;
+- metric points are float64 values stored bit-exactly in blocks
+  (``metric_blocks``); in ``latest_metrics`` a NaN is stored as NULL (SQLite
+  cannot store NaN in a REAL column) and read back as NaN;
 - run ids are 32-character hex UUIDs.
 """
 
@@ -25,6 +26,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -39,7 +41,7 @@ __all__ = [
     "experiments",
     "latest_metrics",
     "metadata",
-    "metrics",
+    "metric_blocks",
     "params",
     "runs",
     "tags",
@@ -113,24 +115,26 @@ tags = Table(
     Column("value", Text, nullable=False),
 )
 
-# Every logged point. No foreign key on purpose: the background writer inserts
-# hundreds of thousands of rows a second and the run's existence is checked
-# once, when the run is opened.
-metrics = Table(
-    "metrics",
+# Every logged point, in blocks: one row per (run, key) per batch the writer
+# wrote, `data` holding n int64 steps, n float64 timestamps and n float64
+# values, little-endian (see store/points.py for why). No foreign key on
+# purpose: the run's existence is checked when the run is opened.
+metric_blocks = Table(
+    "metric_blocks",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("run_id", String(32), nullable=False),
     Column("key", String(KEY_LENGTH), nullable=False),
-    Column("step", BigInteger, nullable=False),
-    Column("timestamp", Double, nullable=False),
-    Column("value", Double, nullable=True),  # NULL means NaN
-    Index(None, "run_id", "key", "step"),
+    Column("n", Integer, nullable=False),
+    Column("min_step", BigInteger, nullable=False),
+    Column("max_step", BigInteger, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Index(None, "run_id", "key", "id"),
 )
 
 # One row per (run, key): the newest point and the running min/max/count, kept
-# by the writer so that filtering, sorting and the runs table never scan
-# `metrics`.
+# by the writer so that filtering, sorting and the runs table never read
+# `metric_blocks`.
 latest_metrics = Table(
     "latest_metrics",
     metadata,

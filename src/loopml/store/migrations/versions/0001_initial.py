@@ -1,4 +1,4 @@
-"""The initial store: experiments, runs, params, tags, metrics, artifacts.
+"""The initial store: experiments, runs, params, tags, metric blocks, artifacts.
 
 Revision ID: 0001
 Revises:
@@ -61,16 +61,17 @@ def upgrade() -> None:
             sa.ForeignKeyConstraint(["run_id"], ["runs.id"], name=f"fk_{name}_run_id_runs", ondelete="CASCADE"),
         )
     op.create_table(
-        "metrics",
+        "metric_blocks",
         sa.Column("id", BigId, primary_key=True, autoincrement=True),
         sa.Column("run_id", sa.String(32), nullable=False),
         sa.Column("key", sa.String(250), nullable=False),
-        sa.Column("step", sa.BigInteger, nullable=False),
-        sa.Column("timestamp", sa.Double, nullable=False),
-        sa.Column("value", sa.Double, nullable=True),
-        sa.PrimaryKeyConstraint("id", name="pk_metrics"),
+        sa.Column("n", sa.Integer, nullable=False),
+        sa.Column("min_step", sa.BigInteger, nullable=False),
+        sa.Column("max_step", sa.BigInteger, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_metric_blocks"),
     )
-    op.create_index("ix_metrics_run_id_key_step", "metrics", ["run_id", "key", "step"])
+    op.create_index("ix_metric_blocks_run_id_key_id", "metric_blocks", ["run_id", "key", "id"])
     op.create_table(
         "latest_metrics",
         sa.Column("run_id", sa.String(32), nullable=False),
@@ -100,5 +101,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("artifacts", "latest_metrics", "metrics", "tags", "params", "runs", "experiments"):
+    for name in ("artifacts", "latest_metrics", "metric_blocks", "tags", "params", "runs", "experiments"):
         op.drop_table(name)
