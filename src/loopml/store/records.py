@@ -23,7 +23,7 @@ class Experiment:
         return asdict(self)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)  # not frozen: 3x faster to build, and a search builds thousands
 class MetricSummary:
     """The newest point of one metric of a run, with its running min/max/count."""
 
@@ -39,7 +39,7 @@ class MetricSummary:
         return asdict(self)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class RunRecord:
     """Everything the store knows about a run, except its metric histories."""
 
