@@ -1,23 +1,44 @@
 """Persistence: schema, migrations, the tracking store and artifacts.
 
-The store imports no stage of the loop; every stage writes through it.
+The store imports no stage of the loop; every stage writes through it. Names
+load on first use, so that a client of a remote server (which needs only the
+records) does not import SQLAlchemy.
 """
 
 from __future__ import annotations
 
-from .engine import current_revision, migrate, open_engine
-from .records import ArtifactInfo, Experiment, History, MetricSummary, RunRecord
-from .tracking import MAX_PAGE_SIZE, TrackingStore
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    "MAX_PAGE_SIZE",
-    "ArtifactInfo",
-    "Experiment",
-    "History",
-    "MetricSummary",
-    "RunRecord",
-    "TrackingStore",
-    "current_revision",
-    "migrate",
-    "open_engine",
-]
+_LAZY = {
+    "MAX_PAGE_SIZE": "loopml.store.tracking",
+    "TrackingStore": "loopml.store.tracking",
+    "ArtifactInfo": "loopml.store.records",
+    "Experiment": "loopml.store.records",
+    "History": "loopml.store.records",
+    "MetricSummary": "loopml.store.records",
+    "RunRecord": "loopml.store.records",
+    "current_revision": "loopml.store.engine",
+    "migrate": "loopml.store.engine",
+    "open_engine": "loopml.store.engine",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:
+    from .engine import current_revision, migrate, open_engine
+    from .records import ArtifactInfo, Experiment, History, MetricSummary, RunRecord
+    from .tracking import MAX_PAGE_SIZE, TrackingStore
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loopml.store' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

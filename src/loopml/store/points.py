@@ -38,12 +38,12 @@ def encode_blocks(points: Sequence[tuple[str, str, int, float, float]]) -> tuple
     equal steps), min and max ignoring NaN (None if only NaN) and the count.
     """
     groups: dict[tuple[str, str], tuple[list[int], list[float], list[float]]] = {}
-    for run_id, key, step, ts, value in points:
+    for run_id, key, step, timestamp, value in points:
         g = groups.get((run_id, key))
         if g is None:
             g = groups[(run_id, key)] = ([], [], [])
         g[0].append(step)
-        g[1].append(ts)
+        g[1].append(timestamp)
         g[2].append(value)
     blocks: list[Block] = []
     latest: list[Block] = []

@@ -55,7 +55,7 @@ HEAD_REVISION = "0001"
 
 RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 
-KEY_LENGTH = 250
+from .validation import KEY_LENGTH  # noqa: E402 - one number for columns and checks
 
 metadata = MetaData(
     naming_convention={

@@ -395,7 +395,9 @@ class TrackingStore:
             stmt = sa.select(
                 lm.c.run_id, lm.c.key, lm.c.step, lm.c.timestamp, lm.c.value, lm.c.min_value, lm.c.max_value, lm.c.count
             ).where(lm.c.run_id.in_(ids))
-            for rid, k, step, ts, v, lo, hi, n in conn.execute(stmt).all():
+            row: Any
+            for row in conn.execute(stmt).all():
+                rid, k, step, ts, v, lo, hi, n = row
                 metrics[rid][k] = MetricSummary(
                     key=k,
                     step=step,

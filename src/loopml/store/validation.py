@@ -12,11 +12,11 @@ import numbers
 import re
 from typing import Any
 
-from .schema import KEY_LENGTH
 
 __all__ = ["MAX_VALUE_LENGTH", "check_key", "check_metric_value", "check_step", "check_text_value"]
 
 MAX_VALUE_LENGTH = 65_536
+KEY_LENGTH = 250  # the width of the store's key columns (schema.py uses it)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -304,8 +304,8 @@ def _frame(records: Sequence[Any]) -> "pd.DataFrame":
     for name in sorted(extra):
         cols[name] = extra[name]
     df = pd.DataFrame(cols)
-    for col in ("start_time", "end_time"):
-        df[col] = pd.to_datetime(df[col].astype("float64"), unit="s", utc=True)
+    for when in ("start_time", "end_time"):
+        df[when] = pd.to_datetime(df[when].astype("float64"), unit="s", utc=True)
     return df
 
 
