@@ -196,3 +196,22 @@ def test_remote_store_has_the_tracking_store_methods(remote: RemoteStore, store:
     rec = remote.get_run(run.id)
     assert (rec.status, rec.end_time) == ("KILLED", started + 5)
     assert rec == store.get_run(run.id)
+
+
+def test_long_histories_come_in_pages(remote: RemoteStore, store: TrackingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loopml.tracking import wire
+
+    run = store.create_run(experiment="pages")
+    store.log_metrics([(run.id, "x", i, float(i), i * 0.5) for i in range(25)])
+    monkeypatch.setattr(wire, "MAX_HISTORY_POINTS", 7)  # the server's cap and the client's page size
+
+    h = remote.history(run.id, "x")
+    assert h.steps.tolist() == list(range(25)) and h.values.tolist() == [i * 0.5 for i in range(25)]
+    part = remote.history(run.id, "x", offset=3, limit=10)
+    assert part.steps.tolist() == list(range(3, 13))
+    assert store.history(run.id, "x", offset=20).steps.tolist() == [20, 21, 22, 23, 24]
+
+    response = httpx.get(
+        f"{remote.uri}/api/v1/runs/{run.id}/history", params={"key": "x", "limit": 8}  # over the cap
+    )
+    assert response.status_code == 400 and "limit" in response.json()["error"]["message"]

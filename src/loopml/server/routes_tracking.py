@@ -328,7 +328,7 @@ def metric_keys(run_id: str, store: Store) -> Response:
 @router.get(
     "/runs/{run_id}/history",
     response_model=HistoryOut,
-    summary="Every point of one metric",
+    summary="The points of one metric, a page of at most wire.MAX_HISTORY_POINTS",
     description="format=binary answers application/octet-stream in the layout of loopml.server.wire.encode_history.",
 )
 def history(
@@ -336,8 +336,15 @@ def history(
     key: str,
     store: Store,
     format: Literal["json", "binary"] = "json",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(description=f"At most {wire.MAX_HISTORY_POINTS}; page with offset.")] = wire.MAX_HISTORY_POINTS,
 ) -> Response:
-    h = store.history(run_id, key)
+    if not 0 < limit <= wire.MAX_HISTORY_POINTS:
+        raise ValueError(
+            f"Argument limit should be an integer from 1 to {wire.MAX_HISTORY_POINTS}, got {limit}; "
+            "page through more with offset"
+        )
+    h = store.history(run_id, key, offset=offset, limit=limit)
     if format == "binary":
         return Response(wire.encode_history(h), media_type="application/octet-stream")
     return json_response(wire.history_to_json(h))

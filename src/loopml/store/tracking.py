@@ -318,13 +318,24 @@ class TrackingStore:
             conn.execute(s.metric_blocks.insert(), blocks)
             conn.execute(self._latest_upsert, latest)
 
-    def history(self, run_id: str, key: str) -> History:
-        """All points of one metric, ordered by step then by the order they were logged."""
+    def history(self, run_id: str, key: str, *, offset: int = 0, limit: int | None = None) -> History:
+        """The points of one metric, ordered by step then by the order they were logged.
+
+        ``offset``/``limit`` page through the ordered points (default: all of them).
+        """
+        if not isinstance(offset, int) or offset < 0:
+            raise ValueError(f"Argument offset should be a non-negative integer, got {offset!r}")
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise ValueError(f"Argument limit should be a positive integer or None, got {limit!r}")
         b = s.metric_blocks
         stmt = sa.select(b.c.data).where(b.c.run_id == run_id, b.c.key == key).order_by(b.c.id)
         with self._read() as conn:
             blobs = conn.execute(stmt).scalars().all()
-        return decode_history(blobs)
+        h = decode_history(blobs)
+        if offset or limit is not None:
+            end = None if limit is None else offset + limit
+            h = History(h.steps[offset:end], h.timestamps[offset:end], h.values[offset:end])
+        return h
 
     def metric_keys(self, run_id: str) -> list[str]:
         lm = s.latest_metrics

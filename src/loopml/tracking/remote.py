@@ -37,6 +37,7 @@ from typing import Any, Self
 from urllib.parse import quote
 
 import httpx
+import numpy as np
 import orjson
 
 from .. import __version__
@@ -306,9 +307,21 @@ class RemoteStore:
             chunk = points[start : start + step]
             self._send("POST", "/metrics", content=wire.encode_metric_batch(chunk), headers=_JSON)
 
-    def history(self, run_id: str, key: str) -> History:
-        response = self._send("GET", f"/runs/{_q(run_id)}/history", params={"key": key, "format": "binary"})
-        return wire.decode_history(response.content)
+    def history(self, run_id: str, key: str, *, offset: int = 0, limit: int | None = None) -> History:
+        """The points of one metric, fetched in pages of at most ``wire.MAX_HISTORY_POINTS``."""
+        parts: list[History] = []
+        got = 0
+        while True:
+            want = wire.MAX_HISTORY_POINTS if limit is None else min(wire.MAX_HISTORY_POINTS, limit - got)
+            params = {"key": key, "format": "binary", "offset": offset + got, "limit": want}
+            page = wire.decode_history(self._send("GET", f"/runs/{_q(run_id)}/history", params=params).content)
+            parts.append(page)
+            got += len(page.steps)
+            if len(page.steps) < want or got == limit:
+                break
+        if len(parts) == 1:
+            return parts[0]
+        return History(*(np.concatenate(columns) for columns in zip(*parts)))
 
     def metric_keys(self, run_id: str) -> list[str]:
         return list(self._json("GET", f"/runs/{_q(run_id)}/metrics")["keys"])

@@ -52,9 +52,14 @@ import orjson
 from ..store.records import History, RunRecord
 from ..store.validation import check_key
 
+# The most points one history request returns (120 MB in the binary format);
+# the client pages through longer histories with offset.
+MAX_HISTORY_POINTS = 5_000_000
+
 __all__ = [
     "HISTORY_MAGIC",
     "MAX_BATCH_POINTS",
+    "MAX_HISTORY_POINTS",
     "MAX_RUN_ID_LENGTH",
     "decode_float",
     "decode_history",
