@@ -12,15 +12,15 @@ $(VENV)/.base: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[server,postgres]'
+	$(PIP) -e '.[server,postgres,data]'
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,test]'
+	$(PIP) -e '.[server,postgres,data,test]'
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,bench]'
+	$(PIP) -e '.[server,postgres,data,bench]'
 	touch $@
 
 demo: $(VENV)/.base

@@ -260,8 +260,6 @@ def runs(
     >>> loopml.runs("digits", filter="metrics.val_acc > 0.9 and params.lr = '0.01'",
     ...             order_by=["metrics.val_acc DESC"], limit=10)           # doctest: +SKIP
     """
-    import pandas as pd
-
     backend = backend_for(tracking_uri)
     _flush_all(backend)
     records = backend.search_runs(
