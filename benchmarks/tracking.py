@@ -819,7 +819,7 @@ def bench_import(b: Bench) -> list[Result]:
     imp.notes.append(f"time of the import statement in `python -c`, median of {s.import_repeats}")
     attr.notes.append(
         "`import loopml` defers its API: the first access to loopml.start_run imports the tracking "
-        "client (today that pulls in SQLAlchemy and NumPy); mlflow.start_run is there after `import mlflow`"
+        "client (NumPy and the records; SQLAlchemy loads when a database store is opened); mlflow.start_run is there after `import mlflow`"
     )
     first.notes.append(
         "import, open a store that does not exist yet (schema created: Alembic migrations for both), "
