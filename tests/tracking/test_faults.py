@@ -443,6 +443,23 @@ def test_ctrl_c_in_a_with_block_ends_the_run_killed(
 
 
 @pytest.mark.slow
+def test_ctrl_c_without_a_with_block_ends_the_run_killed_at_exit(
+    spawn: Callable[..., Child], open_store: Callable[..., TrackingStore]
+) -> None:
+    child = spawn("stream_open", "interrupted")
+    run_id = child.expect("run ", START_TIMEOUT).split()[1]
+    reported = 0
+    while reported < 2_000:
+        reported = _flushed(child.expect("flushed "))
+    os.kill(child.pid, signal.SIGINT)
+    assert child.wait() != 0
+
+    store = open_store(heartbeat_timeout=3600.0)
+    assert store.get_run(run_id).status == "KILLED"
+    _assert_prefix(store, run_id, at_least=reported)
+
+
+@pytest.mark.slow
 def test_exception_in_a_with_block_ends_the_run_failed(
     spawn: Callable[..., Child], open_store: Callable[..., TrackingStore]
 ) -> None:

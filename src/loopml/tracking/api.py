@@ -316,10 +316,16 @@ def _flush_all(backend: Any) -> None:
 def close_all(*, timeout: float = 60.0) -> None:
     """Finish this process's open runs, flush and stop the writers, close the stores.
 
-    Runs at exit (open runs end FAILED after an uncaught exception, else
-    FINISHED); tests call it to start from a clean slate.
+    Runs at exit (open runs end KILLED after Ctrl-C, FAILED after another
+    uncaught exception, else FINISHED); tests call it to start from a clean slate.
     """
-    status = "FAILED" if getattr(sys, "last_type", None) is not None else "FINISHED"
+    uncaught = getattr(sys, "last_type", None)  # set when an exception ended the program
+    if uncaught is None:
+        status = "FINISHED"
+    elif issubclass(uncaught, KeyboardInterrupt):
+        status = "KILLED"
+    else:
+        status = "FAILED"
     with _lock:
         open_runs = list(_open_runs)
     for run in open_runs:

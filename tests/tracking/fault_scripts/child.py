@@ -65,6 +65,21 @@ def stream(experiment: str) -> None:
                 say(f"flushed {step}")
 
 
+def stream_open(experiment: str) -> None:
+    """Like stream, without a with block: the exit hook has to end the run."""
+    import loopml
+
+    run = loopml.start_run(experiment)
+    say(f"run {run.id}")
+    step = 0
+    while True:
+        run.log({"x": float(step)}, step=step)
+        step += 1
+        if step % 1_000 == 0:
+            run.flush()
+            say(f"flushed {step}")
+
+
 def idle(experiment: str) -> None:
     import loopml
 
@@ -127,6 +142,8 @@ def main(argv: list[str]) -> None:
         burst(args[0], int(args[1]), int(args[2]))
     elif mode == "stream":
         stream(args[0])
+    elif mode == "stream_open":
+        stream_open(args[0])
     elif mode == "idle":
         idle(args[0])
     elif mode == "fail":
