@@ -14,6 +14,7 @@ EXPECTED = [
     "ArtifactPathError",
     "AuthError",
     "ConfigError",
+    "DataError",
     "Experiment",
     "FilterError",
     "History",
@@ -60,7 +61,7 @@ def test_public_names_are_the_real_objects() -> None:
     assert (loopml.Run, loopml.start_run, loopml.History) == (Run, start_run, History)
     assert (loopml.RunRecord, loopml.Experiment) == (RunRecord, Experiment)
     assert issubclass(loopml.StoreError, LoopMLError) and loopml.StoreError is StoreError
-    for name in ("ArtifactPathError", "AuthError", "ConfigError", "FilterError", "MigrationRequired", "NotFound", "RemoteError"):
+    for name in ("ArtifactPathError", "AuthError", "ConfigError", "DataError", "FilterError", "MigrationRequired", "NotFound", "RemoteError"):
         assert issubclass(getattr(loopml, name), LoopMLError), name
 
 

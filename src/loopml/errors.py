@@ -8,6 +8,7 @@
     │   ├── MigrationRequired   the database is older than this loopml: run `loopml db upgrade`
     │   └── NotFound            no such experiment, run, artifact, ...
     ├── FilterError             a run filter or order_by that does not parse
+    ├── DataError               a dataset failed its quality checks (loopml.data.check)
     ├── ArtifactPathError       an artifact path that would escape the artifact root
     ├── AuthError               a tracking server refused the token
     └── RemoteError             a tracking server answered with an error
@@ -23,6 +24,7 @@ __all__ = [
     "ArtifactPathError",
     "AuthError",
     "ConfigError",
+    "DataError",
     "FilterError",
     "LoopMLError",
     "MigrationRequired",
@@ -72,6 +74,17 @@ class FilterError(LoopMLError, ValueError):
         self.position = position
         if position is not None and text:
             message = f"{message}\n  {text}\n  {' ' * position}^"
+        super().__init__(message)
+
+
+class DataError(LoopMLError, ValueError):
+    """A dataset has errors (missing values, conflicting labels, leakage, ...).
+
+    ``report`` is the :class:`loopml.data.CheckReport` that found them, when there is one.
+    """
+
+    def __init__(self, message: str, *, report: object | None = None) -> None:
+        self.report = report
         super().__init__(message)
 
 

@@ -18,7 +18,10 @@ from loopml.errors import MigrationRequired, StoreError
 from loopml.store import TrackingStore, current_revision, open_engine
 from loopml.store.schema import HEAD_REVISION, metadata
 
-TABLES = {"alembic_version", "experiments", "runs", "params", "tags", "metric_blocks", "latest_metrics", "artifacts"}
+TABLES = {
+    "alembic_version", "experiments", "runs", "params", "tags", "metric_blocks", "latest_metrics", "artifacts",
+    "datasets", "run_datasets",
+}
 
 
 def _set_revision(uri: str, revision: str) -> None:
@@ -78,15 +81,32 @@ def test_unknown_revision_requires_upgrade(db_uri: str, tmp_path: Path) -> None:
         TrackingStore(db_uri, artifact_root=tmp_path / "a")
 
 
-def test_older_revision_requires_upgrade_when_head_moves(db_uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A real database at 0001, opened by a loopml whose newest migration is 0002.
-    open_engine(db_uri).dispose()
-    monkeypatch.setattr(engine_module, "HEAD_REVISION", "0002")
+def test_older_revision_requires_upgrade_when_head_moves(db_uri: str) -> None:
+    # A real database at 0001 (before datasets), opened by this loopml whose newest migration is 0002.
+    eng = engine_module.create_engine(db_uri)
+    engine_module.migrate(eng, "0001")
+    eng.dispose()
 
     with pytest.raises(
         MigrationRequired, match=r"at schema revision '0001', this loopml needs '0002'\. Back it up, then run: loopml db upgrade"
     ):
         open_engine(db_uri)
+
+
+def test_upgrade_from_0001_keeps_runs_and_adds_datasets(db_uri: str, tmp_path: Path) -> None:
+    eng = engine_module.create_engine(db_uri)
+    assert engine_module.migrate(eng, "0001") == "0001"
+    with eng.begin() as conn:
+        conn.execute(sa.text("INSERT INTO experiments (name, created_at) VALUES ('old', 1.0)"))
+    assert engine_module.migrate(eng) == HEAD_REVISION
+    assert {"datasets", "run_datasets"} <= set(sa.inspect(eng).get_table_names())
+    eng.dispose()
+
+    st = TrackingStore(db_uri, artifact_root=tmp_path / "a")
+    try:
+        assert [e.name for e in st.list_experiments()] == ["old"]
+    finally:
+        st.close()
 
 
 def test_database_without_alembic_version_requires_upgrade(db_uri: str) -> None:

@@ -37,6 +37,7 @@ from .. import __version__, config
 from ..errors import ConfigError
 from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
+from .routes_datasets import router as datasets_router
 from .routes_tracking import ARTIFACT_UPLOAD
 from .routes_tracking import router as tracking_router
 from .security import SecurityMiddleware, check_allowed_hosts, is_loopback
@@ -84,6 +85,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(_meta)
     app.include_router(tracking_router)
+    app.include_router(datasets_router)
     extra: dict[str, Any] = {} if max_json_body is None else {"max_json_body": max_json_body}
     app.add_middleware(
         SecurityMiddleware,

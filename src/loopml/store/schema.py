@@ -38,11 +38,13 @@ __all__ = [
     "HEAD_REVISION",
     "RUN_STATUSES",
     "artifacts",
+    "datasets",
     "experiments",
     "latest_metrics",
     "metadata",
     "metric_blocks",
     "params",
+    "run_datasets",
     "runs",
     "tags",
 ]
@@ -51,7 +53,7 @@ __all__ = [
 # the user to run `loopml db upgrade`. Kept here (not read from the migration
 # scripts) so that opening a store does not import Alembic; a test pins it to
 # the script directory's head.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 
@@ -157,4 +159,31 @@ artifacts = Table(
     Column("size", BigInteger, nullable=False),
     Column("sha256", String(64), nullable=False),
     Column("created_at", Double, nullable=False),
+)
+
+# One row per distinct dataset content (revision 0002). The fingerprint is
+# the sha256 of the inputs and labels (loopml.data.fingerprint); schema and
+# profile are JSON documents (NaN and infinities stored as null), the profile
+# being the reference that drift monitoring compares against.
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("fingerprint", String(64), primary_key=True),
+    Column("name", String(KEY_LENGTH), nullable=False),
+    Column("task", String(16), nullable=False),
+    Column("n_rows", BigInteger, nullable=False),
+    Column("schema", Text, nullable=False),
+    Column("profile", Text, nullable=False),
+    Column("source", Text, nullable=True),
+    Column("created_at", Double, nullable=False),
+)
+
+# Which dataset a run used in which role (train, val, test, eval, ...).
+run_datasets = Table(
+    "run_datasets",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(16), primary_key=True),
+    Column("fingerprint", String(64), ForeignKey("datasets.fingerprint"), nullable=False),
+    Index(None, "fingerprint"),
 )

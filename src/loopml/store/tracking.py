@@ -490,6 +490,34 @@ class TrackingStore:
         with self._read() as conn:
             return int(conn.execute(stmt).scalar_one())
 
+    # -- datasets -------------------------------------------------------------
+
+    def log_dataset(self, run_id: str, record: Mapping[str, Any], role: str = "train") -> None:
+        """Store a dataset record (kept if its fingerprint is known) and link it to the run as ``role``."""
+        from . import datasets as d
+
+        role = d.check_role(role)
+        row = d.check_record(record)
+        with self._tx() as conn:
+            self._require_run(conn, run_id)
+            d.insert_dataset(conn, row, self._upsert)
+            d.link_run(conn, run_id, row["fingerprint"], role, self._upsert)
+
+    def get_dataset(self, fingerprint: str) -> dict[str, Any]:
+        """The dataset record with ``fingerprint`` (schema and profile as dicts)."""
+        from . import datasets as d
+
+        with self._read() as conn:
+            return d.get_dataset(conn, d.check_fingerprint(fingerprint))
+
+    def run_datasets(self, run_id: str) -> dict[str, str]:
+        """``{role: fingerprint}`` of the datasets linked to the run."""
+        from . import datasets as d
+
+        with self._read() as conn:
+            self._require_run(conn, run_id)
+            return d.run_datasets(conn, run_id)
+
     # -- artifacts ------------------------------------------------------------
 
     def _record_artifacts(self, run_id: str, infos: Iterable[ArtifactInfo]) -> None:

@@ -377,3 +377,14 @@ class RemoteStore:
 
     def delete_artifact(self, run_id: str, path: str) -> None:
         self._json("DELETE", self._artifact_url(run_id, path))
+
+    # -- datasets -----------------------------------------------------------
+
+    def log_dataset(self, run_id: str, record: Mapping[str, Any], role: str = "train") -> None:
+        self._json("POST", f"/runs/{_q(run_id)}/datasets", {"role": role, "dataset": dict(record)})
+
+    def get_dataset(self, fingerprint: str) -> dict[str, Any]:
+        return dict(self._json("GET", f"/datasets/{_q(fingerprint)}"))
+
+    def run_datasets(self, run_id: str) -> dict[str, str]:
+        return dict(self._json("GET", f"/runs/{_q(run_id)}/datasets")["datasets"])

@@ -1,0 +1,50 @@
+"""Datasets: load, fingerprint, profile, check, split, augment, and log them with a run.
+
+>>> from loopml import data
+>>> ds = data.load("digits")                         # 1,797 x 1 x 8 x 8, 10 classes
+>>> report = data.check(ds)                          # report.ok, report.errors, report.warnings
+>>> parts = data.split(ds, val=0.15, test=0.15, seed=0)
+>>> data.check(parts).ok                             # also looks for rows shared between parts
+True
+>>> with loopml.start_run(experiment="digits") as run:          # doctest: +SKIP
+...     data.log_dataset(run, parts.train, role="train")
+
+See docs/data.md. This package needs torch (and scikit-learn for ``load``).
+"""
+
+from __future__ import annotations
+
+from .augment import Compose, GaussianNoise, Mixup, RandomErasing, RandomRotation, RandomShift, Transform
+from .checks import CODES, CheckReport, Issue, check
+from .dataset import Dataset, from_arrays, from_frame
+from .fingerprint import fingerprint
+from .lineage import dataset_record, log_check, log_dataset
+from .loaders import NAMES, load
+from .profile import profile
+from .split import Split, split
+
+__all__ = [
+    "CODES",
+    "CheckReport",
+    "Compose",
+    "Dataset",
+    "GaussianNoise",
+    "Issue",
+    "Mixup",
+    "NAMES",
+    "RandomErasing",
+    "RandomRotation",
+    "RandomShift",
+    "Split",
+    "Transform",
+    "check",
+    "dataset_record",
+    "fingerprint",
+    "from_arrays",
+    "from_frame",
+    "load",
+    "log_check",
+    "log_dataset",
+    "profile",
+    "split",
+]

@@ -1,0 +1,80 @@
+"""Storing datasets with runs: ``log_dataset(run, ds, role="train")`` and ``log_check(run, report)``.
+
+A dataset's record (:func:`dataset_record`) is its fingerprint, name, task,
+row count, schema, profile and source; the store keeps one record per
+fingerprint and links each run to the datasets it used, by role::
+
+    with loopml.start_run(experiment="digits") as run:
+        parts = split(load("digits"))
+        for role, ds in zip(("train", "val", "test"), parts):
+            log_dataset(run, ds, role=role)
+        log_check(run, check(parts))
+
+The link also becomes the run tag ``dataset.<role>`` (the fingerprint), so
+runs can be searched by data: ``loopml.runs(filter="tags.`dataset.train` = '...'")``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .checks import CheckReport
+from .dataset import Dataset
+from .profile import profile
+
+if TYPE_CHECKING:
+    from ..tracking.run import Run
+
+__all__ = ["dataset_record", "log_check", "log_dataset"]
+
+
+def dataset_record(ds: Dataset) -> dict[str, Any]:
+    """The JSON-ready record the store keeps for ``ds``."""
+    if not isinstance(ds, Dataset):
+        raise TypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
+    return {
+        "fingerprint": ds.fingerprint,
+        "name": ds.name,
+        "task": ds.task,
+        "n_rows": len(ds),
+        "schema": ds.schema(),
+        "profile": profile(ds),
+        "source": ds.source,
+    }
+
+
+def _backend(run: "Run") -> Any:
+    from ..tracking.run import Run
+
+    if not isinstance(run, Run):
+        raise TypeError(f"Argument run should be a loopml Run (from loopml.start_run), got {type(run).__name__}")
+    return run._backend
+
+
+def log_dataset(run: "Run", ds: Dataset, role: str = "train") -> str:
+    """Store ``ds``'s record and link it to ``run`` as ``role``; returns the fingerprint.
+
+    >>> log_dataset(run, parts.train, role="train")      # doctest: +SKIP
+    '0d143a66b942...'
+    """
+    backend = _backend(run)
+    record = dataset_record(ds)
+    backend.log_dataset(run.id, record, role)
+    run.set_tags({f"dataset.{role}": record["fingerprint"]})
+    return str(record["fingerprint"])
+
+
+def log_check(run: "Run", report: CheckReport, *, name: str = "data_check.json") -> None:
+    """Keep ``report`` with the run: the artifact ``name`` (its ``to_dict()``) and the tag ``data_check``."""
+    _backend(run)
+    if not isinstance(report, CheckReport):
+        raise TypeError(f"Argument report should be a loopml.data.CheckReport, got {type(report).__name__}")
+    with tempfile.TemporaryDirectory(prefix="loopml-check-") as tmp:
+        path = Path(tmp) / "report.json"
+        path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False))
+        run.log_artifact(path, name=name)
+    summary = "ok" if report.ok else "errors"
+    run.set_tags({"data_check": f"{summary}: {len(report.errors)} errors, {len(report.warnings)} warnings"})

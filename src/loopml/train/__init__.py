@@ -1,0 +1,64 @@
+"""Training: a small loop (:class:`Trainer`) and callbacks that receive it.
+
+>>> from loopml.train import Trainer, EarlyStopping, Checkpoint
+>>> trainer = Trainer(model, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3), metrics=["accuracy"],
+...                   callbacks=[EarlyStopping(patience=3), Checkpoint("ckpt")])        # doctest: +SKIP
+>>> trainer.fit((x_train, y_train), val=(x_val, y_val), epochs=20, batch_size=64)      # doctest: +SKIP
+
+See docs/training.md.
+"""
+
+from __future__ import annotations
+
+from .autolog import Tracking
+from .callbacks import (
+    EVENTS,
+    Callback,
+    Checkpoint,
+    EarlyStopping,
+    GradientClipping,
+    LRScheduler,
+    lambda_callback,
+)
+from .checkpoint import load_checkpoint
+from .metrics import (
+    F1,
+    MAE,
+    R2,
+    RMSE,
+    ROCAUC,
+    Accuracy,
+    ConfusionMatrix,
+    Metric,
+    Precision,
+    Recall,
+    expected_cost,
+)
+from .progress import ProgressBar
+from .trainer import State, Trainer
+
+__all__ = [
+    "EVENTS",
+    "F1",
+    "MAE",
+    "R2",
+    "RMSE",
+    "ROCAUC",
+    "Accuracy",
+    "Callback",
+    "Checkpoint",
+    "ConfusionMatrix",
+    "EarlyStopping",
+    "GradientClipping",
+    "LRScheduler",
+    "Metric",
+    "Precision",
+    "ProgressBar",
+    "Recall",
+    "State",
+    "Tracking",
+    "Trainer",
+    "expected_cost",
+    "lambda_callback",
+    "load_checkpoint",
+]

@@ -1,0 +1,62 @@
+"""What the trainer accepts as data, turned into a DataLoader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+__all__ = ["as_loader", "data_fingerprint", "run_data_check"]
+
+_EXAMPLE = "e.g. trainer.fit((x_train, y_train), val=(x_val, y_val), epochs=5, batch_size=64)"
+
+
+def as_loader(
+    data: Any, *, name: str, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+) -> DataLoader[Any]:
+    """A DataLoader from a DataLoader (as is), a map-style Dataset of (x, y), or an (x, y) tuple."""
+    if isinstance(data, DataLoader):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) in (1, 2):
+        try:
+            tensors = [torch.as_tensor(t) for t in data]
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise TypeError(f"Argument {name} should be an (x, y) tuple of tensors or arrays, {_EXAMPLE}") from exc
+        if len({len(t) for t in tensors}) != 1:
+            raise ValueError(
+                f"Argument {name} should have as many targets as inputs, got "
+                f"{' and '.join(str(len(t)) for t in tensors)} rows"
+            )
+        data = TensorDataset(*tensors)
+    if isinstance(data, Dataset) and hasattr(data, "__len__"):
+        return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
+    raise TypeError(
+        f"Argument {name} should be a torch Dataset returning (x, y), an (x, y) tuple of tensors, "
+        f"or a DataLoader, got {type(data).__name__}; {_EXAMPLE}"
+    )
+
+
+def data_fingerprint(data: Any) -> str | None:
+    """The dataset's ``fingerprint`` (attribute or method), if it has one."""
+    fp = getattr(data, "fingerprint", None)
+    if callable(fp):
+        fp = fp()
+    return None if fp is None else str(fp)
+
+
+def run_data_check(train: Any, val: Any = None) -> None:
+    """Run ``loopml.data.check`` on loopml datasets (train, val and leakage between them); stop on errors.
+
+    Does nothing for other data, or where ``loopml.data`` is not installed.
+    """
+    if data_fingerprint(train) is None:  # only loopml datasets carry a fingerprint
+        return
+    try:
+        from ..data import Dataset, check
+    except ImportError:
+        return
+    if not isinstance(train, Dataset):
+        return
+    report = check(train, val=val if isinstance(val, Dataset) else None)
+    report.raise_if_errors(override_hint="fix the data, or pass check_data=False to fit()")

@@ -1,0 +1,305 @@
+"""The training loop. Everything else (logging, checkpoints, early stopping, ...) is a callback.
+
+>>> trainer = Trainer(model, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3),
+...                   metrics=["accuracy"], callbacks=[EarlyStopping(patience=3)])    # doctest: +SKIP
+>>> trainer.fit((x_train, y_train), val=(x_val, y_val), epochs=10, batch_size=64)   # doctest: +SKIP
+>>> trainer.evaluate((x_test, y_test))                                              # doctest: +SKIP
+{'loss': 0.11, 'accuracy': 0.97}
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .autolog import Tracking
+from .callbacks import EVENTS, Callback
+from .checkpoint import FORMAT, get_rng_state, load_checkpoint, set_rng_state
+from .loaders import as_loader, data_fingerprint, run_data_check
+from .metrics import Metric, expected_cost, get_metric
+
+__all__ = ["State", "Trainer"]
+
+
+@dataclass
+class State:
+    """What the loop knows; callbacks read and write it (``should_stop``)."""
+
+    epoch: int = 0  # epochs started; after epoch_end, epochs completed (1-based, like ignite)
+    step: int = 0  # optimizer steps taken
+    epochs: int = 0
+    batch_size: int = 0
+    batches: int | None = None  # batches per epoch, when the loader knows
+    loss: float = float("nan")  # the last batch's training loss
+    metrics: dict[str, Any] = field(default_factory=dict)  # this epoch's train_*, val_*, lr, samples_per_s
+    eval_result: dict[str, Any] = field(default_factory=dict)  # the last evaluate()
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    datasets: dict[str, Any] = field(default_factory=dict)  # train/val data that have a fingerprint
+    should_stop: bool = False
+    exception: BaseException | None = None
+
+
+def _split(batch: Any) -> tuple[Any, Any]:
+    if isinstance(batch, (tuple, list)):
+        return (batch[0], batch[1]) if len(batch) >= 2 else (batch[0], None)
+    return batch, None
+
+
+class Trainer:
+    """Trains a model: ``fit``, ``evaluate``, ``predict``; callbacks hook into the events of :data:`EVENTS`.
+
+    ``optimizer`` is an optimizer over the model's parameters, or a factory
+    called with them (``functools.partial(torch.optim.SGD, lr=0.1)``); default
+    Adam(lr=1e-3). ``loss`` defaults to cross-entropy. ``track=True`` adds a
+    :class:`Tracking` callback (unless one is given) that logs to the active
+    run or a new one.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        optimizer: torch.optim.Optimizer | Callable[..., torch.optim.Optimizer] | None = None,
+        loss: Callable[[Any, Any], torch.Tensor] | None = None,
+        metrics: Sequence[Metric | str] = (),
+        callbacks: Sequence[Callback] = (),
+        mode: str = "eager",
+        device: str | torch.device = "cpu",
+        seed: int = 0,
+        log_every: int = 10,
+        track: bool = True,
+        experiment: str = "default",
+        compile_options: dict[str, Any] | None = None,
+    ) -> None:
+        example = "e.g. Trainer(model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), metrics=['accuracy'])"
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}; {example}")
+        if mode not in ("eager", "compile"):
+            raise ValueError(f"Argument mode should be 'eager' or 'compile', got {mode!r}")
+        for name, value, low in (("seed", seed, 0), ("log_every", log_every, 1)):
+            if type(value) is not int or value < low:
+                raise ValueError(f"Argument {name} should be an integer >= {low}, got {value!r}")
+        if loss is not None and not callable(loss):
+            raise TypeError(f"Argument loss should be callable as loss(output, target), got {loss!r}; "
+                            f"e.g. loss=torch.nn.MSELoss()")
+        bad = [c for c in callbacks if not isinstance(c, Callback)]
+        if isinstance(callbacks, (str, bytes)) or bad:
+            raise TypeError(f"Argument callbacks should be a list of loopml.train callbacks, got {bad or callbacks!r}; "
+                            f"e.g. callbacks=[EarlyStopping(monitor='val_loss', patience=3)]")
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"Argument device should be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from exc
+        self.model = model.to(self.device)
+        if optimizer is None:
+            optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        elif not isinstance(optimizer, torch.optim.Optimizer):
+            optimizer = optimizer(self.model.parameters()) if callable(optimizer) else optimizer
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"Argument optimizer should be a torch.optim.Optimizer or a factory of one, "
+                            f"got {type(optimizer).__name__}; {example}")
+        self.optimizer = optimizer
+        self.loss_fn = loss if loss is not None else nn.CrossEntropyLoss()
+        self.metrics = [get_metric(m) for m in metrics]
+        self.mode, self.seed, self.log_every, self.experiment = mode, seed, log_every, experiment
+        self.generator = torch.Generator().manual_seed(seed)  # shuffling; saved in checkpoints
+        self.state = State()
+        self._forward: Callable[..., Any] = self.model
+        if mode == "compile":
+            try:
+                self._forward = torch.compile(self.model, **(compile_options or {}))
+            except Exception as exc:  # noqa: BLE001 - any compiler set-up failure means "run eager"
+                self._fallback(exc)
+        self._handlers: dict[str, list[tuple[Callable[[Trainer], Any], int]]] = {e: [] for e in EVENTS}
+        self.callbacks = list(callbacks)
+        if track and not any(isinstance(c, Tracking) for c in self.callbacks):
+            self.callbacks.append(Tracking(every=log_every, experiment=experiment))
+        self.callbacks.sort(key=lambda c: c.order)  # stable: the given order within one rank
+        for cb in self.callbacks:
+            cb.attach(self)
+
+    # -- events -----------------------------------------------------------
+
+    def add_event_handler(self, event: str, handler: Callable[[Trainer], Any], *, every: int = 1) -> None:
+        """Call ``handler(trainer)`` on ``event``; ``every=N``: on every N-th step (batch events) or epoch."""
+        if event not in EVENTS:
+            raise ValueError(f"Argument event should be one of {list(EVENTS)}, got {event!r}")
+        if type(every) is not int or every < 1:
+            raise ValueError(f"Argument every should be an integer >= 1, got {every!r}")
+        self._handlers[event].append((handler, every))
+
+    def on(self, event: str, *, every: int = 1) -> Callable[[Callable[[Trainer], Any]], Callable[[Trainer], Any]]:
+        """Decorator form of :meth:`add_event_handler`."""
+        def register(fn: Callable[[Trainer], Any]) -> Callable[[Trainer], Any]:
+            self.add_event_handler(event, fn, every=every)
+            return fn
+        return register
+
+    def fire(self, event: str) -> None:
+        count = self.state.step if event in ("batch_end", "backward_end") else self.state.epoch
+        for handler, every in self._handlers[event]:
+            if every == 1 or count % every == 0:
+                handler(self)
+
+    # -- the loop ---------------------------------------------------------
+
+    def fit(self, train: Any, val: Any = None, *, epochs: int, batch_size: int = 32,
+            resume_from: Any = None, check_data: bool = True) -> Trainer:
+        """Train for ``epochs`` epochs (in total: a resumed fit runs the remaining ones)."""
+        for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+            if type(value) is not int or value < 1:
+                raise ValueError(f"Argument {name} should be an integer >= 1, got {value!r}; "
+                                 f"e.g. trainer.fit((x, y), epochs=10, batch_size=64)")
+        if check_data:
+            run_data_check(train, val)
+        loader = as_loader(train, name="train", batch_size=batch_size, shuffle=True, generator=self.generator)
+        if val is not None:
+            as_loader(val, name="val", batch_size=batch_size, shuffle=False)  # fail on bad val now, not after an epoch
+        datasets = {k: d for k, d in (("train", train), ("val", val)) if data_fingerprint(d) is not None}
+        self.state = State(epochs=epochs, batch_size=batch_size, datasets=datasets,
+                           fingerprints={k: str(data_fingerprint(d)) for k, d in datasets.items()},
+                           batches=len(loader) if hasattr(loader, "__len__") else None)
+        if resume_from is not None:
+            self.load_state_dict(load_checkpoint(resume_from))
+        else:
+            torch.manual_seed(self.seed)
+            np.random.seed(self.seed)
+            random.seed(self.seed)
+        try:
+            self.fire("fit_start")
+            while self.state.epoch < epochs and not self.state.should_stop:
+                self._run_epoch(loader, val)
+            self.fire("fit_end")
+        except BaseException as exc:
+            self.state.exception = exc
+            self.fire("exception")
+            raise
+        return self
+
+    def _run_epoch(self, loader: Any, val: Any) -> None:
+        s = self.state
+        s.epoch += 1
+        s.metrics = {}
+        self.fire("epoch_start")
+        self.model.train()
+        for m in self.metrics:
+            m.reset()
+        total, seen, started = 0.0, 0, time.perf_counter()
+        for batch in loader:
+            x, y = (t.to(self.device) for t in _split(batch))
+            out = self._call(x)
+            loss = self.loss_fn(out, y)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.fire("backward_end")
+            self.optimizer.step()
+            s.step += 1
+            s.loss = float(loss.detach())
+            total, seen = total + s.loss * len(y), seen + len(y)
+            for m in self.metrics:
+                m.update(out.detach(), y)
+            self.fire("batch_end")
+        s.metrics = {"train_loss": total / max(seen, 1), "samples_per_s": seen / (time.perf_counter() - started),
+                     "lr": float(self.optimizer.param_groups[0]["lr"])}
+        s.metrics.update({f"train_{m.name}": m.compute() for m in self.metrics})
+        if val is not None:
+            s.metrics.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
+        self.fire("epoch_end")
+
+    def _call(self, x: Any) -> Any:
+        try:
+            return self._forward(x)
+        except Exception as exc:
+            if self._forward is self.model:
+                raise
+            self._fallback(exc)  # the compiled model failed: the eager one raises the user's own errors
+            return self.model(x)
+
+    def _fallback(self, exc: Exception) -> None:
+        warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); training in eager mode",
+                      RuntimeWarning, stacklevel=3)
+        self._forward = self.model
+
+    # -- evaluation -------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, data: Any, *, cost_matrix: Any = None, batch_size: int | None = None) -> dict[str, Any]:
+        """Loss and metrics on ``data``; with ``cost_matrix`` (``C[true, predicted]``) the expected cost
+        per prediction and, for binary problems, the threshold that minimises it."""
+        loader = as_loader(data, name="data", batch_size=batch_size or self.state.batch_size or 256, shuffle=False)
+        metrics = [copy.deepcopy(m) for m in self.metrics]
+        for m in metrics:
+            m.reset()
+        was_training, outputs, targets, total, seen = self.model.training, [], [], 0.0, 0
+        self.model.eval()
+        try:
+            for batch in loader:
+                x, y = (t.to(self.device) for t in _split(batch))
+                out = self._call(x)
+                total, seen = total + float(self.loss_fn(out, y)) * len(y), seen + len(y)
+                for m in metrics:
+                    m.update(out, y)
+                if cost_matrix is not None:
+                    outputs.append(out.cpu())
+                    targets.append(y.cpu())
+        finally:
+            self.model.train(was_training)
+        result: dict[str, Any] = {"loss": total / max(seen, 1), **{m.name: m.compute() for m in metrics}}
+        if cost_matrix is not None:
+            result.update(expected_cost(torch.cat(outputs), torch.cat(targets), cost_matrix))
+        self.state.eval_result = result
+        self.fire("eval_end")
+        return result
+
+    @torch.no_grad()
+    def predict(self, data: Any, *, batch_size: int = 256) -> torch.Tensor:
+        """The model's outputs for ``data`` (inputs alone, (x, y), a Dataset or a DataLoader), on the CPU."""
+        if isinstance(data, torch.Tensor):
+            data = (data,)
+        loader = as_loader(data, name="data", batch_size=batch_size, shuffle=False)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            return torch.cat([self._call(_split(b)[0].to(self.device)).cpu() for b in loader])
+        finally:
+            self.model.train(was_training)
+
+    # -- state ------------------------------------------------------------
+
+    def _callback_keys(self) -> list[str]:
+        names = [type(c).__name__ for c in self.callbacks]
+        return [n if names.count(n) == 1 else f"{n}.{i}" for i, n in enumerate(names)]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed fit needs: the checkpoint format of :mod:`loopml.train.checkpoint`."""
+        model_cls = type(self.model)
+        return {
+            "format": FORMAT,
+            "model_class": f"{model_cls.__module__}.{model_cls.__qualname__}",
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "trainer": {"epoch": self.state.epoch, "step": self.state.step, "seed": self.seed},
+            "rng": get_rng_state(self.generator),
+            "callbacks": {k: c.state_dict() for k, c in zip(self._callback_keys(), self.callbacks)},
+            "metrics": {k: v for k, v in self.state.metrics.items() if isinstance(v, (int, float))},
+        }
+
+    def load_state_dict(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.state.epoch, self.state.step = ckpt["trainer"]["epoch"], ckpt["trainer"]["step"]
+        self.state.metrics = dict(ckpt.get("metrics", {}))
+        set_rng_state(ckpt["rng"], self.generator)
+        saved = ckpt.get("callbacks", {})
+        for key, cb in zip(self._callback_keys(), self.callbacks):
+            if key in saved:
+                cb.load_state_dict(saved[key])
