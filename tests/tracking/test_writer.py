@@ -161,3 +161,34 @@ def test_closed_writer_refuses_points(store: TrackingStore) -> None:
 def test_max_pending_below_batch_size_is_refused(store: TrackingStore) -> None:
     with pytest.raises(ValueError, match=r"Argument max_pending should be >= batch_size \(50\), got 10"):
         BatchWriter(store, max_pending=10, batch_size=50)
+
+
+def test_a_leaked_writer_lock_does_not_hang_an_interrupted_program(use_store: str) -> None:
+    """A Ctrl-C between a `with cond:`'s acquire and its block can leave the lock held
+    (CPython bpo-29988); finish("KILLED") and close must still return."""
+    import threading
+
+    import loopml
+    from loopml.tracking import api
+
+    run = loopml.start_run("interrupted")
+    run.log({"x": 1.0}, step=0)
+    run.flush()
+    writer = run._writer
+    assert writer is not None
+    taken = threading.Event()
+    threading.Thread(target=lambda: (writer._cond.acquire(), taken.set()), daemon=True).start()
+    assert taken.wait(10)  # the lock is now held by a thread that never releases it
+    run.killed_flush_timeout = 0.2
+
+    finisher = threading.Thread(target=run.finish, args=("KILLED",), daemon=True)
+    finisher.start()
+    finisher.join(timeout=60)  # a regression hangs here: fail instead of hanging the suite
+    assert not finisher.is_alive(), "finish('KILLED') hung on the leaked lock"
+
+    assert loopml.get_run(run.id).status == "KILLED"
+    assert loopml.get_run(run.id).history("x").values.tolist() == [1.0]
+    assert writer.close(timeout=0.2) is False
+    with api._lock:  # the stuck writer must not be reused by the next test
+        api._writers.clear()
+        api._backends.clear()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Run"]
 
+log = logging.getLogger(__name__)
+
 # Keys already checked, so that the hot path of `log` is a set lookup. Bounded:
 # a program that invents keys without end only loses the cache, not memory.
 _KNOWN_KEYS: set[str] = set()
@@ -38,6 +41,9 @@ class Run:
     ...         run.log({"loss": 1 / (step + 1)}, step=step)
     >>> run.history("loss").values[-1]                                           # doctest: +SKIP
     """
+
+    #: After Ctrl-C, how long ``finish("KILLED")`` waits for pending points to be written.
+    killed_flush_timeout = 10.0
 
     def __init__(self, backend: Any, record: RunRecord, *, writer: "BatchWriter | None" = None) -> None:
         self._backend = backend
@@ -191,7 +197,9 @@ class Run:
         writer = self._check_open()
         self._finished = True
         try:
-            writer.flush()
+            # An interrupted program must end: after Ctrl-C, wait for the writer a bounded time.
+            if not writer.flush(timeout=self.killed_flush_timeout if status == "KILLED" else None):
+                log.warning("loopml: run %s ends with %d points not yet written", self.id, writer.pending)
         finally:
             writer.unwatch(self.id)
             self._backend.set_status(self.id, status)

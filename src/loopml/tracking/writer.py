@@ -67,7 +67,9 @@ class BatchWriter:
         self._flush_wanted = False
         self._closed = False
         self._error: BaseException | None = None
+        self._stuck = False  # a flush could not take the lock in time (see flush)
         self._live_runs: dict[str, int] = {}  # run id -> open count, for heartbeats
+        self._runs_lock = threading.Lock()  # not the buffer's lock: finishing a run must not wait on it
         self._last_heartbeat = time.monotonic()
         self.retries = 0
         self._thread = threading.Thread(target=self._loop, name="loopml-writer", daemon=True)
@@ -98,7 +100,13 @@ class BatchWriter:
         it refused points permanently.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
+        # With a timeout the lock itself is taken with one: a Ctrl-C that lands
+        # between a `with cond:`'s acquire and its block (CPython bpo-29988)
+        # can leave it held, and an interrupted program must still exit.
+        if not self._cond.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            self._stuck = True
+            return False
+        try:
             target = self._added
             while self._written < target:
                 if not self._thread.is_alive():
@@ -110,23 +118,24 @@ class BatchWriter:
                     return False
                 self._cond.wait(remaining)
             err, self._error = self._error, None
+        finally:
+            self._cond.release()
         if err is not None:
             raise err
         return self._written >= target
 
     @property
     def pending(self) -> int:
-        with self._cond:
-            return self._added - self._written
+        return self._added - self._written  # no lock: it may be the one stuck (see flush)
 
     # -- heartbeats -------------------------------------------------------
 
     def watch(self, run_id: str) -> None:
-        with self._cond:
+        with self._runs_lock:
             self._live_runs[run_id] = self._live_runs.get(run_id, 0) + 1
 
     def unwatch(self, run_id: str) -> None:
-        with self._cond:
+        with self._runs_lock:
             left = self._live_runs.get(run_id, 0) - 1
             if left > 0:
                 self._live_runs[run_id] = left
@@ -160,6 +169,7 @@ class BatchWriter:
                 if not self._buf:
                     self._flush_wanted = False
                 closing = self._closed and not self._buf
+            with self._runs_lock:
                 live = list(self._live_runs)
             if batch:
                 self._write(batch)
@@ -205,13 +215,14 @@ class BatchWriter:
 
     def close(self, timeout: float | None = 30.0) -> bool:
         """Flush and stop the thread; returns False if points were still pending at the timeout."""
-        done = True
+        done = False
         try:
-            done = self.flush(timeout)
+            done = not self._stuck and self.flush(timeout)
         finally:
-            with self._cond:
+            if self._cond.acquire(timeout=1.0 if self._stuck or not done else -1):
                 self._closed = True
                 self._cond.notify_all()
+                self._cond.release()
             self._thread.join(timeout=1.0 if not done else None)
         if not done:
             log.error("loopml: %d points were not written before exit", self.pending)
