@@ -218,3 +218,14 @@ def test_many_threads_logging_to_one_run_lose_nothing(client: str) -> None:
     summary = got.record.metrics["shared"]
     assert (summary.count, summary.step, summary.value) == (n_threads * n_points, n_threads * n_points - 1, n_points - 1.0)
     assert not math.isnan(summary.min) and (summary.min, summary.max) == (0.0, n_points - 1.0)
+
+
+def test_a_run_finished_by_another_thread_is_no_longer_active(client: str) -> None:
+    run = loopml.start_run("threads")
+    finisher = threading.Thread(target=run.finish)
+    finisher.start()
+    finisher.join(timeout=60)
+
+    assert loopml.active_run() is None
+    with pytest.raises(LoopMLError, match="No open run in this thread"):
+        loopml.log({"x": 1.0})

@@ -196,6 +196,8 @@ def start_run(
 def active_run() -> Run | None:
     """The innermost run opened by this thread and not finished, or None."""
     stack = _stack()
+    while stack and not stack[-1].is_open:  # finished from another thread: drop it here
+        stack.pop()
     return stack[-1] if stack else None
 
 
