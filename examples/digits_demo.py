@@ -1,4 +1,4 @@
-"""The loopml demo: train a small CNN on scikit-learn's digits while logging a run.
+"""The loopml demo: check and split scikit-learn's digits, train a small CNN with the Trainer, track it.
 
 Run it with `make demo` (creates .venv, installs torch==2.13.0 and loopml), or
 `python examples/digits_demo.py` inside that environment. Everything lands in
@@ -14,15 +14,13 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
 import loopml
+from loopml import data
+from loopml.train import Checkpoint, EarlyStopping, ProgressBar, Trainer
 
 EPOCHS = int(os.environ.get("LOOPML_DEMO_EPOCHS", "8"))
 BATCH_SIZE = 64
@@ -46,77 +44,40 @@ class DigitsCNN(nn.Module):
         return self.head(self.features(x))
 
 
-def load() -> tuple[torch.Tensor, ...]:
-    digits = load_digits()
-    x = (digits.images / 16.0).astype(np.float32)[:, None]  # N x 1 x 8 x 8 in [0, 1]
-    y = digits.target.astype(np.int64)
-    x_tr, x_val, y_tr, y_val = train_test_split(x, y, test_size=0.2, stratify=y, random_state=SEED)
-    return tuple(torch.from_numpy(a) for a in (x_tr, y_tr, x_val, y_val))
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    model.eval()
-    with torch.no_grad():
-        logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y).item()
-        acc = (logits.argmax(1) == y).float().mean().item()
-    model.train()
-    return loss, acc
-
-
 def main() -> None:
     torch.manual_seed(SEED)
     torch.set_num_threads(1)
     console = Console(soft_wrap=True)
-    x_tr, y_tr, x_val, y_val = load()
-    model = DigitsCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
-    params = {
-        "model": "DigitsCNN",
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "optimizer": "Adam",
-        "lr": LR,
-        "batch_size": BATCH_SIZE,
-        "epochs": EPOCHS,
-        "seed": SEED,
-        "train_rows": len(x_tr),
-        "val_rows": len(x_val),
-    }
     started = time.perf_counter()
-    with loopml.start_run(experiment="digits-demo", params=params, tags={"source": "examples/digits_demo.py"}) as run:
+
+    digits = data.load("digits")  # 1,797 images of 1 x 8 x 8, 10 classes
+    parts = data.split(digits, val=0.15, test=0.15, stratify=True, seed=SEED)
+    report = data.check(parts)  # missing values, duplicates, conflicting labels, imbalance, leakage between parts
+    console.print(report)
+    report.raise_if_errors(override_hint="fix the data, or pass check_data=False to Trainer.fit")
+
+    model = DigitsCNN()
+    with loopml.start_run(experiment="digits-demo", tags={"source": "examples/digits_demo.py"}) as run:
         console.print(f"run [bold]{run.id}[/bold] in experiment digits-demo, tracking at {loopml.get_tracking_uri()}")
-        step = 0
-        steps_per_epoch = (len(x_tr) + BATCH_SIZE - 1) // BATCH_SIZE
-        columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("{task.fields[status]}"), TimeElapsedColumn())
-        with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-            task = progress.add_task("training", total=EPOCHS * steps_per_epoch, status="")
-            for epoch in range(EPOCHS):
-                perm = torch.randperm(len(x_tr))
-                for i in range(0, len(x_tr), BATCH_SIZE):
-                    idx = perm[i : i + BATCH_SIZE]
-                    loss = nn.functional.cross_entropy(model(x_tr[idx]), y_tr[idx])
-                    opt.zero_grad()
-                    loss.backward()
-                    opt.step()
-                    run.log({"train_loss": loss.item()}, step=step)
-                    step += 1
-                    progress.advance(task)
-                val_loss, val_acc = accuracy(model, x_val, y_val)
-                run.log({"val_loss": val_loss, "val_acc": val_acc, "epoch": epoch}, step=step)
-                progress.update(task, status=f"epoch {epoch + 1}/{EPOCHS} val_acc {val_acc:.3f}")
-                if not console.is_terminal:
-                    console.print(f"epoch {epoch + 1}/{EPOCHS}  val_loss {val_loss:.4f}  val_acc {val_acc:.4f}")
-        with tempfile.TemporaryDirectory() as tmp:
-            weights = Path(tmp) / "model.pt"
-            torch.save(model.state_dict(), weights)
-            run.log_artifact(weights, "model/state_dict.pt")
-        run.set_tags({"val_acc": f"{val_acc:.4f}"})
+        data.log_check(run, report)  # the report as an artifact, its summary as a tag
+        data.log_dataset(run, parts.test, role="test")  # train and val are linked by the Trainer
+        with tempfile.TemporaryDirectory() as ckpt:
+            trainer = Trainer(
+                model,
+                optimizer=torch.optim.Adam(model.parameters(), lr=LR),
+                metrics=["accuracy"],
+                callbacks=[ProgressBar(), Checkpoint(ckpt, monitor="val_accuracy", mode="max"),
+                           EarlyStopping(monitor="val_loss", patience=3)],
+                seed=SEED,
+            )
+            trainer.fit(parts.train, val=parts.val, epochs=EPOCHS, batch_size=BATCH_SIZE)
+        test = trainer.evaluate(parts.test)
+        run.log({f"test_{k}": v for k, v in test.items() if isinstance(v, float)})
 
     run.refresh()
     console.print(
         f"\n[bold green]done[/bold green] in {time.perf_counter() - started:.1f}s: run {run.id} {run.status}, "
-        f"val_acc {run.metrics['val_acc']:.4f}, {len(run.history('train_loss').steps)} train_loss points"
+        f"val_accuracy {run.metrics['val_accuracy']:.4f}, test_accuracy {run.metrics['test_accuracy']:.4f}"
     )
     home = Path(os.environ.get("LOOPML_HOME", ".loopml"))
     console.print("\nWhere to look:")

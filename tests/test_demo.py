@@ -23,7 +23,7 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    assert "FINISHED" in proc.stdout and "loopml runs show" in proc.stdout
+    assert "FINISHED" in proc.stdout and "loopml runs show" in proc.stdout and "test_accuracy" in proc.stdout
 
     from loopml.store import TrackingStore
 
@@ -32,9 +32,10 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     )
     (run,) = store.search_runs(experiments=["digits-demo"])
     assert run.status == "FINISHED"
-    assert run.params["epochs"] == "2" and run.params["optimizer"] == "Adam"
-    assert {"train_loss", "val_loss", "val_acc"} <= set(run.metrics)
-    assert run.metrics["val_acc"].count == 2
-    assert len(store.history(run.id, "train_loss").steps) == 2 * 23  # 1437 rows / batch 64
-    assert [a.path for a in store.list_artifacts(run.id)] == ["model/state_dict.pt"]
+    assert run.params["epochs"] == "2" and run.params["optimizer"] == "Adam" and run.params["model"] == "DigitsCNN"
+    assert {"train_loss", "val_loss", "val_accuracy", "test_accuracy", "lr", "samples_per_s"} <= set(run.metrics)
+    assert run.metrics["val_accuracy"].count == 2
+    assert run.tags["data_check"].startswith("ok")
+    assert set(store.run_datasets(run.id)) == {"train", "val", "test"}
+    assert {a.path for a in store.list_artifacts(run.id)} == {"checkpoints/best.pt", "data_check.json"}
     store.close()

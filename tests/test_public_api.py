@@ -25,8 +25,10 @@ EXPECTED = [
     "Run",
     "RunRecord",
     "StoreError",
+    "Trainer",
     "__version__",
     "active_run",
+    "data",
     "experiments",
     "get_run",
     "get_tracking_uri",
@@ -37,6 +39,7 @@ EXPECTED = [
     "set_tags",
     "set_tracking_uri",
     "start_run",
+    "train",
 ]
 
 

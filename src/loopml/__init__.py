@@ -45,7 +45,10 @@ _LAZY = {
     "History": "loopml.store.records",
     "RunRecord": "loopml.store.records",
     "Experiment": "loopml.store.records",
+    "Trainer": "loopml.train.trainer",
 }
+# Stages reachable as attributes (``loopml.data.load``), imported on first use: they need torch.
+_SUBMODULES = ("data", "train")
 
 __all__ = sorted(
     [
@@ -61,6 +64,7 @@ __all__ = sorted(
         "StoreError",
         "__version__",
         *_LAZY,
+        *_SUBMODULES,
     ]
 )
 
@@ -80,9 +84,13 @@ if TYPE_CHECKING:
         start_run,
     )
     from .tracking.run import Run
+    from .train.trainer import Trainer
+    from . import data, train
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return import_module(f"loopml.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'loopml' has no attribute {name!r}")
