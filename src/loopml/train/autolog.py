@@ -42,6 +42,7 @@ class Tracking(Callback):
     """
 
     order = 20
+    rank_zero_only = True
 
     def __init__(self, *, every: int = 10, experiment: str = "default", run: Run | None = None) -> None:
         if type(every) is not int or every < 1:
@@ -76,6 +77,8 @@ class Tracking(Callback):
             "mode": trainer.mode,
             "loss": type(trainer.loss_fn).__name__,
         }
+        if trainer.world_size > 1:
+            params["world_size"] = trainer.world_size
         for key, value in opt.param_groups[0].items():
             if key != "params" and value is not None:
                 params["lr" if key == "lr" else f"optimizer.{key}"] = _param_text(value)

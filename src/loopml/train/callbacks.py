@@ -42,9 +42,13 @@ EVENTS = (
 
 
 class Callback:
-    """Base class. Override ``on_<event>`` methods, and ``state_dict``/``load_state_dict`` if stateful."""
+    """Base class. Override ``on_<event>`` methods, and ``state_dict``/``load_state_dict`` if stateful.
+
+    ``rank_zero_only = True``: under torchrun only rank 0 attaches it (writers: logs, files, output).
+    """
 
     order = 0
+    rank_zero_only = False
 
     def every_for(self, event: str) -> int:
         return 1
@@ -126,6 +130,7 @@ class Checkpoint(Callback):
     """
 
     order = 10
+    rank_zero_only = True
 
     def __init__(self, dirname: str | os.PathLike[str], *, monitor: str = "val_loss", mode: str = "min",
                  save_best: bool = True, save_last: bool = True, every: int = 1) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -13,9 +14,13 @@ _EXAMPLE = "e.g. trainer.fit((x_train, y_train), val=(x_val, y_val), epochs=5, b
 
 
 def as_loader(
-    data: Any, *, name: str, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+    data: Any, *, name: str, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+    sampler: Callable[[Dataset[Any]], Iterable[int]] | None = None,
 ) -> DataLoader[Any]:
-    """A DataLoader from a DataLoader (as is), a map-style Dataset of (x, y), or an (x, y) tuple."""
+    """A DataLoader from a DataLoader (as is), a map-style Dataset of (x, y), or an (x, y) tuple.
+
+    ``sampler``, a function of the dataset, picks the indices instead (a rank's shard).
+    """
     if isinstance(data, DataLoader):
         return data
     if isinstance(data, (tuple, list)) and len(data) in (1, 2):
@@ -30,6 +35,8 @@ def as_loader(
             )
         data = TensorDataset(*tensors)
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
+        if sampler is not None:
+            return DataLoader(data, batch_size=batch_size, sampler=sampler(data))  # type: ignore[arg-type]
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
     raise TypeError(
         f"Argument {name} should be a torch Dataset returning (x, y), an (x, y) tuple of tensors, "

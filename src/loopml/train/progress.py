@@ -30,6 +30,7 @@ class ProgressBar(Callback):
     """
 
     order = 30
+    rank_zero_only = True
 
     def __init__(self, *, file: IO[str] | None = None, plain: bool | None = None) -> None:
         self.file = file

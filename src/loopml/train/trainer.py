@@ -24,6 +24,7 @@ from torch import nn
 from .autolog import Tracking
 from .callbacks import EVENTS, Callback
 from .checkpoint import FORMAT, get_rng_state, load_checkpoint, set_rng_state
+from .distributed import set_epoch, setup
 from .loaders import as_loader, data_fingerprint, run_data_check
 from .metrics import Metric, expected_cost, get_metric
 
@@ -61,7 +62,8 @@ class Trainer:
     called with them (``functools.partial(torch.optim.SGD, lr=0.1)``); default
     Adam(lr=1e-3). ``loss`` defaults to cross-entropy. ``track=True`` adds a
     :class:`Tracking` callback (unless one is given) that logs to the active
-    run or a new one.
+    run or a new one. Under ``torchrun``, ``distributed="auto"`` trains with
+    DistributedDataParallel (:mod:`loopml.train.distributed`).
     """
 
     def __init__(
@@ -79,6 +81,7 @@ class Trainer:
         track: bool = True,
         experiment: str = "default",
         compile_options: dict[str, Any] | None = None,
+        distributed: bool | str = "auto",
     ) -> None:
         example = "e.g. Trainer(model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), metrics=['accuracy'])"
         if not isinstance(model, nn.Module):
@@ -110,13 +113,16 @@ class Trainer:
         self.optimizer = optimizer
         self.loss_fn = loss if loss is not None else nn.CrossEntropyLoss()
         self.metrics = [get_metric(m) for m in metrics]
+        self._dist = setup(distributed, self.device, self.metrics)
         self.mode, self.seed, self.log_every, self.experiment = mode, seed, log_every, experiment
         self.generator = torch.Generator().manual_seed(seed)  # shuffling; saved in checkpoints
         self.state = State()
-        self._forward: Callable[..., Any] = self.model
+        # self.model stays the plain module (checkpoints, evaluation); training steps go through DDP
+        self._wrapped: nn.Module = self.model if self._dist is None else self._dist.wrap(self.model, self.device)
+        self._forward: Callable[..., Any] = self._wrapped
         if mode == "compile":
             try:
-                self._forward = torch.compile(self.model, **(compile_options or {}))
+                self._forward = torch.compile(self._wrapped, **(compile_options or {}))
             except Exception as exc:  # noqa: BLE001 - any compiler set-up failure means "run eager"
                 self._fallback(exc)
         self._handlers: dict[str, list[tuple[Callable[[Trainer], Any], int]]] = {e: [] for e in EVENTS}
@@ -125,7 +131,18 @@ class Trainer:
             self.callbacks.append(Tracking(every=log_every, experiment=experiment))
         self.callbacks.sort(key=lambda c: c.order)  # stable: the given order within one rank
         for cb in self.callbacks:
-            cb.attach(self)
+            if self.is_main_process or not cb.rank_zero_only:
+                cb.attach(self)
+
+    @property
+    def world_size(self) -> int:
+        """How many processes train together (1 without torchrun)."""
+        return 1 if self._dist is None else self._dist.world_size
+
+    @property
+    def is_main_process(self) -> bool:
+        """True on rank 0 (and without torchrun): the process that logs and writes checkpoints."""
+        return self._dist is None or self._dist.is_main
 
     # -- events -----------------------------------------------------------
 
@@ -161,7 +178,8 @@ class Trainer:
                                  f"e.g. trainer.fit((x, y), epochs=10, batch_size=64)")
         if check_data:
             run_data_check(train, val)
-        loader = as_loader(train, name="train", batch_size=batch_size, shuffle=True, generator=self.generator)
+        loader = as_loader(train, name="train", batch_size=batch_size, shuffle=True, generator=self.generator,
+                           sampler=None if self._dist is None else self._dist.train_sampler(self.seed))
         if val is not None:
             as_loader(val, name="val", batch_size=batch_size, shuffle=False)  # fail on bad val now, not after an epoch
         datasets = {k: d for k, d in (("train", train), ("val", val)) if data_fingerprint(d) is not None}
@@ -189,11 +207,12 @@ class Trainer:
         s = self.state
         s.epoch += 1
         s.metrics = {}
+        set_epoch(loader, s.epoch)
         self.fire("epoch_start")
         self.model.train()
         for m in self.metrics:
             m.reset()
-        total, seen, started = 0.0, 0, time.perf_counter()
+        total, seen, started = 0.0, 0.0, time.perf_counter()
         for batch in loader:
             x, y = (t.to(self.device) for t in _split(batch))
             out = self._call(x)
@@ -208,43 +227,53 @@ class Trainer:
             for m in self.metrics:
                 m.update(out.detach(), y)
             self.fire("batch_end")
-        s.metrics = {"train_loss": total / max(seen, 1), "samples_per_s": seen / (time.perf_counter() - started),
+        elapsed = time.perf_counter() - started
+        if self._dist is not None:  # every rank reports the epoch over all ranks
+            total, seen = self._dist.reduce(self.metrics, (total, seen))
+        s.metrics = {"train_loss": total / max(seen, 1), "samples_per_s": seen / elapsed,
                      "lr": float(self.optimizer.param_groups[0]["lr"])}
         s.metrics.update({f"train_{m.name}": m.compute() for m in self.metrics})
         if val is not None:
             s.metrics.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
         self.fire("epoch_end")
 
-    def _call(self, x: Any) -> Any:
+    def _call(self, x: Any, *, train: bool = True) -> Any:
+        if not train and self._dist is not None:
+            return self.model(x)  # no DDP collectives outside training: the ranks' eval shards differ in length
         try:
             return self._forward(x)
         except Exception as exc:
-            if self._forward is self.model:
+            if self._forward is self._wrapped:
                 raise
             self._fallback(exc)  # the compiled model failed: the eager one raises the user's own errors
-            return self.model(x)
+            return self._wrapped(x)
 
     def _fallback(self, exc: Exception) -> None:
         warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); training in eager mode",
                       RuntimeWarning, stacklevel=3)
-        self._forward = self.model
+        self._forward = self._wrapped
 
     # -- evaluation -------------------------------------------------------
 
     @torch.no_grad()
     def evaluate(self, data: Any, *, cost_matrix: Any = None, batch_size: int | None = None) -> dict[str, Any]:
         """Loss and metrics on ``data``; with ``cost_matrix`` (``C[true, predicted]``) the expected cost
-        per prediction and, for binary problems, the threshold that minimises it."""
-        loader = as_loader(data, name="data", batch_size=batch_size or self.state.batch_size or 256, shuffle=False)
+        per prediction and, for binary problems, the threshold that minimises it.
+
+        Under torchrun every rank must call it: each evaluates its shard and the results are
+        combined (a DataLoader you pass is evaluated whole on every rank)."""
+        shard = self._dist is not None and not isinstance(data, torch.utils.data.DataLoader)
+        loader = as_loader(data, name="data", batch_size=batch_size or self.state.batch_size or 256, shuffle=False,
+                           sampler=self._dist.eval_sampler if shard and self._dist is not None else None)
         metrics = [copy.deepcopy(m) for m in self.metrics]
         for m in metrics:
             m.reset()
-        was_training, outputs, targets, total, seen = self.model.training, [], [], 0.0, 0
+        was_training, outputs, targets, total, seen = self.model.training, [], [], 0.0, 0.0
         self.model.eval()
         try:
             for batch in loader:
                 x, y = (t.to(self.device) for t in _split(batch))
-                out = self._call(x)
+                out = self._call(x, train=False)
                 total, seen = total + float(self.loss_fn(out, y)) * len(y), seen + len(y)
                 for m in metrics:
                     m.update(out, y)
@@ -253,6 +282,11 @@ class Trainer:
                     targets.append(y.cpu())
         finally:
             self.model.train(was_training)
+        if shard and self._dist is not None:
+            total, seen = self._dist.reduce(metrics, (total, seen))
+            if cost_matrix is not None:
+                outputs = [t for part in self._dist.gather(outputs) for t in part]
+                targets = [t for part in self._dist.gather(targets) for t in part]
         result: dict[str, Any] = {"loss": total / max(seen, 1), **{m.name: m.compute() for m in metrics}}
         if cost_matrix is not None:
             result.update(expected_cost(torch.cat(outputs), torch.cat(targets), cost_matrix))
@@ -269,7 +303,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            return torch.cat([self._call(_split(b)[0].to(self.device)).cpu() for b in loader])
+            return torch.cat([self._call(_split(b)[0].to(self.device), train=False).cpu() for b in loader])
         finally:
             self.model.train(was_training)
 

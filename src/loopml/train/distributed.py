@@ -1,0 +1,177 @@
+"""Distributed data parallel: the same :class:`~loopml.train.Trainer` under ``torchrun``.
+
+``torchrun --nproc_per_node=2 train.py`` starts the script twice; each process
+finds ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and
+``MASTER_PORT`` in its environment. With ``Trainer(distributed="auto")`` (the
+default) the trainer then joins the process group (gloo on the CPU; gloo and
+nccl on GPUs) and
+
+- wraps the model in ``DistributedDataParallel`` for the training steps, so the
+  gradients are averaged over the ranks; ``trainer.model`` stays the plain module,
+  which is what checkpoints save;
+- trains each rank on its shard of the data: a ``DistributedSampler`` seeded with
+  the trainer's seed, ``set_epoch`` at every epoch;
+- evaluates each rank on a strided shard without padding (every sample once) and
+  combines the metric states: sums of losses, counts, confusion matrices and
+  regression sums; ROC-AUC scores (of different lengths) are gathered. Every rank
+  gets the global value, so ``EarlyStopping`` stops all ranks at the same epoch;
+- runs callbacks marked ``rank_zero_only`` (``Tracking``, ``ProgressBar``,
+  ``Checkpoint``) on rank 0 alone: one run, one line per epoch, one writer.
+
+>>> trainer = Trainer(model, metrics=["accuracy"])   # under torchrun: DDP over the ranks   # doctest: +SKIP
+>>> trainer.fit((x, y), val=(x_val, y_val), epochs=5)                                     # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from ..errors import LoopMLError
+from .metrics import ROCAUC, ConfusionMatrix, Metric, _Regression
+
+__all__ = ["ENV_VARS", "Distributed", "reduce_metric", "set_epoch", "setup"]
+
+ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # what env:// initialisation reads
+
+_TORCHRUN = "torchrun --nproc_per_node=2 train.py"
+
+
+def _mergeable(metric: Metric) -> bool:
+    return isinstance(metric, (ROCAUC, ConfusionMatrix, _Regression)) or callable(getattr(metric, "merge_states", None))
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in the process group; ``owns_group``: the trainer initialised it."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    owns_group: bool
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
+        """``DistributedDataParallel(model)``: broadcasts rank 0's weights, averages gradients."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [device.index if device.index is not None else self.local_rank] if device.type == "cuda" else None
+        try:
+            return DistributedDataParallel(model, device_ids=device_ids)
+        except (RuntimeError, ValueError) as exc:
+            raise LoopMLError(f"Could not wrap the model in DistributedDataParallel: {exc}") from exc
+
+    def train_sampler(self, seed: int) -> Any:
+        """A function of the dataset: the rank's shuffled shard (padded so that every rank steps as often)."""
+        def sampler(dataset: Dataset[Any]) -> DistributedSampler[Any]:
+            return DistributedSampler(dataset, num_replicas=self.world_size, rank=self.rank, shuffle=True, seed=seed)
+        return sampler
+
+    def eval_sampler(self, dataset: Dataset[Any]) -> list[int]:
+        """The rank's strided shard, without padding: every sample is evaluated exactly once over the ranks."""
+        return list(range(self.rank, len(dataset), self.world_size))  # type: ignore[arg-type]
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """The element-wise sum of ``values`` over the ranks (float64)."""
+        import torch.distributed as dist
+
+        t = torch.tensor(list(values), dtype=torch.float64)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return [float(v) for v in t]
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj``, in rank order (pickled: for small or ragged things)."""
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def reduce(self, metrics: Sequence[Metric], sums: Sequence[float]) -> list[float]:
+        """Combine every metric's state over the ranks (in place) and return the summed ``sums``."""
+        for m in metrics:
+            reduce_metric(m, self.gather(m.state_dict()))
+        return self.sum(sums)
+
+
+def setup(distributed: bool | str, device: torch.device, metrics: Sequence[Metric] = ()) -> Distributed | None:
+    """Join the process group torchrun describes; ``None`` when not distributed.
+
+    ``"auto"``: distributed when the group is already initialised or the
+    environment names more than one process; ``True``: the environment must be
+    there; ``False``: never.
+    """
+    if distributed not in ("auto", True, False):
+        raise ValueError(f"Argument distributed should be 'auto', True or False, got {distributed!r}")
+    if distributed is False:
+        return None
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        if distributed is True:
+            raise LoopMLError("distributed=True: this build of torch has no torch.distributed")
+        return None
+    if dist.is_initialized():
+        ctx = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), False)
+    else:
+        missing = [v for v in ENV_VARS if v not in os.environ]
+        if missing:
+            if distributed is True:
+                raise ValueError(f"Argument distributed=True needs a torch.distributed environment (missing "
+                                 f"{', '.join(missing)}); start the script with torchrun, e.g. {_TORCHRUN}")
+            return None
+        world_size = int(os.environ["WORLD_SIZE"])
+        if world_size < 2 and distributed == "auto":
+            return None
+        # gloo carries the CPU tensors of metric reductions on GPU machines too
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        try:
+            dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=10))
+        except (RuntimeError, ValueError) as exc:
+            raise LoopMLError(f"Could not join the process group ({backend}) at "
+                              f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}: {exc}") from exc
+        ctx = Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")), True)
+    if ctx.world_size < 2 and distributed == "auto":
+        return None
+    bad = [m for m in metrics if not _mergeable(m)]
+    if bad:
+        raise TypeError(f"Argument metrics should hold metrics that can be combined over ranks, got {bad!r}: "
+                        f"give the metric a merge_states(states) method that returns one state_dict "
+                        f"from every rank's, or train with distributed=False")
+    return ctx
+
+
+def reduce_metric(metric: Metric, states: Sequence[dict[str, Any]]) -> None:
+    """Load into ``metric`` the state that combines every rank's ``state_dict()``."""
+    if isinstance(metric, ROCAUC):
+        merged = {"scores": torch.cat([s["scores"] for s in states]),
+                  "targets": torch.cat([s["targets"] for s in states])}
+    elif isinstance(metric, ConfusionMatrix):
+        k = max(s["cm"].shape[0] for s in states)  # each rank's matrix grew to the classes it saw
+        cm = torch.zeros((k, k), dtype=torch.int64)
+        for s in states:
+            n = s["cm"].shape[0]
+            cm[:n, :n] += s["cm"]
+        merged = {"cm": cm}
+    elif isinstance(metric, _Regression):
+        merged = {"sums": torch.stack([s["sums"] for s in states]).sum(0)}
+    else:
+        merged = metric.merge_states(list(states))  # type: ignore[attr-defined]
+    metric.load_state_dict(merged)
+
+
+def set_epoch(loader: Any, epoch: int) -> None:
+    """Reshuffle a ``DistributedSampler`` (the trainer's, or one in a DataLoader you built) for ``epoch``."""
+    sampler = getattr(loader, "sampler", None) if isinstance(loader, DataLoader) else None
+    if isinstance(sampler, DistributedSampler):
+        sampler.set_epoch(epoch)
