@@ -36,6 +36,14 @@ from .metrics import (
 )
 from .progress import ProgressBar
 from .trainer import State, Trainer
+from .transfer import (
+    LoadReport,
+    freeze,
+    load_weights,
+    param_groups,
+    trainable_parameters,
+    unfreeze,
+)
 
 __all__ = [
     "EVENTS",
@@ -51,6 +59,7 @@ __all__ = [
     "EarlyStopping",
     "GradientClipping",
     "LRScheduler",
+    "LoadReport",
     "Metric",
     "Precision",
     "ProgressBar",
@@ -59,6 +68,11 @@ __all__ = [
     "Tracking",
     "Trainer",
     "expected_cost",
+    "freeze",
     "lambda_callback",
     "load_checkpoint",
+    "load_weights",
+    "param_groups",
+    "trainable_parameters",
+    "unfreeze",
 ]
