@@ -59,7 +59,7 @@ def main() -> None:
     model = DigitsCNN()
     with loopml.start_run(experiment="digits-demo", tags={"source": "examples/digits_demo.py"}) as run:
         console.print(f"run [bold]{run.id}[/bold] in experiment digits-demo, tracking at {loopml.get_tracking_uri()}")
-        data.log_check(run, report)  # the report as an artifact, its summary as a tag
+        data.log_check(run, report, name="data_check_split.json")  # all three parts; fit logs its train/val check
         data.log_dataset(run, parts.test, role="test")  # train and val are linked by the Trainer
         with tempfile.TemporaryDirectory() as ckpt:
             trainer = Trainer(

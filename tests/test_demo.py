@@ -37,5 +37,5 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     assert run.metrics["val_accuracy"].count == 2
     assert run.tags["data_check"].startswith("ok")
     assert set(store.run_datasets(run.id)) == {"train", "val", "test"}
-    assert {a.path for a in store.list_artifacts(run.id)} == {"checkpoints/best.pt", "data_check.json"}
+    assert {a.path for a in store.list_artifacts(run.id)} == {"checkpoints/best.pt", "data_check.json", "data_check_split.json"}
     store.close()

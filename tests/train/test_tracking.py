@@ -93,3 +93,6 @@ def test_loopml_datasets_are_linked_to_the_run(sqlite_store: str) -> None:
     run = loopml.get_run(loopml.runs("lineage").loc[0, "run_id"])
     assert run.params["train_fingerprint"] == train.fingerprint
     assert run.tags["dataset.train"] == train.fingerprint
+    # the quality report fit checked is logged with the run
+    assert run.tags["data_check"].startswith("ok")
+    assert "data_check.json" in [a.path for a in run.artifacts()]

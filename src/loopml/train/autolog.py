@@ -92,15 +92,17 @@ class Tracking(Callback):
             self._log_datasets(trainer)
 
     def _log_datasets(self, trainer: Trainer) -> None:
-        """Link loopml datasets to the run (the store's lineage), where loopml.data is installed."""
+        """Link loopml datasets and their quality report to the run, where loopml.data is installed."""
         try:
-            from ..data import Dataset, log_dataset
+            from ..data import Dataset, log_check, log_dataset
         except ImportError:
             return
         assert self.run is not None
         for role, ds in trainer.state.datasets.items():
             if isinstance(ds, Dataset):
                 log_dataset(self.run, ds, role=role)
+        if trainer.state.data_report is not None:  # the quality report of what fit checked
+            log_check(self.run, trainer.state.data_report)
 
     def on_batch_end(self, trainer: Trainer) -> None:
         assert self.run is not None

@@ -52,18 +52,20 @@ def data_fingerprint(data: Any) -> str | None:
     return None if fp is None else str(fp)
 
 
-def run_data_check(train: Any, val: Any = None) -> None:
+def run_data_check(train: Any, val: Any = None) -> Any:
     """Run ``loopml.data.check`` on loopml datasets (train, val and leakage between them); stop on errors.
 
-    Does nothing for other data, or where ``loopml.data`` is not installed.
+    Returns the report (the tracking callback logs it), or None for other data
+    or where ``loopml.data`` is not installed.
     """
     if data_fingerprint(train) is None:  # only loopml datasets carry a fingerprint
-        return
+        return None
     try:
         from ..data import Dataset, check
     except ImportError:
-        return
+        return None
     if not isinstance(train, Dataset):
-        return
+        return None
     report = check(train, val=val if isinstance(val, Dataset) else None)
     report.raise_if_errors(override_hint="fix the data, or pass check_data=False to fit()")
+    return report

@@ -45,6 +45,7 @@ class State:
     eval_result: dict[str, Any] = field(default_factory=dict)  # the last evaluate()
     fingerprints: dict[str, str] = field(default_factory=dict)
     datasets: dict[str, Any] = field(default_factory=dict)  # train/val data that have a fingerprint
+    data_report: Any = None  # the loopml.data.CheckReport of train/val, when fit checked them
     should_stop: bool = False
     exception: BaseException | None = None
 
@@ -176,14 +177,13 @@ class Trainer:
             if type(value) is not int or value < 1:
                 raise ValueError(f"Argument {name} should be an integer >= 1, got {value!r}; "
                                  f"e.g. trainer.fit((x, y), epochs=10, batch_size=64)")
-        if check_data:
-            run_data_check(train, val)
+        report = run_data_check(train, val) if check_data else None
         loader = as_loader(train, name="train", batch_size=batch_size, shuffle=True, generator=self.generator,
                            sampler=None if self._dist is None else self._dist.train_sampler(self.seed))
         if val is not None:
             as_loader(val, name="val", batch_size=batch_size, shuffle=False)  # fail on bad val now, not after an epoch
         datasets = {k: d for k, d in (("train", train), ("val", val)) if data_fingerprint(d) is not None}
-        self.state = State(epochs=epochs, batch_size=batch_size, datasets=datasets,
+        self.state = State(epochs=epochs, batch_size=batch_size, datasets=datasets, data_report=report,
                            fingerprints={k: str(data_fingerprint(d)) for k, d in datasets.items()},
                            batches=len(loader) if hasattr(loader, "__len__") else None)
         if resume_from is not None:
