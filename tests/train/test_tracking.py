@@ -96,3 +96,18 @@ def test_loopml_datasets_are_linked_to_the_run(sqlite_store: str) -> None:
     # the quality report fit checked is logged with the run
     assert run.tags["data_check"].startswith("ok")
     assert "data_check.json" in [a.path for a in run.artifacts()]
+
+
+def test_per_group_learning_rates_are_logged(sqlite_store: str) -> None:
+    from loopml.train import param_groups
+
+    model = mlp()
+    opt = torch.optim.Adam(param_groups(model, {"0": 1e-4}, default_lr=1e-2))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 64, generator=g), torch.arange(40) % 10
+    Trainer(model, optimizer=opt, experiment="groups").fit((x, y), epochs=1, batch_size=20)
+
+    run = loopml.get_run(loopml.runs("groups").loc[0, "run_id"])
+    assert run.params["param_groups"] == "2"
+    assert (run.params["lr_0"], run.params["lr_1"]) == ("0.0001", "0.01")
+    assert (run.metrics["lr_0"], run.metrics["lr_1"]) == (1e-4, 1e-2)

@@ -82,6 +82,9 @@ class Tracking(Callback):
         for key, value in opt.param_groups[0].items():
             if key != "params" and value is not None:
                 params["lr" if key == "lr" else f"optimizer.{key}"] = _param_text(value)
+        if len(opt.param_groups) > 1:  # per-group learning rates, e.g. a low one for pretrained layers
+            params["param_groups"] = len(opt.param_groups)
+            params.update({f"lr_{i}": _param_text(g["lr"]) for i, g in enumerate(opt.param_groups)})
         for name, fp in trainer.state.fingerprints.items():
             params[f"{name}_fingerprint"] = fp
         if trainer.state.epoch > 0:  # resumed: params are write-once, keep what the run has

@@ -230,8 +230,10 @@ class Trainer:
         elapsed = time.perf_counter() - started
         if self._dist is not None:  # every rank reports the epoch over all ranks
             total, seen = self._dist.reduce(self.metrics, (total, seen))
-        s.metrics = {"train_loss": total / max(seen, 1), "samples_per_s": seen / elapsed,
-                     "lr": float(self.optimizer.param_groups[0]["lr"])}
+        groups = self.optimizer.param_groups
+        s.metrics = {"train_loss": total / max(seen, 1), "samples_per_s": seen / elapsed, "lr": float(groups[0]["lr"])}
+        if len(groups) > 1:  # per-group learning rates (transfer learning): lr_0, lr_1, ...
+            s.metrics.update({f"lr_{i}": float(g["lr"]) for i, g in enumerate(groups)})
         s.metrics.update({f"train_{m.name}": m.compute() for m in self.metrics})
         if val is not None:
             s.metrics.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
