@@ -32,6 +32,7 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.bench
 	$(PY) benchmarks/tracking.py
+	$(PY) benchmarks/training.py
 
 ui: $(VENV)/.base
 	$(VENV)/bin/loopml server
