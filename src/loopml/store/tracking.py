@@ -127,6 +127,10 @@ class TrackingStore:
 
     def get_or_create_experiment(self, name: str) -> Experiment:
         check_key(name, what="experiment")
+        with self._read() as conn:  # the common case: it exists, and a read takes no write lock
+            row = conn.execute(sa.select(s.experiments).where(s.experiments.c.name == name)).first()
+        if row is not None:
+            return Experiment(id=row.id, name=row.name, created_at=row.created_at, description=row.description)
         with self._tx() as conn:
             row = conn.execute(sa.select(s.experiments).where(s.experiments.c.name == name)).first()
             if row is None:
@@ -211,7 +215,12 @@ class TrackingStore:
                 conn.execute(s.params.insert(), [{"run_id": rid, "key": k, "value": v} for k, v in pvals.items()])
             if tvals:
                 conn.execute(s.tags.insert(), [{"run_id": rid, "key": k, "value": v} for k, v in tvals.items()])
-        return self.get_run(rid)
+        # everything a new run holds is known here: no read-back
+        return RunRecord(
+            id=rid, experiment_id=exp.id, experiment=exp.name, name=name, status="RUNNING", start_time=now,
+            end_time=None, heartbeat_at=now, parent_id=parent_id, git_commit=git_commit, git_dirty=git_dirty,
+            host=host, user=user, command=command, params=pvals, tags=tvals,
+        )
 
     def set_status(self, run_id: str, status: str, *, end_time: float | None = None) -> None:
         if status not in s.RUN_STATUSES:

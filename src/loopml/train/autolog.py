@@ -59,10 +59,6 @@ class Tracking(Callback):
     def on_fit_start(self, trainer: Trainer) -> None:
         from ..tracking import api
 
-        self.run = self._given or api.active_run()
-        self._owned = self.run is None
-        if self.run is None:
-            self.run = api.start_run(experiment=self.experiment, run_id=self._resume_id)
         opt = trainer.optimizer
         model = trainer.model
         params: dict[str, Any] = {
@@ -87,10 +83,17 @@ class Tracking(Callback):
             params.update({f"lr_{i}": _param_text(g["lr"]) for i, g in enumerate(opt.param_groups)})
         for name, fp in trainer.state.fingerprints.items():
             params[f"{name}_fingerprint"] = fp
-        if trainer.state.epoch > 0:  # resumed: params are write-once, keep what the run has
-            have = self.run.refresh().params
-            params = {k: v for k, v in params.items() if k not in have}
-        self.run.log_params(params)
+        self.run = self._given or api.active_run()
+        self._owned = self.run is None
+        if self.run is None and self._resume_id is None:  # a new run gets its params in one transaction
+            self.run = api.start_run(experiment=self.experiment, params=params)
+        else:
+            if self.run is None:
+                self.run = api.start_run(experiment=self.experiment, run_id=self._resume_id)
+            if trainer.state.epoch > 0:  # resumed: params are write-once, keep what the run has
+                have = self.run.refresh().params
+                params = {k: v for k, v in params.items() if k not in have}
+            self.run.log_params(params)
         if trainer.state.epoch == 0:
             self._log_datasets(trainer)
 
