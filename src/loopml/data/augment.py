@@ -15,7 +15,11 @@ returns ``(x_mixed, y_soft)`` where ``y_soft`` is an N x K float32 matrix of
 class probabilities (``torch.nn.functional.cross_entropy`` accepts it as the
 target) for classification, or the mixed float targets for regression.
 Shifts and rotations use ``affine_grid``/``grid_sample`` (zeros fill the
-border); kornia is not needed.
+border). Why not kornia: kornia 0.9.0 works with torch 2.13.0 here, but on the
+batches loopml augments (64 x 1 x 8 x 8, one thread) it measured 0.66 ms
+against 0.12 ms for a rotation, 0.92 against 0.12 for a shift, 0.35 against
+0.15 for erasing and 0.085 against 0.022 for noise: 2.4-7.6x slower, for a
+dependency.
 """
 
 from __future__ import annotations
