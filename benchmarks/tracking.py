@@ -38,7 +38,6 @@ import importlib.util
 import io
 import json
 import logging
-import platform
 import random
 import re
 import shutil
@@ -55,6 +54,8 @@ from contextlib import contextmanager, redirect_stdout
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import _common  # benchmarks/_common.py: these run as `python benchmarks/<name>.py`
 
 PY = sys.executable
 LOOP_BUDGET_S = 180.0  # no timed loop runs longer than this; a cut loop says so
@@ -842,34 +843,7 @@ BENCHES: dict[int, tuple[str, Callable[[Bench], list[Result]], float | None]] = 
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("loopml", "mlflow", "sqlalchemy", "pandas", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
-
-
-def machine() -> dict[str, Any]:
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "memory_gib": mem, "platform": platform.platform()}
-
-
-def load_average() -> float:
-    """1-minute load average: other work on the machine shows up in every figure."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return -1.0
+    return _common.versions("loopml", "mlflow", "sqlalchemy", "pandas", "numpy")
 
 
 def print_table(results: list[Result], info: dict[str, Any]) -> None:
@@ -952,10 +926,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     info: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "versions": versions(),
-        "machine": machine(),
+        "machine": _common.machine(),
         "sizes": asdict(sizes),
     }
-    info["load_start"] = load_average()
+    info["load_start"] = _common.load_average()
     print(f"loopml vs MLflow, {info['mode']} sizes, goals {picked}, temp folder {tmp}", flush=True)
     if info["load_start"] > 0.5 * (os.cpu_count() or 1):
         print(f"note: load average {info['load_start']} on {os.cpu_count()} CPUs: other work will skew the figures")
@@ -978,7 +952,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     info["total_s"] = round(time.perf_counter() - t_all, 1)
-    info["load_end"] = load_average()
+    info["load_end"] = _common.load_average()
     print()
     print_table(results, info)
     print(f"total {info['total_s']} s")

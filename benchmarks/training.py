@@ -44,7 +44,6 @@ import copy
 import gc
 import json
 import logging
-import platform
 import shutil
 import statistics
 import subprocess
@@ -58,6 +57,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+import _common  # benchmarks/_common.py: these run as `python benchmarks/<name>.py`
 
 BATCH_SIZE = 64
 LR = 1e-3
@@ -374,15 +375,7 @@ def fmt_x(r: float | None) -> str:
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("loopml", "torch", "lightning", "numpy", "scikit-learn"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
+    return _common.versions("loopml", "torch", "lightning", "numpy", "scikit-learn")
 
 
 def commit() -> str:
@@ -396,25 +389,6 @@ def commit() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + (" + uncommitted changes in src/loopml/train" if dirty else "")
-
-
-def machine() -> dict[str, Any]:
-    mem = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "memory_gib": mem, "platform": platform.platform()}
-
-
-def load_average() -> float:
-    """1-minute load average: other work on the machine shows up in every figure."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return -1.0
 
 
 def print_table(results: list[Result], info: dict[str, Any]) -> None:
@@ -501,13 +475,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     info: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "versions": versions(),
-        "machine": machine(),
+        "machine": _common.machine(),
         "commit": commit(),
         "sizes": sizes.__dict__,
         "batch_size": BATCH_SIZE,
         "workloads": [{"key": w.key, "title": w.title, "epochs": w.epochs,
                        "batches": -(-len(w.x) // BATCH_SIZE)} for w in workloads],
-        "load_start": load_average(),
+        "load_start": _common.load_average(),
     }
     print(f"training: hand loop, loopml, Lightning; {info['mode']} sizes; temp folder {tmp}", flush=True)
     if info["load_start"] > 0.5 * (os.cpu_count() or 1):
@@ -536,7 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
     info["threads"] = torch.get_num_threads()  # still 1: no contender changed it
     info["total_s"] = round(time.perf_counter() - t_all, 1)
-    info["load_end"] = load_average()
+    info["load_end"] = _common.load_average()
     print()
     print_table(results, info)
     print(f"total {info['total_s']} s; torch threads at the end: {info['threads']}")

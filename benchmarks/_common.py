@@ -1,0 +1,40 @@
+"""What every benchmark prints beside its figures: versions, the machine, the load."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def versions(*packages: str) -> dict[str, str]:
+    """Python's version and each package's installed version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in packages:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+def machine() -> dict[str, Any]:
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = round(int(line.split()[1]) / 1024 / 1024, 1)
+    except OSError:
+        pass
+    return {"cpus": os.cpu_count(), "memory_gib": mem, "platform": platform.platform()}
+
+
+def load_average() -> float:
+    """1-minute load average: other work on the machine shows up in every figure."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return -1.0
