@@ -64,3 +64,14 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
 def test_too_few_rows() -> None:
     with pytest.raises(ValueError, match="Argument ds should have enough rows for every part: 2 rows"):
         split(from_arrays(np.zeros((2, 2)), [0, 1]))
+
+
+def test_identical_inputs_stay_in_one_part() -> None:
+    """iris has an exact duplicate row: no seed may put its copies in two parts (leakage)."""
+    from loopml import data
+
+    iris = data.load("iris")
+    for seed in range(30):
+        parts = data.split(iris, seed=seed)
+        assert not [i for i in data.check(parts).errors if i.code == "leakage"], f"seed {seed}"
+        assert sum(len(p) for p in (parts.train, parts.val, parts.test)) == len(iris)

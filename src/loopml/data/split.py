@@ -9,8 +9,10 @@ The test rows are taken first, then the val rows, from one permutation drawn
 with ``numpy.random.default_rng(seed)``: the same data and arguments give the
 same parts on every machine. Stratified splits give each class its share of
 every part, rounded so that each class's count is within one row of its exact
-proportion and the part sizes are ``round(N * fraction)``. Rows keep their
-original order inside each part.
+proportion and the part sizes are ``round(N * fraction)``. Rows with
+identical inputs are then moved into one part (the first of train, val, test
+holding a copy), so no split leaks; sizes shift by the rows moved. Rows keep
+their original order inside each part.
 """
 
 from __future__ import annotations
@@ -59,6 +61,24 @@ def _allocate(counts: np.ndarray, total: int, caps: np.ndarray, fraction: float)
     return out
 
 
+def _keep_duplicates_together(x: np.ndarray, idx: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Rows with identical inputs go to one part (the first of train, val, test that holds one),
+    so that a split never leaks a row into two parts; part sizes move by the rows moved."""
+    names = ("train", "val", "test")
+    flat = np.ascontiguousarray(x.reshape(len(x), -1))
+    _, group = np.unique(flat, axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    part = np.empty(len(x), dtype=np.int64)
+    for i, k in enumerate(names):
+        part[idx[k]] = i
+    first = np.full(group.max() + 1 if len(group) else 0, len(names), dtype=np.int64)
+    np.minimum.at(first, group, part)
+    moved = first[group]
+    if np.array_equal(moved, part):
+        return idx
+    return {k: np.flatnonzero(moved == i) for i, k in enumerate(names)}
+
+
 def split(ds: Dataset, val: float = 0.15, test: float = 0.15, *, stratify: bool = True, seed: int = 0) -> Split:
     """Split ``ds`` into train, val and test parts (see the module docstring).
 
@@ -97,6 +117,7 @@ def split(ds: Dataset, val: float = 0.15, test: float = 0.15, *, stratify: bool 
             "val": np.sort(perm[n_test : n_test + n_val]),
             "train": np.sort(perm[n_test + n_val :]),
         }
+    idx = _keep_duplicates_together(ds.x.numpy(), idx)
     return Split(
         train=ds.subset(idx["train"], name=f"{ds.name}-train"),
         val=ds.subset(idx["val"], name=f"{ds.name}-val") if val else None,
