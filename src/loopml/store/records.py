@@ -63,8 +63,7 @@ class RunRecord:
 
     @property
     def duration(self) -> float | None:
-        end = self.end_time if self.end_time is not None else None
-        return None if end is None else end - self.start_time
+        return None if self.end_time is None else self.end_time - self.start_time
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -7,7 +7,6 @@ slip past them). Messages name the argument, the value and what would work.
 
 from __future__ import annotations
 
-import math
 import numbers
 import re
 from typing import Any
@@ -67,13 +66,8 @@ def check_step(step: Any) -> int:
 
 
 def check_text_value(key: str, value: Any, *, what: str = "param") -> str:
-    """Params and tags are stored as strings; numbers and bools are converted."""
-    if isinstance(value, float) and not math.isfinite(value):
-        text = repr(value)
-    elif isinstance(value, (str, bool, numbers.Number)) or value is None:
-        text = str(value)
-    else:
-        text = str(value)
+    """Params and tags are stored as strings; anything else is converted with ``str``."""
+    text = value if isinstance(value, str) else str(value)
     if len(text) > MAX_VALUE_LENGTH:
         raise ValueError(
             f"The {what} {key!r} should have a value of at most {MAX_VALUE_LENGTH} characters, got {len(text)}"
