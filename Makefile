@@ -12,15 +12,15 @@ $(VENV)/.base: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[server,postgres,data]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize]'
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,data,test]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,test]'
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,data,bench]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,bench]'
 	touch $@
 
 demo: $(VENV)/.base
