@@ -6,10 +6,13 @@
     ├── ConfigError             a bad LOOPML_HOME / LOOPML_TRACKING_URI / option
     ├── StoreError              the store could not do what was asked
     │   ├── MigrationRequired   the database is older than this loopml: run `loopml db upgrade`
-    │   └── NotFound            no such experiment, run, artifact, ...
+    │   ├── NotFound            no such experiment, run, artifact, model, version, ...
+    │   ├── Conflict            the change would break something stored (a version an alias points at)
+    │   └── IntegrityError      a stored file no longer matches its recorded sha256
     ├── FilterError             a run filter or order_by that does not parse
     ├── DataError               a dataset failed its quality checks (loopml.data.check)
     ├── ArtifactPathError       an artifact path that would escape the artifact root
+    ├── ExportError             a model did not export, load or match eager PyTorch (loopml.models.export)
     ├── AuthError               a tracking server refused the token
     └── RemoteError             a tracking server answered with an error
 
@@ -24,8 +27,11 @@ __all__ = [
     "ArtifactPathError",
     "AuthError",
     "ConfigError",
+    "Conflict",
     "DataError",
+    "ExportError",
     "FilterError",
+    "IntegrityError",
     "LoopMLError",
     "MigrationRequired",
     "NotFound",
@@ -63,6 +69,14 @@ class NotFound(StoreError):
     """The requested experiment, run, artifact or key does not exist."""
 
 
+class Conflict(StoreError):
+    """The change would break something stored, e.g. deleting a version that an alias points at."""
+
+
+class IntegrityError(StoreError):
+    """A stored file (a model version's weights, an export) no longer matches its recorded sha256."""
+
+
 class FilterError(LoopMLError, ValueError):
     """A filter or order_by expression does not parse.
 
@@ -90,6 +104,19 @@ class DataError(LoopMLError, ValueError):
 
 class ArtifactPathError(LoopMLError, ValueError):
     """An artifact path is absolute, contains ``..`` or leaves the artifact root."""
+
+
+class ExportError(LoopMLError):
+    """A model could not be exported to, or loaded from, a file format (ONNX, .pt2, .pte).
+
+    Also raised when an exported model's outputs differ from eager PyTorch by
+    more than the tolerance (``loopml.models.export.verify``); ``max_abs_diff``
+    is then the difference seen.
+    """
+
+    def __init__(self, message: str, *, max_abs_diff: float | None = None) -> None:
+        self.max_abs_diff = max_abs_diff
+        super().__init__(message)
 
 
 class AuthError(LoopMLError):

@@ -20,7 +20,7 @@ from loopml.store.schema import HEAD_REVISION, metadata
 
 TABLES = {
     "alembic_version", "experiments", "runs", "params", "tags", "metric_blocks", "latest_metrics", "artifacts",
-    "datasets", "run_datasets",
+    "datasets", "run_datasets", "models", "model_versions", "model_files", "model_aliases", "alias_events",
 }
 
 
@@ -82,13 +82,13 @@ def test_unknown_revision_requires_upgrade(db_uri: str, tmp_path: Path) -> None:
 
 
 def test_older_revision_requires_upgrade_when_head_moves(db_uri: str) -> None:
-    # A real database at 0001 (before datasets), opened by this loopml whose newest migration is 0002.
+    # A real database at 0001 (before datasets), opened by this loopml whose newest migration is newer.
     eng = engine_module.create_engine(db_uri)
     engine_module.migrate(eng, "0001")
     eng.dispose()
 
     with pytest.raises(
-        MigrationRequired, match=r"at schema revision '0001', this loopml needs '0002'\. Back it up, then run: loopml db upgrade"
+        MigrationRequired, match=r"at schema revision '0001', this loopml needs '0003'\. Back it up, then run: loopml db upgrade"
     ):
         open_engine(db_uri)
 

@@ -23,11 +23,13 @@ code                       status  raised for
 ``unauthorized``           401     no or a wrong bearer token
 ``not_found``              404     :class:`~loopml.errors.NotFound`, unknown route
 ``method_not_allowed``     405     a known route with another method
+``conflict``               409     :class:`~loopml.errors.Conflict` (e.g. a version an alias points at)
 ``payload_too_large``      413     a JSON body over the server's limit
 ``unsupported_media_type`` 415     a state-changing request that is not JSON
 ``invalid_request``        422     a body or query that does not fit the schema
 ``internal_error``         500     a bug: the traceback goes to the server log only
 ``store_error``            500     a :class:`~loopml.errors.StoreError` that is not transient
+``integrity_error``        500     :class:`~loopml.errors.IntegrityError`: a stored file was altered
 ``migration_required``     503     :class:`~loopml.errors.MigrationRequired`
 ``store_unavailable``      503     a transient :class:`~loopml.errors.StoreError` (e.g. database locked)
 =========================  ======  =============================================
@@ -48,7 +50,9 @@ from ..errors import (
     ArtifactPathError,
     AuthError,
     ConfigError,
+    Conflict,
     FilterError,
+    IntegrityError,
     LoopMLError,
     MigrationRequired,
     NotFound,
@@ -97,6 +101,10 @@ def _clean_store_message(message: str) -> str:
 def loopml_error_response(exc: LoopMLError) -> Response:
     if isinstance(exc, NotFound):
         return error_response(404, "not_found", str(exc))
+    if isinstance(exc, Conflict):
+        return error_response(409, "conflict", str(exc))
+    if isinstance(exc, IntegrityError):
+        return error_response(500, "integrity_error", str(exc))
     if isinstance(exc, MigrationRequired):
         return error_response(503, "migration_required", str(exc))
     if isinstance(exc, StoreError):

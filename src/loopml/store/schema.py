@@ -24,6 +24,7 @@ from sqlalchemy import (
     Column,
     Double,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -40,9 +41,14 @@ __all__ = [
     "artifacts",
     "datasets",
     "experiments",
+    "alias_events",
     "latest_metrics",
     "metadata",
     "metric_blocks",
+    "model_aliases",
+    "model_files",
+    "model_versions",
+    "models",
     "params",
     "run_datasets",
     "runs",
@@ -53,7 +59,7 @@ __all__ = [
 # the user to run `loopml db upgrade`. Kept here (not read from the migration
 # scripts) so that opening a store does not import Alembic; a test pins it to
 # the script directory's head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 
@@ -186,4 +192,80 @@ run_datasets = Table(
     Column("role", String(16), primary_key=True),
     Column("fingerprint", String(64), ForeignKey("datasets.fingerprint"), nullable=False),
     Index(None, "fingerprint"),
+)
+
+
+# -- the model registry (revision 0003) -----------------------------------------
+# A model is a name; a version is an immutable set of files (one per format:
+# state dict, torch.export program, ONNX, ExecuTorch, quantized variants) with
+# the JSON documents that describe it. Files live under the artifact root in
+# `_models/<name>/<version>/`, copied from the source run's artifacts, so a
+# version outlives its run (no foreign key to runs on purpose).
+models = Table(
+    "models",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("description", Text, nullable=True),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Column("last_version", Integer, nullable=False),  # versions are never reused, even after a delete
+)
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("name", String(128), ForeignKey("models.name", ondelete="CASCADE"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("created_at", Double, nullable=False),
+    Column("created_by", String(KEY_LENGTH), nullable=True),
+    Column("run_id", String(32), nullable=True),
+    Column("parent_version", Integer, nullable=True),  # a quantized variant's fp32 parent
+    Column("description", Text, nullable=True),
+    Column("tags", Text, nullable=False),  # JSON object of strings
+    Column("signature", Text, nullable=False),  # JSON (loopml.models.signature)
+    Column("model_spec", Text, nullable=True),  # JSON {"class_path", "init_args"}: rebuilds the torch module
+    Column("metrics", Text, nullable=False),  # JSON: the source run's metrics when registered
+    Column("lineage", Text, nullable=False),  # JSON: run id, dataset fingerprints by role, parent
+    Column("profile", Text, nullable=True),  # JSON: the training data's profile (the drift reference)
+    Column("measurements", Text, nullable=False),  # JSON: accuracy, latency, ... measured later
+    Index(None, "run_id"),
+)
+
+model_files = Table(
+    "model_files",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("format", String(32), primary_key=True),
+    Column("path", String(1024), nullable=False),  # relative to the artifact root
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("details", Text, nullable=False),  # JSON
+    Column("created_at", Double, nullable=False),
+    ForeignKeyConstraint(
+        ["name", "version"], ["model_versions.name", "model_versions.version"], ondelete="CASCADE"
+    ),
+)
+
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    Column("name", String(128), ForeignKey("models.name", ondelete="CASCADE"), primary_key=True),
+    Column("alias", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", Double, nullable=False),
+)
+
+# Every alias move: from -> to (NULL from: created; NULL to: removed).
+alias_events = Table(
+    "alias_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("alias", String(64), nullable=False),
+    Column("from_version", Integer, nullable=True),
+    Column("to_version", Integer, nullable=True),
+    Column("at", Double, nullable=False),
+    Column("by", String(KEY_LENGTH), nullable=True),
+    Index(None, "name", "alias", "id"),
 )

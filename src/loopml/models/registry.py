@@ -1,0 +1,443 @@
+"""The model registry client: ``register``, ``load_model``, aliases, export.
+
+A trained module becomes a *version* of a named model: the weights and how to
+rebuild it (a ``torch.export`` program, and the state dict with the class's
+import path and constructor arguments), the signature inferred from the input
+example, the example itself, the run's metrics, lineage (run, dataset
+fingerprints) and the training data's profile (the drift reference)::
+
+    import loopml
+
+    with loopml.start_run(experiment="digits") as run:
+        trainer.fit(...)
+        v = loopml.register(model, "digits", input_example=x[:8], class_names=list("0123456789"))
+    loopml.models.set_alias("digits", "production", v.version)
+
+    model = loopml.load_model("digits@production")   # no training script needed
+    model.predict(x_new)                              # class indices; model(x) gives the raw outputs
+
+Loading never unpickles arbitrary objects: the torch files go through
+``torch.load(weights_only=True)`` / ``torch.export.load``, the others through
+ONNX Runtime and ExecuTorch; every file's sha256 is checked first.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import LoopMLError, NotFound
+from ..store.registry import MANIFEST, AliasEvent, ModelInfo, ModelVersion, check_model_name, parse_ref
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..store.registry import RegistryStore
+    from ..tracking.run import Run
+    from .runtime import Predictor
+    from .signature import Signature
+
+__all__ = [
+    "LoadedModel",
+    "alias_history",
+    "delete_alias",
+    "delete_version",
+    "export",
+    "get_version",
+    "list_models",
+    "list_versions",
+    "load_model",
+    "register",
+    "set_alias",
+]
+
+# Formats a model can be loaded from, in the order load_model prefers them
+# when none is asked for: the torch.export program needs no model code and
+# keeps a torch module; ONNX needs onnxruntime; the state dict needs the code.
+LOAD_ORDER = ("pt2", "onnx", "torch", "pte")
+EXAMPLE = "input_example"  # not a model format: the stored input example (.npy, read without pickle)
+EXAMPLE_FILE = "input_example.npy"
+
+
+def _user() -> str | None:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers; the record simply has none
+        return None
+
+
+def registry_for(tracking_uri: str | None = None) -> "RegistryStore":
+    """The registry of the store at ``tracking_uri`` (default: the current tracking URI)."""
+    from ..tracking.api import backend_for
+
+    return registry_of(backend_for(tracking_uri))
+
+
+def registry_of(backend: Any) -> "RegistryStore":
+    """The registry over a tracking backend: the database itself, or a loopml server over HTTP."""
+    from ..store.registry import RegistryStore
+    from ..store.tracking import TrackingStore
+
+    if isinstance(backend, TrackingStore):
+        return RegistryStore(backend)
+    from .remote import RemoteRegistry
+
+    return RemoteRegistry(backend)  # type: ignore[return-value]  # same methods over HTTP
+
+
+def _class_spec(model: "torch.nn.Module", init_args: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``{"class_path", "init_args"}`` when the class can be imported and rebuilt; None otherwise."""
+    from .runtime import class_path_of
+
+    try:
+        class_path = class_path_of(model)
+    except (ValueError, TypeError):
+        return None  # a class in __main__ or a function: the pt2 program still rebuilds it
+    args = dict(init_args or {})
+    try:
+        json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"Argument init_args should be JSON-serialisable (numbers, strings, lists, dicts): {exc}") from None
+    return {"class_path": class_path, "init_args": args}
+
+
+def _as_tensor(example: Any) -> "torch.Tensor":
+    import torch
+
+    if isinstance(example, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(example))
+    if isinstance(example, torch.Tensor):
+        return example.detach().cpu().contiguous()
+    raise TypeError(
+        f"Argument input_example should be a torch.Tensor or numpy array with a batch dimension, "
+        f"e.g. x_train[:8]; got {type(example).__name__}"
+    )
+
+
+def _profile_for(backend: Any, run_id: str, train_data: Any) -> dict[str, Any] | None:
+    if train_data is not None:
+        from ..data.profile import profile
+
+        return dict(profile(train_data))
+    try:
+        fingerprint = backend.run_datasets(run_id).get("train")
+        return dict(backend.get_dataset(fingerprint)["profile"]) if fingerprint else None
+    except NotFound:
+        return None
+
+
+def register(
+    model: "torch.nn.Module",
+    name: str,
+    *,
+    input_example: Any,
+    run: "Run | None" = None,
+    class_names: Sequence[str] | None = None,
+    init_args: Mapping[str, Any] | None = None,
+    train_data: Any = None,
+    formats: Iterable[str] = ("pt2", "torch"),
+    tags: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    tracking_uri: str | None = None,
+) -> ModelVersion:
+    """Register ``model`` as the next version of ``name``; returns the new :class:`ModelVersion`.
+
+    ``run``: the run that trained it (default: the active run; without one a
+    short run named ``register NAME`` holds the files). ``input_example``: a
+    batch of inputs (tensor or array); the signature is inferred from it.
+    ``init_args``: the constructor arguments, so that the ``torch`` format can
+    rebuild the class. ``train_data``: the training set, whose profile becomes
+    the drift reference (default: the profile of the run's logged train dataset).
+    ``formats``: any of ``pt2``, ``torch``, ``onnx``, ``pte`` (more can be added
+    later with :func:`export`).
+
+    >>> v = loopml.register(model, "digits", input_example=x[:8], class_names=list("0123456789"))  # doctest: +SKIP
+    >>> v.ref
+    'digits/1'
+    """
+    import torch
+
+    from ..tracking import api
+    from .export import FILE_NAMES, FORMATS
+    from .signature import infer_signature
+
+    check_model_name(name)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}")
+    wanted = list(dict.fromkeys(formats))
+    bad = [f for f in wanted if f not in FORMATS]
+    if bad or not wanted:
+        raise ValueError(f"Argument formats should be a non-empty list of {', '.join(FORMATS)}; got {list(formats)!r}")
+    example = _as_tensor(input_example)
+    signature = infer_signature(model, example, class_names=class_names)
+    spec = _class_spec(model, init_args)
+    if "torch" in wanted and spec is None:
+        wanted.remove("torch")  # the class cannot be imported elsewhere: keep the formats that need no code
+        if not wanted:
+            wanted = ["pt2"]
+    if spec is not None and "torch" in wanted:
+        _check_rebuild(model, spec)
+
+    own_run = None
+    if run is None:
+        run = api.active_run()
+    if run is None:
+        own_run = run = api.start_run(experiment="models", name=f"register {name}", tracking_uri=tracking_uri)
+    try:
+        run.flush()
+        backend = run._backend
+        with tempfile.TemporaryDirectory(prefix="loopml-register-") as tmp:
+            folder = Path(tmp)
+            files: dict[str, dict[str, Any]] = {}
+            for fmt in wanted:
+                details = _export_one(fmt, model, example, folder / FILE_NAMES[fmt])
+                files[fmt] = {"file": FILE_NAMES[fmt], "details": details}
+            np.save(folder / EXAMPLE_FILE, example.numpy(), allow_pickle=False)
+            files[EXAMPLE] = {"file": EXAMPLE_FILE, "details": {"rows": int(example.shape[0])}}
+            manifest = {
+                "signature": signature.to_dict(),
+                "model_spec": spec,
+                "files": files,
+                "profile": _profile_for(backend, run.id, train_data),
+                "tags": {str(k): str(v) for k, v in (tags or {}).items()},
+                "description": description,
+            }
+            (folder / MANIFEST).write_text(json.dumps(manifest, allow_nan=False), encoding="utf-8")
+            run.log_artifact(folder, f"models/{name}")
+        return registry_of(backend).create_version_from_run(name, f"runs:/{run.id}/models/{name}", created_by=_user())
+    finally:
+        if own_run is not None:
+            own_run.finish()
+
+
+def _check_rebuild(model: "torch.nn.Module", spec: Mapping[str, Any]) -> None:
+    """Fail at registration, not at load, when init_args do not rebuild a module the weights fit."""
+    from .runtime import _import_class
+
+    cls = _import_class(spec["class_path"])
+    try:
+        fresh = cls(**spec["init_args"])
+        fresh.load_state_dict(model.state_dict(), strict=True)
+    except Exception as exc:  # any constructor error is the user's: report it with the fix
+        raise ValueError(
+            f"{spec['class_path']}(**{spec['init_args']!r}) does not rebuild this model ({type(exc).__name__}: {exc}); "
+            "pass the constructor arguments as init_args=..., or formats=('pt2',) to store only the exported program"
+        ) from None
+
+
+def _export_one(fmt: str, model: "torch.nn.Module", example: "torch.Tensor", path: Path) -> dict[str, Any]:
+    import torch
+
+    from . import export as ex
+
+    if fmt == "torch":
+        torch.save(model.state_dict(), path)
+        return {}
+    if fmt == "pt2":
+        ex.export_pt2(model, example, path)
+        return {"dynamic_batch": True}
+    if fmt == "onnx":
+        ex.export_onnx(model, example, path)
+        return {"dynamic_batch": True}
+    if fmt == "pte":
+        ex.export_executorch(model, example, path)
+        return {"max_batch": ex.pte_batch_capacity(path)}
+    raise ValueError(f"Unknown format {fmt!r}")
+
+
+class LoadedModel:
+    """A registered version, loaded from one of its formats.
+
+    ``model(x)`` returns the raw outputs (validated input in, NumPy out);
+    ``predict`` gives class indices for a classifier; ``predict_proba`` the
+    softmax probabilities; ``module()`` a torch module (pt2 / torch formats).
+    """
+
+    def __init__(self, version: ModelVersion, fmt: str, predictor: "Predictor", signature: "Signature") -> None:
+        self.version = version
+        self.format = fmt
+        self.predictor = predictor
+        self.signature = signature
+
+    def __repr__(self) -> str:
+        return f"LoadedModel({self.version.ref!r}, format={self.format!r})"
+
+    @property
+    def name(self) -> str:
+        return self.version.name
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        return self.signature.class_names
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return np.asarray(self.predictor(self.signature.validate(x)))
+
+    def predict_proba(self, x: Any) -> np.ndarray:
+        out = self(x).astype(np.float64)
+        out -= out.max(axis=1, keepdims=True)
+        np.exp(out, out=out)
+        out /= out.sum(axis=1, keepdims=True)
+        return out
+
+    def predict(self, x: Any) -> np.ndarray:
+        out = self(x)
+        if self.signature.is_classifier:
+            return np.asarray(out.argmax(axis=1))
+        return out
+
+    def module(self) -> "torch.nn.Module":
+        module = getattr(self.predictor, "model", None) or getattr(self.predictor, "_module", None)
+        if module is None:
+            raise ValueError(f"{self.version.ref} was loaded from {self.format!r}; load format='pt2' or 'torch' for a torch module")
+        return module  # type: ignore[no-any-return]
+
+
+def load_model(ref: str, *, format: str | None = None, threads: int = 1, tracking_uri: str | None = None) -> LoadedModel:
+    """Load ``"digits@production"``, ``"digits/3"``, ``"digits@latest"`` or ``"digits"`` (the newest).
+
+    ``format``: one of the version's formats (default: the first present of
+    pt2, onnx, torch, pte). The file's sha256 is checked before loading.
+
+    >>> m = loopml.load_model("digits@production")   # doctest: +SKIP
+    >>> m.predict(x[:4])                              # doctest: +SKIP
+    array([0, 1, 2, 3])
+    """
+    registry = registry_for(tracking_uri)
+    return load_version(registry, registry.resolve(ref), format=format, threads=threads)
+
+
+def load_version(registry: "RegistryStore", version: ModelVersion, *, format: str | None = None, threads: int = 1) -> LoadedModel:
+    """:func:`load_model` of a resolved version on a given registry."""
+    from .runtime import load_predictor
+    from .signature import Signature
+
+    formats = [f for f in version.files if f != EXAMPLE]
+    if format is None:
+        fmt = next((f for f in LOAD_ORDER if f in version.files), formats[0] if formats else None)
+        if fmt is None:
+            raise NotFound(f"{version.ref} has no loadable file")
+    else:
+        fmt = format
+    path = registry.file_path(version.name, version.version, fmt)
+    runtime_format = version.files[fmt].details.get("runtime", fmt) if fmt in version.files else fmt
+    predictor = load_predictor(runtime_format, path, threads=threads, model_spec=version.model_spec)
+    return LoadedModel(version, fmt, predictor, Signature.from_dict(version.signature))
+
+
+def input_example(ref: str, *, tracking_uri: str | None = None) -> np.ndarray:
+    """The input example stored with a version (read without pickle)."""
+    registry = registry_for(tracking_uri)
+    version = registry.resolve(ref)
+    return np.asarray(np.load(registry.file_path(version.name, version.version, EXAMPLE), allow_pickle=False))
+
+
+def export(ref: str, formats: Iterable[str], *, tracking_uri: str | None = None) -> ModelVersion:
+    """Add formats (``onnx``, ``pte``, ``pt2``) to an existing version, checked against its pt2/torch module.
+
+    The exported file is compared with the module on the stored input example
+    and 100 random inputs within the signature (max abs difference <= 1e-4).
+    Against a loopml server the export runs on the server.
+
+    >>> loopml.models.export("digits/3", ["onnx", "pte"]).files.keys()   # doctest: +SKIP
+    dict_keys(['input_example', 'onnx', 'pt2', 'pte', 'torch'])
+    """
+    registry = registry_for(tracking_uri)
+    remote = getattr(registry, "export", None)
+    if remote is not None:
+        return remote(ref, list(formats))  # type: ignore[no-any-return]
+    return export_version(registry, ref, formats)
+
+
+def export_version(registry: "RegistryStore", ref: str, formats: Iterable[str]) -> ModelVersion:
+    """:func:`export` on a given registry (what the server runs)."""
+    from . import export as ex
+    from .runtime import load_predictor
+    from .signature import Signature, random_inputs
+
+    version = registry.resolve(ref)
+    wanted = list(dict.fromkeys(formats))
+    bad = [f for f in wanted if f not in ex.FORMATS or f == "torch"]
+    if bad or not wanted:
+        raise ValueError(f"Argument formats should name some of pt2, onnx, pte; got {list(formats)!r}")
+    module = _source_module(registry, version)
+    example = np.asarray(np.load(registry.file_path(version.name, version.version, EXAMPLE), allow_pickle=False))
+    signature = Signature.from_dict(version.signature)
+    check = np.concatenate([example, random_inputs(signature, 100, like=example)]).astype(example.dtype)
+    with tempfile.TemporaryDirectory(prefix="loopml-export-") as tmp:
+        for fmt in wanted:
+            path = Path(tmp) / ex.FILE_NAMES[fmt]
+            details = _export_one(fmt, module, _as_tensor(example), path)
+            diff = ex.verify(load_predictor(fmt, path), module, check, atol=1e-4)
+            details["max_abs_diff"] = float(diff)
+            registry.add_file(version.name, version.version, fmt, path, details)
+    return registry.get_version(version.name, version.version)
+
+
+def _source_module(registry: "RegistryStore", version: ModelVersion) -> "torch.nn.Module":
+    """The version as a torch module to export from: its class with the state dict, else its pt2 program."""
+    import torch
+
+    if "torch" in version.files and version.model_spec:
+        try:
+            return load_version(registry, version, format="torch").module()
+        except LoopMLError:
+            pass  # the class is not importable here; the pt2 program needs no code
+    if "pt2" not in version.files:
+        raise NotFound(f"{version.ref} has neither a pt2 program nor an importable torch class to export from")
+    program = load_version(registry, version, format="pt2").module()
+
+    class _Program(torch.nn.Module):
+        # an exported program's module cannot switch to eval (it already is): keep train()/eval() from reaching it
+        def __init__(self) -> None:
+            super().__init__()
+            self.program = program
+
+        def train(self, mode: bool = True) -> "_Program":
+            self.training = mode
+            return self
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.program(x)  # type: ignore[no-any-return]
+
+    return _Program()
+
+
+def list_models(*, tracking_uri: str | None = None) -> list[ModelInfo]:
+    return registry_for(tracking_uri).list_models()
+
+
+def list_versions(name: str, *, tracking_uri: str | None = None) -> list[ModelVersion]:
+    return registry_for(tracking_uri).list_versions(name)
+
+
+def get_version(ref: str, *, tracking_uri: str | None = None) -> ModelVersion:
+    return registry_for(tracking_uri).resolve(ref)
+
+
+def set_alias(name: str, alias: str, version: int, *, tracking_uri: str | None = None) -> AliasEvent:
+    """Point ``alias`` (e.g. ``production``) at ``version``; the move is recorded with who and when."""
+    return registry_for(tracking_uri).set_alias(name, alias, int(version), by=_user())
+
+
+def delete_alias(name: str, alias: str, *, tracking_uri: str | None = None) -> AliasEvent:
+    return registry_for(tracking_uri).delete_alias(name, alias, by=_user())
+
+
+def alias_history(name: str, alias: str | None = None, *, tracking_uri: str | None = None) -> list[AliasEvent]:
+    return registry_for(tracking_uri).alias_history(name, alias)
+
+
+def delete_version(ref: str, *, tracking_uri: str | None = None) -> None:
+    """Delete a version and its files; refused (:class:`~loopml.errors.Conflict`) while an alias points at it."""
+    name, which = parse_ref(ref)
+    if not isinstance(which, int):
+        raise ValueError(f"Name the version to delete by number, e.g. '{name}/3'; got {ref!r}")
+    registry_for(tracking_uri).delete_version(name, which)
+
