@@ -104,9 +104,11 @@ def parse_ref(ref: Any) -> tuple[str, int | str | None]:
         if not tail.isdigit():
             raise ValueError(f"The version in {ref!r} should be a number, e.g. 'digits/3'")
     else:
-        name, tail = ref, ""
+        name, tail = ref, None
     check_model_name(name)
-    if tail in ("", "latest"):
+    if tail == "":
+        raise ValueError(f"Nothing follows the '@' or '/' in {ref!r}: name a version or alias, e.g. 'digits@production'")
+    if tail in (None, "latest"):
         return name, None
     if tail.isdigit():
         if int(tail) < 1:

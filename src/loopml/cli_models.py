@@ -1,0 +1,234 @@
+"""``loopml models ...`` and ``loopml quantize``: the registry commands (see :mod:`loopml.models.registry`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import typer
+
+from .cli import StoreOpt, _console, _friendly, _time
+
+__all__ = ["models_app", "quantize_command"]
+
+models_app = typer.Typer(
+    help="The model registry: versions, aliases, exports and quantized variants.\n\n"
+    "Examples:\n\n"
+    "  loopml models list\n\n"
+    "  loopml models show digits\n\n"
+    "  loopml models alias digits production 3",
+    no_args_is_help=True,
+)
+
+
+def _mb(size: Any) -> str:
+    return "-" if size is None else f"{size / 1e6:.3f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+@models_app.command("list")
+@_friendly
+def models_list(
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List registered models with their newest version and aliases.
+
+    Example: loopml models list --json
+    """
+    from .models import registry as r
+
+    models = r.list_models(tracking_uri=store)
+    if as_json:
+        typer.echo(json.dumps([m.to_dict() for m in models], indent=2))
+        return
+    from rich.table import Table
+
+    table = Table("name", "versions", "latest", "aliases", "updated (UTC)")
+    for m in models:
+        aliases = ", ".join(f"@{a}→{v}" for a, v in sorted(m.aliases.items()))
+        table.add_row(m.name, str(m.version_count), str(m.latest_version or "-"), aliases or "-", _time(m.updated_at))
+    _console().print(table)
+
+
+def _version_rows(versions: list[Any]) -> Any:
+    """The versions table: quantized variants sit right under their fp32 parent."""
+    from rich.table import Table
+
+    table = Table(
+        "version", "kind", "formats", "accuracy", "size", "batch-1 ms", "batch-64 ms", "aliases", "run", "created (UTC)",
+        title="versions",
+    )
+    by_parent: dict[int, list[Any]] = {}
+    roots = []
+    for v in sorted(versions, key=lambda v: v.version):
+        if v.parent_version is not None and any(p.version == v.parent_version for p in versions):
+            by_parent.setdefault(v.parent_version, []).append(v)
+        else:
+            roots.append(v)
+    for root in roots:
+        for v in [root, *by_parent.get(root.version, [])]:
+            m = v.measurements
+            kind = (
+                f"  └ {v.tags['quantization.method']} int{v.tags.get('quantization.bits', '?')}"
+                if "quantization.method" in v.tags
+                else "fp32"
+            )
+            lat = m.get("latency_ms") or {}
+            formats = ", ".join(f for f in sorted(v.files) if f != "input_example")
+            table.add_row(
+                str(v.version), kind, formats, _fmt(m.get("accuracy")), _mb(m.get("size_bytes")),
+                _fmt(lat.get("1"), ".3f"), _fmt(lat.get("64"), ".3f"),
+                ", ".join(f"@{a}" for a in v.aliases) or "-", (v.run_id or "-")[:8], _time(v.created_at),
+            )
+    return table
+
+
+@models_app.command("show")
+@_friendly
+def models_show(
+    ref: str = typer.Argument(..., help="NAME (all versions), or NAME/VERSION, NAME@ALIAS for one version."),
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show a model's versions (accuracy, size, latency; variants beside their parent) or one version.
+
+    Example: loopml models show digits        (all versions)
+    Example: loopml models show digits@production
+    """
+    from rich.table import Table
+
+    from .models import registry as r
+
+    con = _console()
+    if "/" not in ref and "@" not in ref:
+        versions = r.list_versions(ref, tracking_uri=store)
+        if as_json:
+            typer.echo(json.dumps([v.to_dict() for v in versions], indent=2))
+            return
+        con.print(_version_rows(versions))
+        return
+    v = r.get_version(ref, tracking_uri=store)
+    history = r.alias_history(v.name, tracking_uri=store)
+    if as_json:
+        d = v.to_dict()
+        d["alias_history"] = [e.to_dict() for e in history]
+        typer.echo(json.dumps(d, indent=2))
+        return
+    con.print(f"[bold]{v.ref}[/bold]  aliases {', '.join('@' + a for a in v.aliases) or '-'}  created {_time(v.created_at)} UTC by {v.created_by or '-'}")
+    if v.description:
+        con.print(v.description, markup=False)
+    con.print(f"run {v.run_id or '-'}   parent {v.name}/{v.parent_version}" if v.parent_version else f"run {v.run_id or '-'}")
+    sig = v.signature
+    ins = ", ".join(f"{i['name']}: {i['dtype']}{list(i['shape'])}" for i in sig.get("inputs", []))
+    outs = ", ".join(f"{o['name']}: {o['dtype']}{list(o['shape'])}" for o in sig.get("outputs", []))
+    con.print(f"signature  {ins} -> {outs}" + (f"   classes {sig['class_names']}" if sig.get("class_names") else ""), markup=False)
+    files = Table("format", "file", "size", "sha256", "details", title="files")
+    for f in v.files.values():
+        files.add_row(f.format, f.path.rsplit("/", 1)[-1], _mb(f.size), f.sha256[:16], json.dumps(f.details))
+    con.print(files)
+    for title, data in (("metrics", v.metrics), ("tags", v.tags), ("measurements", v.measurements)):
+        if data:
+            t = Table("key", "value", title=title)
+            for k, val in sorted(data.items()):
+                t.add_row(k, json.dumps(val) if not isinstance(val, str) else val)
+            con.print(t)
+    datasets = (v.lineage or {}).get("datasets") or {}
+    if datasets:
+        con.print("datasets   " + "  ".join(f"{role}={fp[:12]}" for role, fp in sorted(datasets.items())))
+    if history:
+        t = Table("alias", "from", "to", "when (UTC)", "by", title="alias history")
+        for e in history:
+            t.add_row(e.alias, str(e.from_version or "-"), str(e.to_version or "removed"), _time(e.at), e.by or "-")
+        con.print(t)
+
+
+@models_app.command("alias")
+@_friendly
+def models_alias(
+    name: str = typer.Argument(..., help="The model."),
+    alias: str = typer.Argument(..., help="e.g. production, staging."),
+    version: Optional[int] = typer.Argument(None, help="The version the alias should point at."),
+    delete: bool = typer.Option(False, "--delete", help="Remove the alias instead."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Point an alias at a version (every move is recorded: from, to, when, by whom).
+
+    Example: loopml models alias digits production 3
+    Example: loopml models alias digits staging --delete
+    """
+    from .models import registry as r
+
+    if delete:
+        event = r.delete_alias(name, alias, tracking_uri=store)
+        typer.echo(f"{name}@{alias} removed (was version {event.from_version})")
+        return
+    if version is None:
+        raise ValueError(f"Name the version, e.g. loopml models alias {name} {alias} 3 (or --delete)")
+    event = r.set_alias(name, alias, version, tracking_uri=store)
+    moved = f"from {event.from_version} " if event.from_version is not None else ""
+    typer.echo(f"{name}@{alias} moved {moved}to {event.to_version}")
+
+
+@models_app.command("export")
+@_friendly
+def models_export(
+    ref: str = typer.Argument(..., help="NAME/VERSION or NAME@ALIAS."),
+    formats: list[str] = typer.Option(["onnx"], "--format", "-f", help="onnx, pte or pt2 (repeatable)."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Export a version to more formats, each checked against PyTorch (max abs difference <= 1e-4).
+
+    Example: loopml models export digits/1 --format onnx --format pte
+    """
+    from .models import registry as r
+
+    v = r.export(ref, formats, tracking_uri=store)
+    for fmt in formats:
+        f = v.files[fmt]
+        typer.echo(f"{v.ref} {fmt}: {_mb(f.size)}, max abs difference vs PyTorch {f.details.get('max_abs_diff', 0):.2e}")
+
+
+def quantize_command(
+    ref: str = typer.Argument(..., help="The fp32 version: NAME/VERSION, NAME@VERSION or NAME@ALIAS."),
+    method: str = typer.Option(..., "--method", "-m", help="dynamic, static, tqt (trained thresholds) or ptq (min/max)."),
+    bits: int = typer.Option(8, "--bits", "-b", help="8, or 4 (tqt and ptq)."),
+    data: str = typer.Option("digits", "--data", help="Bundled dataset to calibrate, fine-tune and test on."),
+    seed: int = typer.Option(0, "--seed", help="The split's seed (the demo and Trainer use 0)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="TQT fine-tuning epochs."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Make a quantized variant of a version, registered as a new version with accuracy, size and latency.
+
+    Example: loopml quantize digits/1 --method static
+    Example: loopml quantize digits@production --method tqt --bits 4
+    """
+    from .models import registry as r
+    from .models.variants import quantize
+
+    v = quantize(ref, method=method, bits=bits, data=data, seed=seed, epochs=epochs, tracking_uri=store)
+    versions = [x for x in r.list_versions(v.name, tracking_uri=store) if x.version in (v.version, v.parent_version)]
+    _console().print(_version_rows(versions))
+    typer.echo(f"registered {v.ref} ({method} int{bits} of {v.name}/{v.parent_version})")
+
+
+models_app.command("quantize")(_friendly(quantize_command))
+
+
+@models_app.command("delete")
+@_friendly
+def models_delete(
+    ref: str = typer.Argument(..., help="NAME/VERSION."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Delete a version and its files (refused while an alias points at it).
+
+    Example: loopml models delete digits/2
+    """
+    from .models import registry as r
+
+    r.delete_version(ref, tracking_uri=store)
+    typer.echo(f"deleted {ref}")
