@@ -44,7 +44,9 @@ from .. import __version__
 from ..errors import (
     ArtifactPathError,
     AuthError,
+    Conflict,
     FilterError,
+    IntegrityError,
     MigrationRequired,
     NotFound,
     RemoteError,
@@ -93,8 +95,12 @@ def _raise_for(response: httpx.Response, where: str) -> None:
         if code == "invalid_artifact_path":
             raise ArtifactPathError(message)
         raise RemoteValueError(message, code=code, status=status)
+    if status == 409:
+        raise Conflict(message)
     if code == "migration_required":
         raise MigrationRequired(message)
+    if code == "integrity_error":
+        raise IntegrityError(message)
     if status >= 500:
         raise StoreError(f"The loopml server at {where} failed: {message}", transient=status in _TRANSIENT)
     raise RemoteError(message, code=code, status=status)
