@@ -18,8 +18,11 @@ from .errors import (
     ArtifactPathError,
     AuthError,
     ConfigError,
+    Conflict,
     DataError,
+    ExportError,
     FilterError,
+    IntegrityError,
     LoopMLError,
     MigrationRequired,
     NotFound,
@@ -46,17 +49,22 @@ _LAZY = {
     "RunRecord": "loopml.store.records",
     "Experiment": "loopml.store.records",
     "Trainer": "loopml.train.trainer",
+    "load_model": "loopml.models.registry",
+    "register": "loopml.models.registry",
 }
 # Stages reachable as attributes (``loopml.data.load``), imported on first use: they need torch.
-_SUBMODULES = ("data", "train")
+_SUBMODULES = ("data", "models", "train")
 
 __all__ = sorted(
     [
         "ArtifactPathError",
         "AuthError",
         "ConfigError",
+        "Conflict",
         "DataError",
+        "ExportError",
         "FilterError",
+        "IntegrityError",
         "LoopMLError",
         "MigrationRequired",
         "NotFound",
@@ -84,8 +92,9 @@ if TYPE_CHECKING:
         start_run,
     )
     from .tracking.run import Run
+    from .models.registry import load_model, register
     from .train.trainer import Trainer
-    from . import data, train
+    from . import data, models, train
 
 
 def __getattr__(name: str) -> Any:

@@ -8,3 +8,60 @@
 
 Submodules import torch, ONNX and friends; this package imports nothing heavy.
 """
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "LoadedModel": "loopml.models.registry",
+    "alias_history": "loopml.models.registry",
+    "delete_alias": "loopml.models.registry",
+    "delete_version": "loopml.models.registry",
+    "export": "loopml.models.registry",
+    "get_version": "loopml.models.registry",
+    "input_example": "loopml.models.registry",
+    "list_models": "loopml.models.registry",
+    "list_versions": "loopml.models.registry",
+    "load_model": "loopml.models.registry",
+    "register": "loopml.models.registry",
+    "set_alias": "loopml.models.registry",
+    "quantize": "loopml.models.variants",
+    "Signature": "loopml.models.signature",
+    "ModelVersion": "loopml.store.registry",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:
+    from ..store.registry import ModelVersion
+    from .registry import (
+        LoadedModel,
+        alias_history,
+        delete_alias,
+        delete_version,
+        export,
+        get_version,
+        input_example,
+        list_models,
+        list_versions,
+        load_model,
+        register,
+        set_alias,
+    )
+    from .signature import Signature
+    from .variants import quantize
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loopml.models' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
