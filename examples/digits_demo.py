@@ -1,4 +1,4 @@
-"""The loopml demo: check and split scikit-learn's digits, train a small CNN with the Trainer, track it.
+"""The loopml demo: check and split digits, train a small CNN, track it, register, export and quantize it.
 
 Run it with `make demo` (creates .venv, installs torch==2.13.0 and loopml), or
 `python examples/digits_demo.py` inside that environment. Everything lands in
@@ -8,6 +8,7 @@ Run it with `make demo` (creates .venv, installs torch==2.13.0 and loopml), or
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,10 +17,13 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch
 from rich.console import Console
-from torch import nn
 
 import loopml
 from loopml import data
+from loopml.models import registry
+from loopml.models.report import versions_table
+from loopml.models.nets import DigitsCNN  # importable, so the version keeps its torch format (TQT fine-tunes it)
+from loopml.models.variants import quantize
 from loopml.train import Checkpoint, EarlyStopping, ProgressBar, Trainer
 
 EPOCHS = int(os.environ.get("LOOPML_DEMO_EPOCHS", "8"))
@@ -28,26 +32,11 @@ LR = 3e-3
 SEED = 0
 
 
-class DigitsCNN(nn.Module):
-    """A small CNN for 1x8x8 digit images."""
-
-    def __init__(self, channels: int = 16, classes: int = 10) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * channels * 16, 64), nn.ReLU(), nn.Linear(64, classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
-
-
 def main() -> None:
     torch.manual_seed(SEED)
     torch.set_num_threads(1)
-    console = Console(soft_wrap=True)
+    # piped output (make demo | tee, CI logs) gets the wide tables a terminal would
+    console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
     started = time.perf_counter()
 
     digits = data.load("digits")  # 1,797 images of 1 x 8 x 8, 10 classes
@@ -73,8 +62,19 @@ def main() -> None:
             trainer.fit(parts.train, val=parts.val, epochs=EPOCHS, batch_size=BATCH_SIZE)
         test = trainer.evaluate(parts.test)
         run.log({f"test_{k}": v for k, v in test.items() if isinstance(v, float)})
+        version = loopml.register(
+            model, "digits", input_example=parts.train.x[:8], class_names=[str(d) for d in range(10)],
+            init_args={"channels": 16}, formats=("pt2", "torch", "onnx", "pte"),
+            description="examples/digits_demo.py",
+        )
+    registry.set_alias("digits", "production", version.version)
+    console.print(f"registered [bold]{version.ref}[/bold] (@production) with formats {', '.join(sorted(version.files))}")
+    console.print("quantizing: static int8 (ONNX Runtime QDQ), TQT int4 (trained power-of-2 thresholds, fine-tuned)")
+    variants = [quantize(version.ref, method="static", bits=8, data=parts, seed=SEED),
+                quantize(version.ref, method="tqt", bits=4, data=parts, seed=SEED)]
 
     run.refresh()
+    console.print(versions_table(registry.list_versions("digits")))
     console.print(
         f"\n[bold green]done[/bold green] in {time.perf_counter() - started:.1f}s: run {run.id} {run.status}, "
         f"val_accuracy {run.metrics['val_accuracy']:.4f}, test_accuracy {run.metrics['test_accuracy']:.4f}"
@@ -85,6 +85,7 @@ def main() -> None:
     console.print(f"  artifacts  {home / 'artifacts' / run.id}")
     console.print(f"  this run   .venv/bin/loopml runs show {run.id}")
     console.print("  all runs   .venv/bin/loopml runs list --experiment digits-demo")
+    console.print(f"  models     .venv/bin/loopml models show digits   ({', '.join(v.ref for v in [version, *variants])})")
     console.print("  the UI/API .venv/bin/loopml server   then open http://127.0.0.1:5000/docs")
 
 

@@ -37,5 +37,25 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     assert run.metrics["val_accuracy"].count == 2
     assert run.tags["data_check"].startswith("ok")
     assert set(store.run_datasets(run.id)) == {"train", "val", "test"}
-    assert {a.path for a in store.list_artifacts(run.id)} == {"checkpoints/best.pt", "data_check.json", "data_check_split.json"}
+    paths = {a.path for a in store.list_artifacts(run.id)}
+    assert {"checkpoints/best.pt", "data_check.json", "data_check_split.json"} <= paths
+    assert {"models/digits/loopml-model.json", "models/digits/model.pt2", "models/digits/model.onnx"} <= paths
+
+    # registered, exported and quantized: fp32 @production, static int8 and TQT int4 variants, all measured
+    from loopml.store.registry import RegistryStore
+
+    versions = {v.version: v for v in RegistryStore(store).list_versions("digits")}
+    assert sorted(versions) == [1, 2, 3]
+    assert versions[1].aliases == ("production",) and versions[1].run_id == run.id
+    assert {"pt2", "torch", "onnx", "pte"} <= set(versions[1].files)
+    assert [(v.tags["quantization.method"], v.tags["quantization.bits"], v.parent_version) for v in (versions[2], versions[3])] == [
+        ("static", "8", 1), ("tqt", "4", 1)
+    ]
+    for v in versions.values():
+        m = v.measurements
+        assert 0 <= m["accuracy"] <= 1 and m["size_bytes"] > 0 and set(m["latency_ms"]) == {"1", "64"}
+    assert versions[2].measurements["size_bytes"] < versions[1].measurements["size_bytes"]
+    (tqt_run,) = store.search_runs(experiments=["quantize digits"])
+    assert tqt_run.status == "FINISHED" and versions[3].run_id == tqt_run.id
+    assert "versions" in proc.stdout and "tqt int4" in proc.stdout and "loopml models show digits" in proc.stdout
     store.close()

@@ -8,6 +8,8 @@ from typing import Any, Optional
 import typer
 
 from .cli import StoreOpt, _console, _friendly, _time
+from .models.report import mb as _mb
+from .models.report import versions_table as _version_rows
 
 __all__ = ["models_app", "quantize_command"]
 
@@ -19,10 +21,6 @@ models_app = typer.Typer(
     "  loopml models alias digits production 3",
     no_args_is_help=True,
 )
-
-
-def _mb(size: Any) -> str:
-    return "-" if size is None else f"{size / 1e6:.3f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -52,39 +50,6 @@ def models_list(
         aliases = ", ".join(f"@{a}→{v}" for a, v in sorted(m.aliases.items()))
         table.add_row(m.name, str(m.version_count), str(m.latest_version or "-"), aliases or "-", _time(m.updated_at))
     _console().print(table)
-
-
-def _version_rows(versions: list[Any]) -> Any:
-    """The versions table: quantized variants sit right under their fp32 parent."""
-    from rich.table import Table
-
-    table = Table(
-        "version", "kind", "formats", "accuracy", "size", "batch-1 ms", "batch-64 ms", "aliases", "run", "created (UTC)",
-        title="versions",
-    )
-    by_parent: dict[int, list[Any]] = {}
-    roots = []
-    for v in sorted(versions, key=lambda v: v.version):
-        if v.parent_version is not None and any(p.version == v.parent_version for p in versions):
-            by_parent.setdefault(v.parent_version, []).append(v)
-        else:
-            roots.append(v)
-    for root in roots:
-        for v in [root, *by_parent.get(root.version, [])]:
-            m = v.measurements
-            kind = (
-                f"  └ {v.tags['quantization.method']} int{v.tags.get('quantization.bits', '?')}"
-                if "quantization.method" in v.tags
-                else "fp32"
-            )
-            lat = m.get("latency_ms") or {}
-            formats = ", ".join(f for f in sorted(v.files) if f != "input_example")
-            table.add_row(
-                str(v.version), kind, formats, _fmt(m.get("accuracy")), _mb(m.get("size_bytes")),
-                _fmt(lat.get("1"), ".3f"), _fmt(lat.get("64"), ".3f"),
-                ", ".join(f"@{a}" for a in v.aliases) or "-", (v.run_id or "-")[:8], _time(v.created_at),
-            )
-    return table
 
 
 @models_app.command("show")

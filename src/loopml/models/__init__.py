@@ -4,7 +4,11 @@
 - :mod:`loopml.models.export`: ONNX, ``torch.export`` (.pt2) and ExecuTorch (.pte) files, checked against eager
 - :mod:`loopml.models.runtime`: run a stored format without the code that defined the model
 - :mod:`loopml.models.quantize`, :mod:`loopml.models.tqt`: int8 / int4 variants, incl. trained quantization thresholds
-- :mod:`loopml.models.registry`: versions, aliases, ``register`` and ``load_model``
+- :mod:`loopml.models.registry`: versions, aliases, ``register``, ``load_model``, ``export`` (add formats)
+- :mod:`loopml.models.variants`: ``quantize`` a version into a measured variant version
+- :mod:`loopml.models.nets`: the demo's digits CNN and an MLP, importable from any process
+
+(``export`` and ``quantize`` are also submodule names, so they are not re-exported here.)
 
 Submodules import torch, ONNX and friends; this package imports nothing heavy.
 """
@@ -19,7 +23,6 @@ _LAZY = {
     "alias_history": "loopml.models.registry",
     "delete_alias": "loopml.models.registry",
     "delete_version": "loopml.models.registry",
-    "export": "loopml.models.registry",
     "get_version": "loopml.models.registry",
     "input_example": "loopml.models.registry",
     "list_models": "loopml.models.registry",
@@ -27,7 +30,6 @@ _LAZY = {
     "load_model": "loopml.models.registry",
     "register": "loopml.models.registry",
     "set_alias": "loopml.models.registry",
-    "quantize": "loopml.models.variants",
     "Signature": "loopml.models.signature",
     "ModelVersion": "loopml.store.registry",
 }
@@ -41,7 +43,6 @@ if TYPE_CHECKING:
         alias_history,
         delete_alias,
         delete_version,
-        export,
         get_version,
         input_example,
         list_models,
@@ -51,7 +52,6 @@ if TYPE_CHECKING:
         set_alias,
     )
     from .signature import Signature
-    from .variants import quantize
 
 
 def __getattr__(name: str) -> Any:

@@ -20,6 +20,7 @@ training data of its parent (``details.data_matches_lineage``).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,16 +120,30 @@ def quantize_version(
     train_fp = fingerprint(parts.train)
     lineage_fp = (parent.lineage.get("datasets") or {}).get("train")
     module = _source_module(registry, parent)
+    if method in ("tqt", "ptq") and type(module).__name__ == "_Program":
+        raise ValueError(
+            f"{method} rewrites the model's Linear/Conv2d layers, so it needs {parent.ref}'s torch format "
+            "(its class importable, e.g. from loopml.models.nets or your package); this version has only an exported program"
+        )
     x_train, _ = _arrays(parts.train)
     rng = np.random.default_rng(seed)
     calib = x_train[rng.permutation(len(x_train))[:CALIBRATION_ROWS]]
     example = np.asarray(np.load(registry.file_path(parent.name, parent.version, EXAMPLE), allow_pickle=False))
     if "latency_ms" not in parent.measurements:  # measured once, on the same test split, to compare against
         registry.set_measurements(parent.name, parent.version, measure_version(registry, parent, parts))
-    with tempfile.TemporaryDirectory(prefix="loopml-quantize-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="loopml-quantize-"))
         kwargs: dict[str, Any] = {}
         if epochs is not None:
             kwargs["epochs"] = epochs
+        if method == "tqt" and hasattr(registry, "store"):
+            # the fine-tuning is a run in the registry's own store, next to the versions it produces
+            from ..tracking.api import start_run
+
+            stack.enter_context(
+                start_run(experiment=f"quantize {parent.name}", name=f"tqt int{bits} of {parent.ref}",
+                          tracking_uri=registry.store.uri, tags={"parent": parent.ref})
+            )
         result = run_quantize(
             module,
             method=method,

@@ -1,0 +1,51 @@
+"""Small reference networks that ship with loopml: the demo's digits CNN and a tabular MLP.
+
+They live in the package (not in a script) so that their class path is
+importable from any process: a version registered from them keeps the
+``torch`` format (state dict + ``model_spec``) and can be fine-tuned again,
+e.g. by quantization-aware training (``loopml quantize ... --method tqt``).
+
+>>> from loopml.models.nets import DigitsCNN
+>>> model = DigitsCNN(channels=16)          # 1x8x8 images -> 10 logits
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["MLP", "DigitsCNN"]
+
+
+class DigitsCNN(nn.Module):
+    """A small CNN for 1x8x8 digit images (scikit-learn's digits)."""
+
+    def __init__(self, channels: int = 16, classes: int = 10) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * channels * 16, 64), nn.ReLU(), nn.Linear(64, classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class MLP(nn.Module):
+    """``n_in -> hidden -> ... -> n_out`` with ReLU between the layers (``hidden`` may list several widths)."""
+
+    def __init__(self, n_in: int, n_out: int, hidden: int | list[int] = 64) -> None:
+        super().__init__()
+        widths = [hidden] if isinstance(hidden, int) else list(hidden)
+        layers: list[nn.Module] = []
+        prev = n_in
+        for w in widths:
+            layers += [nn.Linear(prev, w), nn.ReLU()]
+            prev = w
+        layers.append(nn.Linear(prev, n_out))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
