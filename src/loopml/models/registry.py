@@ -218,9 +218,9 @@ def register(
 
 def _check_rebuild(model: "torch.nn.Module", spec: Mapping[str, Any]) -> None:
     """Fail at registration, not at load, when init_args do not rebuild a module the weights fit."""
-    from .runtime import _import_class
+    from .runtime import import_class
 
-    cls = _import_class(spec["class_path"])
+    cls = import_class(spec["class_path"])
     try:
         fresh = cls(**spec["init_args"])
         fresh.load_state_dict(model.state_dict(), strict=True)
@@ -293,7 +293,7 @@ class LoadedModel:
         return out
 
     def module(self) -> "torch.nn.Module":
-        module = getattr(self.predictor, "model", None) or getattr(self.predictor, "_module", None)
+        module = getattr(self.predictor, "model", None)
         if module is None:
             raise ValueError(f"{self.version.ref} was loaded from {self.format!r}; load format='pt2' or 'torch' for a torch module")
         return module  # type: ignore[no-any-return]

@@ -1,0 +1,410 @@
+"""Run a stored model file: ``load_predictor(format, path)`` returns a callable on numpy batches.
+
+``pt2``, ``onnx`` and ``pte`` files run without the code that defined the model, and
+loading them never unpickles arbitrary objects (a ``.pt2`` holding pickled
+non-tensor objects is refused). Only ``torch`` (a ``state_dict``) imports the
+model's class, from the ``class_path`` recorded with :func:`class_path_of`. Example::
+
+    from loopml.models.runtime import load_predictor
+
+    predict = load_predictor("onnx", "model.onnx")
+    logits = predict(np.zeros((4, 64), dtype=np.float32))   # shape (4, 10)
+
+Threads: a predictor sets torch's thread count (``threads``) in each thread that
+calls it, on its first call there; OpenMP keeps that setting per thread, and a
+worker thread left at the default spins extra threads and runs many times slower.
+ONNX Runtime sessions get ``intra_op_num_threads=threads``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import threading
+import warnings
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from loopml.errors import ExportError
+from loopml.models.export import FORMATS
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Predictor", "check_importable", "class_path_of", "import_class", "load_predictor"]
+
+
+class Predictor(Protocol):
+    """A loaded model: a float32 batch in, the model's output batch out.
+
+    ``format`` is one of :data:`loopml.models.export.FORMATS`. Example::
+
+        predict: Predictor = load_predictor("pt2", "model.pt2")
+        predict(x).argmax(axis=1)
+    """
+
+    format: str
+
+    def __call__(self, x: np.ndarray) -> np.ndarray: ...
+
+
+def _as_batch(x: np.ndarray) -> np.ndarray:
+    # XNNPACK (and ORT) want C-contiguous float32; a transposed view breaks the XNNPACK CNN
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+class _TorchThreads:
+    """Set torch's thread count once in every thread that calls the predictor."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._local = threading.local()
+        self.ensure()
+
+    def ensure(self) -> None:
+        if not getattr(self._local, "done", False):
+            import torch
+
+            torch.set_num_threads(self.threads)
+            self._local.done = True
+
+
+class OnnxPredictor:
+    """An ONNX Runtime session on one CPU thread pool of ``threads`` threads (use :func:`load_predictor`)."""
+
+    format = "onnx"
+
+    def __init__(self, path: Path, *, threads: int) -> None:
+        try:
+            import onnxruntime as ort
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(f"Loading an ONNX model needs {exc.name}: pip install 'loopml[export]'") from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own pybind exception types
+            raise ExportError(f"ONNX Runtime could not load {path}: {_first_line(exc)}") from exc
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise ExportError(
+                f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; loopml runs single-input, single-output models"
+            )
+        self.input_name: str = inputs[0].name
+        self._output_names: list[str] = [outputs[0].name]
+        # Plain run() with cached names measured fastest at batch 1 (~5 us): IOBinding
+        # (~9 us) and OrtValue inputs (~40 us) cost more than they save for small batches.
+        self._run = self._session.run
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        try:
+            out = self._run(self._output_names, {self.input_name: _as_batch(x)})
+        except Exception as exc:
+            raise ExportError(f"ONNX Runtime failed on a batch of shape {np.shape(x)}: {_first_line(exc)}") from exc
+        return np.asarray(out[0])
+
+
+class Pt2Predictor:
+    """A ``torch.export`` program loaded from a ``.pt2`` file (use :func:`load_predictor`).
+
+    ``model`` is the program as a torch module (it cannot switch to train mode).
+    """
+
+    format = "pt2"
+
+    def __init__(self, path: Path, *, threads: int) -> None:
+        import torch
+
+        self._threads = _TorchThreads(threads)
+        _check_pt2_archive(path)
+        try:
+            program = torch.export.load(str(path))
+            # already in eval form: an exported program's module refuses .eval()
+            self.model: torch.nn.Module = program.module()
+        except Exception as exc:
+            raise ExportError(f"torch.export could not load {path}: {_first_line(exc)}") from exc
+        self._module = self.model
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        self._threads.ensure()
+        try:
+            with torch.inference_mode():
+                out = self._module(torch.from_numpy(_as_batch(x)))
+        except Exception as exc:
+            raise ExportError(f"The .pt2 program failed on a batch of shape {np.shape(x)}: {_first_line(exc)}") from exc
+        return _to_numpy(out)
+
+
+class PtePredictor:
+    """An ExecuTorch program (``.pte``) run by the ExecuTorch runtime (use :func:`load_predictor`).
+
+    ``batch_capacity`` is the most rows the program takes per call (its planned
+    batch); larger batches are split into chunks of that many rows.
+    """
+
+    format = "pte"
+
+    def __init__(self, path: Path, *, threads: int) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "This API is experimental" on first import
+                from executorch.runtime import Runtime
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError(f"Loading a .pte model needs {exc.name}: pip install 'loopml[edge]'") from exc
+        self._threads = _TorchThreads(threads)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                program = Runtime.get().load_program(path)
+            self._method = program.load_method("forward")
+            meta = self._method.metadata
+            if meta.num_inputs() != 1 or meta.num_outputs() != 1:
+                raise ExportError(
+                    f"{path} has {meta.num_inputs()} inputs and {meta.num_outputs()} outputs; "
+                    "loopml runs single-input, single-output models"
+                )
+            sizes = tuple(meta.input_tensor_meta(0).sizes())
+        except ExportError:
+            raise
+        except Exception as exc:  # RuntimeError / ValueError from the pybindings
+            raise ExportError(f"The ExecuTorch runtime could not load {path}: {_first_line(exc)}") from exc
+        if not sizes or sizes[0] < 1:
+            raise ExportError(f"{path} has an input without a batch dimension (planned shape {sizes})")
+        self.batch_capacity: int = int(sizes[0])
+        self.input_shape: tuple[int, ...] = sizes
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        self._threads.ensure()
+        batch = _as_batch(x)
+        cap = self.batch_capacity
+        try:
+            if batch.shape[0] <= cap:
+                return _to_numpy(self._method.execute([torch.from_numpy(batch)])[0])
+            parts = [
+                _to_numpy(self._method.execute([torch.from_numpy(batch[i : i + cap])])[0])
+                for i in range(0, batch.shape[0], cap)
+            ]
+        except Exception as exc:
+            raise ExportError(
+                f"The ExecuTorch program failed on a batch of shape {batch.shape} "
+                f"(planned input shape {self.input_shape}): {_first_line(exc)}"
+            ) from exc
+        return np.concatenate(parts, axis=0)
+
+
+class TorchPredictor:
+    """A model rebuilt from its class and a ``state_dict`` (use :func:`load_predictor`); ``model`` is the module."""
+
+    format = "torch"
+
+    def __init__(self, path: Path, *, threads: int, model_spec: Mapping[str, Any] | None) -> None:
+        import torch
+
+        self._threads = _TorchThreads(threads)
+        if not isinstance(model_spec, Mapping) or not isinstance(model_spec.get("class_path"), str):
+            raise ValueError(
+                "Argument model_spec should be a mapping with the model's class for the 'torch' format, e.g. "
+                "{'class_path': 'mypkg.models:Net', 'init_args': {'hidden': 32}}"
+            )
+        init_args = model_spec.get("init_args") or {}
+        if not isinstance(init_args, Mapping):
+            raise ValueError(f"Argument model_spec['init_args'] should be a mapping; got {init_args!r}")
+        cls = import_class(model_spec["class_path"])
+        try:
+            model = cls(**init_args)
+        except Exception as exc:
+            raise ExportError(
+                f"Could not construct {model_spec['class_path']} with init_args {dict(init_args)!r}: {exc}"
+            ) from exc
+        if not isinstance(model, torch.nn.Module):
+            raise ExportError(f"{model_spec['class_path']} is not a torch.nn.Module")
+        try:
+            state = torch.load(str(path), weights_only=True, map_location="cpu")
+            model.load_state_dict(state)
+        except Exception as exc:
+            raise ExportError(f"Could not load the state_dict {path} into {model_spec['class_path']}: {_first_line(exc)}") from exc
+        self.model: torch.nn.Module = model.eval()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        self._threads.ensure()
+        with torch.inference_mode():
+            out = self.model(torch.from_numpy(_as_batch(x)))
+        return _to_numpy(out)
+
+
+def load_predictor(
+    format: str,
+    path: str | Path,
+    *,
+    threads: int = 1,
+    model_spec: Mapping[str, Any] | None = None,
+) -> Predictor:
+    """Load a model file written by :mod:`loopml.models.export` and return a :class:`Predictor`.
+
+    ``format`` is one of :data:`~loopml.models.export.FORMATS`: ``"onnx"`` (ONNX
+    Runtime, ``loopml[export]``), ``"pt2"`` (``torch.export``), ``"pte"``
+    (ExecuTorch, ``loopml[edge]``; any batch size) and ``"torch"``, which needs
+    ``model_spec={"class_path": "pkg.mod:Class", "init_args": {...}}`` and the
+    class importable. Example::
+
+        predict = load_predictor("pt2", "model.pt2", threads=1)
+        predict(np.random.rand(7, 64).astype("float32")).shape   # (7, 10)
+
+    Raises :class:`loopml.errors.ExportError` for a missing, damaged or unsafe file.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"Argument format should be one of {', '.join(FORMATS)}; got {format!r}")
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"Argument threads should be an int >= 1; got {threads!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"No {format} model file at {path}")
+    if format == "onnx":
+        return OnnxPredictor(path, threads=threads)
+    if format == "pt2":
+        return Pt2Predictor(path, threads=threads)
+    if format == "pte":
+        return PtePredictor(path, threads=threads)
+    return TorchPredictor(path, threads=threads, model_spec=model_spec)
+
+
+def class_path_of(model: object) -> str:
+    """``"module:QualName"`` of the model's class, checked to be importable elsewhere.
+
+    Refuses classes defined in ``__main__`` (a script or notebook) or inside a
+    function, which another process cannot import. Example::
+
+        class_path_of(Net())   # 'mypkg.models:Net'
+    """
+    cls = type(model)
+    path = f"{cls.__module__}:{cls.__qualname__}"
+    check_importable(path)
+    return path
+
+
+def check_importable(class_path: str) -> None:
+    """Raise ``ValueError`` when ``class_path`` names a class no other process can import."""
+    module, _, qualname = class_path.partition(":")
+    if not module or not qualname:
+        raise ValueError(f"Argument class_path should look like 'package.module:ClassName'; got {class_path!r}")
+    advice = (
+        "move the class to an importable module (a .py file on sys.path or in your package), "
+        "or store the model as pt2/onnx, which load without its code"
+    )
+    if module == "__main__":
+        raise ValueError(f"The model class {qualname} is defined in __main__ (a script or notebook): {advice}")
+    if "<locals>" in qualname:
+        raise ValueError(f"The model class {qualname} is defined inside a function: {advice}")
+
+
+def import_class(class_path: str) -> type:
+    """The class named by ``"package.module:QualName"``; ``ExportError`` when it cannot be imported.
+
+    Example::
+
+        import_class("torch.nn:Linear")(4, 2)
+    """
+    check_importable(class_path)
+    module_name, _, qualname = class_path.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ExportError(
+            f"The 'torch' format needs the model's code, and module {module_name!r} cannot be imported "
+            f"({exc}). Install or put it on sys.path, or load the pt2 or onnx format, which need no model code."
+        ) from exc
+    try:
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        raise ExportError(
+            f"Module {module_name!r} has no class {qualname!r}; load the pt2 or onnx format, which need no model code"
+        ) from exc
+    if not isinstance(obj, type):
+        raise ExportError(f"{class_path} is not a class")
+    return obj
+
+
+_import_class = import_class  # the registry's name for it
+
+
+def _to_numpy(out: Any) -> np.ndarray:
+    import torch
+
+    if isinstance(out, (tuple, list)) and len(out) == 1:
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise ExportError(f"The model returned {type(out).__name__}; loopml runs models that return one tensor")
+    return out.detach().numpy()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_pt2_archive(path: Path) -> None:
+    """Refuse a .pt2 whose pickled parts are not plain tensors.
+
+    ``torch.export.load`` unpickles pickled weights, custom objects and sample
+    inputs with ``weights_only=False``; loopml first checks each of them loads
+    with ``weights_only=True`` and refuses custom objects, so loading a file runs
+    no code from it.
+    """
+    import torch
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            # every member sits under one root folder, named after the file at save time
+            roots = {n.split("/", 1)[0] for n in names if "/" in n}
+            if len(roots) != 1:
+                raise ExportError(f"{path} is not a torch.export archive (no single root folder)")
+            root = roots.pop() + "/"
+            members = {n[len(root):]: n for n in names if n.startswith(root)}
+            if "models/model.json" not in members and not any(m.startswith("models/") for m in members):
+                raise ExportError(f"{path} is not a torch.export archive (no models/ entry)")
+
+            def check_tensor_pickle(member: str) -> None:
+                try:
+                    torch.load(io.BytesIO(archive.read(members[member])), weights_only=True, map_location="cpu")
+                except Exception as exc:
+                    raise ExportError(
+                        f"{path} holds pickled data that is not plain tensors ({member}); loopml does not load it. "
+                        "Re-export the model with loopml.models.export.export_pt2."
+                    ) from exc
+
+            for member in members:
+                if member.endswith(".pt"):  # sample inputs, legacy weights/constants
+                    check_tensor_pickle(member)
+                elif member.startswith("data/weights/") and member.endswith("_config.json"):
+                    for meta in json.loads(archive.read(members[member]))["config"].values():
+                        if meta.get("use_pickle"):
+                            check_tensor_pickle("data/weights/" + meta["path_name"])
+                elif member.startswith("data/constants/") and member.endswith("_config.json"):
+                    for fqn, meta in json.loads(archive.read(members[member]))["config"].items():
+                        name = meta["path_name"]
+                        if not name.startswith("tensor_"):
+                            raise ExportError(
+                                f"{path} holds a custom object constant ({fqn}); loopml loads only tensor constants"
+                            )
+                        if meta.get("use_pickle"):
+                            check_tensor_pickle("data/constants/" + name)
+    except ExportError:
+        raise
+    except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, OSError) as exc:
+        raise ExportError(f"{path} is not a valid .pt2 file: {_first_line(exc)}") from exc
