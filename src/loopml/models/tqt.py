@@ -1,0 +1,535 @@
+"""Trained Quantization Thresholds (TQT): quantization-aware fine-tuning with power-of-2 scales.
+
+The method of Jain et al., *Trained Quantization Thresholds for Accurate and
+Efficient Fixed-Point Inference of Deep Neural Networks* (MLSys 2020; Xilinx
+Graffitist). Every weight tensor and every input of a ``Linear``/``Conv2d`` gets
+a per-tensor quantizer whose only parameter is ``log2_t``, the base-2 log of
+its clipping threshold ``t``. With ``b`` bits:
+
+- signed (weights; activations that can be negative): ``n = -2^(b-1)``, ``p = 2^(b-1) - 1``,
+  ``s = 2^ceil(log2 t) / 2^(b-1)``
+- unsigned (activations that calibration saw >= 0, e.g. after a ReLU): ``n = 0``, ``p = 2^b - 1``,
+  ``s = 2^ceil(log2 t) / 2^b``
+
+Forward (paper eq. 1-3)::
+
+    q(x; s) = clip(round(x / s), n, p) * s            # round half to even, like QuantizeLinear
+
+Backward (paper eq. 6-7; ``ceil`` and ``round`` pass gradients straight through)::
+
+    dq/dx        = 1                           if n <= round(x/s) <= p, else 0
+    dq/d(log2 t) = s ln2 * (round(x/s) - x/s)  if n <= round(x/s) <= p
+                   s ln2 * n                   if round(x/s) < n
+                   s ln2 * p                   if round(x/s) > p
+
+Thresholds start from calibration (``init``). The default, ``"mse"``, picks for
+every weight and input the power-of-2 threshold whose quantizer has the least
+squared error on the calibration values (the paper calibrates activations with a
+KL-divergence search and weights at their maximum or 3 sigma; the MSE search is
+our stand-in, cheap and good at 4 bits where outliers make max thresholds coarse).
+``"percentile"`` uses a percentile of ``|x|`` and ``max|w|``; ``"max"`` is plain
+min/max calibration: the PTQ baseline.
+Fine-tuning (:func:`finetune`) runs through :class:`loopml.train.Trainer` with
+Adam, the weights at a low learning rate and the thresholds (log-domain) at
+their own, as in the paper. BatchNorm is not folded: quantize models without it,
+or fold it first.
+
+The trained model is deployed as ONNX (:func:`to_onnx`): the fp32 graph from
+:func:`loopml.models.export.export_onnx` with QuantizeLinear/DequantizeLinear
+pairs inserted at the learned power-of-2 scales, weights stored as int8 (or
+int4, ONNX opset 21) initializers and biases as int32 at ``s_x * s_w``. ONNX
+Runtime fuses the int8 pairs into QLinearConv / QGemm kernels.
+
+>>> qmodel = prepare_tqt(model, bits=8, calibration=x_train[:256])          # doctest: +SKIP
+>>> run_id = finetune(qmodel, (x_train, y_train), epochs=2, lr=1e-4)        # doctest: +SKIP
+>>> to_onnx(qmodel, x_train[:8], "out/model.onnx")                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "TQTFunction",
+    "TQTLayer",
+    "TQTQuantizer",
+    "compact",
+    "finetune",
+    "prepare_tqt",
+    "qrange",
+    "quantizer_parameters",
+    "strip_tqt",
+    "thresholds",
+    "to_onnx",
+]
+
+BITS = (4, 8)
+LN2 = math.log(2.0)
+
+
+def qrange(bits: int, signed: bool) -> tuple[int, int]:
+    """The integer range ``(n, p)`` of a ``bits``-bit quantizer."""
+    if signed:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def _scale(log2_t: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+    return torch.exp2(torch.ceil(log2_t)) / float(2 ** (bits - 1) if signed else 2**bits)
+
+
+class TQTFunction(torch.autograd.Function):
+    """``q(x) = clip(round(x/s), n, p) * s`` with the paper's gradients for ``x`` and ``log2_t``."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, log2_t: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
+        n, p = qrange(bits, signed)
+        s = _scale(log2_t.detach(), bits, signed).to(x.dtype)
+        xs = x / s
+        r = torch.round(xs)
+        ctx.save_for_backward(xs, r, s)
+        ctx.range = (n, p)
+        ctx.log2_shape = log2_t.shape
+        return r.clamp(n, p) * s
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> Any:
+        (g,) = grads
+        xs, r, s = ctx.saved_tensors
+        n, p = ctx.range
+        below, above = r < n, r > p
+        inside = ~(below | above)
+        grad_x = g * inside.to(g.dtype)
+        local = torch.where(inside, r - xs, torch.where(below, torch.full_like(xs, n), torch.full_like(xs, p)))
+        grad_log2_t = (g * local).sum() * s * LN2
+        return grad_x, grad_log2_t.reshape(ctx.log2_shape), None, None
+
+
+class TQTQuantizer(nn.Module):
+    """A per-tensor power-of-2 quantizer with a trained ``log2_t``.
+
+    >>> q = TQTQuantizer(bits=8, signed=True, log2_t=0.0)    # threshold 1, scale 2^-7
+    >>> q(torch.tensor([0.3, -2.0]))
+    tensor([ 0.2969, -1.0000], grad_fn=<TQTFunctionBackward>)
+    """
+
+    def __init__(self, *, bits: int = 8, signed: bool = True, log2_t: float = 0.0) -> None:
+        super().__init__()
+        if bits not in BITS:
+            raise ValueError(f"Argument bits should be one of {BITS}, got {bits!r}")
+        self.bits, self.signed = bits, bool(signed)
+        self.log2_t = nn.Parameter(torch.tensor(float(log2_t)))
+
+    @property
+    def scale(self) -> float:
+        """The power-of-2 scale ``s`` in use now."""
+        return float(_scale(self.log2_t.detach(), self.bits, self.signed))
+
+    @property
+    def threshold(self) -> float:
+        """The effective threshold ``2^ceil(log2_t)`` (a power of two)."""
+        return float(2.0 ** math.ceil(float(self.log2_t.detach())))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return TQTFunction.apply(x, self.log2_t, self.bits, self.signed)  # type: ignore[no-any-return]
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}, log2_t={float(self.log2_t.detach()):.3f}"
+
+
+class TQTLayer(nn.Module):
+    """A ``Linear`` or ``Conv2d`` whose input and weight pass through TQT quantizers.
+
+    The bias is rounded to the int32 grid ``s_x * s_w`` that the int8 kernels use (no trained threshold).
+    """
+
+    def __init__(self, layer: nn.Linear | nn.Conv2d, *, input_q: TQTQuantizer, weight_q: TQTQuantizer) -> None:
+        super().__init__()
+        self.layer, self.input_q, self.weight_q = layer, input_q, weight_q
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, w, b = self.input_q(x), self.weight_q(self.layer.weight), self.layer.bias
+        if b is not None:  # int32 at s_x * s_w, as deployed; the gradient passes straight through
+            sb = _scale(self.input_q.log2_t.detach(), self.input_q.bits, self.input_q.signed) * \
+                _scale(self.weight_q.log2_t.detach(), self.weight_q.bits, True)
+            b = b + (torch.round(b / sb) * sb - b).detach()
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(x, w, b)
+        return F.linear(x, w, b)
+
+
+def _targets(model: nn.Module) -> list[tuple[str, nn.Linear | nn.Conv2d]]:
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def _as_tensor(data: Any, what: str) -> torch.Tensor:
+    if isinstance(data, np.ndarray):
+        data = torch.from_numpy(np.ascontiguousarray(data))
+    if not isinstance(data, torch.Tensor) or data.ndim < 2 or len(data) < 1:
+        raise ValueError(f"Argument {what} should be a batch of inputs (tensor or NumPy array, N x ...), "
+                         f"got {type(data).__name__}; e.g. {what}=x_train[:256]")
+    return data.detach().float()
+
+
+INITS = ("mse", "percentile", "max")
+_SAMPLE = 200_000  # values per tensor that the threshold search looks at
+
+
+@torch.no_grad()
+def _observe(model: nn.Module, calibration: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """``{layer name: its inputs over calibration, flattened (a seeded sample of at most 200k values)}``."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    for name, layer in _targets(model):
+        def hook(_m: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            seen.setdefault(name, []).append(args[0].detach().reshape(-1).float())
+        hooks.append(layer.register_forward_pre_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(calibration), batch_size):
+            model(calibration[start:start + batch_size])
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return {name: _sample(torch.cat(parts)) for name, parts in seen.items()}
+
+
+def _sample(values: torch.Tensor) -> torch.Tensor:
+    if values.numel() <= _SAMPLE:
+        return values
+    g = torch.Generator().manual_seed(0)
+    keep = torch.randperm(values.numel(), generator=g)[:_SAMPLE]
+    # the extremes decide min/max thresholds: keep them in the sample
+    return torch.cat([values[keep], values.min().reshape(1), values.max().reshape(1)])
+
+
+def _log2(value: float) -> float:
+    return math.log2(max(value, 2.0**-24))  # an all-zero tensor gets a tiny threshold, not -inf
+
+
+def _init_log2_t(values: torch.Tensor, bits: int, signed: bool, init: str, percentile: float) -> float:
+    """The starting ``log2_t`` of a quantizer that sees ``values``.
+
+    ``max``: ``log2 max|x|``; ``percentile``: of ``|x|``; ``mse``: the power of two (at most 12 below
+    ``max|x|``'s) whose quantizer has the least squared error on ``values``, started mid-way in its
+    ``ceil`` interval (``k - 0.5``) so that training can move it either way.
+    """
+    high = float(values.abs().max())
+    if init == "max":
+        return _log2(high)
+    if init == "percentile":
+        return _log2(float(np.percentile(values.abs().numpy(), percentile)))
+    top = math.ceil(_log2(high))
+    best, best_k = math.inf, top
+    for k in range(top, top - 13, -1):
+        q = TQTFunction.apply(values, torch.tensor(float(k)), bits, signed)
+        err = float(((q - values) ** 2).mean())
+        if err < best:
+            best, best_k = err, k
+    return best_k - 0.5
+
+
+def prepare_tqt(model: nn.Module, *, bits: int = 8, calibration: Any, init: str = "mse",
+                percentile: float = 99.99) -> nn.Module:
+    """A copy of ``model`` with TQT quantizers on the weights and inputs of every ``Linear``/``Conv2d``.
+
+    Thresholds start from ``calibration`` (a batch of inputs) by ``init``: ``"mse"`` (default: the
+    power-of-2 threshold with the least quantization error, for weights and inputs), ``"percentile"``
+    (inputs at the ``percentile`` of ``|x|``, weights at ``max|w|``) or ``"max"`` (min/max
+    calibration: the PTQ baseline). An input that calibration never saw negative gets an unsigned
+    quantizer. ``model`` is unchanged.
+
+    >>> qmodel = prepare_tqt(model, bits=4, calibration=x_train[:512])   # doctest: +SKIP
+    """
+    if bits not in BITS:
+        raise ValueError(f"Argument bits should be one of {BITS}, got {bits!r}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}")
+    if init not in INITS:
+        raise ValueError(f"Argument init should be one of {INITS}, got {init!r}")
+    if not isinstance(percentile, (int, float)) or not 50 <= percentile <= 100:
+        raise ValueError(f"Argument percentile should be a number in [50, 100], got {percentile!r}")
+    if any(isinstance(m, TQTLayer) for m in model.modules()):
+        raise ValueError("Argument model should be a float model; it already has TQT quantizers")
+    qmodel = copy.deepcopy(model)
+    if not _targets(qmodel):
+        raise ValueError(f"Argument model should contain Linear or Conv2d layers to quantize; "
+                         f"{type(model).__name__} has none")
+    seen = _observe(qmodel, _as_tensor(calibration, "calibration"))
+    for name, layer in _targets(qmodel):
+        if name not in seen:  # a layer the forward pass never reached
+            continue
+        values = seen[name]
+        signed = float(values.min()) < 0
+        weights = layer.weight.detach().reshape(-1).float()
+        wrapped = TQTLayer(
+            layer,
+            input_q=TQTQuantizer(bits=bits, signed=signed,
+                                 log2_t=_init_log2_t(values, bits, signed, init, float(percentile))),
+            weight_q=TQTQuantizer(bits=bits, signed=True,
+                                  log2_t=_init_log2_t(weights, bits, True, "max" if init == "percentile" else init,
+                                                      100.0)),
+        )
+        _set_module(qmodel, name, wrapped)
+    return qmodel
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    if not name:
+        raise ValueError("Argument model should contain Linear or Conv2d layers, not be one; "
+                         "wrap it, e.g. nn.Sequential(layer)")
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def _tqt_layers(model: nn.Module) -> Iterator[tuple[str, TQTLayer]]:
+    for name, m in model.named_modules():
+        if isinstance(m, TQTLayer):
+            yield name, m
+
+
+def quantizer_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The ``log2_t`` parameters of a prepared model."""
+    return [m.log2_t for m in model.modules() if isinstance(m, TQTQuantizer)]
+
+
+def thresholds(model: nn.Module) -> dict[str, dict[str, Any]]:
+    """``{layer: {"input": {...}, "weight": {...}}}`` with each quantizer's ``log2_t``, threshold, scale, signedness."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, layer in _tqt_layers(model):
+        out[name] = {
+            role: {"log2_t": round(float(q.log2_t.detach()), 6), "threshold": q.threshold, "scale": q.scale,
+                   "signed": q.signed, "bits": q.bits}
+            for role, q in (("input", layer.input_q), ("weight", layer.weight_q))
+        }
+    return out
+
+
+def strip_tqt(model: nn.Module) -> nn.Module:
+    """A float copy of a prepared model: every :class:`TQTLayer` replaced by its (fine-tuned) layer."""
+    plain = copy.deepcopy(model)
+    for name, layer in list(_tqt_layers(plain)):
+        _set_module(plain, name, layer.layer)
+    return plain
+
+
+def finetune(qmodel: nn.Module, train: Any, val: Any = None, *, epochs: int = 2, lr: float = 1e-4,
+             threshold_lr: float = 1e-2, batch_size: int = 64, seed: int = 0, loss: Any = None,
+             metrics: Any = ("accuracy",), experiment: str = "quantize", track: bool = True) -> str | None:
+    """Fine-tune a prepared model with :class:`loopml.train.Trainer`; return the tracked run's id.
+
+    Adam over two parameter groups: the model's weights at ``lr`` and the quantizers'
+    ``log2_t`` at ``threshold_lr`` (log-domain: 1e-2 moves a threshold by ~1% per step).
+    The run is the active one, or a new one in ``experiment`` (``track=False``: none).
+    """
+    from ..train import Trainer
+    from ..train.autolog import Tracking
+
+    thresholds_ = quantizer_parameters(qmodel)
+    if not thresholds_:
+        raise ValueError("Argument qmodel should come from prepare_tqt(model, bits=..., calibration=...)")
+    ids = {id(p) for p in thresholds_}
+    weights = [p for p in qmodel.parameters() if id(p) not in ids and p.requires_grad]
+    optimizer = torch.optim.Adam([{"params": weights, "lr": lr}, {"params": thresholds_, "lr": threshold_lr}])
+    trainer = Trainer(qmodel, optimizer=optimizer, loss=loss, metrics=list(metrics), seed=seed, track=track,
+                      experiment=experiment)
+    trainer.fit(train, val=val, epochs=epochs, batch_size=batch_size)
+    for cb in trainer.callbacks:
+        if isinstance(cb, Tracking) and cb.run is not None:
+            return str(cb.run.id)
+    return None
+
+
+# -- deployment: QDQ ONNX ------------------------------------------------------
+
+_PASS_THROUGH = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity")
+_QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def _onnx() -> Any:
+    try:
+        import onnx
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(f"TQT deployment needs {exc.name}: pip install 'loopml[quantize]'") from exc
+    return onnx
+
+
+def _int_type(onnx: Any, bits: int, signed: bool) -> tuple[int, Any]:
+    """The ONNX element type and NumPy dtype of a ``bits``-bit quantized tensor."""
+    tp = onnx.TensorProto
+    if bits == 8:
+        return (tp.INT8, np.int8) if signed else (tp.UINT8, np.uint8)
+    return (tp.INT4, np.int8) if signed else (tp.UINT4, np.uint8)
+
+
+def _quantized_weights(model: nn.Module) -> dict[str, tuple[TQTQuantizer, TQTQuantizer]]:
+    """``{"<layer>.weight": (input quantizer, weight quantizer)}`` with names as in the float model's state."""
+    return {f"{name}.weight": (layer.input_q, layer.weight_q) for name, layer in _tqt_layers(model)}
+
+
+def _rewrite_qdq(proto: Any, quantizers: dict[str, tuple[TQTQuantizer, TQTQuantizer]], bits: int) -> int:
+    """Insert Q/DQ pairs into the float ONNX graph ``proto`` in place; return the number of layers quantized."""
+    onnx = _onnx()
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {o: node for node in graph.node for o in node.output}
+    consumers: dict[str, int] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    new_inits: list[Any] = []
+    inserted: dict[tuple[str, float, bool], str] = {}
+    before: dict[int, list[Any]] = {}  # node index -> Q/DQ nodes that go before it
+    order = {id(node): k for k, node in enumerate(graph.node)}
+    dropped: set[str] = set()
+
+    def const(name: str, array: np.ndarray, dtype: int | None = None) -> str:
+        if dtype is None:
+            new_inits.append(numpy_helper.from_array(array, name))
+        else:  # int4 / uint4: two values per byte, the first in the low nibble (ONNX spec)
+            flat = array.astype(np.uint8).reshape(-1) & 0x0F
+            if flat.size % 2:
+                flat = np.concatenate([flat, np.zeros(1, dtype=np.uint8)])
+            packed = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
+            new_inits.append(helper.make_tensor(name, dtype, list(array.shape), packed.tobytes(), raw=True))
+        return name
+
+    def qdq(tensor: str, scale: float, signed: bool, at: int) -> str:
+        key = (tensor, scale, signed)
+        if key in inserted:
+            return inserted[key]
+        base = f"{tensor}_tqt{len(inserted)}"
+        s = const(f"{base}_scale", np.array(scale, dtype=np.float32))
+        nodes = []
+        if bits == 8:
+            qtype, npdt = _int_type(onnx, bits, signed)
+            z = const(f"{base}_zp", np.zeros((), dtype=npdt), qtype)
+        else:
+            # 4-bit activations travel in 8-bit Q/DQ after a Clip to the 4-bit range (same values): ONNX
+            # Runtime 1.31 propagates an INT4/UINT4 pair across MaxPool and then rejects the uint4 MaxPool
+            z = const(f"{base}_zp", np.zeros((), dtype=np.int8 if signed else np.uint8))
+            n, p = qrange(bits, signed)
+            lo = const(f"{base}_lo", np.array(n * scale, dtype=np.float32))
+            hi = const(f"{base}_hi", np.array(p * scale, dtype=np.float32))
+            nodes.append(helper.make_node("Clip", [tensor, lo, hi], [f"{base}_clip"], name=f"{base}_Clip"))
+            tensor = f"{base}_clip"
+        nodes += [helper.make_node("QuantizeLinear", [tensor, s, z], [f"{base}_q"], name=f"{base}_Q"),
+                  helper.make_node("DequantizeLinear", [f"{base}_q", s, z], [f"{base}_dq"], name=f"{base}_DQ")]
+        before.setdefault(at, []).extend(nodes)
+        inserted[key] = f"{base}_dq"
+        return inserted[key]
+
+    def quantize_input(node: Any, idx: int, scale: float, signed: bool) -> None:
+        """Q/DQ on ``node.input[idx]`` and, through a chain of pass-through ops, before them too (QDQ
+        around MaxPool/Reshape lets ONNX Runtime keep the tensor in int8; they commute with q)."""
+        tensor = node.input[idx]
+        node.input[idx] = qdq(tensor, scale, signed, order[id(node)])
+        prev = producers.get(tensor)
+        # (not at 4 bits: ORT 1.31 then drops the pair and hands MaxPool a uint4 tensor, which it rejects)
+        while bits == 8 and prev is not None and prev.op_type in _PASS_THROUGH and consumers.get(tensor, 0) == 1 \
+                and prev.input and prev.input[0] not in inits:
+            tensor = prev.input[0]
+            prev.input[0] = qdq(tensor, scale, signed, order[id(prev)])
+            if consumers.get(tensor, 0) != 1:
+                break
+            prev = producers.get(tensor)
+
+    done = 0
+    for node in list(graph.node):
+        if node.op_type not in _QUANTIZED_OPS or len(node.input) < 2 or node.input[1] not in quantizers:
+            continue
+        input_q, weight_q = quantizers[node.input[1]]
+        w_name = node.input[1]
+        w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
+        sw, sx = weight_q.scale, input_q.scale
+        n, p = qrange(bits, True)
+        qtype, npdt = _int_type(onnx, bits, True)
+        wq = np.clip(np.round(w / sw), n, p).astype(npdt)
+        w_int = const(f"{w_name}_quantized", wq, None if bits == 8 else qtype)
+        w_s = const(f"{w_name}_scale", np.array(sw, dtype=np.float32))
+        w_z = const(f"{w_name}_zp", np.zeros((), dtype=npdt), None if bits == 8 else qtype)
+        deq = helper.make_node("DequantizeLinear", [w_int, w_s, w_z], [f"{w_name}_dq"], name=f"{w_name}_DQ")
+        before.setdefault(order[id(node)], []).append(deq)
+        node.input[1] = f"{w_name}_dq"
+        dropped.add(w_name)
+        if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2] in inits:
+            b_name = node.input[2]
+            b = numpy_helper.to_array(inits[b_name]).astype(np.float64)
+            bq = np.clip(np.round(b / (sx * sw)), -(2**31), 2**31 - 1).astype(np.int32)
+            b_int = const(f"{b_name}_quantized", bq)
+            b_s = const(f"{b_name}_scale", np.array(sx * sw, dtype=np.float32))
+            b_z = const(f"{b_name}_zp", np.zeros((), dtype=np.int32))
+            before[order[id(node)]].append(
+                helper.make_node("DequantizeLinear", [b_int, b_s, b_z], [f"{b_name}_dq"], name=f"{b_name}_DQ"))
+            node.input[2] = f"{b_name}_dq"
+            dropped.add(b_name)
+        quantize_input(node, 0, sx, input_q.signed)
+        done += 1
+    nodes = list(graph.node)
+    del graph.node[:]
+    for k, node in enumerate(nodes):
+        graph.node.extend(before.get(k, []))
+        graph.node.append(node)
+    still_used = {i for node in graph.node for i in node.input}
+    kept = [i for i in graph.initializer if i.name not in dropped or i.name in still_used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept + new_inits)
+    return done
+
+
+def compact(proto: Any) -> None:
+    """Drop the exporter's per-node debug metadata (stack traces, FX node text) and doc strings in place:
+    they do not change what the graph computes, and they are 10-30% of a small model's file."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    proto.graph.doc_string = ""
+
+
+def to_onnx(qmodel: nn.Module, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
+    """Write a prepared (and fine-tuned) model as a QDQ ONNX file with its power-of-2 scales; return the path.
+
+    int8: opset 20 (the exporter's default) and ONNX Runtime's int8 kernels; int4: opset 21 INT4/UINT4
+    QuantizeLinear/DequantizeLinear, weights packed two per byte.
+    """
+    from .export import export_onnx
+
+    onnx = _onnx()
+    quantizers = _quantized_weights(qmodel)
+    if not quantizers:
+        raise ValueError("Argument qmodel should come from prepare_tqt(model, bits=..., calibration=...)")
+    bits_set = {q.bits for pair in quantizers.values() for q in pair}
+    if len(bits_set) != 1:
+        raise ValueError(f"Argument qmodel should use one bit width, got {sorted(bits_set)}")
+    bits = bits_set.pop()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        plain = export_onnx(strip_tqt(qmodel), example, Path(tmp) / "float.onnx", opset=21 if bits == 4 else None)
+        proto = onnx.load(str(plain))
+        count = _rewrite_qdq(proto, quantizers, bits)
+        if count != len(quantizers):
+            raise ValueError(f"Argument qmodel has {len(quantizers)} quantized layers but only {count} were "
+                             f"found in its ONNX graph (layers should be Conv2d or Linear called with their weight)")
+        compact(proto)
+        staged = Path(tmp) / "model.onnx"
+        onnx.save(proto, str(staged))
+        onnx.checker.check_model(str(staged), full_check=True)
+        os.replace(staged, path)
+    return path
