@@ -1,6 +1,6 @@
 # loopml: two commands set everything up on a fresh machine.
 #   make demo   creates .venv, installs torch==2.13.0 and loopml, runs the loop on bundled data
-#   make test   installs the test dependencies (and a local PostgreSQL) and runs the suite
+#   make test   installs the test dependencies (a local PostgreSQL, Debian's chromium) and runs the suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -27,15 +27,17 @@ demo: $(VENV)/.base
 	$(PY) examples/digits_demo.py
 
 test: $(VENV)/.test
-	@eval "$$(scripts/test-postgres.sh start)" && \
+	@eval "$$(scripts/test-postgres.sh start)" && eval "$$(scripts/test-chromium.sh)" && \
 	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(VENV)/.bench
 	$(PY) benchmarks/tracking.py
 	$(PY) benchmarks/training.py
+	$(PY) benchmarks/quantization.py
+	eval "$$(scripts/test-chromium.sh)" && $(PY) benchmarks/ui.py --chromium "$$LOOPML_TEST_CHROMIUM"
 
 ui: $(VENV)/.base
-	$(VENV)/bin/loopml server
+	$(VENV)/bin/loopml ui
 
 clean:
 	rm -rf $(VENV) .loopml build *.egg-info

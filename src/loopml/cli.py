@@ -27,6 +27,7 @@ app = typer.Typer(
     "Examples:\n\n"
     "  loopml experiments list\n\n"
     "  loopml runs list --experiment digits --filter \"metrics.val_acc > 0.9\"\n\n"
+    "  loopml models show digits\n\n"
     "  loopml server --port 5000",
     no_args_is_help=True,
     add_completion=False,
@@ -231,6 +232,32 @@ def server(
     from .server.app import serve
 
     serve(host=host, port=port, store=store, auth_token_file=auth_token_file, allowed_hosts=allowed_host or [])
+
+
+@app.command("ui")
+@_friendly
+def ui(
+    port: int = typer.Option(0, "--port", help="Port to listen on (0: any free port)."),
+    store: Optional[str] = typer.Option(None, "--store", help="Database URI (default: LOOPML_TRACKING_URI or ./.loopml)."),
+) -> None:
+    """Open the web UI on the local store: starts a server on 127.0.0.1 and prints its address.
+
+    Example: loopml ui --port 5000   (then open the printed http://127.0.0.1:5000/ui/)
+    """
+    from .server.app import serve
+
+    serve(host="127.0.0.1", port=port, store=store, announce_ui=True)
+
+
+def _add_registry_commands() -> None:
+    # the registry commands live in cli_models.py (which imports the helpers above)
+    from .cli_models import models_app, quantize_command
+
+    app.add_typer(models_app, name="models")
+    app.command("quantize")(_friendly(quantize_command))
+
+
+_add_registry_commands()
 
 
 def main() -> None:

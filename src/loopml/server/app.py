@@ -12,7 +12,9 @@ or from a shell (binds 127.0.0.1 unless told otherwise)::
 What is where:
 
 - ``/api/v1/...``: the tracking API (:mod:`loopml.server.routes_tracking`);
-  later routers (registry, web UI) are added in :func:`create_app`.
+  later routers (registry) are added in :func:`create_app`.
+- ``/ui/...``: the web UI (:mod:`loopml.server.ui`); its pages and static
+  files are the only routes that answer without the token (they hold no data).
 - ``/health``: ``{"status": "ok"}`` for readiness checks.
 - ``/docs`` and ``/openapi.json``: the API's description.
 - Every route, these included, is behind the checks of
@@ -38,9 +40,12 @@ from ..errors import ConfigError
 from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
 from .routes_datasets import router as datasets_router
+from .routes_models import router as models_router
 from .routes_tracking import ARTIFACT_UPLOAD
 from .routes_tracking import router as tracking_router
 from .security import SecurityMiddleware, check_allowed_hosts, is_loopback
+from .ui import public_paths as ui_public_paths
+from .ui import router as ui_router
 
 __all__ = ["create_app", "serve"]
 
@@ -86,12 +91,15 @@ def create_app(
     app.include_router(_meta)
     app.include_router(tracking_router)
     app.include_router(datasets_router)
+    app.include_router(models_router)
+    app.include_router(ui_router)  # the web UI (docs/ui.md): /ui pages, /ui/api data
     extra: dict[str, Any] = {} if max_json_body is None else {"max_json_body": max_json_body}
     app.add_middleware(
         SecurityMiddleware,
         auth_token=auth_token,
         allowed_hosts=list(allowed_hosts),
         binary_uploads=[ARTIFACT_UPLOAD],
+        public_paths=ui_public_paths(),  # the UI's pages and scripts only: they hold no data
         **extra,
     )
     return app
@@ -120,6 +128,7 @@ def serve(
     *,
     artifact_root: str | Path | None = None,
     log_level: str = "warning",
+    announce_ui: bool = False,
 ) -> None:
     """Run the server until interrupted; prints ``loopml server listening on http://HOST:PORT`` once it listens.
 
@@ -128,6 +137,7 @@ def serve(
     free port. The token comes from ``auth_token_file`` or
     ``LOOPML_SERVER_TOKEN``. Binding to all interfaces (``0.0.0.0``, ``::``)
     needs ``allowed_hosts``: the names clients use to reach the server.
+    ``announce_ui``: also print ``loopml UI at http://HOST:PORT/ui/``.
 
     >>> serve(port=0, store="sqlite:///./.loopml/loopml.db")  # doctest: +SKIP
     loopml server listening on http://127.0.0.1:43121
@@ -177,6 +187,7 @@ def serve(
             timeout_keep_alive=75,
         )
     )
+    server.announce_ui = announce_ui
     try:
         server.run()
     except SystemExit as exc:
@@ -193,8 +204,12 @@ def serve(
 class _AnnouncingServer(uvicorn.Server):
     """A uvicorn server that prints the address it listens on (tests and scripts parse the line)."""
 
+    announce_ui = False
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
             port = self.servers[0].sockets[0].getsockname()[1]
             print(f"loopml server listening on {_url(self.config.host, port)}", flush=True)
+            if self.announce_ui:
+                print(f"loopml UI at {_url(self.config.host, port)}/ui/", flush=True)

@@ -8,6 +8,7 @@ POST     /api/v1/experiments                                   get_or_create_exp
 POST     /api/v1/runs                                          create_run
 GET      /api/v1/runs?experiment=&filter=&order_by=&limit=     search_runs
 GET      /api/v1/runs/count?experiment=&filter=                count_runs
+GET      /api/v1/runs/keys?experiment=                         run_keys
 GET      /api/v1/runs/{run_id}                                 get_run
 POST     /api/v1/runs/{run_id}/status                          set_status
 POST     /api/v1/runs/{run_id}/params                          log_params
@@ -251,6 +252,17 @@ def count_runs(
     filter: str | None = None,
 ) -> Response:
     return json_response({"count": store.count_runs(experiments=experiment, filter=filter)})
+
+
+class KeysByKindOut(BaseModel):
+    params: list[str]
+    metrics: list[str]
+    tags: list[str]
+
+
+@router.get("/runs/keys", response_model=KeysByKindOut, summary="The distinct param, metric and tag keys of runs")
+def run_keys(store: Store, experiment: Annotated[list[str] | None, Query()] = None) -> Response:
+    return json_response(store.run_keys(experiments=experiment))
 
 
 @router.get("/runs/{run_id}", response_model=RunOut, summary="Get a run")

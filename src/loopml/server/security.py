@@ -11,7 +11,9 @@ They answer the classes of vulnerability published against tracking servers
    Anything else gets ``400 invalid_host``.
 2. **Bearer token.** With a token set, *every* request, ``/docs``,
    ``/openapi.json`` and ``/health`` included, must send
-   ``Authorization: Bearer <token>`` or gets ``401 unauthorized``. The
+   ``Authorization: Bearer <token>`` or gets ``401 unauthorized``; only a
+   GET of a ``public_paths`` entry (the web UI's data-free pages and
+   scripts) is let through without it. The
    comparison takes constant time (:func:`hmac.compare_digest`). The check
    runs before routing, so a route added later cannot slip past it and an
    unknown path reveals nothing either.
@@ -114,7 +116,9 @@ class SecurityMiddleware:
     """ASGI middleware for the checks of this module (see its docstring).
 
     ``binary_uploads`` are ``(method, path regex)`` pairs that accept
-    ``application/octet-stream`` bodies instead of JSON.
+    ``application/octet-stream`` bodies instead of JSON. ``public_paths`` are
+    path regexes (matched in full) whose GET/HEAD needs no token: only pages
+    and files that hold no data (the web UI's shells and scripts).
     """
 
     def __init__(
@@ -125,6 +129,7 @@ class SecurityMiddleware:
         allowed_hosts: Sequence[str] = (),
         binary_uploads: Iterable[tuple[str, str]] = (),
         max_json_body: int = DEFAULT_MAX_JSON_BODY,
+        public_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
         self._token = auth_token.encode() if auth_token else None
@@ -132,6 +137,9 @@ class SecurityMiddleware:
         self._hosts = {(h, None) for h in LOOPBACK_HOSTS} | check_allowed_hosts(allowed_hosts)
         self._binary = [(m.upper(), re.compile(p)) for m, p in binary_uploads]
         self.max_json_body = max_json_body
+        # GET/HEAD of these path regexes need no token: the web UI's HTML shells and
+        # static files, which hold no data (their scripts fetch it with the token)
+        self._public = [re.compile(p) for p in public_paths]
 
     # -- the checks -------------------------------------------------------
 
@@ -181,7 +189,8 @@ class SecurityMiddleware:
             )
             await response(scope, receive, send)
             return
-        if self._token is not None and not self._token_ok(headers.get("authorization")):
+        public = method in ("GET", "HEAD") and any(p.fullmatch(path) for p in self._public)
+        if self._token is not None and not public and not self._token_ok(headers.get("authorization")):
             response = error_response(
                 401,
                 "unauthorized",

@@ -22,7 +22,8 @@ Grammar (keywords are case-insensitive)::
     field      := ("metrics" | "params" | "tags") "." key | ["attributes" "."] attribute
     key        := unquoted | "`" quoted "`" | '"' quoted '"'
     value      := "'" string "'" | '"' string '"' | number
-    order_by   := field ["ASC" | "DESC"] ("," field ["ASC" | "DESC"])*
+    order_by   := term ["ASC" | "DESC"] ("," term ["ASC" | "DESC"])*
+    term       := field | ("MIN" | "MAX") "(" metrics_field ")"
 
 - Prefixes also come singular (``metric.``, ``param.``, ``tag.``,
   ``attribute.``) and as ``attr.``. An unquoted key runs up to whitespace, an
@@ -45,7 +46,9 @@ Meaning: ``metrics.k > 1`` matches runs whose latest value of ``k`` is above
 have the key with another value; ``IS NULL`` matches runs without the key;
 ``NOT`` matches exactly the runs its operand does not. ``LIKE`` is
 case-sensitive (``%`` any text, ``_`` one character, ``\\`` escapes), ``ILIKE``
-is not. In ``order_by`` (default direction ASC), runs that lack the key, or
+is not. In ``order_by`` (default direction ASC), ``min(metrics.k)`` and
+``max(metrics.k)`` sort by the smallest and largest value logged so far
+(the best value of a loss or an accuracy); runs that lack the key, or
 whose value is NaN or NULL, come last in both directions; ties are broken by
 ``start_time DESC, id ASC``.
 """
@@ -263,21 +266,39 @@ class _Parser:
             raise self.error(message, self.token)
         return node
 
-    def parse_order_by(self) -> list[tuple[Field, bool]]:
+    def parse_order_by(self) -> list[tuple[Field, bool, str | None]]:
         terms = []
         while True:
             start = self.token
+            aggregate = self.aggregate()
             term = self.field()
+            if aggregate is not None:
+                if term.kind != "metrics":
+                    message = f"{aggregate}() takes a metric, e.g. {aggregate}(metrics.val_acc), got {_shown(start)}"
+                    raise self.error(message, term.position)
+                if self.token.kind != ")":
+                    raise self.error(f"Expected ')' after the metric in {aggregate}(...), got {_shown(self.token)}", self.token)
+                self.advance()
             shown = self.text[start.position : self.token.position].strip()
             descending = self.accept("DESC")
             directed = descending or self.accept("ASC")
-            terms.append((term, descending))
+            terms.append((term, descending, aggregate))
             if self.token.kind == "end":
                 return terms
             if self.token.kind != ",":
                 expected = "',' or the end of the item" if directed else "ASC or DESC"
                 raise self.error(f"Expected {expected} after '{shown}', got {_shown(self.token)}", self.token)
             self.advance()
+
+    def aggregate(self) -> str | None:
+        """``min(`` or ``max(`` before a metric in order_by: its smallest or largest value so far."""
+        token, following = self.token, self.tokens[min(self.index + 1, len(self.tokens) - 1)]
+        named = token.kind == "word" and token.value[0] is None and token.text.lower() in ("min", "max")
+        if not (named and following.kind == "("):
+            return None
+        self.advance()
+        self.advance()
+        return token.text.lower()
 
     def or_expr(self) -> Node:
         items = [self.and_expr()]
@@ -532,13 +553,14 @@ def compile_filter(text: str | None, *, status: ColumnElement[str]) -> ColumnEle
     return _compile(parse_filter(text), status)
 
 
-def _sort_key(target: Field, status: ColumnElement[str]) -> ColumnElement[Any]:
+def _sort_key(target: Field, status: ColumnElement[str], aggregate: str | None = None) -> ColumnElement[Any]:
     if target.kind == "attributes":
         column = status if target.key == "status" else runs.c[target.key]
         return _bytewise(column) if target.key in _STRING_ATTRIBUTES else column
     table = _TABLES[target.kind]
+    column = table.c.value if aggregate is None else latest_metrics.c[f"{aggregate}_value"]
     value = (
-        select(table.c.value)
+        select(column)
         .where(table.c.run_id == runs.c.id, table.c.key == target.key)
         .correlate(runs)
         .scalar_subquery()
@@ -566,8 +588,8 @@ def compile_order_by(
             raise TypeError(f"Argument order_by should hold strings, e.g. {example}, got {item!r}")
         if not item.strip():
             continue
-        for target, descending in _Parser(item).parse_order_by():
-            key = _sort_key(target, status)
+        for target, descending, aggregate in _Parser(item).parse_order_by():
+            key = _sort_key(target, status, aggregate)
             clauses.append((key.desc() if descending else key.asc()).nulls_last())
     return [*clauses, runs.c.start_time.desc(), runs.c.id.asc()]
 

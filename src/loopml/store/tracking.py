@@ -499,6 +499,28 @@ class TrackingStore:
         with self._read() as conn:
             return int(conn.execute(stmt).scalar_one())
 
+    def run_keys(self, *, experiments: Sequence[str] | str | None = None) -> dict[str, list[str]]:
+        """The distinct param, metric and tag keys of the experiments' runs: ``{"params": [...], ...}``.
+
+        At most ``MAX_PAGE_SIZE`` keys of each kind, sorted (the web UI offers them as columns).
+        """
+        if isinstance(experiments, str):
+            experiments = [experiments]
+        out: dict[str, list[str]] = {}
+        with self._read() as conn:
+            for kind, table in (("params", s.params), ("metrics", s.latest_metrics), ("tags", s.tags)):
+                stmt = sa.select(table.c.key).distinct()
+                if experiments is not None:
+                    runs_of = (
+                        sa.select(s.runs.c.id)
+                        .join(s.experiments, s.experiments.c.id == s.runs.c.experiment_id)
+                        .where(s.experiments.c.name.in_(list(experiments)))
+                    )
+                    stmt = stmt.where(table.c.run_id.in_(runs_of))
+                stmt = stmt.order_by(table.c.key).limit(MAX_PAGE_SIZE)
+                out[kind] = list(conn.execute(stmt).scalars())
+        return out
+
     # -- datasets -------------------------------------------------------------
 
     def log_dataset(self, run_id: str, record: Mapping[str, Any], role: str = "train") -> None:

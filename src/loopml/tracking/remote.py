@@ -304,6 +304,13 @@ class RemoteStore:
             return 0
         return int(self._json("GET", "/runs/count", params=query)["count"])
 
+    def run_keys(self, *, experiments: Sequence[str] | str | None = None) -> dict[str, list[str]]:
+        query = self._run_query(experiments, None)
+        if query is None:
+            return {"params": [], "metrics": [], "tags": []}
+        keys: dict[str, list[str]] = self._json("GET", "/runs/keys", params=query)
+        return keys
+
     # -- metrics ------------------------------------------------------------
 
     def log_metrics(self, points: Sequence[tuple[str, str, int, float, float]]) -> None:

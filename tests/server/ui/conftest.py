@@ -1,0 +1,49 @@
+"""A headless Chromium (Debian's ``chromium``) driven by Playwright, for the UI tests.
+
+`make test` installs it (scripts/test-chromium.sh). Without it the browser
+tests skip, except on CI (CI=true), where they fail: they must run there.
+``LOOPML_TEST_CHROMIUM`` names another executable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ...conftest import ON_CI
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
+
+
+def chromium_path() -> str | None:
+    explicit = os.environ.get("LOOPML_TEST_CHROMIUM")
+    if explicit:
+        return explicit
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    path = chromium_path()
+    if path is None:
+        if ON_CI:
+            pytest.fail("Chromium is not installed on CI: run the suite through `make test` (scripts/test-chromium.sh)")
+        pytest.skip("no Chromium (apt-get install chromium, or run `make test`)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if ON_CI:
+            pytest.fail("playwright is not installed on CI: pip install 'loopml[test]'")
+        pytest.skip("playwright is not installed (pip install 'loopml[test]')")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
