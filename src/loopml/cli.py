@@ -249,12 +249,45 @@ def ui(
     serve(host="127.0.0.1", port=port, store=store, announce_ui=True)
 
 
+@app.command("serve")
+@_friendly
+def serve_command(
+    ref: str = typer.Argument(..., help="NAME@ALIAS (followed: hot swap when it moves), NAME or NAME/VER."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on (0: any free port)."),
+    backend: str = typer.Option("auto", "--backend", help="auto|torch|onnx|executorch (auto: the fastest runtime here)."),
+    workers: int = typer.Option(1, "--workers", help="Processes sharing the port, each with the model loaded."),
+    max_batch: int = typer.Option(64, "--max-batch", help="Most rows in one forward pass."),
+    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="Longest a request waits for its batch to fill under load."),
+    max_queue: int = typer.Option(1024, "--max-queue", help="Requests queued before answering 503 with Retry-After."),
+    store: Optional[str] = StoreOpt,
+    auth_token_file: Optional[str] = typer.Option(
+        None, "--auth-token-file", help="File holding the bearer token every request must send (or LOOPML_SERVER_TOKEN)."
+    ),
+    allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="Extra Host header values to accept (repeatable)."),
+    log_inputs: float = typer.Option(1.0, "--log-inputs", help="Fraction of requests whose inputs the request log keeps."),
+) -> None:
+    """Serve a registered model over HTTP: batching, validation, request log, metrics, hot swap.
+
+    Example: loopml serve digits@production --port 8080   (then POST /v1/models/digits/predict)
+    """
+    from .server.app import _read_token
+    from .serve import serve
+
+    token = _read_token(auth_token_file) if auth_token_file else config.settings().server_token
+    serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
+          max_queue=max_queue, store=store, auth_token=token, allowed_hosts=allowed_host or [], log_inputs=log_inputs)
+
+
 def _add_registry_commands() -> None:
     # the registry commands live in cli_models.py (which imports the helpers above)
     from .cli_models import models_app, quantize_command
 
     app.add_typer(models_app, name="models")
     app.command("quantize")(_friendly(quantize_command))
+    from .cli_monitor import monitor_app
+
+    app.add_typer(monitor_app, name="monitor")
 
 
 _add_registry_commands()

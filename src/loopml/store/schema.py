@@ -42,6 +42,7 @@ __all__ = [
     "datasets",
     "experiments",
     "alias_events",
+    "feedback",
     "latest_metrics",
     "metadata",
     "metric_blocks",
@@ -50,6 +51,7 @@ __all__ = [
     "model_versions",
     "models",
     "params",
+    "predictions",
     "run_datasets",
     "runs",
     "tags",
@@ -59,7 +61,7 @@ __all__ = [
 # the user to run `loopml db upgrade`. Kept here (not read from the migration
 # scripts) so that opening a store does not import Alembic; a test pins it to
 # the script directory's head.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 
@@ -268,4 +270,38 @@ alias_events = Table(
     Column("at", Double, nullable=False),
     Column("by", String(KEY_LENGTH), nullable=True),
     Index(None, "name", "alias", "id"),
+)
+
+
+# -- the model server's request log (revision 0004) -----------------------------
+# One row per answered prediction request (loopml.serve): `inputs` holds the
+# request's input batch as .npy bytes (NULL when not sampled), `outputs` the
+# JSON answer that was sent. No foreign key to model_versions on purpose: the
+# log outlives a deleted version, and the server writes it in the background.
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("model", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("status", String(16), nullable=False),  # ok | abstain
+    Column("rows", Integer, nullable=False),
+    Column("latency_ms", Double, nullable=False),
+    Column("ood_score", Double, nullable=True),  # the largest row score when a gate ran
+    Column("inputs", LargeBinary, nullable=True),
+    Column("outputs", Text, nullable=False),
+    Index(None, "model", "version", "created_at"),
+)
+
+# True labels for past predictions (POST /v1/feedback); a later label for the
+# same request is another row, the newest one counts.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False),
+    Column("label", Text, nullable=False),  # JSON
+    Column("created_at", Double, nullable=False),
+    Index(None, "request_id"),
 )

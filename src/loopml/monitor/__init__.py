@@ -1,0 +1,45 @@
+"""Stage 7 of the loop: watch what a served model sees.
+
+- :mod:`loopml.monitor.ood`: out-of-distribution detectors (a variational
+  autoencoder scored by reconstruction error, Mahalanobis distance on the
+  classifier's penultimate features) and the :class:`~loopml.monitor.ood.OODGate`
+  that the server asks before it answers, calibrated for a false-abstain rate
+  and stored with a registered version (``fit_ood`` / ``load_gate``)
+
+>>> from loopml.monitor import fit_ood, load_gate          # doctest: +SKIP
+>>> gate = fit_ood("digits/1", train=parts.train, val=parts.val)   # doctest: +SKIP
+>>> load_gate("digits/1").score(x) > 1.0                   # doctest: +SKIP
+
+Submodules import torch and scikit-learn; this package imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "MahalanobisDetector": "loopml.monitor.ood",
+    "OODGate": "loopml.monitor.ood",
+    "VAEDetector": "loopml.monitor.ood",
+    "fit_ood": "loopml.monitor.ood",
+    "load_gate": "loopml.monitor.ood",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:
+    from .ood import MahalanobisDetector, OODGate, VAEDetector, fit_ood, load_gate
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'loopml.monitor' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

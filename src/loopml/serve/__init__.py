@@ -1,0 +1,37 @@
+"""The model server (``loopml serve``): one registered model behind HTTP on one machine.
+
+Adaptive batching, signature validation, an optional OOD gate, a background
+request log, Prometheus metrics and hot swap when the followed alias moves.
+Needs the ``serve`` extra (``pip install 'loopml[serve]'``). See docs/serving.md.
+
+>>> from loopml.serve import ModelServer
+>>> server = ModelServer("digits@production", port=8080).start().wait_ready()   # doctest: +SKIP
+>>> server.url                                                                    # doctest: +SKIP
+'http://127.0.0.1:8080'
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["Gate", "ModelServer", "serve"]
+
+if TYPE_CHECKING:
+    from .app import ModelServer, serve
+    from .batcher import Gate
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ModelServer", "serve"):
+        try:
+            from . import app
+        except ModuleNotFoundError as exc:
+            if exc.name in ("httptools", "orjson"):
+                raise ModuleNotFoundError(f"loopml serve needs {exc.name}: pip install 'loopml[serve]'") from exc
+            raise
+        return getattr(app, name)
+    if name == "Gate":
+        from .batcher import Gate
+
+        return Gate
+    raise AttributeError(f"module 'loopml.serve' has no attribute {name!r}")

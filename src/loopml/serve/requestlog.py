@@ -1,0 +1,134 @@
+"""The request log: every answered prediction written to the store in the background, in batches.
+
+The event loop only appends a tuple to a bounded deque (well under a
+microsecond); a writer thread turns the tuples into rows (the inputs as
+``.npy`` bytes, the answer's JSON as sent) and inserts them in one
+transaction per batch. A response never waits for the store: when the
+buffer is full or the store fails, records are dropped and counted
+(``dropped``, shown in ``/metrics`` as ``loopml_request_log_dropped_total``)
+and the server keeps serving. Example::
+
+    log = RequestLog(PredictionLog(store).insert_many)
+    log.add(record)          # from the loop thread
+    log.flush(timeout=5)     # wait until everything added so far is written (or dropped)
+    log.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .backends import Backend
+
+__all__ = ["Record", "RequestLog"]
+
+log = logging.getLogger("loopml.serve")
+
+# (request_id, backend, created_at, status, rows, latency_ms, ood_score, inputs or None, answer JSON bytes)
+Record = tuple[str, "Backend", float, str, int, float, "float | None", Any, bytes]
+
+
+class RequestLog:
+    """Bounded buffer + writer thread (see the module docstring).
+
+    ``write`` inserts a list of row dicts (``PredictionLog.insert_many``);
+    ``max_buffer`` records wait at most; a batch holds up to ``batch`` records
+    and is written at least every ``interval`` seconds.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[Sequence[dict[str, Any]]], None],
+        *,
+        max_buffer: int = 100_000,
+        batch: int = 2000,
+        interval: float = 0.25,
+    ) -> None:
+        if max_buffer < 1 or batch < 1:
+            raise ValueError("Arguments max_buffer and batch should be >= 1")
+        self._write = write
+        self.max_buffer = max_buffer
+        self.batch = batch
+        self.interval = interval
+        self._buf: deque[Record] = deque()
+        self.added = 0
+        self.written = 0
+        self.dropped = 0
+        self._done = 0  # written + dropped by the writer (the loop's drops count in `dropped` only)
+        self._wake = threading.Event()
+        self._cond = threading.Condition()
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="loopml-request-log", daemon=True)
+        self._thread.start()
+
+    def add(self, record: Record) -> None:
+        """Queue one record (loop thread); dropped and counted when the buffer is full."""
+        if len(self._buf) >= self.max_buffer:
+            self.dropped += 1
+            return
+        self._buf.append(record)
+        self.added += 1
+        if len(self._buf) == self.batch:
+            self._wake.set()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every record added so far is written or dropped; False on timeout."""
+        target = self.added
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        with self._cond:
+            while self._done < target:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is buffered (up to ``timeout``), then stop the writer."""
+        self.flush(timeout)
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout=timeout)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            while self._buf:
+                n = min(len(self._buf), self.batch)
+                records = [self._buf.popleft() for _ in range(n)]
+                try:
+                    self._write([_row(r) for r in records])
+                except Exception as exc:  # store down, locked, full disk: count and keep serving
+                    self.dropped += n
+                    log.warning("request log: dropped %d records (%s: %s)", n, type(exc).__name__, exc)
+                else:
+                    self.written += n
+                with self._cond:
+                    self._done += n
+                    self._cond.notify_all()
+            if self._closing:
+                return
+
+
+def _row(r: Record) -> dict[str, Any]:
+    request_id, backend, at, status, rows, latency_ms, score, x, body = r
+    return {
+        "request_id": request_id,
+        "model": backend.name,
+        "version": backend.number,
+        "created_at": at,
+        "status": status,
+        "rows": rows,
+        "latency_ms": latency_ms,
+        "ood_score": score,
+        "inputs": None if x is None else backend.npy_bytes(x),
+        "outputs": body.decode(),
+    }

@@ -1,0 +1,128 @@
+"""The model server's request log and feedback labels: the SQL behind ``loopml serve``'s writes.
+
+A prediction record is what one answered request leaves (one row per request,
+however many input rows it held)::
+
+    {"request_id": "9f2c...-1a", "model": "digits", "version": 3, "created_at": 1764000000.0,
+     "status": "ok", "rows": 1, "latency_ms": 0.41, "ood_score": None,
+     "inputs": b"\\x93NUMPY..." or None, "outputs": '{"prediction": "3", ...}'}
+
+``inputs`` is the request's input batch as ``.npy`` bytes (read back with
+:func:`inputs_array`, never unpickled), ``outputs`` the JSON the server sent.
+:meth:`PredictionLog.insert_many` writes a batch in one transaction (the
+server's background writer calls it). Example::
+
+    log = PredictionLog(TrackingStore("sqlite:///./.loopml/loopml.db", artifact_root="./.loopml/artifacts"))
+    log.insert_many(records)
+    log.get("9f2c...-1a")["status"]
+    log.add_feedback("9f2c...-1a", "3")
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from ..errors import NotFound
+from . import schema as s
+
+if TYPE_CHECKING:
+    from .tracking import TrackingStore
+
+__all__ = ["COLUMNS", "PredictionLog", "inputs_array"]
+
+COLUMNS = ("request_id", "model", "version", "created_at", "status", "rows", "latency_ms", "ood_score", "inputs", "outputs")
+MAX_LABEL_BYTES = 4096
+
+
+def inputs_array(data: bytes) -> np.ndarray:
+    """The input batch stored with a prediction (``.npy`` bytes, read without pickle)."""
+    return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
+
+
+class PredictionLog:
+    """Predictions and feedback in a :class:`~loopml.store.TrackingStore`'s database."""
+
+    def __init__(self, store: "TrackingStore") -> None:
+        self.store = store
+
+    def insert_many(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Insert prediction records (dicts with :data:`COLUMNS`) in one transaction.
+
+        A request id already stored (a retried batch after a lost commit
+        acknowledgement) is skipped rather than failing the whole batch.
+        """
+        if not records:
+            return
+        with self.store._tx() as conn:
+            ids = [r["request_id"] for r in records]
+            seen: set[str] = set()
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                seen.update(conn.execute(sa.select(s.predictions.c.request_id).where(s.predictions.c.request_id.in_(chunk))).scalars())
+            rows = [dict(r) for r in records if r["request_id"] not in seen] if seen else [dict(r) for r in records]
+            if rows:
+                conn.execute(s.predictions.insert(), rows)
+
+    def get(self, request_id: str) -> dict[str, Any]:
+        """One prediction record; :class:`~loopml.errors.NotFound` when no request has that id."""
+        with self.store._read() as conn:
+            row = conn.execute(sa.select(s.predictions).where(s.predictions.c.request_id == request_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"No prediction has request id {request_id!r}")
+        return dict(row)
+
+    def exists(self, request_id: str) -> bool:
+        with self.store._read() as conn:
+            found = conn.execute(
+                sa.select(s.predictions.c.request_id).where(s.predictions.c.request_id == request_id)
+            ).first()
+        return found is not None
+
+    def count(self, model: str | None = None, version: int | None = None) -> int:
+        """How many predictions are logged (for one model, or one version)."""
+        q = sa.select(sa.func.count()).select_from(s.predictions)
+        if model is not None:
+            q = q.where(s.predictions.c.model == model)
+        if version is not None:
+            q = q.where(s.predictions.c.version == int(version))
+        with self.store._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def request_ids(self, model: str | None = None) -> set[str]:
+        q = sa.select(s.predictions.c.request_id)
+        if model is not None:
+            q = q.where(s.predictions.c.model == model)
+        with self.store._read() as conn:
+            return set(conn.execute(q).scalars())
+
+    def add_feedback(self, request_id: str, label: Any, *, at: float | None = None) -> dict[str, Any]:
+        """Store the true ``label`` (any JSON value) of a logged prediction; NotFound for an unknown id."""
+        text = json.dumps(label, allow_nan=False, separators=(",", ":"))
+        if len(text.encode()) > MAX_LABEL_BYTES:
+            raise ValueError(f"Argument label should be at most {MAX_LABEL_BYTES} bytes of JSON; got {len(text.encode())}")
+        when = time.time() if at is None else at
+        with self.store._tx() as conn:
+            known = conn.execute(
+                sa.select(s.predictions.c.request_id).where(s.predictions.c.request_id == request_id)
+            ).first()
+            if known is None:
+                raise NotFound(f"No prediction has request id {request_id!r}; send feedback for an id the server answered with")
+            conn.execute(s.feedback.insert().values(request_id=request_id, label=text, created_at=when))
+        return {"request_id": request_id, "label": label, "created_at": when}
+
+    def feedback(self, request_id: str) -> list[dict[str, Any]]:
+        """Every label given for a request, oldest first."""
+        with self.store._read() as conn:
+            rows = conn.execute(
+                sa.select(s.feedback.c.label, s.feedback.c.created_at)
+                .where(s.feedback.c.request_id == request_id)
+                .order_by(s.feedback.c.id)
+            ).all()
+        return [{"request_id": request_id, "label": json.loads(r.label), "created_at": r.created_at} for r in rows]

@@ -1,0 +1,103 @@
+"""Model servers on 127.0.0.1 with ephemeral ports over a real SQLite store with a registered model.
+
+``mlp_store`` registers ``mlp`` v1 (64 -> 16 -> 10 classifier, onnx + torch) and points
+``production`` at it; ``serve(**kwargs)`` starts a :class:`ModelServer` in a thread
+and returns once it listens and the model is warmed up (no sleeping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import loopml
+from loopml.serve import ModelServer
+from loopml.store import TrackingStore
+
+from ..models.nets import MLP
+
+torch.set_num_threads(1)
+CLASSES = [str(i) for i in range(10)]
+
+
+def register_mlp(seed: int = 0, formats: tuple[str, ...] = ("onnx", "torch")) -> int:
+    torch.manual_seed(seed)
+    model = MLP(hidden=16).eval()
+    x = torch.randn(8, 64, generator=torch.Generator().manual_seed(1))
+    v = loopml.register(model, "mlp", input_example=x, class_names=CLASSES, init_args={"hidden": 16}, formats=formats)
+    return v.version
+
+
+@pytest.fixture
+def mlp_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackingStore]:
+    from loopml.tracking import api
+
+    uri = f"sqlite:///{(tmp_path / 'db' / 'loopml.db').as_posix()}"
+    monkeypatch.setenv("LOOPML_TRACKING_URI", uri)
+    monkeypatch.setenv("LOOPML_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
+    version = register_mlp()
+    loopml.models.set_alias("mlp", "production", version)
+    store = TrackingStore(uri, artifact_root=tmp_path / "artifacts")
+    yield store
+    store.close()
+    loopml.set_tracking_uri(None)
+    api.close_all()
+
+
+@pytest.fixture
+def serve(mlp_store: TrackingStore) -> Iterator[Callable[..., ModelServer]]:
+    """A factory: ``serve(ref="mlp@production", **ModelServer kwargs)``; stopped afterwards."""
+    started: list[ModelServer] = []
+
+    def start(ref: str = "mlp@production", **kwargs: Any) -> ModelServer:
+        kwargs.setdefault("store", mlp_store)
+        kwargs.setdefault("port", 0)
+        server = ModelServer(ref, **kwargs)
+        started.append(server)
+        return server.start().wait_ready(60)
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def row(value: float = 0.1) -> list[float]:
+    return [value] * 64
+
+
+def rows(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, size=(n, 64)).astype(np.float32)
+
+
+class AbsGate:
+    """A tiny OOD gate: the largest absolute input value; above 5 abstains."""
+
+    threshold = 5.0
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.abs(x).max(axis=1)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format 0.0.4, checked line by line: ``name{labels} value`` or comments."""
+    import re
+
+    sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|NaN|[+-]Inf)$')
+    out: dict[str, float] = {}
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        m = sample.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
