@@ -515,7 +515,11 @@ def load_gate(ref: str, *, threads: int = 1, tracking_uri: str | None = None) ->
     from ..models.registry import registry_for
 
     registry = registry_for(tracking_uri)
-    version = registry.resolve(ref)
+    return load_version_gate(registry, registry.resolve(ref), threads=threads)
+
+
+def load_version_gate(registry: Any, version: "ModelVersion", *, threads: int = 1) -> OODGate:
+    """:func:`load_gate` for a resolved version of a given registry (what ``loopml serve`` calls on each swap)."""
     if "ood_gate" not in version.files:
         raise NotFound(f"{version.ref} has no OOD gate; fit one with: loopml monitor fit-ood {version.ref} --data digits")
     doc = _read_gate_doc(registry.file_path(version.name, version.version, "ood_gate"))

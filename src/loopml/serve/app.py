@@ -77,6 +77,8 @@ class ModelServer:
     ``store``: a TrackingStore or database URI (default: the configured store).
     ``gate``: an OOD gate with ``score(batch) -> scores`` and ``threshold``;
     rows scoring above it are answered ``{"status": "abstain", ...}``.
+    ``use_stored_gate``: without ``gate``, use the gate stored with each version
+    served (``loopml monitor fit-ood``), reloaded with it on a hot swap.
     ``log_inputs``: the fraction of requests whose inputs are kept in the request log.
     ``sock``: an already bound listening socket (``--workers`` shares one).
     """
@@ -96,6 +98,7 @@ class ModelServer:
         auth_token: str | None = None,
         allowed_hosts: Sequence[str] = (),
         gate: Gate | None = None,
+        use_stored_gate: bool = True,
         log_inputs: float = 1.0,
         poll_interval: float = 5.0,
         inline: bool | None = None,
@@ -122,6 +125,7 @@ class ModelServer:
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000.0, max_queue
         self.limits = Limits(max_body=max_body)
         self.gate = gate
+        self.use_stored_gate = use_stored_gate
         self.log_inputs = float(log_inputs)
         self.poll_interval = poll_interval
         self.inline = inline
@@ -254,8 +258,7 @@ class ModelServer:
         self.follower = Follower(
             registry,
             self.ref,
-            load=lambda v: load_backend(registry, v, backend=self.backend_name, max_batch=self.max_batch,
-                                        threads=self.threads, inline=self.inline),
+            load=lambda v: self._load(registry, v),
             install=install,
             interval=self.poll_interval,
             on_version=on_version,
@@ -299,9 +302,22 @@ class ModelServer:
             )
         return TrackingStore(uri, artifact_root=settings.artifact_root)
 
+    def _load(self, registry: Any, version: "ModelVersion") -> Backend:
+        backend = load_backend(registry, version, backend=self.backend_name, max_batch=self.max_batch,
+                               threads=self.threads, inline=self.inline)
+        if self.gate is None and self.use_stored_gate and "ood_gate" in version.files:
+            from ..monitor.ood import load_version_gate
+
+            backend.gate = load_version_gate(registry, version, threads=self.threads)
+            _check_gate(backend.gate)
+            backend.gate.score(np.ascontiguousarray(backend.signature.validate(_example(registry, version))))  # warm up
+        return backend
+
     def _install(self, backend: Backend) -> None:
         if self.backend is not None:
             self.metrics.swaps += 1
+        # swapped together with the model it was fitted on
+        self.batcher.gate = self.gate if self.gate is not None else backend.gate
         self.backend = backend
         self.load_error = None
         if self._announce:
@@ -434,7 +450,7 @@ class ModelServer:
         if b is not None:
             out.update(version=b.number, format=b.format, inline=b.inline, signature=b.signature.to_dict(),
                        aliases=list(info.aliases) if info is not None and info.version == b.number else list(b.version.aliases))
-        out.update(max_batch=self.max_batch, max_wait_ms=self.max_wait * 1000, gate=self.gate is not None)
+        out.update(max_batch=self.max_batch, max_wait_ms=self.max_wait * 1000, gate=self.batcher.gate is not None if hasattr(self, "batcher") else self.gate is not None)
         return out
 
     def _model_info(self, name: str) -> bytes:
@@ -518,6 +534,12 @@ class ModelServer:
                     abstained += 1
                     item["status"] = "abstain"
                     item["reason"] = f"the input looks out of distribution: OOD score {s:.4g} is above the threshold {threshold:.4g}"
+                    explain = getattr(gate, "explain", None)
+                    if explain is not None:  # a stored gate names the detector that fired (abstaining rows only)
+                        try:
+                            item["reason"] += f" ({explain(x[i : i + 1])[0]})"
+                        except Exception:  # the explanation is a courtesy; the answer stands without it
+                            pass
                     if not include:
                         item["prediction"] = None
                         item.pop("probabilities", None)
@@ -585,6 +607,12 @@ class ModelServer:
         if request_id.startswith(self._prefix) and not self.predictions.exists(request_id):
             self.requestlog.flush(timeout=10.0)  # answered moments ago: its record may still be buffered
         return self.predictions.add_feedback(request_id, label)
+
+
+def _example(registry: Any, version: "ModelVersion") -> np.ndarray:
+    from ..models.registry import EXAMPLE
+
+    return np.asarray(np.load(registry.file_path(version.name, version.version, EXAMPLE), allow_pickle=False))
 
 
 def _check_gate(gate: Any) -> None:

@@ -53,6 +53,7 @@ class Backend:
     inline: bool
     batch1_s: float
     class_names: np.ndarray | None = None
+    gate: Any = None  # the version's stored OOD gate, when the server uses it
     _npy_headers: dict[tuple[int, ...], bytes] = field(default_factory=dict)
 
     @property
