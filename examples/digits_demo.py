@@ -15,8 +15,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import numpy as np
 import torch
 from rich.console import Console
+from rich.table import Table
 
 import loopml
 from loopml import data
@@ -30,6 +32,36 @@ EPOCHS = int(os.environ.get("LOOPML_DEMO_EPOCHS", "8"))
 BATCH_SIZE = 64
 LR = 3e-3
 SEED = 0
+
+
+def serve_and_probe(x_test: "np.ndarray", console: Console) -> dict[str, dict[str, int]]:
+    """Serve digits@production over HTTP and send normal, noisy and rotated digits: how many abstain?"""
+    import httpx
+
+    from loopml.serve import ModelServer
+
+    rng = np.random.default_rng(SEED)
+    probes = {
+        "normal test digits": x_test,
+        "Gaussian noise": rng.uniform(0, 1, size=x_test.shape).astype(np.float32),
+        "digits rotated 90°": np.ascontiguousarray(np.rot90(x_test, k=1, axes=(2, 3))),
+    }
+    server = ModelServer("digits@production", port=0).start().wait_ready(120)
+    counts: dict[str, dict[str, int]] = {}
+    try:
+        console.print(f"serving digits@production at {server.url} (POST /v1/models/digits/predict)")
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            for name, x in probes.items():
+                answers = client.post("/v1/models/digits/predict", json={"inputs": x.tolist()}).json()["results"]
+                abstained = sum(a["status"] == "abstain" for a in answers)
+                counts[name] = {"answered": len(answers) - abstained, "abstained": abstained}
+    finally:
+        server.stop()
+    table = Table("inputs sent", "answered", "abstained (\"I don't know\")", title="the model server's OOD gate")
+    for name, c in counts.items():
+        table.add_row(name, str(c["answered"]), str(c["abstained"]))
+    console.print(table)
+    return counts
 
 
 def main() -> None:
@@ -66,6 +98,7 @@ def main() -> None:
             model, "digits", input_example=parts.train.x[:8], class_names=[str(d) for d in range(10)],
             init_args={"channels": 16}, formats=("pt2", "torch", "onnx", "pte"),
             description="examples/digits_demo.py",
+            ood=(parts.train, parts.val),  # fit the out-of-distribution gate: "I don't know" instead of a guess
         )
     registry.set_alias("digits", "production", version.version)
     console.print(f"registered [bold]{version.ref}[/bold] (@production) with formats {', '.join(sorted(version.files))}")
@@ -73,6 +106,7 @@ def main() -> None:
     variants = [quantize(version.ref, method="static", bits=8, data=parts, seed=SEED),
                 quantize(version.ref, method="tqt", bits=4, data=parts, seed=SEED)]
 
+    served = serve_and_probe(parts.test.x.numpy(), console)
     run.refresh()
     console.print(versions_table(registry.list_versions("digits")))
     console.print(
@@ -86,7 +120,8 @@ def main() -> None:
     console.print(f"  this run   .venv/bin/loopml runs show {run.id}")
     console.print("  all runs   .venv/bin/loopml runs list --experiment digits-demo")
     console.print(f"  models     .venv/bin/loopml models show digits   ({', '.join(v.ref for v in [version, *variants])})")
-    console.print("  the UI/API .venv/bin/loopml server   then open http://127.0.0.1:5000/docs")
+    console.print("  serve it   .venv/bin/loopml serve digits@production   then POST http://127.0.0.1:8080/v1/models/digits/predict")
+    console.print("  the UI/API .venv/bin/loopml ui   (experiments, runs, curves, models in a browser)")
 
 
 if __name__ == "__main__":

@@ -58,4 +58,13 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     (tqt_run,) = store.search_runs(experiments=["quantize digits"])
     assert tqt_run.status == "FINISHED" and versions[3].run_id == tqt_run.id
     assert "versions" in proc.stdout and "tqt int4" in proc.stdout and "loopml models show digits" in proc.stdout
+    # served with its OOD gate: noise and rotated digits abstain, normal digits are answered
+    assert "ood_gate" in versions[1].files
+    lines = {line.split("│")[1].strip(): line for line in proc.stdout.splitlines() if line.count("│") >= 4}
+    def counts(name: str) -> tuple[int, int]:
+        cells = [c.strip() for c in lines[name].split("│")[1:-1]]
+        return int(cells[1]), int(cells[2])
+    answered, abstained = counts("normal test digits")
+    assert answered + abstained == 270 and abstained <= 15  # about 1% by calibration; a 2-epoch model is rougher
+    assert counts("Gaussian noise") == (0, 270)
     store.close()

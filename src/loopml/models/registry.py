@@ -144,6 +144,7 @@ def register(
     formats: Iterable[str] = ("pt2", "torch"),
     tags: Mapping[str, Any] | None = None,
     description: str | None = None,
+    ood: tuple[Any, Any] | None = None,
     tracking_uri: str | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name``; returns the new :class:`ModelVersion`.
@@ -155,7 +156,9 @@ def register(
     rebuild the class. ``train_data``: the training set, whose profile becomes
     the drift reference (default: the profile of the run's logged train dataset).
     ``formats``: any of ``pt2``, ``torch``, ``onnx``, ``pte`` (more can be added
-    later with :func:`export`).
+    later with :func:`export`). ``ood=(train, val)``: also fit the
+    out-of-distribution gate on ``train`` and calibrate it on ``val``
+    (:func:`loopml.monitor.fit_ood`); ``loopml serve`` then abstains on inputs it flags.
 
     >>> v = loopml.register(model, "digits", input_example=x[:8], class_names=list("0123456789"))  # doctest: +SKIP
     >>> v.ref
@@ -210,10 +213,18 @@ def register(
             }
             (folder / MANIFEST).write_text(json.dumps(manifest, allow_nan=False), encoding="utf-8")
             run.log_artifact(folder, f"models/{name}")
-        return registry_of(backend).create_version_from_run(name, f"runs:/{run.id}/models/{name}", created_by=_user())
+        registry = registry_of(backend)
+        version = registry.create_version_from_run(name, f"runs:/{run.id}/models/{name}", created_by=_user())
     finally:
         if own_run is not None:
             own_run.finish()
+    if ood is not None:
+        from ..monitor.ood import fit_ood
+
+        train, val = ood
+        fit_ood(version.ref, train=train, val=val, tracking_uri=tracking_uri)
+        version = registry.get_version(version.name, version.version)
+    return version
 
 
 def _check_rebuild(model: "torch.nn.Module", spec: Mapping[str, Any]) -> None:

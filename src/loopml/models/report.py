@@ -50,7 +50,9 @@ def versions_table(versions: list[Any]) -> Any:
                 else "fp32"
             )
             lat = m.get("latency_ms") or {}
-            formats = ", ".join(f for f in sorted(v.files) if f != "input_example")
+            formats = ", ".join(f for f in sorted(v.files) if f != "input_example" and not f.startswith("ood_"))
+            if "ood_gate" in v.files:
+                formats += " + OOD gate"
             table.add_row(
                 str(v.version), kind, formats, fmt(m.get("accuracy")), mb(m.get("size_bytes")),
                 fmt(lat.get("1"), ".3f"), fmt(lat.get("64"), ".3f"),
