@@ -5,22 +5,28 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip install -q -c constraints.txt
+# plotly.js's 1.2 MB basic bundle for the web UI, pinned in js/package-lock.json (docs/ui.md);
+# without npm the UI serves the plotly package's full bundle, so this never stops the build
+NPM_CI := if command -v npm >/dev/null 2>&1; then npm ci --prefix js --omit=dev --no-audit --no-fund || \
+	  echo "note: npm ci failed; the web UI will serve the full plotly.js bundle (slower charts)"; \
+	else echo "note: no npm; the web UI will serve the full plotly.js bundle (install Node.js, then: make js)"; fi
 
-.PHONY: demo test bench ui clean
+.PHONY: demo test bench ui js clean
 
 $(VENV)/.base: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[server,postgres,data,export,edge,quantize]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve]'
+	@$(NPM_CI)
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,data,export,edge,quantize,test]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,test]'
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,data,export,edge,quantize,bench]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,bench]'
 	touch $@
 
 demo: $(VENV)/.base
@@ -39,5 +45,8 @@ bench: $(VENV)/.bench
 ui: $(VENV)/.base
 	$(VENV)/bin/loopml ui
 
+js:
+	@$(NPM_CI)
+
 clean:
-	rm -rf $(VENV) .loopml build *.egg-info
+	rm -rf $(VENV) .loopml build *.egg-info js/node_modules

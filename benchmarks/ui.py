@@ -44,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,10 @@ def main() -> None:
             browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
             proc, url = start_loopml_server(_Tmp(tmp))
             try:
+                # which plotly.js the UI serves: npm's basic bundle (make js) or the plotly package's full one
+                with urllib.request.urlopen(f"{url}/ui/vendor/plotly.min.js") as resp:
+                    bundle = f"{resp.headers.get('X-Loopml-Plotly')} ({len(resp.read()) / 1e6:.1f} MB)"
+                print("loopml serves plotly.js:", bundle, flush=True)
                 results["table"] = {"loopml": statistics.median(timed_load(
                     browser, f"{url}/ui/runs?experiment=sweep", table_ready(newest), args.reps))}
                 results["chart"] = {"loopml": statistics.median(timed_load(
@@ -233,7 +238,7 @@ def main() -> None:
               f"{'PASS' if ratio >= GOAL else '**MISS**'} |")
     print("load at the end", _common.load_average())
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": n_runs, "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"runs": n_runs, "plotly": bundle, "results": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ class Settings:
     server_token: str | None
     heartbeat_interval: float
     heartbeat_timeout: float
+    ui_plotly_js: Path | None = None  # LOOPML_UI_PLOTLY_JS: the plotly.js bundle the web UI serves
 
     @property
     def is_remote(self) -> bool:
@@ -78,4 +79,5 @@ def settings(env: dict[str, str] | None = None) -> Settings:
         server_token=env.get("LOOPML_SERVER_TOKEN") or None,
         heartbeat_interval=_float_env(env, "LOOPML_HEARTBEAT_INTERVAL", 5.0),
         heartbeat_timeout=_float_env(env, "LOOPML_HEARTBEAT_TIMEOUT", 60.0),
+        ui_plotly_js=Path(env["LOOPML_UI_PLOTLY_JS"]).expanduser() if env.get("LOOPML_UI_PLOTLY_JS") else None,
     )

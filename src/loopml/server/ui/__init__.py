@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import api, assets, pages
+from . import api, assets, models, pages
 from .pages import NAV, Page, add_page, public_paths
 
 __all__ = ["NAV", "Page", "add_page", "public_paths", "router"]
@@ -40,3 +40,4 @@ router = APIRouter(include_in_schema=False)
 router.include_router(pages.router)
 router.include_router(assets.router)
 router.include_router(api.router)
+router.include_router(models.router)  # the Models and Model pages and /ui/api/models

@@ -1,4 +1,5 @@
-// Metric charts with plotly.js (loaded by the page shell from the installed plotly package).
+// Metric charts with plotly.js (loaded by the page shell: npm's basic bundle, else the plotly package's full one).
+// Only `scatter` traces: the basic bundle has no WebGL `scattergl`, and a downsampled curve does not need it.
 //
 // A series is {name, steps, timestamps, values}; values hold null where the
 // logged value was NaN or infinite (a gap). The server has already reduced long
