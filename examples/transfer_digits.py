@@ -35,25 +35,10 @@ from torch import nn
 
 import loopml
 from loopml.data import Dataset, load, split
+from loopml.models.nets import DigitsCNN  # features (conv) + head (classifier)
 from loopml.train import Checkpoint, Trainer, freeze, load_weights, param_groups
 
 EXPERIMENT = "transfer-digits"
-
-
-class DigitsCNN(nn.Module):
-    """A small CNN for 1x8x8 digit images: ``features`` (conv) and ``head`` (classifier)."""
-
-    def __init__(self, classes: int = 5, channels: int = 16) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(channels, 2 * channels, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * channels * 16, 64), nn.ReLU(), nn.Linear(64, classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
 
 
 @dataclass(frozen=True)
