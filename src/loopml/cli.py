@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
-from functools import wraps
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional
 
 import typer
 
 from . import config
-from .errors import LoopMLError
+from .cli_common import StoreOpt, _console, _fail, _friendly, _time
 
 __all__ = ["app", "main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     name="loopml",
@@ -48,41 +44,6 @@ db_app = typer.Typer(
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
-
-StoreOpt = typer.Option(None, "--store", help="Tracking URI (default: LOOPML_TRACKING_URI or ./.loopml).")
-
-
-def _fail(message: str) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
-def _friendly(fn: F) -> F:
-    """Turn loopml errors and bad arguments into one line on stderr and exit code 2."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (LoopMLError, ValueError, TypeError) as exc:
-            _fail(str(exc).strip().replace("\n", " | ") if "\n  " not in str(exc) else str(exc))
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _time(t: float | None) -> str:
-    if t is None:
-        return "-"
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    con = Console()
-    # piped output (scripts, CI logs) gets wide lines instead of 80-column wrapping
-    return con if con.is_terminal else Console(width=200)
-
 
 def _backend(store: str | None) -> Any:
     from .tracking.api import backend_for

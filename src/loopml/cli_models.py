@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from .cli import StoreOpt, _console, _friendly, _time
+from .cli_common import StoreOpt, _console, _friendly, _time
 from .models.report import mb as _mb
 from .models.report import versions_table as _version_rows
 

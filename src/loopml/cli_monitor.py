@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from .cli import StoreOpt, _console, _friendly
+from .cli_common import StoreOpt, _console, _friendly
 
 __all__ = ["monitor_app"]
 

@@ -182,11 +182,11 @@ def test_bad_arguments_raise_value_errors(cnn: DigitsCNN, gate: OODGate, parts: 
 def test_save_load_round_trip_scores_the_same(gate: OODGate, parts: data.Split, tmp_path: Path) -> None:
     path = gate.save(tmp_path / "gate", example=parts.train.x.numpy()[:8])
     assert sorted(p.name for p in path.parent.iterdir()) == [
-        "ood_features.pt2", "ood_gate.json", "ood_mahalanobis.pt", "ood_vae.pt",
+        "ood_features.onnx", "ood_gate.json", "ood_mahalanobis.pt", "ood_vae.pt",
     ]
     doc = json.loads(path.read_text())
     assert doc["detectors"]["mahalanobis"]["config"]["layer"] == "head.3"
-    loaded = OODGate.load(tmp_path / "gate")  # no model: the features come from the .pt2 program
+    loaded = OODGate.load(tmp_path / "gate")  # no model: the features come from the stored ONNX graph
     x = np.concatenate([parts.test.x.numpy(), 1 - parts.test.x.numpy()[:20]])
     assert loaded.thresholds == gate.thresholds
     # the autoencoder is rebuilt from its tensors: the same arithmetic, the same bits

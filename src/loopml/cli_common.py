@@ -1,0 +1,54 @@
+"""What every ``loopml`` command module shares: the ``--store`` option and the one-line error handling.
+
+It lives apart from :mod:`loopml.cli` so that the command modules
+(:mod:`loopml.cli_models`, :mod:`loopml.cli_monitor`) can import it
+without importing the app that mounts them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from functools import wraps
+from typing import Any, Callable, TypeVar
+
+import typer
+
+from .errors import LoopMLError
+
+__all__ = ["StoreOpt"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+StoreOpt = typer.Option(None, "--store", help="Tracking URI (default: LOOPML_TRACKING_URI or ./.loopml).")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _friendly(fn: F) -> F:
+    """Turn loopml errors and bad arguments into one line on stderr and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (LoopMLError, ValueError, TypeError) as exc:
+            _fail(str(exc).strip().replace("\n", " | ") if "\n  " not in str(exc) else str(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _time(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    con = Console()
+    # piped output (scripts, CI logs) gets wide lines instead of 80-column wrapping
+    return con if con.is_terminal else Console(width=200)
