@@ -11,7 +11,7 @@ NPM_CI := if command -v npm >/dev/null 2>&1; then npm ci --prefix js --omit=dev 
 	  echo "note: npm ci failed; the web UI will serve the full plotly.js bundle (slower charts)"; \
 	else echo "note: no npm; the web UI will serve the full plotly.js bundle (install Node.js, then: make js)"; fi
 
-.PHONY: demo test bench ui js clean
+.PHONY: demo test bench bench-peers ui js clean
 
 $(VENV)/.base: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,19 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/training.py
 	$(PY) benchmarks/quantization.py
 	eval "$$(scripts/test-chromium.sh)" && $(PY) benchmarks/ui.py --chromium "$$LOOPML_TEST_CHROMIUM"
+	$(PY) benchmarks/serving.py --peer-root $(PEERS)   # peers without a venv are skipped and named: make bench-peers
+	$(PY) benchmarks/ood.py                            # alibi-detect runs from .venv-alibi when present
+
+# The peers of benchmarks/serving.py and benchmarks/ood.py, each in its own virtualenv (several GB;
+# TorchServe also needs Java 17: apt-get install openjdk-17-jre-headless)
+PEERS ?= .venv-peers
+bench-peers:
+	for v in litserve bento torchserve; do [ -d $(PEERS)/venv-$$v ] || $(PYTHON) -m venv $(PEERS)/venv-$$v; done
+	$(PEERS)/venv-litserve/bin/pip install -q -c constraints.txt torch==2.13.0 litserve aiohttp
+	$(PEERS)/venv-bento/bin/pip install -q -c constraints.txt torch==2.13.0 bentoml
+	$(PEERS)/venv-torchserve/bin/pip install -q -c constraints.txt torch==2.13.0 torchserve torch-model-archiver pyyaml
+	[ -d .venv-alibi ] || $(PYTHON) -m venv .venv-alibi
+	.venv-alibi/bin/pip install -q -c constraints.txt 'alibi-detect[tensorflow]'
 
 ui: $(VENV)/.base
 	$(VENV)/bin/loopml ui
