@@ -220,7 +220,7 @@ def test_a_pickle_that_runs_code_is_not_loaded_even_with_a_matching_sha256(gate:
 
     (folder / "ood_mahalanobis.pt").write_bytes(pickle.dumps({"means": Evil()}, protocol=2))
     doc = json.loads((folder / "ood_gate.json").read_text())
-    from loopml.monitor.ood import _sha256
+    from loopml.store.artifacts import sha256_file as _sha256
 
     doc["detectors"]["mahalanobis"]["sha256"] = _sha256(folder / "ood_mahalanobis.pt")
     (folder / "ood_gate.json").write_text(json.dumps(doc))

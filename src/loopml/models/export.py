@@ -36,6 +36,8 @@ import numpy as np
 
 from loopml.errors import ExportError
 
+from .signature import eval_mode
+
 if TYPE_CHECKING:
     import torch
 
@@ -170,16 +172,6 @@ def _batch_dim(max_batch: int | None = None) -> Any:
     return torch.export.Dim("batch", min=1, max=max_batch)
 
 
-@contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _torch_export(
     model: torch.nn.Module, example: torch.Tensor, *, dynamic: bool, max_batch: int | None = None
 ) -> Any:
@@ -187,7 +179,7 @@ def _torch_export(
 
     shapes = ({0: _batch_dim(max_batch)},) if dynamic else None
     try:
-        with _eval_mode(model), _quiet(), torch.no_grad():
+        with eval_mode(model), _quiet(), torch.no_grad():
             return torch.export.export(model, (example,), dynamic_shapes=shapes)
     except Exception as exc:  # torch raises many types (UserError, Unsupported, RuntimeError, ...)
         raise ExportError(f"torch.export could not trace {type(model).__name__}: {_summary(exc)}") from exc
@@ -221,7 +213,7 @@ def export_onnx(
     if opset is not None and (not isinstance(opset, int) or opset < 18):
         raise ValueError(f"Argument opset should be an int >= 18 (the dynamo exporter's minimum); got {opset!r}")
     # no_grad: the graph is for inference, and ops then trace through their inference kernels
-    with _atomic_path(path) as tmp, _eval_mode(model), torch.no_grad():
+    with _atomic_path(path) as tmp, eval_mode(model), torch.no_grad():
         try:
             _onnx_dynamo(model, example, tmp, opset)
         except Exception as exc:
@@ -411,7 +403,7 @@ def verify(
     if atol < 0:
         raise ValueError(f"Argument atol should be >= 0; got {atol}")
     x = np.ascontiguousarray(np.asarray(inputs, dtype=np.float32))
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         expected = model(torch.from_numpy(x)).detach().float().numpy()
     got = np.asarray(predict(x))
     if got.shape != expected.shape:

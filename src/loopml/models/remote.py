@@ -19,7 +19,15 @@ from urllib.parse import quote
 
 from .. import config
 from ..errors import IntegrityError, NotFound
-from ..store.registry import AliasEvent, ModelInfo, ModelVersion, check_format, check_model_name, parse_ref
+from ..store.artifacts import sha256_file
+from ..store.registry import (
+    AliasEvent,
+    ModelInfo,
+    ModelVersion,
+    check_format,
+    check_model_name,
+    parse_ref,
+)
 
 if TYPE_CHECKING:
     from ..tracking.remote import RemoteStore
@@ -75,7 +83,7 @@ class RemoteRegistry:
             raise NotFound(f"Version {mv.ref} has no {fmt!r} file (it has: {', '.join(sorted(mv.files)) or 'none'})")
         folder = self.cache / name / str(mv.version)
         target = folder / f"{info.sha256[:16]}-{info.path.rsplit('/', 1)[-1]}"
-        if target.is_file() and (not verify or _sha256(target) == info.sha256):
+        if target.is_file() and (not verify or sha256_file(target) == info.sha256):
             return target
         folder.mkdir(parents=True, exist_ok=True)
         response = self.remote._send("GET", f"{self._model(name)}/versions/{mv.version}/files/{_q(fmt)}", stream=True)
@@ -130,9 +138,3 @@ class RemoteRegistry:
         return ModelVersion.from_dict(self.remote._json("POST", f"{self._model(mv.name)}/versions/{mv.version}/quantize", body))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -238,7 +238,8 @@ def _numpy_dtype_name(dtype: torch.dtype) -> str:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+def eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Run the block with ``model`` in eval mode, then restore its mode."""
     was_training = model.training
     model.eval()
     try:
@@ -280,7 +281,7 @@ def infer_signature(
             "Argument input_example should have a batch dimension with at least one row; "
             f"got shape {tuple(input_example.shape)}"
         )
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         output = model(input_example)
     if not isinstance(output, torch.Tensor):
         raise ValueError(f"The model returned {type(output).__name__}, not a tensor. " + _SINGLE_IO)

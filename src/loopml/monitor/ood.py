@@ -35,7 +35,6 @@ the version (formats ``ood_gate``, ``ood_vae``, ``ood_mahalanobis``,
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -47,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ExportError, IntegrityError, NotFound
+from ..store.artifacts import sha256_file
 from .ood_detectors import (
     Detector,
     MahalanobisDetector,
@@ -206,12 +206,12 @@ class OODGate:
             buffer = io.BytesIO()
             torch.save(det.state_dict(), buffer)
             _atomic_write(path, buffer.getvalue())
-            entry: dict[str, Any] = {"config": config, "format": fmt, "file": path.name, "sha256": _sha256(path)}
+            entry: dict[str, Any] = {"config": config, "format": fmt, "file": path.name, "sha256": sha256_file(path)}
             if isinstance(det, MahalanobisDetector):
                 features = det.features
                 if isinstance(features, torch.nn.Module) and example is not None:
                     fpath, runtime = _save_features(features, torch.from_numpy(example), folder)
-                    entry["features"] = {"format": "ood_features", "file": fpath.name, "sha256": _sha256(fpath),
+                    entry["features"] = {"format": "ood_features", "file": fpath.name, "sha256": sha256_file(fpath),
                                          "runtime": runtime}
                 else:
                     entry["features"] = None  # a plain callable: load(..., features=...) must supply it
@@ -338,7 +338,7 @@ def _build(
 
     def checked(part: Mapping[str, Any]) -> Path:
         path = paths[part["format"]]
-        if _sha256(path) != part.get("sha256"):
+        if sha256_file(path) != part.get("sha256"):
             raise IntegrityError(
                 f"{path.name} does not match the sha256 recorded in {GATE_FILE}: it was changed after the gate was saved; "
                 "loopml refuses to load it. Fit the gate again (loopml monitor fit-ood NAME@VER)."
@@ -374,12 +374,6 @@ def _build(
     return gate
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _atomic_write(path: Path, content: bytes) -> None:

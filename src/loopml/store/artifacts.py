@@ -22,7 +22,7 @@ from urllib.parse import unquote
 from ..errors import ArtifactPathError, NotFound
 from .records import ArtifactInfo
 
-__all__ = ["ArtifactRoot", "files_to_log", "safe_relpath"]
+__all__ = ["ArtifactRoot", "files_to_log", "safe_relpath", "sha256_file"]
 
 _MAX_DECODE = 4
 
@@ -54,7 +54,8 @@ def safe_relpath(path: str) -> str:
     return "/".join(parts)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks (artifacts, model files, OOD gates)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -131,7 +132,7 @@ class ArtifactRoot:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return ArtifactInfo(path=rel, size=target.stat().st_size, sha256=_sha256(target), created_at=time.time())
+        return ArtifactInfo(path=rel, size=target.stat().st_size, sha256=sha256_file(target), created_at=time.time())
 
     def put_bytes(self, run_id: str, path: str, data: bytes) -> ArtifactInfo:
         rel, target = self.resolve(run_id, path)

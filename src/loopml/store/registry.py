@@ -20,7 +20,6 @@ MLflow CVE-2023-1177 class) is refused before anything is read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -37,7 +36,7 @@ from sqlalchemy.engine import Connection
 
 from ..errors import ArtifactPathError, Conflict, IntegrityError, NotFound
 from . import schema as s
-from .artifacts import safe_relpath
+from .artifacts import safe_relpath, sha256_file
 
 if TYPE_CHECKING:
     from .tracking import TrackingStore
@@ -140,12 +139,6 @@ def _dumps(value: Any, what: str) -> str:
         raise ValueError(f"Argument {what} should be JSON-serialisable without NaN or infinities: {exc}") from None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _finite_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -396,7 +389,7 @@ class RegistryStore:
         if not path.is_file():
             raise IntegrityError(f"The {fmt} file of {mv.ref} is missing from the artifact root ({info.path})")
         if verify:
-            digest = _sha256(path)
+            digest = sha256_file(path)
             if digest != info.sha256:
                 raise IntegrityError(
                     f"The {fmt} file of {mv.ref} ({info.path}) does not match the sha256 recorded when it was stored "
@@ -418,7 +411,7 @@ class RegistryStore:
                     raise ValueError(f"Two formats use the same file name {src.name!r}")
                 shutil.copyfile(src, target)
                 rows[fmt] = {
-                    "format": fmt, "file": src.name, "size": target.stat().st_size, "sha256": _sha256(target),
+                    "format": fmt, "file": src.name, "size": target.stat().st_size, "sha256": sha256_file(target),
                     "details": _dumps(dict(details), f"details of {fmt}"),
                 }
         except BaseException:
@@ -547,7 +540,7 @@ class RegistryStore:
             if info is None:
                 raise NotFound(f"Run {run_id} has no artifact {rel!r} (listed for {fmt!r} in {MANIFEST})")
             path = self.store.artifact_path(run_id, rel)
-            if _sha256(path) != info.sha256:
+            if sha256_file(path) != info.sha256:
                 raise IntegrityError(f"Artifact {rel!r} of run {run_id} changed after it was logged; not registering it")
             files[fmt] = (path, entry.get("details") or {})
         lineage = dict(manifest.get("lineage") or {})
@@ -589,7 +582,7 @@ class RegistryStore:
         row = {
             "name": name, "version": mv.version, "format": fmt,
             "path": f"{MODELS_DIR}/{name}/{mv.version}/{src.name}", "size": target.stat().st_size,
-            "sha256": _sha256(target), "details": _dumps(dict(details or {}), "details"), "created_at": time.time(),
+            "sha256": sha256_file(target), "details": _dumps(dict(details or {}), "details"), "created_at": time.time(),
         }
         f = s.model_files
         with self.store._tx() as conn:
