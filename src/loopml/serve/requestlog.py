@@ -101,8 +101,14 @@ class RequestLog:
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
-            while self._buf:
-                n = min(len(self._buf), self.batch)
+            # Write what is here now, then wait again: records arriving during the pass wait for the
+            # next one (at most `interval`). Draining until empty wrote a transaction of 1-5 records
+            # every millisecond at c=1, and its Python work took the GIL from the event loop often
+            # enough to add milliseconds to p99 (p99.9 4-5 ms against 0.24 ms without the log).
+            pending = len(self._buf)
+            while pending > 0:
+                n = min(pending, self.batch)
+                pending -= n
                 records = [self._buf.popleft() for _ in range(n)]
                 try:
                     self._write([_row(r) for r in records])
@@ -114,7 +120,7 @@ class RequestLog:
                 with self._cond:
                     self._done += n
                     self._cond.notify_all()
-            if self._closing:
+            if self._closing and not self._buf:
                 return
 
 
