@@ -134,10 +134,10 @@ def auroc(inside: np.ndarray, outside: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores))
 
 
-def per_row_us(score: Callable[[np.ndarray], Any], x: np.ndarray, batch: int, repeats: int) -> float:
-    """Median seconds per call at ``batch`` rows, in microseconds per row."""
+def per_row_us(score: Callable[[np.ndarray], Any], x: np.ndarray, batch: int, repeats: int, *, warmup: int = 10) -> float:
+    """Median seconds per call at ``batch`` rows, in microseconds per row (numpy only: the peer subprocess uses it too)."""
     xb = np.ascontiguousarray(x[:batch])
-    for _ in range(10):
+    for _ in range(warmup):
         score(xb)
     times = []
     for _ in range(repeats):
@@ -286,8 +286,8 @@ def peer_main(npz: str, out: str, epochs: int, repeats: int) -> int:
         out = {"fit_s": fit_s, "threshold": float(od.threshold),
                "scores": {n: score(a[f"px_{prefix}{n}"]).tolist() for n in names}}
         if not prefix:
-            out["us_b1"] = _time_us(score, a["px_test"], 1, repeats)
-            out["us_b64"] = _time_us(score, a["px_test"], 64, max(repeats // 5, 10))
+            out["us_b1"] = per_row_us(score, a["px_test"], 1, repeats, warmup=3)
+            out["us_b64"] = per_row_us(score, a["px_test"], 64, max(repeats // 5, 10), warmup=3)
         return out
 
     def maha(prefix: str, names: list[str]) -> dict[str, Any]:
@@ -311,16 +311,6 @@ def peer_main(npz: str, out: str, epochs: int, repeats: int) -> int:
     return 0
 
 
-def _time_us(score: Callable[[np.ndarray], Any], x: np.ndarray, batch: int, repeats: int) -> float:
-    xb = np.ascontiguousarray(x[:batch])
-    for _ in range(3):
-        score(xb)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        score(xb)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times)) / batch * 1e6
 
 
 def run_peers(sets: dict[str, Any], cnn: Any, cnn_heldout: Any, sizes: Sizes, tmp: Path) -> tuple[list[Row], dict[str, str]]:

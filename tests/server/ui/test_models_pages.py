@@ -81,20 +81,6 @@ def models_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         store.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A page that fails the test on any script error, CSP violation or dialog (as in test_browser.py)."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(15_000)
-    problems: list[str] = []
-    pg.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
-    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    pg.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
-    yield pg
-    context.close()
-    assert not problems, problems
-
 
 def test_models_list(models_site: Registry) -> None:
     models = httpx.get(f"{models_site.url}/ui/api/models").json()["models"]
