@@ -148,6 +148,63 @@ def test_hot_swap_under_load_fails_no_request(serve: Callable[..., ModelServer])
     assert httpx.get(f"{server.url}/v1/models/mlp").json()["version"] == 2
 
 
+class FirstCallGate:
+    """Holds the first forward pass (in the loop thread, for an inline model) until released."""
+
+    threshold = 1e9
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(30)
+        return np.zeros(len(x))
+
+
+def _request(port: int) -> bytes:
+    return (b"POST /v1/models/mlp/predict HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (port, len(BODY), BODY))
+
+
+def _status(sock: socket.socket) -> int:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    return int(data[9:12])
+
+
+def test_a_burst_on_many_connections_is_served_not_refused(serve: Callable[..., ModelServer]) -> None:
+    # 400 requests reach an inline server in one read pass, with room for 32 in its queue. Each full batch
+    # runs as soon as it is queued, so all are answered; before, the pass queued 32 and refused 368.
+    gate = FirstCallGate()
+    server = serve(gate=gate, inline=True, max_batch=16, max_queue=32)
+    first = threading.Thread(target=httpx.post, args=(f"{server.url}/v1/models/mlp/predict",),
+                             kwargs={"content": BODY, "headers": {"content-type": "application/json"}, "timeout": 60})
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(400)]
+    try:
+        first.start()
+        assert gate.entered.wait(30)  # the loop thread is inside a forward pass: the burst waits in the sockets
+        for s in socks:
+            s.sendall(_request(server.port))
+        gate.release.set()
+        statuses = [_status(s) for s in socks]
+    finally:
+        gate.release.set()
+        for s in socks:
+            s.close()
+        first.join(30)
+
+    assert statuses == [200] * 400
+    m = _metrics(server)
+    assert m['loopml_batch_size_sum{model="mlp"}'] == 401
+    assert m['loopml_batch_size_bucket{model="mlp",le="8"}'] <= 3  # full batches of 16, not a batch per request
+
+
 async def _raw_load(port: int, n: int, concurrency: int, body: bytes) -> list[tuple[int, bytes]]:
     """A minimal keep-alive HTTP/1.1 client on asyncio streams: httpx costs ~1 ms a request, too slow for a soak."""
     request = (

@@ -18,6 +18,7 @@ the request log and metrics cost a deque append and a few integer updates.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import io
 import logging
@@ -40,7 +41,7 @@ from .batcher import Batcher, Gate, Job
 from .http import JSON, Connection, Limits, Request
 from .metrics import Metrics
 from .openapi import DOCS_HTML, document
-from .requestlog import RequestLog
+from .requestlog import CHUNK, RequestLog
 
 if TYPE_CHECKING:
     from ..store.registry import ModelVersion
@@ -123,6 +124,7 @@ class ModelServer:
         self.host, self.port = host, port
         self.backend_name = backend
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000.0, max_queue
+        self._overloaded = _error(503, "overloaded", f"The server is at capacity ({max_queue} requests queued); retry after 1 s")
         self.limits = Limits(max_body=max_body)
         self.gate = gate
         self.use_stored_gate = use_stored_gate
@@ -225,7 +227,7 @@ class ModelServer:
         self.batcher = Batcher(loop, max_batch=self.max_batch, max_wait=self.max_wait, max_queue=self.max_queue,
                                on_batch=self.metrics.batch)
         self.batcher.gate = self.gate
-        self.requestlog = RequestLog(PredictionLog(self.store).insert_many)
+        self.requestlog = RequestLog(functools.partial(PredictionLog(self.store).insert_many, chunk=CHUNK))
         self.predictions = PredictionLog(self.store)
         Connection.registry = None
 
@@ -468,6 +470,9 @@ class ModelServer:
             raise _Bad(404, "not_found", f"This server serves the model {self.name!r}, not {name!r}: POST /v1/models/{self.name}/predict")
         if backend is None:
             raise _Bad(503, "not_ready", f"{self.ref} is still loading; try again shortly")
+        if not self.batcher.admit():  # before parsing: a refusal must cost far less than an answer
+            self._respond(conn, 503, self._overloaded, headers=_RETRY)
+            return
         ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         include = False
         if ctype == JSON:
@@ -560,8 +565,8 @@ class ModelServer:
         conn.respond(200, body)
         keep = x if self.log_inputs >= 1.0 or (self.log_inputs > 0.0 and random.random() < self.log_inputs) else None
         top = None if scores is None else float(scores.max())
-        self.requestlog.add((request_id, backend, time.time(), "abstain" if abstained else "ok", len(out),
-                             latency * 1000.0, top, keep, body))
+        self.requestlog.add((request_id, backend.name, backend.number, time.time(), "abstain" if abstained else "ok", len(out),
+                             latency * 1000.0, top, backend.npy_header(x), keep, body))
 
     def _failed(self, conn: Connection, req: Request, backend: Backend, exc: BaseException) -> None:
         log.error("loopml serve: %s failed on a batch: %s: %s", backend.version.ref, type(exc).__name__, exc)
