@@ -201,17 +201,24 @@ def run_loopml(sets: dict[str, Any], sizes: Sizes, cnn: Any, cnn_heldout: Any) -
                    sum(fit_s[p] for p in gate_parts))
     row.note = f"val false abstain {gate.val_false_abstain:.2%}"
     rows.append(row)
-    # the test split has 270 rows: resample to see the spread of the false-abstain rate that calibration gives
-    pooled = np.concatenate([xva, xte])
+    # the test split has 270 rows (217 in the held-out setting): one row is 0.4 points, and at a true 1% rate
+    # a split shows 4 or more false abstentions of 217 about one time in five. Resample val + test to see the
+    # spread of the false-abstain rate that calibration gives, in both settings.
     rng = np.random.default_rng(SEED)
-    rates = []
-    for _ in range(sizes.resplits):
-        order = rng.permutation(len(pooled))
+
+    def resample(g: Any, val: np.ndarray, test: np.ndarray) -> dict[str, Any]:
+        pooled = np.concatenate([val, test])
         half = len(pooled) // 2
-        gate.calibrate(pooled[order[:half]], 0.01)
-        rates.append(float(gate.abstain(pooled[order[half:]]).mean()))
-    gate.calibrate(xva, 0.01)
-    resampled = {"mean": float(np.mean(rates)), "p90": float(np.percentile(rates, 90)), "n": len(rates), "rows": half}
+        rates = []
+        for _ in range(sizes.resplits):
+            order = rng.permutation(len(pooled))
+            g.calibrate(pooled[order[:half]], 0.01)
+            rates.append(float(g.abstain(pooled[order[half:]]).mean()))
+        g.calibrate(val, 0.01)
+        return {"mean": float(np.mean(rates)), "p90": float(np.percentile(rates, 90)), "n": len(rates), "rows": half}
+
+    resampled = resample(gate, xva, xte)
+    resampled["heldout"] = resample(hgate, ho["val"][0], ho["test"])
     # which detector fires on each shift: the gate's reason text
     fired = {}
     for shift, x in sets["shifts"].items():
@@ -411,6 +418,8 @@ def goals_for(rows: list[Row], resampled: dict[str, Any]) -> list[tuple[str, str
                 resampled["mean"] <= 0.015))
     hfa = gate.false_abstain_heldout or 0.0
     out.append(("gate false abstain <= 1.5% (held-out setting, test 0-7)", f"{hfa:.2%}", hfa <= 0.015))
+    h = resampled["heldout"]
+    out.append(("gate false abstain <= 1.5% (held-out setting, mean over re-splits)", f"{h['mean']:.2%}", h["mean"] <= 0.015))
     return out
 
 
@@ -461,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "thresholds by one factor so that the two together meet the target",
         "gate false abstain over {n} random halvings of val + test ({rows} rows to calibrate, the rest to measure): "
         "mean {mean:.2%}, 90th percentile {p90:.2%}".format(**extra["resampled"]),
+        "the same in the held-out setting ({rows} rows to calibrate): mean {mean:.2%}, 90th percentile {p90:.2%}".format(
+            **extra["resampled"]["heldout"]),
         "which gate detector fired, per shift (rows above the threshold): "
         + "; ".join(f"{s}: vae {c['vae']}, mahalanobis {c['mahalanobis']}" for s, c in extra["fired"].items()),
     ]

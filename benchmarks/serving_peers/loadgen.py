@@ -219,10 +219,14 @@ async def open_loop(port: int, path: str, bodies: list[bytes], rate: float, dura
     total = min(max_requests, int(rate * duration))
     sent = unsent = 0
     samples = []
+    gaps = []  # the client's own loop: time between its passes (a saturated client adds this to every latency)
     t_start = time.perf_counter()
     next_sample = t_start
+    last = t_start
     while sent + unsent < total:
         now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
         due = min(total, int((now - t_start) * rate) + 1)
         while sent + unsent < due:
             if idle:
@@ -249,5 +253,6 @@ async def open_loop(port: int, path: str, bodies: list[bytes], rate: float, dura
         "statuses": {str(k): v for k, v in sorted(statuses.items())}, "ok_rps": len(both) / elapsed,
         "p50_ms": pct(both, 50) * 1e3, "p99_ms": pct(both, 99) * 1e3,
         "p99_first_half_ms": pct(first, 99) * 1e3, "p99_second_half_ms": pct(second, 99) * 1e3,
+        "client_gap_p99_ms": pct(sorted(gaps), 99) * 1e3, "client_gap_max_ms": max(gaps, default=0.0) * 1e3,
         "samples": samples,
     }

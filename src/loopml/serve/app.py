@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import hmac
 import io
 import logging
@@ -151,6 +152,7 @@ class ModelServer:
         self._thread: threading.Thread | None = None
         self._listening = threading.Event()
         self._ready = threading.Event()
+        self._own_process = False  # run() (the CLI): this process is the server, not a host application
         self._stopped: asyncio.Event | None = None
         self._start_error: BaseException | None = None
         self._connections: set[Connection] = set()
@@ -187,6 +189,7 @@ class ModelServer:
     def run(self, *, announce: bool = True) -> None:
         """Serve in this thread until SIGINT/SIGTERM (the CLI)."""
         self._announce = announce
+        self._own_process = True
         self._run_loop(install_signals=True)
 
     def _thread_main(self) -> None:
@@ -320,8 +323,11 @@ class ModelServer:
             self.metrics.swaps += 1
         # swapped together with the model it was fitted on
         self.batcher.gate = self.gate if self.gate is not None else backend.gate
+        swapped = self.backend is not None
         self.backend = backend
         self.load_error = None
+        if self._own_process:
+            _freeze_heap(swapped)
         if self._announce:
             mode = "in the event loop" if backend.inline else "in a worker thread"
             print(f"loopml serve: {backend.version.ref} ready ({backend.format}, {mode})", flush=True)
@@ -628,6 +634,23 @@ def _check_gate(gate: Any) -> None:
             "Argument gate should have score(batch) -> one score per row and a float threshold, e.g. "
             "class Gate:\n    threshold = 3.0\n    def score(self, x): return np.abs(x).max(axis=1)"
         )
+
+
+def _freeze_heap(swapped: bool) -> None:
+    """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
+
+    torch, ONNX Runtime, SQLAlchemy and the model leave about a million
+    long-lived objects, and each full collection walked them all: 170-210 ms
+    with the loop stopped, every few seconds under load (the p99 of an
+    overload run with 1,024 connections was those pauses). Frozen, a full
+    collection walks only what requests left behind. After a hot swap the
+    heap is thawed and collected once (one such pause, so the old version's
+    reference cycles are freed), then frozen again.
+    """
+    if swapped:
+        gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def serve(ref: str, *, workers: int = 1, **kwargs: Any) -> None:
