@@ -182,7 +182,7 @@ def test_bad_arguments_raise_value_errors(cnn: DigitsCNN, gate: OODGate, parts: 
 def test_save_load_round_trip_scores_the_same(gate: OODGate, parts: data.Split, tmp_path: Path) -> None:
     path = gate.save(tmp_path / "gate", example=parts.train.x.numpy()[:8])
     assert sorted(p.name for p in path.parent.iterdir()) == [
-        "ood_features.onnx", "ood_gate.json", "ood_mahalanobis.pt", "ood_vae.pt",
+        "ood_features.onnx", "ood_gate.json", "ood_joint.onnx", "ood_mahalanobis.pt", "ood_vae.pt",
     ]
     doc = json.loads(path.read_text())
     assert doc["detectors"]["mahalanobis"]["config"]["layer"] == "head.3"
@@ -196,6 +196,23 @@ def test_save_load_round_trip_scores_the_same(gate: OODGate, parts: data.Split, 
     assert (loaded.abstain(x) == gate.abstain(x)).all()
     with_model = OODGate.load(tmp_path / "gate", model=DigitsCNN(channels=8))  # model= replaces the program
     assert with_model.detectors["mahalanobis"].layer == "head.3"
+    assert with_model.joint is None  # the joint file belongs to the stored model, not to one passed in
+
+
+def test_the_joint_file_gives_the_model_output_and_the_same_scores_in_one_pass(
+    gate: OODGate, cnn: DigitsCNN, parts: data.Split, tmp_path: Path
+) -> None:
+    gate.save(tmp_path / "gate", example=parts.train.x.numpy()[:8])
+    loaded = OODGate.load(tmp_path / "gate")
+    assert loaded.joint is not None
+    x = np.concatenate([parts.test.x.numpy(), 1 - parts.test.x.numpy()[:20]])
+    out, features = loaded.joint(x)
+    with torch.inference_mode():
+        np.testing.assert_allclose(out, cnn(torch.from_numpy(x)).numpy(), atol=1e-4)
+    assert features.shape == (len(x), cnn.head[3].in_features)
+    # scored from the joint pass's features, the gate says what it says from the inputs alone
+    np.testing.assert_allclose(loaded.score(x, features=features), loaded.score(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loaded.score(x, features=features), gate.score(x), rtol=1e-5, atol=1e-6)
 
 
 def test_a_changed_file_refuses_to_load(gate: OODGate, parts: data.Split, tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -191,11 +191,13 @@ def export_onnx(
     path: str | Path,
     *,
     opset: int | None = None,
+    outputs: Sequence[str] = (OUTPUT_NAME,),
 ) -> Path:
     """Write ``model`` as an ONNX file with a dynamic batch axis; return the path.
 
     Uses the dynamo exporter (``torch.onnx.export(..., dynamo=True)``). The input is
-    named ``"x"`` and the output ``"output"``; weights are stored inside the file.
+    named ``"x"`` and the output ``"output"`` (a model returning a tuple of tensors
+    names them with ``outputs``); weights are stored inside the file.
     An example with one row is repeated to two for tracing (a dynamic dim cannot be
     traced from size 1). The written file passes ``onnx.checker.check_model``.
     Needs ``pip install 'loopml[export]'``. Example::
@@ -215,7 +217,7 @@ def export_onnx(
     # no_grad: the graph is for inference, and ops then trace through their inference kernels
     with _atomic_path(path) as tmp, eval_mode(model), torch.no_grad():
         try:
-            _onnx_dynamo(model, example, tmp, opset)
+            _onnx_dynamo(model, example, tmp, opset, list(outputs))
         except Exception as exc:
             # torch.ao fake-quant ops (torch.fake_quantize_per_tensor_affine, as QAT leaves
             # them) have no meta kernel, so torch.export cannot trace them; the TorchScript
@@ -237,7 +239,8 @@ def export_onnx(
     return path
 
 
-def _onnx_dynamo(model: torch.nn.Module, example: torch.Tensor, tmp: Path, opset: int | None) -> None:
+def _onnx_dynamo(model: torch.nn.Module, example: torch.Tensor, tmp: Path, opset: int | None,
+                 outputs: list[str] | None = None) -> None:
     import torch
 
     with tempfile.TemporaryDirectory() as artifacts, _quiet():
@@ -246,7 +249,7 @@ def _onnx_dynamo(model: torch.nn.Module, example: torch.Tensor, tmp: Path, opset
             (example,),
             dynamo=True,
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
+            output_names=outputs or [OUTPUT_NAME],
             dynamic_shapes=({0: _batch_dim()},),
             opset_version=opset,
             external_data=False,

@@ -30,13 +30,19 @@ validation split so that the gate as a whole abstains on about
 
 :func:`fit_ood` fits a gate for a registered version and stores its files with
 the version (formats ``ood_gate``, ``ood_vae``, ``ood_mahalanobis``,
-``ood_features``); :func:`load_gate` loads it back, each file's sha256 checked.
+``ood_features``, ``ood_joint``); :func:`load_gate` loads it back, each file's
+sha256 checked. ``ood_joint`` is the model with its penultimate features as a
+second output (ONNX, checked against PyTorch when stored): with it the server
+gets the prediction and the Mahalanobis features from one forward pass
+(:attr:`OODGate.joint`), and the detector costs a distance instead of a second
+forward pass.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -61,6 +67,8 @@ if TYPE_CHECKING:
 
     from ..store.registry import ModelVersion
 
+log = logging.getLogger("loopml.monitor")
+
 __all__ = [
     "DETECTORS",
     "GATE_FORMATS",
@@ -83,6 +91,7 @@ GATE_FORMATS: dict[str, str] = {
     "ood_vae": "ood_vae.pt",
     "ood_mahalanobis": "ood_mahalanobis.pt",
     "ood_features": "ood_features.pt2",
+    "ood_joint": "ood_joint.onnx",
     "ood_gate": GATE_FILE,
 }
 _DETECTOR_FORMAT = {"vae": "ood_vae", "mahalanobis": "ood_mahalanobis"}
@@ -120,6 +129,9 @@ class OODGate:
         self.detectors: dict[str, Detector] = dict(detectors)
         self.target_false_abstain: float | None = None
         self.val_false_abstain: float | None = None
+        # (model output, features) in one forward pass, when the gate was stored with the model's ONNX
+        # "joint" file: the server runs it instead of the model, and the Mahalanobis detector scores its features
+        self.joint: Callable[[np.ndarray], list[np.ndarray]] | None = None
 
     def __repr__(self) -> str:
         return f"OODGate({self.detectors!r}, target_false_abstain={self.target_false_abstain})"
@@ -150,19 +162,26 @@ class OODGate:
     def thresholds(self) -> dict[str, float | None]:
         return {name: det.threshold for name, det in self.detectors.items()}
 
-    def detector_scores(self, x: Any) -> dict[str, np.ndarray]:
-        """Each detector's score divided by its threshold (1.0 = at the threshold), per row."""
+    def detector_scores(self, x: Any, *, features: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Each detector's score divided by its threshold (1.0 = at the threshold), per row.
+
+        ``features``: the model's penultimate features of ``x`` when already computed (the
+        second output of :attr:`joint`); the Mahalanobis detector then skips its forward pass.
+        """
         data = _as_batch(x, "x")
         out = {}
         for name, det in self.detectors.items():
             if det.threshold is None:
                 raise ValueError(f"The gate is not calibrated ({name!r} has no threshold): call .calibrate(x_val) first")
-            out[name] = det.score(data) / det.threshold
+            if features is not None and isinstance(det, MahalanobisDetector):
+                out[name] = det.distance(features) / det.threshold
+            else:
+                out[name] = det.score(data) / det.threshold
         return out
 
-    def score(self, x: Any) -> np.ndarray:
+    def score(self, x: Any, *, features: np.ndarray | None = None) -> np.ndarray:
         """One score per row, higher = more unusual; above :attr:`threshold` (1.0) the gate abstains."""
-        scores = self.detector_scores(x)
+        scores = self.detector_scores(x, features=features)
         return np.max(np.stack(list(scores.values())), axis=0)
 
     def abstain(self, x: Any) -> np.ndarray:
@@ -213,6 +232,9 @@ class OODGate:
                     fpath, runtime = _save_features(features, torch.from_numpy(example), folder)
                     entry["features"] = {"format": "ood_features", "file": fpath.name, "sha256": sha256_file(fpath),
                                          "runtime": runtime}
+                    jpath = _save_joint(features, example, folder)
+                    if jpath is not None:
+                        entry["joint"] = {"format": "ood_joint", "file": jpath.name, "sha256": sha256_file(jpath)}
                 else:
                     entry["features"] = None  # a plain callable: load(..., features=...) must supply it
             doc["detectors"][name] = entry
@@ -263,7 +285,7 @@ class OODGate:
         doc = _read_gate_doc(path)
         paths: dict[str, Path] = {}
         for entry in doc["detectors"].values():
-            for part in (entry, entry.get("features")):
+            for part in (entry, entry.get("features"), entry.get("joint")):
                 if part:
                     p = folder / _plain_name(part["file"])
                     if not p.is_file():
@@ -282,6 +304,36 @@ def _save_features(features: "torch.nn.Module", example: "torch.Tensor", folder:
         return export_onnx(features, example, folder / _FEATURES_ONNX), "onnx"
     except (ExportError, ModuleNotFoundError):  # no onnx extra, or a layer ONNX cannot express
         return export_pt2(features, example, folder / GATE_FORMATS["ood_features"]), "pt2"
+
+
+def _save_joint(features: Any, example: np.ndarray, folder: Path) -> Path | None:
+    """The model with its penultimate features as a second output, as ONNX, checked against eager
+    PyTorch on ``example`` (atol 1e-4 on both outputs); None when it cannot be made or does not match."""
+    import torch
+
+    from ..errors import ExportError
+    from ..models.export import OUTPUT_NAME, export_onnx
+    from ..models.runtime import OnnxPredictor
+    from .ood_detectors import joint_module
+
+    joint = joint_module(features)
+    if joint is None:
+        return None
+    path = folder / GATE_FORMATS["ood_joint"]
+    try:
+        export_onnx(joint, torch.from_numpy(example), path, outputs=(OUTPUT_NAME, "features"))
+        got = OnnxPredictor(path, threads=1, outputs=2).run_all(example)
+    except (ExportError, ModuleNotFoundError) as exc:  # the gate still works, with its own forward pass
+        log.info("OOD gate: no joint model+features ONNX file (%s)", exc)
+        path.unlink(missing_ok=True)
+        return None
+    with torch.inference_mode():
+        want = [t.numpy() for t in joint(torch.from_numpy(example))]
+    if any(g.shape != w.shape or not np.allclose(g, w, atol=1e-4) for g, w in zip(got, want)):
+        log.warning("OOD gate: the joint ONNX file does not match the model within 1e-4; not stored")
+        path.unlink(missing_ok=True)
+        return None
+    return path
 
 
 def _numpy_features(predict: Callable[[np.ndarray], np.ndarray]) -> "Callable[[torch.Tensor], torch.Tensor]":
@@ -371,6 +423,11 @@ def _build(
     gate = OODGate(detectors)
     gate.target_false_abstain = doc.get("target_false_abstain")
     gate.val_false_abstain = doc.get("val_false_abstain")
+    joint = (doc["detectors"].get("mahalanobis") or {}).get("joint")
+    if joint and model is None and features is None:
+        from ..models.runtime import OnnxPredictor
+
+        gate.joint = OnnxPredictor(checked(joint), threads=threads, outputs=2).run_all
     return gate
 
 
@@ -510,7 +567,7 @@ def _store(registry: Any, version: "ModelVersion", gate: OODGate, train: Any) ->
         gate_path = gate.save(folder, example=example)
         doc = json.loads(gate_path.read_text(encoding="utf-8"))
         for entry in doc["detectors"].values():
-            for part in (entry, entry.get("features")):
+            for part in (entry, entry.get("features"), entry.get("joint")):
                 if part:
                     registry.add_file(version.name, version.version, part["format"], folder / part["file"], {"detector": entry["config"]["kind"]})
         details = {
@@ -543,7 +600,7 @@ def load_version_gate(registry: Any, version: "ModelVersion", *, threads: int = 
     doc = _read_gate_doc(registry.file_path(version.name, version.version, "ood_gate"))
     paths: dict[str, Path] = {}
     for entry in doc["detectors"].values():
-        for part in (entry, entry.get("features")):
+        for part in (entry, entry.get("features"), entry.get("joint")):
             if part:
                 paths[part["format"]] = registry.file_path(version.name, version.version, part["format"])
     return _build(doc, paths, model=None, features=None, threads=threads)

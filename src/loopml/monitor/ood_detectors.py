@@ -410,8 +410,44 @@ def _penultimate(model: "torch.nn.Module", layer: str) -> "torch.nn.Module":
             return seen[-1].flatten(1)
 
     wrapper = Penultimate()
+    wrapper.layer = layer  # type: ignore[assignment]
     wrapper.eval()
     return wrapper
+
+
+def joint_module(features: Any) -> "torch.nn.Module | None":
+    """A module returning ``(model output, features)`` in one forward pass, from a detector's
+    ``features`` made by ``MahalanobisDetector(model)``; None for a plain features callable.
+
+    The server runs it instead of the model when the gate is on, so the Mahalanobis
+    detector costs a distance, not a second forward pass.
+    """
+    from torch import nn
+
+    model = getattr(features, "model", None)
+    target_name = getattr(features, "layer", None)
+    if not isinstance(model, nn.Module) or not isinstance(target_name, str):
+        return None
+    net: nn.Module = model
+    target = net.get_submodule(target_name)
+
+    class Joint(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = net
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            seen: list[torch.Tensor] = []
+            handle = target.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+            try:
+                out = self.model(x)
+            finally:
+                handle.remove()
+            return out, seen[-1].flatten(1)
+
+    joint = Joint()
+    joint.eval()
+    return joint
 
 
 class MahalanobisDetector:
@@ -532,7 +568,13 @@ class MahalanobisDetector:
         if self.whiten is None or self._projected_means is None:
             raise ValueError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
         _check_shape(data, self.input_shape, "x")
-        z = self.embed(data) @ self.whiten
+        return self.distance(self.embed(data))
+
+    def distance(self, features: np.ndarray) -> np.ndarray:
+        """:meth:`score` from features already computed (N x D), e.g. by the model's own forward pass."""
+        if self.whiten is None or self._projected_means is None:
+            raise ValueError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
+        z = np.asarray(features, dtype=np.float64).reshape(len(features), -1) @ self.whiten
         m = self._projected_means
         sq = (z * z).sum(1, keepdims=True) - 2 * z @ m.T + (m * m).sum(1)
         return _finite_or_inf(np.sqrt(np.clip(sq.min(axis=1), 0, None)))

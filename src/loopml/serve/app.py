@@ -315,7 +315,12 @@ class ModelServer:
 
             backend.gate = load_version_gate(registry, version, threads=self.threads)
             _check_gate(backend.gate)
-            backend.gate.score(np.ascontiguousarray(backend.signature.validate(_example(registry, version))))  # warm up
+            if self.backend_name in ("auto", "onnx"):  # a runtime named by --backend is the one that runs
+                backend.joint = backend.gate.joint
+            example = np.ascontiguousarray(backend.signature.validate(_example(registry, version)))
+            backend.gate.score(example)  # warm up
+            if backend.joint is not None:
+                backend.joint(example)
         return backend
 
     def _install(self, backend: Backend) -> None:

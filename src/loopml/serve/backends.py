@@ -54,6 +54,7 @@ class Backend:
     batch1_s: float
     class_names: np.ndarray | None = None
     gate: Any = None  # the version's stored OOD gate, when the server uses it
+    joint: Any = None  # the gate's model+features ONNX session (one forward pass for both), when used
     _npy_headers: dict[tuple[int, ...], bytes] = field(default_factory=dict)
 
     @property
@@ -66,7 +67,10 @@ class Backend:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The batch's answer: class probabilities (float32 softmax) for a classifier, else the raw output."""
-        out = np.asarray(self.predictor(x))
+        return self.finish(np.asarray(self.predictor(x)))
+
+    def finish(self, out: np.ndarray) -> np.ndarray:
+        """The model's raw output as the answer: softmax probabilities for a classifier."""
         if self.class_names is None:
             return out
         out = out.astype(np.float32, copy=True)

@@ -245,6 +245,15 @@ class Batcher:
 
 
 def _forward(backend: "Backend", gate: Gate | None, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    if backend.joint is not None and gate is not None and gate is backend.gate:
+        # the version's own gate with its joint file: the prediction and the Mahalanobis features in one pass
+        stored: Any = backend.gate
+        raw, features = backend.joint(x)
+        out = backend.finish(raw)
+        joint_scores = np.asarray(stored.score(x, features=features), dtype=np.float64).reshape(-1)
+        if len(out) != len(x) or len(joint_scores) != len(x):
+            raise RuntimeError(f"{backend.version.ref}'s joint model returned {len(out)} rows and {len(joint_scores)} scores for {len(x)} inputs")
+        return out, joint_scores
     out = backend(x)
     if len(out) != len(x):
         raise RuntimeError(f"{backend.version.ref} returned {len(out)} rows for {len(x)} inputs")
