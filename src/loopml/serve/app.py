@@ -230,7 +230,7 @@ class ModelServer:
         self.batcher = Batcher(loop, max_batch=self.max_batch, max_wait=self.max_wait, max_queue=self.max_queue,
                                on_batch=self.metrics.batch)
         self.batcher.gate = self.gate
-        self.requestlog = RequestLog(functools.partial(PredictionLog(self.store).insert_many, chunk=CHUNK))
+        self.requestlog = RequestLog(functools.partial(PredictionLog(self.store).insert_rows, chunk=CHUNK))
         self.predictions = PredictionLog(self.store)
         Connection.registry = None
 
@@ -574,10 +574,10 @@ class ModelServer:
         if abstained:
             self.metrics.abstentions += abstained
         conn.respond(200, body)
-        keep = x if self.log_inputs >= 1.0 or (self.log_inputs > 0.0 and random.random() < self.log_inputs) else None
+        keep = self.log_inputs >= 1.0 or (self.log_inputs > 0.0 and random.random() < self.log_inputs)
         top = None if scores is None else float(scores.max())
         self.requestlog.add((request_id, backend.name, backend.number, time.time(), "abstain" if abstained else "ok", len(out),
-                             latency * 1000.0, top, backend.npy_header(x), keep, body))
+                             latency * 1000.0, top, backend.npy_bytes(x) if keep else None, body.decode()))
 
     def _failed(self, conn: Connection, req: Request, backend: Backend, exc: BaseException) -> None:
         log.error("loopml serve: %s failed on a batch: %s: %s", backend.version.ref, type(exc).__name__, exc)

@@ -90,6 +90,10 @@ class Backend:
                 self._npy_headers[x.shape] = header
         return header
 
+    def npy_bytes(self, x: np.ndarray) -> bytes:
+        """``x`` as ``.npy`` bytes."""
+        return self.npy_header(x) + np.ascontiguousarray(x).tobytes()
+
 
 def _time_it(fn: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int) -> float:
     times = []
