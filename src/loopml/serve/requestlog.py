@@ -20,6 +20,8 @@ second. Example::
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -107,6 +109,11 @@ class RequestLog:
         self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
+        if sys.platform.startswith("linux"):  # Linux sets a nice value per thread (elsewhere it is per process)
+            try:  # background work: when the cores are busy, the event loop (and its clients) go first
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+            except OSError:
+                pass
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
