@@ -19,17 +19,19 @@ from .conftest import parse_metrics, register_mlp, row
 
 
 class SlowGate:
-    """Holds each forward pass until released, so that requests pile up behind it (a worker-thread model)."""
+    """Holds each forward pass (or only the first: ``first_only``) until released, so that requests pile up behind it."""
 
     threshold = 1e9
 
-    def __init__(self) -> None:
+    def __init__(self, *, first_only: bool = False) -> None:
+        self.first_only = first_only
         self.entered = threading.Event()
         self.release = threading.Event()
 
     def score(self, x: np.ndarray) -> np.ndarray:
-        self.entered.set()
-        self.release.wait(30)
+        if not (self.first_only and self.entered.is_set()):
+            self.entered.set()
+            self.release.wait(30)
         return np.zeros(len(x))
 
 
@@ -148,22 +150,6 @@ def test_hot_swap_under_load_fails_no_request(serve: Callable[..., ModelServer])
     assert httpx.get(f"{server.url}/v1/models/mlp").json()["version"] == 2
 
 
-class FirstCallGate:
-    """Holds the first forward pass (in the loop thread, for an inline model) until released."""
-
-    threshold = 1e9
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def score(self, x: np.ndarray) -> np.ndarray:
-        if not self.entered.is_set():
-            self.entered.set()
-            self.release.wait(30)
-        return np.zeros(len(x))
-
-
 def _request(port: int) -> bytes:
     return (b"POST /v1/models/mlp/predict HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (port, len(BODY), BODY))
@@ -181,7 +167,7 @@ def _status(sock: socket.socket) -> int:
 def test_a_burst_on_many_connections_is_served_not_refused(serve: Callable[..., ModelServer]) -> None:
     # 400 requests reach an inline server in one read pass, with room for 32 in its queue. Each full batch
     # runs as soon as it is queued, so all are answered; before, the pass queued 32 and refused 368.
-    gate = FirstCallGate()
+    gate = SlowGate(first_only=True)  # holds the loop thread (an inline model) once
     server = serve(gate=gate, inline=True, max_batch=16, max_queue=32)
     first = threading.Thread(target=httpx.post, args=(f"{server.url}/v1/models/mlp/predict",),
                              kwargs={"content": BODY, "headers": {"content-type": "application/json"}, "timeout": 60})
