@@ -27,9 +27,16 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_torchrun_two_processes_log_one_run_of_global_metrics(sqlite_store: str, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CI": "true"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", ddp_script.__file__, str(tmp_path)]
-    proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=120)
+    # --standalone: torchrun's rendezvous store binds a free port itself (a port picked here beforehand
+    # can be taken by another process before torchrun binds it, and the workers then wait forever)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           ddp_script.__file__, str(tmp_path)]
+    try:
+        proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=180)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        pytest.fail(f"torchrun did not finish in 180 s; its output so far:\n{out[-3000:]}\n{err[-3000:]}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert proc.stdout.count("epoch 1/2") == 1 and proc.stdout.count("epoch 2/2") == 1  # rank 0 prints
 
