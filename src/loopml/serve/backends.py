@@ -79,8 +79,8 @@ class Backend:
         out /= out.sum(axis=1, keepdims=True)
         return out
 
-    def npy_header(self, x: np.ndarray) -> bytes:
-        """The ``.npy`` header of an array shaped like ``x``, built once per shape (np.save costs ~10 us a call)."""
+    def npy_bytes(self, x: np.ndarray) -> bytes:
+        """``x`` as ``.npy`` bytes; the header is built once per shape (np.save costs ~10 us a call)."""
         header = self._npy_headers.get(x.shape)
         if header is None:
             buf = io.BytesIO()
@@ -88,11 +88,7 @@ class Backend:
             header = buf.getvalue()[: -x.nbytes or None]
             if len(self._npy_headers) < 256:
                 self._npy_headers[x.shape] = header
-        return header
-
-    def npy_bytes(self, x: np.ndarray) -> bytes:
-        """``x`` as ``.npy`` bytes."""
-        return self.npy_header(x) + np.ascontiguousarray(x).tobytes()
+        return header + np.ascontiguousarray(x).tobytes()
 
 
 def _time_it(fn: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int) -> float:

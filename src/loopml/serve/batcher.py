@@ -126,7 +126,6 @@ class Batcher:
         self._last_full = False
         self._busy = False  # a worker thread is running a batch
         self._worker: _Worker | None = None
-        self._running = False  # a batch runs in the loop thread right now (no nested run)
 
     @property
     def depth(self) -> int:
@@ -148,7 +147,7 @@ class Batcher:
                 self._timer.cancel()
                 self._timer = None
                 self._scheduled = False
-            if not self._running and not self._busy and self._pending[0].backend.inline:
+            if not self._busy and self._pending[0].backend.inline:
                 self._run_inline()  # a full batch in the loop thread: run it now, inside this read pass
                 return True
         if not self._scheduled:
@@ -180,8 +179,6 @@ class Batcher:
                 self._scheduled = True
                 self._timer = self.loop.call_later(wait, self._flush)
                 return
-        if self._running:
-            return  # called back from inside a batch: the running batch schedules the next flush
         if self._pending[0].backend.inline:
             self._run_inline()
             return
@@ -201,15 +198,12 @@ class Batcher:
 
     def _run_inline(self) -> None:
         batch, x = self._batch()
-        self._running = True
         try:
             out, scores = _forward(batch[0].backend, self.gate, x)
         except Exception as exc:  # the model or gate failed on validated input: a server error
             self._finish(batch, None, None, exc)
         else:
             self._finish(batch, out, scores, None)
-        finally:
-            self._running = False
         if self._pending and not self._scheduled:
             self._scheduled = True
             self.loop.call_soon(self._flush)
