@@ -16,6 +16,9 @@
     ├── AuthError               a tracking server refused the token
     └── RemoteError             a tracking server answered with an error
 
+    LoopMLWarning (UserWarning) something was left out or changed to let a call succeed
+                                (a format that cannot rebuild the model, a gate fitted at a looser rate)
+
 Bad arguments raise the built-in ``ValueError``/``TypeError`` with a message
 worded "Argument X should be ...". Driver errors (sqlite3, psycopg, httpx) are
 translated at the boundary with ``raise StoreError(...) from exc``.
@@ -33,6 +36,7 @@ __all__ = [
     "FilterError",
     "IntegrityError",
     "LoopMLError",
+    "LoopMLWarning",
     "MigrationRequired",
     "NotFound",
     "RemoteError",
@@ -130,3 +134,12 @@ class RemoteError(LoopMLError):
         self.code = code
         self.status = status
         super().__init__(message)
+
+
+class LoopMLWarning(UserWarning):
+    """loopml did what was asked with something left out or adjusted, and says what and how to avoid it.
+
+    For example ``register`` of an ``nn.Sequential`` leaves out the ``torch`` format
+    (nothing can rebuild the class from a state dict) and keeps ``pt2``. Filter it
+    like any warning: ``warnings.filterwarnings("error", category=LoopMLWarning)``.
+    """

@@ -7,6 +7,7 @@
 - :mod:`loopml.models.registry`: versions, aliases, ``register``, ``load_model``, ``export`` (add formats)
 - :mod:`loopml.models.variants`: ``quantize`` a version into a measured variant version
 - :mod:`loopml.models.nets`: the demo's digits CNN and an MLP, importable from any process
+- :mod:`loopml.models.rebuild`: ``keep_init_args``, so that a class's ``torch`` format rebuilds without ``init_args=``
 
 (``export`` and ``quantize`` are also submodule names, so they are not re-exported here.)
 
@@ -25,6 +26,7 @@ _LAZY = {
     "delete_version": "loopml.models.registry",
     "get_version": "loopml.models.registry",
     "input_example": "loopml.models.registry",
+    "keep_init_args": "loopml.models.rebuild",
     "list_models": "loopml.models.registry",
     "list_versions": "loopml.models.registry",
     "load_model": "loopml.models.registry",
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
         register,
         set_alias,
     )
+    from .rebuild import keep_init_args
     from .signature import Signature
 
 

@@ -1,9 +1,11 @@
 """Small reference networks that ship with loopml: the demo's digits CNN and a tabular MLP.
 
 They live in the package (not in a script) so that their class path is
-importable from any process: a version registered from them keeps the
-``torch`` format (state dict + ``model_spec``) and can be fine-tuned again,
-e.g. by quantization-aware training (``loopml quantize ... --method tqt``).
+importable from any process, and they record their constructor arguments
+(:func:`~loopml.models.rebuild.keep_init_args`): a version registered from them
+keeps the ``torch`` format (state dict + ``model_spec``) without ``init_args=``
+and can be fine-tuned again, e.g. by quantization-aware training
+(``loopml quantize ... --method tqt``).
 
 >>> from loopml.models.nets import DigitsCNN
 >>> model = DigitsCNN(channels=16)          # 1x8x8 images -> 10 logits
@@ -14,9 +16,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .rebuild import keep_init_args
+
 __all__ = ["MLP", "DigitsCNN"]
 
 
+@keep_init_args
 class DigitsCNN(nn.Module):
     """A small CNN for 1x8x8 digit images (scikit-learn's digits)."""
 
@@ -33,6 +38,7 @@ class DigitsCNN(nn.Module):
         return self.head(self.features(x))
 
 
+@keep_init_args
 class MLP(nn.Module):
     """``n_in -> hidden -> ... -> n_out`` with ReLU between the layers (``hidden`` may list several widths)."""
 

@@ -91,22 +91,6 @@ def registry_of(backend: Any) -> "RegistryStore":
     return RemoteRegistry(backend)  # type: ignore[return-value]  # same methods over HTTP
 
 
-def _class_spec(model: "torch.nn.Module", init_args: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """``{"class_path", "init_args"}`` when the class can be imported and rebuilt; None otherwise."""
-    from .runtime import class_path_of
-
-    try:
-        class_path = class_path_of(model)
-    except (ValueError, TypeError):
-        return None  # a class in __main__ or a function: the pt2 program still rebuilds it
-    args = dict(init_args or {})
-    try:
-        json.dumps(args, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"Argument init_args should be JSON-serialisable (numbers, strings, lists, dicts): {exc}") from None
-    return {"class_path": class_path, "init_args": args}
-
-
 def _as_tensor(example: Any) -> "torch.Tensor":
     import torch
 
@@ -144,7 +128,7 @@ def register(
     formats: Iterable[str] = ("pt2", "torch"),
     tags: Mapping[str, Any] | None = None,
     description: str | None = None,
-    ood: tuple[Any, Any] | None = None,
+    ood: "tuple[Any, Any] | Mapping[str, Any] | None" = None,
     tracking_uri: str | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name``; returns the new :class:`ModelVersion`.
@@ -152,22 +136,38 @@ def register(
     ``run``: the run that trained it (default: the active run; without one a
     short run named ``register NAME`` holds the files). ``input_example``: a
     batch of inputs (tensor or array); the signature is inferred from it.
-    ``init_args``: the constructor arguments, so that the ``torch`` format can
-    rebuild the class. ``train_data``: the training set, whose profile becomes
-    the drift reference (default: the profile of the run's logged train dataset).
     ``formats``: any of ``pt2``, ``torch``, ``onnx``, ``pte`` (more can be added
-    later with :func:`export`). ``ood=(train, val)``: also fit the
-    out-of-distribution gate on ``train`` and calibrate it on ``val``
-    (:func:`loopml.monitor.fit_ood`); ``loopml serve`` then abstains on inputs it flags.
+    later with :func:`export`). ``train_data``: the training set, whose profile
+    becomes the drift reference (default: the profile of the run's logged train dataset).
+
+    The ``torch`` format (a state dict) is rebuilt as ``Class(**init_args)``: the
+    arguments come from ``init_args=`` (checked here: a wrong one is an error), or
+    are recorded by the class (loopml's own networks, and any class decorated with
+    :func:`loopml.models.keep_init_args`), or are none. A model that cannot be
+    rebuilt that way (an ``nn.Sequential`` built in code, a class defined in
+    ``__main__``) is registered without the ``torch`` format, with one
+    :class:`~loopml.errors.LoopMLWarning` that says why and how to keep it; the
+    other formats load without the model's code.
+
+    ``ood=(train, val)``: also fit the out-of-distribution gate from the live
+    ``model`` on ``train`` and calibrate it on ``val``, stored in formats that need
+    no model code (see :func:`loopml.monitor.fit_ood`); ``loopml serve`` then abstains
+    on inputs it flags. A mapping passes options too:
+    ``ood={"train": train, "val": val, "target_false_abstain": 0.05, "detectors": ["vae"]}``.
+    A gate that cannot be fitted never fails the registration: it is skipped with a warning.
 
     >>> v = loopml.register(model, "digits", input_example=x[:8], class_names=list("0123456789"))  # doctest: +SKIP
     >>> v.ref
     'digits/1'
     """
+    import warnings
+
     import torch
 
+    from ..errors import LoopMLWarning
     from ..tracking import api
     from .export import FILE_NAMES, FORMATS
+    from .rebuild import model_spec
     from .signature import infer_signature
 
     check_model_name(name)
@@ -177,15 +177,22 @@ def register(
     bad = [f for f in wanted if f not in FORMATS]
     if bad or not wanted:
         raise ValueError(f"Argument formats should be a non-empty list of {', '.join(FORMATS)}; got {list(formats)!r}")
+    gate_options = _ood_options(ood)
     example = _as_tensor(input_example)
     signature = infer_signature(model, example, class_names=class_names)
-    spec = _class_spec(model, init_args)
+    spec, problem = model_spec(model, init_args, check="torch" in wanted)
     if "torch" in wanted and spec is None:
-        wanted.remove("torch")  # the class cannot be imported elsewhere: keep the formats that need no code
+        wanted.remove("torch")  # keep the formats that need no code
         if not wanted:
             wanted = ["pt2"]
-    if spec is not None and "torch" in wanted:
-        _check_rebuild(model, spec)
+        warnings.warn(
+            f"register({name!r}): the 'torch' format was left out: {problem}. The version keeps "
+            f"{', '.join(wanted)}, which load without the model's code. To keep the torch format, pass the "
+            "constructor's arguments as init_args={...}, or decorate the class with @loopml.models.keep_init_args; "
+            "a model built in code (e.g. nn.Sequential) needs a class of its own in an importable module.",
+            LoopMLWarning,
+            stacklevel=2,
+        )
 
     own_run = None
     if run is None:
@@ -218,28 +225,58 @@ def register(
     finally:
         if own_run is not None:
             own_run.finish()
-    if ood is not None:
-        from ..monitor.ood import fit_ood
-
-        train, val = ood
-        fit_ood(version.ref, train=train, val=val, tracking_uri=tracking_uri)
-        version = registry.get_version(version.name, version.version)
+    if gate_options is not None:
+        version = _fit_gate(registry, version, model, gate_options)
     return version
 
 
-def _check_rebuild(model: "torch.nn.Module", spec: Mapping[str, Any]) -> None:
-    """Fail at registration, not at load, when init_args do not rebuild a module the weights fit."""
-    from .runtime import import_class
+_OOD_KEYS = ("train", "val", "detectors", "target_false_abstain", "mode", "vae_options")
 
-    cls = import_class(spec["class_path"])
-    try:
-        fresh = cls(**spec["init_args"])
-        fresh.load_state_dict(model.state_dict(), strict=True)
-    except Exception as exc:  # any constructor error is the user's: report it with the fix
+
+def _ood_options(ood: Any) -> dict[str, Any] | None:
+    """``register``'s ``ood=`` as fit_ood's keyword arguments, checked before anything is stored."""
+    if ood is None:
+        return None
+    example = "ood=(train, val) or ood={'train': train, 'val': val, 'target_false_abstain': 0.05}"
+    if isinstance(ood, Mapping):
+        keys = sorted(map(str, ood))
+        if set(keys) - set(_OOD_KEYS) or "train" not in ood or "val" not in ood:
+            raise ValueError(
+                f"Argument ood should name train and val, and optionally {', '.join(_OOD_KEYS[2:])}, e.g. {example}; "
+                f"got keys {keys}"
+            )
+        options = dict(ood)
+    elif isinstance(ood, (tuple, list)) and len(ood) == 2:
+        options = {"train": ood[0], "val": ood[1]}
+    else:
+        raise TypeError(f"Argument ood should be a (train, val) pair or a mapping, e.g. {example}; got {type(ood).__name__}")
+    rate = options.get("target_false_abstain", 0.01)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 0.5:
         raise ValueError(
-            f"{spec['class_path']}(**{spec['init_args']!r}) does not rebuild this model ({type(exc).__name__}: {exc}); "
-            "pass the constructor arguments as init_args=..., or formats=('pt2',) to store only the exported program"
-        ) from None
+            f"Argument ood['target_false_abstain'] should be a fraction above 0 and below 0.5, e.g. 0.05; got {rate!r}"
+        )
+    return options
+
+
+def _fit_gate(registry: "RegistryStore", version: ModelVersion, model: "torch.nn.Module", options: Mapping[str, Any]) -> ModelVersion:
+    """Fit the OOD gate from the live module and store it with the version; a gate that cannot be
+    fitted is skipped with a warning, for the model is registered either way."""
+    import warnings
+
+    from ..errors import LoopMLWarning
+    from ..monitor.ood import fit_version_gate
+
+    try:
+        fit_version_gate(registry, version, model, **options)
+    except (LoopMLError, ValueError, TypeError, RuntimeError, ImportError) as exc:
+        warnings.warn(
+            f"{version.ref} is registered without an OOD gate: fitting it failed ({type(exc).__name__}: {exc}). "
+            f"Fit it later with `loopml monitor fit-ood {version.ref}` or "
+            f"loopml.monitor.fit_ood({version.ref!r}, model=model, train=..., val=...).",
+            LoopMLWarning,
+            stacklevel=3,
+        )
+    return registry.get_version(version.name, version.version)
 
 
 def _export_one(fmt: str, model: "torch.nn.Module", example: "torch.Tensor", path: Path) -> dict[str, Any]:

@@ -36,7 +36,15 @@ from loopml.models.export import FORMATS
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Predictor", "check_importable", "class_path_of", "import_class", "load_predictor"]
+__all__ = [
+    "Predictor",
+    "check_importable",
+    "class_path_of",
+    "import_class",
+    "load_predictor",
+    "load_program",
+    "program_module",
+]
 
 
 class Predictor(Protocol):
@@ -131,9 +139,8 @@ class Pt2Predictor:
         import torch
 
         self._threads = _TorchThreads(threads)
-        _check_pt2_archive(path)
+        program = load_program(path)
         try:
-            program = torch.export.load(str(path))
             # already in eval form: an exported program's module refuses .eval()
             self.model: torch.nn.Module = program.module()
         except Exception as exc:
@@ -287,6 +294,55 @@ def load_predictor(
     if format == "pte":
         return PtePredictor(path, threads=threads)
     return TorchPredictor(path, threads=threads, model_spec=model_spec)
+
+
+def load_program(path: str | Path) -> Any:
+    """The ``torch.export.ExportedProgram`` in a ``.pt2`` file, its archive checked to hold only tensors first.
+
+    Example::
+
+        program = load_program("model.pt2")
+        program.module()(torch.randn(2, 64))
+    """
+    import torch
+
+    path = Path(path)
+    _check_pt2_archive(path)
+    try:
+        return torch.export.load(str(path))
+    except Exception as exc:  # torch raises several types for a damaged or foreign archive
+        raise ExportError(f"torch.export could not load {path}: {_first_line(exc)}") from exc
+
+
+def program_module(path: str | Path) -> "tuple[torch.nn.Module, list[tuple[str, str]]]":
+    """A ``.pt2`` program as a module tree with the original submodule names, and the layers it calls.
+
+    Returns ``(module, layers)``: ``module`` is the program unflattened
+    (``torch.export.unflatten``), so each original submodule (``"head.3"``) is a
+    submodule again and forward hooks on it fire; ``layers`` lists
+    ``(name, "torch.nn.modules.linear.Linear")`` pairs in the order the program calls
+    them. This lets code that needs a model's inner layers (the OOD gate's
+    penultimate features) work from a version stored without its class. Example::
+
+        module, layers = program_module("model.pt2")
+        last_linear = [name for name, kind in layers if kind.endswith(".Linear")][-1]
+    """
+    import torch
+
+    program = load_program(path)
+    layers: dict[str, str] = {}
+    for node in program.graph.nodes:
+        stack = node.meta.get("nn_module_stack") if node.op == "call_function" else None
+        if stack:
+            name, kind = list(stack.values())[-1]  # the innermost module that made this op
+            layers.setdefault(str(name), kind if isinstance(kind, str) else f"{kind.__module__}.{kind.__qualname__}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pytree deprecation notes from torch's own unflatten
+            module = torch.export.unflatten(program)
+    except Exception as exc:
+        raise ExportError(f"The .pt2 program {path} could not be unflattened into its modules: {_first_line(exc)}") from exc
+    return module, list(layers.items())
 
 
 def class_path_of(model: object) -> str:

@@ -43,15 +43,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ExportError, IntegrityError, NotFound
+from ..errors import ExportError, IntegrityError, LoopMLWarning, NotFound
 from ..store.artifacts import sha256_file
 from .ood_detectors import (
     Detector,
@@ -60,6 +62,7 @@ from .ood_detectors import (
     _as_batch,
     _check_rate,
     calibrated_threshold,
+    strictest_rate,
 )
 
 if TYPE_CHECKING:
@@ -79,6 +82,7 @@ __all__ = [
     "calibrated_threshold",
     "fit_gate",
     "fit_ood",
+    "fit_version_gate",
     "load_gate",
 ]
 
@@ -129,6 +133,9 @@ class OODGate:
         self.detectors: dict[str, Detector] = dict(detectors)
         self.target_false_abstain: float | None = None
         self.val_false_abstain: float | None = None
+        # set by fit_gate: the rate asked for (target_false_abstain is the one calibrated) and the rows it had
+        self.requested_false_abstain: float | None = None
+        self.val_rows: int | None = None
         # (model output, features) in one forward pass, when the gate was stored with the model's ONNX
         # "joint" file: the server runs it instead of the model, and the Mahalanobis detector scores its features
         self.joint: Callable[[np.ndarray], list[np.ndarray]] | None = None
@@ -155,6 +162,7 @@ class OODGate:
         for name, det in self.detectors.items():
             det.threshold = alone[name] * factor
         self.target_false_abstain = rate
+        self.val_rows = len(data)
         self.val_false_abstain = float(np.mean(self.score(data) > self.threshold))
         return self
 
@@ -468,33 +476,62 @@ def fit_gate(
     mode: str = "class",
     vae_options: Mapping[str, Any] | None = None,
     threads: int = 1,
+    layer: str | None = None,
 ) -> OODGate:
     """Fit the named detectors on ``train`` and calibrate the gate on ``val`` (nothing is stored).
 
     ``train``/``val``: a loopml Dataset, an ``(x, y)`` pair or inputs alone. The
     class-conditional Mahalanobis detector uses ``y``, or the model's predicted
-    classes when ``train`` has no labels.
+    classes when ``train`` has no labels; its features are the input of ``layer``
+    (default: the model's last ``nn.Linear``). The model is put in eval mode.
+
+    ``val`` with too few rows for ``target_false_abstain`` (``n`` rows calibrate
+    rates down to ``1 / (n + 1)``: 99 rows for 1%) is calibrated at the strictest
+    rate it supports, with a :class:`~loopml.errors.LoopMLWarning`;
+    :attr:`OODGate.requested_false_abstain` keeps the rate asked for.
+
+    >>> gate = fit_gate(model, train=(x_train, y_train), val=x_val, target_false_abstain=0.05)   # doctest: +SKIP
     """
     import torch
 
     wanted = list(dict.fromkeys(detectors))
     if not wanted or any(d not in DETECTORS for d in wanted):
         raise ValueError(f"Argument detectors should be a non-empty list of {', '.join(DETECTORS)}; got {list(detectors)!r}")
-    _check_rate(target_false_abstain)
+    requested = _check_rate(target_false_abstain)
     x_train, y_train = _xy(train, "train")
     x_val, _ = _xy(val, "val")
+    rate = _rate_for(len(x_val), requested)
     fitted: dict[str, Detector] = {}
     if "vae" in wanted:
         fitted["vae"] = VAEDetector(threads=threads, **dict(vae_options or {})).fit(x_train)
     if "mahalanobis" in wanted:
         if model is None:
             raise ValueError("The mahalanobis detector needs the classifier: pass model=..., or detectors=('vae',)")
+        model.eval()
         if y_train is None and mode == "class":
             with torch.inference_mode():
-                model.eval()
                 y_train = model(torch.from_numpy(x_train)).argmax(1).numpy()
-        fitted["mahalanobis"] = MahalanobisDetector(model, mode=mode, threads=threads).fit(x_train, y_train)
-    return OODGate(fitted).calibrate(x_val, target_false_abstain)
+        fitted["mahalanobis"] = MahalanobisDetector(model, layer=layer, mode=mode, threads=threads).fit(x_train, y_train)
+    gate = OODGate(fitted).calibrate(x_val, rate)
+    gate.requested_false_abstain = requested
+    return gate
+
+
+def _rate_for(rows: int, requested: float) -> float:
+    """``requested``, or the strictest false-abstain rate ``rows`` validation rows can calibrate, with a warning."""
+    strictest = strictest_rate(rows)
+    if requested >= strictest:
+        return requested
+    if strictest >= 0.5:
+        raise ValueError(f"Argument val should have at least 2 rows to calibrate the gate on; got {rows}")
+    warnings.warn(
+        f"The OOD gate's validation data has {rows} rows, too few to calibrate a false-abstain rate of {requested:g} "
+        f"(that needs {math.ceil(1 / requested - 1 - 1e-9)}): it is calibrated at {strictest:g}, the strictest rate "
+        f"{rows} rows support. Pass more validation rows, or target_false_abstain={strictest:g} or larger.",
+        LoopMLWarning,
+        stacklevel=3,
+    )
+    return strictest
 
 
 def fit_ood(
@@ -506,17 +543,22 @@ def fit_ood(
     target_false_abstain: float = 0.01,
     mode: str = "class",
     vae_options: Mapping[str, Any] | None = None,
+    model: "torch.nn.Module | None" = None,
     tracking_uri: str | None = None,
 ) -> OODGate:
     """Fit and calibrate an OOD gate; for a registered version (``"digits/1"``) store it with the version.
 
     With a torch module the gate is returned and nothing is stored. With a
-    reference the version's torch module is loaded (its class, else its pt2
-    program for the autoencoder alone), the gate fitted on ``train`` and
-    calibrated on ``val``, and its files added to the version as the formats
-    ``ood_vae``, ``ood_mahalanobis``, ``ood_features`` and ``ood_gate`` (last).
-    The gate's details record its thresholds, the validation false-abstain rate
-    and whether ``train``'s fingerprint matches the version's training data.
+    reference the gate is fitted on ``train``, calibrated on ``val``, and its files
+    added to the version (formats ``ood_vae``, ``ood_mahalanobis``,
+    ``ood_features``/``ood_joint`` and ``ood_gate``, last), the model's parts as
+    ONNX (else a ``.pt2`` program), so serving needs no model code. The model is
+    ``model`` (the live module, whatever its class) when given, else the version's
+    ``torch`` format (its class importable), else its ``pt2`` program, unflattened
+    to find the input of its last ``nn.Linear``. The gate's details record its
+    thresholds, the rate asked for and the one calibrated (see :func:`fit_gate`),
+    the validation false-abstain rate and whether ``train``'s fingerprint matches
+    the version's training data.
 
     >>> parts = loopml.data.split(loopml.data.load("digits"), val=0.15, test=0.15, seed=0)   # doctest: +SKIP
     >>> gate = fit_ood("digits/1", train=parts.train, val=parts.val)                         # doctest: +SKIP
@@ -531,27 +573,75 @@ def fit_ood(
         raise TypeError(
             f"Argument ref_or_model should be a model reference such as 'digits/1' or a torch.nn.Module; got {type(ref_or_model).__name__}"
         )
-    from ..models.registry import _source_module, registry_for
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise TypeError(f"Argument model should be the version's torch.nn.Module; got {type(model).__name__}")
+    from ..models.registry import registry_for
 
     registry = registry_for(tracking_uri)
+    version = registry.resolve(ref_or_model)
+    layer = None
+    if model is None:
+        model, layer = _version_module(registry, version, detectors)
+    return fit_version_gate(registry, version, model, train=train, val=val, detectors=detectors,
+                            target_false_abstain=target_false_abstain, mode=mode, vae_options=vae_options, layer=layer)
+
+
+def fit_version_gate(
+    registry: Any,
+    version: "ModelVersion",
+    model: "torch.nn.Module | None",
+    *,
+    train: Any,
+    val: Any,
+    detectors: Sequence[str] = DETECTORS,
+    target_false_abstain: float = 0.01,
+    mode: str = "class",
+    vae_options: Mapping[str, Any] | None = None,
+    layer: str | None = None,
+) -> OODGate:
+    """:func:`fit_ood` for a resolved version of a given registry and a module at hand (what ``register`` calls).
+
+    ``model`` is left in the train/eval mode it came in.
+    """
     if not hasattr(registry, "add_file"):
         raise ValueError(
             "fit_ood stores files with the version, which a loopml server does not accept over HTTP yet; "
             "run it where the store is (e.g. with --store sqlite:///... or postgresql+psycopg://...)"
         )
-    version = registry.resolve(ref_or_model)
-    module = _source_module(registry, version)
-    wanted = list(detectors)
-    if type(module).__name__ == "_Program" and "mahalanobis" in wanted:
-        raise ValueError(
-            f"The mahalanobis detector finds the features at {version.ref}'s last nn.Linear, which needs its torch format "
-            "(the class importable); this version has only an exported program. Pass detectors=('vae',)"
-        )
-    module.eval()
-    gate = fit_gate(module, train=train, val=val, detectors=wanted, target_false_abstain=target_false_abstain,
-                    mode=mode, vae_options=vae_options)
-    _store(registry, version, gate, train)
+    was_training = model.training if model is not None else False
+    try:
+        gate = fit_gate(model, train=train, val=val, detectors=detectors, target_false_abstain=target_false_abstain,
+                        mode=mode, vae_options=vae_options, layer=layer)
+        _store(registry, version, gate, train)
+    finally:
+        if model is not None:
+            model.train(was_training)
     return gate
+
+
+def _version_module(registry: Any, version: "ModelVersion", detectors: Sequence[str]) -> "tuple[torch.nn.Module | None, str | None]":
+    """The version as a module for fitting, and the layer whose input are its features (None: the last nn.Linear)."""
+    from ..models.registry import _source_module
+
+    if "mahalanobis" not in detectors:
+        return None, None  # the autoencoder needs only the data
+    fix = (f"pass the live module: loopml.monitor.fit_ood({version.ref!r}, model=model, train=..., val=...), "
+           "or fit the autoencoder alone (detectors=('vae',), on the CLI --detector vae)")
+    if "torch" in version.files and version.model_spec:
+        module = _source_module(registry, version)
+        if type(module).__name__ != "_Program":  # the class imported and rebuilt
+            return module, None
+    if "pt2" not in version.files:
+        raise ValueError(f"The mahalanobis detector needs {version.ref} as a torch module, and it has neither a pt2 "
+                         f"program nor an importable torch class: {fix}")
+    from ..models.runtime import program_module
+
+    module, layers = program_module(registry.file_path(version.name, version.version, "pt2"))
+    linear = [name for name, kind in layers if kind == "torch.nn.modules.linear.Linear"]
+    if not linear:
+        raise ValueError(f"The mahalanobis detector takes the input of the last nn.Linear as features, and {version.ref}'s "
+                         f"pt2 program calls none: {fix}")
+    return module, linear[-1]
 
 
 def _store(registry: Any, version: "ModelVersion", gate: OODGate, train: Any) -> None:
@@ -574,10 +664,15 @@ def _store(registry: Any, version: "ModelVersion", gate: OODGate, train: Any) ->
             "detectors": sorted(gate.detectors),
             "thresholds": gate.thresholds,
             "target_false_abstain": gate.target_false_abstain,
+            "requested_false_abstain": gate.requested_false_abstain,
+            "val_rows": gate.val_rows,
             "val_false_abstain": gate.val_false_abstain,
             "train_fingerprint": fingerprint if isinstance(fingerprint, str) else None,
             "data_matches_lineage": bool(isinstance(fingerprint, str) and fingerprint == lineage_fp),
         }
+        if gate.requested_false_abstain is not None and gate.target_false_abstain != gate.requested_false_abstain:
+            details["note"] = (f"calibrated at {gate.target_false_abstain:g}, not the {gate.requested_false_abstain:g} asked for: "
+                               f"{gate.val_rows} validation rows support no stricter rate")
         registry.add_file(version.name, version.version, "ood_gate", gate_path, details)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "VAEDetector",
     "calibrated_threshold",
     "last_linear",
+    "strictest_rate",
 ]
 
 
@@ -101,9 +102,10 @@ def calibrated_threshold(scores: np.ndarray, target_false_abstain: float) -> flo
     rate = _check_rate(target_false_abstain)
     s = np.sort(np.asarray(scores, dtype=np.float64).ravel())
     n = s.size
-    k = math.ceil((n + 1) * (1 - rate))
+    # - 1e-9: (n + 1) * (1 - rate) is a whole number at rate = 1/(n+1), which float rounding can push above it
+    k = math.ceil((n + 1) * (1 - rate) - 1e-9)
     if k > n:
-        need = math.ceil(1 / rate - 1)
+        need = math.ceil(1 / rate - 1 - 1e-9)
         raise ValueError(
             f"Argument val_x should have at least {need} rows to calibrate a false-abstain rate of {rate:g}; got {n}. "
             "Pass more validation rows or a larger target_false_abstain."
@@ -111,6 +113,18 @@ def calibrated_threshold(scores: np.ndarray, target_false_abstain: float) -> flo
     if not np.isfinite(s[k - 1]):
         raise ValueError("Argument val_x gave non-finite scores (NaN or infinite inputs?); calibrate on clean validation data")
     return float(s[k - 1])
+
+
+def strictest_rate(rows: int) -> float:
+    """The smallest false-abstain rate that ``rows`` validation rows can calibrate (1 / (rows + 1)),
+    rounded up to 4 decimals: 0.0117 for 85 rows, 0.01 for 99.
+
+    >>> strictest_rate(85)
+    0.0117
+    """
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise ValueError(f"Argument rows should be a whole number >= 0; got {rows!r}")
+    return math.ceil(10_000 / (rows + 1)) / 10_000
 
 
 def _finite_or_inf(scores: np.ndarray) -> np.ndarray:
