@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,15 @@ class TakesAModule(nn.Module):
         return self.body(x)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_store() -> Iterator[None]:
+    """Tests without use_store register into the SQLite store of their own LOOPML_HOME."""
+    from loopml.tracking import api
+
+    yield
+    api.close_all()
+
+
 @pytest.fixture
 def x() -> torch.Tensor:
     return torch.randn(8, 64, generator=torch.Generator().manual_seed(1))
@@ -106,7 +116,7 @@ def test_sequential_registers_without_the_torch_format(use_store: str, x: torch.
     np.testing.assert_allclose(_outputs(v.ref, "pt2", x), want, rtol=1e-6, atol=1e-6)
 
 
-def test_the_warning_names_the_formats_kept_when_onnx_is_asked(use_store: str, x: torch.Tensor) -> None:
+def test_the_warning_names_the_formats_kept_when_onnx_is_asked(x: torch.Tensor) -> None:
     pytest.importorskip("onnxruntime")
     model = nn.Sequential(nn.Linear(64, 10))
     with pytest.warns(LoopMLWarning, match=r"The version keeps pt2, onnx, which load without the model's code"):
@@ -117,7 +127,7 @@ def test_the_warning_names_the_formats_kept_when_onnx_is_asked(use_store: str, x
     assert set(only.files) == {"pt2", "input_example"}  # nothing else was asked: the program needs no code
 
 
-def test_required_constructor_arguments(use_store: str, x: torch.Tensor) -> None:
+def test_required_constructor_arguments(x: torch.Tensor) -> None:
     torch.manual_seed(0)
     model = Required(64, 10)
     v, message = _register_warned(model, "req", x)
@@ -130,7 +140,7 @@ def test_required_constructor_arguments(use_store: str, x: torch.Tensor) -> None
         np.testing.assert_allclose(_outputs(kept.ref, "torch", x), model(x).numpy(), rtol=0, atol=0)
 
 
-def test_explicit_wrong_init_args_are_still_an_error(use_store: str, x: torch.Tensor) -> None:
+def test_explicit_wrong_init_args_are_still_an_error(x: torch.Tensor) -> None:
     with pytest.raises(ValueError, match=r"Required\(\*\*\{'n_in': 64, 'n_out': 3\}\) does not rebuild this model \(RuntimeError"):
         loopml.register(Required(64, 10), "req", input_example=x, init_args={"n_in": 64, "n_out": 3})
     with pytest.raises(ValueError, match="Argument init_args should be JSON-serialisable"):
@@ -138,7 +148,7 @@ def test_explicit_wrong_init_args_are_still_an_error(use_store: str, x: torch.Te
     assert loopml.models.list_models() == []  # nothing half-registered
 
 
-def test_keep_init_args_records_the_arguments_and_the_torch_format_rebuilds(use_store: str, x: torch.Tensor) -> None:
+def test_keep_init_args_records_the_arguments_and_the_torch_format_rebuilds(x: torch.Tensor) -> None:
     torch.manual_seed(0)
     model = Recorded(64, n_out=10, hidden=8)
     assert init_args_of(model) == {"n_in": 64, "n_out": 10, "hidden": 8}
@@ -152,14 +162,14 @@ def test_keep_init_args_records_the_arguments_and_the_torch_format_rebuilds(use_
         np.testing.assert_allclose(_outputs(v.ref, "torch", x), model(x).numpy(), rtol=0, atol=0)
 
 
-def test_a_subclass_that_does_not_opt_in_records_nothing(use_store: str, x: torch.Tensor) -> None:
+def test_a_subclass_that_does_not_opt_in_records_nothing(x: torch.Tensor) -> None:
     child = UndecoratedChild(8)
     assert init_args_of(child) is None  # the parent's (64, 10, hidden=8) would not rebuild UndecoratedChild
     _, message = _register_warned(child, "child", x)
     assert "UndecoratedChild() with no arguments does not rebuild it" in message
 
 
-def test_arguments_that_are_not_json_leave_the_torch_format_out(use_store: str, x: torch.Tensor) -> None:
+def test_arguments_that_are_not_json_leave_the_torch_format_out(x: torch.Tensor) -> None:
     model = TakesAModule(nn.Linear(64, 10))
     assert init_args_of(model) is None
     v, message = _register_warned(model, "body", x)
@@ -203,7 +213,7 @@ def test_loopmls_own_networks_register_without_init_args(use_store: str, make: o
         np.testing.assert_allclose(_outputs(v.ref, "torch", xs), model(xs).numpy(), rtol=0, atol=0)
 
 
-def test_a_module_with_buffers_matches_the_live_module_in_eval_mode(use_store: str, x: torch.Tensor) -> None:
+def test_a_module_with_buffers_matches_the_live_module_in_eval_mode(x: torch.Tensor) -> None:
     pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     model = WithBuffers(64, 10)
@@ -273,7 +283,7 @@ def test_a_class_defined_in_main_registers_from_a_script(tmp_path: Path, monkeyp
     np.testing.assert_allclose(_outputs("script/1", "pt2", x), np.load(tmp_path / "want.npy"), rtol=1e-6, atol=1e-6)
 
 
-def test_bad_ood_arguments_fail_before_anything_is_stored(use_store: str, x: torch.Tensor) -> None:
+def test_bad_ood_arguments_fail_before_anything_is_stored(x: torch.Tensor) -> None:
     model = MLP(64, 10)
     with pytest.raises(TypeError, match=r"Argument ood should be a \(train, val\) pair or a mapping"):
         loopml.register(model, "m", input_example=x, ood=x)
