@@ -26,6 +26,10 @@ translated at the boundary with ``raise StoreError(...) from exc``.
 
 from __future__ import annotations
 
+import sys
+import warnings
+from pathlib import Path
+
 __all__ = [
     "ArtifactPathError",
     "AuthError",
@@ -41,6 +45,7 @@ __all__ = [
     "NotFound",
     "RemoteError",
     "StoreError",
+    "warn_user",
 ]
 
 
@@ -143,3 +148,23 @@ class LoopMLWarning(UserWarning):
     (nothing can rebuild the class from a state dict) and keeps ``pt2``. Filter it
     like any warning: ``warnings.filterwarnings("error", category=LoopMLWarning)``.
     """
+
+
+_PACKAGE = Path(__file__).resolve().parent.as_posix() + "/"
+
+
+def warn_user(message: str) -> None:
+    """Issue a :class:`LoopMLWarning` attributed to the first caller outside loopml.
+
+    The warning then names the user's line (``train.py:42: LoopMLWarning: ...``),
+    however deep in loopml it was raised (Python 3.12's ``skip_file_prefixes``, by hand).
+    Example::
+
+        warn_user("register('m'): the 'torch' format was left out: ...")
+    """
+    frame = sys._getframe(1)
+    level = 2  # stacklevel 2 is this function's caller
+    while frame.f_back is not None and Path(frame.f_code.co_filename).resolve().as_posix().startswith(_PACKAGE):
+        frame = frame.f_back
+        level += 1
+    warnings.warn(message, LoopMLWarning, stacklevel=level)

@@ -58,7 +58,9 @@ def _register(model: nn.Module, parts: data.Split, **kw: object) -> tuple[loopml
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         v = loopml.register(model, "cnn", input_example=parts.train.x[:8], **kw)  # type: ignore[arg-type]
-    return v, [str(w.message) for w in caught if issubclass(w.category, LoopMLWarning)]
+    ours = [w for w in caught if issubclass(w.category, LoopMLWarning)]
+    assert all(w.filename == __file__ for w in ours)  # each names the caller's line, not loopml's
+    return v, [str(w.message) for w in ours]
 
 
 def _outside(parts: data.Split) -> np.ndarray:

@@ -160,11 +160,9 @@ def register(
     >>> v.ref
     'digits/1'
     """
-    import warnings
-
     import torch
 
-    from ..errors import LoopMLWarning
+    from ..errors import warn_user
     from ..tracking import api
     from .export import FILE_NAMES, FORMATS
     from .rebuild import model_spec
@@ -185,13 +183,11 @@ def register(
         wanted.remove("torch")  # keep the formats that need no code
         if not wanted:
             wanted = ["pt2"]
-        warnings.warn(
+        warn_user(
             f"register({name!r}): the 'torch' format was left out: {problem}. The version keeps "
             f"{', '.join(wanted)}, which load without the model's code. To keep the torch format, pass the "
             "constructor's arguments as init_args={...}, or decorate the class with @loopml.models.keep_init_args; "
-            "a model built in code (e.g. nn.Sequential) needs a class of its own in an importable module.",
-            LoopMLWarning,
-            stacklevel=2,
+            "a model built in code (e.g. nn.Sequential) needs a class of its own in an importable module."
         )
 
     own_run = None
@@ -261,20 +257,16 @@ def _ood_options(ood: Any) -> dict[str, Any] | None:
 def _fit_gate(registry: "RegistryStore", version: ModelVersion, model: "torch.nn.Module", options: Mapping[str, Any]) -> ModelVersion:
     """Fit the OOD gate from the live module and store it with the version; a gate that cannot be
     fitted is skipped with a warning, for the model is registered either way."""
-    import warnings
-
-    from ..errors import LoopMLWarning
+    from ..errors import warn_user
     from ..monitor.ood import fit_version_gate
 
     try:
         fit_version_gate(registry, version, model, **options)
     except (LoopMLError, ValueError, TypeError, RuntimeError, ImportError) as exc:
-        warnings.warn(
+        warn_user(
             f"{version.ref} is registered without an OOD gate: fitting it failed ({type(exc).__name__}: {exc}). "
             f"Fit it later with `loopml monitor fit-ood {version.ref}` or "
-            f"loopml.monitor.fit_ood({version.ref!r}, model=model, train=..., val=...).",
-            LoopMLWarning,
-            stacklevel=3,
+            f"loopml.monitor.fit_ood({version.ref!r}, model=model, train=..., val=...)."
         )
     return registry.get_version(version.name, version.version)
 

@@ -46,14 +46,13 @@ import logging
 import math
 import os
 import tempfile
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ExportError, IntegrityError, LoopMLWarning, NotFound
+from ..errors import ExportError, IntegrityError, LoopMLError, NotFound, warn_user
 from ..store.artifacts import sha256_file
 from .ood_detectors import (
     Detector,
@@ -524,12 +523,10 @@ def _rate_for(rows: int, requested: float) -> float:
         return requested
     if strictest >= 0.5:
         raise ValueError(f"Argument val should have at least 2 rows to calibrate the gate on; got {rows}")
-    warnings.warn(
+    warn_user(
         f"The OOD gate's validation data has {rows} rows, too few to calibrate a false-abstain rate of {requested:g} "
         f"(that needs {math.ceil(1 / requested - 1 - 1e-9)}): it is calibrated at {strictest:g}, the strictest rate "
-        f"{rows} rows support. Pass more validation rows, or target_false_abstain={strictest:g} or larger.",
-        LoopMLWarning,
-        stacklevel=3,
+        f"{rows} rows support. Pass more validation rows, or target_false_abstain={strictest:g} or larger."
     )
     return strictest
 
@@ -621,16 +618,17 @@ def fit_version_gate(
 
 def _version_module(registry: Any, version: "ModelVersion", detectors: Sequence[str]) -> "tuple[torch.nn.Module | None, str | None]":
     """The version as a module for fitting, and the layer whose input are its features (None: the last nn.Linear)."""
-    from ..models.registry import _source_module
+    from ..models.registry import load_version
 
     if "mahalanobis" not in detectors:
         return None, None  # the autoencoder needs only the data
     fix = (f"pass the live module: loopml.monitor.fit_ood({version.ref!r}, model=model, train=..., val=...), "
            "or fit the autoencoder alone (detectors=('vae',), on the CLI --detector vae)")
     if "torch" in version.files and version.model_spec:
-        module = _source_module(registry, version)
-        if type(module).__name__ != "_Program":  # the class imported and rebuilt
-            return module, None
+        try:
+            return load_version(registry, version, format="torch").module(), None
+        except LoopMLError:
+            pass  # the class is not importable here: the pt2 program needs no code
     if "pt2" not in version.files:
         raise ValueError(f"The mahalanobis detector needs {version.ref} as a torch module, and it has neither a pt2 "
                          f"program nor an importable torch class: {fix}")
