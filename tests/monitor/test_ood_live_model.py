@@ -159,5 +159,7 @@ def test_fit_ood_without_a_module_says_what_to_pass(cnn: nn.Sequential, parts: d
     with pytest.raises(ValueError, match=r"needs cnn/1 as a torch module.*pass the live module: "
                                          r"loopml.monitor.fit_ood\('cnn/1', model=model"):
         fit_ood(v.ref, train=parts.train, val=parts.val)
+    with pytest.raises(ValueError, match="Argument model is for a version reference"):
+        fit_ood(cnn, model=cnn, train=parts.train, val=parts.val)
     fit_ood(v.ref, model=cnn, train=parts.train, val=parts.val, detectors=["mahalanobis"])
     assert "ood_gate" in loopml.models.get_version(v.ref).files

@@ -564,6 +564,9 @@ def fit_ood(
     import torch
 
     if isinstance(ref_or_model, torch.nn.Module):
+        if model is not None:
+            raise ValueError("Argument model is for a version reference, e.g. fit_ood('digits/1', model=net, ...); "
+                             "with a module as the first argument leave it out")
         return fit_gate(ref_or_model, train=train, val=val, detectors=detectors,
                         target_false_abstain=target_false_abstain, mode=mode, vae_options=vae_options)
     if not isinstance(ref_or_model, str):
@@ -598,7 +601,10 @@ def fit_version_gate(
 ) -> OODGate:
     """:func:`fit_ood` for a resolved version of a given registry and a module at hand (what ``register`` calls).
 
-    ``model`` is left in the train/eval mode it came in.
+    ``model`` is left in the train/eval mode it came in. Example::
+
+        registry = loopml.models.registry.registry_for()
+        fit_version_gate(registry, registry.resolve("digits/1"), net, train=parts.train, val=parts.val)
     """
     if not hasattr(registry, "add_file"):
         raise ValueError(
