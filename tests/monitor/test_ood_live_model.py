@@ -163,3 +163,26 @@ def test_fit_ood_without_a_module_says_what_to_pass(cnn: nn.Sequential, parts: d
         fit_ood(cnn, model=cnn, train=parts.train, val=parts.val)
     fit_ood(v.ref, model=cnn, train=parts.train, val=parts.val, detectors=["mahalanobis"])
     assert "ood_gate" in loopml.models.get_version(v.ref).files
+
+
+def test_the_tabular_first_hour_registers_an_mlp_with_its_gate() -> None:
+    """The issue's case: breast_cancer's 15% validation split has 85 rows, and loopml's MLP needs no init_args."""
+    from loopml.models.nets import MLP
+
+    split = data.split(data.load("breast_cancer"), val=0.15, test=0.15, seed=0)
+    assert len(split.val.x) == 85
+    torch.manual_seed(0)
+    model = MLP(30, 2, hidden=[64])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        v = loopml.register(model, "tabular", input_example=split.train.x[:8], class_names=["malignant", "benign"],
+                            ood={"train": split.train, "val": split.val, "vae_options": {"variational": False, "epochs": 10}})
+    said = [str(w.message) for w in caught if issubclass(w.category, LoopMLWarning)]
+    assert len(said) == 1 and "calibrated at 0.0117, the strictest rate 85 rows support" in said[0]  # nothing about torch
+    assert v.model_spec == {"class_path": "loopml.models.nets:MLP", "init_args": {"n_in": 30, "n_out": 2, "hidden": [64]}}
+    assert {"pt2", "torch", "ood_gate"} <= set(v.files)
+    assert v.files["ood_gate"].details["target_false_abstain"] == 0.0117
+    x = split.test.x.numpy()
+    with torch.no_grad():
+        np.testing.assert_allclose(loopml.load_model(v.ref, format="torch")(x), model(torch.from_numpy(x)).numpy(), rtol=0, atol=0)
+    assert load_gate(v.ref).abstain(x * 50).mean() >= 0.9  # rows 50x outside the training range are refused
