@@ -15,7 +15,7 @@ except the in-process peers (torch eager, torch.ao FX, torchao), and each gets t
 file size and median CPU latency at batch 1 and 64 (``loopml.models.measure``, one thread):
 
 - ``fp32 ONNX``: the baseline, ``export_onnx`` run by ONNX Runtime; ``fp32 eager``: the model in PyTorch;
-- ``dynamic int8``, ``static int8``, ``TQT int8/int4``, ``PTQ int8/int4``: ``loopml.models.quantize``;
+- ``dynamic int8``, ``static int8``, ``TQT int8/int4``, ``PTQ int8/int4``: ``loopml.models.quantization``;
 - peers: ``ORT quantize_static`` with its defaults (no pre-processing), ``torch.ao FX PTQ`` (x86 backend,
   deprecated), ``torchao int8`` (Int8DynamicActivationInt8WeightConfig, then torch.compile);
 - ``ExecuTorch fp32``: the ``.pte`` (XNNPACK) at batch 1, beside eager PyTorch.
@@ -222,7 +222,7 @@ def measure_row(row: Row, predict: Callable[[np.ndarray], Any], w: Workload, siz
 def loopml_variant(w: Workload, sizes: Sizes, out: Path, method: str, bits: int, label: str,
                    init: str | None = None) -> Row:
     from loopml.models import measure
-    from loopml.models.quantize import quantize
+    from loopml.models.quantization import quantize
 
     started = time.perf_counter()
     with quiet():
@@ -240,7 +240,7 @@ def loopml_variant(w: Workload, sizes: Sizes, out: Path, method: str, bits: int,
 
 def fp32_rows(w: Workload, sizes: Sizes, out: Path) -> list[Row]:
     from loopml.models import measure
-    from loopml.models.export import export_onnx
+    from loopml.models.exporting import export_onnx
     from loopml.models.runtime import load_predictor
 
     started = time.perf_counter()
@@ -263,7 +263,7 @@ def ort_defaults_peer(w: Workload, sizes: Sizes, out: Path) -> Row:
     import onnxruntime.quantization as ortq
 
     from loopml.models import measure
-    from loopml.models.quantize import _Reader
+    from loopml.models.quantization import _Reader
     from loopml.models.runtime import load_predictor
 
     started = time.perf_counter()
@@ -320,7 +320,7 @@ def torchao_peer(w: Workload, sizes: Sizes) -> Row:
 
 def executorch_row(w: Workload, sizes: Sizes, out: Path) -> Row:
     from loopml.models import measure
-    from loopml.models.export import export_executorch
+    from loopml.models.exporting import export_executorch
     from loopml.models.runtime import load_predictor
 
     started = time.perf_counter()

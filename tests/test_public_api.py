@@ -87,3 +87,23 @@ def test_import_is_lazy(tmp_path: Path) -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_documented_models_calls_are_callables_that_submodule_imports_do_not_replace() -> None:
+    """``loopml.models.export(...)`` and ``loopml.models.quantize(...)`` (README, docs) call the functions,
+    even after the modules behind them have been imported (an import binds a submodule's name on its package)."""
+    code = (
+        "import importlib, loopml.models as m\n"
+        "for name in ('exporting', 'quantization', 'registry', 'variants', 'runtime'):\n"
+        "    importlib.import_module('loopml.models.' + name)\n"
+        "from loopml.models.registry import export\n"
+        "from loopml.models.variants import quantize\n"
+        "assert m.export is export and m.quantize is quantize, (m.export, m.quantize)\n"
+        "import loopml\n"
+        "assert loopml.models.export is export and loopml.models.quantize is quantize\n"
+        "from loopml.models import export as e, quantize as q\n"
+        "assert (e, q) == (export, quantize) and {'export', 'quantize'} <= set(m.__all__)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -12,7 +12,7 @@
     ├── FilterError             a run filter or order_by that does not parse
     ├── DataError               a dataset failed its quality checks (loopml.data.check)
     ├── ArtifactPathError       an artifact path that would escape the artifact root
-    ├── ExportError             a model did not export, load or match eager PyTorch (loopml.models.export)
+    ├── ExportError             a model did not export, load or match eager PyTorch (loopml.models.exporting)
     ├── AuthError               a tracking server refused the token
     └── RemoteError             a tracking server answered with an error
 
@@ -119,7 +119,7 @@ class ExportError(LoopMLError):
     """A model could not be exported to, or loaded from, a file format (ONNX, .pt2, .pte).
 
     Also raised when an exported model's outputs differ from eager PyTorch by
-    more than the tolerance (``loopml.models.export.verify``); ``max_abs_diff``
+    more than the tolerance (``loopml.models.exporting.verify``); ``max_abs_diff``
     is then the difference seen.
     """
 

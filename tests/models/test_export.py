@@ -20,7 +20,7 @@ pytest.importorskip("onnxscript")
 pytest.importorskip("executorch")
 
 from loopml.errors import ExportError
-from loopml.models.export import (
+from loopml.models.exporting import (
     FILE_NAMES,
     FORMATS,
     export_executorch,

@@ -17,8 +17,8 @@ from torch import nn
 
 from loopml import data
 from loopml.models import measure
-from loopml.models.export import export_onnx
-from loopml.models.quantize import METHODS, QuantizedModel, quantize
+from loopml.models.exporting import export_onnx
+from loopml.models.quantization import METHODS, QuantizedModel, quantize
 from loopml.models.runtime import load_predictor
 
 

@@ -25,7 +25,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from loopml.errors import ExportError
-from loopml.models.export import FILE_NAMES, export_onnx, export_pt2
+from loopml.models.exporting import FILE_NAMES, export_onnx, export_pt2
 from loopml.models.runtime import check_importable, class_path_of, load_predictor
 
 torch.set_num_threads(1)

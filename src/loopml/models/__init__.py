@@ -1,15 +1,22 @@
 """Stage 4-5 of the loop: the model registry, export and quantization.
 
 - :mod:`loopml.models.signature`: what goes in and comes out (inferred from an input example)
-- :mod:`loopml.models.export`: ONNX, ``torch.export`` (.pt2) and ExecuTorch (.pte) files, checked against eager
+- :mod:`loopml.models.exporting`: ONNX, ``torch.export`` (.pt2) and ExecuTorch (.pte) files, checked against eager
 - :mod:`loopml.models.runtime`: run a stored format without the code that defined the model
-- :mod:`loopml.models.quantize`, :mod:`loopml.models.tqt`: int8 / int4 variants, incl. trained quantization thresholds
+- :mod:`loopml.models.quantization`, :mod:`loopml.models.tqt`: int8 / int4 variants, incl. trained quantization thresholds
 - :mod:`loopml.models.registry`: versions, aliases, ``register``, ``load_model``, ``export`` (add formats)
 - :mod:`loopml.models.variants`: ``quantize`` a version into a measured variant version
+- :mod:`loopml.models.evaldata`: which data a version is calibrated, fine-tuned and measured on
 - :mod:`loopml.models.nets`: the demo's digits CNN and an MLP, importable from any process
 - :mod:`loopml.models.rebuild`: ``keep_init_args``, so that a class's ``torch`` format rebuilds without ``init_args=``
 
-(``export`` and ``quantize`` are also submodule names, so they are not re-exported here.)
+The calls on registered versions are attributes of this package::
+
+    loopml.models.export("digits/1", ["onnx"])                  # add formats to a version
+    loopml.models.quantize("digits/1", method="static", data="train.npz")   # a measured int8 variant
+
+(The modules behind them are named ``exporting`` and ``quantization`` so that no
+submodule import can replace these functions.)
 
 Submodules import torch, ONNX and friends; this package imports nothing heavy.
 """
@@ -24,6 +31,7 @@ _LAZY = {
     "alias_history": "loopml.models.registry",
     "delete_alias": "loopml.models.registry",
     "delete_version": "loopml.models.registry",
+    "export": "loopml.models.registry",
     "get_version": "loopml.models.registry",
     "input_example": "loopml.models.registry",
     "keep_init_args": "loopml.models.rebuild",
@@ -31,6 +39,7 @@ _LAZY = {
     "list_versions": "loopml.models.registry",
     "load_model": "loopml.models.registry",
     "register": "loopml.models.registry",
+    "quantize": "loopml.models.variants",
     "set_alias": "loopml.models.registry",
     "Signature": "loopml.models.signature",
     "ModelVersion": "loopml.store.registry",
@@ -45,6 +54,7 @@ if TYPE_CHECKING:
         alias_history,
         delete_alias,
         delete_version,
+        export,
         get_version,
         input_example,
         list_models,
@@ -55,6 +65,7 @@ if TYPE_CHECKING:
     )
     from .rebuild import keep_init_args
     from .signature import Signature
+    from .variants import quantize
 
 
 def __getattr__(name: str) -> Any:

@@ -164,7 +164,7 @@ def register(
 
     from ..errors import warn_user
     from ..tracking import api
-    from .export import FILE_NAMES, FORMATS
+    from .exporting import FILE_NAMES, FORMATS
     from .rebuild import model_spec
     from .signature import infer_signature
 
@@ -274,7 +274,7 @@ def _fit_gate(registry: "RegistryStore", version: ModelVersion, model: "torch.nn
 def _export_one(fmt: str, model: "torch.nn.Module", example: "torch.Tensor", path: Path) -> dict[str, Any]:
     import torch
 
-    from . import export as ex
+    from . import exporting as ex
 
     if fmt == "torch":
         torch.save(model.state_dict(), path)
@@ -397,7 +397,7 @@ def export(ref: str, formats: Iterable[str], *, tracking_uri: str | None = None)
 
 def export_version(registry: "RegistryStore", ref: str, formats: Iterable[str]) -> ModelVersion:
     """:func:`export` on a given registry (what the server runs)."""
-    from . import export as ex
+    from . import exporting as ex
     from .runtime import load_predictor
     from .signature import Signature, random_inputs
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from loopml.errors import ExportError
-from loopml.models.export import FORMATS
+from loopml.models.exporting import FORMATS
 
 if TYPE_CHECKING:
     import torch
@@ -50,7 +50,7 @@ __all__ = [
 class Predictor(Protocol):
     """A loaded model: a float32 batch in, the model's output batch out.
 
-    ``format`` is one of :data:`loopml.models.export.FORMATS`. Example::
+    ``format`` is one of :data:`loopml.models.exporting.FORMATS`. Example::
 
         predict: Predictor = load_predictor("pt2", "model.pt2")
         predict(x).argmax(axis=1)
@@ -267,9 +267,9 @@ def load_predictor(
     threads: int = 1,
     model_spec: Mapping[str, Any] | None = None,
 ) -> Predictor:
-    """Load a model file written by :mod:`loopml.models.export` and return a :class:`Predictor`.
+    """Load a model file written by :mod:`loopml.models.exporting` and return a :class:`Predictor`.
 
-    ``format`` is one of :data:`~loopml.models.export.FORMATS`: ``"onnx"`` (ONNX
+    ``format`` is one of :data:`~loopml.models.exporting.FORMATS`: ``"onnx"`` (ONNX
     Runtime, ``loopml[export]``), ``"pt2"`` (``torch.export``), ``"pte"``
     (ExecuTorch, ``loopml[edge]``; any batch size) and ``"torch"``, which needs
     ``model_spec={"class_path": "pkg.mod:Class", "init_args": {...}}`` and the
@@ -448,7 +448,7 @@ def _check_pt2_archive(path: Path) -> None:
                 except Exception as exc:
                     raise ExportError(
                         f"{path} holds pickled data that is not plain tensors ({member}); loopml does not load it. "
-                        "Re-export the model with loopml.models.export.export_pt2."
+                        "Re-export the model with loopml.models.exporting.export_pt2."
                     ) from exc
 
             for member in members:

@@ -35,7 +35,7 @@ their own, as in the paper. BatchNorm is not folded: quantize models without it,
 or fold it first.
 
 The trained model is deployed as ONNX (:func:`to_onnx`): the fp32 graph from
-:func:`loopml.models.export.export_onnx` with QuantizeLinear/DequantizeLinear
+:func:`loopml.models.exporting.export_onnx` with QuantizeLinear/DequantizeLinear
 pairs inserted at the learned power-of-2 scales, weights stored as int8 (or
 int4, ONNX opset 21) initializers and biases as int32 at ``s_x * s_w``. ONNX
 Runtime fuses the int8 pairs into QLinearConv / QGemm kernels.
@@ -508,7 +508,7 @@ def to_onnx(qmodel: nn.Module, example: torch.Tensor, path: str | os.PathLike[st
     int8: opset 20 (the exporter's default) and ONNX Runtime's int8 kernels; int4: opset 21 INT4/UINT4
     QuantizeLinear/DequantizeLinear, weights packed two per byte.
     """
-    from .export import export_onnx
+    from .exporting import export_onnx
 
     onnx = _onnx()
     quantizers = _quantized_weights(qmodel)

@@ -1,7 +1,7 @@
 """Quantized variants of a registered version, each a new version with measured accuracy, size and latency.
 
 ``loopml quantize digits/1 --method static`` (or :func:`quantize`) loads the
-fp32 version, quantizes it with :mod:`loopml.models.quantize` (calibrating
+fp32 version, quantizes it with :mod:`loopml.models.quantization` (calibrating
 on the training split, fine-tuning through the Trainer for ``tqt``),
 measures the variant and its parent on the test split (accuracy, file size,
 CPU latency at batch 1 and 64) and registers the variant as the next
@@ -109,7 +109,7 @@ def quantize_version(
     import torch
 
     from ..data.fingerprint import fingerprint
-    from .quantize import METHODS, quantize as run_quantize
+    from .quantization import METHODS, quantize as run_quantize
 
     if method not in METHODS:
         raise ValueError(f"Argument method should be one of {', '.join(METHODS)}; got {method!r}")

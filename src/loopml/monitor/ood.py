@@ -305,7 +305,7 @@ def _save_features(features: "torch.nn.Module", example: "torch.Tensor", folder:
     """The feature extractor as ONNX (scored per request: ONNX Runtime runs a small CNN's features
     several times faster than the .pt2 program), else as a torch.export program."""
     from ..errors import ExportError
-    from ..models.export import export_onnx, export_pt2
+    from ..models.exporting import export_onnx, export_pt2
 
     try:
         return export_onnx(features, example, folder / _FEATURES_ONNX), "onnx"
@@ -319,7 +319,7 @@ def _save_joint(features: Any, example: np.ndarray, folder: Path) -> Path | None
     import torch
 
     from ..errors import ExportError
-    from ..models.export import OUTPUT_NAME, export_onnx
+    from ..models.exporting import OUTPUT_NAME, export_onnx
     from ..models.runtime import OnnxPredictor
     from .ood_detectors import joint_module
 

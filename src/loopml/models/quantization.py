@@ -55,7 +55,7 @@ _EXAMPLE = ("e.g. quantize(model, method='tqt', bits=4, example=x[:8], calibrati
 
 @dataclass
 class QuantizedModel:
-    """A quantized variant: ``files`` maps a format of :mod:`loopml.models.export` to its file.
+    """A quantized variant: ``files`` maps a format of :mod:`loopml.models.exporting` to its file.
 
     ``details`` is JSON-safe: the method's settings, calibration size, thresholds
     (TQT/PTQ), the run id of a TQT fine-tuning, ...
@@ -183,7 +183,7 @@ def _ort_quantize(model: nn.Module, method: str, example: torch.Tensor, calib: n
                   details: dict[str, Any]) -> Path:
     import onnx
 
-    from .export import INPUT_NAME, export_onnx
+    from .exporting import INPUT_NAME, export_onnx
     from .tqt import compact
 
     ortq = _require_ort()

@@ -12,7 +12,7 @@ lower with one (see :data:`PTE_FIXED_BATCH` and :func:`export_executorch`).
 Files are written to a temporary file in the target directory, then renamed, so a
 crash never leaves a half-written model. Example::
 
-    from loopml.models.export import export_onnx, verify
+    from loopml.models.exporting import export_onnx, verify
     from loopml.models.runtime import load_predictor
 
     path = export_onnx(model, x[:8], "out/model.onnx")
