@@ -157,24 +157,31 @@ def models_export(
         typer.echo(f"{v.ref} {fmt}: {_mb(f.size)}, max abs difference vs PyTorch {f.details.get('max_abs_diff', 0):.2e}")
 
 
+DATA_HELP = ("What to calibrate, fine-tune and measure on: a .npz file (arrays x and y), a .csv or .parquet "
+             "file (with --target), a stored dataset's fingerprint, or a bundled set by name (e.g. digits). "
+             "Default: the datasets logged with the version's run.")
+
+
 def quantize_command(
     ref: str = typer.Argument(..., help="The fp32 version: NAME/VERSION, NAME@VERSION or NAME@ALIAS."),
     method: str = typer.Option(..., "--method", "-m", help="dynamic, static, tqt (trained thresholds) or ptq (min/max)."),
     bits: int = typer.Option(8, "--bits", "-b", help="8, or 4 (tqt and ptq)."),
-    data: str = typer.Option("digits", "--data", help="Bundled dataset to calibrate, fine-tune and test on."),
-    seed: int = typer.Option(0, "--seed", help="The split's seed (the demo and Trainer use 0)."),
+    data: Optional[str] = typer.Option(None, "--data", help=DATA_HELP),
+    target: Optional[str] = typer.Option(None, "--target", help="The label column of a .csv or .parquet --data file."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split of a single dataset (15% val, 15% test) and of the calibration sample."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="TQT fine-tuning epochs."),
     store: Optional[str] = StoreOpt,
 ) -> None:
     """Make a quantized variant of a version, registered as a new version with accuracy, size and latency.
 
-    Example: loopml quantize digits/1 --method static
-    Example: loopml quantize digits@production --method tqt --bits 4
+    Example: loopml quantize mlp/1 --method static --data train.npz
+    Example: loopml quantize churn@production --method tqt --bits 4 --data churn.csv --target churned
+    Example: loopml quantize digits@production --method static     (the data logged with its run)
     """
     from .models import registry as r
     from .models.variants import quantize
 
-    v = quantize(ref, method=method, bits=bits, data=data, seed=seed, epochs=epochs, tracking_uri=store)
+    v = quantize(ref, method=method, bits=bits, data=data, target=target, seed=seed, epochs=epochs, tracking_uri=store)
     versions = [x for x in r.list_versions(v.name, tracking_uri=store) if x.version in (v.version, v.parent_version)]
     _console().print(_version_rows(versions))
     typer.echo(f"registered {v.ref} ({method} int{bits} of {v.name}/{v.parent_version})")

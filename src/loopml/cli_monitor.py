@@ -14,7 +14,7 @@ __all__ = ["monitor_app"]
 monitor_app = typer.Typer(
     help="Monitoring: the out-of-distribution gate a server asks before it answers.\n\n"
     "Example:\n\n"
-    "  loopml monitor fit-ood digits@production --data digits",
+    "  loopml monitor fit-ood mlp@production --data train.npz",
     no_args_is_help=True,
 )
 
@@ -28,8 +28,14 @@ def _group() -> None:
 @_friendly
 def fit_ood_command(
     ref: str = typer.Argument(..., help="The version: NAME/VERSION, NAME@VERSION or NAME@ALIAS."),
-    data: str = typer.Option("digits", "--data", help="Bundled dataset: fit on its training split, calibrate on its validation split."),
-    seed: int = typer.Option(0, "--seed", help="The split's seed (the demo and Trainer use 0)."),
+    data: Optional[str] = typer.Option(
+        None, "--data",
+        help="Fit on it and calibrate on its validation part: a .npz file (arrays x and y), a .csv or .parquet file "
+             "(with --target), a stored dataset's fingerprint, or a bundled set by name (e.g. digits). "
+             "Default: the datasets logged with the version's run.",
+    ),
+    target_column: Optional[str] = typer.Option(None, "--target", help="The label column of a .csv or .parquet --data file."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split of a single dataset (15% validation, 15% test)."),
     target: float = typer.Option(0.01, "--target-false-abstain", help="Share of in-distribution inputs the gate may refuse."),
     detectors: list[str] = typer.Option(["vae", "mahalanobis"], "--detector", "-d", help="vae and/or mahalanobis (repeatable)."),
     store: Optional[str] = StoreOpt,
@@ -37,15 +43,21 @@ def fit_ood_command(
 ) -> None:
     """Fit the out-of-distribution detectors of a version and store the calibrated gate with it.
 
-    The data is split as the demo and the Trainer split it (stratified, 15% validation, 15% test).
+    A single dataset is split as the Trainer splits it (stratified, 15% validation, 15% test);
+    the inputs are checked against the version's signature first.
 
-    Example: loopml monitor fit-ood digits@production --data digits
-    Example: loopml monitor fit-ood digits/3 --target-false-abstain 0.02 --detector vae
+    Example: loopml monitor fit-ood mlp@production --data train.npz
+    Example: loopml monitor fit-ood churn/3 --data churn.csv --target churned --detector mahalanobis
+    Example: loopml monitor fit-ood digits/3 --target-false-abstain 0.02     (the data logged with its run)
     """
-    from . import data as d
+    from .models.evaldata import data_for
     from .monitor.ood import fit_ood
 
-    parts = d.split(d.load(data), val=0.15, test=0.15, stratify=True, seed=seed)
+    parts = data_for(ref, data, target=target_column, seed=seed, tracking_uri=store,
+                     example=f"e.g. loopml monitor fit-ood {ref} --data train.npz (arrays x and y), "
+                             "or --data table.csv --target label")
+    if parts.val is None:
+        raise ValueError("Argument --data should have a validation part to calibrate the gate on; pass one file (it is split)")
     gate = fit_ood(ref, train=parts.train, val=parts.val, detectors=detectors,
                    target_false_abstain=target, tracking_uri=store)
     x_test = parts.test.x.numpy() if parts.test is not None else None

@@ -48,7 +48,7 @@ def test_quantize_refusals(wine_version: data.Split) -> None:
         quantize("wine/1", method="magic", data=wine_version)
     with pytest.raises(ValueError, match="bits"):
         quantize("wine/1", method="dynamic", bits=4, data=wine_version)
-    with pytest.raises(TypeError, match="bundled dataset name"):
+    with pytest.raises(TypeError, match="Argument data should be a loopml Dataset or Split"):
         quantize("wine/1", method="dynamic", data=42)  # type: ignore[arg-type]
     quantize("wine/1", method="dynamic", data=wine_version)
     with pytest.raises(ValueError, match="already a quantized variant"):

@@ -285,7 +285,7 @@ def test_cli_fit_ood(use_store: str, cnn: DigitsCNN, parts: data.Split) -> None:
     summary = json.loads(result.output)
     assert summary["detectors"] == ["vae"] and summary["val_false_abstain"] <= 0.01
     assert load_gate("digits/1").detectors.keys() == {"vae"}
-    bad = runner.invoke(monitor_app, ["fit-ood", "digits/1", "--target-false-abstain", "2"])
+    bad = runner.invoke(monitor_app, ["fit-ood", "digits/1", "--data", "digits", "--target-false-abstain", "2"])
     assert bad.exit_code == 2 and "Argument target_false_abstain should be a fraction" in bad.output
 
 

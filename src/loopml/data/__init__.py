@@ -21,6 +21,7 @@ from .fingerprint import fingerprint
 from .lineage import dataset_record, log_check, log_dataset
 from .loaders import NAMES, load
 from .profile import profile
+from .sources import read_file, resolve
 from .split import Split, split
 
 __all__ = [
@@ -46,5 +47,7 @@ __all__ = [
     "log_check",
     "log_dataset",
     "profile",
+    "read_file",
+    "resolve",
     "split",
 ]

@@ -12,6 +12,11 @@ fingerprint and links each run to the datasets it used, by role::
 
 The link also becomes the run tag ``dataset.<role>`` (the fingerprint), so
 runs can be searched by data: ``loopml.runs(filter="tags.`dataset.train` = '...'")``.
+
+Rows up to :data:`loopml.data.sources.KEEP_ROWS_BYTES` (32 MiB of ``x`` and
+``y``) are also kept with the run, as the artifact ``datasets/<fingerprint>.npz``,
+so that quantizing or fitting the OOD gate of a version registered from the run
+later finds its data without being told (:func:`loopml.data.sources.stored`).
 """
 
 from __future__ import annotations
@@ -54,15 +59,24 @@ def _backend(run: "Run") -> Any:
     return run._backend
 
 
-def log_dataset(run: "Run", ds: Dataset, role: str = "train") -> str:
+def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool | None = None) -> str:
     """Store ``ds``'s record and link it to ``run`` as ``role``; returns the fingerprint.
+
+    ``keep_rows``: also keep the rows with the run (``datasets/<fingerprint>.npz``);
+    default: when ``x`` and ``y`` take at most 32 MiB.
 
     >>> log_dataset(run, parts.train, role="train")      # doctest: +SKIP
     '0d143a66b942...'
     """
+    from .sources import KEEP_ROWS_BYTES, save_rows
+
     backend = _backend(run)
+    if keep_rows is not None and not isinstance(keep_rows, bool):
+        raise TypeError(f"Argument keep_rows should be True, False or None (keep up to 32 MiB), got {keep_rows!r}")
     record = dataset_record(ds)
     backend.log_dataset(run.id, record, role)
+    if keep_rows or (keep_rows is None and ds.x.nbytes + ds.y.nbytes <= KEEP_ROWS_BYTES):
+        save_rows(run, ds)
     run.set_tags({f"dataset.{role}": record["fingerprint"]})
     return str(record["fingerprint"])
 

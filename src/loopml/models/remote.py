@@ -132,7 +132,7 @@ class RemoteRegistry:
         doc = self.remote._json("POST", f"{self._model(mv.name)}/versions/{mv.version}/export", {"formats": formats})
         return ModelVersion.from_dict(doc)
 
-    def quantize(self, ref: str, *, method: str, bits: int, data: str, seed: int, epochs: int | None) -> ModelVersion:
+    def quantize(self, ref: str, *, method: str, bits: int, data: str | None, seed: int, epochs: int | None) -> ModelVersion:
         mv = self.resolve(ref)
         body = {"method": method, "bits": bits, "data": data, "seed": seed, "epochs": epochs}
         return ModelVersion.from_dict(self.remote._json("POST", f"{self._model(mv.name)}/versions/{mv.version}/quantize", body))

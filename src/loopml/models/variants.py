@@ -1,21 +1,27 @@
 """Quantized variants of a registered version, each a new version with measured accuracy, size and latency.
 
-``loopml quantize digits/1 --method static`` (or :func:`quantize`) loads the
-fp32 version, quantizes it with :mod:`loopml.models.quantization` (calibrating
-on the training split, fine-tuning through the Trainer for ``tqt``),
-measures the variant and its parent on the test split (accuracy, file size,
-CPU latency at batch 1 and 64) and registers the variant as the next
-version of the same model, tagged ``quantization.method`` /
+``loopml quantize mlp/1 --method static --data train.npz`` (or :func:`quantize`)
+loads the fp32 version, quantizes it with :mod:`loopml.models.quantization`
+(calibrating on the training part, fine-tuning through the Trainer for
+``tqt``), measures the variant and its parent on the test part (accuracy,
+file size, CPU latency at batch 1 and 64) and registers the variant as the
+next version of the same model, tagged ``quantization.method`` /
 ``quantization.bits`` and linked to its parent::
 
-    v = loopml.models.quantize("digits/1", method="tqt", bits=4, data="digits")
+    v = loopml.models.quantize("digits/1", method="tqt", bits=4, data=parts)
     v.measurements   # {'accuracy': 0.972, 'size_bytes': 31544, 'latency_ms': {'1': 0.05, '64': 0.4}, ...}
 
-The data: a bundled dataset name (split as the demo and the Trainer do:
-stratified, 15% val, 15% test, ``seed``) or a :class:`loopml.data.Split`.
-When the resulting training split's fingerprint matches the one in the
-version's lineage, the variant records that it was calibrated on the very
-training data of its parent (``details.data_matches_lineage``).
+The data (:func:`loopml.models.evaldata.version_data`): ``data`` when given (a
+Dataset or Split, ``(x, y)``, a ``.npz`` / ``.csv`` / ``.parquet`` file with
+``target``, a stored dataset's fingerprint, or a bundled set named explicitly
+such as ``"digits"``); otherwise the datasets logged with the version's run
+when the store keeps their rows; otherwise an error saying what to pass. The
+inputs are checked against the version's signature first. The variant is
+measured on the test part (the validation part when there is no test part;
+``measurements["measured_on"]`` says which). When the training part's
+fingerprint matches the one in the version's lineage, the variant records
+that it was calibrated on the very training data of its parent
+(``details.data_matches_lineage``).
 """
 
 from __future__ import annotations
@@ -36,32 +42,33 @@ if TYPE_CHECKING:
 
 __all__ = ["measure_version", "quantize", "quantize_version"]
 
-SPLIT = {"val": 0.15, "test": 0.15}
 CALIBRATION_ROWS = 512
-
-
-def _split(data: "str | Split", seed: int) -> "Split":
-    from .. import data as d
-
-    if isinstance(data, str):
-        return d.split(d.load(data), **SPLIT, stratify=True, seed=seed)
-    if all(hasattr(data, part) for part in ("train", "val", "test")):
-        return data
-    raise TypeError(
-        f"Argument data should be a bundled dataset name such as 'digits' or a loopml.data.Split; got {type(data).__name__}"
-    )
 
 
 def _arrays(ds: Any) -> tuple[np.ndarray, np.ndarray]:
     return ds.x.numpy().astype(np.float32, copy=False), ds.y.numpy()
 
 
+def _held_out(parts: "Split", ref: str, example: str) -> tuple[str, Any]:
+    if parts.test is not None:
+        return "test", parts.test
+    if parts.val is not None:
+        return "val", parts.val
+    raise ValueError(f"Argument data should hold rows to measure {ref} on (a test or validation part); {example}")
+
+
+def _example(ref: str, method: str) -> str:
+    return (f"e.g. loopml quantize {ref} --method {method} --data train.npz (arrays x and y), --data table.csv "
+            f"--target label, or quantize({ref!r}, method={method!r}, data=(x, y))")
+
+
 def measure_version(registry: "RegistryStore", version: ModelVersion, parts: "Split", fmt: str | None = None) -> dict[str, Any]:
-    """Accuracy on the test split, file size and batch-1 / batch-64 latency of one format of a version."""
+    """Accuracy on the test part (else the validation part), file size and batch-1 / batch-64 latency of a version."""
     from . import measure
 
     loaded = load_version(registry, version, format=fmt)
-    x, y = _arrays(parts.test)
+    role, held_out = _held_out(parts, version.ref, _example(version.ref, "static"))
+    x, y = _arrays(held_out)
     predict = loaded.predictor
     path = registry.file_path(version.name, version.version, loaded.format, verify=False)
     lat = measure.latency(predict, x, batch_sizes=(1, 64))
@@ -69,6 +76,7 @@ def measure_version(registry: "RegistryStore", version: ModelVersion, parts: "Sp
         "format": loaded.format,
         "size_bytes": measure.file_size(path),
         "latency_ms": {str(k): float(v) for k, v in lat.items()},
+        "measured_on": role,
     }
     if loaded.signature.is_classifier:
         out["accuracy"] = float(measure.accuracy(predict, x, y))
@@ -80,19 +88,40 @@ def quantize(
     *,
     method: str,
     bits: int = 8,
-    data: "str | Split" = "digits",
+    data: Any = None,
+    target: str | None = None,
     seed: int = 0,
     epochs: int | None = None,
     tracking_uri: str | None = None,
 ) -> ModelVersion:
-    """Quantize the version ``ref`` and register the variant as the next version (see the module docstring)."""
+    """Quantize the version ``ref`` and register the variant as the next version (see the module docstring).
+
+    ``data``: what to calibrate, fine-tune and measure on (default: the datasets
+    logged with the version's run); ``target``: the label column of a table file;
+    ``seed``: the split of a single dataset and the calibration sample.
+
+    >>> v = loopml.models.quantize("mlp/1", method="static", data="train.npz")   # doctest: +SKIP
+    >>> v.ref, v.measurements["accuracy"]                                         # doctest: +SKIP
+    ('mlp/2', 0.96)
+    """
     registry = registry_for(tracking_uri)
     remote = getattr(registry, "quantize", None)
-    if remote is not None:  # a loopml server: it quantizes with its own copy of the files
-        if not isinstance(data, str):
-            raise ValueError("Against a loopml server, data should be a bundled dataset name such as 'digits'")
+    if remote is not None:  # a loopml server: it quantizes with its own copy of the files and data
+        if data is not None and not (isinstance(data, str) and server_data(data)):
+            raise ValueError(
+                "Against a loopml server, data should be None (the version's logged datasets), a stored dataset's "
+                "fingerprint or a bundled set's name such as 'iris'; a file or arrays cannot travel with the call: "
+                "log them with loopml.data.log_dataset(run, ds) first, or quantize against the store itself"
+            )
         return remote(ref, method=method, bits=bits, data=data, seed=seed, epochs=epochs)  # type: ignore[no-any-return]
-    return quantize_version(registry, ref, method=method, bits=bits, data=data, seed=seed, epochs=epochs)
+    return quantize_version(registry, ref, method=method, bits=bits, data=data, target=target, seed=seed, epochs=epochs)
+
+
+def server_data(data: str) -> bool:
+    """Whether a loopml server may take ``data`` by name: a bundled set or a stored fingerprint, never a path."""
+    from ..data.loaders import NAMES
+
+    return data in NAMES or (len(data) == 64 and all(c in "0123456789abcdef" for c in data))
 
 
 def quantize_version(
@@ -101,7 +130,8 @@ def quantize_version(
     *,
     method: str,
     bits: int = 8,
-    data: "str | Split" = "digits",
+    data: Any = None,
+    target: str | None = None,
     seed: int = 0,
     epochs: int | None = None,
 ) -> ModelVersion:
@@ -109,6 +139,7 @@ def quantize_version(
     import torch
 
     from ..data.fingerprint import fingerprint
+    from .evaldata import version_data
     from .quantization import METHODS, quantize as run_quantize
 
     if method not in METHODS:
@@ -116,7 +147,8 @@ def quantize_version(
     parent = registry.resolve(ref)
     if parent.parent_version is not None and "quantization.method" in parent.tags:
         raise ValueError(f"{parent.ref} is already a quantized variant; quantize its fp32 parent {parent.name}/{parent.parent_version}")
-    parts = _split(data, seed)
+    parts = version_data(registry, parent, data, target=target, seed=seed, example=_example(parent.ref, method))
+    _held_out(parts, parent.ref, _example(parent.ref, method))
     train_fp = fingerprint(parts.train)
     lineage_fp = (parent.lineage.get("datasets") or {}).get("train")
     module = _source_module(registry, parent)

@@ -534,8 +534,11 @@ def _rate_for(rows: int, requested: float) -> float:
 def fit_ood(
     ref_or_model: "str | torch.nn.Module",
     *,
-    train: Any,
-    val: Any,
+    train: Any = None,
+    val: Any = None,
+    data: Any = None,
+    target: str | None = None,
+    seed: int = 0,
     detectors: Sequence[str] = DETECTORS,
     target_false_abstain: float = 0.01,
     mode: str = "class",
@@ -552,11 +555,17 @@ def fit_ood(
     ONNX (else a ``.pt2`` program), so serving needs no model code. The model is
     ``model`` (the live module, whatever its class) when given, else the version's
     ``torch`` format (its class importable), else its ``pt2`` program, unflattened
-    to find the input of its last ``nn.Linear``. The gate's details record its
+    to find the input of its last ``nn.Linear``. The data of a reference:
+    ``train`` and ``val`` when given; else ``data`` (a Dataset, Split, ``(x, y)``,
+    a ``.npz`` / ``.csv`` / ``.parquet`` file with ``target``, a stored
+    fingerprint, or a bundled set by name, split with ``seed``); else the datasets
+    logged with the version's run (:func:`loopml.models.evaldata.version_data`),
+    checked against its signature before any work. The gate's details record its
     thresholds, the rate asked for and the one calibrated (see :func:`fit_gate`),
     the validation false-abstain rate and whether ``train``'s fingerprint matches
     the version's training data.
 
+    >>> gate = fit_ood("mlp/1", data="train.npz")                                            # doctest: +SKIP
     >>> parts = loopml.data.split(loopml.data.load("digits"), val=0.15, test=0.15, seed=0)   # doctest: +SKIP
     >>> gate = fit_ood("digits/1", train=parts.train, val=parts.val)                         # doctest: +SKIP
     >>> load_gate("digits/1").score(parts.test.x)                                            # doctest: +SKIP
@@ -567,6 +576,9 @@ def fit_ood(
         if model is not None:
             raise ValueError("Argument model is for a version reference, e.g. fit_ood('digits/1', model=net, ...); "
                              "with a module as the first argument leave it out")
+        if train is None or val is None:
+            raise ValueError("Arguments train and val should be given for a torch module, e.g. "
+                             "fit_ood(model, train=parts.train, val=parts.val); a registered version can use data=")
         return fit_gate(ref_or_model, train=train, val=val, detectors=detectors,
                         target_false_abstain=target_false_abstain, mode=mode, vae_options=vae_options)
     if not isinstance(ref_or_model, str):
@@ -579,11 +591,42 @@ def fit_ood(
 
     registry = registry_for(tracking_uri)
     version = registry.resolve(ref_or_model)
+    train, val = _version_parts(registry, version, train, val, data, target, seed)
     layer = None
     if model is None:
         model, layer = _version_module(registry, version, detectors)
     return fit_version_gate(registry, version, model, train=train, val=val, detectors=detectors,
                             target_false_abstain=target_false_abstain, mode=mode, vae_options=vae_options, layer=layer)
+
+
+def _version_parts(registry: Any, version: "ModelVersion", train: Any, val: Any, data: Any, target: str | None,
+                   seed: int) -> tuple[Any, Any]:
+    """``train``/``val`` for a version's gate (see :func:`fit_ood`), checked against its signature before any work."""
+    from ..models.evaldata import check_shape, version_data
+
+    if not hasattr(registry, "add_file"):
+        raise ValueError(
+            "fit_ood stores files with the version, which a loopml server does not accept over HTTP yet; "
+            "run it where the store is (e.g. with --store sqlite:///... or postgresql+psycopg://...)"
+        )
+    if train is not None and val is not None:
+        if hasattr(train, "x") and hasattr(val, "x"):  # loopml Datasets
+            from ..data.split import Split
+
+            check_shape(version, Split(train=train, val=val, test=None, indices={}),
+                        example=f"e.g. fit_ood({version.ref!r}, train=parts.train, val=parts.val)")
+        return train, val
+    if train is not None or val is not None:
+        raise ValueError("Arguments train and val should be given together (or neither, to use data=)")
+    parts = version_data(
+        registry, version, data, target=target, seed=seed,
+        example=f"e.g. loopml monitor fit-ood {version.ref} --data train.npz (arrays x and y), or "
+                f"fit_ood({version.ref!r}, data=(x, y))",
+    )
+    if parts.val is None:
+        raise ValueError(f"Argument data should have a validation part to calibrate {version.ref}'s gate on; "
+                         "pass a single dataset (it is split) or a Split with val")
+    return parts.train, parts.val
 
 
 def fit_version_gate(
@@ -695,7 +738,7 @@ def load_gate(ref: str, *, threads: int = 1, tracking_uri: str | None = None) ->
 def load_version_gate(registry: Any, version: "ModelVersion", *, threads: int = 1) -> OODGate:
     """:func:`load_gate` for a resolved version of a given registry (what ``loopml serve`` calls on each swap)."""
     if "ood_gate" not in version.files:
-        raise NotFound(f"{version.ref} has no OOD gate; fit one with: loopml monitor fit-ood {version.ref} --data digits")
+        raise NotFound(f"{version.ref} has no OOD gate; fit one with: loopml monitor fit-ood {version.ref} --data train.npz")
     doc = _read_gate_doc(registry.file_path(version.name, version.version, "ood_gate"))
     paths: dict[str, Path] = {}
     for entry in doc["detectors"].values():

@@ -11,7 +11,7 @@ DELETE   /api/v1/models/{name}/versions/{version}             delete (409 while 
 PATCH    /api/v1/models/{name}/versions/{version}             merge ``measurements`` / set ``description``
 GET      /api/v1/models/{name}/versions/{version}/files/{fmt} the file (sha256 checked first)
 POST     /api/v1/models/{name}/versions/{version}/export      add formats: ``{"formats": ["onnx", "pte"]}``
-POST     /api/v1/models/{name}/versions/{version}/quantize    a quantized variant: ``{"method": "static", "bits": 8, "data": "digits"}``
+POST     /api/v1/models/{name}/versions/{version}/quantize    a quantized variant: ``{"method": "static", "bits": 8}``
 PUT      /api/v1/models/{name}/aliases/{alias}                point an alias: ``{"version": 3}``
 DELETE   /api/v1/models/{name}/aliases/{alias}                remove an alias
 GET      /api/v1/models/{name}/alias-history                  every alias move (``?alias=`` to pick one)
@@ -73,7 +73,11 @@ class ExportIn(_Body):
 class QuantizeIn(_Body):
     method: str = Field(examples=["static"], description="dynamic, static, tqt or ptq")
     bits: int = Field(8, examples=[8])
-    data: str = Field(examples=["digits"], description="A bundled dataset name (loopml.data.load) to calibrate and test on")
+    data: str | None = Field(
+        None, examples=["iris"],
+        description="A stored dataset's fingerprint or a bundled dataset's name (loopml.data.load) to calibrate and "
+        "test on; default: the datasets logged with the version's run",
+    )
     seed: int = 0
     epochs: int | None = Field(None, description="TQT fine-tuning epochs")
 
@@ -156,8 +160,10 @@ async def export_version(name: str, version: int, body: ExportIn, registry: Regi
 
 @router.post("/{name}/versions/{version}/quantize", status_code=201, summary="Make a quantized variant as a new version")
 async def quantize_version(name: str, version: int, body: QuantizeIn, registry: Registry) -> Response:
-    from ..models.variants import quantize_version as do_quantize
+    from ..models.variants import quantize_version as do_quantize, server_data
 
+    if body.data is not None and not server_data(body.data):  # never a path on the server's disk
+        raise ValueError(f"Field data should be a stored dataset's fingerprint or a bundled dataset's name, got {body.data!r}")
     result = await run_in_threadpool(
         do_quantize, registry, f"{name}/{version}", method=body.method, bits=body.bits, data=body.data,
         seed=body.seed, epochs=body.epochs,

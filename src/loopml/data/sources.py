@@ -1,0 +1,219 @@
+"""Where rows come from when a call needs data: a Dataset, arrays, a file, a stored dataset, or a bundled set.
+
+:func:`resolve` turns what a user passed (to :func:`loopml.models.quantize`,
+:func:`loopml.monitor.fit_ood`, ``loopml quantize --data``, ...) into a
+:class:`~loopml.data.Dataset` or :class:`~loopml.data.Split`:
+
+================================  =====================================================================
+``data``                          what it is
+================================  =====================================================================
+a ``Dataset`` or ``Split``        used as it is
+``(x, y)``                        arrays or tensors (:func:`loopml.data.from_arrays`)
+``"train.npz"``                   a NumPy archive with the arrays ``x`` and ``y``
+``"table.csv"``, ``".parquet"``   a table; ``target`` names the label column (:func:`~loopml.data.from_frame`)
+a 64-hex fingerprint              a dataset logged with a run whose rows the store keeps (:func:`stored`)
+``"digits"``, ``"iris"``, ...     a bundled scikit-learn set (:func:`loopml.data.load`), only when named
+================================  =====================================================================
+
+Nothing is ever assumed: with no data the caller decides what to do (the
+registry looks for the datasets logged with the version's run, then says what
+to pass).
+
+:func:`log_dataset <loopml.data.log_dataset>` keeps a dataset's rows with the
+run (the artifact ``datasets/<fingerprint>.npz``) when they take at most
+:data:`KEEP_ROWS_BYTES`; :func:`stored` reads them back, checked against the
+fingerprint.
+
+>>> ds = resolve((np.zeros((4, 3)), [0, 1, 0, 1]))
+>>> ds.x.shape
+torch.Size([4, 3])
+>>> resolve("table.csv", target="label")     # doctest: +SKIP
+<Dataset 'table' tabular (120, 4) classification, 3 classes>
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import DataError, IntegrityError, NotFound
+from .dataset import Dataset, from_arrays, from_frame
+from .loaders import NAMES, load
+from .split import Split
+
+if TYPE_CHECKING:
+    from ..tracking.run import Run
+
+__all__ = ["FILE_SUFFIXES", "KEEP_ROWS_BYTES", "read_file", "resolve", "rows_artifact", "save_rows", "stored"]
+
+FILE_SUFFIXES = (".npz", ".csv", ".parquet")
+KEEP_ROWS_BYTES = 32 * 2**20
+"""Datasets up to this size (x and y) keep their rows with the run that logged them (32 MiB: digits is 0.4 MB)."""
+
+FORMS = (
+    "a loopml Dataset or Split, arrays (x, y), a file (train.npz with arrays x and y, or table.csv / "
+    "table.parquet with target='label'), a stored dataset's fingerprint, or a bundled set by name "
+    f"({', '.join(NAMES)})"
+)
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _frame_reader(suffix: str) -> Any:
+    import pandas as pd
+
+    if suffix == ".csv":
+        return pd.read_csv
+    try:
+        import pyarrow  # noqa: F401  # pandas reads parquet through pyarrow
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError("Reading .parquet files needs pyarrow: pip install 'loopml[parquet]'") from exc
+    return pd.read_parquet
+
+
+def read_file(path: str | os.PathLike[str], *, target: str | None = None) -> Dataset:
+    """A Dataset from ``.npz`` (arrays ``x`` and ``y``), ``.csv`` or ``.parquet`` (``target``: the label column).
+
+    >>> ds = read_file("train.npz")                      # doctest: +SKIP
+    >>> ds = read_file("table.csv", target="species")    # doctest: +SKIP
+    """
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise ValueError(f"Argument data should be a .npz, .csv or .parquet file, got {str(p)!r}; or pass {FORMS}")
+    if not p.is_file():
+        raise ValueError(f"Argument data should be an existing file; {str(p)!r} does not exist")
+    name = p.stem or "data"
+    if suffix == ".npz":
+        try:
+            with np.load(p, allow_pickle=False) as archive:
+                arrays = {k: archive[k] for k in archive.files}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"Argument data should be a NumPy .npz archive; {str(p)!r} does not read as one: {exc}") from exc
+        missing = [k for k in ("x", "y") if k not in arrays]
+        if missing:
+            raise ValueError(
+                f"Argument data should be an .npz with the arrays 'x' (inputs) and 'y' (labels); {str(p)!r} "
+                f"has {sorted(arrays)}, without {missing}; write one with numpy.savez(path, x=x, y=y)"
+            )
+        return from_arrays(arrays["x"], arrays["y"], name=name, source=f"file:{p.name}")
+    try:
+        frame = _frame_reader(suffix)(p)
+    except ModuleNotFoundError:
+        raise
+    except Exception as exc:  # pandas raises many parser errors; the user's file is at fault, say which
+        raise ValueError(f"Argument data should be a readable {suffix} table; {str(p)!r}: {type(exc).__name__}: {exc}") from exc
+    columns = [str(c) for c in frame.columns]
+    if target is None:
+        raise ValueError(
+            f"Argument target should name the label column of {p.name} (columns: {', '.join(columns[:20])}); "
+            f"e.g. --target {columns[-1] if columns else 'label'}"
+        )
+    if target not in frame.columns:
+        raise ValueError(f"Argument target should be a column of {p.name}, got {target!r}; columns: {', '.join(columns[:20])}")
+    ds = from_frame(frame, target=target, name=name)
+    ds.source = f"file:{p.name}"
+    return ds
+
+
+def resolve(data: Any, *, target: str | None = None, tracking_uri: str | None = None, backend: Any = None) -> Dataset | Split:
+    """``data`` in any of the forms of the module docstring, as a Dataset (or the Split it already is).
+
+    ``target``: the label column of a ``.csv`` / ``.parquet`` file. ``backend`` or
+    ``tracking_uri``: the store a fingerprint is looked up in (default: the current one).
+
+    >>> resolve("digits").x.shape
+    torch.Size([1797, 1, 8, 8])
+    """
+    if isinstance(data, (Dataset, Split)):
+        return data
+    if isinstance(data, tuple) and len(data) == 2:
+        return from_arrays(data[0], data[1], name="arrays")
+    if isinstance(data, os.PathLike):
+        return read_file(data, target=target)
+    if not isinstance(data, str):
+        raise TypeError(f"Argument data should be {FORMS}; got {type(data).__name__}")
+    if Path(data).suffix.lower() in FILE_SUFFIXES:
+        return read_file(data, target=target)
+    if data in NAMES:
+        return load(data)
+    if _FINGERPRINT.match(data):
+        if backend is None:
+            from ..tracking.api import backend_for
+
+            backend = backend_for(tracking_uri)
+        return stored(backend, data)
+    if Path(data).exists():
+        raise ValueError(f"Argument data should be a .npz, .csv or .parquet file, got {data!r}")
+    raise ValueError(f"Argument data should be {FORMS}; got {data!r}")
+
+
+def rows_artifact(fingerprint: str) -> str:
+    """The run artifact that holds a dataset's rows: ``datasets/<fingerprint>.npz``."""
+    return f"datasets/{fingerprint}.npz"
+
+
+def save_rows(run: "Run", ds: Dataset) -> str:
+    """Keep ``ds``'s rows with ``run`` (see :func:`rows_artifact`); returns the artifact path."""
+    name = rows_artifact(ds.fingerprint)
+    with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
+        path = Path(tmp) / "rows.npz"
+        np.savez(path, x=ds.x.numpy(), y=ds.y.numpy())
+        run.log_artifact(path, name=name)
+    return name
+
+
+def _runs_linked(backend: Any, fingerprint: str) -> list[str]:
+    ids: list[str] = []
+    for role in ("train", "val", "test", "eval"):
+        # the fingerprint is 64 hex digits (checked by the caller), so it is safe inside the filter's quotes
+        for run in backend.search_runs(filter=f"tags.`dataset.{role}` = '{fingerprint}'", limit=20):
+            if run.id not in ids:
+                ids.append(run.id)
+    return ids
+
+
+def stored(backend: Any, fingerprint: str, *, run_ids: list[str] | None = None) -> Dataset:
+    """The dataset ``fingerprint`` rebuilt from the rows a run keeps (``run_ids``: where to look first).
+
+    Raises :class:`~loopml.errors.NotFound` when the store has no such dataset,
+    :class:`~loopml.errors.DataError` when it has the record (schema, profile)
+    but no run keeps its rows, :class:`~loopml.errors.IntegrityError` when the
+    rows no longer match the fingerprint.
+
+    >>> ds = stored(backend_for(None), "0d143a66b942...")     # doctest: +SKIP
+    """
+    if not isinstance(fingerprint, str) or not _FINGERPRINT.match(fingerprint):
+        raise ValueError(f"Argument fingerprint should be 64 lowercase hex digits (a sha256), got {fingerprint!r}")
+    try:
+        record = backend.get_dataset(fingerprint)
+    except NotFound as exc:
+        raise NotFound(f"No dataset {fingerprint[:12]}... is stored; pass the data itself ({FORMS})") from exc
+    schema = record.get("schema") or {}
+    candidates = list(run_ids or [])
+    candidates += [r for r in _runs_linked(backend, fingerprint) if r not in candidates]
+    name = rows_artifact(fingerprint)
+    for run_id in candidates:
+        if not any(a.path == name for a in backend.list_artifacts(run_id, "datasets")):
+            continue
+        with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
+            local = backend.download_artifact(run_id, name, Path(tmp))
+            with np.load(local, allow_pickle=False) as archive:
+                x, y = archive["x"], archive["y"]
+        ds = Dataset(
+            x, y, feature_names=schema.get("feature_names") if x.ndim == 2 else None,
+            class_names=schema.get("class_names"), task=schema.get("task"), name=record.get("name") or "dataset",
+            source=record.get("source") or "stored", categories=schema.get("categories"),
+        )
+        if ds.fingerprint != fingerprint:
+            raise IntegrityError(f"The rows of dataset {fingerprint[:12]}... kept by run {run_id} no longer match its fingerprint")
+        return ds
+    raise DataError(
+        f"The store keeps dataset {fingerprint[:12]}... ({record.get('name')}, {record.get('n_rows')} rows) as a record "
+        f"(schema and profile) but not its rows (they are kept only when logged at most {KEEP_ROWS_BYTES // 2**20} MiB "
+        f"and keep_rows is not False); pass the data itself ({FORMS})"
+    )
