@@ -107,7 +107,12 @@ def _assert_logged(run_id: str, digits: Dataset, backend: Any) -> None:
     assert backend.run_datasets(run_id) == parts.fingerprints
     assert run.tags["dataset.train"] == parts.train.fingerprint
     assert run.tags["data_check"] == "ok: 0 errors, 3 warnings"
-    assert [a.path for a in run.artifacts()] == ["data_check.json"]
+    rows = sorted(f"datasets/{fp}.npz" for fp in parts.fingerprints.values())  # each part's rows, kept (<= 32 MiB)
+    assert [a.path for a in run.artifacts()] == ["data_check.json", *rows]
+    from loopml.data.sources import stored
+
+    back = stored(backend, parts.val.fingerprint, run_ids=[run_id])
+    assert back.fingerprint == parts.val.fingerprint and back.class_names == parts.val.class_names
 
 
 def test_log_dataset_links_the_run(use_store: str, digits: Dataset) -> None:
