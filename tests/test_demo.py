@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,15 @@ ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("torch")
 pytest.importorskip("sklearn")
 
+# lines a third-party library writes: ONNX Runtime ("2026-... [W:onnxruntime:...]"), torchao ("Failed to load
+# .../torchao/_C_mxfp8....so"), ExecuTorch / XNNPACK's CPU probe ("[cpuinfo_utils.cpp:71] ..."), torch's glog-style
+# log lines ("W1202 05:48:01.709000 ... _pytree.py:630]"), and Python warnings ("file.py:12: UserWarning: ...")
+NOISE = re.compile(r"onnxruntime|torchao|executorch|cpuinfo|\[[WE]:|^[WE]\d{4} \d\d:\d\d|\w+Warning: ", re.IGNORECASE)
+
+
+def noise(text: str) -> list[str]:
+    return [line for line in text.splitlines() if NOISE.search(line)]
+
 
 def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     env = {**os.environ, "LOOPML_HOME": str(tmp_path / "home"), "LOOPML_DEMO_EPOCHS": "2", "OMP_NUM_THREADS": "1"}
@@ -23,6 +33,9 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
+    # the demo's output is loopml's alone: no library noise on either stream, nothing at all on stderr
+    assert noise(proc.stdout) == [] and noise(proc.stderr) == [], proc.stderr
+    assert proc.stderr == "", proc.stderr
     assert "FINISHED" in proc.stdout and "loopml runs show" in proc.stdout and "test_accuracy" in proc.stdout
 
     from loopml.store import TrackingStore

@@ -123,7 +123,9 @@ def _quiet() -> Iterator[None]:
     """Silence the exporters' warnings and log lines (e.g. "torchvision is not installed")."""
     import logging
 
-    names = ("torch", "torch.onnx", "torch.export", "torch._export", "torch.utils._pytree", "torch.fx", "torch._dynamo")
+    # torchao (imported by executorch) warns for each CUDA kernel library it cannot load on a CPU machine
+    names = ("torch", "torch.onnx", "torch.export", "torch._export", "torch.utils._pytree", "torch.fx", "torch._dynamo",
+             "torchao")
     loggers = [logging.getLogger(name) for name in names]
     levels = [lg.level for lg in loggers]
     try:

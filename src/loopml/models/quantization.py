@@ -183,11 +183,13 @@ def _ort_quantize(model: nn.Module, method: str, example: torch.Tensor, calib: n
                   details: dict[str, Any]) -> Path:
     import onnx
 
+    from ..quiet import ort_errors_only
     from .exporting import INPUT_NAME, export_onnx
     from .tqt import compact
 
     ortq = _require_ort()
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    # the quantizers' own calibration sessions and root-logger warnings are noise to the user; errors still raise
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, ort_errors_only():
         fp32 = export_onnx(model, example, Path(tmp) / "float.onnx")
         prepped = Path(tmp) / "prepped.onnx"
         try:

@@ -169,9 +169,13 @@ class PtePredictor:
     format = "pte"
 
     def __init__(self, path: Path, *, threads: int) -> None:
+        from ..quiet import native_output, quiet_loggers
+
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # "This API is experimental" on first import
+            # "This API is experimental" on first import; torchao (imported by executorch) logs a warning per CUDA
+            # kernel library it cannot load on a CPU machine
+            with warnings.catch_warnings(), quiet_loggers(["torchao", "torch.utils._pytree"]):
+                warnings.simplefilter("ignore")
                 from executorch.runtime import Runtime
         except ModuleNotFoundError as exc:
             raise ModuleNotFoundError(f"Loading a .pte model needs {exc.name}: pip install 'loopml[edge]'") from exc
@@ -180,7 +184,8 @@ class PtePredictor:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 program = Runtime.get().load_program(path)
-            self._method = program.load_method("forward")
+            with native_output(f"executorch: load {Path(path).name}"):  # XNNPACK's CPU probe prints to fd 2
+                self._method = program.load_method("forward")
             meta = self._method.metadata
             if meta.num_inputs() != 1 or meta.num_outputs() != 1:
                 raise ExportError(
