@@ -83,3 +83,42 @@ def test_ort_errors_only_leaves_no_root_handler_behind() -> None:
     assert proc.returncode == 0, proc.stderr
     # nothing from inside the block; the later warning reaches stderr through logging's last-resort handler only
     assert proc.stdout.strip() == "0" and proc.stderr == "a later library warning\n"
+
+
+ORT_CHILD = r"""
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 2])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
+unused = numpy_helper.from_array(np.zeros(3, np.float32), "unused")  # ONNX Runtime warns that it removes it
+graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y], initializer=[unused])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+model.ir_version = 9
+onnx.save(model, sys.argv[2])
+if sys.argv[1] == "loopml":
+    from loopml.quiet import import_onnxruntime
+
+    ort = import_onnxruntime()
+    assert import_onnxruntime() is ort is sys.modules["onnxruntime"]
+else:
+    import onnxruntime as ort
+ort.InferenceSession(sys.argv[2], providers=["CPUExecutionProvider"])
+print("ok")
+"""
+
+
+def test_onnxruntime_imported_by_loopml_logs_errors_only(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+
+    def stderr_of(mode: str) -> str:
+        proc = subprocess.run([sys.executable, "-c", ORT_CHILD, mode, str(tmp_path / "unused.onnx")],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+        return proc.stderr
+
+    assert "Removing initializer 'unused'" in stderr_of("plain")  # the oracle: ONNX Runtime does warn here
+    assert stderr_of("loopml") == ""

@@ -15,7 +15,7 @@ it is an error. Two tools, each used around the one call that makes the noise:
   exception propagates, so a real failure keeps its native diagnostics.
 
 ONNX Runtime is quieted by its own switch (severity 3: errors only), see
-:func:`ort_errors_only`; loopml's own sessions set ``log_severity_level=3``.
+:func:`import_onnxruntime`; loopml's own sessions also set ``log_severity_level=3``.
 
 >>> with native_output("executorch load_method"):     # doctest: +SKIP
 ...     method = program.load_method("forward")
@@ -34,12 +34,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NATIVE_LOG", "native_output", "ort_errors_only", "quiet_loggers"]
+__all__ = ["NATIVE_LOG", "import_onnxruntime", "native_output", "ort_errors_only", "quiet_loggers"]
 
 NATIVE_LOG = "logs/native.log"
 """Where :func:`native_output` keeps what native code wrote, under ``LOOPML_HOME``."""
 
-ORT_WARNING, ORT_ERROR = 2, 3  # ONNX Runtime's severity levels: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+ORT_ERROR = 3  # ONNX Runtime's severity levels: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal
+_ORT_QUIET = False
 
 log = logging.getLogger("loopml.native")
 # one redirect at a time: file descriptor 2 belongs to the whole process, so nested or concurrent blocks must
@@ -137,21 +138,39 @@ def native_output(what: str) -> Iterator[None]:
                 _keep(what, text)
 
 
+def import_onnxruntime() -> Any:
+    """``import onnxruntime`` as loopml uses it: quiet, errors only.
+
+    The import runs under :func:`native_output` (on CPUs its probe does not know,
+    ONNX Runtime's static initialisers print to fd 2), and ONNX Runtime's default
+    logger is set to errors only (severity 3) once: the thread-pool lines a session
+    logs when it is created (``pthread_setaffinity_np failed`` where the CPU set is
+    restricted, as in containers) go through the default logger, not the session's
+    ``log_severity_level``. It is process-wide: call
+    ``onnxruntime.set_default_logger_severity(2)`` afterwards to see warnings again.
+    Raises ``ModuleNotFoundError`` when ONNX Runtime is not installed.
+
+    >>> ort = import_onnxruntime()     # doctest: +SKIP
+    """
+    global _ORT_QUIET
+    ort = sys.modules.get("onnxruntime")
+    if ort is None:
+        with native_output("import onnxruntime"):
+            import onnxruntime as ort
+    if not _ORT_QUIET:
+        ort.set_default_logger_severity(ORT_ERROR)
+        _ORT_QUIET = True
+    return ort
+
+
 @contextlib.contextmanager
 def ort_errors_only() -> Iterator[None]:
-    """ONNX Runtime's default logger at errors only inside the block (sessions that a library such as
-    ``onnxruntime.quantization`` creates itself use it), and its root-logger warnings raised to ERROR.
-
-    The default logger is set back to ONNX Runtime's own default (2, warnings) afterwards: it has no getter.
+    """ONNX Runtime at errors only inside the block, its quantizers' root-logger warnings included
+    (``onnxruntime.quantization`` calls ``logging.warning`` on the root logger).
 
     >>> with ort_errors_only():              # doctest: +SKIP
     ...     ortq.quantize_static(...)
     """
-    import onnxruntime as ort
-
-    ort.set_default_logger_severity(ORT_ERROR)
-    try:
-        with quiet_loggers(["", "onnxruntime", "onnx"]):
-            yield
-    finally:
-        ort.set_default_logger_severity(ORT_WARNING)
+    import_onnxruntime()
+    with quiet_loggers(["", "onnxruntime", "onnx"]):
+        yield

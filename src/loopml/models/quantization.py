@@ -75,8 +75,12 @@ class QuantizedModel:
 
 
 def _require_ort() -> Any:
+    from ..quiet import import_onnxruntime
+
     try:
         import onnx  # noqa: F401
+
+        import_onnxruntime()
         import onnxruntime.quantization as ortq  # type: ignore[import-untyped]
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(f"Quantization needs {exc.name}: pip install 'loopml[quantize]'") from exc

@@ -88,8 +88,10 @@ class OnnxPredictor:
     format = "onnx"
 
     def __init__(self, path: Path, *, threads: int, outputs: int = 1) -> None:
+        from ..quiet import import_onnxruntime
+
         try:
-            import onnxruntime as ort
+            ort = import_onnxruntime()  # errors only: its thread pools log warnings through the default logger
         except ModuleNotFoundError as exc:
             raise ModuleNotFoundError(f"Loading an ONNX model needs {exc.name}: pip install 'loopml[export]'") from exc
         options = ort.SessionOptions()
