@@ -24,6 +24,7 @@ ONNX Runtime is quieted by its own switch (severity 3: errors only), see
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -115,8 +116,9 @@ def native_output(what: str) -> Iterator[None]:
         return
     with _FD_LOCK, tempfile.TemporaryFile(mode="w+b") as sink:
         for stream in (sys.stderr, sys.__stderr__):
-            with contextlib.suppress(Exception):
-                stream.flush()
+            if stream is not None:
+                with contextlib.suppress(Exception):  # a closed or replaced stream has nothing to flush
+                    stream.flush()
         saved = os.dup(fd)
         failed = False
         try:
@@ -153,10 +155,10 @@ def import_onnxruntime() -> Any:
     >>> ort = import_onnxruntime()     # doctest: +SKIP
     """
     global _ORT_QUIET
-    ort = sys.modules.get("onnxruntime")
+    ort: Any = sys.modules.get("onnxruntime")
     if ort is None:
         with native_output("import onnxruntime"):
-            import onnxruntime as ort
+            ort = importlib.import_module("onnxruntime")
     if not _ORT_QUIET:
         ort.set_default_logger_severity(ORT_ERROR)
         _ORT_QUIET = True
