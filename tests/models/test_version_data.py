@@ -166,3 +166,15 @@ def test_fit_ood_from_a_file(use_store: str, files: dict[str, Path]) -> None:
     assert "ood_gate" in R.get_version("mlp/1").files
     with pytest.raises(ValueError, match="Arguments train and val should be given together"):
         fit_ood("mlp/1", train=data.resolve(str(files["npz"])))
+
+
+# a real tracking server on 127.0.0.1 (the server tests' fixtures)
+from tests.server.conftest import live_server, server, use_server  # noqa: E402,F401
+
+
+def test_over_http_the_server_uses_the_rows_logged_with_the_run(use_server: object, files: dict[str, Path]) -> None:
+    register_mlp(log=True)  # the rows travel as run artifacts to the server's store
+    v = quantize("mlp/1", method="dynamic")  # the server quantizes, with the data it keeps
+    assert v.ref == "mlp/2" and v.lineage["quantization"]["data_matches_lineage"] is True
+    with pytest.raises(ValueError, match="a file or arrays cannot travel with the call"):
+        quantize("mlp/1", method="dynamic", data=str(files["npz"]))

@@ -86,6 +86,9 @@ def test_rest_refuses_sources_outside_the_artifact_root(use_server: LiveServer, 
         ("GET", "/mlp/versions/1/files/tflite", None, 404),
         ("POST", "/mlp/versions/1/export", {"formats": ["tflite"]}, 400),
         ("POST", "/mlp/versions/1/quantize", {"method": "magic", "data": "digits"}, 400),
+        # data is a fingerprint or a bundled set's name, never a path on the server's disk
+        ("POST", "/mlp/versions/1/quantize", {"method": "static", "data": "/etc/passwd"}, 400),
+        ("POST", "/mlp/versions/1/quantize", {"method": "static", "data": "../../train.npz"}, 400),
     ],
 )
 def test_rest_bad_input(registered: tuple[LiveServer, MLP, torch.Tensor], method: str, path: str, body: object, status: int) -> None:
