@@ -153,9 +153,13 @@ def test_the_rows_logged_with_the_run_are_used_without_being_told(use_store: str
     gate = fit_ood("mlp/1", detectors=("mahalanobis",), target_false_abstain=0.05)
     assert R.get_version("mlp/1").files["ood_gate"].details["data_matches_lineage"] is True
     assert gate.val_false_abstain <= 0.05  # 90 validation rows: the gate's rate can only be set in steps of 1/90
-    # and the fingerprint alone names the same stored rows
+    # and the fingerprint alone names the same stored rows; a version takes the 12-digit prefix `models show` prints
     again = data.resolve(parts.train.fingerprint)
     assert again.fingerprint == parts.train.fingerprint and again.feature_names == parts.train.feature_names
+    val_again = data_for("mlp/1", parts.val.fingerprint[:12])  # one dataset: split 70/15/15 like any other
+    assert sum(len(p) for p in val_again) == len(parts.val) == 90
+    with pytest.raises(ValueError, match="should be a whole fingerprint"):
+        data.resolve(parts.val.fingerprint[:12])
 
 
 def test_fit_ood_from_a_file(use_store: str, files: dict[str, Path]) -> None:

@@ -147,6 +147,9 @@ def resolve(data: Any, *, target: str | None = None, tracking_uri: str | None = 
 
             backend = backend_for(tracking_uri)
         return stored(backend, data)
+    if re.fullmatch(r"[0-9a-f]{8,63}", data):
+        raise ValueError(f"Argument data should be a whole fingerprint (64 hex digits), got {len(data)}: {data!r}; "
+                         "`loopml models show NAME/VERSION --json` lists a version's datasets in full")
     if Path(data).exists():
         raise ValueError(f"Argument data should be a .npz, .csv or .parquet file, got {data!r}")
     raise ValueError(f"Argument data should be {FORMS}; got {data!r}")

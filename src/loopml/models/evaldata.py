@@ -24,6 +24,7 @@ a mismatch names both shapes.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError, NotFound
@@ -117,6 +118,11 @@ def version_data(
     lives in (its store is where fingerprints are looked up). ``example``: the
     call or command that the errors show as the fix.
     """
+    if isinstance(data, str) and re.fullmatch(r"[0-9a-f]{8,63}", data):
+        # a prefix as `loopml models show` prints it: one of the version's own datasets
+        logged = {fp for fp in ((version.lineage or {}).get("datasets") or {}).values() if fp.startswith(data)}
+        if len(logged) == 1:
+            data = logged.pop()
     if data is not None:
         from ..data.sources import resolve
 
