@@ -118,10 +118,13 @@ def quantize(
 
 
 def server_data(data: str) -> bool:
-    """Whether a loopml server may take ``data`` by name: a bundled set or a stored fingerprint, never a path."""
+    """Whether a loopml server may take ``data`` by name: a bundled set or a stored fingerprint (or the prefix
+    ``loopml models show`` prints), never a path."""
+    import re
+
     from ..data.loaders import NAMES
 
-    return data in NAMES or (len(data) == 64 and all(c in "0123456789abcdef" for c in data))
+    return data in NAMES or re.fullmatch(r"[0-9a-f]{8,64}", data) is not None
 
 
 def quantize_version(
