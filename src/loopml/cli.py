@@ -233,10 +233,10 @@ def serve_command(
 
     Example: loopml serve digits@production --port 8080   (then POST /v1/models/digits/predict)
     """
-    from .server.app import _read_token
+    from .access import read_token_file  # not server.app: the model server starts without the web stack
     from .serve import serve
 
-    token = _read_token(auth_token_file) if auth_token_file else config.settings().server_token
+    token = read_token_file(auth_token_file) if auth_token_file else config.settings().server_token
     serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
           max_queue=max_queue, store=store, auth_token=token, allowed_hosts=allowed_host or [], log_inputs=log_inputs,
           use_stored_gate=gate)

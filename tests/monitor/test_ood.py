@@ -182,7 +182,7 @@ def test_bad_arguments_raise_value_errors(cnn: DigitsCNN, gate: OODGate, parts: 
 def test_save_load_round_trip_scores_the_same(gate: OODGate, parts: data.Split, tmp_path: Path) -> None:
     path = gate.save(tmp_path / "gate", example=parts.train.x.numpy()[:8])
     assert sorted(p.name for p in path.parent.iterdir()) == [
-        "ood_features.onnx", "ood_gate.json", "ood_joint.onnx", "ood_mahalanobis.pt", "ood_vae.pt",
+        "ood_features.onnx", "ood_gate.json", "ood_joint.onnx", "ood_mahalanobis.npz", "ood_vae.npz",
     ]
     doc = json.loads(path.read_text())
     assert doc["detectors"]["mahalanobis"]["config"]["layer"] == "head.3"
@@ -218,11 +218,11 @@ def test_the_joint_file_gives_the_model_output_and_the_same_scores_in_one_pass(
 def test_a_changed_file_refuses_to_load(gate: OODGate, parts: data.Split, tmp_path: Path) -> None:
     folder = tmp_path / "gate"
     gate.save(folder)
-    vae = folder / "ood_vae.pt"
+    vae = folder / "ood_vae.npz"
     raw = bytearray(vae.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # one byte of the weights
     vae.write_bytes(bytes(raw))
-    with pytest.raises(IntegrityError, match="ood_vae.pt does not match the sha256 recorded"):
+    with pytest.raises(IntegrityError, match="ood_vae.npz does not match the sha256 recorded"):
         OODGate.load(folder)
 
 
@@ -239,6 +239,7 @@ def test_a_pickle_that_runs_code_is_not_loaded_even_with_a_matching_sha256(gate:
     doc = json.loads((folder / "ood_gate.json").read_text())
     from loopml.store.artifacts import sha256_file as _sha256
 
+    doc["detectors"]["mahalanobis"]["file"] = "ood_mahalanobis.pt"  # as in a gate saved before the .npz files
     doc["detectors"]["mahalanobis"]["sha256"] = _sha256(folder / "ood_mahalanobis.pt")
     (folder / "ood_gate.json").write_text(json.dumps(doc))
     with pytest.raises(ExportError, match="not a plain tensor file"):

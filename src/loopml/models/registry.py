@@ -204,6 +204,7 @@ def register(
             for fmt in wanted:
                 details = _export_one(fmt, model, example, folder / FILE_NAMES[fmt])
                 files[fmt] = {"file": FILE_NAMES[fmt], "details": details}
+            _store_latency(files, folder, example.numpy(), spec)
             np.save(folder / EXAMPLE_FILE, example.numpy(), allow_pickle=False)
             files[EXAMPLE] = {"file": EXAMPLE_FILE, "details": {"rows": int(example.shape[0])}}
             manifest = {
@@ -269,6 +270,27 @@ def _fit_gate(registry: "RegistryStore", version: ModelVersion, model: "torch.nn
             f"loopml.monitor.fit_ood({version.ref!r}, model=model, train=..., val=...)."
         )
     return registry.get_version(version.name, version.version)
+
+
+# formats whose runtime loads in milliseconds are timed at registration; pt2 and pte take
+# seconds to load, so they are timed when export() adds them (it loads them to verify anyway)
+_TIMED_AT_REGISTRATION = ("onnx", "torch")
+
+
+def _store_latency(files: dict[str, dict[str, Any]], folder: Path, x: np.ndarray, spec: Mapping[str, Any] | None) -> None:
+    """Put each quickly loaded file's measured latency in its details: `loopml serve --backend auto`
+    compares these instead of loading every runtime at start (loopml.serve.backends)."""
+    from . import measure
+    from .runtime import load_predictor
+
+    for fmt in _TIMED_AT_REGISTRATION:
+        if fmt in files:
+            try:
+                predict = load_predictor(fmt, folder / files[fmt]["file"], model_spec=spec)
+                files[fmt]["details"]["latency_ms"] = measure.serving_latency(predict, x)
+            except (LoopMLError, ModuleNotFoundError) as exc:  # a figure to choose by, not a reason to refuse the model
+                files[fmt]["details"]["latency_ms"] = None
+                files[fmt]["details"]["latency_error"] = f"{type(exc).__name__}: {exc}"
 
 
 def _export_one(fmt: str, model: "torch.nn.Module", example: "torch.Tensor", path: Path) -> dict[str, Any]:
@@ -397,7 +419,7 @@ def export(ref: str, formats: Iterable[str], *, tracking_uri: str | None = None)
 
 def export_version(registry: "RegistryStore", ref: str, formats: Iterable[str]) -> ModelVersion:
     """:func:`export` on a given registry (what the server runs)."""
-    from . import exporting as ex
+    from . import exporting as ex, measure
     from .runtime import load_predictor
     from .signature import Signature, random_inputs
 
@@ -414,8 +436,10 @@ def export_version(registry: "RegistryStore", ref: str, formats: Iterable[str]) 
         for fmt in wanted:
             path = Path(tmp) / ex.FILE_NAMES[fmt]
             details = _export_one(fmt, module, _as_tensor(example), path)
-            diff = ex.verify(load_predictor(fmt, path), module, check, atol=1e-4)
+            predictor = load_predictor(fmt, path)
+            diff = ex.verify(predictor, module, check, atol=1e-4)
             details["max_abs_diff"] = float(diff)
+            details["latency_ms"] = measure.serving_latency(predictor, example)  # what `serve --backend auto` compares
             registry.add_file(version.name, version.version, fmt, path, details)
     return registry.get_version(version.name, version.version)
 

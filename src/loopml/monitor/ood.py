@@ -25,8 +25,8 @@ validation split so that the gate as a whole abstains on about
     gate.calibrate(x_val, target_false_abstain=0.01)
     gate.score(x) > gate.threshold      # abstain
     gate.explain(x)                     # ["mahalanobis: 3.1x its threshold", ...]
-    gate.save("gate/")                  # JSON + tensors; the feature extractor as ONNX (else a .pt2 program)
-    OODGate.load("gate/")               # never unpickles: torch.load(weights_only=True), torch.export.load
+    gate.save("gate/")                  # JSON + NumPy arrays (.npz); the feature extractor as ONNX (else a .pt2 program)
+    OODGate.load("gate/")               # never unpickles; without torch when the features are ONNX
 
 :func:`fit_ood` fits a gate for a registered version and stores its files with
 the version (formats ``ood_gate``, ``ood_vae``, ``ood_mahalanobis``,
@@ -36,6 +36,13 @@ second output (ONNX, checked against PyTorch when stored): with it the server
 gets the prediction and the Mahalanobis features from one forward pass
 (:attr:`OODGate.joint`), and the detector costs a distance instead of a second
 forward pass.
+
+Loading a gate whose features (and joint file) are ONNX needs NumPy and ONNX
+Runtime only, not torch: the detectors' arrays are ``.npz`` files read with
+``allow_pickle=False``, the autoencoder scores in NumPy and the Mahalanobis
+features come from ONNX Runtime, so ``loopml serve`` starts without importing
+torch (about 1 s and 200 MB). Gates saved before this stored ``.pt`` tensor
+files; they still load, through ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import json
 import logging
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -91,13 +99,15 @@ GATE_FORMAT_VERSION = 1
 DETECTORS: tuple[str, ...] = ("vae", "mahalanobis")
 # registry format -> file name; the gate's JSON is stored last, so a half-stored gate is never loaded
 GATE_FORMATS: dict[str, str] = {
-    "ood_vae": "ood_vae.pt",
-    "ood_mahalanobis": "ood_mahalanobis.pt",
+    "ood_vae": "ood_vae.npz",
+    "ood_mahalanobis": "ood_mahalanobis.npz",
     "ood_features": "ood_features.pt2",
     "ood_joint": "ood_joint.onnx",
     "ood_gate": GATE_FILE,
 }
 _DETECTOR_FORMAT = {"vae": "ood_vae", "mahalanobis": "ood_mahalanobis"}
+# the detectors' files of gates saved before the .npz files: torch tensors, loaded with weights_only=True
+_LEGACY_FILES = ("ood_vae.pt", "ood_mahalanobis.pt")
 
 
 # -- the gate ------------------------------------------------------------------
@@ -217,9 +227,7 @@ class OODGate:
     # -- persistence -------------------------------------------------------------
 
     def _files(self, folder: Path, *, example: np.ndarray | None) -> dict[str, Any]:
-        """Write each detector's tensors (and the feature extractor) into ``folder``; return the gate document."""
-        import torch
-
+        """Write each detector's arrays (and the feature extractor) into ``folder``; return the gate document."""
         doc: dict[str, Any] = {
             "format": GATE_FORMAT_ID, "format_version": GATE_FORMAT_VERSION, "threshold": self.threshold,
             "target_false_abstain": self.target_false_abstain, "val_false_abstain": self.val_false_abstain,
@@ -230,12 +238,14 @@ class OODGate:
             fmt = _DETECTOR_FORMAT[name]
             path = folder / GATE_FORMATS[fmt]
             buffer = io.BytesIO()
-            torch.save(det.state_dict(), buffer)
+            np.savez(buffer, **det.state_arrays())  # plain arrays: loading needs neither pickle nor torch
             _atomic_write(path, buffer.getvalue())
             entry: dict[str, Any] = {"config": config, "format": fmt, "file": path.name, "sha256": sha256_file(path)}
             if isinstance(det, MahalanobisDetector):
                 features = det.features
-                if isinstance(features, torch.nn.Module) and example is not None:
+                if _is_module(features) and example is not None:
+                    import torch
+
                     fpath, runtime = _save_features(features, torch.from_numpy(example), folder)
                     entry["features"] = {"format": "ood_features", "file": fpath.name, "sha256": sha256_file(fpath),
                                          "runtime": runtime}
@@ -301,6 +311,11 @@ class OODGate:
         return _build(doc, paths, model=model, features=features, threads=threads)
 
 
+def _is_module(obj: Any) -> bool:
+    torch = sys.modules.get("torch")  # a torch module exists only where torch is imported already
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
 def _save_features(features: "torch.nn.Module", example: "torch.Tensor", folder: Path) -> tuple[Path, str]:
     """The feature extractor as ONNX (scored per request: ONNX Runtime runs a small CNN's features
     several times faster than the .pt2 program), else as a torch.export program."""
@@ -343,20 +358,11 @@ def _save_joint(features: Any, example: np.ndarray, folder: Path) -> Path | None
     return path
 
 
-def _numpy_features(predict: Callable[[np.ndarray], np.ndarray]) -> "Callable[[torch.Tensor], torch.Tensor]":
-    import torch
-
-    def features(x: "torch.Tensor") -> "torch.Tensor":
-        return torch.from_numpy(np.asarray(predict(np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32))))
-
-    return features
-
-
 _FEATURES_ONNX = "ood_features.onnx"
 
 
 def _plain_name(name: Any) -> str:
-    if not isinstance(name, str) or (name not in GATE_FORMATS.values() and name != _FEATURES_ONNX):
+    if not isinstance(name, str) or (name not in GATE_FORMATS.values() and name not in (_FEATURES_ONNX, *_LEGACY_FILES)):
         raise IntegrityError(f"{GATE_FILE} names an unexpected file {name!r}; loopml refuses to load it")
     return name
 
@@ -373,7 +379,14 @@ def _read_gate_doc(path: Path) -> dict[str, Any]:
     return doc
 
 
-def _load_tensors(path: Path) -> dict[str, "torch.Tensor"]:
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """A detector's stored state as NumPy arrays: an ``.npz`` file (no pickle, no torch), or a legacy ``.pt``."""
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+        except Exception as exc:  # not a zip, an object array, a truncated member: numpy raises several types
+            raise ExportError(f"{path} is not a plain array file; loopml does not load it ({type(exc).__name__})") from exc
     import torch
 
     try:
@@ -382,7 +395,7 @@ def _load_tensors(path: Path) -> dict[str, "torch.Tensor"]:
         raise ExportError(f"{path} is not a plain tensor file; loopml does not load it ({type(exc).__name__})") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ExportError(f"{path} should hold a dict of tensors")
-    return state
+    return {k: v.numpy() for k, v in state.items()}
 
 
 def _build(
@@ -408,10 +421,10 @@ def _build(
     for name, entry in doc["detectors"].items():
         config = entry["config"]
         if name == "vae" and config.get("kind") == "vae":
-            detectors[name] = VAEDetector.from_state(config, _load_tensors(checked(entry)), threads=threads)
+            detectors[name] = VAEDetector.from_state(config, _load_arrays(checked(entry)), threads=threads)
         elif name == "mahalanobis" and config.get("kind") == "mahalanobis":
-            state = _load_tensors(checked(entry))
-            feats = features
+            state = _load_arrays(checked(entry))
+            feats, numpy_feats = features, None
             if feats is None and model is None:
                 stored = entry.get("features")
                 if not stored:
@@ -423,8 +436,12 @@ def _build(
 
                 runtime = stored.get("runtime", "pt2")  # gates stored before ONNX features were pt2
                 predictor = load_predictor(runtime, checked(stored), threads=threads)
-                feats = predictor.model if runtime == "pt2" else _numpy_features(predictor)  # type: ignore[attr-defined]
-            detectors[name] = MahalanobisDetector.from_state(config, state, model=model, features=feats, threads=threads)
+                if runtime == "pt2":
+                    feats = predictor.model  # type: ignore[attr-defined]
+                else:  # ONNX: NumPy in and out, no torch
+                    numpy_feats = predictor
+            detectors[name] = MahalanobisDetector.from_state(config, state, model=model, features=feats,
+                                                             numpy_features=numpy_feats, threads=threads)
         else:
             raise IntegrityError(f"{GATE_FILE} lists an unknown detector {name!r}")
     gate = OODGate(detectors)

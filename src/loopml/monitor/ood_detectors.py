@@ -10,7 +10,8 @@
 
 Both score with ``score(x) -> np.ndarray`` (one float64 per row, higher is more
 unusual; a row with NaN scores +inf), hold their ``threshold`` and have
-``config()`` / ``state_dict()`` / ``from_state()`` for storage without pickle::
+``config()`` / ``state_arrays()`` (NumPy; ``state_dict()`` as tensors) / ``from_state()``
+for storage without pickle; a detector rebuilt from NumPy arrays scores without importing torch::
 
     from loopml.monitor.ood_detectors import MahalanobisDetector, VAEDetector
 
@@ -73,6 +74,13 @@ def _as_batch(x: Any, what: str = "x") -> np.ndarray:
     if x.ndim < 2 or x.shape[0] < 1:
         raise ValueError(f"Argument {what} should be a batch of shape (N, ...) with N >= 1; got shape {x.shape}")
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _numpy(value: Any) -> np.ndarray:
+    """A stored tensor or array as NumPy (torch tensors accepted without importing torch here)."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
 
 
 def _check_shape(x: np.ndarray, shape: Sequence[int] | None, what: str) -> None:
@@ -146,6 +154,8 @@ class Detector(Protocol):
 
     def state_dict(self) -> dict[str, "torch.Tensor"]: ...
 
+    def state_arrays(self) -> dict[str, np.ndarray]: ...
+
 
 # -- the autoencoder -----------------------------------------------------------
 
@@ -182,6 +192,35 @@ def _autoencoder(n_in: int, hidden: int, latent: int, variational: bool) -> "tor
             return self.decoder(z), z_in, mu, logvar
 
     return AutoEncoder()
+
+
+def _vae_shapes(n_in: int, hidden: int, latent: int, variational: bool) -> dict[str, tuple[int, ...]]:
+    """The shape of every entry of the autoencoder's state dict (``_autoencoder``'s layers, in order)."""
+    shapes: dict[str, tuple[int, ...]] = {"mean": (n_in,), "scale": (n_in,)}
+    layers = [("encoder.0", n_in, hidden), ("encoder.2", hidden, hidden), ("mu", hidden, latent)]
+    if variational:
+        layers.append(("logvar", hidden, latent))
+    layers += [("decoder.0", latent, hidden), ("decoder.2", hidden, hidden), ("decoder.4", hidden, n_in)]
+    for name, n_from, n_to in layers:
+        shapes[f"{name}.weight"] = (n_to, n_from)
+        shapes[f"{name}.bias"] = (n_to,)
+    return shapes
+
+
+def _vae_arrays(state: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """The layers of a (checked) autoencoder state as NumPy (weight transposed, bias) pairs, for scoring."""
+
+    def pair(name: str) -> tuple[np.ndarray, np.ndarray]:
+        return (np.ascontiguousarray(state[f"{name}.weight"].T), state[f"{name}.bias"].copy())
+
+    arrays: dict[str, Any] = {
+        "mean": state["mean"].copy(), "scale": state["scale"].copy(),
+        "encoder": [pair("encoder.0"), pair("encoder.2")], "mu": pair("mu"),
+        "decoder": [pair("decoder.0"), pair("decoder.2"), pair("decoder.4")],
+    }
+    if "logvar.weight" in state:
+        arrays["logvar"] = pair("logvar")
+    return arrays
 
 
 class VAEDetector:
@@ -228,13 +267,14 @@ class VAEDetector:
         self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, float(lr), int(seed)
         self.threshold: float | None = None
         self.input_shape: tuple[int, ...] | None = None
-        self.net: torch.nn.Module | None = None
+        self.net: torch.nn.Module | None = None  # built on demand from the state after a torch-free load
         self.losses: list[float] = []
+        self._state: dict[str, np.ndarray] = {}  # the autoencoder's state dict as float32 NumPy arrays
         self._arrays: dict[str, Any] = {}
         self._threads = _TorchThreads(threads)
 
     def __repr__(self) -> str:
-        state = f"input_shape={self.input_shape}" if self.net is not None else "not fitted"
+        state = f"input_shape={self.input_shape}" if self._arrays else "not fitted"
         return f"VAEDetector(latent={self.latent}, hidden={self.hidden}, variational={self.variational}, {state}, threshold={self.threshold})"
 
     def fit(self, x: Any) -> "VAEDetector":
@@ -284,10 +324,9 @@ class VAEDetector:
         Runs in NumPy on the fitted weights (float32): at batch 1 that is about 5x
         faster than the same layers in eager PyTorch (``score_torch``, the oracle).
         """
-        self._fitted()
+        p = self._fitted()
         data = _as_batch(x, "x")
         _check_shape(data, self.input_shape, "x")
-        p = self._arrays
         z_in = (data.reshape(len(data), -1) - p["mean"]) / p["scale"]
         h = z_in
         for w, b in p["encoder"]:
@@ -308,7 +347,7 @@ class VAEDetector:
         """:meth:`score` computed by the torch module (slower at small batches; the reference in tests)."""
         import torch
 
-        net = self._fitted()
+        net = self._torch_net()
         data = _as_batch(x, "x")
         _check_shape(data, self.input_shape, "x")
         self._threads.ensure()
@@ -320,30 +359,32 @@ class VAEDetector:
         return _finite_or_inf(out.numpy())
 
     def _cache_arrays(self) -> None:
-        """The fitted layers as NumPy (weight transposed, bias) pairs, for :meth:`score`."""
-        net = self._fitted()
+        """Keep the fitted module's state as NumPy, and its layers as (weight transposed, bias) pairs for :meth:`score`."""
+        assert self.net is not None
+        self._state = {k: v.detach().numpy().astype(np.float32, copy=True) for k, v in self.net.state_dict().items()}
+        self._arrays = _vae_arrays(self._state)
 
-        def pair(layer: Any) -> tuple[np.ndarray, np.ndarray]:
-            return (np.ascontiguousarray(layer.weight.detach().numpy().T), layer.bias.detach().numpy().copy())
+    def _torch_net(self) -> "torch.nn.Module":
+        """The autoencoder as a torch module (rebuilt from the state when the detector was loaded without torch)."""
+        self._fitted()
+        if self.net is None:
+            import torch
 
-        linear = lambda seq: [pair(m) for m in seq if hasattr(m, "weight")]  # noqa: E731
-        arrays: dict[str, Any] = {
-            "mean": net.get_buffer("mean").numpy().copy(), "scale": net.get_buffer("scale").numpy().copy(),
-            "encoder": linear(net.encoder), "mu": pair(net.mu), "decoder": linear(net.decoder),
-        }
-        if net.logvar is not None:
-            arrays["logvar"] = pair(net.logvar)
-        self._arrays = arrays
+            assert self.input_shape is not None
+            net = _autoencoder(int(np.prod(self.input_shape)), self.hidden, self.latent, self.variational)
+            net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in self._state.items()}, strict=True)
+            self.net = net.eval()
+        return self.net
 
     def calibrate(self, val_x: Any, target_false_abstain: float = 0.01) -> float:
         """Set and return :attr:`threshold` for this detector alone (see :func:`calibrated_threshold`)."""
         self.threshold = calibrated_threshold(self.score(val_x), target_false_abstain)
         return self.threshold
 
-    def _fitted(self) -> "torch.nn.Module":
-        if self.net is None:
+    def _fitted(self) -> dict[str, Any]:
+        if not self._arrays:
             raise ValueError("This VAEDetector is not fitted: call .fit(x_train) first")
-        return self.net
+        return self._arrays
 
     def config(self) -> dict[str, Any]:
         self._fitted()
@@ -354,11 +395,23 @@ class VAEDetector:
         }
 
     def state_dict(self) -> dict[str, "torch.Tensor"]:
-        return {k: v.detach().clone() for k, v in self._fitted().state_dict().items()}
+        import torch
+
+        self._fitted()
+        return {k: torch.from_numpy(v.copy()) for k, v in self._state.items()}
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """:meth:`state_dict` as NumPy arrays (what :meth:`OODGate.save` stores, readable without torch)."""
+        self._fitted()
+        return {k: v.copy() for k, v in self._state.items()}
 
     @classmethod
-    def from_state(cls, config: Mapping[str, Any], state: Mapping[str, "torch.Tensor"], *, threads: int = 1) -> "VAEDetector":
-        """Rebuild a fitted detector from :meth:`config` and :meth:`state_dict`."""
+    def from_state(cls, config: Mapping[str, Any], state: Mapping[str, Any], *, threads: int = 1) -> "VAEDetector":
+        """Rebuild a fitted detector from :meth:`config` and :meth:`state_arrays` (or :meth:`state_dict`).
+
+        With NumPy arrays this needs no torch: the detector scores in NumPy, and
+        builds its torch module only if :meth:`score_torch` or :meth:`state_dict` asks.
+        """
         training = dict(config.get("training") or {})
         det = cls(
             latent=int(config["latent"]), hidden=int(config["hidden"]), variational=bool(config["variational"]),
@@ -366,14 +419,13 @@ class VAEDetector:
             **{k: training[k] for k in ("epochs", "batch_size", "lr", "beta", "seed") if k in training},
         )
         shape = tuple(int(d) for d in config["input_shape"])
-        net = _autoencoder(int(np.prod(shape)), det.hidden, det.latent, det.variational)
-        try:
-            net.load_state_dict(dict(state), strict=True)
-        except RuntimeError as exc:
-            raise ExportError(f"The autoencoder's tensors do not match its config: {str(exc).splitlines()[0]}") from None
-        net.eval()
-        det.net, det.input_shape = net, shape
-        det._cache_arrays()
+        want = _vae_shapes(int(np.prod(shape)), det.hidden, det.latent, det.variational)
+        arrays = {k: _numpy(v).astype(np.float32, copy=False) for k, v in state.items()}
+        if set(arrays) != set(want) or any(arrays[k].shape != want[k] for k in want):
+            wrong = sorted(set(want) ^ set(arrays)) or sorted(k for k in want if arrays[k].shape != want[k])
+            raise ExportError(f"The autoencoder's tensors do not match its config (entries {', '.join(wrong[:4])})")
+        det.input_shape, det._state = shape, arrays
+        det._arrays = _vae_arrays(arrays)
         det.threshold = None if config.get("threshold") is None else float(config["threshold"])
         return det
 
@@ -492,21 +544,28 @@ class MahalanobisDetector:
         layer: str | None = None,
         mode: str = "class",
         shrinkage: str = "ledoit_wolf",
+        numpy_features: Callable[[np.ndarray], np.ndarray] | None = None,
         threads: int = 1,
     ) -> None:
-        import torch
-
         if mode not in self.MODES:
             raise ValueError(f"Argument mode should be 'class' (class means, shared covariance) or 'single'; got {mode!r}")
         if shrinkage not in self.SHRINKAGE:
             raise ValueError(f"Argument shrinkage should be 'ledoit_wolf' or 'pinv'; got {shrinkage!r}")
-        if (model is None) == (features is None):
+        if numpy_features is not None:
+            if model is not None or features is not None:
+                raise ValueError("Pass one of model=, features= or numpy_features=, not several")
+            if not callable(numpy_features):
+                raise TypeError(f"Argument numpy_features should be a callable from a NumPy batch to features; got {type(numpy_features).__name__}")
+        elif (model is None) == (features is None):
             raise ValueError(
                 "Pass exactly one of model= (a classifier: its last nn.Linear's input are the features) or features= "
                 "(a callable from inputs to features), e.g. MahalanobisDetector(model)"
             )
-        if model is not None and not isinstance(model, torch.nn.Module):
-            raise TypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
+        if model is not None:
+            import torch
+
+            if not isinstance(model, torch.nn.Module):
+                raise TypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
         if features is not None and not callable(features):
             raise TypeError(f"Argument features should be a callable from an input tensor to features; got {type(features).__name__}")
         self.mode, self.shrinkage = mode, shrinkage
@@ -515,6 +574,8 @@ class MahalanobisDetector:
             self.layer = layer if layer is not None else last_linear(model)
             features = _penultimate(model, self.layer)
         self.features: Callable[[torch.Tensor], torch.Tensor] = features  # type: ignore[assignment]
+        # NumPy in, NumPy out (the stored ONNX feature graph): scoring then needs no torch
+        self.numpy_features = numpy_features
         self.threshold: float | None = None
         self.input_shape: tuple[int, ...] | None = None
         self.classes: np.ndarray | None = None
@@ -529,9 +590,14 @@ class MahalanobisDetector:
 
     def embed(self, x: Any) -> np.ndarray:
         """The features of a batch (float64, N x D)."""
+        data = _as_batch(x, "x")
+        if self.numpy_features is not None:
+            feats = np.asarray(self.numpy_features(data))
+            if feats.ndim < 1 or feats.shape[0] != data.shape[0]:
+                raise ValueError("The features callable should return one feature row per input row (an N x D array)")
+            return feats.reshape(feats.shape[0], -1).astype(np.float64)
         import torch
 
-        data = _as_batch(x, "x")
         self._threads.ensure()
         with torch.inference_mode():
             out = self.features(torch.from_numpy(data))
@@ -610,33 +676,36 @@ class MahalanobisDetector:
     def state_dict(self) -> dict[str, "torch.Tensor"]:
         import torch
 
+        return {k: torch.from_numpy(v) for k, v in self.state_arrays().items()}
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """:meth:`state_dict` as NumPy arrays (what :meth:`OODGate.save` stores, readable without torch)."""
         if self.means is None or self.whiten is None or self.classes is None:
             raise ValueError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
-        return {
-            "means": torch.from_numpy(self.means.copy()),
-            "whiten": torch.from_numpy(self.whiten.copy()),
-            "classes": torch.from_numpy(self.classes.copy()),
-        }
+        return {"means": self.means.copy(), "whiten": self.whiten.copy(), "classes": self.classes.copy()}
 
     @classmethod
     def from_state(
         cls,
         config: Mapping[str, Any],
-        state: Mapping[str, "torch.Tensor"],
+        state: Mapping[str, Any],
         *,
         model: "torch.nn.Module | None" = None,
         features: "Callable[[torch.Tensor], torch.Tensor] | None" = None,
+        numpy_features: Callable[[np.ndarray], np.ndarray] | None = None,
         threads: int = 1,
     ) -> "MahalanobisDetector":
-        """Rebuild a fitted detector; the features come from ``model`` (its ``layer``) or ``features``."""
+        """Rebuild a fitted detector; the features come from ``model`` (its ``layer``), ``features``
+        (tensor to tensor) or ``numpy_features`` (array to array: no torch needed)."""
         layer = config.get("layer")
-        det = cls(model, features=features, layer=layer if model is not None else None,
+        det = cls(model, features=features, layer=layer if model is not None else None, numpy_features=numpy_features,
                   mode=str(config["mode"]), shrinkage=str(config["shrinkage"]), threads=threads)
         det.layer = layer
         try:
-            means, whiten = state["means"].double().numpy(), state["whiten"].double().numpy()
-            classes = state["classes"].long().numpy()
-        except (KeyError, AttributeError) as exc:
+            means = _numpy(state["means"]).astype(np.float64)
+            whiten = _numpy(state["whiten"]).astype(np.float64)
+            classes = _numpy(state["classes"]).astype(np.int64)
+        except (KeyError, AttributeError, TypeError, ValueError) as exc:
             raise ExportError(f"The Mahalanobis tensors are incomplete (missing {exc})") from None
         d = int(config["feature_dim"])
         if means.ndim != 2 or means.shape[1] != d or whiten.shape != (d, d) or classes.shape[0] != means.shape[0]:

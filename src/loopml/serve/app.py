@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import hmac
 import io
 import logging
 import os
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
+from ..access import HostAllowList, bearer_ok
 from ..errors import LoopMLError, NotFound, StoreError
 from .backends import BACKENDS, Backend, load_backend
 from .batcher import Batcher, Gate, Job
@@ -107,7 +107,6 @@ class ModelServer:
         threads: int = 1,
         sock: socket.socket | None = None,
     ) -> None:
-        from ..server.security import LOOPBACK_HOSTS, check_allowed_hosts
         from ..store.registry import parse_ref
 
         self.name, _ = parse_ref(ref)
@@ -134,9 +133,8 @@ class ModelServer:
         self.inline = inline
         self.threads = threads
         self._sock = sock
-        self._token = b"Bearer " + auth_token.encode() if auth_token else None
-        self._any_host = "*" in allowed_hosts
-        self._hosts = {(h, None) for h in LOOPBACK_HOSTS} | check_allowed_hosts(allowed_hosts)
+        self._token = auth_token.encode() if auth_token else None
+        self._hosts = HostAllowList(allowed_hosts)
         self._host_cache: dict[bytes, bool] = {}
         self._own_store = not hasattr(store, "engine")
         self._store_arg = store
@@ -351,16 +349,13 @@ class ModelServer:
     # -- routing ------------------------------------------------------------------
 
     def _host_ok(self, value: bytes | None) -> bool:
-        if self._any_host:
+        if self._hosts.any:
             return True
         if value is None:
             return False
         ok = self._host_cache.get(value)
         if ok is None:
-            from ..server.security import parse_host
-
-            parsed = parse_host(value.decode("latin-1"))
-            ok = parsed is not None and (parsed in self._hosts or (parsed[0], None) in self._hosts)
+            ok = self._hosts.allows(value.decode("latin-1"))
             if len(self._host_cache) < 1024:
                 self._host_cache[value] = ok
         return ok
@@ -372,8 +367,7 @@ class ModelServer:
                 host = (headers.get(b"host") or b"").decode("latin-1")
                 raise _Bad(400, "invalid_host", f"This server does not answer to Host {host!r}; start it with --allowed-host {host or 'NAME'}")
             if self._token is not None:
-                given = headers.get(b"authorization", b"")
-                if not hmac.compare_digest(given, self._token):
+                if not bearer_ok(headers.get(b"authorization"), self._token):
                     self._respond(conn, 401, _error(401, "unauthorized", "This model server needs a token: send 'Authorization: Bearer <token>'"),
                                   headers=((b"www-authenticate", b"Bearer"),))
                     return

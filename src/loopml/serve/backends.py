@@ -1,12 +1,19 @@
 """Load a registered version for serving: pick the runtime, warm it up, decide where it runs.
 
 ``--backend`` names a runtime: ``onnx`` (ONNX Runtime), ``torch`` (the
-``torch.export`` program or the state dict, whichever is faster here),
-``executorch`` (the ``.pte`` file) or ``auto``: every runtime the version has
-a file for (ExecuTorch only when asked) is loaded and timed on batches of
-1 and ``max_batch``, and the fastest is kept. For the small models this server
-is for, ONNX Runtime usually wins (MLP 64-256-256-10: ~13 us at batch 1 against
-~50 us eager torch and ~180 us for the exported program, measured here).
+``torch.export`` program or the state dict), ``executorch`` (the ``.pte``
+file) or ``auto``, any of the version's formats. One runtime is loaded, never
+all of them: among the formats the backend allows, the one with the lowest
+*stored* latency (batch-1 ms + batch-64 ms / 64, measured when the file was
+registered or exported and kept in its details, see
+:func:`loopml.models.measure.serving_latency`) comes first; formats without a
+stored figure follow in the fixed order of :data:`PREFERENCE` (onnx > pte >
+pt2 > torch). A format that fails to load (e.g. its runtime is not installed)
+gives way to the next. Nothing is timed to choose: loading every runtime to
+time it cost seconds of start-up (importing torch alone takes 1-3 s) and the
+memory of runtimes never used. For the small models this server is for, ONNX
+Runtime usually wins (MLP 64-256-256-10: ~13 us at batch 1 against ~50 us eager
+torch and ~180 us for the exported program, measured here).
 
 A model whose batch-1 forward pass takes under :data:`INLINE_LIMIT_S` runs in
 the event-loop thread: a thread hop costs more than such a forward pass. A
@@ -35,10 +42,11 @@ if TYPE_CHECKING:
     from ..models.signature import Signature
     from ..store.registry import ModelVersion, RegistryStore
 
-__all__ = ["BACKENDS", "INLINE_LIMIT_S", "Backend", "load_backend"]
+__all__ = ["BACKENDS", "INLINE_LIMIT_S", "PREFERENCE", "Backend", "candidate_formats", "load_backend", "stored_cost"]
 
 BACKENDS = ("auto", "torch", "onnx", "executorch")
-_FORMATS_FOR = {"auto": ("onnx", "pt2", "torch"), "torch": ("pt2", "torch"), "onnx": ("onnx",), "executorch": ("pte",)}
+PREFERENCE = ("onnx", "pte", "pt2", "torch")  # without stored latencies: the runtimes that need least, first
+_FORMATS_FOR = {"auto": PREFERENCE, "torch": ("pt2", "torch"), "onnx": ("onnx",), "executorch": ("pte",)}
 INLINE_LIMIT_S = 0.002
 
 
@@ -100,6 +108,39 @@ def _time_it(fn: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int) -> fl
     return float(np.median(times))
 
 
+def stored_cost(version: "ModelVersion", fmt: str) -> float | None:
+    """Milliseconds per row the version's ``fmt`` file was measured at (batch-1 ms + batch-64 ms / 64), or None.
+
+    Read from the file's details (``latency_ms``, stored at registration or export),
+    else from the version's measurements when they are of that format (a quantized variant's).
+    """
+    info = version.files.get(fmt)
+    lat = info.details.get("latency_ms") if info is not None else None
+    if not isinstance(lat, dict) and version.measurements.get("format") == fmt:
+        lat = version.measurements.get("latency_ms")
+    if not isinstance(lat, dict):
+        return None
+    try:
+        one = float(lat["1"])
+        many = float(lat["64"]) / 64 if "64" in lat else 0.0
+    except (KeyError, TypeError, ValueError):
+        return None
+    return one + many if one >= 0 and many >= 0 else None
+
+
+def candidate_formats(version: "ModelVersion", backend: str = "auto") -> list[str]:
+    """The version's formats ``backend`` may run, in the order they are tried (see the module docstring).
+
+    >>> candidate_formats(registry.resolve("digits@production"))   # doctest: +SKIP
+    ['onnx', 'torch', 'pt2']
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"Argument backend should be one of {', '.join(BACKENDS)}; got {backend!r}")
+    have = [f for f in _FORMATS_FOR[backend] if f in version.files]
+    costs = {f: c for f in have if (c := stored_cost(version, f)) is not None}
+    return sorted(costs, key=costs.__getitem__) + [f for f in have if f not in costs]
+
+
 def _warm_inputs(registry: "RegistryStore", version: "ModelVersion", signature: "Signature", rows: int) -> np.ndarray:
     from ..models.registry import EXAMPLE
     from ..models.signature import random_inputs
@@ -119,7 +160,7 @@ def load_backend(
     threads: int = 1,
     inline: bool | None = None,
 ) -> Backend:
-    """Load ``version`` with the runtime ``backend`` asks for, warm it up and time it.
+    """Load ``version`` with the runtime ``backend`` asks for (one runtime: see the module docstring) and warm it up.
 
     ``inline``: force the forward pass into (True) or out of (False) the event-loop thread;
     default: inline when a batch-1 forward pass takes under :data:`INLINE_LIMIT_S`.
@@ -132,7 +173,7 @@ def load_backend(
     signature = Signature.from_dict(version.signature)
     signature.input  # single input, single output: fail at load, not at the first request
     signature.output
-    candidates = [f for f in _FORMATS_FOR[backend] if f in version.files]
+    candidates = candidate_formats(version, backend)
     if not candidates:
         have = ", ".join(f for f in sorted(version.files) if f != "input_example") or "none"
         raise NotFound(
@@ -142,7 +183,7 @@ def load_backend(
         )
     big = _warm_inputs(registry, version, signature, max(1, max_batch))
     one = np.ascontiguousarray(big[:1])
-    best: tuple[float, str, Any] | None = None
+    chosen: tuple[str, Any] | None = None
     errors = []
     for fmt in candidates:
         try:
@@ -155,13 +196,12 @@ def load_backend(
                 raise
             errors.append(f"{fmt}: {exc}")
             continue
-        cost = _time_it(predictor, one, 20) + _time_it(predictor, big, 5) / max(1, len(big))
-        if best is None or cost < best[0]:
-            best = (cost, fmt, predictor)
-    if best is None:
+        chosen = (fmt, predictor)
+        break
+    if chosen is None:
         raise LoopMLError(f"No runtime could load {version.ref}: " + "; ".join(errors))
-    _, fmt, predictor = best
-    batch1 = _time_it(predictor, one, 20)
+    fmt, predictor = chosen
+    batch1 = _time_it(predictor, one, 20)  # where it runs: in the event loop when this is short
     names = signature.class_names
     return Backend(
         version=version,

@@ -36,6 +36,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.responses import Response
 
 from .. import __version__, config
+from ..access import read_token_file
 from ..errors import ConfigError
 from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
@@ -105,14 +106,7 @@ def create_app(
     return app
 
 
-def _read_token(path: str | Path) -> str:
-    try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"Cannot read the auth token file {str(path)!r}: {exc.strerror or exc}") from exc
-    if not token:
-        raise ConfigError(f"The auth token file {str(path)!r} is empty; put the token on its first line")
-    return token
+_read_token = read_token_file  # the name the CLI and tests used
 
 
 def _url(host: str, port: int) -> str:

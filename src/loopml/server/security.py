@@ -25,6 +25,9 @@ They answer the classes of vulnerability published against tracking servers
    gets ``415 unsupported_media_type``.
 4. **Memory.** A JSON body over ``max_json_body`` bytes gets ``413``.
 
+The Host and token checks themselves live in :mod:`loopml.access`, without a
+web framework, so the model server (``loopml serve``) applies the same ones.
+
 Artifact paths are checked where they are used (:mod:`loopml.store.artifacts`),
 and no route runs a shell command.
 
@@ -33,83 +36,21 @@ and no route runs a shell command.
 
 from __future__ import annotations
 
-import hmac
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..access import LOOPBACK_HOSTS, HostAllowList, bearer_ok, check_allowed_hosts, is_loopback, parse_host
 from .errors import PayloadTooLarge, error_response
 
 __all__ = ["LOOPBACK_HOSTS", "SecurityMiddleware", "check_allowed_hosts", "is_loopback", "parse_host"]
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 JSON = "application/json"
 OCTET_STREAM = "application/octet-stream"
 DEFAULT_MAX_JSON_BODY = 64 * 1024 * 1024
-
-_PORT = re.compile(r"^[0-9]{1,5}$")
-
-
-def parse_host(value: str) -> tuple[str, int | None] | None:
-    """Split a Host header (``name``, ``name:port``, ``[v6]:port``) into a lower-case name and port.
-
-    Returns None for a value that is not a host.
-
-    >>> parse_host("[::1]:5000")
-    ('::1', 5000)
-    >>> parse_host("LocalHost")
-    ('localhost', None)
-    """
-    value = value.strip().lower()
-    if not value:
-        return None
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            return None
-        name, rest = value[1:end], value[end + 1 :]
-        if rest and not rest.startswith(":"):
-            return None
-        port = rest[1:] if rest else None
-    elif value.count(":") == 1:
-        name, port = value.split(":")
-    elif ":" in value:  # a bare IPv6 address is not a valid Host header
-        return None
-    else:
-        name, port = value, None
-    if not name or any(c in name for c in "/@ \\?#"):
-        return None
-    if port is None:
-        return name, None
-    if not _PORT.match(port) or int(port) > 65535:
-        return None
-    return name, int(port)
-
-
-def check_allowed_hosts(allowed_hosts: Sequence[str]) -> set[tuple[str, int | None]]:
-    """The parsed ``allowed_hosts`` (``*`` left out); raises ValueError on an entry that is not a host."""
-    if isinstance(allowed_hosts, str):
-        raise TypeError(f"Argument allowed_hosts should be a list of host names, got the string {allowed_hosts!r}")
-    parsed_hosts = set()
-    for entry in allowed_hosts:
-        if entry == "*":
-            continue
-        parsed = parse_host(entry) if isinstance(entry, str) else None
-        if parsed is None:
-            raise ValueError(
-                "Argument allowed_hosts should hold host names such as 'tracking.internal' or "
-                f"'tracking.internal:5000' (or '*' for any), got {entry!r}"
-            )
-        parsed_hosts.add(parsed)
-    return parsed_hosts
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding to ``host`` keeps the server on this machine."""
-    return host.strip("[]").lower() in LOOPBACK_HOSTS or host.startswith("127.")
 
 
 class SecurityMiddleware:
@@ -133,8 +74,7 @@ class SecurityMiddleware:
     ) -> None:
         self.app = app
         self._token = auth_token.encode() if auth_token else None
-        self._any_host = "*" in allowed_hosts
-        self._hosts = {(h, None) for h in LOOPBACK_HOSTS} | check_allowed_hosts(allowed_hosts)
+        self._hosts = HostAllowList(allowed_hosts)
         self._binary = [(m.upper(), re.compile(p)) for m, p in binary_uploads]
         self.max_json_body = max_json_body
         # GET/HEAD of these path regexes need no token: the web UI's HTML shells and
@@ -144,21 +84,11 @@ class SecurityMiddleware:
     # -- the checks -------------------------------------------------------
 
     def _host_ok(self, value: str | None) -> bool:
-        if self._any_host:
-            return True
-        parsed = parse_host(value) if value else None
-        if parsed is None:
-            return False
-        return parsed in self._hosts or (parsed[0], None) in self._hosts
+        return self._hosts.allows(value)
 
     def _token_ok(self, value: str | None) -> bool:
         assert self._token is not None
-        if not value:
-            return False
-        scheme, _, given = value.partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(given.strip().encode(), self._token)
+        return bearer_ok(value, self._token)
 
     def _media_types(self, method: str, path: str) -> tuple[str, ...]:
         if any(m == method and p.match(path) for m, p in self._binary):
