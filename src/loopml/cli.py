@@ -216,7 +216,7 @@ def serve_command(
     ref: str = typer.Argument(..., help="NAME@ALIAS (followed: hot swap when it moves), NAME or NAME/VER."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8080, "--port", help="Port to listen on (0: any free port)."),
-    backend: str = typer.Option("auto", "--backend", help="auto|torch|onnx|executorch (auto: the fastest runtime here)."),
+    backend: str = typer.Option("auto", "--backend", help="auto|torch|onnx|executorch (auto: the format with the lowest stored latency, else onnx > pte > torch > pt2)."),
     workers: int = typer.Option(1, "--workers", help="Processes sharing the port, each with the model loaded."),
     max_batch: int = typer.Option(64, "--max-batch", help="Most rows in one forward pass."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="Longest a request waits for its batch to fill under load."),
