@@ -42,6 +42,7 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/quantization.py
 	eval "$$(scripts/test-chromium.sh)" && $(PY) benchmarks/ui.py --chromium "$$LOOPML_TEST_CHROMIUM"
 	$(PY) benchmarks/serving.py --peer-root $(PEERS)   # peers without a venv are skipped and named: make bench-peers
+	$(PY) benchmarks/serve_startup.py
 	$(PY) benchmarks/ood.py                            # alibi-detect runs from .venv-alibi when present
 
 # The peers of benchmarks/serving.py and benchmarks/ood.py, each in its own virtualenv (several GB;
