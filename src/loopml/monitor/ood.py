@@ -56,7 +56,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
@@ -238,7 +238,8 @@ class OODGate:
             fmt = _DETECTOR_FORMAT[name]
             path = folder / GATE_FORMATS[fmt]
             buffer = io.BytesIO()
-            np.savez(buffer, **det.state_arrays())  # plain arrays: loading needs neither pickle nor torch
+            arrays: dict[str, Any] = det.state_arrays()
+            np.savez(buffer, allow_pickle=False, **arrays)  # plain arrays: loading needs neither pickle nor torch
             _atomic_write(path, buffer.getvalue())
             entry: dict[str, Any] = {"config": config, "format": fmt, "file": path.name, "sha256": sha256_file(path)}
             if isinstance(det, MahalanobisDetector):
@@ -311,7 +312,7 @@ class OODGate:
         return _build(doc, paths, model=model, features=features, threads=threads)
 
 
-def _is_module(obj: Any) -> bool:
+def _is_module(obj: Any) -> "TypeGuard[torch.nn.Module]":
     torch = sys.modules.get("torch")  # a torch module exists only where torch is imported already
     return torch is not None and isinstance(obj, torch.nn.Module)
 
