@@ -6,6 +6,7 @@
 >>> parts = data.split(ds, val=0.15, test=0.15, seed=0)
 >>> data.check(parts).ok                             # also looks for rows shared between parts
 True
+>>> pre = data.Preprocessor().fit(data.load("wine"))   # tabular: impute, standardise, one-hot, in the model
 >>> with loopml.start_run(experiment="digits") as run:          # doctest: +SKIP
 ...     data.log_dataset(run, parts.train, role="train")
 
@@ -20,6 +21,7 @@ from .dataset import Dataset, from_arrays, from_frame
 from .fingerprint import fingerprint
 from .lineage import dataset_record, log_check, log_dataset
 from .loaders import NAMES, load
+from .preprocess import Preprocessor
 from .profile import profile
 from .sources import read_file, resolve
 from .split import Split, split
@@ -33,6 +35,7 @@ __all__ = [
     "Issue",
     "Mixup",
     "NAMES",
+    "Preprocessor",
     "RandomErasing",
     "RandomRotation",
     "RandomShift",

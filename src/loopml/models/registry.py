@@ -116,6 +116,14 @@ def _profile_for(backend: Any, run_id: str, train_data: Any) -> dict[str, Any] |
         return None
 
 
+def _run_schema(backend: Any, run_id: str) -> dict[str, Any] | None:
+    try:
+        fingerprint = backend.run_datasets(run_id).get("train")
+        return dict(backend.get_dataset(fingerprint)["schema"]) if fingerprint else None
+    except NotFound:
+        return None
+
+
 def register(
     model: "torch.nn.Module",
     name: str,
@@ -130,6 +138,7 @@ def register(
     description: str | None = None,
     ood: "tuple[Any, Any] | Mapping[str, Any] | None" = None,
     tracking_uri: str | None = None,
+    feature_names: Sequence[str] | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name``; returns the new :class:`ModelVersion`.
 
@@ -156,6 +165,10 @@ def register(
     ``ood={"train": train, "val": val, "target_false_abstain": 0.05, "detectors": ["vae"]}``.
     A gate that cannot be fitted never fails the registration: it is skipped with a warning.
 
+    ``feature_names``: the input's column names, so that requests may name them
+    (default: the model's :class:`~loopml.data.Preprocessor`, else ``train_data``'s
+    or the run's logged train dataset's names, when the input is as wide).
+
     >>> v = loopml.register(model, "digits", input_example=x[:8], class_names=list("0123456789"))  # doctest: +SKIP
     >>> v.ref
     'digits/1'
@@ -177,7 +190,8 @@ def register(
         raise ValueError(f"Argument formats should be a non-empty list of {', '.join(FORMATS)}; got {list(formats)!r}")
     gate_options = _ood_options(ood)
     example = _as_tensor(input_example)
-    signature = infer_signature(model, example, class_names=class_names)
+    signature = infer_signature(model, example, class_names=class_names, feature_names=feature_names)
+    signature = signature.named_from(train_data.schema() if hasattr(train_data, "schema") else None)
     spec, problem = model_spec(model, init_args, check="torch" in wanted)
     if "torch" in wanted and spec is None:
         wanted.remove("torch")  # keep the formats that need no code
@@ -198,6 +212,7 @@ def register(
     try:
         run.flush()
         backend = run._backend
+        signature = signature.named_from(_run_schema(backend, run.id))
         with tempfile.TemporaryDirectory(prefix="loopml-register-") as tmp:
             folder = Path(tmp)
             files: dict[str, dict[str, Any]] = {}

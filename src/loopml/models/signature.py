@@ -11,12 +11,24 @@ expected instead of a shape error from deep inside a runtime. Example::
     sig.input            # TensorSpec(name='x', dtype='float32', shape=(None, 64))
     batch = sig.validate([[0.0] * 64])      # a float32 array of shape (1, 64)
 
+A tabular model's signature also keeps its feature names, so a request may name
+its columns (one record, a list of records, or column-oriented lists); the
+codes of categorical columns (a category string becomes its code at validation);
+the columns where a missing value (NaN or ``null``) is allowed, because the
+model's :class:`~loopml.data.Preprocessor` imputes them; and that
+Preprocessor's fitted values (JSON) for ``loopml models show`` and drift::
+
+    sig.validate({"mean radius": 17.99, "mean texture": 10.38, ...})           # one record
+    sig.validate([{"mean radius": 17.99, ...}, {"mean radius": 20.57, ...}])  # records
+    sig.validate({"mean radius": [17.99, 20.57], ...})                       # columns
+
 loopml supports models with one tensor input and one tensor output.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -110,6 +122,13 @@ class Signature:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     class_names: tuple[str, ...] | None = None
+    feature_names: tuple[str, ...] | None = None
+    categories: Mapping[str, tuple[str, ...]] | None = None
+    missing: tuple[str, ...] = ()
+    preprocessing: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        _check_columns(self)
 
     @property
     def is_classifier(self) -> bool:
@@ -130,13 +149,40 @@ class Signature:
             raise ValueError(f"{_SINGLE_IO}; this signature has {len(self.outputs)} outputs")
         return self.outputs[0]
 
+    def named_from(self, schema: Mapping[str, Any] | None) -> Signature:
+        """This signature with the column names and categories of a dataset schema, when it has none yet.
+
+        ``schema`` is :meth:`loopml.data.Dataset.schema` (or a stored dataset's
+        record); it is used only for a tabular dataset as wide as the input.
+        Example::
+
+            sig = sig.named_from(parts.train.schema())
+        """
+        if self.feature_names is not None or not isinstance(schema, Mapping) or schema.get("kind") != "tabular":
+            return self
+        names = schema.get("feature_names")
+        shape = self.inputs[0].shape if len(self.inputs) == 1 else ()
+        if not isinstance(names, list) or len(shape) != 2 or len(names) != shape[1] or len(set(names)) != len(names):
+            return self
+        cats = {str(k): tuple(str(c) for c in v) for k, v in (schema.get("categories") or {}).items() if v}
+        return dataclasses.replace(self, feature_names=tuple(str(n) for n in names), categories=cats or None)
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form, read back by :meth:`from_dict`."""
-        return {
+        """JSON-safe form, read back by :meth:`from_dict` (the column fields only when set)."""
+        out: dict[str, Any] = {
             "inputs": [s.to_dict() for s in self.inputs],
             "outputs": [s.to_dict() for s in self.outputs],
             "class_names": None if self.class_names is None else list(self.class_names),
         }
+        if self.feature_names is not None:
+            out["feature_names"] = list(self.feature_names)
+        if self.categories:
+            out["categories"] = {k: list(v) for k, v in self.categories.items()}
+        if self.missing:
+            out["missing"] = list(self.missing)
+        if self.preprocessing is not None:
+            out["preprocessing"] = dict(self.preprocessing)
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Signature:
@@ -165,23 +211,62 @@ class Signature:
                 raise ValueError(
                     f"Signature field 'class_names' should have one name per output column ({width}); got {len(names)}"
                 )
-        unknown = set(data) - {"inputs", "outputs", "class_names"}
+        unknown = set(data) - set(_FIELDS)
         if unknown:
-            raise ValueError(f"Signature has unknown fields {sorted(unknown)}; expected inputs, outputs, class_names")
-        return cls(inputs=specs["inputs"], outputs=specs["outputs"], class_names=names)
+            raise ValueError(f"Signature has unknown fields {sorted(unknown)}; expected {', '.join(_FIELDS)}")
+        features = data.get("feature_names")
+        if features is not None and (
+            not isinstance(features, (list, tuple)) or not all(isinstance(n, str) for n in features)
+        ):
+            raise ValueError(f"Signature field 'feature_names' should be a list of strings or absent; got {features!r}")
+        cats = data.get("categories")
+        if cats is not None and (
+            not isinstance(cats, Mapping)
+            or not all(isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v) for v in cats.values())
+        ):
+            raise ValueError(f"Signature field 'categories' should map column names to lists of strings; got {cats!r}")
+        missing = data.get("missing", ())
+        if not isinstance(missing, (list, tuple)) or not all(isinstance(n, str) for n in missing):
+            raise ValueError(f"Signature field 'missing' should be a list of column names; got {missing!r}")
+        pre = data.get("preprocessing")
+        if pre is not None and not isinstance(pre, Mapping):
+            raise ValueError(f"Signature field 'preprocessing' should be an object or absent; got {pre!r}")
+        return cls(
+            inputs=specs["inputs"], outputs=specs["outputs"], class_names=names,
+            feature_names=None if features is None else tuple(features),
+            categories=None if cats is None else {str(k): tuple(v) for k, v in cats.items()},
+            missing=tuple(missing), preprocessing=None if pre is None else dict(pre),
+        )
 
     def validate(self, array: Any) -> np.ndarray:
         """Check a batch for the single input and return it as an array of the input's dtype.
 
         Accepts a numpy array or nested lists; a single row without the batch
         dimension comes back with a batch dimension of 1. Integers are cast to
-        float for a float input. Raises ``ValueError`` for a wrong rank, shape or
-        dtype, NaN or infinity, ragged lists and an empty batch. Example::
+        float for a float input. With feature names, also records by name: one
+        ``{"a": 1.0, "b": 2.0}``, a list of them, column-oriented
+        ``{"a": [1.0, 3.0], "b": [2.0, 4.0]}``, or a pandas DataFrame; a
+        categorical column takes its category strings. Raises ``ValueError`` for
+        a wrong rank, shape or dtype, NaN (outside the columns in ``missing``) or
+        infinity, ragged lists, an empty batch, and missing or unknown columns
+        (named). Example::
 
             sig.validate([[1, 2, 3, 4]])      # float32 array of shape (1, 4)
         """
+        return self.parse(array)[0]
+
+    def parse(self, array: Any) -> tuple[np.ndarray, bool]:
+        """:meth:`validate`, and whether the request was one row (a row or a record without a batch).
+
+        The model server answers a single row with one result, a batch with a list. Example::
+
+            x, single = sig.parse({"a": 1.0, "b": 2.0})     # x.shape == (1, 2), single is True
+        """
         spec = self.input
-        want = np.dtype(spec.dtype)
+        kind_of = type(array)
+        if kind_of is dict or (kind_of is list and array and type(array[0]) is dict) or _is_frame(array):
+            arr, single = self._records(array)
+            return self._check(arr, single)
         if isinstance(array, np.ndarray):
             arr = array
         else:
@@ -193,11 +278,25 @@ class Signature:
                     "got ragged nested lists (rows of different lengths)"
                 ) from exc
         kind = arr.dtype.kind
+        if kind in "OUS" and self.feature_names is not None and arr.ndim in (1, 2):
+            # rows in column order that hold null or category strings: the same cell rules as records
+            if kind in "US" and not isinstance(array, np.ndarray):
+                arr = np.array(array, dtype=object)  # numbers beside strings stay numbers, not their text
+            rows = arr[np.newaxis] if arr.ndim == 1 else arr
+            if rows.shape[1] == len(self.feature_names):
+                columns = [self._column(name, rows[:, j].tolist()) for j, name in enumerate(self.feature_names)]
+                return self._check(np.stack(columns, axis=1), arr.ndim == 1)
         if kind == "O":
             raise ValueError(
                 f"input {spec.name!r} should be numbers of dtype {spec.dtype} in shape {_shape_text(spec.shape)}; "
                 "got ragged nested lists or non-numeric values"
             )
+        return self._check(arr, False)
+
+    def _check(self, arr: np.ndarray, single: bool) -> tuple[np.ndarray, bool]:
+        spec = self.input
+        want = np.dtype(spec.dtype)
+        kind = arr.dtype.kind
         allowed = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}.get(want.kind, want.kind)
         if kind not in allowed:
             raise ValueError(
@@ -206,6 +305,7 @@ class Signature:
         rank = len(spec.shape)
         if arr.ndim == rank - 1 and rank > 1:
             arr = arr[np.newaxis, ...]
+            single = True
         if arr.ndim != rank or any(d is not None and d != n for d, n in zip(spec.shape, arr.shape)):
             raise ValueError(
                 f"input {spec.name!r} should have shape {_shape_text(spec.shape)}; got {tuple(arr.shape)}"
@@ -213,13 +313,146 @@ class Signature:
         if arr.shape[0] == 0:
             raise ValueError(f"input {spec.name!r} should have at least one row; got an empty batch {tuple(arr.shape)}")
         if kind == "f" and not np.isfinite(arr).all():
-            bad = "NaN" if np.isnan(arr).any() else "infinity"
-            raise ValueError(f"input {spec.name!r} should hold finite numbers; got {bad}")
+            self._check_missing(arr)
         if kind in "iu" and want.kind in "iu" and arr.size:
             info = np.iinfo(want)
             if arr.min() < info.min or arr.max() > info.max:
                 raise ValueError(f"input {spec.name!r} has values outside the range of {spec.dtype}")
-        return np.ascontiguousarray(arr, dtype=want)
+        if self.categories:
+            self._check_codes(arr)
+        return np.ascontiguousarray(arr, dtype=want), single
+
+    # -- named columns -------------------------------------------------------------------
+
+    def _check_missing(self, arr: np.ndarray) -> None:
+        """NaN passes only in the columns in ``missing`` (imputed in the model); infinity never."""
+        name = self.input.name
+        if np.isinf(arr).any():
+            raise ValueError(f"input {name!r} should hold finite numbers; got infinity")
+        if not self.missing or self.feature_names is None:
+            raise ValueError(f"input {name!r} should hold finite numbers; got NaN")
+        nan_cols = np.isnan(arr).any(axis=0)
+        ok = {self.feature_names.index(m) for m in self.missing}
+        bad = [self.feature_names[j] for j in np.flatnonzero(nan_cols) if j not in ok]
+        if bad:
+            raise ValueError(
+                f"input columns {bad} should hold numbers; got a missing value (NaN or null). "
+                f"Only the columns the model imputes accept one: {list(self.missing)}"
+            )
+
+    def _check_codes(self, arr: np.ndarray) -> None:
+        assert self.categories is not None and self.feature_names is not None
+        for col, values in self.categories.items():
+            v = arr[:, self.feature_names.index(col)]
+            v = v[~np.isnan(v)] if v.dtype.kind == "f" else v
+            if v.size and ((v != np.round(v)).any() or v.min() < 0 or v.max() >= len(values)):
+                raise ValueError(
+                    f"input column {col!r} should hold one of {list(values)} (or its code 0..{len(values) - 1}); "
+                    f"got {v[(v != np.round(v)) | (v < 0) | (v >= len(values))][0]:g}"
+                )
+
+    def _records(self, raw: Any) -> tuple[np.ndarray, bool]:
+        names = self.feature_names
+        if names is None:
+            width = self.input.shape[-1] if self.input.shape else None
+            raise ValueError(
+                f"input {self.input.name!r} has no column names in this model's signature; send rows as lists "
+                f"of {width} numbers in order, e.g. {{\"inputs\": [[0.1, 0.2, ...]]}}, or register the model "
+                "with feature_names=[...]"
+            )
+        if _is_frame(raw):
+            raw = {str(c): raw[c].tolist() for c in raw.columns}
+        if type(raw) is dict:
+            if not raw:
+                raise ValueError(f"input should name the model's columns; got an empty object. Columns: {_listing(names)}")
+            lists = [type(v) is list for v in raw.values()]
+            if all(lists):  # column-oriented
+                self._check_keys(raw, "")
+                sizes = {k: len(v) for k, v in raw.items()}
+                if len(set(sizes.values())) > 1:
+                    raise ValueError(f"input columns should all have the same number of values; got {sizes}")
+                if not next(iter(sizes.values())):
+                    raise ValueError("input should have at least one row; got columns with no values")
+                return np.stack([self._column(n, raw[n]) for n in names], axis=1), False
+            if any(lists):
+                raise ValueError(
+                    "input should be one record ({\"a\": 1.0, ...}) or columns ({\"a\": [1.0, 2.0], ...}); got a mix "
+                    f"of lists and single values (lists in {[k for k, is_list in zip(raw, lists) if is_list][:5]})"
+                )
+            self._check_keys(raw, "")
+            return np.stack([self._column(n, [raw[n]]) for n in names], axis=1), True
+        for i, record in enumerate(raw):
+            if type(record) is not dict:
+                raise ValueError(
+                    f"input should be a list of records (objects by column name); item {i} is {type(record).__name__}"
+                )
+            self._check_keys(record, f"record {i} ")
+        return np.stack([self._column(n, [r[n] for r in raw]) for n in names], axis=1), False
+
+    def _check_keys(self, record: Mapping[str, Any], where: str) -> None:
+        names = self.feature_names
+        assert names is not None
+        if len(record) == len(names) and all(n in record for n in names):
+            return
+        missing = [n for n in names if n not in record]
+        unknown = [k for k in record if k not in set(names)]
+        parts = []
+        if missing:
+            parts.append(f"is missing columns {missing}")
+        if unknown:
+            parts.append(f"has unknown columns {unknown}")
+        raise ValueError(f"input {where}{' and '.join(parts)}; the model takes {len(names)} columns: {_listing(names)}")
+
+    def _column(self, name: str, values: list[Any]) -> np.ndarray:
+        """One column's cells as float64: numbers, null (NaN), or a categorical column's strings (codes)."""
+        cats = self.categories.get(name) if self.categories else None
+        lookup = {c: float(i) for i, c in enumerate(cats)} if cats else {}
+        out = np.empty(len(values), dtype=np.float64)
+        for i, v in enumerate(values):
+            if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)):
+                out[i] = v
+            elif v is None:
+                out[i] = np.nan
+            elif isinstance(v, str) and cats:
+                code = lookup.get(v)
+                if code is None:
+                    raise ValueError(f"input column {name!r} should hold one of {list(cats)}; got {v!r}")
+                out[i] = code
+            else:
+                what = f"one of {list(cats)}" if cats else "a number"
+                raise ValueError(f"input column {name!r} should hold {what} (or null where missing); got {v!r}")
+        return out
+
+
+_FIELDS = ("inputs", "outputs", "class_names", "feature_names", "categories", "missing", "preprocessing")
+
+
+def _is_frame(value: Any) -> bool:
+    return type(value).__name__ == "DataFrame" and type(value).__module__.startswith("pandas")
+
+
+def _listing(names: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
+def _check_columns(sig: Signature) -> None:
+    """The column fields agree with each other and with a 2-D input (raises ValueError naming the field)."""
+    names = sig.feature_names
+    if names is None:
+        if sig.categories or sig.missing:
+            raise ValueError("Signature fields 'categories' and 'missing' need 'feature_names'")
+        return
+    if len(sig.inputs) != 1 or len(sig.inputs[0].shape) != 2:
+        raise ValueError("Signature field 'feature_names' should only be set for one 2-D input (rows x features)")
+    width = sig.inputs[0].shape[1]
+    if len(names) != width or len(set(names)) != len(names):
+        raise ValueError(
+            f"Signature field 'feature_names' should have one distinct name per input column ({width}); got {list(names)}"
+        )
+    unknown = sorted((set(sig.categories or ()) | set(sig.missing)) - set(names))
+    if unknown:
+        raise ValueError(f"Signature fields 'categories' and 'missing' should name input columns; unknown {unknown}")
 
 
 def _dtype_text(dtype: np.dtype[Any]) -> str:
@@ -255,12 +488,19 @@ def infer_signature(
     class_names: Sequence[str] | None = None,
     input_name: str = "x",
     output_name: str = "output",
+    feature_names: Sequence[str] | None = None,
+    categories: Mapping[str, Sequence[str]] | None = None,
 ) -> Signature:
     """Run ``model`` once on ``input_example`` (with a batch dimension) and record its signature.
 
     The model runs in eval mode under ``torch.no_grad`` (its mode is restored
     afterwards). The batch dimension is recorded as ``None``. ``class_names`` must
-    have one name per output column. Example::
+    have one name per output column. For rows x features input,
+    ``feature_names`` (one per column) lets requests name their columns and
+    ``categories`` maps a categorical column to its values (the column holds
+    their codes). A fitted :class:`~loopml.data.Preprocessor` inside the model
+    that reads the raw columns gives all three: names, categories, the columns
+    it imputes (``missing``), and its fitted values (``preprocessing``). Example::
 
         sig = infer_signature(model, torch.randn(8, 1, 8, 8), class_names=[str(d) for d in range(10)])
         sig.to_dict()["inputs"]   # [{'name': 'x', 'dtype': 'float32', 'shape': [None, 1, 8, 8]}]
@@ -304,7 +544,55 @@ def infer_signature(
             )
         if len(set(names)) != len(names):
             raise ValueError(f"Argument class_names should have no duplicates; got {list(names)}")
-    return Signature(inputs=inputs, outputs=outputs, class_names=names)
+    columns = _columns(model, inputs[0], feature_names, categories)
+    return Signature(inputs=inputs, outputs=outputs, class_names=names, **columns)
+
+
+def _columns(
+    model: torch.nn.Module,
+    spec: TensorSpec,
+    feature_names: Sequence[str] | None,
+    categories: Mapping[str, Sequence[str]] | None,
+) -> dict[str, Any]:
+    """The signature's column fields, from the arguments and the model's Preprocessor."""
+    from ..data.preprocess import find_preprocessor
+
+    width = spec.shape[1] if len(spec.shape) == 2 else None
+    pre = find_preprocessor(model)
+    if pre is not None and pre.n_features_in != width:
+        pre = None  # it does not read the raw input (it sits deeper in the model)
+    if feature_names is not None:
+        if isinstance(feature_names, str) or not all(isinstance(n, str) for n in feature_names):
+            raise ValueError(f"Argument feature_names should be a list of strings; got {feature_names!r}")
+        if width is None or len(feature_names) != width or len(set(feature_names)) != len(feature_names):
+            raise ValueError(
+                f"Argument feature_names should have one distinct name per input column; the input has shape "
+                f"{_shape_text(spec.shape)} and {len(feature_names)} names were given"
+            )
+        if pre is not None and list(feature_names) != pre.feature_names:
+            raise ValueError(
+                "Argument feature_names should match the model's Preprocessor (fitted on columns "
+                f"{_listing(pre.feature_names)}); got {_listing(list(feature_names))}"
+            )
+    if pre is not None:
+        return {
+            "feature_names": tuple(pre.feature_names),
+            "categories": {k: tuple(v) for k, v in pre.categories.items()} or None,
+            "missing": tuple(pre.imputed_columns),
+            "preprocessing": pre.to_dict(),
+        }
+    if feature_names is None:
+        if categories:
+            raise ValueError("Argument categories needs feature_names (the columns it refers to)")
+        return {}
+    cats = None
+    if categories:
+        if not isinstance(categories, Mapping) or not all(
+            isinstance(v, (list, tuple)) and v and all(isinstance(c, str) for c in v) for v in categories.values()
+        ):
+            raise ValueError(f"Argument categories should map column names to lists of strings; got {categories!r}")
+        cats = {str(k): tuple(v) for k, v in categories.items()}
+    return {"feature_names": tuple(feature_names), "categories": cats}
 
 
 def random_inputs(
@@ -343,10 +631,18 @@ def random_inputs(
     dtype = np.dtype(spec.dtype)
     if dtype.kind == "b":
         return rng.integers(0, 2, size=shape).astype(bool)
-    lo, hi = (float(ref.min()), float(ref.max())) if ref is not None and ref.size else (None, None)
+    finite = ref[np.isfinite(ref)] if ref is not None and ref.dtype.kind == "f" else ref
+    lo, hi = (float(finite.min()), float(finite.max())) if finite is not None and finite.size else (None, None)
     if dtype.kind in "iu":
         low, high = (int(lo), int(hi) + 1) if lo is not None and hi is not None else (0, 10)
         return rng.integers(low, high, size=shape).astype(dtype)
     if lo is None or hi is None:
-        return rng.standard_normal(size=shape).astype(dtype)
-    return rng.uniform(lo, hi, size=shape).astype(dtype)
+        out = rng.standard_normal(size=shape).astype(dtype)
+    else:
+        out = rng.uniform(lo, hi, size=shape).astype(dtype)
+    if signature.categories and signature.feature_names is not None:  # categorical columns take valid codes
+        for col, values in signature.categories.items():
+            out[:, signature.feature_names.index(col)] = rng.integers(0, len(values), size=n)
+    for col in signature.missing:  # imputed columns also get missing values, so a check covers the imputation
+        out[rng.random(n) < 0.1, signature.feature_names.index(col)] = np.nan  # type: ignore[union-attr]
+    return out

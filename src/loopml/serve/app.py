@@ -435,8 +435,10 @@ class ModelServer:
         return 200, orjson.dumps({"models": [self._describe()]}), JSON
 
     def _openapi_route(self) -> tuple[int, bytes, bytes]:
-        shape = self.backend.signature.input.shape if self.backend is not None else None
-        return 200, orjson.dumps(document(self.name, list(shape) if shape else None)), JSON
+        sig = self.backend.signature if self.backend is not None else None
+        shape = sig.input.shape if sig is not None else None
+        names = list(sig.feature_names) if sig is not None and sig.feature_names else None
+        return 200, orjson.dumps(document(self.name, list(shape) if shape else None, names)), JSON
 
     def _docs_route(self) -> tuple[int, bytes, bytes]:
         return 200, DOCS_HTML, b"text/html; charset=utf-8"
@@ -488,7 +490,8 @@ class ModelServer:
             if type(body) is not dict or "inputs" not in body:
                 raise _Bad(422, "invalid_request",
                            'The body should be a JSON object with "inputs": one row or a list of rows, '
-                           'e.g. {"inputs": [[0.1, 0.2, ...]]}' + ("" if type(body) is dict else f"; got {type(body).__name__}"))
+                           'e.g. {"inputs": [[0.1, 0.2, ...]]}, or records by column name, '
+                           'e.g. {"inputs": {"age": 41, "income": 52000.0}}' + ("" if type(body) is dict else f"; got {type(body).__name__}"))
             if len(body) > 1:
                 extra = set(body) - {"inputs", "include_prediction"}
                 if extra:
@@ -508,12 +511,11 @@ class ModelServer:
                        f"POST {req.path} should send Content-Type: application/json or application/x-npy; got {ctype.decode('latin-1') or 'none'!r}")
         sig = backend.signature
         try:
-            x = sig.validate(raw)
+            x, single = sig.parse(raw)  # rows, or records by column name (see Signature.validate)
         except ValueError as exc:
             raise _Bad(422, "invalid_input", str(exc)) from None
         except (TypeError, OverflowError) as exc:
             raise _Bad(422, "invalid_input", f"input {sig.input.name!r} should be numbers in shape {sig.input.shape}: {exc}") from None
-        single = np.ndim(raw) == len(sig.input.shape) - 1 if not isinstance(raw, np.ndarray) else raw.ndim == len(sig.input.shape) - 1
         self._counter += 1
         request_id = self._prefix + format(self._counter, "x")
         job = Job(backend, x, req.t0,

@@ -38,14 +38,28 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def document(model: str, input_shape: list[int | None] | None = None) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of a server for ``model`` (input shape with ``None`` for the batch)."""
+def document(
+    model: str, input_shape: list[int | None] | None = None, feature_names: list[str] | None = None
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of a server for ``model`` (input shape with ``None`` for the batch).
+
+    With ``feature_names`` (a tabular model's signature), records by column name
+    are described too: one record, a list of records, or column-oriented lists.
+    """
     row: dict[str, Any] = {"type": "number"}
     for dim in reversed((input_shape or [None, None])[1:]):
         row = {"type": "array", "items": row}
         if dim is not None:
             row["minItems"] = row["maxItems"] = dim
-    inputs = {"oneOf": [row, {"type": "array", "items": row, "minItems": 1}]}
+    forms: list[dict[str, Any]] = [row, {"type": "array", "items": row, "minItems": 1}]
+    if feature_names:
+        cell = {"type": ["number", "string", "null"]}
+        record = {"type": "object", "required": list(feature_names), "additionalProperties": False,
+                  "properties": {n: cell for n in feature_names}}
+        columns = {"type": "object", "required": list(feature_names), "additionalProperties": False,
+                   "properties": {n: {"type": "array", "items": cell, "minItems": 1} for n in feature_names}}
+        forms += [record, {"type": "array", "items": record, "minItems": 1}, columns]
+    inputs = {"oneOf": forms}
     predict_body = {
         "type": "object",
         "required": ["inputs"],
