@@ -27,6 +27,29 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _show_columns(con: Any, sig: dict[str, Any]) -> None:
+    """A tabular version's named columns and the fitted preprocessing it carries."""
+    from rich.table import Table
+
+    names = sig.get("feature_names")
+    if names:
+        shown = ", ".join(names[:8]) + (f", ... ({len(names) - 8} more)" if len(names) > 8 else "")
+        con.print(f"features   {len(names)}: {shown}", markup=False)
+    pre = sig.get("preprocessing")
+    if not pre:
+        return
+    cats = pre.get("categorical", [])
+    t = Table("column", "kind", "missing value", "mean", "std", *(["categories"] if cats else []),
+              title="preprocessing (fitted on the training split, inside the model)")
+    for c in pre.get("numeric", []):
+        fill = "refused" if c.get("fill") is None else f"{pre.get('impute')} {c['fill']:.6g}"
+        t.add_row(c["name"], "numeric", fill, f"{c['mean']:.6g}", f"{c['std']:.6g}", *([""] if cats else []))
+    for c in cats:
+        fill = "refused" if c.get("fill") is None else f"most frequent: {c['fill']}"
+        t.add_row(c["name"], "one-hot", fill, "", "", ", ".join(c.get("categories", [])))
+    con.print(t)
+
+
 @models_app.command("list")
 @_friendly
 def models_list(
@@ -91,6 +114,7 @@ def models_show(
     ins = ", ".join(f"{i['name']}: {i['dtype']}{list(i['shape'])}" for i in sig.get("inputs", []))
     outs = ", ".join(f"{o['name']}: {o['dtype']}{list(o['shape'])}" for o in sig.get("outputs", []))
     con.print(f"signature  {ins} -> {outs}" + (f"   classes {sig['class_names']}" if sig.get("class_names") else ""), markup=False)
+    _show_columns(con, sig)
     files = Table("format", "file", "size", "sha256", "details", title="files")
     for f in v.files.values():
         files.add_row(f.format, f.path.rsplit("/", 1)[-1], _mb(f.size), f.sha256[:16], json.dumps(f.details))

@@ -119,6 +119,17 @@ def test_the_onnx_file_holds_the_transform_and_takes_raw_rows(uri: str, parts: d
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
     assert np.isfinite(got).all()
 
+    from typer.testing import CliRunner
+
+    from loopml.cli import app
+
+    shown = CliRunner().invoke(app, ["models", "show", "cancer/1"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "features   30: mean radius, mean texture" in shown.stdout
+    assert "preprocessing (fitted on the training split" in shown.stdout
+    median = float(np.median(parts.train.x.numpy()[:, 0]))
+    assert f"median {median:.6g}" in shown.stdout, "the mean radius row shows the imputed median"
+
 
 def test_without_a_preprocessor_the_runs_train_dataset_names_the_columns(uri: str, parts: data.Split) -> None:
     torch.manual_seed(0)
