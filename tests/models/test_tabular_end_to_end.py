@@ -144,3 +144,23 @@ def test_without_a_preprocessor_the_runs_train_dataset_names_the_columns(uri: st
     assert explicit.signature["feature_names"][:2] == ["f0", "f1"]
     with pytest.raises(ValueError, match=r"Argument feature_names should have one distinct name per input column"):
         loopml.register(model, "raw", input_example=parts.train.x[:4], formats=("pt2",), feature_names=["a"])
+
+
+@pytest.mark.parametrize("method", ["dynamic", "static"])
+def test_quantization_keeps_the_transform_in_float_and_the_accuracy(parts: data.Split, tmp_path: Path, method: str) -> None:
+    from loopml.models.quantize import quantize
+    from loopml.models.runtime import load_predictor
+
+    torch.manual_seed(0)
+    pre = data.Preprocessor().fit(parts.train)
+    model = pre.then(MLP(pre.n_features_out, 2, hidden=[64]))
+    Trainer(model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), seed=0, track=False).fit(
+        parts.train, epochs=30, batch_size=32)
+    q = quantize(model.eval(), method=method, example=parts.train.x[:8], calibration=parts.train.x.numpy(),
+                 out_dir=tmp_path / method, track=False)
+    ops = {node.op_type for node in onnx.load(str(q.files["onnx"])).graph.node}
+    assert {"IsNaN", "Where", "Sub", "Div"} <= ops
+    x, y = parts.test.x.numpy(), parts.test.y.numpy()
+    # Measured: 0.965 for fp32, dynamic and static int8 alike (the raw columns, 0.003 to 2,500, are not
+    # quantized: only the layers after the standardisation are).
+    assert float((load_predictor("onnx", q.files["onnx"])(x).argmax(1) == y).mean()) >= 0.95
