@@ -164,3 +164,21 @@ def test_quantization_keeps_the_transform_in_float_and_the_accuracy(parts: data.
     # Measured: 0.965 for fp32, dynamic and static int8 alike (the raw columns, 0.003 to 2,500, are not
     # quantized: only the layers after the standardisation are).
     assert float((load_predictor("onnx", q.files["onnx"])(x).argmax(1) == y).mean()) >= 0.95
+
+
+def test_the_trainer_takes_missing_values_that_the_model_imputes() -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(0, 1, 200), "b": rng.normal(5, 2, 200), "y": rng.integers(0, 2, 200)})
+    frame.loc[::9, "a"] = np.nan
+    parts = data.split(data.from_frame(frame, target="y"), val=0.2, test=0.2, seed=0)
+    pre = data.Preprocessor().fit(parts.train)
+    trainer = Trainer(pre.then(torch.nn.Linear(2, 2)), seed=0, track=False).fit(parts.train, val=parts.val, epochs=1)
+    assert [i.code for i in trainer.state.data_report.ignored] == ["missing_values", "missing_values"]  # train, val
+    assert np.isfinite(trainer.state.metrics["train_loss"])
+    with pytest.raises(loopml.DataError, match="(?s)missing input values.*check_data=False"):
+        Trainer(torch.nn.Linear(2, 2), seed=0, track=False).fit(parts.train, epochs=1)  # nothing imputes them
+    strict = data.Preprocessor(impute=None).fit(np.array([[1.0, 2.0], [3.0, 4.0]]), feature_names=["a", "b"])
+    with pytest.raises(loopml.DataError, match="missing input values"):
+        Trainer(strict.then(torch.nn.Linear(2, 2)), seed=0, track=False).fit(parts.train, epochs=1)

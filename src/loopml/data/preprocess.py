@@ -181,19 +181,19 @@ class Preprocessor(torch.nn.Module):
                         f"Column {name!r} should hold category codes 0..{len(labels) - 1} (NaN where missing); "
                         f"got values from {values.min():g} to {values.max():g}"
                     )
-                fill = None
+                code: int | None = None
                 if nan.any() and self.impute_categorical is None:
                     raise ValueError(self._missing_message(name, int(nan.sum()), "impute_categorical='most_frequent'"))
                 if self.impute_categorical is not None:
-                    fill = int(np.bincount(values.astype(np.int64), minlength=len(labels)).argmax())  # ties: smallest
-                categorical.append({"name": name, "index": j, "categories": labels, "fill": fill})
+                    code = int(np.bincount(values.astype(np.int64), minlength=len(labels)).argmax())  # ties: smallest
+                categorical.append({"name": name, "index": j, "categories": labels, "fill": code})
             else:
-                fill = None
+                fill: float | None = None
                 if nan.any() and self.impute is None:
                     raise ValueError(self._missing_message(name, int(nan.sum()), "impute='median'"))
                 if self.impute is not None:
                     fill = float(np.median(values) if self.impute == "median" else np.mean(values))
-                    col = np.where(nan, fill, col)
+                    col = np.where(nan, np.float64(fill), col)
                 mean, std = (float(np.mean(col)), float(np.std(col))) if self.scale else (0.0, 1.0)
                 if not std > 1e-12 * max(1.0, abs(mean)):  # a constant column: divided by 1, as StandardScaler does
                     std = 1.0
@@ -267,7 +267,10 @@ class Preprocessor(torch.nn.Module):
     def then(self, model: torch.nn.Module) -> torch.nn.Sequential:
         """``torch.nn.Sequential(self, model)``: the model that takes raw rows.
 
-        >>> model = pre.then(MLP(pre.n_features_out, 2, hidden=[64]))    # doctest: +SKIP
+        >>> pre = Preprocessor().fit(np.array([[1.0, 5.0], [3.0, 7.0]]))
+        >>> model = pre.then(torch.nn.Linear(pre.n_features_out, 2))    # e.g. loopml.models.nets.MLP
+        >>> model(torch.tensor([[2.0, 6.0]])).shape
+        torch.Size([1, 2])
         """
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
@@ -330,7 +333,9 @@ class Preprocessor(torch.nn.Module):
     def from_dict(cls, data: Mapping[str, Any]) -> Preprocessor:
         """A fitted Preprocessor from :meth:`to_dict`'s output; raises ``ValueError`` naming a bad field.
 
-        >>> again = Preprocessor.from_dict(pre.to_dict())      # doctest: +SKIP
+        >>> pre = Preprocessor().fit(np.array([[1.0], [3.0]]))
+        >>> Preprocessor.from_dict(pre.to_dict()).to_dict() == pre.to_dict()
+        True
         """
         if not isinstance(data, Mapping) or data.get("kind") != KIND:
             raise ValueError(f"Argument data should be the output of Preprocessor.to_dict() (kind {KIND!r})")

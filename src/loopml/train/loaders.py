@@ -52,11 +52,13 @@ def data_fingerprint(data: Any) -> str | None:
     return None if fp is None else str(fp)
 
 
-def run_data_check(train: Any, val: Any = None) -> Any:
+def run_data_check(train: Any, val: Any = None, *, model: torch.nn.Module | None = None) -> Any:
     """Run ``loopml.data.check`` on loopml datasets (train, val and leakage between them); stop on errors.
 
     Returns the report (the tracking callback logs it), or None for other data
-    or where ``loopml.data`` is not installed.
+    or where ``loopml.data`` is not installed. Missing input values are no error
+    (they are listed in ``report.ignored``) when ``model`` holds a
+    :class:`~loopml.data.Preprocessor` that imputes every column that has them.
     """
     if data_fingerprint(train) is None:  # only loopml datasets carry a fingerprint
         return None
@@ -66,6 +68,32 @@ def run_data_check(train: Any, val: Any = None) -> Any:
         return None
     if not isinstance(train, Dataset):
         return None
-    report = check(train, val=val if isinstance(val, Dataset) else None)
+    val = val if isinstance(val, Dataset) else None
+    ignore = ["missing_values"] if _imputed_in_model(model, [train, val]) else []
+    report = check(train, val=val, ignore=ignore)
     report.raise_if_errors(override_hint="fix the data, or pass check_data=False to fit()")
     return report
+
+
+def _imputed_in_model(model: torch.nn.Module | None, parts: list[Any]) -> bool:
+    """Whether the model's Preprocessor imputes every input column with a missing value (and no target is missing)."""
+    from ..data.preprocess import find_preprocessor
+
+    try:
+        pre = find_preprocessor(model) if model is not None else None
+    except ValueError:  # several Preprocessors: which one reads the rows is not known
+        return False
+    if pre is None:
+        return False
+    imputed = set(pre.imputed_columns)
+    for ds in parts:
+        if ds is None:
+            continue
+        if ds.kind != "tabular" or list(ds.feature_names) != pre.feature_names:
+            return False
+        gaps = torch.isnan(ds.x).any(dim=0).tolist()
+        if any(gap and name not in imputed for gap, name in zip(gaps, ds.feature_names)):
+            return False
+        if ds.y.is_floating_point() and bool(torch.isnan(ds.y).any()):
+            return False
+    return True

@@ -177,7 +177,7 @@ class Trainer:
             if type(value) is not int or value < 1:
                 raise ValueError(f"Argument {name} should be an integer >= 1, got {value!r}; "
                                  f"e.g. trainer.fit((x, y), epochs=10, batch_size=64)")
-        report = run_data_check(train, val) if check_data else None
+        report = run_data_check(train, val, model=self.model) if check_data else None
         loader = as_loader(train, name="train", batch_size=batch_size, shuffle=True, generator=self.generator,
                            sampler=None if self._dist is None else self._dist.train_sampler(self.seed))
         if val is not None:
