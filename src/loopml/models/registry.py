@@ -212,7 +212,8 @@ def register(
     try:
         run.flush()
         backend = run._backend
-        signature = signature.named_from(_run_schema(backend, run.id))
+        if signature.feature_names is None:  # the run's logged train dataset names the columns
+            signature = signature.named_from(_run_schema(backend, run.id))
         with tempfile.TemporaryDirectory(prefix="loopml-register-") as tmp:
             folder = Path(tmp)
             files: dict[str, dict[str, Any]] = {}
