@@ -520,7 +520,10 @@ def fit_gate(
     rate = _rate_for(len(x_val), requested)
     fitted: dict[str, Detector] = {}
     if "vae" in wanted:
-        fitted["vae"] = VAEDetector(threads=threads, **dict(vae_options or {})).fit(x_train)
+        options = dict(vae_options or {})
+        if model is not None and "fill" not in options:  # the gaps the model's Preprocessor fills, filled alike
+            options["fill"] = _preprocessor_fill(model, x_train)
+        fitted["vae"] = VAEDetector(threads=threads, **options).fit(x_train)
     if "mahalanobis" in wanted:
         if model is None:
             raise ValueError("The mahalanobis detector needs the classifier: pass model=..., or detectors=('vae',)")
@@ -547,6 +550,23 @@ def _rate_for(rows: int, requested: float) -> float:
         f"{rows} rows support. Pass more validation rows, or target_false_abstain={strictest:g} or larger."
     )
     return strictest
+
+
+def _preprocessor_fill(model: "torch.nn.Module", x: np.ndarray) -> list[float | None] | None:
+    """Per input column, the value the model's :class:`~loopml.data.Preprocessor` puts in a NaN (None: no imputer)."""
+    from ..data.preprocess import find_preprocessor
+
+    try:
+        pre = find_preprocessor(model)
+    except ValueError:
+        return None
+    if pre is None or not pre.imputed_columns or x.ndim != 2 or x.shape[1] != pre.n_features_in:
+        return None
+    doc = pre.to_dict()
+    fill: dict[str, float | None] = {c["name"]: c["fill"] for c in doc["numeric"]}
+    for c in doc["categorical"]:  # the most frequent category's code
+        fill[c["name"]] = None if c["fill"] is None else float(c["categories"].index(c["fill"]))
+    return [fill.get(name) for name in pre.feature_names]
 
 
 def fit_ood(

@@ -253,6 +253,7 @@ class VAEDetector:
         lr: float = 2e-3,
         seed: int = 0,
         threads: int = 1,
+        fill: Sequence[float | None] | None = None,
     ) -> None:
         for arg, value in (("latent", latent), ("hidden", hidden), ("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -265,6 +266,10 @@ class VAEDetector:
         self.latent, self.hidden, self.variational = latent, hidden, bool(variational)
         self.kl_weight, self.beta = float(kl_weight), float(beta)
         self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, float(lr), int(seed)
+        # per input column, what replaces a NaN before scoring: the model's Preprocessor imputes the
+        # same columns with the same values, so a row it serves is not scored as unusual for its gaps
+        self.fill = None if fill is None else [None if f is None else float(f) for f in fill]
+        self._fill = None if fill is None else np.array([np.nan if f is None else f for f in fill], dtype=np.float32)
         self.threshold: float | None = None
         self.input_shape: tuple[int, ...] | None = None
         self.net: torch.nn.Module | None = None  # built on demand from the state after a torch-free load
@@ -281,7 +286,7 @@ class VAEDetector:
         """Train on in-distribution inputs ``x`` (N x features or N x C x H x W); returns self."""
         import torch
 
-        data = _as_batch(x, "x")
+        data = self._filled(_as_batch(x, "x"))
         if data.shape[0] < 2:
             raise ValueError(f"Argument x should have at least 2 rows to fit on; got {data.shape[0]}")
         if not np.isfinite(data).all():
@@ -325,7 +330,7 @@ class VAEDetector:
         faster than the same layers in eager PyTorch (``score_torch``, the oracle).
         """
         p = self._fitted()
-        data = _as_batch(x, "x")
+        data = self._filled(_as_batch(x, "x"))
         _check_shape(data, self.input_shape, "x")
         z_in = (data.reshape(len(data), -1) - p["mean"]) / p["scale"]
         h = z_in
@@ -348,7 +353,7 @@ class VAEDetector:
         import torch
 
         net = self._torch_net()
-        data = _as_batch(x, "x")
+        data = self._filled(_as_batch(x, "x"))
         _check_shape(data, self.input_shape, "x")
         self._threads.ensure()
         with torch.inference_mode():
@@ -381,6 +386,11 @@ class VAEDetector:
         self.threshold = calibrated_threshold(self.score(val_x), target_false_abstain)
         return self.threshold
 
+    def _filled(self, data: np.ndarray) -> np.ndarray:
+        if self._fill is None or data.ndim != 2 or data.shape[1] != len(self._fill):
+            return data
+        return np.where(np.isnan(data), self._fill, data).astype(np.float32, copy=False)
+
     def _fitted(self) -> dict[str, Any]:
         if not self._arrays:
             raise ValueError("This VAEDetector is not fitted: call .fit(x_train) first")
@@ -392,6 +402,7 @@ class VAEDetector:
             "kind": self.kind, "latent": self.latent, "hidden": self.hidden, "variational": self.variational,
             "kl_weight": self.kl_weight, "input_shape": list(self.input_shape or ()), "threshold": self.threshold,
             "training": {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr, "beta": self.beta, "seed": self.seed},
+            **({"fill": self.fill} if self.fill is not None else {}),
         }
 
     def state_dict(self) -> dict[str, "torch.Tensor"]:
@@ -415,7 +426,7 @@ class VAEDetector:
         training = dict(config.get("training") or {})
         det = cls(
             latent=int(config["latent"]), hidden=int(config["hidden"]), variational=bool(config["variational"]),
-            kl_weight=float(config["kl_weight"]), threads=threads,
+            kl_weight=float(config["kl_weight"]), threads=threads, fill=config.get("fill"),
             **{k: training[k] for k in ("epochs", "batch_size", "lr", "beta", "seed") if k in training},
         )
         shape = tuple(int(d) for d in config["input_shape"])
@@ -608,9 +619,14 @@ class MahalanobisDetector:
     def fit(self, x: Any, y: Any = None) -> "MahalanobisDetector":
         """Fit on in-distribution inputs ``x`` and their class labels ``y`` (needed for ``mode="class"``)."""
         data = _as_batch(x, "x")
-        if not np.isfinite(data).all():
+        if np.isinf(data).any():
             raise ValueError("Argument x should hold finite numbers only (no NaN or infinities)")
-        feats = self.embed(data)
+        feats = self.embed(data)  # NaN inputs are fine where the model imputes them (a loopml.data.Preprocessor)
+        if not np.isfinite(feats).all():
+            raise ValueError(
+                "Argument x should hold finite numbers only (no NaN or infinities): the model's features are not "
+                "finite for some rows; impute missing values in the model (loopml.data.Preprocessor) or drop those rows"
+            )
         n = feats.shape[0]
         if self.mode == "class":
             if y is None:
