@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +123,11 @@ def test_missing_values_pass_only_where_the_model_imputes(server: ModelServer) -
         "input columns ['age'] should hold numbers; got a missing value (NaN or null). "
         "Only the columns the model imputes accept one: ['plan']"
     )
+    npy = io.BytesIO()
+    np.save(npy, np.array([[40.0, np.nan, 5.0], [np.nan, 1.0, 5.0]], dtype=np.float32))
+    r = httpx.post(f"{server.url}/v1/models/churn/predict", content=npy.getvalue(),
+                   headers={"content-type": "application/x-npy"})
+    assert r.status_code == 422 and r.json()["error"]["message"].startswith("input columns ['age']"), "npy: same rule"
     info = httpx.get(f"{server.url}/v1/models/churn").json()["signature"]
     assert info["feature_names"] == ["age", "plan", "spend"] and info["categories"] == {"plan": ["basic", "pro", "team"]}
     assert info["missing"] == ["plan"]
