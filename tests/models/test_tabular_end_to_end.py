@@ -61,7 +61,8 @@ def test_breast_cancer_with_a_preprocessor_trains_registers_and_serves_named_rec
         trainer = _train(model, parts, epochs=30)
         accuracy = trainer.evaluate(parts.test)["accuracy"]
         version = loopml.register(model, "cancer", input_example=parts.train.x[:8],
-                                  class_names=parts.train.class_names, formats=("pt2", "onnx"))
+                                  class_names=parts.train.class_names, formats=("pt2", "onnx"),
+                                  ood={"train": parts.train, "val": parts.val, "target_false_abstain": 0.05})
     # Measured with seed 0: 0.965 (82 of 85 test rows); the same MLP on raw features reached 0.894 and
     # scikit-learn's StandardScaler + LogisticRegression 0.976 on this split.
     assert accuracy >= 0.95
@@ -89,6 +90,13 @@ def test_breast_cancer_with_a_preprocessor_trains_registers_and_serves_named_rec
         answer = r.json()
         np.testing.assert_allclose(answer["probabilities"], expected, atol=1e-5)  # served by ONNX Runtime or pt2
         assert answer["prediction"] == parts.train.class_names[int(expected.argmax())]
+        assert answer["status"] == "ok" and "ood_score" in answer, "the gate is on, and this row is usual"
+        gap = dict(record, **{"mean radius": None})  # imputed with the training median, by the model and its gate
+        r = httpx.post(f"{server.url}/v1/models/cancer/predict", json={"inputs": gap})
+        assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+        filled = x_test[:1].copy()
+        filled[0, 0] = sig["preprocessing"]["numeric"][0]["fill"]
+        np.testing.assert_allclose(r.json()["probabilities"], loaded.predict_proba(filled)[0], atol=1e-5)
         short = {k: v for k, v in record.items() if k != "worst area"}
         r = httpx.post(f"{server.url}/v1/models/cancer/predict", json={"inputs": short})
         assert r.status_code == 422 and "missing columns ['worst area']" in r.json()["error"]["message"]
