@@ -79,6 +79,7 @@ def test_records_columns_frames_and_rows_give_the_same_batch(sig: Signature) -> 
         [{"age": 30, "color": "red", "income": 1.5}, {"income": 2.0, "color": "blue", "age": None}],
         {"age": [30, None], "color": ["red", "blue"], "income": [1.5, 2.0]},
         pd.DataFrame({"age": [30.0, np.nan], "color": ["red", "blue"], "income": [1.5, 2.0]}),
+        pd.DataFrame({"age": pd.array([30, None], dtype="Int64"), "color": ["red", "blue"], "income": [1.5, 2.0]}),
         [[30, "red", 1.5], [None, "blue", 2.0]],
         [[30.0, 1.0, 1.5], [np.nan, 0.0, 2.0]],  # the positional form, codes for the category
         expected,

@@ -411,7 +411,7 @@ class Signature:
         for i, v in enumerate(values):
             if isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)):
                 out[i] = v
-            elif v is None:
+            elif v is None or type(v).__name__ == "NAType":  # JSON null; pandas' NA
                 out[i] = np.nan
             elif isinstance(v, str) and cats:
                 code = lookup.get(v)
