@@ -13,6 +13,8 @@ and can be fine-tuned again, e.g. by quantization-aware training
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -40,10 +42,34 @@ class DigitsCNN(nn.Module):
 
 @keep_init_args
 class MLP(nn.Module):
-    """``n_in -> hidden -> ... -> n_out`` with ReLU between the layers (``hidden`` may list several widths)."""
+    """``n_in -> hidden -> ... -> n_out`` with ReLU between the layers (``hidden`` may list several widths).
 
-    def __init__(self, n_in: int, n_out: int, hidden: int | list[int] = 64) -> None:
+    ``preprocessing``: a fitted :class:`~loopml.data.Preprocessor`'s ``to_dict()``.
+    The MLP then takes raw rows and applies that Preprocessor first (``n_in`` is
+    its ``n_features_out``); unlike ``pre.then(mlp)``, the model stays one
+    rebuildable class, so a registered version keeps its ``torch`` format.
+
+    >>> import numpy as np
+    >>> from loopml.data import Preprocessor
+    >>> pre = Preprocessor().fit(np.array([[1.0, 10.0], [3.0, 30.0]]))
+    >>> model = MLP(pre.n_features_out, 2, hidden=[8], preprocessing=pre.to_dict())
+    >>> model(torch.tensor([[2.0, float("nan")]])).shape
+    torch.Size([1, 2])
+    """
+
+    def __init__(self, n_in: int, n_out: int, hidden: int | list[int] = 64,
+                 preprocessing: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self.pre: nn.Module | None = None
+        if preprocessing is not None:
+            from ..data.preprocess import Preprocessor
+
+            self.pre = Preprocessor.from_dict(preprocessing)
+            if n_in != self.pre.n_features_out:
+                raise ValueError(
+                    f"Argument n_in should be the Preprocessor's output width ({self.pre.n_features_out} columns); "
+                    f"got {n_in}. Pass MLP(pre.n_features_out, ..., preprocessing=pre.to_dict())"
+                )
         widths = [hidden] if isinstance(hidden, int) else list(hidden)
         layers: list[nn.Module] = []
         prev = n_in
@@ -54,4 +80,4 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x if self.pre is None else self.pre(x))
