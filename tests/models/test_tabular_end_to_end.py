@@ -156,7 +156,7 @@ def test_without_a_preprocessor_the_runs_train_dataset_names_the_columns(uri: st
 
 @pytest.mark.parametrize("method", ["dynamic", "static"])
 def test_quantization_keeps_the_transform_in_float_and_the_accuracy(parts: data.Split, tmp_path: Path, method: str) -> None:
-    from loopml.models.quantize import quantize
+    from loopml.models.quantization import quantize
     from loopml.models.runtime import load_predictor
 
     torch.manual_seed(0)
@@ -210,9 +210,7 @@ def test_loopmls_mlp_with_its_preprocessing_keeps_the_torch_format_and_quantizes
     rebuilt = loopml.load_model("cancer/1", format="torch")
     np.testing.assert_array_equal(rebuilt(x), loopml.load_model("cancer/1", format="pt2")(x))
     # ptq rewrites the Linear layers of the rebuilt class: measured 0.965 for fp32 and int8 alike
-    from loopml.models.variants import quantize
-
-    variant = quantize("cancer/1", method="ptq", data=parts)
+    variant = loopml.models.quantize("cancer/1", method="ptq", data=parts)
     assert variant.measurements["accuracy"] >= 0.95
     with pytest.raises(ValueError, match=r"Argument n_in should be the Preprocessor's output width \(30 columns\); got 31"):
         MLP(31, 2, preprocessing=pre.to_dict())
