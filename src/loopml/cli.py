@@ -227,6 +227,9 @@ def serve_command(
     ),
     allowed_host: Optional[list[str]] = typer.Option(None, "--allowed-host", help="Extra Host header values to accept (repeatable)."),
     log_inputs: float = typer.Option(1.0, "--log-inputs", help="Fraction of requests whose inputs the request log keeps."),
+    log_buffer: int = typer.Option(
+        8192, "--log-buffer", help="Records the request log holds while its writer catches up; more are dropped and counted."
+    ),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="Abstain on inputs the version's stored OOD gate flags (loopml monitor fit-ood)."),
 ) -> None:
     """Serve a registered model over HTTP: batching, validation, request log, metrics, hot swap.
@@ -239,7 +242,7 @@ def serve_command(
     token = read_token_file(auth_token_file) if auth_token_file else config.settings().server_token
     serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
           max_queue=max_queue, store=store, auth_token=token, allowed_hosts=allowed_host or [], log_inputs=log_inputs,
-          use_stored_gate=gate)
+          log_buffer=log_buffer, use_stored_gate=gate)
 
 
 def _add_registry_commands() -> None:

@@ -82,6 +82,8 @@ class ModelServer:
     ``use_stored_gate``: without ``gate``, use the gate stored with each version
     served (``loopml monitor fit-ood``), reloaded with it on a hot swap.
     ``log_inputs``: the fraction of requests whose inputs are kept in the request log.
+    ``log_buffer``: records the request log holds while its writer catches up;
+    past it records are dropped and counted (the log never slows an answer).
     ``sock``: an already bound listening socket (``--workers`` shares one).
     """
 
@@ -102,6 +104,7 @@ class ModelServer:
         gate: Gate | None = None,
         use_stored_gate: bool = True,
         log_inputs: float = 1.0,
+        log_buffer: int = 8192,
         poll_interval: float = 5.0,
         inline: bool | None = None,
         threads: int = 1,
@@ -116,6 +119,8 @@ class ModelServer:
             raise ValueError(f"Argument max_batch should be an int >= 1; got {max_batch!r}")
         if not 0.0 <= float(log_inputs) <= 1.0:
             raise ValueError(f"Argument log_inputs should be a fraction between 0 and 1; got {log_inputs!r}")
+        if not isinstance(log_buffer, int) or log_buffer < 1:
+            raise ValueError(f"Argument log_buffer should be an int >= 1 (records); got {log_buffer!r}")
         if auth_token is not None and (not isinstance(auth_token, str) or not auth_token.strip()):
             raise ValueError("Argument auth_token should be a non-empty string, or None for no token")
         if gate is not None:
@@ -129,6 +134,7 @@ class ModelServer:
         self.gate = gate
         self.use_stored_gate = use_stored_gate
         self.log_inputs = float(log_inputs)
+        self.log_buffer = log_buffer
         self.poll_interval = poll_interval
         self.inline = inline
         self.threads = threads
@@ -228,7 +234,7 @@ class ModelServer:
         self.batcher = Batcher(loop, max_batch=self.max_batch, max_wait=self.max_wait, max_queue=self.max_queue,
                                on_batch=self.metrics.batch)
         self.batcher.gate = self.gate
-        self.requestlog = RequestLog(functools.partial(PredictionLog(self.store).insert_rows, chunk=CHUNK))
+        self.requestlog = RequestLog(functools.partial(PredictionLog(self.store).insert_rows, chunk=CHUNK), max_buffer=self.log_buffer)
         self.predictions = PredictionLog(self.store)
         Connection.registry = None
 
