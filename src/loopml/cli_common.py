@@ -36,6 +36,10 @@ def _friendly(fn: F) -> F:
             return fn(*args, **kwargs)
         except (LoopMLError, ValueError, TypeError) as exc:
             _fail(str(exc).strip().replace("\n", " | ") if "\n  " not in str(exc) else str(exc))
+        except ModuleNotFoundError as exc:
+            if "pip install" not in str(exc):
+                raise  # not a missing extra loopml names: a real bug, keep its traceback
+            _fail(str(exc))  # a missing extra: one line naming the install command
 
     return wrapper  # type: ignore[return-value]
 
