@@ -2,7 +2,13 @@
 
 `make test` starts PostgreSQL (scripts/test-postgres.sh) and sets
 LOOPML_TEST_PG_URL. Without it the PostgreSQL cases skip, except on CI
-(CI=true), where they fail: they must run there.
+(CI=true), where they fail: they must run there. Optional test dependencies
+behave the same way through ``tests.deps.need`` (docs/testing.md).
+
+Under pytest-xdist each worker gets its own PostgreSQL database on the server
+of LOOPML_TEST_PG_URL (``<database>_gw0``, ...), created when missing, and
+LOOPML_TEST_PG_URL is rewritten to it before any test runs: tests reset their
+database, and two workers must never reset each other's.
 """
 
 from __future__ import annotations
@@ -13,10 +19,32 @@ from pathlib import Path
 
 import pytest
 
+from tests.deps import ON_CI
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+
+def _worker_database(url: str, worker: str) -> str:
+    """The URL of this xdist worker's own database on ``url``'s server, created when missing."""
+    import sqlalchemy as sa
+
+    base = sa.engine.make_url(url)
+    name = f"{base.database}_{worker}"
+    engine = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first() is None:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')  # a name from the URL and xdist's gwN
+    finally:
+        engine.dispose()
+    return base.set(database=name).render_as_string(hide_password=False)
+
+
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if os.environ.get("LOOPML_TEST_PG_URL") and _WORKER:
+    # at import, before any test module reads the variable; subprocesses of tests inherit it
+    os.environ["LOOPML_TEST_PG_URL"] = _worker_database(os.environ["LOOPML_TEST_PG_URL"], _WORKER)
 PG_URL = os.environ.get("LOOPML_TEST_PG_URL")
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _reset_postgres(url: str) -> None:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.deps import need
+
 ROOT = Path(__file__).resolve().parents[1]
 
-pytest.importorskip("torch")
-pytest.importorskip("sklearn")
+need("sklearn", extra="data")
 
 # lines a third-party library writes: ONNX Runtime ("2026-... [W:onnxruntime:...]"), torchao ("Failed to load
 # .../torchao/_C_mxfp8....so"), ExecuTorch / XNNPACK's CPU probe ("[cpuinfo_utils.cpp:71] ..."), torch's glog-style

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.deps import need
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -16,7 +18,7 @@ def test_package_is_typed() -> None:
 
 
 def test_mypy_finds_no_errors(tmp_path: Path) -> None:
-    pytest.importorskip("mypy")
+    need("mypy", extra="test")
     proc = subprocess.run(
         [sys.executable, "-m", "mypy", "--ignore-missing-imports", "--cache-dir", str(tmp_path / "cache"),
          str(ROOT / "src" / "loopml")],

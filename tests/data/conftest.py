@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("sklearn")
+from tests.deps import need
+
+need("sklearn", extra="data")
 torch.set_num_threads(1)
 
 

@@ -1,4 +1,4 @@
-"""Exports (ONNX, .pt2, .pte) against eager PyTorch, on real files.
+"""Exports (ONNX, .pt2) against eager PyTorch, on real files (.pte: test_export_pte.py, the edge extra).
 
 Tolerance: every exported format must match eager fp32 within ATOL = 1e-4
 (max absolute difference over all outputs); measured differences are ~1e-7.
@@ -12,52 +12,31 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
-pytest.importorskip("executorch")
+from tests.deps import need
+
+need("onnx", extra="export")
+need("onnxruntime", extra="export")
+need("onnxscript", extra="export")
 
 from loopml.errors import ExportError
 from loopml.models.exporting import (
     FILE_NAMES,
     FORMATS,
-    export_executorch,
     export_onnx,
     export_pt2,
-    pte_batch_capacity,
     verify,
 )
 from loopml.models.runtime import load_predictor
 from loopml.models.signature import Signature, infer_signature, random_inputs
 
+from .nets import MLP, export_example
+
 torch.set_num_threads(1)
 
 ATOL = 1e-4
-EXPORTERS: dict[str, Callable[..., Path]] = {"onnx": export_onnx, "pt2": export_pt2, "pte": export_executorch}
-
-
-class MLP(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class CNN(torch.nn.Module):
-    """Like the digits CNN: conv -> relu -> pool -> linear on 1x8x8 images."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1, 8, 3, padding=1)
-        self.pool = torch.nn.MaxPool2d(2)
-        self.fc = torch.nn.Linear(8 * 4 * 4, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+EXPORTERS: dict[str, Callable[..., Path]] = {"onnx": export_onnx, "pt2": export_pt2}
 
 
 @dataclass
@@ -70,12 +49,7 @@ class Exported:
 
 @pytest.fixture(scope="module", params=["mlp", "cnn"])
 def exported(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    torch.manual_seed(0)
-    if request.param == "mlp":
-        # batch 1: the exporters repeat it to 2 rows so that the batch dim stays dynamic
-        model, example = MLP().eval(), torch.rand(1, 64) * 16
-    else:
-        model, example = CNN().eval(), torch.rand(8, 1, 8, 8) * 16
+    model, example = export_example(request.param)
     out = tmp_path_factory.mktemp(request.param)
     paths = {fmt: EXPORTERS[fmt](model, example, out / FILE_NAMES[fmt]) for fmt in EXPORTERS}
     return Exported(model, example, infer_signature(model, example), paths)
@@ -121,11 +95,6 @@ def test_any_batch_size(exported: Exported, fmt: str) -> None:
         with torch.no_grad():
             want = exported.model(torch.from_numpy(x)).numpy()
         np.testing.assert_allclose(got, want, rtol=0, atol=ATOL)
-
-
-def test_pte_batch_capacity(exported: Exported) -> None:
-    # ExecuTorch plans memory for a bounded dynamic batch; the predictor chunks larger ones
-    assert pte_batch_capacity(exported.paths["pte"]) >= 1
 
 
 def test_non_contiguous_input(exported: Exported) -> None:
@@ -197,27 +166,3 @@ def test_torch_ao_fake_quantize_module_gives_a_clear_error(tmp_path: Path) -> No
     model = torch.nn.Sequential(torch.ao.quantization.FakeQuantize(), torch.nn.Linear(4, 2)).eval()
     with pytest.raises(ExportError, match="ONNX export of Sequential failed"):
         export_onnx(model, torch.rand(3, 4), tmp_path / "fq.onnx")
-
-
-class BatchSpecialised(torch.nn.Module):
-    """Branches on the batch size, so torch.export cannot keep the batch dynamic."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fc = torch.nn.Linear(4, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] == 5:  # the example's batch: tracing specialises the batch to 5
-            return self.fc(x)
-        return self.fc(x.contiguous())
-
-
-def test_pte_falls_back_to_a_fixed_batch_of_one(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    model, x = BatchSpecialised().eval(), torch.rand(5, 4)
-    path = export_executorch(model, x, tmp_path / "model.pte")
-    assert pte_batch_capacity(path) == 1
-    predict = load_predictor("pte", path)
-    assert verify(predict, model, np.random.default_rng(0).random((7, 4), dtype=np.float32), atol=ATOL) <= ATOL
-    with pytest.raises(ExportError, match="torch.export could not trace BatchSpecialised"):
-        export_pt2(model, x, tmp_path / "model.pt2")

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.deps import need
+
 from loopml.models import measure
 
 
@@ -21,7 +23,7 @@ def test_file_size_of_file_and_folder(tmp_path: Path) -> None:
 
 
 def test_accuracy_matches_sklearn() -> None:
-    metrics = pytest.importorskip("sklearn.metrics")
+    metrics = need("sklearn.metrics", extra="data")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1000, 5)).astype(np.float32)
     y = rng.integers(0, 5, size=1000)
@@ -30,7 +32,7 @@ def test_accuracy_matches_sklearn() -> None:
 
 
 def test_accuracy_takes_tensors_and_lists_of_outputs() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     x = torch.eye(3)
     assert measure.accuracy(lambda b: [b], x, torch.tensor([0, 1, 0])) == pytest.approx(2 / 3)
 

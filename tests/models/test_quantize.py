@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("sklearn")
+from tests.deps import need
+
+need("onnxruntime", extra="export")
+onnx = need("onnx", extra="export")
+need("sklearn", extra="data")
 
 from torch import nn
 

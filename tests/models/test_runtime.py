@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
-pytest.importorskip("onnxscript")
+from tests.deps import need
+
+need("onnxruntime", extra="export")
+need("onnxscript", extra="export")
 
 from loopml.errors import ExportError
 from loopml.models.exporting import FILE_NAMES, export_onnx, export_pt2
@@ -181,7 +183,7 @@ def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
 )
 def test_garbage_files_give_a_loopml_error(tmp_path: Path, fmt: str, match: str) -> None:
     if fmt == "pte":
-        pytest.importorskip("executorch")
+        need("executorch", extra="edge")
     path = tmp_path / FILE_NAMES[fmt]
     path.write_bytes(b"this is not a model\x00\x01\x02" * 10)
     with pytest.raises(ExportError, match=match):

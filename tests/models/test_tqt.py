@@ -7,10 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("onnxruntime")
-onnx = pytest.importorskip("onnx")
+from tests.deps import need
+
+need("onnxruntime", extra="export")
+onnx = need("onnx", extra="export")
 
 from torch import nn
 

@@ -11,6 +11,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.deps import need
+
 import loopml
 from loopml.serve import ModelServer
 from loopml.store.predictions import PredictionLog
@@ -252,7 +254,7 @@ def test_a_full_request_log_drops_and_counts_what_it_does_not_keep(
 
 
 def test_schemathesis_finds_no_server_error(serve: Callable[..., ModelServer]) -> None:
-    schemathesis = pytest.importorskip("schemathesis")
+    schemathesis = need("schemathesis", extra="test")
     from hypothesis import HealthCheck, given, settings
 
     server = serve()

@@ -6,7 +6,6 @@ conftest.py. One database per module: hypothesis runs many examples against it.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 
@@ -28,10 +27,9 @@ from loopml.store.search import (
     quote_string,
     status_expression,
 )
+from tests.conftest import ON_CI, PG_URL
 
 NOW, HEARTBEAT_TIMEOUT = 10_000.0, 60.0
-PG_URL = os.environ.get("LOOPML_TEST_PG_URL")
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 DEFAULT_ORDER = ["r5", "r6", "r4", "r3", "r2", "r1"]  # start_time DESC, id ASC (r5, r6 tie at 500)
 
 RUNS = [  # id, name, status, start_time, heartbeat_at, end_time, parent_id, user

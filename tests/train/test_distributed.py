@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.deps import need
 import torch
 
 import loopml
@@ -75,7 +77,7 @@ def test_without_torchrun_auto_trains_in_one_process_and_true_says_how_to_start(
 
 
 def test_reduced_metric_states_equal_the_metric_of_all_samples() -> None:
-    sk = pytest.importorskip("sklearn.metrics")
+    sk = need("sklearn.metrics", extra="data")
     from loopml.train import MAE, ROCAUC, ConfusionMatrix
     from loopml.train.distributed import reduce_metric
 

@@ -85,7 +85,7 @@ def test_resumed_fit_continues_the_same_run(sqlite_store: str, tmp_path: Path) -
 
 
 def test_loopml_datasets_are_linked_to_the_run(sqlite_store: str) -> None:
-    data = pytest.importorskip("loopml.data")
+    from loopml import data
     g = torch.Generator().manual_seed(0)
     train = data.from_arrays(torch.randn(40, 64, generator=g).numpy(), (torch.arange(40) % 10).numpy(),
                              task="classification", name="train-part")

@@ -167,7 +167,7 @@ def test_bad_model_and_fit_arguments() -> None:
 
 def test_loopml_datasets_are_checked_before_training() -> None:
     """A loopml.data.Dataset goes through loopml.data.check (train, val, leakage); errors stop the fit."""
-    data = pytest.importorskip("loopml.data")
+    from loopml import data
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(40, 64, generator=g), torch.arange(40) % 10
     bad_x = x.clone()

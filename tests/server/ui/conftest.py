@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from ...conftest import ON_CI
+from ...deps import need
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"]
 
@@ -37,13 +38,8 @@ def browser() -> Iterator[Any]:
         if ON_CI:
             pytest.fail("Chromium is not installed on CI: run the suite through `make test` (scripts/test-chromium.sh)")
         pytest.skip("no Chromium (apt-get install chromium, or run `make test`)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        if ON_CI:
-            pytest.fail("playwright is not installed on CI: pip install 'loopml[test]'")
-        pytest.skip("playwright is not installed (pip install 'loopml[test]')")
-    with sync_playwright() as p:
+    playwright = need("playwright.sync_api", extra="test")
+    with playwright.sync_playwright() as p:
         b = p.chromium.launch(executable_path=path, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
