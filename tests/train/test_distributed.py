@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.deps import need
-import torch
 
 import loopml
 from loopml.train import Trainer
@@ -128,3 +128,25 @@ def test_in_a_process_group_the_model_is_wrapped_and_unmergeable_metrics_are_ref
         assert set(ckpt["model"]) == set(mlp().state_dict())  # no "module." prefix
     finally:
         dist.destroy_process_group()
+
+
+def test_the_group_outlives_the_wrappers_reducer_until_exit(tmp_path: Path) -> None:
+    """The teardown order that removed a hang under load (see loopml.train.distributed._release_groups).
+
+    A script that destroys the group and then frees its trainer must not leave the DDP Reducer holding
+    the last reference to the group: ~ProcessGroupGloo would then join gloo's workers with the GIL held.
+    """
+    import torch.distributed as dist
+
+    from loopml.train import distributed
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+    trainer = Trainer(mlp(), track=False, distributed=True)
+    x, y = torch.randn(16, 64), torch.randint(0, 10, (16,))
+    trainer.fit((x, y), epochs=1, batch_size=8)
+    ddp = trainer._wrapped
+    group = ddp.process_group
+    dist.destroy_process_group()
+    assert any(g is group for g in distributed._GROUPS), "loopml must hold the group the Reducer uses"
+    distributed._release_groups()  # what runs at exit
+    assert ddp.reducer is None and not distributed._GROUPS

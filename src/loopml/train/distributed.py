@@ -24,8 +24,11 @@ nccl on GPUs) and
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +45,33 @@ __all__ = ["ENV_VARS", "Distributed", "reduce_metric", "set_epoch", "setup"]
 ENV_VARS = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")  # what env:// initialisation reads
 
 _TORCHRUN = "torchrun --nproc_per_node=2 train.py"
+
+# Teardown order (a hang measured under load, torch 2.13): a DistributedDataParallel wrapper's C++
+# Reducer holds a reference to the process group. When the Reducer drops the *last* one (the script
+# called destroy_process_group() and then the trainer was freed), ~ProcessGroupGloo runs in the
+# freeing thread with the GIL held and joins gloo's worker threads; a worker that is still retiring
+# a finished collective whose tensors Python created needs the GIL to release them, so both wait
+# forever (gdb: main thread in ~ProcessGroupGloo -> thread::join, pt_gloo_runloop in take_gil from
+# ~AsyncAllreduceWork). On an idle machine the worker is done first; on a loaded one it is not.
+# So loopml keeps a Python reference to every group it wraps a model for, and at exit first drops
+# the Reducers of its wrappers and then those references: the last reference then goes through
+# the ProcessGroup binding, which releases the GIL while it joins the workers.
+_GROUPS: list[Any] = []
+_WRAPPERS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
+_TEARDOWN_LOCK = threading.Lock()
+
+
+def _release_groups() -> None:
+    """Drop the Reducers of loopml's DDP wrappers, then loopml's references to their process groups."""
+    with _TEARDOWN_LOCK:
+        wrappers, groups = list(_WRAPPERS), list(_GROUPS)
+        _WRAPPERS.clear()
+        _GROUPS.clear()
+    for ddp in wrappers:  # while `groups` still holds each group, so no Reducer drops the last reference
+        if getattr(ddp, "reducer", None) is not None:
+            ddp.reducer = None
+    del wrappers
+    groups.clear()  # the last references, if the script destroyed the groups: freed with the GIL released
 
 
 def _mergeable(metric: Metric) -> bool:
@@ -67,9 +97,15 @@ class Distributed:
 
         device_ids = [device.index if device.index is not None else self.local_rank] if device.type == "cuda" else None
         try:
-            return DistributedDataParallel(model, device_ids=device_ids)
+            ddp = DistributedDataParallel(model, device_ids=device_ids)
         except (RuntimeError, ValueError) as exc:
             raise LoopMLError(f"Could not wrap the model in DistributedDataParallel: {exc}") from exc
+        with _TEARDOWN_LOCK:  # see _release_groups: the group must outlive the wrapper's Reducer
+            if not _GROUPS:
+                atexit.register(_release_groups)
+            _GROUPS.append(ddp.process_group)
+            _WRAPPERS.add(ddp)
+        return ddp
 
     def train_sampler(self, seed: int) -> Any:
         """A function of the dataset: the rank's shuffled shard (padded so that every rank steps as often)."""
