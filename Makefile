@@ -32,9 +32,13 @@ $(VENV)/.bench: $(VENV)/.base
 demo: $(VENV)/.base
 	$(PY) examples/digits_demo.py
 
+# The suite runs on every core (pytest-xdist; each worker has its own PostgreSQL database, see
+# docs/testing.md); a file's tests stay on one worker so that its module fixtures are built once.
+# --durations=30 shows where the time goes. PYTEST_WORKERS=0 runs in this process (for pdb).
+PYTEST_WORKERS ?= auto
 test: $(VENV)/.test
 	@eval "$$(scripts/test-postgres.sh start)" && eval "$$(scripts/test-chromium.sh)" && \
-	  $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	  $(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 bench: $(VENV)/.bench
 	$(PY) benchmarks/tracking.py

@@ -33,15 +33,38 @@ def register_mlp(seed: int = 0, formats: tuple[str, ...] = ("onnx", "torch")) ->
     return v.version
 
 
-@pytest.fixture
-def mlp_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackingStore]:
+@pytest.fixture(scope="session")
+def _mlp_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with ``mlp`` v1 registered (ONNX export and checks: ~1 s) and ``production`` on it, built once.
+
+    Artifacts are stored relative to the artifact root, so a copy of the folder is a store of its own.
+    """
     from loopml.tracking import api
 
+    root = tmp_path_factory.mktemp("mlp-template")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOOPML_HOME", str(root / "home"))
+        mp.setenv("LOOPML_TRACKING_URI", f"sqlite:///{(root / 'db' / 'loopml.db').as_posix()}")
+        mp.setenv("LOOPML_ARTIFACT_ROOT", str(root / "artifacts"))
+        version = register_mlp()
+        loopml.models.set_alias("mlp", "production", version)
+        loopml.set_tracking_uri(None)
+        api.close_all()  # every connection closed: the SQLite file (and its WAL) is complete on disk
+    return root
+
+
+@pytest.fixture
+def mlp_store(_mlp_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrackingStore]:
+    """A fresh copy of the template store for each test: tests write predictions, versions and aliases."""
+    import shutil
+
+    from loopml.tracking import api
+
+    for part in ("db", "artifacts"):
+        shutil.copytree(_mlp_template / part, tmp_path / part)
     uri = f"sqlite:///{(tmp_path / 'db' / 'loopml.db').as_posix()}"
     monkeypatch.setenv("LOOPML_TRACKING_URI", uri)
     monkeypatch.setenv("LOOPML_ARTIFACT_ROOT", str(tmp_path / "artifacts"))
-    version = register_mlp()
-    loopml.models.set_alias("mlp", "production", version)
     store = TrackingStore(uri, artifact_root=tmp_path / "artifacts")
     yield store
     store.close()
