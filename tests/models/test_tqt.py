@@ -8,16 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from tests.deps import need
-
-ort = need("onnxruntime", extra="export")
-onnx = need("onnx", extra="export")
-
 from torch import nn
 
 from loopml.models import tqt
 from loopml.models.runtime import load_predictor
+from tests.deps import need
 
 
 def reference(x: np.ndarray, log2_t: float, bits: int, signed: bool) -> np.ndarray:
@@ -119,6 +114,8 @@ def test_finetune_moves_thresholds_to_powers_of_two(use_store: str) -> None:
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_onnx_file_has_power_of_two_qdq_and_matches_torch(bits: int, tmp_path: Path) -> None:
+    onnx = need("onnx", extra="export")  # the other TQT tests need torch alone
+    ort = need("onnxruntime", extra="export")
     x, _ = _data()
     q = tqt.prepare_tqt(_mlp(), bits=bits, calibration=x).eval()
     path = tqt.to_onnx(q, x[:4], tmp_path / "model.onnx")

@@ -68,8 +68,8 @@ def _release_groups() -> None:
         _WRAPPERS.clear()
         _GROUPS.clear()
     for ddp in wrappers:  # while `groups` still holds each group, so no Reducer drops the last reference
-        if getattr(ddp, "reducer", None) is not None:
-            ddp.reducer = None
+        if "reducer" in ddp.__dict__:
+            del ddp.reducer  # the wrapper cannot train after this: it runs at exit
     del wrappers
     groups.clear()  # the last references, if the script destroyed the groups: freed with the GIL released
 
