@@ -27,6 +27,7 @@ from loopml.errors import LoopMLWarning
 from loopml.models import keep_init_args
 from loopml.models.nets import MLP, DigitsCNN
 from loopml.models.rebuild import init_args_of
+from tests.deps import need
 
 torch.set_num_threads(1)
 LEFT_OUT = "the 'torch' format was left out"
@@ -117,7 +118,7 @@ def test_sequential_registers_without_the_torch_format(use_store: str, x: torch.
 
 
 def test_the_warning_names_the_formats_kept_when_onnx_is_asked(x: torch.Tensor) -> None:
-    pytest.importorskip("onnxruntime")
+    need("onnxruntime", extra="export")
     model = nn.Sequential(nn.Linear(64, 10))
     with pytest.warns(LoopMLWarning, match=r"The version keeps pt2, onnx, which load without the model's code"):
         v = loopml.register(model, "seq", input_example=x, formats=("pt2", "torch", "onnx"))
@@ -214,7 +215,7 @@ def test_loopmls_own_networks_register_without_init_args(use_store: str, make: o
 
 
 def test_a_module_with_buffers_matches_the_live_module_in_eval_mode(x: torch.Tensor) -> None:
-    pytest.importorskip("onnxruntime")
+    need("onnxruntime", extra="export")
     torch.manual_seed(0)
     model = WithBuffers(64, 10)
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

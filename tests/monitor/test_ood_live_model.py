@@ -16,9 +16,10 @@ from loopml import data
 from loopml.errors import LoopMLWarning
 from loopml.monitor import fit_ood, load_gate
 from loopml.monitor.ood import fit_gate
+from tests.deps import need
 
-pytest.importorskip("onnxruntime")  # the gate's parts are stored as ONNX
-pytest.importorskip("sklearn")
+need("onnxruntime", extra="export")  # the gate's parts are stored as ONNX
+need("sklearn", extra="data")
 
 torch.set_num_threads(1)
 VAE = {"epochs": 15}  # as in test_ood.py: enough on digits
