@@ -17,9 +17,11 @@ from typer.testing import CliRunner
 from loopml.cli import app
 from loopml.models import registry as R
 
+from tests.deps import need
+
 from .models.test_version_data import N_IN, register_mlp, table
 
-pytest.importorskip("onnxruntime")
+need("onnxruntime", extra="export")
 
 WIDE = {"COLUMNS": "250"}
 

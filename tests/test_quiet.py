@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from loopml.quiet import NATIVE_LOG, native_output, quiet_loggers
+from tests.deps import need
 
 CHILD = r"""
 import os, sys
@@ -79,7 +80,7 @@ def test_quiet_loggers_only_inside_the_block() -> None:
 
 
 def test_ort_errors_only_leaves_no_root_handler_behind() -> None:
-    pytest.importorskip("onnxruntime")
+    need("onnxruntime", extra="export")
     code = (
         "import logging\n"
         "from loopml.quiet import ort_errors_only\n"
@@ -120,8 +121,8 @@ print("ok")
 
 
 def test_onnxruntime_imported_by_loopml_logs_errors_only(tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnx")
+    need("onnxruntime", extra="export")
+    need("onnx", extra="export")
 
     def stderr_of(mode: str) -> str:
         proc = subprocess.run([sys.executable, "-c", ORT_CHILD, mode, str(tmp_path / "unused.onnx")],
