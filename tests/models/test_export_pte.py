@@ -18,7 +18,7 @@ from tests.deps import need
 need("executorch", extra="edge")
 
 from loopml.errors import ExportError
-from loopml.models.export import FILE_NAMES, export_executorch, export_pt2, pte_batch_capacity, verify
+from loopml.models.exporting import FILE_NAMES, export_executorch, export_pt2, pte_batch_capacity, verify
 from loopml.models.runtime import load_predictor
 from loopml.models.signature import Signature, infer_signature, random_inputs
 
