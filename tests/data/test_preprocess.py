@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from tests.deps import need
+
 from loopml import data
 from loopml.data import Preprocessor
 from loopml.data.preprocess import find_preprocessor
 
-pd = pytest.importorskip("pandas")
-sklearn = pytest.importorskip("sklearn")
+import pandas as pd  # noqa: E402
+sklearn = need("sklearn", extra="data")
 
 from sklearn.compose import ColumnTransformer  # noqa: E402
 from sklearn.impute import SimpleImputer  # noqa: E402

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pd = pytest.importorskip("pandas")
+import torch  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from loopml import data  # noqa: E402
 from loopml.models.signature import Signature, TensorSpec, infer_signature, random_inputs  # noqa: E402

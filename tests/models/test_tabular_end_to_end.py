@@ -13,10 +13,12 @@ import httpx
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("sklearn")
-onnx = pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+from tests.deps import need
+
+import torch  # noqa: E402
+need("sklearn", extra="data")
+onnx = need("onnx", extra="export")
+need("onnxruntime", extra="export")
 
 import loopml  # noqa: E402
 from loopml import data  # noqa: E402

@@ -7,9 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pd = pytest.importorskip("pandas")
-pytest.importorskip("sklearn")
+from tests.deps import need
+
+import torch  # noqa: E402
+import pandas as pd  # noqa: E402
+need("sklearn", extra="data")
 
 from loopml import data  # noqa: E402
 from loopml.models.nets import MLP  # noqa: E402

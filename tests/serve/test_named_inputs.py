@@ -16,7 +16,7 @@ from loopml import data
 from loopml.serve import ModelServer
 from loopml.store import TrackingStore
 
-pd = pytest.importorskip("pandas")
+import pandas as pd  # noqa: E402
 
 torch.set_num_threads(1)
 

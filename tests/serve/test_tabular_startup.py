@@ -22,7 +22,7 @@ from loopml.store import TrackingStore
 
 from .test_startup import CHILD
 
-pd = pytest.importorskip("pandas")
+import pandas as pd  # noqa: E402
 
 
 def test_a_preprocessed_model_answers_named_records_with_gaps_without_importing_torch(
