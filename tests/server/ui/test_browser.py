@@ -1,11 +1,15 @@
 """The UI in a real browser: headless Chromium against a live server on 127.0.0.1.
 
 Each test waits on what the page shows (Playwright's waits), never on a clock.
-The screenshots land in docs/img/, where the README shows them.
+The screenshots land in docs/img/, where the README shows them, when
+LOOPML_UPDATE_SCREENSHOTS=1 is set; otherwise in a temporary folder (a test run
+never rewrites files in the source tree).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,8 +87,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 def shot(page: Any, name: str) -> None:
-    IMG.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMG / name), full_page=False)
+    folder = IMG if os.environ.get("LOOPML_UPDATE_SCREENSHOTS") == "1" else Path(tempfile.gettempdir()) / "loopml-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / name), full_page=False)
+    assert (folder / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def ready(page: Any) -> None:

@@ -3,7 +3,7 @@
 The models are registered with :func:`loopml.models.registry.register` through
 the server (the small MLP, ``torch`` format only); the quantized variant is
 a version with its parent and measurements, as ``loopml quantize`` makes it.
-The screenshots land in docs/img/models.png and docs/img/model.png.
+The screenshots land in docs/img/models.png and docs/img/model.png (with LOOPML_UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
