@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 
-# Before torch / TensorFlow load: one thread (two shared cores; NOTES.md: threads).
+# Before torch / TensorFlow load: one thread (two shared cores; docs/benchmarks.md, "Threads").
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads: one OpenMP thread (two shared cores; NOTES.md: threads).
+# Before torch loads: one OpenMP thread (two shared cores; docs/benchmarks.md, "Threads").
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 
@@ -299,7 +299,7 @@ def fx_peer(w: Workload, sizes: Sizes) -> Row:
 
 
 def torchao_peer(w: Workload, sizes: Sizes) -> Row:
-    """torchao's int8 dynamic-activation int8-weight on Linear layers, then torch.compile (NOTES.md)."""
+    """torchao's int8 dynamic-activation int8-weight on Linear layers, then torch.compile (docs/quantization.md: int8 is faster only compiled)."""
     import copy
 
     import torch

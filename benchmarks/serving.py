@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # NOTES.md: one intra-op thread on 2 shared cores
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # one intra-op thread on 2 shared cores: docs/benchmarks.md, "Threads"
 
 import argparse
 import asyncio

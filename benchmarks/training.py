@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import os
 
-# Before torch loads: one OpenMP thread (two shared cores; NOTES.md: threads).
+# Before torch loads: one OpenMP thread (two shared cores; docs/benchmarks.md, "Threads").
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 

@@ -43,3 +43,38 @@ def test_readme_gives_exactly_the_two_setup_commands() -> None:
     assert "make demo" in text and "make test" in text
     makefile = (ROOT / "Makefile").read_text()
     assert re.search(r"^demo:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
+
+
+def _resolve(dotted: str) -> object:
+    """Import the longest module prefix of ``dotted``, then get the rest as attributes."""
+    import importlib
+
+    parts = dotted.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj: object = importlib.import_module(".".join(parts[:i]))
+        except ModuleNotFoundError:
+            continue
+        for attr in parts[i:]:
+            obj = getattr(obj, attr)
+        return obj
+    raise ModuleNotFoundError(dotted)
+
+
+def test_every_dotted_loopml_name_in_docs_and_docstrings_exists() -> None:
+    """``loopml.x.y`` in backticks (docs) or a Sphinx role (docstrings) names a module or object that exists.
+
+    A module that moved (``loopml.server.wire`` became ``loopml.tracking.wire``) leaves
+    such names behind; ``loopml.db`` is the database file's name, not a module.
+    """
+    pattern = re.compile(r"(?::(?:mod|func|class|meth|attr|data|exc):`~?|``?)(loopml(?:\.\w+)+)`")
+    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "src").rglob("*.py"))]
+    names = {name for path in sources for name in pattern.findall(path.read_text())} - {"loopml.db"}
+    assert "loopml.tracking.wire" in names and len(names) > 20
+    missing = []
+    for name in sorted(names):
+        try:
+            _resolve(name)
+        except (ImportError, AttributeError) as exc:
+            missing.append(f"{name}: {exc}")
+    assert not missing, "names in the docs that do not exist:\n" + "\n".join(missing)

@@ -1,4 +1,4 @@
-"""Fixtures of the data tests: one thread for torch (see NOTES.md), small datasets built once."""
+"""Fixtures of the data tests: one thread for torch (docs/benchmarks.md, "Threads"), small datasets built once."""
 
 from __future__ import annotations
 

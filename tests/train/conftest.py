@@ -13,7 +13,7 @@ from torch import nn
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> None:
-    torch.set_num_threads(1)  # tiny models: more threads are 30-50x slower on shared cores (NOTES.md)
+    torch.set_num_threads(1)  # tiny models: more threads are 30-50x slower on shared cores (docs/benchmarks.md, "Threads")
 
 
 @pytest.fixture(scope="session")

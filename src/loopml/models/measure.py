@@ -12,7 +12,7 @@ a :func:`loopml.models.runtime.load_predictor` predictor::
     measure.latency(predict, x_test)                # {1: 0.05, 64: 0.9}: median ms per call
 
 Latency runs with one torch intra-op thread (small models on shared cores are
-30-50x slower with more; NOTES.md), and restores the previous setting.
+30-50x slower with more; docs/benchmarks.md, "Threads"), and restores the previous setting.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ __all__ = [
 
 
 class _TorchThreads:
-    """Set torch's thread count once in every thread that scores (NOTES.md: a server's worker threads)."""
+    """Set torch's thread count once in every thread that scores (docs/benchmarks.md, "Threads": a server's worker threads)."""
 
     def __init__(self, threads: int) -> None:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:

@@ -24,7 +24,7 @@ GET      /api/v1/runs/{run_id}/artifacts/{path}                download_artifact
 DELETE   /api/v1/runs/{run_id}/artifacts/{path}                delete_artifact
 =======  ====================================================  =====================================
 
-Wire formats of the metrics batch and the history: :mod:`loopml.server.wire`.
+Wire formats of the metrics batch and the history: :mod:`loopml.tracking.wire`.
 Errors: :mod:`loopml.server.errors`. The routes find the store in
 ``request.app.state.store`` (see :func:`loopml.server.app.create_app`).
 
@@ -341,7 +341,7 @@ def metric_keys(run_id: str, store: Store) -> Response:
     "/runs/{run_id}/history",
     response_model=HistoryOut,
     summary="The points of one metric, a page of at most wire.MAX_HISTORY_POINTS",
-    description="format=binary answers application/octet-stream in the layout of loopml.server.wire.encode_history.",
+    description="format=binary answers application/octet-stream in the layout of loopml.tracking.wire.encode_history.",
 )
 def history(
     run_id: str,
