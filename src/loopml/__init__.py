@@ -1,9 +1,11 @@
 """loopml: the whole life of a PyTorch model in one tool.
 
 >>> import loopml
->>> with loopml.start_run(experiment="digits", params={"lr": 0.01}) as run:   # doctest: +SKIP
+>>> with loopml.start_run(experiment="mnist", params={"lr": 0.01}) as run:
 ...     run.log({"loss": 0.31, "acc": 0.9}, step=0)
->>> loopml.runs("digits", filter="metrics.acc > 0.8")                        # doctest: +SKIP
+>>> loopml.runs("mnist", filter="metrics.acc > 0.8")[["params.lr", "metrics.acc"]]
+  params.lr  metrics.acc
+0      0.01          0.9
 
 The public names below are imported on first use, so that ``import loopml``
 stays fast (the store pulls in SQLAlchemy, ``runs`` pulls in pandas).

@@ -7,8 +7,9 @@
 >>> data.check(parts).ok                             # also looks for rows shared between parts
 True
 >>> pre = data.Preprocessor().fit(data.load("wine"))   # tabular: impute, standardise, one-hot, in the model
->>> with loopml.start_run(experiment="digits") as run:          # doctest: +SKIP
-...     data.log_dataset(run, parts.train, role="train")
+>>> with loopml.start_run(experiment="digits") as run:
+...     data.log_dataset(run, parts.train, role="train")        # its fingerprint
+'701273ed...'
 
 See docs/data.md. This package needs torch (and scikit-learn for ``load``).
 """

@@ -246,6 +246,7 @@ def check(
     ``ignore``: codes whose findings go to ``report.ignored`` instead.
     ``verbose``: print the report's summary (rich, when a terminal shows it).
 
+    >>> from loopml.data import load
     >>> report = check(load("iris"))
     >>> report.ok
     True

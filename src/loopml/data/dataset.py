@@ -1,12 +1,15 @@
 """``Dataset``: inputs and labels as tensors, with the names that describe them.
 
+>>> import numpy as np, pandas as pd
 >>> from loopml.data import from_arrays, from_frame, load
 >>> ds = load("digits")                         # 1,797 images of 1x8x8, 10 classes
 >>> ds.x.shape, ds.y.dtype
 (torch.Size([1797, 1, 8, 8]), torch.int64)
 >>> x, y = ds[0]                                # a map-style torch dataset
->>> tab = from_arrays(np.random.rand(10, 3), np.arange(10) % 2)   # doctest: +SKIP
->>> frame = from_frame(df, target="label")                       # doctest: +SKIP
+>>> from_arrays(np.random.rand(10, 3), np.arange(10) % 2)
+<Dataset 'dataset' tabular (10, 3) classification, 2 classes>
+>>> from_frame(pd.DataFrame({"size": [1.0, 2.0, 3.0], "label": ["cat", "dog", "cat"]}), target="label").class_names
+['cat', 'dog']
 """
 
 from __future__ import annotations
@@ -205,9 +208,13 @@ def from_frame(
     missing) and listed in ``ds.categories``. A text or categorical target is
     encoded the same way and its values become ``class_names``.
 
-    >>> ds = from_frame(pd.DataFrame({"a": [1.0, 2.0], "c": ["x", "y"], "t": [0, 1]}), target="t")  # doctest: +SKIP
-    >>> ds.categories                                                                               # doctest: +SKIP
+    >>> import pandas as pd
+    >>> ds = from_frame(pd.DataFrame({"a": [1.0, 2.0], "c": ["x", "y"], "t": [0, 1]}), target="t")
+    >>> ds.categories
     {'c': ['x', 'y']}
+    >>> ds.x
+    tensor([[1., 0.],
+            [2., 1.]])
     """
     import pandas as pd
 

@@ -65,8 +65,9 @@ def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool
     ``keep_rows``: also keep the rows with the run (``datasets/<fingerprint>.npz``);
     default: when ``x`` and ``y`` take at most 32 MiB.
 
-    >>> log_dataset(run, parts.train, role="train")      # doctest: +SKIP
-    '0d143a66b942...'
+    >>> with loopml.start_run(experiment="digits") as run:
+    ...     log_dataset(run, parts.train, role="train")
+    '701273ed113105829dae267939703c6b49303ef68aaf384f73ed6dc3c1fb7704'
     """
     from .sources import KEEP_ROWS_BYTES, save_rows
 

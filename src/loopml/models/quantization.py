@@ -19,10 +19,10 @@ model's code gone; PyTorch's eager/FX PTQ needs the model's code and is deprecat
 PT2E flow moved to torchao, and torchao's int8 beats fp32 only after ``torch.compile``
 (which a stored file cannot carry). docs/quantization.md has the figures.
 
->>> q = quantize(model, method="static", example=x[:8], calibration=x_train[:512], out_dir=tmp)  # doctest: +SKIP
->>> q.files["onnx"], q.details["calibration_samples"]                                          # doctest: +SKIP
-(PosixPath('.../model.onnx'), 512)
->>> q.predictor()(x_test[:4]).shape                                                            # doctest: +SKIP
+>>> q = quantize(model, method="static", example=x[:8], calibration=x_train[:512], out_dir="int8")
+>>> q.files["onnx"], q.details["calibration_samples"]
+(PosixPath('int8/model.onnx'), 512)
+>>> q.predictor()(x_test[:4]).shape
 (4, 10)
 """
 

@@ -169,9 +169,11 @@ def register(
     (default: the model's :class:`~loopml.data.Preprocessor`, else ``train_data``'s
     or the run's logged train dataset's names, when the input is as wide).
 
-    >>> v = loopml.register(model, "digits", input_example=x[:8], class_names=list("0123456789"))  # doctest: +SKIP
+    >>> v = loopml.register(model, "digits-cnn", input_example=x[:8], class_names=list("0123456789"))
     >>> v.ref
-    'digits/1'
+    'digits-cnn/1'
+    >>> sorted(v.files)
+    ['input_example', 'pt2', 'torch']
     """
     import torch
 
@@ -383,9 +385,11 @@ def load_model(ref: str, *, format: str | None = None, threads: int = 1, trackin
     ``format``: one of the version's formats (default: the first present of
     pt2, onnx, torch, pte). The file's sha256 is checked before loading.
 
-    >>> m = loopml.load_model("digits@production")   # doctest: +SKIP
-    >>> m.predict(x[:4])                              # doctest: +SKIP
-    array([0, 1, 2, 3])
+    >>> m = loopml.load_model("digits@production")
+    >>> m.predict(x[:4])                              # class indices
+    array([...])
+    >>> m(x[:4]).shape                                # the raw outputs
+    (4, 10)
     """
     registry = registry_for(tracking_uri)
     return load_version(registry, registry.resolve(ref), format=format, threads=threads)
@@ -423,8 +427,10 @@ def export(ref: str, formats: Iterable[str], *, tracking_uri: str | None = None)
     and 100 random inputs within the signature (max abs difference <= 1e-4).
     Against a loopml server the export runs on the server.
 
-    >>> loopml.models.export("digits/3", ["onnx", "pte"]).files.keys()   # doctest: +SKIP
-    dict_keys(['input_example', 'onnx', 'pt2', 'pte', 'torch'])
+    >>> from loopml.models.registry import export
+    >>> v = loopml.register(model, "cnn", input_example=x[:8])      # pt2 and torch by default
+    >>> sorted(export(v.ref, ["onnx"]).files)
+    ['input_example', 'onnx', 'pt2', 'torch']
     """
     registry = registry_for(tracking_uri)
     remote = getattr(registry, "export", None)

@@ -2,7 +2,12 @@
 
 >>> from loopml.models import registry
 >>> from rich.console import Console
->>> Console().print(versions_table(registry.list_versions("digits")))   # doctest: +SKIP
+>>> table = versions_table(registry.list_versions("digits"))
+>>> table.row_count, [str(c.header) for c in table.columns]
+(1, ['version', 'kind', 'formats', 'accuracy', 'size', 'batch-1 ms', 'batch-64 ms', 'aliases', 'run', 'created (UTC)'])
+>>> Console(width=160, color_system=None).print(table)
+                                                     versions...
+│ 1       │ fp32 │ onnx, pt2, torch │ -        │ -    │ -          │ -           │ @production │ ...
 """
 
 from __future__ import annotations

@@ -5,9 +5,14 @@ request log, Prometheus metrics and hot swap when the followed alias moves.
 Needs the ``serve`` extra (``pip install 'loopml[serve]'``). See docs/serving.md.
 
 >>> from loopml.serve import ModelServer
->>> server = ModelServer("digits@production", port=8080).start().wait_ready()   # doctest: +SKIP
->>> server.url                                                                    # doctest: +SKIP
-'http://127.0.0.1:8080'
+>>> import httpx
+>>> server = ModelServer("digits@production", port=0).start().wait_ready()   # port=0: any free port
+>>> server.url
+'http://127.0.0.1:...'
+>>> answer = httpx.post(f"{server.url}/v1/models/digits/predict", json={"inputs": x[:2].tolist()}).json()
+>>> [r["status"] for r in answer["results"]]
+['ok', 'ok']
+>>> server.stop()
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ the event-loop thread: a thread hop costs more than such a forward pass. A
 slower one runs in one worker thread (see :mod:`loopml.serve.batcher`).
 Every predictor sets torch's thread count in each thread that calls it.
 
->>> b = load_backend(registry, registry.resolve("digits@production"), backend="auto", max_batch=64)  # doctest: +SKIP
+>>> from loopml.models.registry import registry_for
+>>> registry = registry_for()                   # the registry of LOOPML_TRACKING_URI
+>>> b = load_backend(registry, registry.resolve("digits@production"), backend="onnx", max_batch=64)
 >>> b.format, b.inline
 ('onnx', True)
 """

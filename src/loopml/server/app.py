@@ -2,7 +2,7 @@
 
 >>> from loopml.store import TrackingStore
 >>> from loopml.server import create_app
->>> app = create_app(TrackingStore("sqlite:///./.loopml/loopml.db", artifact_root="./.loopml/artifacts"))  # doctest: +SKIP
+>>> app = create_app(TrackingStore("sqlite:///./.loopml/loopml.db", artifact_root="./.loopml/artifacts"))
 
 or from a shell (binds 127.0.0.1 unless told otherwise)::
 
@@ -72,7 +72,9 @@ def create_app(
     (``"name"``, ``"name:port"``, or ``"*"`` for any).
     ``max_json_body``: largest JSON body in bytes (default 64 MiB).
 
-    >>> app = create_app(store, auth_token="s3cret", allowed_hosts=["tracking.internal"])  # doctest: +SKIP
+    >>> from loopml.store import TrackingStore
+    >>> store = TrackingStore("sqlite:///loopml.db", artifact_root="artifacts")
+    >>> app = create_app(store, auth_token="s3cret", allowed_hosts=["tracking.internal"])
     """
     if auth_token is not None and (not isinstance(auth_token, str) or not auth_token.strip()):
         raise ValueError("Argument auth_token should be a non-empty string, or None for no token")

@@ -11,8 +11,9 @@ GET      /api/v1/datasets/{fingerprint}              get_dataset: the record
 Records are plain JSON (see :mod:`loopml.store.datasets`); NaN and
 infinities inside a profile are null.
 
->>> httpx.get("http://127.0.0.1:5000/api/v1/runs/RUN_ID/datasets").json()    # doctest: +SKIP
-{'datasets': {'train': '0d14...', 'val': '...', 'test': '...'}}
+>>> import httpx
+>>> httpx.get(f"{server_url}/api/v1/runs/{run_id}/datasets").json()    # a run the Trainer logged
+{'datasets': {'train': '701273ed...', 'val': '...'}}
 """
 
 from __future__ import annotations

@@ -29,7 +29,9 @@ Errors: :mod:`loopml.server.errors`. The routes find the store in
 ``request.app.state.store`` (see :func:`loopml.server.app.create_app`).
 
 >>> import httpx
->>> httpx.post("http://127.0.0.1:5000/api/v1/runs", json={"experiment": "digits"}).json()["id"]  # doctest: +SKIP
+>>> run = httpx.post(f"{server_url}/api/v1/runs", json={"experiment": "digits"}).json()
+>>> run["status"]
+'RUNNING'
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ web framework, so the model server (``loopml serve``) applies the same ones.
 Artifact paths are checked where they are used (:mod:`loopml.store.artifacts`),
 and no route runs a shell command.
 
->>> app.add_middleware(SecurityMiddleware, auth_token="s3cret", allowed_hosts=["tracking.internal"])  # doctest: +SKIP
+>>> from fastapi import FastAPI
+>>> app = FastAPI()                      # create_app adds it to the tracking server for you
+>>> app.add_middleware(SecurityMiddleware, auth_token="s3cret", allowed_hosts=["tracking.internal"])
 """
 
 from __future__ import annotations

@@ -91,8 +91,14 @@ def files_to_log(local_path: str | os.PathLike[str], name: str | None = None) ->
 class ArtifactRoot:
     """A folder holding one sub-folder of artifacts per run.
 
-    >>> root = ArtifactRoot("/tmp/artifacts")          # doctest: +SKIP
-    >>> infos = root.put("3fa2...", "model.pt", "weights/model.pt")  # doctest: +SKIP
+    >>> torch.save(model.state_dict(), "model.pt")
+    >>> root = ArtifactRoot("artifacts")
+    >>> [(i.path, i.size) for i in root.put("3fa2", "model.pt", "weights/model.pt")]
+    [('weights/model.pt', ...)]
+    >>> root.put("3fa2", "model.pt", "../model.pt")
+    Traceback (most recent call last):
+    ...
+    loopml.errors.ArtifactPathError: ...
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:

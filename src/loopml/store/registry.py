@@ -11,11 +11,16 @@ A version is only ever registered from a run's artifacts, named
 ``runs:/<run id>/<path>``: a "source" that names a file on the server (the
 MLflow CVE-2023-1177 class) is refused before anything is read.
 
->>> registry = RegistryStore(tracking_store)                       # doctest: +SKIP
->>> v = registry.create_version_from_run("digits", "runs:/3fa2.../model")  # doctest: +SKIP
->>> registry.set_alias("digits", "production", v.version, by="ana")  # doctest: +SKIP
->>> registry.resolve("digits@production").version                  # doctest: +SKIP
-1
+>>> from loopml import config
+>>> from loopml.store import TrackingStore
+>>> s = config.settings()                                          # LOOPML_HOME's database
+>>> registry = RegistryStore(TrackingStore(s.tracking_uri, artifact_root=s.artifact_root))
+>>> v = registry.create_version_from_run("digits", f"runs:/{run_id}/models/digits")   # what register logged
+>>> v.ref                                                          # digits/1 came from the same files
+'digits/2'
+>>> event = registry.set_alias("digits", "production", v.version, by="ana")
+>>> registry.resolve("digits@production").version
+2
 """
 
 from __future__ import annotations

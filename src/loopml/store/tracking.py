@@ -4,9 +4,12 @@ One class over SQLAlchemy Core that works on SQLite and PostgreSQL alike. It
 is what the local client, the tracking server and (later) the registry and
 model server write through. Every public method is one transaction.
 
->>> store = TrackingStore("sqlite:///./.loopml/loopml.db", artifact_root="./.loopml/artifacts")  # doctest: +SKIP
->>> run = store.create_run(experiment="digits")                                              # doctest: +SKIP
->>> store.log_metrics([(run.id, "loss", 0, 1732000000.0, 0.5)])                              # doctest: +SKIP
+>>> store = TrackingStore("sqlite:///./.loopml/loopml.db", artifact_root="./.loopml/artifacts")
+>>> run = store.create_run(experiment="digits")
+>>> store.log_metrics([(run.id, "loss", 0, 1732000000.0, 0.5)])
+>>> store.history(run.id, "loss").values
+array([0.5])
+>>> store.close()
 """
 
 from __future__ import annotations

@@ -158,8 +158,10 @@ def start_run(
     block, FAILED if an exception escapes (it is re-raised), KILLED on Ctrl-C.
 
     >>> import loopml
-    >>> with loopml.start_run(experiment="digits", params={"lr": 0.01}) as run:  # doctest: +SKIP
+    >>> with loopml.start_run(experiment="mnist", params={"lr": 0.01}) as run:
     ...     run.log({"loss": 0.31, "acc": 0.9}, step=0)
+    >>> run.status
+    'FINISHED'
     """
     backend = backend_for(tracking_uri)
     writer = _writer_for(backend)
@@ -265,8 +267,13 @@ def runs(
 ) -> "pd.DataFrame":
     """Search runs; one row per run, columns ``params.*``, ``metrics.*`` (newest value) and ``tags.*``.
 
-    >>> loopml.runs("digits", filter="metrics.val_acc > 0.9 and params.lr = '0.01'",
-    ...             order_by=["metrics.val_acc DESC"], limit=10)           # doctest: +SKIP
+    >>> for lr, acc in [("0.01", 0.95), ("0.1", 0.91), ("0.01", 0.85)]:
+    ...     with loopml.start_run(experiment="mnist", params={"lr": lr}) as run:
+    ...         run.log({"val_acc": acc})
+    >>> loopml.runs("mnist", filter="metrics.val_acc > 0.9 and params.lr = '0.01'",
+    ...             order_by=["metrics.val_acc DESC"], limit=10)[["params.lr", "metrics.val_acc"]]
+      params.lr  metrics.val_acc
+    0      0.01             0.95
     """
     backend = backend_for(tracking_uri)
     _flush_all(backend)

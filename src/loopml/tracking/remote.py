@@ -5,10 +5,11 @@
 :class:`~loopml.store.TrackingStore`, so a :class:`~loopml.tracking.run.Run`
 and the background writer cannot tell the two apart.
 
->>> store = RemoteStore("http://127.0.0.1:5000", token="s3cret")          # doctest: +SKIP
->>> run = store.create_run(experiment="digits")                            # doctest: +SKIP
->>> store.log_metrics([(run.id, "loss", 0, time.time(), 0.5)])             # doctest: +SKIP
->>> store.history(run.id, "loss").values                                   # doctest: +SKIP
+>>> import time
+>>> store = RemoteStore(server_url)         # a loopml server's URL; token="..." if it needs one
+>>> run = store.create_run(experiment="digits")
+>>> store.log_metrics([(run.id, "loss", 0, time.time(), 0.5)])
+>>> store.history(run.id, "loss").values
 array([0.5])
 
 Errors are translated at the boundary:

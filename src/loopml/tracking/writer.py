@@ -37,9 +37,15 @@ Point = tuple[str, str, int, float, float]
 class BatchWriter:
     """Buffers metric points and writes them to ``backend.log_metrics`` in a thread.
 
-    >>> writer = BatchWriter(store)          # doctest: +SKIP
-    >>> writer.add([(run_id, "loss", 0, time.time(), 0.5)])   # doctest: +SKIP
-    >>> writer.flush()                       # doctest: +SKIP
+    >>> from loopml.store import TrackingStore
+    >>> store = TrackingStore("sqlite:///loopml.db", artifact_root="artifacts")
+    >>> run = store.create_run(experiment="digits")
+    >>> writer = BatchWriter(store)
+    >>> writer.add([(run.id, "loss", 0, time.time(), 0.5)])
+    >>> writer.flush()                       # True: everything added so far is written
+    True
+    >>> store.history(run.id, "loss").values
+    array([0.5])
     """
 
     def __init__(

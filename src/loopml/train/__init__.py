@@ -1,9 +1,12 @@
 """Training: a small loop (:class:`Trainer`) and callbacks that receive it.
 
+>>> from pathlib import Path
 >>> from loopml.train import Trainer, EarlyStopping, Checkpoint
 >>> trainer = Trainer(model, optimizer=torch.optim.Adam(model.parameters(), lr=3e-3), metrics=["accuracy"],
-...                   callbacks=[EarlyStopping(patience=3), Checkpoint("ckpt")])        # doctest: +SKIP
->>> trainer.fit((x_train, y_train), val=(x_val, y_val), epochs=20, batch_size=64)      # doctest: +SKIP
+...                   callbacks=[EarlyStopping(patience=3), Checkpoint("ckpt")])
+>>> trainer = trainer.fit((x_train, y_train), val=(x_val, y_val), epochs=2, batch_size=64)
+>>> sorted(p.name for p in Path("ckpt").iterdir())
+[...]
 
 See docs/training.md.
 """

@@ -6,10 +6,13 @@ A callback defines ``on_<event>(trainer)`` methods for the events in
 so that a checkpoint is written after the scheduler stepped and the tracker
 logs after both.
 
+>>> from loopml.train import Trainer
 >>> class PrintLoss(Callback):
-...     def on_batch_end(self, trainer):
-...         print(trainer.state.step, trainer.state.loss)
->>> Trainer(model, callbacks=[PrintLoss()])    # doctest: +SKIP
+...     def on_epoch_end(self, trainer):
+...         print(trainer.state.epoch, trainer.state.step)
+>>> trainer = Trainer(model, callbacks=[PrintLoss()]).fit((x_train, y_train), epochs=2, batch_size=256)
+1 5
+2 10
 """
 
 from __future__ import annotations
@@ -91,7 +94,11 @@ def _better(value: float, best: float, mode: str, min_delta: float = 0.0) -> boo
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
 
-    >>> EarlyStopping(monitor="val_accuracy", mode="max", patience=3)   # doctest: +SKIP
+    >>> from loopml.train import Trainer
+    >>> stop = EarlyStopping(monitor="val_accuracy", mode="max", patience=1)
+    >>> trainer = Trainer(model, metrics=["accuracy"], callbacks=[stop])
+    >>> trainer.fit((x_train, y_train), val=(x_val, y_val), epochs=50).state.epoch < 50
+    True
     """
 
     def __init__(self, monitor: str = "val_loss", *, mode: str = "min", patience: int = 3,
@@ -179,7 +186,12 @@ class LRScheduler(Callback):
     ``ReduceLROnPlateau`` steps on ``monitor`` (default ``val_loss``). The
     learning rate is in ``trainer.state.metrics["lr"]``, which Tracking logs.
 
-    >>> LRScheduler(lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5))   # doctest: +SKIP
+    >>> from loopml.train import Trainer
+    >>> sched = LRScheduler(lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5))
+    >>> trainer = Trainer(model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), callbacks=[sched])
+    >>> trainer = trainer.fit((x_train, y_train), epochs=4, batch_size=256)
+    >>> sched.lrs
+    [0.1, 0.05, 0.05, 0.025]
     """
 
     def __init__(self, scheduler: Any, *, step_on: str = "epoch", monitor: str = "val_loss") -> None:

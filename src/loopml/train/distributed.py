@@ -18,8 +18,11 @@ nccl on GPUs) and
 - runs callbacks marked ``rank_zero_only`` (``Tracking``, ``ProgressBar``,
   ``Checkpoint``) on rank 0 alone: one run, one line per epoch, one writer.
 
->>> trainer = Trainer(model, metrics=["accuracy"])   # under torchrun: DDP over the ranks   # doctest: +SKIP
->>> trainer.fit((x, y), val=(x_val, y_val), epochs=5)                                     # doctest: +SKIP
+>>> from loopml.train import Trainer
+>>> trainer = Trainer(model, metrics=["accuracy"])   # under torchrun: DDP over the ranks
+>>> trainer.world_size                               # here: one process, no process group
+1
+>>> trainer = trainer.fit((x_train, y_train), val=(x_val, y_val), epochs=1)
 """
 
 from __future__ import annotations

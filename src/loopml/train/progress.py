@@ -26,7 +26,10 @@ def _summary(trainer: Trainer) -> str:
 class ProgressBar(Callback):
     """Show training progress. ``plain=None`` picks plain lines when ``file`` is not a terminal or CI=true.
 
-    >>> Trainer(model, callbacks=[ProgressBar()])   # doctest: +SKIP
+    >>> import sys
+    >>> from loopml.train import Trainer
+    >>> trainer = Trainer(model, callbacks=[ProgressBar(file=sys.stdout)]).fit((x_train, y_train), epochs=1)
+    epoch 1/1 ...
     """
 
     order = 30

@@ -1,11 +1,15 @@
 """Transfer learning: freeze and unfreeze by module name, per-group learning rates, weights from a checkpoint.
 
+>>> from loopml.models.nets import DigitsCNN
 >>> from loopml.train import Trainer, freeze, load_weights, param_groups
->>> model = DigitsCNN()                                   # features + head   # doctest: +SKIP
->>> report = load_weights(model, "pretrain/best.pt")      # all but head.*    # doctest: +SKIP
->>> freeze(model, "features")                              # or a low LR:      # doctest: +SKIP
->>> opt = torch.optim.Adam(param_groups(model, {"features": 1e-4, "head": 1e-2}))   # doctest: +SKIP
->>> Trainer(model, optimizer=opt).fit(few_shot, epochs=30)                   # doctest: +SKIP
+>>> from loopml.train.checkpoint import atomic_save
+>>> atomic_save(Trainer(model, track=False).state_dict(), "pretrain/best.pt")   # a trained model's checkpoint
+PosixPath('pretrain/best.pt')
+>>> new = DigitsCNN()                                    # features + head
+>>> report = load_weights(new, "pretrain/best.pt")       # all but head.*
+>>> opt = torch.optim.Adam(param_groups(new, {"features": 1e-4, "head": 1e-2}))   # or freeze(new, "features")
+>>> few_shot = (x_train[:50], y_train[:50])
+>>> trainer = Trainer(new, optimizer=opt).fit(few_shot, epochs=3)
 
 Names are the module and parameter names of ``model.named_parameters()``. A
 pattern selects a parameter when it equals the parameter's name or one of the
@@ -13,8 +17,7 @@ modules that hold it (``"features"`` selects ``features.0.weight``), or
 matches one of them as a glob (``"features.*"``, ``"*.bias"``, ``"head.[12]"``).
 
 Starting from a *registered* model version (``load_weights(model, "models:/digits/3")``)
-comes with the registry, in a later issue: for now ``load_weights`` takes a
-checkpoint file written by :class:`~loopml.train.Checkpoint` or
+is not supported yet: ``load_weights`` takes a checkpoint file written by :class:`~loopml.train.Checkpoint` or
 ``trainer.state_dict()``.
 """
 
@@ -82,9 +85,10 @@ def freeze(model: nn.Module, *names: str) -> list[str]:
     Batch-norm running statistics still update in ``train()`` mode: put
     frozen batch-norm modules in ``eval()`` if they should stay as they are.
 
-    >>> freeze(model, "features")              # doctest: +SKIP
+    >>> freeze(model, "features")
     ['features.0.weight', 'features.0.bias', ...]
-    >>> freeze(model, "*.bias", "head.0")      # doctest: +SKIP
+    >>> freeze(model, "*.bias", "head.1")
+    ['features.0.bias', 'features.2.bias', 'head.1.weight', 'head.1.bias', 'head.3.bias']
     """
     _check_model(model, "freeze")
     chosen = _select(model, names, "freeze", "freeze(model, 'features')") if names else list(model.named_parameters())
@@ -99,7 +103,9 @@ def unfreeze(model: nn.Module, *names: str) -> list[str]:
     Returns the names of the parameters it unfroze. An optimizer built while
     they were frozen does not hold them: build a new one (or ``add_param_group``).
 
-    >>> freeze(model); unfreeze(model, "head", "features.3")     # doctest: +SKIP
+    >>> frozen = freeze(model)
+    >>> unfreeze(model, "head", "features.2")
+    ['features.2.weight', 'features.2.bias', 'head.1.weight', 'head.1.bias', 'head.3.weight', 'head.3.bias']
     """
     _check_model(model, "unfreeze")
     chosen = _select(model, names, "unfreeze", "unfreeze(model, 'head')") if names else list(model.named_parameters())
@@ -118,14 +124,14 @@ def param_groups(model: nn.Module, lrs: Mapping[str, float], *, default_lr: floa
                  trainable_only: bool = True) -> list[dict[str, Any]]:
     """Optimizer parameter groups with a learning rate per module name (prefix or glob).
 
-    A parameter goes to the most specific name that selects it (``"features.3"``
+    A parameter goes to the most specific name that selects it (``"features.2"``
     before ``"features"``); the ones no name selects form a last group with
     ``default_lr``, or, when ``default_lr`` is None, without an ``lr`` key, so
     the optimizer's own ``lr=`` applies. Frozen parameters are left out
     (``trainable_only=False`` keeps them). Empty groups are dropped.
 
-    >>> opt = torch.optim.Adam(param_groups(model, {"features": 1e-4, "head": 1e-2}))   # doctest: +SKIP
-    >>> [g["lr"] for g in opt.param_groups]                                             # doctest: +SKIP
+    >>> opt = torch.optim.Adam(param_groups(model, {"features": 1e-4, "head": 1e-2}))
+    >>> [g["lr"] for g in opt.param_groups]
     [0.0001, 0.01]
     """
     _check_model(model, "param_groups")
@@ -197,11 +203,14 @@ def load_weights(model: nn.Module, checkpoint_path: str | os.PathLike[str], *, s
     Checkpoints of a model wrapped in ``DistributedDataParallel`` (keys
     ``module.*``) load into the bare model.
 
-    Registered model versions (``"models:/name/3"``) are not taken yet: they
-    come with the model registry, in a later issue.
+    Registered model versions (``"models:/name/3"``) are not taken yet.
 
-    >>> report = load_weights(model, "pretrain/best.pt", exclude=("head.",))   # doctest: +SKIP
-    >>> report.loaded[:2], report.excluded[:2], report.missing, report.unexpected   # doctest: +SKIP
+    >>> from loopml.train import Trainer
+    >>> from loopml.train.checkpoint import atomic_save
+    >>> atomic_save(Trainer(model, track=False).state_dict(), "pretrain/best.pt")
+    PosixPath('pretrain/best.pt')
+    >>> report = load_weights(model, "pretrain/best.pt", exclude=("head.",))
+    >>> report.loaded[:2], report.excluded[:2], report.missing, report.unexpected
     (['features.0.weight', 'features.0.bias'], ['head.1.weight', 'head.1.bias'], [], [])
     """
     _check_model(model, "load_weights")

@@ -15,7 +15,11 @@ The pages are public shells (:func:`~loopml.server.ui.pages.add_page`); the
 The rows hold what ``loopml models show`` prints (:mod:`loopml.models.report`),
 as numbers: the page formats them.
 
->>> app.include_router(router)  # done by loopml.server.ui   # doctest: +SKIP
+:mod:`loopml.server.ui` includes ``router`` in the server's app:
+
+>>> import httpx
+>>> [m["name"] for m in httpx.get(f"{server_url}/ui/api/models").json()["models"]]
+['digits']
 """
 
 from __future__ import annotations

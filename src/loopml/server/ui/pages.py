@@ -6,7 +6,13 @@ its path public (the shell holds no data) and, with ``nav=True``, lists it
 in the navigation bar of every page. The shell holds no user data at all:
 the module reads its arguments (``?experiment=``, ``?id=``) from the URL.
 
->>> add_page(router, Page(path="/ui/models", title="Models", script="models.js", nav=True))  # doctest: +SKIP
+A module adds its pages when it is imported, as :mod:`loopml.server.ui.models` does::
+
+    add_page(router, Page(path="/ui/models", title="Models", script="models.js", nav=True))
+
+>>> import loopml.server.ui
+>>> NAV
+[...]
 """
 
 from __future__ import annotations
