@@ -63,6 +63,18 @@ def _modules_with_examples() -> list[str]:
 
 
 MODULES = _modules_with_examples()
+ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+EXTRA_OF = {"fastapi": "server", "uvicorn": "server", "starlette": "server", "plotly": "server", "uvloop": "serve",
+            "httptools": "serve", "onnx": "export", "onnxruntime": "export", "onnxscript": "export",
+            "executorch": "edge", "torchao": "quantize", "sklearn": "data", "psycopg": "postgres"}
+
+
+def _missing(extra: str, exc: ModuleNotFoundError) -> None:
+    """A missing third-party package skips, except on CI, where every extra is installed."""
+    message = f"{exc.name} is not installed (pip install 'loopml[{extra}]')"
+    if ON_CI:
+        pytest.fail(message)
+    pytest.skip(message)
 LISTENING = re.compile(r"loopml server listening on (http://127\.0\.0\.1:\d+)")
 
 
@@ -95,6 +107,11 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from loopml.tracking import api
     from loopml.train import Trainer
 
+    for package in ("sklearn", "onnx", "onnxruntime", "onnxscript"):  # load("digits"); the onnx format
+        try:
+            importlib.import_module(package)
+        except ModuleNotFoundError as exc:
+            _missing(EXTRA_OF[package], exc)
     home = tmp_path_factory.mktemp("doctest") / "home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOOPML_HOME", str(home))
@@ -125,7 +142,12 @@ def test_docstring_examples_run(name: str, base: dict[str, Any], tmp_path: Path,
 
     from loopml.tracking import api
 
-    module = importlib.import_module(name)
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] == "loopml":
+            raise
+        _missing(EXTRA_OF.get(exc.name.split(".")[0], "..."), exc)
     home = tmp_path / "home"
     shutil.copytree(base["home"], home)
     monkeypatch.setenv("LOOPML_HOME", str(home))

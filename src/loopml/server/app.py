@@ -11,8 +11,9 @@ or from a shell (binds 127.0.0.1 unless told otherwise)::
 
 What is where:
 
-- ``/api/v1/...``: the tracking API (:mod:`loopml.server.routes_tracking`);
-  later routers (registry) are added in :func:`create_app`.
+- ``/api/v1/...``: the tracking API (:mod:`loopml.server.routes_tracking`),
+  datasets and lineage (:mod:`loopml.server.routes_datasets`) and the model
+  registry (:mod:`loopml.server.routes_models`).
 - ``/ui/...``: the web UI (:mod:`loopml.server.ui`); its pages and static
   files are the only routes that answer without the token (they hold no data).
 - ``/health``: ``{"status": "ok"}`` for readiness checks.
