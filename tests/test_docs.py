@@ -78,3 +78,33 @@ def test_every_dotted_loopml_name_in_docs_and_docstrings_exists() -> None:
         except (ImportError, AttributeError) as exc:
             missing.append(f"{name}: {exc}")
     assert not missing, "names in the docs that do not exist:\n" + "\n".join(missing)
+
+
+def test_every_loopml_command_in_the_docs_exists() -> None:
+    """``loopml CMD [SUB]`` in a fenced block or an inline code span of the docs names a real command.
+
+    Only words that look like commands count (lowercase, as every command is):
+    ``loopml UI at http://...`` is a line of output, not a command.
+    """
+    paths = {tuple(p.split()) for p in _command_paths(typer.main.get_command(app))}
+    found, unknown = 0, []
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        fenced = False
+        for number, line in enumerate(md.read_text().splitlines(), 1):
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
+                continue
+            if fenced:
+                match = re.match(r"\s*(?:[A-Z_]+=\S+\s+)*(?:\.venv/bin/)?loopml\s+(.*)", line)
+                calls = [match.group(1)] if match else []
+            else:
+                calls = re.findall(r"`(?:\.venv/bin/)?loopml ([^`]*)`", line)
+            for call in calls:
+                words = tuple(call.split())
+                if not words or not re.fullmatch(r"[a-z][a-z-]*", words[0]):
+                    continue
+                found += 1
+                if not any(words[:len(p)] == p for p in paths):
+                    unknown.append(f"{md.name}:{number}: loopml {call}")
+    assert found > 30
+    assert not unknown, "commands in the docs that loopml does not have:\n" + "\n".join(unknown)
