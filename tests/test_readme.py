@@ -29,10 +29,6 @@ README = ROOT / "README.md"
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(?P<reason>[^>]*?)\s*-->")
 FENCE = re.compile(r"^```(?P<lang>\w*)\s*$")
 
-#: README sections whose blocks register the README's nn.Sequential and use that version
-MODEL_SECTIONS = ("Models: register, load, export, quantize", "Serving, with \"I don't know\"")
-
-
 @dataclass(frozen=True)
 class Block:
     lang: str
@@ -112,18 +108,5 @@ def test_the_readme_has_runnable_blocks_and_few_marked_not_run() -> None:
     assert len(skipped) <= 4, [f"README.md:{b.line}: {b.not_run}" for b in skipped]
 
 
-def test_readme_blocks_run_apart_from_its_model_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tracking, data and training, the CLI: everything but the sections that register the README's model."""
-    run_blocks([b for b in BLOCKS if b.not_run is None and b.section not in MODEL_SECTIONS], tmp_path, monkeypatch)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 11, 'The first calls a user writes must work': register() of the README's plain "
-           "nn.Sequential fails ('Sequential(**{}) does not rebuild this model'), and register(..., ood=(train, "
-           "val)) of it needs its torch format for the Mahalanobis detector; remove this mark once register "
-           "keeps the code-free formats and fits the gate from the live model",
-)
 def test_every_readme_block_runs_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert any(b.section in MODEL_SECTIONS and b.not_run is None for b in BLOCKS)
     run_blocks([b for b in BLOCKS if b.not_run is None], tmp_path, monkeypatch)

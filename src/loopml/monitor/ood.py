@@ -510,7 +510,9 @@ def fit_gate(
     rate it supports, with a :class:`~loopml.errors.LoopMLWarning`;
     :attr:`OODGate.requested_false_abstain` keeps the rate asked for.
 
-    >>> gate = fit_gate(model, train=(x_train, y_train), val=x_val, target_false_abstain=0.05)   # doctest: +SKIP
+    >>> gate = fit_gate(model, train=(x_train, y_train), val=x_val, target_false_abstain=0.05)
+    >>> gate.abstain(torch.rand(2, 1, 8, 8)).tolist()       # noise: "I don't know"
+    [True, True]
     """
     import torch
 
