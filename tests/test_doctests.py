@@ -27,9 +27,7 @@ from __future__ import annotations
 import copy
 import doctest
 import importlib
-import inspect
 import os
-import pkgutil
 import queue
 import re
 import shutil
@@ -52,17 +50,19 @@ SKIPPED: dict[str, str] = {
 }
 
 
-def _modules_with_examples() -> list[str]:
-    names = []
-    for info in pkgutil.walk_packages([str(SRC)], prefix="loopml."):
-        path = SRC.joinpath(*info.name.split(".")[1:])
-        file = path / "__init__.py" if info.ispkg else path.with_suffix(".py")
-        if file.exists() and ">>>" in file.read_text():
-            names.append(info.name)
-    return sorted(names)
+def _modules_with_examples() -> dict[str, Path]:
+    """Module name -> source file, for every module whose source holds a ``>>>`` (found without importing)."""
+    found = {}
+    for file in sorted(SRC.rglob("*.py")):
+        parts = file.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if ">>>" in file.read_text():
+            found[name] = file
+    return found
 
 
-MODULES = _modules_with_examples()
+SOURCES = _modules_with_examples()
+MODULES = sorted(SOURCES)
 ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EXTRA_OF = {"fastapi": "server", "uvicorn": "server", "starlette": "server", "plotly": "server", "uvloop": "serve",
             "httptools": "serve", "onnx": "export", "onnxruntime": "export", "onnxscript": "export",
@@ -157,7 +157,7 @@ def test_docstring_examples_run(name: str, base: dict[str, Any], tmp_path: Path,
     torch.set_num_threads(1)
     globs = {**base["names"], **vars(module)}
     server = None
-    if "server_url" in (inspect.getsource(module)):
+    if "server_url" in SOURCES[name].read_text():
         server, globs["server_url"] = _start_server(home, work)
     flags = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
     finder = doctest.DocTestFinder(exclude_empty=True)
@@ -185,9 +185,7 @@ def test_docstring_examples_run(name: str, base: dict[str, Any], tmp_path: Path,
 def test_skipped_examples_are_only_those_that_cannot_run() -> None:
     """``# doctest: +SKIP`` stays only in the modules of SKIPPED, each with its reason."""
     found = {}
-    for name in MODULES:
-        path = SRC.joinpath(*name.split(".")[1:])
-        file = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    for name, file in SOURCES.items():
         count = len(re.findall(r"doctest:\s*\+SKIP", file.read_text()))
         if count:
             found[name] = count
