@@ -108,3 +108,48 @@ def test_every_loopml_command_in_the_docs_exists() -> None:
                     unknown.append(f"{md.name}:{number}: loopml {call}")
     assert found > 30
     assert not unknown, "commands in the docs that loopml does not have:\n" + "\n".join(unknown)
+
+
+def _python_blocks() -> list[tuple[str, str]]:
+    """(``file:line``, code) of every fenced python block in README.md and docs/*.md, dedented."""
+    import textwrap
+
+    blocks = []
+    for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        lines = md.read_text().splitlines()
+        start = None
+        for number, line in enumerate(lines, 1):
+            if start is None and line.strip() == "```python":
+                start = number
+            elif start is not None and line.strip().startswith("```"):
+                blocks.append((f"{md.relative_to(ROOT)}:{start}", textwrap.dedent("\n".join(lines[start:number - 1]))))
+                start = None
+    return blocks
+
+
+def test_every_python_block_in_the_docs_parses_and_imports_what_exists() -> None:
+    """Each block is valid Python, and every ``from loopml... import name`` in it names something real."""
+    import ast
+
+    blocks = _python_blocks()
+    assert len(blocks) > 10
+    problems = []
+    for where, code in blocks:
+        try:
+            tree = ast.parse(code, where)
+        except SyntaxError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "loopml":
+                names = [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names if alias.name.split(".")[0] == "loopml"]
+            else:
+                continue
+            for name in names:
+                try:
+                    _resolve(name)
+                except (ImportError, AttributeError) as exc:
+                    problems.append(f"{where}: {name}: {exc}")
+    assert not problems, "\n".join(problems)
