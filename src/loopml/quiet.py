@@ -17,8 +17,12 @@ it is an error. Two tools, each used around the one call that makes the noise:
 ONNX Runtime is quieted by its own switch (severity 3: errors only), see
 :func:`import_onnxruntime`; loopml's own sessions also set ``log_severity_level=3``.
 
->>> with native_output("executorch load_method"):     # doctest: +SKIP
-...     method = program.load_method("forward")
+>>> import os
+>>> from loopml import config
+>>> with native_output("a native call"):
+...     _ = os.write(2, b"cpuinfo: probing the CPU\\n")     # as C++ code writes to fd 2
+>>> (config.settings().home / "logs" / "native.log").read_text().splitlines()[-1]   # not in the terminal
+'cpuinfo: probing the CPU'
 """
 
 from __future__ import annotations
@@ -53,8 +57,12 @@ _FD_LOCK = threading.RLock()
 def quiet_loggers(names: Sequence[str], level: int = logging.ERROR) -> Iterator[None]:
     """Raise the loggers ``names`` to ``level`` inside the block (their warnings are noise there).
 
-    >>> with quiet_loggers(["torchao"]):     # doctest: +SKIP
-    ...     import executorch.runtime        # torchao: "Failed to load ... _C_mxfp8 ... .so" on a CPU machine
+    >>> import logging
+    >>> with quiet_loggers(["torchao"]):
+    ...     logging.getLogger("torchao").warning("Failed to load _C_mxfp8.so")    # not shown
+    ...     level = logging.getLogger("torchao").level
+    >>> logging.getLevelName(level), logging.getLogger("torchao").level       # and back after the block
+    ('ERROR', 0)
     """
     loggers = [logging.getLogger(name) for name in names]
     before = [lg.level for lg in loggers]
@@ -152,7 +160,9 @@ def import_onnxruntime() -> Any:
     ``onnxruntime.set_default_logger_severity(2)`` afterwards to see warnings again.
     Raises ``ModuleNotFoundError`` when ONNX Runtime is not installed.
 
-    >>> ort = import_onnxruntime()     # doctest: +SKIP
+    >>> ort = import_onnxruntime()
+    >>> ort.__name__
+    'onnxruntime'
     """
     global _ORT_QUIET
     ort: Any = sys.modules.get("onnxruntime")
@@ -170,8 +180,11 @@ def ort_errors_only() -> Iterator[None]:
     """ONNX Runtime at errors only inside the block, its quantizers' root-logger warnings included
     (``onnxruntime.quantization`` calls ``logging.warning`` on the root logger).
 
-    >>> with ort_errors_only():              # doctest: +SKIP
-    ...     ortq.quantize_static(...)
+    >>> import logging
+    >>> with ort_errors_only():
+    ...     root = logging.getLogger().level       # onnxruntime.quantization.quantize_static(...) runs here
+    >>> logging.getLevelName(root)
+    'ERROR'
     """
     import_onnxruntime()
     with quiet_loggers(["", "onnxruntime", "onnx"]):

@@ -17,9 +17,15 @@ commands), in this order:
 Before any work the inputs' shape is checked against the version's signature;
 a mismatch names both shapes.
 
->>> parts = version_data(registry, registry.resolve("mlp/1"), "train.npz")   # doctest: +SKIP
->>> parts.train.x.shape, parts.test is not None                               # doctest: +SKIP
-(torch.Size([700, 64]), True)
+>>> from loopml.models.registry import registry_for
+>>> registry = registry_for()
+>>> parts = version_data(registry, registry.resolve("digits/1"))     # the datasets logged with its run
+>>> len(parts.train), len(parts.val), parts.test
+(1257, 270, None)
+>>> np.savez("more.npz", x=x_test.numpy(), y=y_test.numpy())
+>>> parts = version_data(registry, registry.resolve("digits/1"), "more.npz")    # split 70 / 15 / 15
+>>> len(parts.train), len(parts.val), len(parts.test)
+(190, 40, 40)
 """
 
 from __future__ import annotations
@@ -144,7 +150,9 @@ def data_for(
 ) -> "Split":
     """:func:`version_data` for the version ``ref`` in the store at ``tracking_uri``.
 
-    >>> parts = data_for("mlp/1", "table.csv", target="label")   # doctest: +SKIP
+    >>> parts = data_for("digits/1", "digits")     # a bundled set, named: split as the Trainer splits
+    >>> parts.train.x.shape
+    torch.Size([1257, 1, 8, 8])
     """
     from .registry import registry_for
 
