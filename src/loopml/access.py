@@ -144,7 +144,9 @@ def bearer_ok(header: str | bytes | None, token: bytes) -> bool:
 def read_token_file(path: str | Path) -> str:
     """The bearer token on the first line of ``path``; :class:`~loopml.errors.ConfigError` when unreadable or empty.
 
-    >>> read_token_file("/etc/loopml/token")    # doctest: +SKIP
+    >>> from pathlib import Path
+    >>> _ = Path("token").write_text("s3cret")
+    >>> read_token_file("token")
     's3cret'
     """
     try:

@@ -140,8 +140,8 @@ def serving_latency(predict: Predict, x: Any) -> dict[str, float]:
     without loading every runtime at start (see :mod:`loopml.serve.backends`); keys
     are strings, as in JSON. About 20 calls per size (at most 0.5 s each).
 
-    >>> serving_latency(load_predictor("onnx", "model.onnx"), x_example)    # doctest: +SKIP
-    {'1': 0.014, '64': 0.32}
+    >>> serving_latency(loopml.load_model("digits/1", format="onnx"), x[:8])    # milliseconds per call
+    {'1': ..., '64': ...}
     """
     lat = latency(predict, x, batch_sizes=(1, 64), repeats=20, warmup=3, max_seconds=0.5)
     return {str(k): round(float(v), 5) for k, v in lat.items()}

@@ -136,7 +136,8 @@ def stored_cost(version: "ModelVersion", fmt: str) -> float | None:
 def candidate_formats(version: "ModelVersion", backend: str = "auto") -> list[str]:
     """The version's formats ``backend`` may run, in the order they are tried (see the module docstring).
 
-    >>> candidate_formats(registry.resolve("digits@production"))   # doctest: +SKIP
+    >>> from loopml.models.registry import registry_for
+    >>> candidate_formats(registry_for().resolve("digits@production"))   # its files: pt2, torch, onnx
     ['onnx', 'torch', 'pt2']
     """
     if backend not in BACKENDS:
