@@ -42,6 +42,8 @@ import pytest
 
 import loopml
 
+from .deps import need
+
 SRC = Path(loopml.__file__).resolve().parent
 
 #: module -> why its remaining ``+SKIP`` examples cannot run in a test
@@ -63,18 +65,10 @@ def _modules_with_examples() -> dict[str, Path]:
 
 SOURCES = _modules_with_examples()
 MODULES = sorted(SOURCES)
-ON_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 EXTRA_OF = {"fastapi": "server", "uvicorn": "server", "starlette": "server", "plotly": "server", "uvloop": "serve",
             "httptools": "serve", "onnx": "export", "onnxruntime": "export", "onnxscript": "export",
             "executorch": "edge", "torchao": "quantize", "sklearn": "data", "psycopg": "postgres"}
 
-
-def _missing(extra: str, exc: ModuleNotFoundError) -> None:
-    """A missing third-party package skips, except on CI, where every extra is installed."""
-    message = f"{exc.name} is not installed (pip install 'loopml[{extra}]')"
-    if ON_CI:
-        pytest.fail(message)
-    pytest.skip(message)
 LISTENING = re.compile(r"loopml server listening on (http://127\.0\.0\.1:\d+)")
 
 
@@ -108,10 +102,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from loopml.train import Trainer
 
     for package in ("sklearn", "onnx", "onnxruntime", "onnxscript"):  # load("digits"); the onnx format
-        try:
-            importlib.import_module(package)
-        except ModuleNotFoundError as exc:
-            _missing(EXTRA_OF[package], exc)
+        need(package, extra=EXTRA_OF[package])
     home = tmp_path_factory.mktemp("doctest") / "home"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOOPML_HOME", str(home))
@@ -147,7 +138,8 @@ def test_docstring_examples_run(name: str, base: dict[str, Any], tmp_path: Path,
     except ModuleNotFoundError as exc:
         if exc.name is None or exc.name.split(".")[0] == "loopml":
             raise
-        _missing(EXTRA_OF.get(exc.name.split(".")[0], "..."), exc)
+        need(exc.name, extra=EXTRA_OF.get(exc.name.split(".")[0], "test"))  # skips here, fails on CI
+        raise
     home = tmp_path / "home"
     shutil.copytree(base["home"], home)
     monkeypatch.setenv("LOOPML_HOME", str(home))
