@@ -168,6 +168,10 @@ def register(
     ``feature_names``: the input's column names, so that requests may name them
     (default: the model's :class:`~loopml.data.Preprocessor`, else ``train_data``'s
     or the run's logged train dataset's names, when the input is as wide).
+    ``class_names``: one name per output column of a classifier (default: the
+    class names of ``train_data`` or of the run's logged train dataset, when it is
+    a classification set with one class per output column); a version with class
+    names is measured (accuracy) and served (probabilities) as a classifier.
 
     >>> v = loopml.register(model, "digits-cnn", input_example=x[:8], class_names=list("0123456789"))
     >>> v.ref
@@ -193,7 +197,8 @@ def register(
     gate_options = _ood_options(ood)
     example = _as_tensor(input_example)
     signature = infer_signature(model, example, class_names=class_names, feature_names=feature_names)
-    signature = signature.named_from(train_data.schema() if hasattr(train_data, "schema") else None)
+    train_schema = train_data.schema() if hasattr(train_data, "schema") else None
+    signature = signature.named_from(train_schema).classes_from(train_schema)
     spec, problem = model_spec(model, init_args, check="torch" in wanted)
     if "torch" in wanted and spec is None:
         wanted.remove("torch")  # keep the formats that need no code
@@ -214,8 +219,9 @@ def register(
     try:
         run.flush()
         backend = run._backend
-        if signature.feature_names is None:  # the run's logged train dataset names the columns
-            signature = signature.named_from(_run_schema(backend, run.id))
+        if signature.feature_names is None or signature.class_names is None:
+            run_schema = _run_schema(backend, run.id)  # the run's logged train dataset names the columns and classes
+            signature = signature.named_from(run_schema).classes_from(run_schema)
         with tempfile.TemporaryDirectory(prefix="loopml-register-") as tmp:
             folder = Path(tmp)
             files: dict[str, dict[str, Any]] = {}

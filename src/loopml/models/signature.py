@@ -167,6 +167,23 @@ class Signature:
         cats = {str(k): tuple(str(c) for c in v) for k, v in (schema.get("categories") or {}).items() if v}
         return dataclasses.replace(self, feature_names=tuple(str(n) for n in names), categories=cats or None)
 
+    def classes_from(self, schema: Mapping[str, Any] | None) -> Signature:
+        """This signature with a classification dataset's class names, when it has none yet.
+
+        Used only when the schema's task is classification and the model has one
+        output with a column per class, so that a version registered without
+        ``class_names=`` is still measured and served as a classifier. Example::
+
+            sig = sig.classes_from(parts.train.schema())
+        """
+        if self.class_names is not None or not isinstance(schema, Mapping) or schema.get("task") != "classification":
+            return self
+        names = schema.get("class_names")
+        shape = self.outputs[0].shape if len(self.outputs) == 1 else ()
+        if not isinstance(names, list) or len(shape) != 2 or shape[1] != len(names) or len(names) < 2:
+            return self
+        return dataclasses.replace(self, class_names=tuple(str(n) for n in names))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form, read back by :meth:`from_dict` (the column fields only when set)."""
         out: dict[str, Any] = {
