@@ -17,12 +17,14 @@ import re
 import stat
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 import loopml
+from loopml.errors import LoopMLWarning
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -84,7 +86,15 @@ def run_blocks(blocks: list[Block], tmp_path: Path, monkeypatch: pytest.MonkeyPa
         for block in blocks:
             where = f"README.md:{block.line} ({block.section})"
             if block.lang == "python":
-                exec(compile(block.code, where, "exec"), namespace)  # noqa: S102 - the README's own example
+                with warnings.catch_warnings(record=True) as seen:
+                    warnings.simplefilter("always", LoopMLWarning)
+                    exec(compile(block.code, where, "exec"), namespace)  # noqa: S102 - the README's own example
+                for w in seen:  # what loopml warns a README reader about must be what the README says it will
+                    if issubclass(w.category, LoopMLWarning):
+                        assert "the 'torch' format was left out" in str(w.message), f"{where} warned: {w.message}"
+                        assert "cannot be rebuilt from its state dict" in README.read_text(), "the README should say why"
+                    else:
+                        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)  # others as before
                 continue
             proc = subprocess.run(["bash", "-eu", "-c", block.code], cwd=work, env=env,
                                   capture_output=True, text=True, timeout=600)
