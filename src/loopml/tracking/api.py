@@ -191,7 +191,7 @@ def start_run(
             user=user,
             command=shlex.join(getattr(sys, "orig_argv", sys.argv)),
         )
-    run = Run(backend, record, writer=writer)
+    run = Run(backend, record, writer=writer, on_finish=_forget)
     if run_id is not None:
         last_steps = [m.step for m in record.metrics.values()]
         run._next_step = max(last_steps) + 1 if last_steps else 0

@@ -6,7 +6,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,8 +47,18 @@ class Run:
     #: After Ctrl-C, how long ``finish("KILLED")`` waits for pending points to be written.
     killed_flush_timeout = 10.0
 
-    def __init__(self, backend: Any, record: RunRecord, *, writer: "BatchWriter | None" = None) -> None:
+    def __init__(
+        self,
+        backend: Any,
+        record: RunRecord,
+        *,
+        writer: "BatchWriter | None" = None,
+        on_finish: "Callable[[Run], None] | None" = None,
+    ) -> None:
+        # on_finish: how the module-level API (tracking.api) drops a finished run from its
+        # active-run stack; passed in so that run does not import api (api imports run).
         self._backend = backend
+        self._on_finish = on_finish
         self._record = record
         self._writer = writer
         self._lock = threading.Lock()
@@ -190,6 +200,8 @@ class Run:
 
     def finish(self, status: str = "FINISHED") -> None:
         """Flush pending points and close the run with ``status``."""
+        # Here, not at the top: store.schema imports SQLAlchemy, which a run logging to a
+        # remote server does not need at import time.
         from ..store.schema import RUN_STATUSES
 
         if status not in RUN_STATUSES or status == "RUNNING":
@@ -205,9 +217,8 @@ class Run:
         finally:
             writer.unwatch(self.id)
             self._backend.set_status(self.id, status)
-            from .api import _forget
-
-            _forget(self)
+            if self._on_finish is not None:
+                self._on_finish(self)
             self._record = self._backend.get_run(self.id)
 
     def __enter__(self) -> "Run":
