@@ -18,7 +18,8 @@ from tests.deps import need
 need("executorch", extra="edge")
 
 from loopml.errors import ExportError
-from loopml.models.exporting import FILE_NAMES, export_executorch, export_pt2, pte_batch_capacity, verify
+from loopml.models.exporting import FILE_NAMES, export_executorch, export_pt2, verify
+from loopml.models.runtime import pte_batch_capacity
 from loopml.models.runtime import load_predictor
 from loopml.models.signature import Signature, infer_signature, random_inputs
 

@@ -49,7 +49,6 @@ __all__ = [
     "export_executorch",
     "export_onnx",
     "export_pt2",
-    "pte_batch_capacity",
     "verify",
 ]
 
@@ -341,7 +340,7 @@ def export_executorch(model: torch.nn.Module, example: torch.Tensor, path: str |
     Lowers with a dynamic batch of up to :data:`PTE_MAX_BATCH` rows; if that does
     not lower, with a fixed batch of :data:`PTE_FIXED_BATCH`. Either way the
     ``pte`` predictor (:func:`loopml.models.runtime.load_predictor`) takes any batch
-    size; :func:`pte_batch_capacity` tells which one a file got. Needs
+    size; :func:`loopml.models.runtime.pte_batch_capacity` tells which one a file got. Needs
     ``pip install 'loopml[edge]'``. Example::
 
         path = export_executorch(model, torch.randn(4, 64), tmp / "model.pte")
@@ -378,21 +377,6 @@ def export_executorch(model: torch.nn.Module, example: torch.Tensor, path: str |
     with _atomic_path(path) as tmp:
         tmp.write_bytes(buffer)
     return path
-
-
-def pte_batch_capacity(path: str | Path) -> int:
-    """The most rows one call of a ``.pte`` program takes (its planned batch size).
-
-    ``1`` for a program lowered with :data:`PTE_FIXED_BATCH`. Example::
-
-        pte_batch_capacity(export_executorch(model, x, tmp / "model.pte"))  # e.g. 1024
-    """
-    from loopml.models.runtime import PtePredictor
-
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"No pte model file at {path}")
-    return PtePredictor(path, threads=1).batch_capacity
 
 
 def verify(

@@ -321,6 +321,7 @@ def _export_one(fmt: str, model: "torch.nn.Module", example: "torch.Tensor", pat
     import torch
 
     from . import exporting as ex
+    from .runtime import pte_batch_capacity
 
     if fmt == "torch":
         torch.save(model.state_dict(), path)
@@ -333,7 +334,7 @@ def _export_one(fmt: str, model: "torch.nn.Module", example: "torch.Tensor", pat
         return {"dynamic_batch": True}
     if fmt == "pte":
         ex.export_executorch(model, example, path)
-        return {"max_batch": ex.pte_batch_capacity(path)}
+        return {"max_batch": pte_batch_capacity(path)}
     raise ValueError(f"Unknown format {fmt!r}")
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "load_predictor",
     "load_program",
     "program_module",
+    "pte_batch_capacity",
 ]
 
 
@@ -478,3 +479,16 @@ def _check_pt2_archive(path: Path) -> None:
         raise
     except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, OSError) as exc:
         raise ExportError(f"{path} is not a valid .pt2 file: {_first_line(exc)}") from exc
+
+
+def pte_batch_capacity(path: str | Path) -> int:
+    """The most rows one call of a ``.pte`` program takes (its planned batch size).
+
+    ``1`` for a program lowered with :data:`loopml.models.exporting.PTE_FIXED_BATCH`. Example::
+
+        pte_batch_capacity(loopml.models.exporting.export_executorch(model, x, tmp / "model.pte"))  # e.g. 1024
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"No pte model file at {path}")
+    return PtePredictor(path, threads=1).batch_capacity
