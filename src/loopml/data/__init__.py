@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from .augment import Compose, GaussianNoise, Mixup, RandomErasing, RandomRotation, RandomShift, Transform
 from .checks import CODES, CheckReport, Issue, check
-from .dataset import Dataset, from_arrays, from_frame
-from .fingerprint import fingerprint
+from .dataset import Dataset, fingerprint, from_arrays, from_frame
 from .lineage import dataset_record, log_check, log_dataset
 from .loaders import NAMES, load
 from .preprocess import Preprocessor

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from .fingerprint import fingerprint_tensors
+
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["TASKS", "Dataset", "from_arrays", "from_frame"]
+__all__ = ["TASKS", "Dataset", "fingerprint", "from_arrays", "from_frame"]
 
 TASKS = ("classification", "regression")
 
@@ -154,9 +156,7 @@ class Dataset(TorchDataset[tuple[torch.Tensor, torch.Tensor]]):
         """The content hash of ``x`` and ``y`` (see :mod:`loopml.data.fingerprint`); cached."""
         cached = getattr(self, "_fingerprint", None)
         if cached is None or cached[0] is not self.x or cached[1] is not self.y:
-            from .fingerprint import fingerprint
-
-            cached = (self.x, self.y, fingerprint(self))
+            cached = (self.x, self.y, fingerprint_tensors(self.x, self.y))
             self._fingerprint = cached
         return cached[2]
 
@@ -252,3 +252,18 @@ def from_frame(
         x, y, feature_names=[str(c) for c in features.columns], class_names=class_names, task=task,
         name=name, source="dataframe", categories=categories,
     )
+
+
+def fingerprint(ds: Dataset) -> str:
+    """The sha256 hex digest of ``ds``'s inputs and labels (see :mod:`loopml.data.fingerprint`).
+
+    Example (run as the doctest of :mod:`loopml.data.fingerprint`)::
+
+        fingerprint(load("iris"))  # '04a46cdd...'
+    """
+    if not isinstance(ds, Dataset):
+        raise TypeError(
+            f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}; "
+            "make one with loopml.data.from_arrays(x, y)"
+        )
+    return fingerprint_tensors(ds.x, ds.y)

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .dataset import Dataset
+    import torch
 
-__all__ = ["FINGERPRINT_VERSION", "canonical_bytes", "fingerprint"]
+# fingerprint(ds), the function on a Dataset, lives in loopml.data.dataset next to the class.
+__all__ = ["FINGERPRINT_VERSION", "canonical_bytes", "fingerprint_tensors"]
 
 FINGERPRINT_VERSION = 1
 
@@ -51,17 +52,17 @@ def _header(tag: str, a: np.ndarray) -> bytes:
     return f"{tag} {a.dtype.str.lstrip('<>=|')} {'x'.join(str(d) for d in a.shape)}\n".encode()
 
 
-def fingerprint(ds: "Dataset") -> str:
-    """The sha256 hex digest of ``ds``'s inputs and labels (see the module docstring)."""
-    from .dataset import Dataset
+def fingerprint_tensors(x: torch.Tensor, y: torch.Tensor) -> str:
+    """The sha256 hex digest of inputs ``x`` and labels ``y`` (see the module docstring).
 
-    if not isinstance(ds, Dataset):
-        raise TypeError(
-            f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}; "
-            "make one with loopml.data.from_arrays(x, y)"
-        )
+    What :func:`loopml.data.fingerprint` and ``Dataset.fingerprint`` compute; it takes the
+    tensors, not the Dataset, so that this module does not import ``dataset`` (which imports
+    this one). Example::
+
+        fingerprint_tensors(ds.x, ds.y) == ds.fingerprint  # True
+    """
     h = hashlib.sha256(b"loopml-dataset-v1\n")
-    for tag, t in (("x", ds.x), ("y", ds.y)):
+    for tag, t in (("x", x), ("y", y)):
         a = canonical_bytes(t.detach().cpu().numpy())
         h.update(_header(tag, a))
         h.update(a.data.cast("B") if a.size else b"")

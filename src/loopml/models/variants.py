@@ -141,7 +141,7 @@ def quantize_version(
     """:func:`quantize` on a given registry (what the server runs)."""
     import torch
 
-    from ..data.fingerprint import fingerprint
+    from ..data.dataset import fingerprint
     from .evaldata import version_data
     from .quantization import METHODS, quantize as run_quantize
 
