@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import LoopMLError, NotFound
+from ..errors import LoopMLError, NotFound, warn_user
 from ..store.registry import MANIFEST, AliasEvent, ModelInfo, ModelVersion, check_model_name, parse_ref
 
 if TYPE_CHECKING:
@@ -181,7 +181,6 @@ def register(
     """
     import torch
 
-    from ..errors import warn_user
     from ..tracking import api
     from .exporting import FILE_NAMES, FORMATS
     from .rebuild import model_spec
@@ -282,7 +281,6 @@ def _ood_options(ood: Any) -> dict[str, Any] | None:
 def _fit_gate(registry: "RegistryStore", version: ModelVersion, model: "torch.nn.Module", options: Mapping[str, Any]) -> ModelVersion:
     """Fit the OOD gate from the live module and store it with the version; a gate that cannot be
     fitted is skipped with a warning, for the model is registered either way."""
-    from ..errors import warn_user
     from ..monitor.ood import fit_version_gate
 
     try:

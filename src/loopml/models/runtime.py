@@ -32,6 +32,7 @@ import numpy as np
 
 from loopml.errors import ExportError
 from loopml.models.exporting import FORMATS
+from loopml.quiet import import_onnxruntime, native_output, quiet_loggers
 
 if TYPE_CHECKING:
     import torch
@@ -89,8 +90,6 @@ class OnnxPredictor:
     format = "onnx"
 
     def __init__(self, path: Path, *, threads: int, outputs: int = 1) -> None:
-        from ..quiet import import_onnxruntime
-
         try:
             ort = import_onnxruntime()  # errors only: its thread pools log warnings through the default logger
         except ModuleNotFoundError as exc:
@@ -172,8 +171,6 @@ class PtePredictor:
     format = "pte"
 
     def __init__(self, path: Path, *, threads: int) -> None:
-        from ..quiet import native_output, quiet_loggers
-
         try:
             # "This API is experimental" on first import; torchao (imported by executorch) logs a warning per CUDA
             # kernel library it cannot load on a CPU machine

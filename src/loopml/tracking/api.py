@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from .. import config
 from ..errors import LoopMLError
 from .run import Run
+from .writer import BatchWriter
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -88,8 +89,6 @@ def backend_for(uri: str | None = None) -> Any:
 
 
 def _writer_for(backend: Any) -> Any:
-    from .writer import BatchWriter
-
     with _lock:
         writer = _writers.get(id(backend))
         if writer is None:
