@@ -18,6 +18,7 @@ import torch
 import loopml
 from loopml.serve import ModelServer
 from loopml.store import TrackingStore
+from tests.deps import need
 
 from ..models.nets import MLP
 
@@ -111,16 +112,16 @@ class AbsGate:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text format 0.0.4, checked line by line: ``name{labels} value`` or comments."""
-    import re
+    """``/metrics`` read by prometheus_client's parser (the oracle): ``{'name{label="v",...}': value}``.
 
-    sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*",?)*\})? (-?[0-9.e+-]+|NaN|[+-]Inf)$')
+    Labels keep the order the server wrote them in, so keys read like the exposition lines.
+    """
+    parser = need("prometheus_client.parser", extra="test")
     out: dict[str, float] = {}
     assert text.endswith("\n")
-    for line in text.splitlines():
-        if line.startswith("# HELP ") or line.startswith("# TYPE "):
-            continue
-        m = sample.match(line)
-        assert m, f"not a Prometheus sample line: {line!r}"
-        out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    for family in parser.text_string_to_metric_families(text):
+        assert family.type in ("counter", "gauge", "histogram"), family
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in s.labels.items())
+            out[s.name + (f"{{{labels}}}" if labels else "")] = s.value
     return out

@@ -85,6 +85,8 @@ class ModelServer:
     ``log_buffer``: records the request log holds while its writer catches up;
     past it records are dropped and counted (the log never slows an answer).
     ``sock``: an already bound listening socket (``--workers`` shares one).
+    ``header_timeout``: seconds a client has to send a request's line and headers (from its
+    first byte, or from connecting); a slower one gets 408 and is closed (slowloris).
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class ModelServer:
         inline: bool | None = None,
         threads: int = 1,
         sock: socket.socket | None = None,
+        header_timeout: float = 10.0,
     ) -> None:
         from ..store.registry import parse_ref
 
@@ -123,6 +126,8 @@ class ModelServer:
             raise ValueError(f"Argument log_buffer should be an int >= 1 (records); got {log_buffer!r}")
         if auth_token is not None and (not isinstance(auth_token, str) or not auth_token.strip()):
             raise ValueError("Argument auth_token should be a non-empty string, or None for no token")
+        if isinstance(header_timeout, bool) or not isinstance(header_timeout, (int, float)) or not header_timeout > 0:
+            raise ValueError(f"Argument header_timeout should be a number of seconds > 0, like 10.0; got {header_timeout!r}")
         if gate is not None:
             _check_gate(gate)
         self.ref = ref
@@ -130,7 +135,7 @@ class ModelServer:
         self.backend_name = backend
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000.0, max_queue
         self._overloaded = _error(503, "overloaded", f"The server is at capacity ({max_queue} requests queued); retry after 1 s")
-        self.limits = Limits(max_body=max_body)
+        self.limits = Limits(max_body=max_body, header_timeout=float(header_timeout))
         self.gate = gate
         self.use_stored_gate = use_stored_gate
         self.log_inputs = float(log_inputs)
@@ -343,8 +348,10 @@ class ModelServer:
         self._ready.set()
 
     async def _sweep(self) -> None:
+        # a quarter of the header timeout, so a stalled client is closed within 1.25x of it (at most every 5 s)
+        every = min(5.0, self.limits.header_timeout / 4)
         while True:
-            await asyncio.sleep(5.0)
+            await asyncio.sleep(every)
             now = time.monotonic()
             for conn in list(self._connections):
                 if conn.closing:

@@ -8,8 +8,12 @@ HTTP is most of the cost (see docs/serving.md).
 What it does: keep-alive and ``Connection: close``, HTTP/1.0, pipelined
 requests answered in order (one at a time per connection, reading paused
 while a backlog waits), chunked request bodies, ``Expect: 100-continue``, a
-body limit (413 without reading the rest, then close), malformed requests
-(400, then close), idle connections closed after ``keep_alive`` seconds.
+body limit (413, the rest of the body read and dropped, then close),
+a URL limit (414) and a request-head limit (431), both then close, malformed
+requests (400, then close), a client that has not sent a whole request head
+``header_timeout`` seconds after it started (or after it connected) answered
+408 and closed (slowloris), idle connections closed after ``keep_alive``
+seconds. Tested on raw sockets in tests/serve/test_http_protocol.py.
 The handler gets a :class:`Request` and answers through
 :meth:`Connection.respond`, now or later (from the loop thread). Example::
 
@@ -41,17 +45,31 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 @dataclass(frozen=True)
 class Limits:
-    """``max_body``: largest request body in bytes; ``keep_alive``: idle seconds before a connection is closed."""
+    """``max_body``: largest request body in bytes; ``keep_alive``: idle seconds before a connection is closed;
+    ``max_url``: longest request target in bytes (414 past it); ``max_head``: request line and headers in bytes
+    (431 past it); ``header_timeout``: seconds a client has to send a whole request head (408, then close).
+    """
 
     max_body: int = 16 * 1024 * 1024
     keep_alive: float = 75.0
     max_pipeline: int = 32
+    max_url: int = 8 * 1024
+    max_head: int = 64 * 1024
+    header_timeout: float = 10.0
+
+
+class _TooBig(Exception):
+    """Raised from a parser callback to stop parsing a request over a limit: ``status``, ``code``, ``message``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
 
 
 class Request:
     """One parsed request: ``method`` and ``path`` (str), ``query`` (str), lower-case ``headers`` (bytes), ``body``."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "t0", "too_large")
+    __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "t0", "too_large", "keep_alive_10")
 
     def __init__(self, method: str, url: bytes, headers: dict[bytes, bytes], body: bytes, keep_alive: bool, t0: float, too_large: bool) -> None:
         self.method = method
@@ -63,6 +81,7 @@ class Request:
         self.keep_alive = keep_alive
         self.t0 = t0
         self.too_large = too_large
+        self.keep_alive_10 = False  # an HTTP/1.0 request that asked for keep-alive (the answer must say it kept it)
 
 
 Handler = Callable[[Request, "Connection"], None]
@@ -92,6 +111,13 @@ class Connection(asyncio.Protocol):
         self._size = 0
         self._too_large = False
         self._t0 = 0.0
+        # the request head being read: bytes so far, and since when (monotonic; None once the head is complete).
+        # The first request's clock starts when the client connects, so a silent connection is timed out too.
+        self._head = 0
+        self._raw_head = 0
+        self._begun = 0  # requests begun: tells a chunk read wholly inside one head from one that spans two
+        self.head_since: float | None = self.last_active
+        self._ka10 = False
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -109,8 +135,22 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        begun = self._begun if self.head_since is not None and self._head > 0 else -1
         try:
             self.parser.feed_data(data)
+            # httptools buffers a header's name and value until both are complete, so a single endless header
+            # would never reach on_header: a chunk read wholly inside one request head counts whole here.
+            if begun == self._begun and self.head_since is not None:
+                self._raw_head += len(data)
+                if self._raw_head > self.limits.max_head:
+                    raise _TooBig(431, "headers_too_large", self._head_message())
+        except _TooBig as exc:
+            self._fail(exc.status, exc.code, str(exc))
+        except httptools.HttpParserCallbackError as exc:
+            if isinstance(exc.__context__, _TooBig):
+                self._fail(exc.__context__.status, exc.__context__.code, str(exc.__context__))
+            else:
+                self._fail(400, "bad_request", f"Malformed HTTP request: {exc}")
         except httptools.HttpParserUpgrade:
             self._fail(400, "bad_request", "Protocol upgrades (websockets, h2c) are not supported")
         except httptools.HttpParserError as exc:
@@ -125,16 +165,34 @@ class Connection(asyncio.Protocol):
         self._size = 0
         self._too_large = False
         self._t0 = time.perf_counter()
+        self._begun += 1
+        self._raw_head = 0
+        self._head = 1  # the head has begun (counted from here on in on_url, on_header and data_received)
+        if self.head_since is None:
+            self.head_since = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head += len(url)
+        if len(self._url) > self.limits.max_url:
+            raise _TooBig(414, "uri_too_long", f"The request URL should be at most {self.limits.max_url} bytes; "
+                          f"got more than that. Send large inputs in the body (POST), not the query string")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head += len(name) + len(value) + 4
+        if self._head > self.limits.max_head:
+            raise _TooBig(431, "headers_too_large", self._head_message())
         name = name.lower()
         if name in _WANTED:
             self._headers[name] = value
 
+    def _head_message(self) -> str:
+        return (f"The request line and headers should be at most {self.limits.max_head} bytes in all; "
+                f"got more than that. Send fewer or shorter headers (large values go in the body)")
+
     def on_headers_complete(self) -> None:
+        self.head_since = None
+        self._head = 0
         length = self._headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limits.max_body:
             self._too_large = True
@@ -162,6 +220,11 @@ class Connection(asyncio.Protocol):
             self._t0,
             self._too_large,
         )
+        if req.keep_alive and self.parser.get_http_version() == "1.0":
+            # Bug fix (tests/serve/test_http_protocol.py): an HTTP/1.0 client keeps the connection only when the
+            # answer says so (RFC 7230 A.1.2); without the header it takes the connection as closing, and one that
+            # reads to the end of the stream waits for a close that never comes
+            req.keep_alive_10 = True
         self._body = []
         if self.busy:
             self.queue.append(req)
@@ -177,6 +240,7 @@ class Connection(asyncio.Protocol):
         self.busy = True
         self.last_active = time.monotonic()
         self.keep_alive = req.keep_alive
+        self._ka10 = req.keep_alive_10
         self.handler(req, self)
 
     def respond(
@@ -194,7 +258,7 @@ class Connection(asyncio.Protocol):
         close = not self.keep_alive
         head = b"HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %d\r\n%s%s\r\n" % (
             status, _REASONS.get(status, b"Unknown"), content_type, len(body), extra,
-            b"connection: close\r\n" if close else b"",
+            b"connection: close\r\n" if close else b"connection: keep-alive\r\n" if self._ka10 else b"",
         )
         self.transport.write(head + body)
         self.busy = False
@@ -223,6 +287,14 @@ class Connection(asyncio.Protocol):
         self.respond(status, self.error_body(status, code, message))
 
     def close_if_idle(self, now: float) -> None:
-        if not self.busy and now - self.last_active > self.limits.keep_alive and self.transport is not None:
+        """Called by the server's sweep: close a connection idle past ``keep_alive``, or answer 408 and close
+        one whose request head is not complete ``header_timeout`` after it began (a stalled or slowloris client).
+        """
+        if self.busy or self.transport is None or self.closing:
+            return  # an answer is pending (the head clock only matters once the server is waiting on the client)
+        if self.head_since is not None and now - self.head_since > self.limits.header_timeout:
+            self._fail(408, "request_timeout", f"The request line and headers should arrive within "
+                       f"{self.limits.header_timeout:g} s of the connection or the request's first byte; the connection is closed")
+        elif now - self.last_active > self.limits.keep_alive:
             self.closing = True
             self.transport.close()
