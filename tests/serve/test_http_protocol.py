@@ -134,6 +134,15 @@ def test_expect_100_continue_gets_the_interim_answer_then_the_answer(wire: Wire)
     assert status == 200 and json.loads(body)["status"] == "ok"
 
 
+def test_expect_100_continue_over_the_body_limit_is_413_at_once(serve: Callable[..., ModelServer]) -> None:
+    """The final status instead of 100 (RFC 7231 5.1.1): the client never sends the 10 MB."""
+    w = Wire(serve(max_body=64 * 1024).port)
+    w.send(PREDICT + b"Expect: 100-continue\r\nContent-Length: 10000000\r\n\r\n")
+    _error(w.answer(), 413, "payload_too_large", "at most 65536 bytes")
+    assert w.closed()
+    w.close()
+
+
 def test_body_that_ends_early_leaves_the_server_serving(server: ModelServer) -> None:
     for how in ("close", "reset"):
         w = Wire(server.port)
