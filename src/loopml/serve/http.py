@@ -114,7 +114,8 @@ class Connection(asyncio.Protocol):
         self._t0 = 0.0
         # The request head being read: its bytes as parsed (0: none in progress) and as read in whole chunks, and
         # since when (perf_counter; None once the head is complete). The first request's clock starts when the
-        # client connects, so a silent connection is timed out too. The limits cost ~0.4 us a request (a parse micro-benchmark: 3.7 -> 4.1 us).
+        # client connects, so a silent connection is timed out too.
+        # The limits cost ~0.4 us a request (a parse micro-benchmark: 3.7 -> 4.1 us).
         self._head = 0
         self._raw_head = 0
         self._begun = 0  # requests begun: tells a chunk read wholly inside one head from one that spans two
