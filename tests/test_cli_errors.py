@@ -37,3 +37,12 @@ def test_bad_arguments_are_one_line(exc: Exception) -> None:
     result = CliRunner().invoke(_app(exc))
     assert result.exit_code == 2
     assert result.output.strip() == f"error: {exc}"
+
+
+def test_serve_refuses_a_header_timeout_that_is_not_positive() -> None:
+    from loopml.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "mlp@production", "--header-timeout", "0"])
+    assert result.exit_code == 2
+    assert "Argument header_timeout should be a number of seconds > 0" in result.output
+    assert "Traceback" not in result.output

@@ -230,6 +230,9 @@ def serve_command(
     log_buffer: int = typer.Option(
         8192, "--log-buffer", help="Records the request log holds while its writer catches up; more are dropped and counted."
     ),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout", help="Seconds a client has to send a request's line and headers; then 408 and close."
+    ),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="Abstain on inputs the version's stored OOD gate flags (loopml monitor fit-ood)."),
 ) -> None:
     """Serve a registered model over HTTP: batching, validation, request log, metrics, hot swap.
@@ -242,7 +245,7 @@ def serve_command(
     token = read_token_file(auth_token_file) if auth_token_file else config.settings().server_token
     serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
           max_queue=max_queue, store=store, auth_token=token, allowed_hosts=allowed_host or [], log_inputs=log_inputs,
-          log_buffer=log_buffer, use_stored_gate=gate)
+          log_buffer=log_buffer, header_timeout=header_timeout, use_stored_gate=gate)
 
 
 def _add_registry_commands() -> None:
