@@ -13,8 +13,9 @@ stays fast (the store pulls in SQLAlchemy, ``runs`` pulls in pandas).
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_exports
 
 from .errors import (
     ArtifactPathError,
@@ -99,16 +100,4 @@ if TYPE_CHECKING:
     from . import data, models, train
 
 
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return import_module(f"loopml.{name}")
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'loopml' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__, submodules=_SUBMODULES)

@@ -17,8 +17,9 @@ Submodules import torch and scikit-learn; this package imports nothing heavy.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..lazy import lazy_exports
 
 _LAZY = {
     "MahalanobisDetector": "loopml.monitor.ood",
@@ -34,14 +35,4 @@ if TYPE_CHECKING:
     from .ood import MahalanobisDetector, OODGate, VAEDetector, fit_ood, load_gate
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'loopml.monitor' has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)
