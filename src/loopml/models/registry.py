@@ -104,22 +104,11 @@ def _as_tensor(example: Any) -> "torch.Tensor":
     )
 
 
-def _profile_for(backend: Any, run_id: str, train_data: Any) -> dict[str, Any] | None:
-    if train_data is not None:
-        from ..data.profile import profile
-
-        return dict(profile(train_data))
+def _logged_train_dataset(backend: Any, run_id: str) -> Mapping[str, Any] | None:
+    """The stored record (schema, profile, ...) of the train dataset logged with the run, if any."""
     try:
         fingerprint = backend.run_datasets(run_id).get("train")
-        return dict(backend.get_dataset(fingerprint)["profile"]) if fingerprint else None
-    except NotFound:
-        return None
-
-
-def _run_schema(backend: Any, run_id: str) -> dict[str, Any] | None:
-    try:
-        fingerprint = backend.run_datasets(run_id).get("train")
-        return dict(backend.get_dataset(fingerprint)["schema"]) if fingerprint else None
+        return backend.get_dataset(fingerprint) if fingerprint else None  # type: ignore[no-any-return]
     except NotFound:
         return None
 
@@ -218,9 +207,15 @@ def register(
     try:
         run.flush()
         backend = run._backend
-        if signature.feature_names is None or signature.class_names is None:
-            run_schema = _run_schema(backend, run.id)  # the run's logged train dataset names the columns and classes
-            signature = signature.named_from(run_schema).classes_from(run_schema)
+        logged = _logged_train_dataset(backend, run.id)  # names the columns and classes, profiles the data
+        if logged is not None:
+            signature = signature.named_from(logged.get("schema")).classes_from(logged.get("schema"))
+        if train_data is not None:
+            from ..data.profile import profile as profile_of
+
+            reference = dict(profile_of(train_data))
+        else:
+            reference = dict(logged["profile"]) if logged is not None and logged.get("profile") else None
         with tempfile.TemporaryDirectory(prefix="loopml-register-") as tmp:
             folder = Path(tmp)
             files: dict[str, dict[str, Any]] = {}
@@ -234,7 +229,7 @@ def register(
                 "signature": signature.to_dict(),
                 "model_spec": spec,
                 "files": files,
-                "profile": _profile_for(backend, run.id, train_data),
+                "profile": reference,
                 "tags": {str(k): str(v) for k, v in (tags or {}).items()},
                 "description": description,
             }
