@@ -7,7 +7,11 @@ and returns once it listens and the model is warmed up (no sleeping).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +92,27 @@ def serve(mlp_store: TrackingStore) -> Iterator[Callable[..., ModelServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+@contextlib.contextmanager
+def serve_process(argv: Sequence[str]) -> Iterator[tuple["subprocess.Popen[str]", str, str]]:
+    """``loopml serve`` as a subprocess: yields (process, its URL, its "ready" line); SIGTERM and exit 0 after.
+
+    ``argv`` runs the CLI (``[sys.executable, "-m", "loopml", "serve", ..., "--port", "0"]``);
+    the server prints where it listens, then a line once the model is loaded and warmed.
+    """
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        line = proc.stdout.readline()  # blocks until the server listens (or the process dies: then '')
+        assert "loopml serve listening on http://127.0.0.1:" in line, (line, proc.stderr.read())
+        ready = proc.stdout.readline()  # "NAME/VER ready (FORMAT, ...)", or '' if it died while loading
+        assert "ready" in ready, (ready, proc.stderr.read())
+        yield proc, line.split(" on ", 1)[1].split()[0], ready
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, proc.stderr.read()
 
 
 def row(value: float = 0.1) -> list[float]:

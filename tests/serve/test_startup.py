@@ -8,9 +8,6 @@ store; the child reports, when it exits, which heavy modules it had imported. Th
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +23,7 @@ from loopml.serve.backends import PREFERENCE, candidate_formats, load_backend
 from loopml.store import TrackingStore
 
 from ..models.nets import MLP
-from .conftest import CLASSES
+from .conftest import CLASSES, serve_process
 
 # runs `python -m loopml serve ...` in this process; at exit, writes which heavy modules were imported
 CHILD = """
@@ -70,17 +67,8 @@ def test_loopml_serve_answers_with_its_gate_without_importing_torch(gated_store:
     version = loopml.models.get_version("mlp@production")
     assert {"onnx", "ood_gate", "ood_joint", "ood_features"} <= set(version.files)
     report = tmp_path / "modules.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(report), "serve", "mlp@production", "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the server listens (or the process dies: then '')
-        assert "loopml serve listening on http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.stderr else "")
-        url = line.split(" on ", 1)[1].split()[0]
-        ready = proc.stdout.readline()  # "... ready (FORMAT, ...)" once the model and its gate are loaded
-        assert "mlp/2 ready (onnx" in ready, (ready, proc.stderr.read() if proc.stderr else "")
+    with serve_process([sys.executable, "-c", CHILD, str(report), "serve", "mlp@production", "--port", "0"]) as (_, url, ready):
+        assert "mlp/2 ready (onnx" in ready, ready
         assert httpx.get(f"{url}/ready", timeout=30).json()["format"] == "onnx"
         inside, _ = _blobs(4, seed=3)
         answers = [httpx.post(f"{url}/v1/models/mlp/predict", json={"inputs": r.tolist()}, timeout=30).json()
@@ -88,9 +76,6 @@ def test_loopml_serve_answers_with_its_gate_without_importing_torch(gated_store:
         assert all("ood_score" in a for a in answers), answers  # the gate scored every answer
         assert [a["status"] for a in answers] == ["ok"] * 4 + ["abstain"], answers
         assert {a["version"] for a in answers} == {2}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     imported = json.loads(report.read_text())
     assert imported == dict.fromkeys(imported, False), f"imported while serving: {[m for m, v in imported.items() if v]}"
 

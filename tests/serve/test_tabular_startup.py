@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from loopml.models.nets import MLP
 from loopml.monitor import fit_ood
 from loopml.store import TrackingStore
 
+from .conftest import serve_process
 from .test_startup import CHILD
 
 import pandas as pd  # noqa: E402
@@ -41,17 +39,9 @@ def test_a_preprocessed_model_answers_named_records_with_gaps_without_importing_
                         formats=("onnx", "torch"))
     fit_ood(v.ref, train=parts.train, val=parts.val, target_false_abstain=0.05, vae_options={"epochs": 5})
     report = tmp_path / "modules.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(report), "serve", "churn/1", "--port", "0", "--backend", "onnx"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()  # blocks until the server listens (or the process dies: then '')
-        assert "loopml serve listening on http://127.0.0.1:" in line, (line, proc.stderr.read() if proc.stderr else "")
-        url = line.split(" on ", 1)[1].split()[0]
-        ready = proc.stdout.readline()
-        assert "churn/1 ready (onnx" in ready, (ready, proc.stderr.read() if proc.stderr else "")
+    argv = [sys.executable, "-c", CHILD, str(report), "serve", "churn/1", "--port", "0", "--backend", "onnx"]
+    with serve_process(argv) as (_, url, ready):
+        assert "churn/1 ready (onnx" in ready, ready
         records = [{"age": 35.0, "plan": "pro", "spend": 20.0}, {"age": None, "plan": "basic", "spend": 12.0}]
         r = httpx.post(f"{url}/v1/models/churn/predict", json={"inputs": records}, timeout=30)
         assert r.status_code == 200, r.text
@@ -60,8 +50,5 @@ def test_a_preprocessed_model_answers_named_records_with_gaps_without_importing_
         assert all("ood_score" in a for a in results)
         expected = loopml.load_model("churn/1").predict_proba(records)
         np.testing.assert_allclose([a["probabilities"] for a in results], expected, atol=1e-5)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
     imported = json.loads(report.read_text())
     assert imported == dict.fromkeys(imported, False), f"imported while serving: {[m for m, v in imported.items() if v]}"
