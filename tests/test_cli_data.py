@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -19,22 +17,11 @@ from loopml.models import registry as R
 
 from tests.deps import need
 
-from .models.test_version_data import N_IN, register_mlp, table
+from .models.test_version_data import files, register_mlp  # noqa: F401  # files: a fixture
 
 need("onnxruntime", extra="export")
 
 WIDE = {"COLUMNS": "250"}
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> dict[str, Path]:
-    x, y = table(seed=1)
-    out = {"npz": tmp_path / "train.npz", "csv": tmp_path / "train.csv", "parquet": tmp_path / "train.parquet"}
-    np.savez(out["npz"], x=x, y=y)
-    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(N_IN)]).assign(label=y)
-    frame.to_csv(out["csv"], index=False)
-    frame.to_parquet(out["parquet"])
-    return out
 
 
 def invoke(*args: str) -> object:
