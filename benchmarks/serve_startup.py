@@ -69,19 +69,15 @@ def prepare(home: Path) -> None:
     from loopml import data
     from loopml.models.nets import DigitsCNN
     from loopml.models.registry import registry_for
+    from loopml.train import Trainer
 
     torch.set_num_threads(1)
     parts = data.split(data.load("digits"), val=0.15, test=0.15, stratify=True, seed=0)
     torch.manual_seed(0)
     cnn = DigitsCNN()
-    opt = torch.optim.Adam(cnn.parameters(), lr=3e-3)
-    for _ in range(8):
-        perm = torch.randperm(len(parts.train.x))
-        for i in range(0, len(perm), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(cnn(parts.train.x[idx]), parts.train.y[idx]).backward()
-            opt.step()
+    Trainer(cnn, optimizer=torch.optim.Adam(cnn.parameters(), lr=3e-3), seed=0, track=False).fit(
+        parts.train, epochs=8, batch_size=64
+    )
     cnn.eval()
     v = loopml.register(cnn, "digits", input_example=parts.train.x[:8], class_names=[str(d) for d in range(10)],
                         init_args={"channels": 16}, formats=("onnx", "pt2", "torch"), ood=(parts.train, parts.val))
