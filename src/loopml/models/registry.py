@@ -210,6 +210,7 @@ def register(
         logged = _logged_train_dataset(backend, run.id)  # names the columns and classes, profiles the data
         if logged is not None:
             signature = signature.named_from(logged.get("schema")).classes_from(logged.get("schema"))
+        reference: dict[str, Any] | None
         if train_data is not None:
             from ..data.profile import profile as profile_of
 
