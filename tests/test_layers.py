@@ -4,7 +4,7 @@ The layers, lowest first:
 
     base < store < tracking < data < train < models < monitor < serve / server < cli
 
-`base` is the package's own top-level modules that everything may use (errors, config,
+`base` is the package's own top-level modules that everything may use (errors, config, files,
 access, quiet, lazy). `serve` (the model server) and `server` (the tracking server) share a layer
 and must not import each other. `cli*.py` and `__main__` are the top.
 
@@ -30,7 +30,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "loopml"
 
 # Lowest first. A module's layer is its subpackage, or for a top-level module its name.
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "config", "access", "quiet", "lazy"},  # base: used by every layer
+    {"__init__", "errors", "config", "access", "quiet", "lazy", "files"},  # base: used by every layer
     {"store"},
     {"tracking"},
     {"data"},
