@@ -73,7 +73,7 @@ def test_prepare_wraps_layers_and_calibrates() -> None:
     model = _mlp()
     x, _ = _data()
     q = tqt.prepare_tqt(model, bits=8, calibration=x, init="max")
-    layers = dict(tqt._tqt_layers(q))
+    layers = dict(tqt.tqt_layers(q))
     assert set(layers) == {"0", "2"}
     assert layers["0"].input_q.signed and not layers["2"].input_q.signed  # after the ReLU: unsigned
     w_max = float(model[0].weight.detach().abs().max())
@@ -85,7 +85,7 @@ def test_prepare_wraps_layers_and_calibrates() -> None:
 def test_mse_init_picks_the_power_of_two_with_least_error() -> None:
     x, _ = _data()
     q = tqt.prepare_tqt(_mlp(), bits=4, calibration=x, init="mse")
-    quantizer = dict(tqt._tqt_layers(q))["0"].input_q
+    quantizer = dict(tqt.tqt_layers(q))["0"].input_q
     k = float(quantizer.log2_t.detach()) + 0.5  # started mid-way in the ceil interval of 2^k
     assert k.is_integer()
     errors = {j: float(((tqt.TQTFunction.apply(x, torch.tensor(float(j)), 4, True) - x) ** 2).mean())
@@ -153,7 +153,7 @@ def test_onnx_file_has_power_of_two_qdq_and_matches_torch(bits: int, tmp_path: P
     # step of a hidden activation, seen through the largest layer-2 weight, on at most 1% of the rows.
     fused = load_predictor("onnx", path)(x.numpy())
     hidden = tqt.thresholds(q)["2"]
-    layer2 = dict(tqt._tqt_layers(q))["2"]
+    layer2 = dict(tqt.tqt_layers(q))["2"]
     with torch.no_grad():
         w2 = layer2.weight_q(layer2.layer.weight).abs().max().item()
     one_step = hidden["input"]["scale"] * w2

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..files import atomic_path
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -189,7 +191,7 @@ def _ort_quantize(model: nn.Module, method: str, example: torch.Tensor, calib: n
 
     from ..quiet import ort_errors_only
     from .exporting import INPUT_NAME, export_onnx
-    from .tqt import compact
+    from .qdq import compact
 
     ortq = _require_ort()
     # the quantizers' own calibration sessions and root-logger warnings are noise to the user; errors still raise
@@ -226,8 +228,8 @@ def _ort_quantize(model: nn.Module, method: str, example: torch.Tensor, calib: n
         proto = onnx.load(str(staged))
         compact(proto)
         details["ops"] = sorted({n.op_type for n in proto.graph.node})
-        onnx.save(proto, str(staged))
-        os.replace(staged, path)
+        with atomic_path(path) as out:
+            onnx.save(proto, str(out))
     return path
 
 

@@ -34,7 +34,8 @@ Adam, the weights at a low learning rate and the thresholds (log-domain) at
 their own, as in the paper. BatchNorm is not folded: quantize models without it,
 or fold it first.
 
-The trained model is deployed as ONNX (:func:`to_onnx`): the fp32 graph from
+The trained model is deployed as ONNX (:func:`to_onnx`, through the rewrite in
+:mod:`loopml.models.qdq`): the fp32 graph from
 :func:`loopml.models.exporting.export_onnx` with QuantizeLinear/DequantizeLinear
 pairs inserted at the learned power-of-2 scales, weights stored as int8 (or
 int4, ONNX opset 21) initializers and biases as int32 at ``s_x * s_w``. ONNX
@@ -51,7 +52,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -61,29 +61,25 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .qdq import BITS, LayerScales, compact, qrange, write_qdq_onnx
+
 __all__ = [
     "TQTFunction",
     "TQTLayer",
     "TQTQuantizer",
     "compact",
     "finetune",
+    "layer_scales",
     "prepare_tqt",
     "qrange",
     "quantizer_parameters",
     "strip_tqt",
     "thresholds",
     "to_onnx",
+    "tqt_layers",
 ]
 
-BITS = (4, 8)
 LN2 = math.log(2.0)
-
-
-def qrange(bits: int, signed: bool) -> tuple[int, int]:
-    """The integer range ``(n, p)`` of a ``bits``-bit quantizer."""
-    if signed:
-        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return 0, 2**bits - 1
 
 
 def _scale(log2_t: torch.Tensor, bits: int, signed: bool) -> torch.Tensor:
@@ -299,7 +295,8 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def _tqt_layers(model: nn.Module) -> Iterator[tuple[str, TQTLayer]]:
+def tqt_layers(model: nn.Module) -> Iterator[tuple[str, TQTLayer]]:
+    """``(name, layer)`` for every :class:`TQTLayer` of a prepared model, in module order."""
     for name, m in model.named_modules():
         if isinstance(m, TQTLayer):
             yield name, m
@@ -313,7 +310,7 @@ def quantizer_parameters(model: nn.Module) -> list[nn.Parameter]:
 def thresholds(model: nn.Module) -> dict[str, dict[str, Any]]:
     """``{layer: {"input": {...}, "weight": {...}}}`` with each quantizer's ``log2_t``, threshold, scale, signedness."""
     out: dict[str, dict[str, Any]] = {}
-    for name, layer in _tqt_layers(model):
+    for name, layer in tqt_layers(model):
         out[name] = {
             role: {"log2_t": round(float(q.log2_t.detach()), 6), "threshold": q.threshold, "scale": q.scale,
                    "signed": q.signed, "bits": q.bits}
@@ -325,7 +322,7 @@ def thresholds(model: nn.Module) -> dict[str, dict[str, Any]]:
 def strip_tqt(model: nn.Module) -> nn.Module:
     """A float copy of a prepared model: every :class:`TQTLayer` replaced by its (fine-tuned) layer."""
     plain = copy.deepcopy(model)
-    for name, layer in list(_tqt_layers(plain)):
+    for name, layer in list(tqt_layers(plain)):
         _set_module(plain, name, layer.layer)
     return plain
 
@@ -357,182 +354,27 @@ def finetune(qmodel: nn.Module, train: Any, val: Any = None, *, epochs: int = 2,
     return None
 
 
-# -- deployment: QDQ ONNX ------------------------------------------------------
-
-_PASS_THROUGH = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity")
-_QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+# -- deployment: QDQ ONNX (loopml.models.qdq) ---------------------------------
 
 
-def _onnx() -> Any:
-    try:
-        import onnx
-    except ModuleNotFoundError as exc:
-        raise ModuleNotFoundError(f"TQT deployment needs {exc.name}: pip install 'loopml[quantize]'") from exc
-    return onnx
-
-
-def _int_type(onnx: Any, bits: int, signed: bool) -> tuple[int, Any]:
-    """The ONNX element type and NumPy dtype of a ``bits``-bit quantized tensor."""
-    tp = onnx.TensorProto
-    if bits == 8:
-        return (tp.INT8, np.int8) if signed else (tp.UINT8, np.uint8)
-    return (tp.INT4, np.int8) if signed else (tp.UINT4, np.uint8)
-
-
-def _quantized_weights(model: nn.Module) -> dict[str, tuple[TQTQuantizer, TQTQuantizer]]:
-    """``{"<layer>.weight": (input quantizer, weight quantizer)}`` with names as in the float model's state."""
-    return {f"{name}.weight": (layer.input_q, layer.weight_q) for name, layer in _tqt_layers(model)}
-
-
-def _rewrite_qdq(proto: Any, quantizers: dict[str, tuple[TQTQuantizer, TQTQuantizer]], bits: int) -> int:
-    """Insert Q/DQ pairs into the float ONNX graph ``proto`` in place; return the number of layers quantized."""
-    onnx = _onnx()
-    from onnx import helper, numpy_helper
-
-    graph = proto.graph
-    inits = {i.name: i for i in graph.initializer}
-    producers = {o: node for node in graph.node for o in node.output}
-    consumers: dict[str, int] = {}
-    for node in graph.node:
-        for i in node.input:
-            consumers[i] = consumers.get(i, 0) + 1
-    new_inits: list[Any] = []
-    inserted: dict[tuple[str, float, bool], str] = {}
-    before: dict[int, list[Any]] = {}  # node index -> Q/DQ nodes that go before it
-    order = {id(node): k for k, node in enumerate(graph.node)}
-    dropped: set[str] = set()
-
-    def const(name: str, array: np.ndarray, dtype: int | None = None) -> str:
-        if dtype is None:
-            new_inits.append(numpy_helper.from_array(array, name))
-        else:  # int4 / uint4: two values per byte, the first in the low nibble (ONNX spec)
-            flat = array.astype(np.uint8).reshape(-1) & 0x0F
-            if flat.size % 2:
-                flat = np.concatenate([flat, np.zeros(1, dtype=np.uint8)])
-            packed = (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8)
-            new_inits.append(helper.make_tensor(name, dtype, list(array.shape), packed.tobytes(), raw=True))
-        return name
-
-    def qdq(tensor: str, scale: float, signed: bool, at: int) -> str:
-        key = (tensor, scale, signed)
-        if key in inserted:
-            return inserted[key]
-        base = f"{tensor}_tqt{len(inserted)}"
-        s = const(f"{base}_scale", np.array(scale, dtype=np.float32))
-        nodes = []
-        if bits == 8:
-            qtype, npdt = _int_type(onnx, bits, signed)
-            z = const(f"{base}_zp", np.zeros((), dtype=npdt), qtype)
-        else:
-            # 4-bit activations travel in 8-bit Q/DQ after a Clip to the 4-bit range (same values): ONNX
-            # Runtime 1.31 propagates an INT4/UINT4 pair across MaxPool and then rejects the uint4 MaxPool
-            z = const(f"{base}_zp", np.zeros((), dtype=np.int8 if signed else np.uint8))
-            n, p = qrange(bits, signed)
-            lo = const(f"{base}_lo", np.array(n * scale, dtype=np.float32))
-            hi = const(f"{base}_hi", np.array(p * scale, dtype=np.float32))
-            nodes.append(helper.make_node("Clip", [tensor, lo, hi], [f"{base}_clip"], name=f"{base}_Clip"))
-            tensor = f"{base}_clip"
-        nodes += [helper.make_node("QuantizeLinear", [tensor, s, z], [f"{base}_q"], name=f"{base}_Q"),
-                  helper.make_node("DequantizeLinear", [f"{base}_q", s, z], [f"{base}_dq"], name=f"{base}_DQ")]
-        before.setdefault(at, []).extend(nodes)
-        inserted[key] = f"{base}_dq"
-        return inserted[key]
-
-    def quantize_input(node: Any, idx: int, scale: float, signed: bool) -> None:
-        """Q/DQ on ``node.input[idx]`` and, through a chain of pass-through ops, before them too (QDQ
-        around MaxPool/Reshape lets ONNX Runtime keep the tensor in int8; they commute with q)."""
-        tensor = node.input[idx]
-        node.input[idx] = qdq(tensor, scale, signed, order[id(node)])
-        prev = producers.get(tensor)
-        # (not at 4 bits: ORT 1.31 then drops the pair and hands MaxPool a uint4 tensor, which it rejects)
-        while bits == 8 and prev is not None and prev.op_type in _PASS_THROUGH and consumers.get(tensor, 0) == 1 \
-                and prev.input and prev.input[0] not in inits:
-            tensor = prev.input[0]
-            prev.input[0] = qdq(tensor, scale, signed, order[id(prev)])
-            if consumers.get(tensor, 0) != 1:
-                break
-            prev = producers.get(tensor)
-
-    done = 0
-    for node in list(graph.node):
-        if node.op_type not in _QUANTIZED_OPS or len(node.input) < 2 or node.input[1] not in quantizers:
-            continue
-        input_q, weight_q = quantizers[node.input[1]]
-        w_name = node.input[1]
-        w = numpy_helper.to_array(inits[w_name]).astype(np.float32)
-        sw, sx = weight_q.scale, input_q.scale
-        n, p = qrange(bits, True)
-        qtype, npdt = _int_type(onnx, bits, True)
-        wq = np.clip(np.round(w / sw), n, p).astype(npdt)
-        w_int = const(f"{w_name}_quantized", wq, None if bits == 8 else qtype)
-        w_s = const(f"{w_name}_scale", np.array(sw, dtype=np.float32))
-        w_z = const(f"{w_name}_zp", np.zeros((), dtype=npdt), None if bits == 8 else qtype)
-        deq = helper.make_node("DequantizeLinear", [w_int, w_s, w_z], [f"{w_name}_dq"], name=f"{w_name}_DQ")
-        before.setdefault(order[id(node)], []).append(deq)
-        node.input[1] = f"{w_name}_dq"
-        dropped.add(w_name)
-        if node.op_type in ("Conv", "Gemm") and len(node.input) > 2 and node.input[2] in inits:
-            b_name = node.input[2]
-            b = numpy_helper.to_array(inits[b_name]).astype(np.float64)
-            bq = np.clip(np.round(b / (sx * sw)), -(2**31), 2**31 - 1).astype(np.int32)
-            b_int = const(f"{b_name}_quantized", bq)
-            b_s = const(f"{b_name}_scale", np.array(sx * sw, dtype=np.float32))
-            b_z = const(f"{b_name}_zp", np.zeros((), dtype=np.int32))
-            before[order[id(node)]].append(
-                helper.make_node("DequantizeLinear", [b_int, b_s, b_z], [f"{b_name}_dq"], name=f"{b_name}_DQ"))
-            node.input[2] = f"{b_name}_dq"
-            dropped.add(b_name)
-        quantize_input(node, 0, sx, input_q.signed)
-        done += 1
-    nodes = list(graph.node)
-    del graph.node[:]
-    for k, node in enumerate(nodes):
-        graph.node.extend(before.get(k, []))
-        graph.node.append(node)
-    still_used = {i for node in graph.node for i in node.input}
-    kept = [i for i in graph.initializer if i.name not in dropped or i.name in still_used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept + new_inits)
-    return done
-
-
-def compact(proto: Any) -> None:
-    """Drop the exporter's per-node debug metadata (stack traces, FX node text) and doc strings in place:
-    they do not change what the graph computes, and they are 10-30% of a small model's file."""
-    for node in proto.graph.node:
-        del node.metadata_props[:]
-        node.doc_string = ""
-    proto.graph.doc_string = ""
+def layer_scales(model: nn.Module) -> dict[str, LayerScales]:
+    """``{"<layer>.weight": LayerScales(...)}`` of a prepared model, keyed by the ONNX names of the weights
+    (the float model's state names): what :func:`loopml.models.qdq.rewrite_qdq` quantizes."""
+    return {f"{name}.weight": LayerScales(input_scale=layer.input_q.scale, input_signed=layer.input_q.signed,
+                                          weight_scale=layer.weight_q.scale)
+            for name, layer in tqt_layers(model)}
 
 
 def to_onnx(qmodel: nn.Module, example: torch.Tensor, path: str | os.PathLike[str]) -> Path:
     """Write a prepared (and fine-tuned) model as a QDQ ONNX file with its power-of-2 scales; return the path.
 
     int8: opset 20 (the exporter's default) and ONNX Runtime's int8 kernels; int4: opset 21 INT4/UINT4
-    QuantizeLinear/DequantizeLinear, weights packed two per byte.
+    QuantizeLinear/DequantizeLinear, weights packed two per byte (:func:`loopml.models.qdq.write_qdq_onnx`).
     """
-    from .exporting import export_onnx
-
-    onnx = _onnx()
-    quantizers = _quantized_weights(qmodel)
-    if not quantizers:
+    layers = dict(tqt_layers(qmodel))
+    if not layers:
         raise ValueError("Argument qmodel should come from prepare_tqt(model, bits=..., calibration=...)")
-    bits_set = {q.bits for pair in quantizers.values() for q in pair}
+    bits_set = {q.bits for layer in layers.values() for q in (layer.input_q, layer.weight_q)}
     if len(bits_set) != 1:
         raise ValueError(f"Argument qmodel should use one bit width, got {sorted(bits_set)}")
-    bits = bits_set.pop()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        plain = export_onnx(strip_tqt(qmodel), example, Path(tmp) / "float.onnx", opset=21 if bits == 4 else None)
-        proto = onnx.load(str(plain))
-        count = _rewrite_qdq(proto, quantizers, bits)
-        if count != len(quantizers):
-            raise ValueError(f"Argument qmodel has {len(quantizers)} quantized layers but only {count} were "
-                             f"found in its ONNX graph (layers should be Conv2d or Linear called with their weight)")
-        compact(proto)
-        staged = Path(tmp) / "model.onnx"
-        onnx.save(proto, str(staged))
-        onnx.checker.check_model(str(staged), full_check=True)
-        os.replace(staged, path)
-    return path
+    return write_qdq_onnx(strip_tqt(qmodel), example, path, layer_scales(qmodel), bits=bits_set.pop())
