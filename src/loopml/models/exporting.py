@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 import tempfile
 import warnings
@@ -35,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from loopml.errors import ExportError
+
+from ..files import atomic_path, atomic_write
 
 from .signature import eval_mode
 
@@ -97,24 +98,6 @@ def _require(module: str, extra: str, what: str) -> Any:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(f"{what} needs {exc.name}: pip install 'loopml[{extra}]'") from exc
-
-
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # keep the suffix: torch.export.save warns about archives not ending in .pt2
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        # mkstemp makes the file 0600; a model file is data others may read (reading the
-        # umask to do better would change it process-wide for a moment, racing other threads)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -218,7 +201,7 @@ def export_onnx(
     if opset is not None and (not isinstance(opset, int) or opset < 18):
         raise ValueError(f"Argument opset should be an int >= 18 (the dynamo exporter's minimum); got {opset!r}")
     # no_grad: the graph is for inference, and ops then trace through their inference kernels
-    with _atomic_path(path) as tmp, eval_mode(model), torch.no_grad():
+    with atomic_path(path) as tmp, eval_mode(model), torch.no_grad():
         try:
             _onnx_dynamo(model, example, tmp, opset, list(outputs))
         except Exception as exc:
@@ -329,8 +312,7 @@ def export_pt2(model: torch.nn.Module, example: torch.Tensor, path: str | Path) 
             torch.export.save(program, buffer)
     except Exception as exc:
         raise ExportError(f"Saving the .pt2 program failed: {_summary(exc)}") from exc
-    with _atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
     return path
 
 
@@ -374,8 +356,7 @@ def export_executorch(model: torch.nn.Module, example: torch.Tensor, path: str |
                 f"ExecuTorch lowering of {type(model).__name__} failed "
                 f"(dynamic batch: {_summary(dyn_exc)}; fixed batch of {PTE_FIXED_BATCH}: {_summary(exc)})"
             ) from exc
-    with _atomic_path(path) as tmp:
-        tmp.write_bytes(buffer)
+    atomic_write(path, buffer)
     return path
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from ..errors import LoopMLError
+from ..files import atomic_path
 
 __all__ = ["FORMAT", "atomic_save", "get_rng_state", "load_checkpoint", "set_rng_state"]
 
@@ -34,27 +34,14 @@ FORMAT = "loopml.checkpoint/1"
 
 
 def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temp file in the same folder, then ``os.replace`` it onto ``path``.
+    """``torch.save`` to ``path`` whole or not at all (:func:`loopml.files.atomic_path`).
 
     Readers see the old file or the new one, never a partial one; on failure
     the temp file is removed and the old file is left as it was.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
 def get_rng_state(loader_generator: torch.Generator | None = None) -> dict[str, Any]:
