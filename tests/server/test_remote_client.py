@@ -66,7 +66,7 @@ def test_run_lifecycle_through_the_server(use_server: LiveServer, store: Trackin
     assert [a.path for a in again.artifacts("figures/sub")] == ["figures/sub/acc.svg"]
     got = again.download_artifact("model.bin", tmp_path / "down")
     assert got == tmp_path / "down" / "model.bin" and got.read_bytes() == model.read_bytes()
-    assert not list((tmp_path / "down").glob(".tmp-*"))
+    assert [p.name for p in (tmp_path / "down").iterdir()] == ["model.bin"]  # no temporary file left behind
 
     exps = loopml.experiments()
     assert [(e.name, e.run_count) for e in exps] == [("digits", 1)]

@@ -10,8 +10,6 @@ quantization run on the server, next to the files.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +17,7 @@ from urllib.parse import quote
 
 from .. import config
 from ..errors import IntegrityError, NotFound
+from ..files import atomic_path
 from ..store.artifacts import sha256_file
 from ..store.registry import (
     AliasEvent,
@@ -87,22 +86,19 @@ class RemoteRegistry:
             return target
         folder.mkdir(parents=True, exist_ok=True)
         response = self.remote._send("GET", f"{self._model(name)}/versions/{mv.version}/files/{_q(fmt)}", stream=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         digest = hashlib.sha256()
         try:
-            with os.fdopen(fd, "wb") as f:
+            with atomic_path(target) as tmp, open(tmp, "wb") as f:
                 for chunk in response.iter_bytes():
                     digest.update(chunk)
                     f.write(chunk)
-            if digest.hexdigest() != info.sha256:
-                raise IntegrityError(
-                    f"The {fmt} file of {mv.ref} downloaded from {self.remote.uri} does not match its recorded sha256; "
-                    "not loading it"
-                )
-            os.replace(tmp, target)
+                if digest.hexdigest() != info.sha256:
+                    raise IntegrityError(
+                        f"The {fmt} file of {mv.ref} downloaded from {self.remote.uri} does not match its recorded "
+                        "sha256; not loading it"
+                    )
         finally:
             response.close()
-            Path(tmp).unlink(missing_ok=True)
         return target
 
     def create_version_from_run(

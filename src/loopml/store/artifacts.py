@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import unquote
 
 from ..errors import ArtifactPathError, NotFound
+from ..files import atomic_path, atomic_write
 from .records import ArtifactInfo
 
 __all__ = ["ArtifactRoot", "files_to_log", "safe_relpath", "sha256_file"]
@@ -130,28 +130,15 @@ class ArtifactRoot:
         rel, target = self.resolve(run_id, path)
         target.parent.mkdir(parents=True, exist_ok=True)
         rel, target = self.resolve(run_id, rel)  # re-check: mkdir may have met a planted symlink
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        os.close(fd)
-        try:
+        with atomic_path(target) as tmp:
             shutil.copyfile(src, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return ArtifactInfo(path=rel, size=target.stat().st_size, sha256=sha256_file(target), created_at=time.time())
 
     def put_bytes(self, run_id: str, path: str, data: bytes) -> ArtifactInfo:
         rel, target = self.resolve(run_id, path)
         target.parent.mkdir(parents=True, exist_ok=True)
         rel, target = self.resolve(run_id, rel)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, data)
         return ArtifactInfo(
             path=rel, size=len(data), sha256=hashlib.sha256(data).hexdigest(), created_at=time.time()
         )

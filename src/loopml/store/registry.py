@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import ArtifactPathError, Conflict, IntegrityError, NotFound
+from ..files import atomic_path
 from . import schema as s
 from .artifacts import safe_relpath, sha256_file
 
@@ -581,9 +582,8 @@ class RegistryStore:
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / src.name
         if src.resolve() != target.resolve():
-            tmp = folder / f".tmp-{uuid.uuid4().hex}"
-            shutil.copyfile(src, tmp)
-            tmp.replace(target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(src, tmp)
         row = {
             "name": name, "version": mv.version, "format": fmt,
             "path": f"{MODELS_DIR}/{name}/{mv.version}/{src.name}", "size": target.stat().st_size,

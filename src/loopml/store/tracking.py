@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import LoopMLError, NotFound, StoreError
+from ..files import atomic_path
 from . import schema as s
 from .artifacts import ArtifactRoot
 from .engine import open_engine
@@ -602,7 +603,8 @@ class TrackingStore:
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / src.name
-        shutil.copyfile(src, target)
+        with atomic_path(target) as tmp:  # a copy over an earlier download is whole or not at all
+            shutil.copyfile(src, tmp)
         return target
 
     def delete_artifact(self, run_id: str, path: str) -> None:

@@ -31,7 +31,6 @@ stored it) is sent again, so points are delivered at least once.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -53,6 +52,7 @@ from ..errors import (
     RemoteError,
     StoreError,
 )
+from ..files import atomic_path
 from . import wire
 from ..store.artifacts import files_to_log, safe_relpath
 from ..store.records import ArtifactInfo, Experiment, History, RunRecord
@@ -373,18 +373,12 @@ class RemoteStore:
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / safe_relpath(path).rsplit("/", 1)[-1]
         response = self._send("GET", url, stream=True)
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix=".tmp-")
         try:
-            with os.fdopen(fd, "wb") as f:
+            with atomic_path(target) as tmp, open(tmp, "wb") as f:
                 for chunk in response.iter_bytes():
                     f.write(chunk)
-            os.replace(tmp, target)
         except httpx.HTTPError as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise StoreError(f"Downloading {path!r} from {self.uri} failed: {exc}", transient=True) from exc
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         finally:
             response.close()
         return target
