@@ -13,7 +13,7 @@ import torch
 
 from loopml.errors import ExportError
 from loopml.monitor.ood import OODGate, fit_gate
-from loopml.monitor.ood_detectors import VAEDetector
+from loopml.monitor.detectors import VAEDetector
 
 from ..models.nets import MLP
 

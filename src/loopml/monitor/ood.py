@@ -51,7 +51,6 @@ import io
 import json
 import logging
 import math
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -61,14 +60,16 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import numpy as np
 
 from ..errors import ExportError, IntegrityError, LoopMLError, NotFound, warn_user
+from ..files import atomic_write
 from ..store.artifacts import sha256_file
-from .ood_detectors import (
+from .detectors import (
     Detector,
     MahalanobisDetector,
     VAEDetector,
-    _as_batch,
-    _check_rate,
+    as_batch,
     calibrated_threshold,
+    check_rate,
+    joint_module,
     strictest_rate,
 )
 
@@ -119,7 +120,7 @@ class OODGate:
     ``score(x)`` is, per row, the largest of ``detector score / detector threshold``;
     the gate abstains where it exceeds :attr:`threshold` (always 1.0).
 
-    >>> from loopml.monitor.ood_detectors import MahalanobisDetector, VAEDetector
+    >>> from loopml.monitor.detectors import MahalanobisDetector, VAEDetector
     >>> vae = VAEDetector(epochs=10).fit(x_train)
     >>> maha = MahalanobisDetector(model).fit(x_train, y_train)
     >>> gate = OODGate({"vae": vae, "mahalanobis": maha}).calibrate(x_val)
@@ -162,8 +163,8 @@ class OODGate:
         by one common factor, chosen the same way on the gate's own scores, so
         that the union of detectors (not each one) meets the target.
         """
-        rate = _check_rate(target_false_abstain)
-        data = _as_batch(val_x, "val_x")
+        rate = check_rate(target_false_abstain)
+        data = as_batch(val_x, "val_x")
         raw = {name: det.score(data) for name, det in self.detectors.items()}
         alone = {name: calibrated_threshold(s, rate) for name, s in raw.items()}
         for name, t in alone.items():
@@ -188,7 +189,7 @@ class OODGate:
         ``features``: the model's penultimate features of ``x`` when already computed (the
         second output of :attr:`joint`); the Mahalanobis detector then skips its forward pass.
         """
-        data = _as_batch(x, "x")
+        data = as_batch(x, "x")
         out = {}
         for name, det in self.detectors.items():
             if det.threshold is None:
@@ -243,7 +244,7 @@ class OODGate:
             buffer = io.BytesIO()
             arrays: dict[str, Any] = det.state_arrays()
             np.savez(buffer, allow_pickle=False, **arrays)  # plain arrays: loading needs neither pickle nor torch
-            _atomic_write(path, buffer.getvalue())
+            atomic_write(path, buffer.getvalue())
             entry: dict[str, Any] = {"config": config, "format": fmt, "file": path.name, "sha256": sha256_file(path)}
             if isinstance(det, MahalanobisDetector):
                 features = det.features
@@ -273,12 +274,12 @@ class OODGate:
             raise ValueError("The gate is not calibrated: call .calibrate(x_val) before saving it")
         doc = self._files(folder, example=self._example(example))
         path = folder / GATE_FILE
-        _atomic_write(path, json.dumps(doc, indent=2, allow_nan=False).encode("utf-8"))
+        atomic_write(path, json.dumps(doc, indent=2, allow_nan=False).encode("utf-8"))
         return path
 
     def _example(self, example: Any) -> np.ndarray | None:
         if example is not None:
-            return _as_batch(example, "example")[:8]
+            return as_batch(example, "example")[:8]
         for det in self.detectors.values():
             shape = getattr(det, "input_shape", None)
             if shape:
@@ -340,7 +341,6 @@ def _save_joint(features: Any, example: np.ndarray, folder: Path) -> Path | None
     from ..errors import ExportError
     from ..models.exporting import OUTPUT_NAME, export_onnx
     from ..models.runtime import OnnxPredictor
-    from .ood_detectors import joint_module
 
     joint = joint_module(features)
     if joint is None:
@@ -459,31 +459,17 @@ def _build(
     return gate
 
 
-
-
-def _atomic_write(path: Path, content: bytes) -> None:
-    """Write to a temporary file beside ``path``, then rename it: a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 # -- with the registry -----------------------------------------------------------
 
 
 def _xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
     """(x, y) from a loopml Dataset, an (x, y) pair, or x alone."""
     if hasattr(data, "x") and hasattr(data, "y"):
-        return _as_batch(data.x, what), np.asarray(data.y.numpy() if hasattr(data.y, "numpy") else data.y)
+        return as_batch(data.x, what), np.asarray(data.y.numpy() if hasattr(data.y, "numpy") else data.y)
     if isinstance(data, tuple) and len(data) == 2:
         y = data[1]
-        return _as_batch(data[0], what), np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y)
-    return _as_batch(data, what), None
+        return as_batch(data[0], what), np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y)
+    return as_batch(data, what), None
 
 
 def fit_gate(
@@ -519,7 +505,7 @@ def fit_gate(
     wanted = list(dict.fromkeys(detectors))
     if not wanted or any(d not in DETECTORS for d in wanted):
         raise ValueError(f"Argument detectors should be a non-empty list of {', '.join(DETECTORS)}; got {list(detectors)!r}")
-    requested = _check_rate(target_false_abstain)
+    requested = check_rate(target_false_abstain)
     x_train, y_train = _xy(train, "train")
     x_val, _ = _xy(val, "val")
     rate = _rate_for(len(x_val), requested)
