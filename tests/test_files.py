@@ -44,18 +44,16 @@ def test_an_existing_file_is_replaced(tmp_path: Path) -> None:
 def test_an_error_inside_the_block_leaves_the_old_file_and_no_temp_file(tmp_path: Path) -> None:
     target = tmp_path / "checkpoint.pt"
     target.write_bytes(b"the good checkpoint")
-    with pytest.raises(RuntimeError, match="disk full"):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half a checkp")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError, match="disk full"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half a checkp")
+        raise RuntimeError("disk full")
     assert target.read_bytes() == b"the good checkpoint"
     assert _names(tmp_path) == ["checkpoint.pt"]
 
 
 def test_an_error_before_any_file_existed_leaves_nothing(tmp_path: Path) -> None:
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_path(tmp_path / "out.npz"):
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), atomic_path(tmp_path / "out.npz"):
+        raise KeyboardInterrupt
     assert _names(tmp_path) == []
 
 

@@ -102,7 +102,6 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = FILE_
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"Argument data should be bytes, e.g. text.encode('utf-8'); got {type(data).__name__}")
-    with atomic_path(path, mode=mode) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+    with atomic_path(path, mode=mode) as tmp, open(tmp, "wb") as f:
+        f.write(data)
     return Path(path)

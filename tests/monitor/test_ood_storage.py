@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from loopml.errors import ExportError
-from loopml.monitor.ood import OODGate, fit_gate
 from loopml.monitor.detectors import VAEDetector
+from loopml.monitor.ood import OODGate, fit_gate
 
 from ..models.nets import MLP
 

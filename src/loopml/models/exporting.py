@@ -36,7 +36,6 @@ import numpy as np
 from loopml.errors import ExportError
 
 from ..files import atomic_path, atomic_write
-
 from .signature import eval_mode
 
 if TYPE_CHECKING:
