@@ -102,3 +102,39 @@ def test_weights_that_do_not_fit_the_config_are_refused(saved: tuple[OODGate, Pa
     np.testing.assert_array_equal(from_tensors.score(x), vae.score(x))
     # NumPy and torch order the float32 sums differently: 3e-8 relative measured, 1e-6 allowed
     np.testing.assert_allclose(from_tensors.score_torch(x), vae.score(x), rtol=1e-6)
+
+
+def test_from_arrays_builds_the_fitted_detectors_and_refuses_arrays_that_do_not_fit(saved: tuple[OODGate, Path]) -> None:
+    from loopml.monitor.detectors import MahalanobisDetector
+
+    gate = saved[0]
+    vae, maha = gate.detectors["vae"], gate.detectors["mahalanobis"]
+    assert isinstance(vae, VAEDetector) and isinstance(maha, MahalanobisDetector)
+    x = _blobs(10, seed=5)[0]
+    twin = VAEDetector.from_arrays(vae.state_arrays(), input_shape=(64,), threshold=vae.threshold, epochs=3)
+    np.testing.assert_array_equal(twin.score(x), vae.score(x))
+    assert twin.threshold == vae.threshold and twin.config() == vae.config()
+    state = maha.state_arrays()
+    maha_twin = MahalanobisDetector.from_arrays(state["means"], state["whiten"], state["classes"], input_shape=(64,),
+                                                features=maha.features, layer=maha.layer, threshold=maha.threshold)
+    np.testing.assert_array_equal(maha_twin.score(x), maha.score(x))
+    assert maha_twin.config() == maha.config()
+
+    with pytest.raises(ValueError, match=r"Argument state should hold the autoencoder's tensors for input_shape=\(32,\)"):
+        VAEDetector.from_arrays(vae.state_arrays(), input_shape=(32,))
+    with pytest.raises(ValueError, match=r"Arguments means, whiten and classes should be K x D, D x D and K arrays"):
+        MahalanobisDetector.from_arrays(state["means"], state["whiten"][:, :-1], state["classes"], input_shape=(64,),
+                                        features=maha.features)
+    with pytest.raises(ValueError, match="Argument threshold should be a finite number or None"):
+        VAEDetector.from_arrays(vae.state_arrays(), input_shape=(64,), threshold=float("nan"))
+
+
+def test_every_detector_calibrates_the_one_way_of_the_base(saved: tuple[OODGate, Path]) -> None:
+    from loopml.monitor.detectors import CalibratedDetector, calibrated_threshold
+
+    x_val = _blobs(199, seed=6)[0]
+    for det in saved[0].detectors.values():
+        assert isinstance(det, CalibratedDetector) and type(det).calibrate is CalibratedDetector.calibrate
+        extra = {"features": det.features} if hasattr(det, "features") else {}  # Mahalanobis: the model's features
+        twin = type(det).from_state(det.config(), det.state_arrays(), **extra)
+        assert twin.calibrate(x_val, target_false_abstain=0.05) == calibrated_threshold(det.score(x_val), 0.05)
