@@ -22,19 +22,19 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["Gate", "ModelServer", "serve"]
 
 if TYPE_CHECKING:
-    from .app import ModelServer, serve
     from .batcher import Gate
+    from .server import ModelServer, serve
 
 
 def __getattr__(name: str) -> Any:
     if name in ("ModelServer", "serve"):
         try:
-            from . import app
+            from . import server
         except ModuleNotFoundError as exc:
             if exc.name in ("httptools", "orjson"):
                 raise ModuleNotFoundError(f"loopml serve needs {exc.name}: pip install 'loopml[serve]'") from exc
             raise
-        return getattr(app, name)
+        return getattr(server, name)
     if name == "Gate":
         from .batcher import Gate
 

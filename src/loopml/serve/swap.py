@@ -63,16 +63,23 @@ class Follower:
         self._thread = threading.Thread(target=self._run, name="loopml-serve-follow", daemon=True)
 
     def start(self) -> None:
+        """Resolve, load and install in the background now, then every ``interval`` seconds."""
         self._thread.start()
 
     def poll_now(self) -> None:
         """Check the reference now instead of at the next interval."""
         self._poke.set()
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True, timeout: float = 30.0) -> None:
+        """Stop following: the thread ends after the check in progress, if any.
+
+        ``wait=False`` only tells it to (for the server's event loop, which must not block
+        on a version being loaded); ``wait=True`` also joins the thread, up to ``timeout`` s.
+        """
         self._stop.set()
         self._poke.set()
-        self._thread.join(timeout=30)
+        if wait:
+            self._thread.join(timeout=timeout)
 
     def check(self) -> bool:
         """Resolve once; load, warm and install a new version. True when one was installed."""

@@ -1,0 +1,413 @@
+"""The model server's HTTP API: its routes, their answers and the one JSON error shape.
+
+:class:`Routes` answers the requests a :class:`~loopml.serve.server.ModelServer` has
+let in (Host and token checked)::
+
+    POST /v1/models/{name}/predict   parse (JSON or .npy), validate, queue, answer (OOD abstain)
+    POST /v1/feedback                the true label of a past prediction
+    GET  /health /ready /metrics /v1/models /v1/models/{name} /openapi.json /docs
+
+Every refusal is one JSON shape, ``{"error": {"code": ..., "message": ...}}``;
+:func:`error_status` is the one place that maps an exception to its HTTP status
+and code. The predict path is written for speed: the body is parsed with
+orjson, checked with :meth:`~loopml.models.signature.Signature.parse` (NumPy),
+queued in the :class:`~loopml.serve.batcher.Batcher` and answered from the
+batch output; the request log and metrics cost a deque append and a few integer
+updates. Example (what the server does once its loop runs)::
+
+    routes = Routes(name="digits", ref="digits@production", metrics=Metrics(model="digits"), batcher=batcher,
+                    requestlog=requestlog, predictions=PredictionLog(store))
+    routes.install(backend)                  # each version the server loads, hot swaps included
+    routes.dispatch(request, connection)     # answers now, or once the request's batch has run
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from ..errors import NotFound, StoreError
+from .batcher import Batcher, Gate, Job
+from .http import JSON, Connection, Request
+from .metrics import Metrics
+from .openapi import DOCS_HTML, document
+from .requestlog import RequestLog
+
+if TYPE_CHECKING:
+    from ..store.predictions import PredictionLog
+    from ..store.registry import ModelVersion
+    from .backends import Backend
+
+__all__ = ["NPY", "RETRY", "TEXT", "Refused", "Routes", "error_body", "error_status"]
+
+log = logging.getLogger("loopml.serve")
+
+NPY = b"application/x-npy"
+TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+RETRY = ((b"retry-after", b"1"),)
+"""The header every 503 carries: the server is loading or at capacity, try again in a second."""
+_OPTS = orjson.OPT_SERIALIZE_NUMPY
+_INTERNAL = "Internal server error; the server log has the details"
+
+Answer = tuple[int, bytes, bytes]
+"""A GET route's answer: status, body, content type."""
+
+
+def error_body(status: int, code: str, message: str) -> bytes:
+    """The one JSON error shape, ``{"error": {"code": ..., "message": ...}}`` (``status`` goes in the status line)."""
+    return orjson.dumps({"error": {"code": code, "message": message}})
+
+
+class Refused(Exception):
+    """A request the server refuses on purpose: ``http_status``, ``code`` and the message for the client.
+
+    Example: ``raise Refused(404, "not_found", "No route GET /nope; the API is described at /docs")``.
+    """
+
+    def __init__(self, http_status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.code = code
+
+
+def error_status(exc: BaseException) -> tuple[int, str]:
+    """The HTTP status and error code a request that raised ``exc`` is answered with (the one place that decides).
+
+    >>> error_status(Refused(413, "payload_too_large", "..."))
+    (413, 'payload_too_large')
+    >>> error_status(NotFound("no prediction 'x'")), error_status(ValueError("label ..."))
+    ((404, 'not_found'), (422, 'invalid_request'))
+    >>> error_status(StoreError("database is locked")), error_status(KeyError("a bug"))
+    ((503, 'store_unavailable'), (500, 'internal_error'))
+    """
+    if isinstance(exc, Refused):
+        return exc.http_status, exc.code
+    if isinstance(exc, NotFound):
+        return 404, "not_found"
+    if isinstance(exc, ValueError):
+        return 422, "invalid_request"
+    if isinstance(exc, StoreError):
+        return 503, "store_unavailable"
+    return 500, "internal_error"
+
+
+class Routes:
+    """The routes of one model server (see the module docstring).
+
+    ``batcher``, ``requestlog`` and ``predictions`` are the server's, made once its loop
+    runs; ``gate`` is the gate given to the server (None: each version's stored gate, if any);
+    ``log_inputs`` is the fraction of requests whose inputs the request log keeps.
+    ``backend`` is the version being served (None while the first one loads), set by
+    :meth:`install`; ``load_error`` says why the last load failed, ``version_info`` is
+    what the followed reference resolved to last.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        ref: str,
+        metrics: Metrics,
+        batcher: Batcher,
+        requestlog: RequestLog,
+        predictions: "PredictionLog",
+        gate: Gate | None = None,
+        log_inputs: float = 1.0,
+    ) -> None:
+        self.name, self.ref = name, ref
+        self.metrics = metrics
+        self.batcher = batcher
+        self.requestlog = requestlog
+        self.predictions = predictions
+        self.gate = gate
+        self.log_inputs = log_inputs
+        self.backend: Backend | None = None
+        self.version_info: ModelVersion | None = None
+        self.load_error: str | None = None
+        # request ids: unique across restarts (the prefix), cheap per request (the counter)
+        self.prefix = uuid.uuid4().hex[:12] + "-"
+        self._counter = 0
+        self._overloaded = error_body(503, "overloaded", f"The server is at capacity ({batcher.max_queue} requests queued); retry after 1 s")
+        self.gets: dict[str, Callable[[], Answer]] = {
+            "/health": self.health,
+            "/ready": self.ready,
+            "/metrics": self.metrics_text,
+            "/v1/models": self.models,
+            "/openapi.json": self.openapi,
+            "/docs": self.docs,
+        }
+
+    def install(self, backend: "Backend") -> bool:
+        """Serve ``backend`` from the next batch on, with its stored gate unless the server was given one.
+
+        Returns True when it replaced another version (a hot swap).
+        """
+        swapped = self.backend is not None
+        if swapped:
+            self.metrics.swaps += 1
+        # swapped together with the model it was fitted on
+        self.batcher.gate = self.gate if self.gate is not None else backend.gate
+        self.backend = backend
+        self.load_error = None
+        return swapped
+
+    # -- dispatch --------------------------------------------------------------------
+
+    def dispatch(self, req: Request, conn: Connection) -> None:
+        """Answer ``req`` (let in by the server): now, or from the loop once its batch has run.
+
+        Raises :class:`Refused` (or any other exception) for :meth:`fail` to answer.
+        """
+        path = req.path
+        if req.method == "POST":
+            if path.startswith("/v1/models/") and path.endswith("/predict"):
+                self.predict(req, conn, path[11:-8])
+                return
+            if path == "/v1/feedback":
+                self.feedback(req, conn)
+                return
+        elif req.method == "GET":
+            route = self.gets.get(path)
+            if route is not None:
+                status, body, ctype = route()
+                self.respond(conn, status, body, ctype)
+                return
+            if path.startswith("/v1/models/") and "/" not in path[11:]:
+                self.respond(conn, 200, self.model_info(path[11:]))
+                return
+        self._not_routed(req)
+
+    def respond(self, conn: Connection, status: int, body: bytes, ctype: bytes = JSON,
+                headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        """Send an answer other than a prediction's (counted in the metrics by status)."""
+        self.metrics.request(status)
+        conn.respond(status, body, ctype, headers)
+
+    def fail(self, conn: Connection, req: Request, exc: BaseException) -> None:
+        """Answer a request that raised ``exc`` in the one JSON error shape (status and code: :func:`error_status`).
+
+        A 500 (a bug) tells the client only that; its traceback goes to the server log.
+        """
+        status, code = error_status(exc)
+        if status == 500:
+            log.error("loopml serve: internal error on %s %s", req.method, req.path, exc_info=exc)
+            message = _INTERNAL
+        elif isinstance(exc, StoreError) and not isinstance(exc, NotFound):
+            message = "The store could not save the label; retry later"
+        else:
+            message = str(exc)
+        self.respond(conn, status, error_body(status, code, message), headers=RETRY if status == 503 else ())
+
+    def _not_routed(self, req: Request) -> None:
+        path = req.path
+        known_post = (path.startswith("/v1/models/") and path.endswith("/predict")) or path == "/v1/feedback"
+        known_get = path in self.gets or (path.startswith("/v1/models/") and "/" not in path[11:])
+        if known_post or known_get:
+            allowed = "POST" if known_post else "GET"
+            raise Refused(405, "method_not_allowed", f"Method {req.method} is not allowed on {path}; use {allowed}")
+        raise Refused(404, "not_found", f"No route {req.method} {path}; the API is described at /docs")
+
+    # -- GET routes -----------------------------------------------------------------
+
+    def health(self) -> Answer:
+        return 200, b'{"status":"ok"}', JSON
+
+    def ready(self) -> Answer:
+        b = self.backend
+        if b is None:
+            msg = f"{self.ref} is loading" + (f"; the last attempt failed: {self.load_error}" if self.load_error else "")
+            raise Refused(503, "not_ready", msg)
+        return 200, orjson.dumps({"status": "ready", "model": b.name, "version": b.number, "format": b.format}), JSON
+
+    def metrics_text(self) -> Answer:
+        b = self.backend
+        rl = self.requestlog
+        text = self.metrics.render(queue_depth=self.batcher.depth, version=b.number if b else None,
+                                   dropped=rl.dropped, written=rl.written, ready=b is not None)
+        return 200, text.encode(), TEXT
+
+    def models(self) -> Answer:
+        return 200, orjson.dumps({"models": [self.describe()]}), JSON
+
+    def openapi(self) -> Answer:
+        sig = self.backend.signature if self.backend is not None else None
+        shape = sig.input.shape if sig is not None else None
+        names = list(sig.feature_names) if sig is not None and sig.feature_names else None
+        return 200, orjson.dumps(document(self.name, list(shape) if shape else None, names)), JSON
+
+    def docs(self) -> Answer:
+        return 200, DOCS_HTML, b"text/html; charset=utf-8"
+
+    def describe(self) -> dict[str, Any]:
+        """The served model as ``/v1/models`` lists it: version, format, aliases, signature, batching, gate."""
+        b = self.backend
+        info = self.version_info
+        out: dict[str, Any] = {"name": self.name, "ref": self.ref, "ready": b is not None}
+        if b is not None:
+            out.update(version=b.number, format=b.format, inline=b.inline, signature=b.signature.to_dict(),
+                       aliases=list(info.aliases) if info is not None and info.version == b.number else list(b.version.aliases))
+        batcher = self.batcher
+        out.update(max_batch=batcher.max_batch, max_wait_ms=batcher.max_wait * 1000, gate=batcher.gate is not None)
+        return out
+
+    def model_info(self, name: str) -> bytes:
+        if name != self.name:
+            raise Refused(404, "not_found", f"This server serves the model {self.name!r}, not {name!r}")
+        if self.backend is None:
+            raise Refused(503, "not_ready", f"{self.ref} is loading")
+        return orjson.dumps(self.describe())
+
+    # -- predict ----------------------------------------------------------------------
+
+    def predict(self, req: Request, conn: Connection, name: str) -> None:
+        """``POST /v1/models/{name}/predict``: parse and validate the rows, queue them; the batch answers."""
+        backend = self.backend
+        if name != self.name:
+            raise Refused(404, "not_found", f"This server serves the model {self.name!r}, not {name!r}: POST /v1/models/{self.name}/predict")
+        if backend is None:
+            raise Refused(503, "not_ready", f"{self.ref} is still loading; try again shortly")
+        if not self.batcher.admit():  # before parsing: a refusal must cost far less than an answer
+            self.respond(conn, 503, self._overloaded, headers=RETRY)
+            return
+        ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        include = False
+        if ctype == JSON:
+            try:
+                body = orjson.loads(req.body)
+            except orjson.JSONDecodeError as exc:
+                raise Refused(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+            if type(body) is not dict or "inputs" not in body:
+                raise Refused(422, "invalid_request",
+                              'The body should be a JSON object with "inputs": one row or a list of rows, '
+                              'e.g. {"inputs": [[0.1, 0.2, ...]]}, or records by column name, '
+                              'e.g. {"inputs": {"age": 41, "income": 52000.0}}' + ("" if type(body) is dict else f"; got {type(body).__name__}"))
+            if len(body) > 1:
+                extra = set(body) - {"inputs", "include_prediction"}
+                if extra:
+                    raise Refused(422, "invalid_request", f"Unknown fields {sorted(extra)}; expected inputs and optionally include_prediction")
+                include = body.get("include_prediction", False)
+                if type(include) is not bool:
+                    raise Refused(422, "invalid_request", f"include_prediction should be true or false; got {include!r}")
+            raw = body["inputs"]
+        elif ctype == NPY:
+            try:
+                raw = np.load(io.BytesIO(req.body), allow_pickle=False)
+            except Exception as exc:  # numpy raises ValueError, OSError, EOFError, ... for a bad file
+                raise Refused(400, "invalid_npy", f"The body is not a .npy array without objects ({type(exc).__name__}: {exc})") from None
+            include = "include_prediction=true" in req.query
+        else:
+            raise Refused(415, "unsupported_media_type",
+                          f"POST {req.path} should send Content-Type: application/json or application/x-npy; got {ctype.decode('latin-1') or 'none'!r}")
+        sig = backend.signature
+        try:
+            x, single = sig.parse(raw)  # rows, or records by column name (see Signature.validate)
+        except ValueError as exc:
+            raise Refused(422, "invalid_input", str(exc)) from None
+        except (TypeError, OverflowError) as exc:
+            raise Refused(422, "invalid_input", f"input {sig.input.name!r} should be numbers in shape {sig.input.shape}: {exc}") from None
+        self._counter += 1
+        request_id = self.prefix + format(self._counter, "x")
+        job = Job(backend, x, req.t0,
+                  lambda out, scores: self._answer(conn, req, backend, request_id, x, single, include, out, scores),
+                  lambda exc: self._failed(conn, backend, exc))
+        if not self.batcher.submit(job):
+            raise Refused(503, "overloaded", f"The server is at capacity ({self.batcher.max_queue} requests queued); retry after 1 s")
+
+    def _answer(self, conn: Connection, req: Request, backend: "Backend", request_id: str, x: np.ndarray, single: bool,
+                include: bool, out: np.ndarray, scores: np.ndarray | None) -> None:
+        gate = self.batcher.gate
+        threshold = gate.threshold if gate is not None and scores is not None else None
+        names = backend.class_names
+        results = []
+        abstained = 0
+        for i in range(len(out)):
+            row = out[i]
+            item: dict[str, Any] = {"status": "ok"}
+            if names is not None:
+                item["prediction"] = names[int(row.argmax())]
+                item["probabilities"] = row
+            else:
+                item["prediction"] = row
+            if threshold is not None:
+                s = float(scores[i])  # type: ignore[index]
+                item["ood_score"] = s
+                if s > threshold:
+                    abstained += 1
+                    item["status"] = "abstain"
+                    item["reason"] = f"the input looks out of distribution: OOD score {s:.4g} is above the threshold {threshold:.4g}"
+                    explain = getattr(gate, "explain", None)
+                    if explain is not None:  # a stored gate names the detector that fired (abstaining rows only)
+                        try:
+                            item["reason"] += f" ({explain(x[i : i + 1])[0]})"
+                        except Exception:  # the explanation is a courtesy; the answer stands without it
+                            pass
+                    if not include:
+                        item["prediction"] = None
+                        item.pop("probabilities", None)
+            results.append(item)
+        head = {"request_id": request_id, "model": backend.name, "version": backend.number}
+        if single:
+            head.update(results[0])
+            doc = head
+        else:
+            head["results"] = results
+            doc = head
+        body = orjson.dumps(doc, option=_OPTS)
+        now = time.perf_counter()
+        latency = now - req.t0
+        self.metrics.request(200, latency)
+        if abstained:
+            self.metrics.abstentions += abstained
+        conn.respond(200, body)
+        keep = self.log_inputs >= 1.0 or (self.log_inputs > 0.0 and random.random() < self.log_inputs)
+        top = None if scores is None else float(scores.max())
+        self.requestlog.add((request_id, backend.name, backend.number, time.time(), "abstain" if abstained else "ok", len(out),
+                             latency * 1000.0, top, backend.npy_bytes(x) if keep else None, body.decode()))
+
+    def _failed(self, conn: Connection, backend: "Backend", exc: BaseException) -> None:
+        log.error("loopml serve: %s failed on a batch: %s: %s", backend.version.ref, type(exc).__name__, exc)
+        self.respond(conn, 500, error_body(500, "internal_error", f"The model failed on this batch ({type(exc).__name__}); the server log has the details"))
+
+    # -- feedback ------------------------------------------------------------------------
+
+    def feedback(self, req: Request, conn: Connection) -> None:
+        """``POST /v1/feedback``: store the true label of a past prediction (in a thread: the store may be slow)."""
+        ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if ctype != JSON:
+            raise Refused(415, "unsupported_media_type", f"POST /v1/feedback should send Content-Type: application/json; got {ctype.decode('latin-1') or 'none'!r}")
+        try:
+            body = orjson.loads(req.body)
+        except orjson.JSONDecodeError as exc:
+            raise Refused(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+        if type(body) is not dict or set(body) != {"request_id", "label"}:
+            raise Refused(422, "invalid_request", 'The body should be {"request_id": "...", "label": ...} with exactly those fields')
+        request_id, label = body["request_id"], body["label"]
+        if not isinstance(request_id, str) or not 0 < len(request_id) <= 64:
+            raise Refused(422, "invalid_request", f"request_id should be the id a prediction answered with (a string); got {request_id!r}")
+        if label is None:
+            raise Refused(422, "invalid_request", "label should be the true label (a class name, number or list), not null")
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(None, self._store_feedback, request_id, label)
+
+        def done(f: "asyncio.Future[dict[str, Any]]") -> None:
+            exc = f.exception()
+            if exc is None:
+                self.respond(conn, 200, orjson.dumps(f.result()))
+            else:
+                self.fail(conn, req, exc)
+
+        fut.add_done_callback(done)
+
+    def _store_feedback(self, request_id: str, label: Any) -> dict[str, Any]:
+        if request_id.startswith(self.prefix) and not self.predictions.exists(request_id):
+            self.requestlog.flush(timeout=10.0)  # answered moments ago: its record may still be buffered
+        return self.predictions.add_feedback(request_id, label)
