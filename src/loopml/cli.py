@@ -217,7 +217,7 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(8080, "--port", help="Port to listen on (0: any free port)."),
     backend: str = typer.Option("auto", "--backend", help="auto|torch|onnx|executorch (auto: the format with the lowest stored latency, else onnx > pte > torch > pt2)."),
-    workers: int = typer.Option(1, "--workers", help="Processes sharing the port, each with the model loaded."),
+    workers: int = typer.Option(1, "--workers", help="Processes sharing the port, each with the model loaded; one that dies is replaced."),
     max_batch: int = typer.Option(64, "--max-batch", help="Most rows in one forward pass."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="Longest a request waits for its batch to fill under load."),
     max_queue: int = typer.Option(1024, "--max-queue", help="Requests queued before answering 503 with Retry-After."),
