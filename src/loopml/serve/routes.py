@@ -70,13 +70,15 @@ def error_body(status: int, code: str, message: str) -> bytes:
 class Refused(Exception):
     """A request the server refuses on purpose: ``http_status``, ``code`` and the message for the client.
 
+    ``headers`` go with the answer (a 503 always carries ``Retry-After``).
     Example: ``raise Refused(404, "not_found", "No route GET /nope; the API is described at /docs")``.
     """
 
-    def __init__(self, http_status: int, code: str, message: str) -> None:
+    def __init__(self, http_status: int, code: str, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.http_status = http_status
         self.code = code
+        self.headers = headers
 
 
 def error_status(exc: BaseException) -> tuple[int, str]:
@@ -201,11 +203,12 @@ class Routes:
         if status == 500:
             log.error("loopml serve: internal error on %s %s", req.method, req.path, exc_info=exc)
             message = _INTERNAL
-        elif isinstance(exc, StoreError) and not isinstance(exc, NotFound):
+        elif isinstance(exc, StoreError) and not isinstance(exc, NotFound):  # only feedback writes to the store
             message = "The store could not save the label; retry later"
         else:
             message = str(exc)
-        self.respond(conn, status, error_body(status, code, message), headers=RETRY if status == 503 else ())
+        headers = exc.headers if isinstance(exc, Refused) else ()
+        self.respond(conn, status, error_body(status, code, message), headers=headers or (RETRY if status == 503 else ()))
 
     def _not_routed(self, req: Request) -> None:
         path = req.path

@@ -373,11 +373,9 @@ class ModelServer:
             if not self._host_ok(headers.get(b"host")):
                 host = (headers.get(b"host") or b"").decode("latin-1")
                 raise Refused(400, "invalid_host", f"This server does not answer to Host {host!r}; start it with --allowed-host {host or 'NAME'}")
-            if self._token is not None:
-                if not bearer_ok(headers.get(b"authorization"), self._token):
-                    routes.respond(conn, 401, error_body(401, "unauthorized", "This model server needs a token: send 'Authorization: Bearer <token>'"),
-                                   headers=((b"www-authenticate", b"Bearer"),))
-                    return
+            if self._token is not None and not bearer_ok(headers.get(b"authorization"), self._token):
+                raise Refused(401, "unauthorized", "This model server needs a token: send 'Authorization: Bearer <token>'",
+                              headers=((b"www-authenticate", b"Bearer"),))
             if req.too_large:
                 raise Refused(413, "payload_too_large", f"A request body should be at most {self.limits.max_body} bytes; send smaller batches")
             routes.dispatch(req, conn)
