@@ -13,6 +13,7 @@ import loopml
 EXPECTED = [
     "ArtifactPathError",
     "AuthError",
+    "Client",
     "ConfigError",
     "Conflict",
     "DataError",
@@ -69,6 +70,9 @@ def test_public_names_are_the_real_objects() -> None:
 
     assert (loopml.Run, loopml.start_run, loopml.History) == (Run, start_run, History)
     assert (loopml.RunRecord, loopml.Experiment) == (RunRecord, Experiment)
+    from loopml.client import Client, register
+
+    assert (loopml.Client, loopml.register) == (Client, register)  # register with ood= lives above the registry
     assert issubclass(loopml.StoreError, LoopMLError) and loopml.StoreError is StoreError
     for name in ("ArtifactPathError", "AuthError", "ConfigError", "DataError", "FilterError", "MigrationRequired", "NotFound", "RemoteError"):
         assert issubclass(getattr(loopml, name), LoopMLError), name

@@ -36,6 +36,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 _LAZY = {
+    "Client": "loopml.client",
     "Run": "loopml.tracking.run",
     "active_run": "loopml.tracking.api",
     "experiments": "loopml.tracking.api",
@@ -53,7 +54,7 @@ _LAZY = {
     "Experiment": "loopml.store.records",
     "Trainer": "loopml.train.trainer",
     "load_model": "loopml.models.registry",
-    "register": "loopml.models.registry",
+    "register": "loopml.client",
 }
 # Stages reachable as attributes (``loopml.data.load``), imported on first use: they need torch.
 _SUBMODULES = ("data", "models", "train")
@@ -95,7 +96,8 @@ if TYPE_CHECKING:
         start_run,
     )
     from .tracking.run import Run
-    from .models.registry import load_model, register
+    from .client import Client, register
+    from .models.registry import load_model
     from .train.trainer import Trainer
     from . import data, models, train
 

@@ -60,9 +60,9 @@ def models_list(
 
     Example: loopml models list --json
     """
-    from .models import registry as r
+    from .client import Client
 
-    models = r.list_models(tracking_uri=store)
+    models = Client(store).list_models()
     if as_json:
         typer.echo(json.dumps([m.to_dict() for m in models], indent=2))
         return
@@ -89,18 +89,19 @@ def models_show(
     """
     from rich.table import Table
 
-    from .models import registry as r
+    from .client import Client
 
+    client = Client(store)
     con = _console()
     if "/" not in ref and "@" not in ref:
-        versions = r.list_versions(ref, tracking_uri=store)
+        versions = client.list_versions(ref)
         if as_json:
             typer.echo(json.dumps([v.to_dict() for v in versions], indent=2))
             return
         con.print(_version_rows(versions))
         return
-    v = r.get_version(ref, tracking_uri=store)
-    history = r.alias_history(v.name, tracking_uri=store)
+    v = client.get_version(ref)
+    history = client.alias_history(v.name)
     if as_json:
         d = v.to_dict()
         d["alias_history"] = [e.to_dict() for e in history]
@@ -149,15 +150,16 @@ def models_alias(
     Example: loopml models alias digits production 3
     Example: loopml models alias digits staging --delete
     """
-    from .models import registry as r
+    from .client import Client
 
+    client = Client(store)
     if delete:
-        event = r.delete_alias(name, alias, tracking_uri=store)
+        event = client.delete_alias(name, alias)
         typer.echo(f"{name}@{alias} removed (was version {event.from_version})")
         return
     if version is None:
         raise ValueError(f"Name the version, e.g. loopml models alias {name} {alias} 3 (or --delete)")
-    event = r.set_alias(name, alias, version, tracking_uri=store)
+    event = client.set_alias(name, alias, version)
     moved = f"from {event.from_version} " if event.from_version is not None else ""
     typer.echo(f"{name}@{alias} moved {moved}to {event.to_version}")
 
@@ -173,9 +175,9 @@ def models_export(
 
     Example: loopml models export digits/1 --format onnx --format pte
     """
-    from .models import registry as r
+    from .client import Client
 
-    v = r.export(ref, formats, tracking_uri=store)
+    v = Client(store).export(ref, formats)
     for fmt in formats:
         f = v.files[fmt]
         typer.echo(f"{v.ref} {fmt}: {_mb(f.size)}, max abs difference vs PyTorch {f.details.get('max_abs_diff', 0):.2e}")
@@ -202,11 +204,11 @@ def quantize_command(
     Example: loopml quantize churn@production --method tqt --bits 4 --data churn.csv --target churned
     Example: loopml quantize digits@production --method static     (the data logged with its run)
     """
-    from .models import registry as r
-    from .models.variants import quantize
+    from .client import Client
 
-    v = quantize(ref, method=method, bits=bits, data=data, target=target, seed=seed, epochs=epochs, tracking_uri=store)
-    versions = [x for x in r.list_versions(v.name, tracking_uri=store) if x.version in (v.version, v.parent_version)]
+    client = Client(store)
+    v = client.quantize(ref, method=method, bits=bits, data=data, target=target, seed=seed, epochs=epochs)
+    versions = [x for x in client.list_versions(v.name) if x.version in (v.version, v.parent_version)]
     _console().print(_version_rows(versions))
     typer.echo(f"registered {v.ref} ({method} int{bits} of {v.name}/{v.parent_version})")
 
@@ -224,7 +226,7 @@ def models_delete(
 
     Example: loopml models delete digits/2
     """
-    from .models import registry as r
+    from .client import Client
 
-    r.delete_version(ref, tracking_uri=store)
+    Client(store).delete_version(ref)
     typer.echo(f"deleted {ref}")

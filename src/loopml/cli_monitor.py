@@ -50,16 +50,15 @@ def fit_ood_command(
     Example: loopml monitor fit-ood churn/3 --data churn.csv --target churned --detector mahalanobis
     Example: loopml monitor fit-ood digits/3 --target-false-abstain 0.02     (the data logged with its run)
     """
-    from .models.evaldata import data_for
-    from .monitor.ood import fit_ood
+    from .client import Client
 
-    parts = data_for(ref, data, target=target_column, seed=seed, tracking_uri=store,
-                     example=f"e.g. loopml monitor fit-ood {ref} --data train.npz (arrays x and y), "
-                             "or --data table.csv --target label")
+    client = Client(store)
+    parts = client.version_data(ref, data, target=target_column, seed=seed,
+                                example=f"e.g. loopml monitor fit-ood {ref} --data train.npz (arrays x and y), "
+                                        "or --data table.csv --target label")
     if parts.val is None:
         raise ValueError("Argument --data should have a validation part to calibrate the gate on; pass one file (it is split)")
-    gate = fit_ood(ref, train=parts.train, val=parts.val, detectors=detectors,
-                   target_false_abstain=target, tracking_uri=store)
+    gate = client.fit_ood(ref, train=parts.train, val=parts.val, detectors=detectors, target_false_abstain=target)
     x_test = parts.test.x.numpy() if parts.test is not None else None
     test_rate = float((gate.score(x_test) > gate.threshold).mean()) if x_test is not None else None
     summary: dict[str, Any] = {

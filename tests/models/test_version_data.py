@@ -20,7 +20,7 @@ from loopml.models import registry as R
 from loopml.models.evaldata import data_for
 from loopml.models.nets import MLP
 from loopml.models.variants import quantize
-from loopml.monitor.ood import fit_ood
+from loopml.monitor import fit_ood
 
 torch.set_num_threads(1)
 

@@ -15,8 +15,8 @@ need("sklearn", extra="data")
 
 from loopml import data  # noqa: E402
 from loopml.models.nets import MLP  # noqa: E402
+from loopml.monitor import OODGate, fit_ood  # noqa: E402
 from loopml.monitor.detectors import VAEDetector  # noqa: E402
-from loopml.monitor.ood import OODGate, fit_ood  # noqa: E402
 from loopml.train import Trainer  # noqa: E402
 
 torch.set_num_threads(1)

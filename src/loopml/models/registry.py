@@ -65,7 +65,8 @@ EXAMPLE = "input_example"  # not a model format: the stored input example (.npy,
 EXAMPLE_FILE = "input_example.npy"
 
 
-def _user() -> str | None:
+def current_user() -> str | None:
+    """The login name recorded as who registered a version or moved an alias (None where there is none)."""
     try:
         return getpass.getuser()
     except Exception:  # no login name in some containers; the record simply has none
@@ -91,6 +92,18 @@ def registry_of(backend: Any) -> "RegistryStore":
     return RemoteRegistry(backend)  # type: ignore[return-value]  # same methods over HTTP
 
 
+def resolve_version(registry: "RegistryStore", version: "str | ModelVersion") -> ModelVersion:
+    """A reference (``"digits@production"``, ``"digits/3"``) resolved on ``registry``; a ModelVersion as it is."""
+    if isinstance(version, ModelVersion):
+        return version
+    if isinstance(version, str):
+        return registry.resolve(version)
+    raise TypeError(
+        f"Argument version should be a model reference such as 'digits@production' or 'digits/3', or a ModelVersion; "
+        f"got {type(version).__name__}"
+    )
+
+
 def _as_tensor(example: Any) -> "torch.Tensor":
     import torch
 
@@ -102,6 +115,24 @@ def _as_tensor(example: Any) -> "torch.Tensor":
         f"Argument input_example should be a torch.Tensor or numpy array with a batch dimension, "
         f"e.g. x_train[:8]; got {type(example).__name__}"
     )
+
+
+def registration_run(run: "Run | None", tracking_uri: str | None = None) -> "Run | None":
+    """The run a version registered with ``run=`` and ``tracking_uri=`` is filed under, or None for a short run of its own.
+
+    ``run`` when given; else this thread's active run, when it logs to ``tracking_uri``'s
+    store (any store when ``tracking_uri`` is None); else None: ``register`` opens a run
+    in ``tracking_uri``'s store. The version lives in that run's store, beside its files.
+    """
+    from ..tracking import api
+
+    if run is not None:
+        return run
+    active = api.active_run()
+    if active is None or tracking_uri is None:
+        return active
+    # backends are one per URI per process; run._backend is the store the run logs to
+    return active if active._backend is api.backend_for(tracking_uri) else None
 
 
 def _logged_train_dataset(backend: Any, run_id: str) -> Mapping[str, Any] | None:
@@ -125,14 +156,15 @@ def register(
     formats: Iterable[str] = ("pt2", "torch"),
     tags: Mapping[str, Any] | None = None,
     description: str | None = None,
-    ood: "tuple[Any, Any] | Mapping[str, Any] | None" = None,
+    ood: None = None,
     tracking_uri: str | None = None,
     feature_names: Sequence[str] | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name``; returns the new :class:`ModelVersion`.
 
-    ``run``: the run that trained it (default: the active run; without one a
-    short run named ``register NAME`` holds the files). ``input_example``: a
+    ``run``: the run that trained it (default: the active run, when it logs to
+    ``tracking_uri``'s store; without one a short run named ``register NAME`` in
+    ``tracking_uri``'s store holds the files). The version lives in the run's store. ``input_example``: a
     batch of inputs (tensor or array); the signature is inferred from it.
     ``formats``: any of ``pt2``, ``torch``, ``onnx``, ``pte`` (more can be added
     later with :func:`export`). ``train_data``: the training set, whose profile
@@ -147,12 +179,10 @@ def register(
     :class:`~loopml.errors.LoopMLWarning` that says why and how to keep it; the
     other formats load without the model's code.
 
-    ``ood=(train, val)``: also fit the out-of-distribution gate from the live
-    ``model`` on ``train`` and calibrate it on ``val``, stored in formats that need
-    no model code (see :func:`loopml.monitor.fit_ood`); ``loopml serve`` then abstains
-    on inputs it flags. A mapping passes options too:
-    ``ood={"train": train, "val": val, "target_false_abstain": 0.05, "detectors": ["vae"]}``.
-    A gate that cannot be fitted never fails the registration: it is skipped with a warning.
+    The out-of-distribution gate (``ood=(train, val)``) belongs to the layer above:
+    :func:`loopml.register` and :meth:`loopml.Client.register` take ``ood=``, call this
+    and then fit and store the gate with :mod:`loopml.monitor`. Here ``ood`` is
+    refused with an error that says so.
 
     ``feature_names``: the input's column names, so that requests may name them
     (default: the model's :class:`~loopml.data.Preprocessor`, else ``train_data``'s
@@ -175,6 +205,12 @@ def register(
     from .rebuild import model_spec
     from .signature import infer_signature
 
+    if ood is not None:
+        raise TypeError(
+            "Argument ood is taken by loopml.register and loopml.Client.register, which register the model here and "
+            "then fit its OOD gate with loopml.monitor; call loopml.register(model, name, input_example=..., "
+            "ood=(train, val)), or fit the gate later with loopml.monitor.fit_ood(version.ref, model=model, train=..., val=...)"
+        )
     check_model_name(name)
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}")
@@ -182,7 +218,6 @@ def register(
     bad = [f for f in wanted if f not in FORMATS]
     if bad or not wanted:
         raise ValueError(f"Argument formats should be a non-empty list of {', '.join(FORMATS)}; got {list(formats)!r}")
-    gate_options = _ood_options(ood)
     example = _as_tensor(input_example)
     signature = infer_signature(model, example, class_names=class_names, feature_names=feature_names)
     train_schema = train_data.schema() if hasattr(train_data, "schema") else None
@@ -200,8 +235,7 @@ def register(
         )
 
     own_run = None
-    if run is None:
-        run = api.active_run()
+    run = registration_run(run, tracking_uri)
     if run is None:
         own_run = run = api.start_run(experiment="models", name=f"register {name}", tracking_uri=tracking_uri)
     try:
@@ -237,57 +271,11 @@ def register(
             (folder / MANIFEST).write_text(json.dumps(manifest, allow_nan=False), encoding="utf-8")
             run.log_artifact(folder, f"models/{name}")
         registry = registry_of(backend)
-        version = registry.create_version_from_run(name, f"runs:/{run.id}/models/{name}", created_by=_user())
+        version = registry.create_version_from_run(name, f"runs:/{run.id}/models/{name}", created_by=current_user())
     finally:
         if own_run is not None:
             own_run.finish()
-    if gate_options is not None:
-        version = _fit_gate(registry, version, model, gate_options)
     return version
-
-
-_OOD_KEYS = ("train", "val", "detectors", "target_false_abstain", "mode", "vae_options")
-
-
-def _ood_options(ood: Any) -> dict[str, Any] | None:
-    """``register``'s ``ood=`` as fit_ood's keyword arguments, checked before anything is stored."""
-    if ood is None:
-        return None
-    example = "ood=(train, val) or ood={'train': train, 'val': val, 'target_false_abstain': 0.05}"
-    if isinstance(ood, Mapping):
-        keys = sorted(map(str, ood))
-        if set(keys) - set(_OOD_KEYS) or "train" not in ood or "val" not in ood:
-            raise ValueError(
-                f"Argument ood should name train and val, and optionally {', '.join(_OOD_KEYS[2:])}, e.g. {example}; "
-                f"got keys {keys}"
-            )
-        options = dict(ood)
-    elif isinstance(ood, (tuple, list)) and len(ood) == 2:
-        options = {"train": ood[0], "val": ood[1]}
-    else:
-        raise TypeError(f"Argument ood should be a (train, val) pair or a mapping, e.g. {example}; got {type(ood).__name__}")
-    rate = options.get("target_false_abstain", 0.01)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 0.5:
-        raise ValueError(
-            f"Argument ood['target_false_abstain'] should be a fraction above 0 and below 0.5, e.g. 0.05; got {rate!r}"
-        )
-    return options
-
-
-def _fit_gate(registry: "RegistryStore", version: ModelVersion, model: "torch.nn.Module", options: Mapping[str, Any]) -> ModelVersion:
-    """Fit the OOD gate from the live module and store it with the version; a gate that cannot be
-    fitted is skipped with a warning, for the model is registered either way."""
-    from ..monitor.ood import fit_version_gate
-
-    try:
-        fit_version_gate(registry, version, model, **options)
-    except (LoopMLError, ValueError, TypeError, RuntimeError, ImportError) as exc:
-        warn_user(
-            f"{version.ref} is registered without an OOD gate: fitting it failed ({type(exc).__name__}: {exc}). "
-            f"Fit it later with `loopml monitor fit-ood {version.ref}` or "
-            f"loopml.monitor.fit_ood({version.ref!r}, model=model, train=..., val=...)."
-        )
-    return registry.get_version(version.name, version.version)
 
 
 # formats whose runtime loads in milliseconds are timed at registration; pt2 and pte take
@@ -380,11 +368,14 @@ class LoadedModel:
         return module  # type: ignore[no-any-return]
 
 
-def load_model(ref: str, *, format: str | None = None, threads: int = 1, tracking_uri: str | None = None) -> LoadedModel:
+def load_model(
+    ref: "str | ModelVersion", *, format: str | None = None, threads: int = 1, tracking_uri: str | None = None
+) -> LoadedModel:
     """Load ``"digits@production"``, ``"digits/3"``, ``"digits@latest"`` or ``"digits"`` (the newest).
 
     ``format``: one of the version's formats (default: the first present of
     pt2, onnx, torch, pte). The file's sha256 is checked before loading.
+    ``loopml.Client(uri).load_model(ref)`` is the same on a given store.
 
     >>> m = loopml.load_model("digits@production")
     >>> m.predict(x[:4])                              # class indices
@@ -392,15 +383,20 @@ def load_model(ref: str, *, format: str | None = None, threads: int = 1, trackin
     >>> m(x[:4]).shape                                # the raw outputs
     (4, 10)
     """
-    registry = registry_for(tracking_uri)
-    return load_version(registry, registry.resolve(ref), format=format, threads=threads)
+    return load_version(registry_for(tracking_uri), ref, format=format, threads=threads)
 
 
-def load_version(registry: "RegistryStore", version: ModelVersion, *, format: str | None = None, threads: int = 1) -> LoadedModel:
-    """:func:`load_model` of a resolved version on a given registry."""
+def load_version(
+    registry: "RegistryStore", version: "str | ModelVersion", *, format: str | None = None, threads: int = 1
+) -> LoadedModel:
+    """:func:`load_model` on a given registry (a reference, or a version already resolved there).
+
+    The one implementation behind ``load_model``, ``loopml.Client.load_model`` and ``loopml serve``.
+    """
     from .runtime import load_predictor
     from .signature import Signature
 
+    version = resolve_version(registry, version)
     formats = [f for f in version.files if f != EXAMPLE]
     if format is None:
         fmt = next((f for f in LOAD_ORDER if f in version.files), formats[0] if formats else None)
@@ -414,14 +410,18 @@ def load_version(registry: "RegistryStore", version: ModelVersion, *, format: st
     return LoadedModel(version, fmt, predictor, Signature.from_dict(version.signature))
 
 
-def input_example(ref: str, *, tracking_uri: str | None = None) -> np.ndarray:
+def input_example(ref: "str | ModelVersion", *, tracking_uri: str | None = None) -> np.ndarray:
     """The input example stored with a version (read without pickle)."""
-    registry = registry_for(tracking_uri)
-    version = registry.resolve(ref)
+    return version_example(registry_for(tracking_uri), ref)
+
+
+def version_example(registry: "RegistryStore", version: "str | ModelVersion") -> np.ndarray:
+    """:func:`input_example` on a given registry."""
+    version = resolve_version(registry, version)
     return np.asarray(np.load(registry.file_path(version.name, version.version, EXAMPLE), allow_pickle=False))
 
 
-def export(ref: str, formats: Iterable[str], *, tracking_uri: str | None = None) -> ModelVersion:
+def export(ref: "str | ModelVersion", formats: Iterable[str], *, tracking_uri: str | None = None) -> ModelVersion:
     """Add formats (``onnx``, ``pte``, ``pt2``) to an existing version, checked against its pt2/torch module.
 
     The exported file is compared with the module on the stored input example
@@ -433,26 +433,29 @@ def export(ref: str, formats: Iterable[str], *, tracking_uri: str | None = None)
     >>> sorted(export(v.ref, ["onnx"]).files)
     ['input_example', 'onnx', 'pt2', 'torch']
     """
-    registry = registry_for(tracking_uri)
-    remote = getattr(registry, "export", None)
-    if remote is not None:
-        return remote(ref, list(formats))  # type: ignore[no-any-return]
-    return export_version(registry, ref, formats)
+    return export_version(registry_for(tracking_uri), ref, formats)
 
 
-def export_version(registry: "RegistryStore", ref: str, formats: Iterable[str]) -> ModelVersion:
-    """:func:`export` on a given registry (what the server runs)."""
+def export_version(registry: "RegistryStore", ref: "str | ModelVersion", formats: Iterable[str]) -> ModelVersion:
+    """:func:`export` on a given registry: the one implementation behind ``export``,
+    ``loopml.Client.export`` and the tracking server's export route.
+
+    A registry over HTTP hands the work to its server (which runs this on its own store).
+    """
     from . import exporting as ex, measure
     from .runtime import load_predictor
     from .signature import Signature, random_inputs
 
-    version = registry.resolve(ref)
     wanted = list(dict.fromkeys(formats))
+    remote = getattr(registry, "export", None)
+    if remote is not None:  # a loopml server: it exports with its own copy of the files
+        return remote(ref.ref if isinstance(ref, ModelVersion) else ref, wanted)  # type: ignore[no-any-return]
+    version = resolve_version(registry, ref)
     bad = [f for f in wanted if f not in ex.FORMATS or f == "torch"]
     if bad or not wanted:
         raise ValueError(f"Argument formats should name some of pt2, onnx, pte; got {list(formats)!r}")
-    module = _source_module(registry, version)
-    example = np.asarray(np.load(registry.file_path(version.name, version.version, EXAMPLE), allow_pickle=False))
+    module = source_module(registry, version)
+    example = version_example(registry, version)
     signature = Signature.from_dict(version.signature)
     check = np.concatenate([example, random_inputs(signature, 100, like=example)]).astype(example.dtype)
     with tempfile.TemporaryDirectory(prefix="loopml-export-") as tmp:
@@ -467,8 +470,11 @@ def export_version(registry: "RegistryStore", ref: str, formats: Iterable[str]) 
     return registry.get_version(version.name, version.version)
 
 
-def _source_module(registry: "RegistryStore", version: ModelVersion) -> "torch.nn.Module":
-    """The version as a torch module to export from: its class with the state dict, else its pt2 program."""
+def source_module(registry: "RegistryStore", version: ModelVersion) -> "torch.nn.Module":
+    """The version as a torch module to export or quantize from: its class with the state dict, else its pt2 program.
+
+    The program is wrapped so that ``train()``/``eval()`` leave it alone (an exported program is always in eval).
+    """
     import torch
 
     if "torch" in version.files and version.model_spec:
@@ -505,26 +511,35 @@ def list_versions(name: str, *, tracking_uri: str | None = None) -> list[ModelVe
 
 
 def get_version(ref: str, *, tracking_uri: str | None = None) -> ModelVersion:
+    """The version a reference names (``"digits@production"``, ``"digits/3"``, ``"digits"``: the newest)."""
     return registry_for(tracking_uri).resolve(ref)
 
 
 def set_alias(name: str, alias: str, version: int, *, tracking_uri: str | None = None) -> AliasEvent:
     """Point ``alias`` (e.g. ``production``) at ``version``; the move is recorded with who and when."""
-    return registry_for(tracking_uri).set_alias(name, alias, int(version), by=_user())
+    return registry_for(tracking_uri).set_alias(name, alias, int(version), by=current_user())
 
 
 def delete_alias(name: str, alias: str, *, tracking_uri: str | None = None) -> AliasEvent:
-    return registry_for(tracking_uri).delete_alias(name, alias, by=_user())
+    return registry_for(tracking_uri).delete_alias(name, alias, by=current_user())
 
 
 def alias_history(name: str, alias: str | None = None, *, tracking_uri: str | None = None) -> list[AliasEvent]:
     return registry_for(tracking_uri).alias_history(name, alias)
 
 
-def delete_version(ref: str, *, tracking_uri: str | None = None) -> None:
+def delete_version(ref: "str | ModelVersion", *, tracking_uri: str | None = None) -> None:
     """Delete a version and its files; refused (:class:`~loopml.errors.Conflict`) while an alias points at it."""
+    delete_numbered_version(registry_for(tracking_uri), ref)
+
+
+def delete_numbered_version(registry: "RegistryStore", ref: "str | ModelVersion") -> None:
+    """:func:`delete_version` on a given registry: a version named by number (``"digits/3"``) or a ModelVersion."""
+    if isinstance(ref, ModelVersion):
+        registry.delete_version(ref.name, ref.version)
+        return
     name, which = parse_ref(ref)
     if not isinstance(which, int):
         raise ValueError(f"Name the version to delete by number, e.g. '{name}/3'; got {ref!r}")
-    registry_for(tracking_uri).delete_version(name, which)
+    registry.delete_version(name, which)
 

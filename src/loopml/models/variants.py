@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..store.registry import ModelVersion
-from .registry import EXAMPLE, _source_module, load_version, registry_for
+from .registry import EXAMPLE, load_version, registry_for, resolve_version, source_module, version_example
 
 if TYPE_CHECKING:
     from ..data.split import Split
     from ..store.registry import RegistryStore
 
-__all__ = ["measure_version", "quantize", "quantize_version"]
+__all__ = ["measure_version", "quantize"]
 
 CALIBRATION_ROWS = 512
 
@@ -84,7 +84,7 @@ def measure_version(registry: "RegistryStore", version: ModelVersion, parts: "Sp
 
 
 def quantize(
-    ref: str,
+    ref: "str | ModelVersion",
     *,
     method: str,
     bits: int = 8,
@@ -103,18 +103,11 @@ def quantize(
     >>> v = loopml.models.quantize("digits/1", method="static")   # on the datasets logged with its run
     >>> v.ref, sorted(v.measurements)[:3]
     ('digits/2', ['accuracy', 'format', 'latency_ms'])
+
+    ``loopml.Client(uri).quantize(ref, ...)`` is the same on a given store.
     """
-    registry = registry_for(tracking_uri)
-    remote = getattr(registry, "quantize", None)
-    if remote is not None:  # a loopml server: it quantizes with its own copy of the files and data
-        if data is not None and not (isinstance(data, str) and server_data(data)):
-            raise ValueError(
-                "Against a loopml server, data should be None (the version's logged datasets), a stored dataset's "
-                "fingerprint or a bundled set's name such as 'iris'; a file or arrays cannot travel with the call: "
-                "log them with loopml.data.log_dataset(run, ds) first, or quantize against the store itself"
-            )
-        return remote(ref, method=method, bits=bits, data=data, seed=seed, epochs=epochs)  # type: ignore[no-any-return]
-    return quantize_version(registry, ref, method=method, bits=bits, data=data, target=target, seed=seed, epochs=epochs)
+    return quantize_version(registry_for(tracking_uri), ref, method=method, bits=bits, data=data, target=target,
+                            seed=seed, epochs=epochs)
 
 
 def server_data(data: str) -> bool:
@@ -129,7 +122,7 @@ def server_data(data: str) -> bool:
 
 def quantize_version(
     registry: "RegistryStore",
-    ref: str,
+    ref: "str | ModelVersion",
     *,
     method: str,
     bits: int = 8,
@@ -138,23 +131,37 @@ def quantize_version(
     seed: int = 0,
     epochs: int | None = None,
 ) -> ModelVersion:
-    """:func:`quantize` on a given registry (what the server runs)."""
+    """:func:`quantize` on a given registry: the one implementation behind ``quantize``,
+    ``loopml.Client.quantize`` and the tracking server's quantize route.
+
+    A registry over HTTP hands the work to its server, which quantizes with its own copy of the files and data.
+    """
     import torch
 
     from ..data.dataset import fingerprint
     from .evaldata import version_data
     from .quantization import METHODS, quantize as run_quantize
 
+    remote = getattr(registry, "quantize", None)
+    if remote is not None:  # a loopml server: it quantizes with its own copy of the files and data
+        if data is not None and not (isinstance(data, str) and server_data(data)):
+            raise ValueError(
+                "Against a loopml server, data should be None (the version's logged datasets), a stored dataset's "
+                "fingerprint or a bundled set's name such as 'iris'; a file or arrays cannot travel with the call: "
+                "log them with loopml.data.log_dataset(run, ds) first, or quantize against the store itself"
+            )
+        ref = ref.ref if isinstance(ref, ModelVersion) else ref
+        return remote(ref, method=method, bits=bits, data=data, seed=seed, epochs=epochs)  # type: ignore[no-any-return]
     if method not in METHODS:
         raise ValueError(f"Argument method should be one of {', '.join(METHODS)}; got {method!r}")
-    parent = registry.resolve(ref)
+    parent = resolve_version(registry, ref)
     if parent.parent_version is not None and "quantization.method" in parent.tags:
         raise ValueError(f"{parent.ref} is already a quantized variant; quantize its fp32 parent {parent.name}/{parent.parent_version}")
     parts = version_data(registry, parent, data, target=target, seed=seed, example=_example(parent.ref, method))
     _held_out(parts, parent.ref, _example(parent.ref, method))
     train_fp = fingerprint(parts.train)
     lineage_fp = (parent.lineage.get("datasets") or {}).get("train")
-    module = _source_module(registry, parent)
+    module = source_module(registry, parent)
     if method in ("tqt", "ptq") and type(module).__name__ == "_Program":
         raise ValueError(
             f"{method} rewrites the model's Linear/Conv2d layers, so it needs {parent.ref}'s torch format "
@@ -163,7 +170,7 @@ def quantize_version(
     x_train, _ = _arrays(parts.train)
     rng = np.random.default_rng(seed)
     calib = x_train[rng.permutation(len(x_train))[:CALIBRATION_ROWS]]
-    example = np.asarray(np.load(registry.file_path(parent.name, parent.version, EXAMPLE), allow_pickle=False))
+    example = version_example(registry, parent)
     if "latency_ms" not in parent.measurements:  # measured once, on the same test split, to compare against
         registry.set_measurements(parent.name, parent.version, measure_version(registry, parent, parts))
     with contextlib.ExitStack() as stack:

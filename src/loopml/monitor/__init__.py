@@ -4,7 +4,9 @@
   autoencoder scored by reconstruction error, Mahalanobis distance on the
   classifier's penultimate features) and the :class:`~loopml.monitor.ood.OODGate`
   that the server asks before it answers, calibrated for a false-abstain rate
-  and stored with a registered version (``fit_ood`` / ``load_gate``)
+  (``fit_gate`` on a live model)
+- :mod:`loopml.monitor.versions`: a registered version's gate, fitted on its data
+  and stored with its files (``fit_ood`` / ``load_gate``)
 
 >>> from loopml.monitor import fit_ood, load_gate
 >>> gate = fit_ood("digits/1", train=parts.train, val=parts.val)    # stored with digits/1
@@ -25,14 +27,16 @@ _LAZY = {
     "MahalanobisDetector": "loopml.monitor.ood",
     "OODGate": "loopml.monitor.ood",
     "VAEDetector": "loopml.monitor.ood",
-    "fit_ood": "loopml.monitor.ood",
-    "load_gate": "loopml.monitor.ood",
+    "fit_gate": "loopml.monitor.ood",
+    "fit_ood": "loopml.monitor.versions",
+    "load_gate": "loopml.monitor.versions",
 }
 
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
-    from .ood import MahalanobisDetector, OODGate, VAEDetector, fit_ood, load_gate
+    from .ood import MahalanobisDetector, OODGate, VAEDetector, fit_gate
+    from .versions import fit_ood, load_gate
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

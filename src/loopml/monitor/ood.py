@@ -28,10 +28,11 @@ validation split so that the gate as a whole abstains on about
     gate.save("gate/")                  # JSON + NumPy arrays (.npz); the feature extractor as ONNX (else a .pt2 program)
     OODGate.load("gate/")               # never unpickles; without torch when the features are ONNX
 
-:func:`fit_ood` fits a gate for a registered version and stores its files with
-the version (formats ``ood_gate``, ``ood_vae``, ``ood_mahalanobis``,
-``ood_features``, ``ood_joint``); :func:`load_gate` loads it back, each file's
-sha256 checked. ``ood_joint`` is the model with its penultimate features as a
+:func:`fit_gate` fits a gate on a live model. A registered version's gate
+(:func:`loopml.monitor.fit_ood`, in :mod:`loopml.monitor.versions`) is stored
+with the version's files (formats ``ood_gate``, ``ood_vae``, ``ood_mahalanobis``,
+``ood_features``, ``ood_joint``); :func:`load_version_gate` loads it back, each
+file's sha256 checked. ``ood_joint`` is the model with its penultimate features as a
 second output (ONNX, checked against PyTorch when stored): with it the server
 gets the prediction and the Mahalanobis features from one forward pass
 (:attr:`OODGate.joint`), and the detector costs a distance instead of a second
@@ -52,14 +53,13 @@ import json
 import logging
 import math
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
-from ..errors import ExportError, IntegrityError, LoopMLError, NotFound, warn_user
+from ..errors import ExportError, IntegrityError, NotFound, warn_user
 from ..files import atomic_write
 from ..store.artifacts import sha256_file
 from .detectors import (
@@ -89,9 +89,7 @@ __all__ = [
     "VAEDetector",
     "calibrated_threshold",
     "fit_gate",
-    "fit_ood",
-    "fit_version_gate",
-    "load_gate",
+    "load_version_gate",
 ]
 
 GATE_FILE = "ood_gate.json"
@@ -459,7 +457,7 @@ def _build(
     return gate
 
 
-# -- with the registry -----------------------------------------------------------
+# -- fitting on a live model ------------------------------------------------------
 
 
 def _xy(data: Any, what: str) -> tuple[np.ndarray, np.ndarray | None]:
@@ -560,214 +558,23 @@ def _preprocessor_fill(model: "torch.nn.Module", x: np.ndarray) -> list[float | 
     return [fill.get(name) for name in pre.feature_names]
 
 
-def fit_ood(
-    ref_or_model: "str | torch.nn.Module",
-    *,
-    train: Any = None,
-    val: Any = None,
-    data: Any = None,
-    target: str | None = None,
-    seed: int = 0,
-    detectors: Sequence[str] = DETECTORS,
-    target_false_abstain: float = 0.01,
-    mode: str = "class",
-    vae_options: Mapping[str, Any] | None = None,
-    model: "torch.nn.Module | None" = None,
-    tracking_uri: str | None = None,
-) -> OODGate:
-    """Fit and calibrate an OOD gate; for a registered version (``"digits/1"``) store it with the version.
-
-    With a torch module the gate is returned and nothing is stored. With a
-    reference the gate is fitted on ``train``, calibrated on ``val``, and its files
-    added to the version (formats ``ood_vae``, ``ood_mahalanobis``,
-    ``ood_features``/``ood_joint`` and ``ood_gate``, last), the model's parts as
-    ONNX (else a ``.pt2`` program), so serving needs no model code. The model is
-    ``model`` (the live module, whatever its class) when given, else the version's
-    ``torch`` format (its class importable), else its ``pt2`` program, unflattened
-    to find the input of its last ``nn.Linear``. The data of a reference:
-    ``train`` and ``val`` when given; else ``data`` (a Dataset, Split, ``(x, y)``,
-    a ``.npz`` / ``.csv`` / ``.parquet`` file with ``target``, a stored
-    fingerprint, or a bundled set by name, split with ``seed``); else the datasets
-    logged with the version's run (:func:`loopml.models.evaldata.version_data`),
-    checked against its signature before any work. The gate's details record its
-    thresholds, the rate asked for and the one calibrated (see :func:`fit_gate`),
-    the validation false-abstain rate and whether ``train``'s fingerprint matches
-    the version's training data.
-
-    >>> gate = fit_ood("digits/1")          # on the train and val rows logged with digits/1's run
-    >>> sorted(loopml.models.get_version("digits/1").files)
-    [..., 'ood_gate', ...]
-    >>> load_gate("digits/1").score(x[:3])   # per row: its largest score / threshold
-    array([...])
-    """
-    import torch
-
-    if isinstance(ref_or_model, torch.nn.Module):
-        if model is not None:
-            raise ValueError("Argument model is for a version reference, e.g. fit_ood('digits/1', model=net, ...); "
-                             "with a module as the first argument leave it out")
-        if train is None or val is None:
-            raise ValueError("Arguments train and val should be given for a torch module, e.g. "
-                             "fit_ood(model, train=parts.train, val=parts.val); a registered version can use data=")
-        return fit_gate(ref_or_model, train=train, val=val, detectors=detectors,
-                        target_false_abstain=target_false_abstain, mode=mode, vae_options=vae_options)
-    if not isinstance(ref_or_model, str):
-        raise TypeError(
-            f"Argument ref_or_model should be a model reference such as 'digits/1' or a torch.nn.Module; got {type(ref_or_model).__name__}"
-        )
-    if model is not None and not isinstance(model, torch.nn.Module):
-        raise TypeError(f"Argument model should be the version's torch.nn.Module; got {type(model).__name__}")
-    from ..models.registry import registry_for
-
-    registry = registry_for(tracking_uri)
-    version = registry.resolve(ref_or_model)
-    train, val = _version_parts(registry, version, train, val, data, target, seed)
-    layer = None
-    if model is None:
-        model, layer = _version_module(registry, version, detectors)
-    return fit_version_gate(registry, version, model, train=train, val=val, detectors=detectors,
-                            target_false_abstain=target_false_abstain, mode=mode, vae_options=vae_options, layer=layer)
-
-
-def _version_parts(registry: Any, version: "ModelVersion", train: Any, val: Any, data: Any, target: str | None,
-                   seed: int) -> tuple[Any, Any]:
-    """``train``/``val`` for a version's gate (see :func:`fit_ood`), checked against its signature before any work."""
-    from ..models.evaldata import check_shape, version_data
-
-    if not hasattr(registry, "add_file"):
-        raise ValueError(
-            "fit_ood stores files with the version, which a loopml server does not accept over HTTP yet; "
-            "run it where the store is (e.g. with --store sqlite:///... or postgresql+psycopg://...)"
-        )
-    if train is not None and val is not None:
-        if hasattr(train, "x") and hasattr(val, "x"):  # loopml Datasets
-            from ..data.split import Split
-
-            check_shape(version, Split(train=train, val=val, test=None, indices={}),
-                        example=f"e.g. fit_ood({version.ref!r}, train=parts.train, val=parts.val)")
-        return train, val
-    if train is not None or val is not None:
-        raise ValueError("Arguments train and val should be given together (or neither, to use data=)")
-    parts = version_data(
-        registry, version, data, target=target, seed=seed,
-        example=f"e.g. loopml monitor fit-ood {version.ref} --data train.npz (arrays x and y), or "
-                f"fit_ood({version.ref!r}, data=(x, y))",
-    )
-    if parts.val is None:
-        raise ValueError(f"Argument data should have a validation part to calibrate {version.ref}'s gate on; "
-                         "pass a single dataset (it is split) or a Split with val")
-    return parts.train, parts.val
-
-
-def fit_version_gate(
-    registry: Any,
-    version: "ModelVersion",
-    model: "torch.nn.Module | None",
-    *,
-    train: Any,
-    val: Any,
-    detectors: Sequence[str] = DETECTORS,
-    target_false_abstain: float = 0.01,
-    mode: str = "class",
-    vae_options: Mapping[str, Any] | None = None,
-    layer: str | None = None,
-) -> OODGate:
-    """:func:`fit_ood` for a resolved version of a given registry and a module at hand (what ``register`` calls).
-
-    ``model`` is left in the train/eval mode it came in. Example::
-
-        registry = loopml.models.registry.registry_for()
-        fit_version_gate(registry, registry.resolve("digits/1"), net, train=parts.train, val=parts.val)
-    """
-    if not hasattr(registry, "add_file"):
-        raise ValueError(
-            "fit_ood stores files with the version, which a loopml server does not accept over HTTP yet; "
-            "run it where the store is (e.g. with --store sqlite:///... or postgresql+psycopg://...)"
-        )
-    was_training = model.training if model is not None else False
-    try:
-        gate = fit_gate(model, train=train, val=val, detectors=detectors, target_false_abstain=target_false_abstain,
-                        mode=mode, vae_options=vae_options, layer=layer)
-        _store(registry, version, gate, train)
-    finally:
-        if model is not None:
-            model.train(was_training)
-    return gate
-
-
-def _version_module(registry: Any, version: "ModelVersion", detectors: Sequence[str]) -> "tuple[torch.nn.Module | None, str | None]":
-    """The version as a module for fitting, and the layer whose input are its features (None: the last nn.Linear)."""
-    from ..models.registry import load_version
-
-    if "mahalanobis" not in detectors:
-        return None, None  # the autoencoder needs only the data
-    fix = (f"pass the live module: loopml.monitor.fit_ood({version.ref!r}, model=model, train=..., val=...), "
-           "or fit the autoencoder alone (detectors=('vae',), on the CLI --detector vae)")
-    if "torch" in version.files and version.model_spec:
-        try:
-            return load_version(registry, version, format="torch").module(), None
-        except LoopMLError:
-            pass  # the class is not importable here: the pt2 program needs no code
-    if "pt2" not in version.files:
-        raise ValueError(f"The mahalanobis detector needs {version.ref} as a torch module, and it has neither a pt2 "
-                         f"program nor an importable torch class: {fix}")
-    from ..models.runtime import program_module
-
-    module, layers = program_module(registry.file_path(version.name, version.version, "pt2"))
-    linear = [name for name, kind in layers if kind == "torch.nn.modules.linear.Linear"]
-    if not linear:
-        raise ValueError(f"The mahalanobis detector takes the input of the last nn.Linear as features, and {version.ref}'s "
-                         f"pt2 program calls none: {fix}")
-    return module, linear[-1]
-
-
-def _store(registry: Any, version: "ModelVersion", gate: OODGate, train: Any) -> None:
-    from ..models.registry import EXAMPLE
-
-    example = None
-    if EXAMPLE in version.files:
-        example = np.load(registry.file_path(version.name, version.version, EXAMPLE), allow_pickle=False)
-    fingerprint = getattr(train, "fingerprint", None)
-    lineage_fp = (version.lineage.get("datasets") or {}).get("train")
-    with tempfile.TemporaryDirectory(prefix="loopml-ood-") as tmp:
-        folder = Path(tmp)
-        gate_path = gate.save(folder, example=example)
-        doc = json.loads(gate_path.read_text(encoding="utf-8"))
-        for entry in doc["detectors"].values():
-            for part in (entry, entry.get("features"), entry.get("joint")):
-                if part:
-                    registry.add_file(version.name, version.version, part["format"], folder / part["file"], {"detector": entry["config"]["kind"]})
-        details = {
-            "detectors": sorted(gate.detectors),
-            "thresholds": gate.thresholds,
-            "target_false_abstain": gate.target_false_abstain,
-            "requested_false_abstain": gate.requested_false_abstain,
-            "val_rows": gate.val_rows,
-            "val_false_abstain": gate.val_false_abstain,
-            "train_fingerprint": fingerprint if isinstance(fingerprint, str) else None,
-            "data_matches_lineage": bool(isinstance(fingerprint, str) and fingerprint == lineage_fp),
-        }
-        if gate.requested_false_abstain is not None and gate.target_false_abstain != gate.requested_false_abstain:
-            details["note"] = (f"calibrated at {gate.target_false_abstain:g}, not the {gate.requested_false_abstain:g} asked for: "
-                               f"{gate.val_rows} validation rows support no stricter rate")
-        registry.add_file(version.name, version.version, "ood_gate", gate_path, details)
-
-
-def load_gate(ref: str, *, threads: int = 1, tracking_uri: str | None = None) -> OODGate:
-    """Load the gate stored with a registered version; each file's sha256 is checked by the registry.
-
-    >>> gate = load_gate("digits@production")      # fit_ood stored it with the version
-    >>> (gate.score(torch.rand(8, 1, 8, 8)) > gate.threshold).tolist()
-    [True, True, True, True, True, True, True, True]
-    """
-    from ..models.registry import registry_for
-
-    registry = registry_for(tracking_uri)
-    return load_version_gate(registry, registry.resolve(ref), threads=threads)
+# -- a registered version's gate --------------------------------------------------
+#
+# Fitting a version's gate and storing its files is loopml.monitor.versions (which reads the
+# registry); loading them back is here, beside OODGate.load, for it needs nothing but the files.
 
 
 def load_version_gate(registry: Any, version: "ModelVersion", *, threads: int = 1) -> OODGate:
-    """:func:`load_gate` for a resolved version of a given registry (what ``loopml serve`` calls on each swap)."""
+    """The gate stored with a resolved ``version``, its files read through ``registry`` (sha256 checked).
+
+    The gate's counterpart of :meth:`OODGate.load` for a version's files; what
+    :func:`loopml.monitor.load_gate` and ``loopml serve`` call. ``registry`` is
+    anything with ``file_path(name, version, format)`` (a registry store, or one
+    over HTTP)::
+
+        registry = loopml.models.registry.registry_for()
+        gate = load_version_gate(registry, registry.resolve("digits@production"))
+    """
     if "ood_gate" not in version.files:
         raise NotFound(f"{version.ref} has no OOD gate; fit one with: loopml monitor fit-ood {version.ref} --data train.npz")
     doc = _read_gate_doc(registry.file_path(version.name, version.version, "ood_gate"))
