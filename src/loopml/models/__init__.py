@@ -4,7 +4,8 @@
 - :mod:`loopml.models.exporting`: ONNX, ``torch.export`` (.pt2) and ExecuTorch (.pte) files, checked against eager
 - :mod:`loopml.models.runtime`: run a stored format without the code that defined the model
 - :mod:`loopml.models.quantization`, :mod:`loopml.models.tqt`: int8 / int4 variants, incl. trained quantization thresholds
-- :mod:`loopml.models.registry`: versions, aliases, ``register``, ``load_model``, ``export`` (add formats)
+- :mod:`loopml.models.registry`: versions, aliases, ``register``, ``load_model``, ``export`` (add formats);
+  its ``register`` stores the model only: :func:`loopml.register` and :class:`loopml.Client` also fit its OOD gate
 - :mod:`loopml.models.variants`: ``quantize`` a version into a measured variant version
 - :mod:`loopml.models.evaldata`: which data a version is calibrated, fine-tuned and measured on
 - :mod:`loopml.models.nets`: the demo's digits CNN and an MLP, importable from any process
