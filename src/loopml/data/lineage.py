@@ -31,6 +31,7 @@ from .dataset import Dataset
 from .profile import profile
 
 if TYPE_CHECKING:
+    from ..store.protocols import TrackingBackend
     from ..tracking.run import Run
 
 __all__ = ["dataset_record", "log_check", "log_dataset"]
@@ -51,12 +52,13 @@ def dataset_record(ds: Dataset) -> dict[str, Any]:
     }
 
 
-def _backend(run: "Run") -> Any:
+def _backend(run: "Run") -> "TrackingBackend":
+    from ..store.protocols import TrackingBackend
     from ..tracking.run import Run
 
     if not isinstance(run, Run):
         raise TypeError(f"Argument run should be a loopml Run (from loopml.start_run), got {type(run).__name__}")
-    return run._backend
+    return run.backend
 
 
 def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool | None = None) -> str:

@@ -50,7 +50,7 @@ class Split:
 def _allocate(counts: np.ndarray, total: int, caps: np.ndarray, fraction: float) -> np.ndarray:
     """Per-class counts summing to ``total``, each within one of ``counts * fraction`` and at most ``caps``."""
     exact = counts * fraction
-    out = np.minimum(np.floor(exact).astype(np.int64), caps)
+    out: np.ndarray = np.minimum(np.floor(exact).astype(np.int64), caps)
     order = np.argsort(-(exact - out), kind="stable")
     i = 0
     while out.sum() < total and i < 2 * len(order):

@@ -37,6 +37,7 @@ from ..errors import DataError, NotFound
 
 if TYPE_CHECKING:
     from ..data.split import Split
+    from ..store.protocols import Registry
     from ..store.registry import ModelVersion
 
 __all__ = ["SPLIT", "check_shape", "data_for", "version_data"]
@@ -79,7 +80,7 @@ def _as_split(ds: Any, seed: int) -> "Split":
     return split(ds, **SPLIT, stratify=True, seed=seed)
 
 
-def _from_lineage(registry: Any, version: "ModelVersion", example: str) -> "Split":
+def _from_lineage(registry: "Registry", version: "ModelVersion", example: str) -> "Split":
     from ..data.sources import stored
     from ..data.split import Split
 
@@ -110,7 +111,7 @@ def _from_lineage(registry: Any, version: "ModelVersion", example: str) -> "Spli
 
 
 def version_data(
-    registry: Any,
+    registry: "Registry",
     version: "ModelVersion",
     data: Any = None,
     *,

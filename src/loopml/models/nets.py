@@ -37,7 +37,8 @@ class DigitsCNN(nn.Module):
         self.head = nn.Sequential(nn.Flatten(), nn.Linear(2 * channels * 16, 64), nn.ReLU(), nn.Linear(64, classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        out: torch.Tensor = self.head(self.features(x))  # nn.Module.__call__ is typed Any
+        return out
 
 
 @keep_init_args
@@ -80,4 +81,5 @@ class MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x if self.pre is None else self.pre(x))
+        out: torch.Tensor = self.net(x if self.pre is None else self.pre(x))  # nn.Module.__call__ is typed Any
+        return out

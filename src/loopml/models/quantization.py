@@ -83,7 +83,7 @@ def _require_ort() -> Any:
         import onnx  # noqa: F401
 
         import_onnxruntime()
-        import onnxruntime.quantization as ortq  # type: ignore[import-untyped]
+        import onnxruntime.quantization as ortq
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(f"Quantization needs {exc.name}: pip install 'loopml[quantize]'") from exc
     return ortq

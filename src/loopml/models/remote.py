@@ -52,25 +52,25 @@ class RemoteRegistry:
         return f"/models/{_q(check_model_name(name))}"
 
     def list_models(self) -> list[ModelInfo]:
-        return [ModelInfo(**m) for m in self.remote._json("GET", "/models")["models"]]
+        return [ModelInfo(**m) for m in self.remote.request_json("GET", "/models")["models"]]
 
     def get_model(self, name: str) -> ModelInfo:
-        return ModelInfo(**self.remote._json("GET", self._model(name))["model"])
+        return ModelInfo(**self.remote.request_json("GET", self._model(name))["model"])
 
     def list_versions(self, name: str) -> list[ModelVersion]:
-        return [ModelVersion.from_dict(v) for v in self.remote._json("GET", self._model(name))["versions"]]
+        return [ModelVersion.from_dict(v) for v in self.remote.request_json("GET", self._model(name))["versions"]]
 
     def get_version(self, name: str, version: int) -> ModelVersion:
-        return ModelVersion.from_dict(self.remote._json("GET", f"{self._model(name)}/versions/{int(version)}"))
+        return ModelVersion.from_dict(self.remote.request_json("GET", f"{self._model(name)}/versions/{int(version)}"))
 
     def resolve(self, ref: str) -> ModelVersion:
         name, which = parse_ref(ref)
         tail = "latest" if which is None else str(which)
-        return ModelVersion.from_dict(self.remote._json("GET", f"{self._model(name)}/versions/{_q(tail)}"))
+        return ModelVersion.from_dict(self.remote.request_json("GET", f"{self._model(name)}/versions/{_q(tail)}"))
 
     def alias_history(self, name: str, alias: str | None = None) -> list[AliasEvent]:
         params = {"alias": alias} if alias else None
-        doc = self.remote._json("GET", f"{self._model(name)}/alias-history", params=params)
+        doc = self.remote.request_json("GET", f"{self._model(name)}/alias-history", params=params)
         return [AliasEvent(**e) for e in doc["events"]]
 
     def file_path(self, name: str, version: int, fmt: str, *, verify: bool = True) -> Path:
@@ -85,7 +85,7 @@ class RemoteRegistry:
         if target.is_file() and (not verify or sha256_file(target) == info.sha256):
             return target
         folder.mkdir(parents=True, exist_ok=True)
-        response = self.remote._send("GET", f"{self._model(name)}/versions/{mv.version}/files/{_q(fmt)}", stream=True)
+        response = self.remote.request("GET", f"{self._model(name)}/versions/{mv.version}/files/{_q(fmt)}", stream=True)
         digest = hashlib.sha256()
         try:
             with atomic_path(target) as tmp, open(tmp, "wb") as f:
@@ -106,31 +106,35 @@ class RemoteRegistry:
         description: str | None = None,
     ) -> ModelVersion:
         body = {"source": source, "created_by": created_by, "tags": dict(tags) if tags else None, "description": description}
-        return ModelVersion.from_dict(self.remote._json("POST", f"{self._model(name)}/versions", body))
+        return ModelVersion.from_dict(self.remote.request_json("POST", f"{self._model(name)}/versions", body))
 
     def set_alias(self, name: str, alias: str, version: int, *, by: str | None = None) -> AliasEvent:
-        doc = self.remote._json("PUT", f"{self._model(name)}/aliases/{_q(alias)}", {"version": int(version), "by": by})
+        doc = self.remote.request_json("PUT", f"{self._model(name)}/aliases/{_q(alias)}", {"version": int(version), "by": by})
         return AliasEvent(**doc)
 
     def delete_alias(self, name: str, alias: str, *, by: str | None = None) -> AliasEvent:
         params = {"by": by} if by else None
-        return AliasEvent(**self.remote._json("DELETE", f"{self._model(name)}/aliases/{_q(alias)}", params=params))
+        return AliasEvent(**self.remote.request_json("DELETE", f"{self._model(name)}/aliases/{_q(alias)}", params=params))
 
     def delete_version(self, name: str, version: int) -> None:
-        self.remote._json("DELETE", f"{self._model(name)}/versions/{int(version)}")
+        self.remote.request_json("DELETE", f"{self._model(name)}/versions/{int(version)}")
 
     def set_measurements(self, name: str, version: int, measurements: Mapping[str, Any]) -> ModelVersion:
-        doc = self.remote._json("PATCH", f"{self._model(name)}/versions/{int(version)}", {"measurements": dict(measurements)})
+        doc = self.remote.request_json("PATCH", f"{self._model(name)}/versions/{int(version)}", {"measurements": dict(measurements)})
+        return ModelVersion.from_dict(doc)
+
+    def set_description(self, name: str, version: int, description: str | None) -> ModelVersion:
+        doc = self.remote.request_json("PATCH", f"{self._model(name)}/versions/{int(version)}", {"description": description})
         return ModelVersion.from_dict(doc)
 
     def export(self, ref: str, formats: list[str]) -> ModelVersion:
         mv = self.resolve(ref)
-        doc = self.remote._json("POST", f"{self._model(mv.name)}/versions/{mv.version}/export", {"formats": formats})
+        doc = self.remote.request_json("POST", f"{self._model(mv.name)}/versions/{mv.version}/export", {"formats": formats})
         return ModelVersion.from_dict(doc)
 
     def quantize(self, ref: str, *, method: str, bits: int, data: str | None, seed: int, epochs: int | None) -> ModelVersion:
         mv = self.resolve(ref)
         body = {"method": method, "bits": bits, "data": data, "seed": seed, "epochs": epochs}
-        return ModelVersion.from_dict(self.remote._json("POST", f"{self._model(mv.name)}/versions/{mv.version}/quantize", body))
+        return ModelVersion.from_dict(self.remote.request_json("POST", f"{self._model(mv.name)}/versions/{mv.version}/quantize", body))
 
 

@@ -52,7 +52,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,10 @@ class TQTFunction(torch.autograd.Function):
         return grad_x, grad_log2_t.reshape(ctx.log2_shape), None, None
 
 
+# Function.apply is untyped in torch (a C++ classmethod): give it its signature once, here.
+_tqt: Callable[[torch.Tensor, torch.Tensor, int, bool], torch.Tensor] = TQTFunction.apply
+
+
 class TQTQuantizer(nn.Module):
     """A per-tensor power-of-2 quantizer with a trained ``log2_t``.
 
@@ -139,7 +143,7 @@ class TQTQuantizer(nn.Module):
         return float(2.0 ** math.ceil(float(self.log2_t.detach())))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return TQTFunction.apply(x, self.log2_t, self.bits, self.signed)  # type: ignore[no-any-return]
+        return _tqt(x, self.log2_t, self.bits, self.signed)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}, log2_t={float(self.log2_t.detach()):.3f}"
@@ -162,7 +166,8 @@ class TQTLayer(nn.Module):
                 _scale(self.weight_q.log2_t.detach(), self.weight_q.bits, True)
             b = b + (torch.round(b / sb) * sb - b).detach()
         if isinstance(self.layer, nn.Conv2d):
-            return self.layer._conv_forward(x, w, b)
+            out: torch.Tensor = self.layer._conv_forward(x, w, b)  # Conv2d's padding modes with our weight
+            return out
         return F.linear(x, w, b)
 
 
@@ -232,7 +237,7 @@ def _init_log2_t(values: torch.Tensor, bits: int, signed: bool, init: str, perce
     top = math.ceil(_log2(high))
     best, best_k = math.inf, top
     for k in range(top, top - 13, -1):
-        q = TQTFunction.apply(values, torch.tensor(float(k)), bits, signed)
+        q = _tqt(values, torch.tensor(float(k)), bits, signed)
         err = float(((q - values) ** 2).mean())
         if err < best:
             best, best_k = err, k

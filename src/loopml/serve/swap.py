@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 from ..store.registry import parse_ref
 
 if TYPE_CHECKING:
-    from ..store.registry import ModelVersion, RegistryStore
+    from ..store.protocols import Registry
+    from ..store.registry import ModelVersion
     from .backends import Backend
 
 __all__ = ["Follower"]
@@ -38,7 +39,7 @@ class Follower:
 
     def __init__(
         self,
-        registry: "RegistryStore",
+        registry: "Registry",
         ref: str,
         *,
         load: Callable[["ModelVersion"], "Backend"],

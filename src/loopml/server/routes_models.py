@@ -40,10 +40,10 @@ router = APIRouter(prefix=f"{PREFIX}/models", tags=["models"])
 
 
 def get_registry(request: Request) -> RegistryStore:
-    registry = getattr(request.app.state, "registry", None)
+    registry: RegistryStore | None = getattr(request.app.state, "registry", None)
     if registry is None:
         registry = request.app.state.registry = RegistryStore(request.app.state.store)
-    return registry  # type: ignore[no-any-return]
+    return registry
 
 
 Registry = Annotated[RegistryStore, Depends(get_registry)]
@@ -127,7 +127,7 @@ def patch_version(name: str, version: int, body: PatchVersionIn, registry: Regis
     result = registry.get_version(name, version)
     if body.measurements is not None:
         result = registry.set_measurements(name, version, body.measurements)
-    if body.description is not None:
+    if "description" in body.model_fields_set:  # an explicit null clears it, as RegistryStore.set_description(None) does
         result = registry.set_description(name, version, body.description)
     return json_response(result.to_dict())
 

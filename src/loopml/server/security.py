@@ -163,7 +163,7 @@ class SecurityMiddleware:
 
         async def limited_receive() -> Message:
             nonlocal seen
-            message: Any = await receive()
+            message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:

@@ -74,7 +74,7 @@ class PredictionLog:
             return
         sql, order = self._insert
         step = chunk if chunk > 0 else len(rows)
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             for i in range(0, len(rows), step):
                 if i:
                     time.sleep(0)  # let a thread waiting for the GIL (the server's event loop) run now
@@ -89,7 +89,7 @@ class PredictionLog:
         # The statement is built and compiled by SQLAlchemy once and run through the driver's executemany:
         # SQLAlchemy's own executemany spends ~15 us a row in Python (bind processing, result set-up), 3x the
         # driver's, and that Python time is GIL time taken from the server's event loop.
-        stmt = self.store._upsert(s.predictions).on_conflict_do_nothing(index_elements=["request_id"])
+        stmt = self.store.upsert(s.predictions).on_conflict_do_nothing(index_elements=["request_id"])
         compiled = stmt.compile(dialect=self.store.engine.dialect)
         if compiled.positional and compiled.positiontup:
             return str(compiled), tuple(COLUMNS.index(n) for n in compiled.positiontup)
@@ -97,14 +97,14 @@ class PredictionLog:
 
     def get(self, request_id: str) -> dict[str, Any]:
         """One prediction record; :class:`~loopml.errors.NotFound` when no request has that id."""
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             row = conn.execute(sa.select(s.predictions).where(s.predictions.c.request_id == request_id)).mappings().first()
         if row is None:
             raise NotFound(f"No prediction has request id {request_id!r}")
         return dict(row)
 
     def exists(self, request_id: str) -> bool:
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             found = conn.execute(
                 sa.select(s.predictions.c.request_id).where(s.predictions.c.request_id == request_id)
             ).first()
@@ -117,14 +117,14 @@ class PredictionLog:
             q = q.where(s.predictions.c.model == model)
         if version is not None:
             q = q.where(s.predictions.c.version == int(version))
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return int(conn.execute(q).scalar_one())
 
     def request_ids(self, model: str | None = None) -> set[str]:
         q = sa.select(s.predictions.c.request_id)
         if model is not None:
             q = q.where(s.predictions.c.model == model)
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return set(conn.execute(q).scalars())
 
     def add_feedback(self, request_id: str, label: Any, *, at: float | None = None) -> dict[str, Any]:
@@ -133,7 +133,7 @@ class PredictionLog:
         if len(text.encode()) > MAX_LABEL_BYTES:
             raise ValueError(f"Argument label should be at most {MAX_LABEL_BYTES} bytes of JSON; got {len(text.encode())}")
         when = time.time() if at is None else at
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             known = conn.execute(
                 sa.select(s.predictions.c.request_id).where(s.predictions.c.request_id == request_id)
             ).first()
@@ -144,7 +144,7 @@ class PredictionLog:
 
     def feedback(self, request_id: str) -> list[dict[str, Any]]:
         """Every label given for a request, oldest first."""
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             rows = conn.execute(
                 sa.select(s.feedback.c.label, s.feedback.c.created_at)
                 .where(s.feedback.c.request_id == request_id)

@@ -45,6 +45,7 @@ from . import schema as s
 from .artifacts import safe_relpath, sha256_file
 
 if TYPE_CHECKING:
+    from .protocols import Registry
     from .tracking import TrackingStore
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "RegistryStore",
     "check_alias",
     "check_model_name",
+    "local_registry",
     "parse_ref",
     "parse_source",
 ]
@@ -236,7 +238,13 @@ class AliasEvent:
 
 
 class RegistryStore:
-    """Models, versions, files and aliases in the tracking store's database and artifact root."""
+    """Models, versions, files and aliases in the tracking store's database and artifact root.
+
+    It satisfies :class:`~loopml.store.protocols.Registry`, and has besides the
+    methods that write files into the artifact root of this machine
+    (:meth:`create_version`, :meth:`add_file`, :meth:`model_dir`,
+    :meth:`versions_of_run`); :func:`local_registry` gets it from a ``Registry``.
+    """
 
     def __init__(self, store: "TrackingStore") -> None:
         self.store = store
@@ -297,7 +305,7 @@ class RegistryStore:
             .select_from(m.outerjoin(counts, counts.c.name == m.c.name))
             .order_by(m.c.name)
         )
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             rows = conn.execute(stmt).all()
             alias_rows = conn.execute(sa.select(a.c.name, a.c.alias, a.c.version)).all()
         by_name: dict[str, dict[str, int]] = {}
@@ -320,7 +328,7 @@ class RegistryStore:
 
     def list_versions(self, name: str) -> list[ModelVersion]:
         check_model_name(name)
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             self._require_model(conn, name)
             return self._versions(conn, s.model_versions.c.name == name)
 
@@ -331,7 +339,7 @@ class RegistryStore:
     def get_version(self, name: str, version: int) -> ModelVersion:
         check_model_name(name)
         v = s.model_versions
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             found = self._versions(conn, sa.and_(v.c.name == name, v.c.version == int(version)))
             if not found:
                 self._require_model(conn, name)
@@ -343,7 +351,7 @@ class RegistryStore:
         name, which = parse_ref(ref)
         if isinstance(which, int):
             return self.get_version(name, which)
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             self._require_model(conn, name)
             if which is None:
                 version = conn.execute(
@@ -368,7 +376,7 @@ class RegistryStore:
         stmt = sa.select(e).where(e.c.name == name)
         if alias is not None:
             stmt = stmt.where(e.c.alias == alias)
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             rows = conn.execute(stmt.order_by(e.c.id)).all()
         return [
             AliasEvent(name=r.name, alias=r.alias, from_version=r.from_version, to_version=r.to_version, at=r.at, by=r.by)
@@ -376,7 +384,7 @@ class RegistryStore:
         ]
 
     def versions_of_run(self, run_id: str) -> list[ModelVersion]:
-        with self.store._read() as conn:
+        with self.store.read() as conn:
             return self._versions(conn, s.model_versions.c.run_id == run_id)
 
     # -- files ----------------------------------------------------------------
@@ -462,12 +470,12 @@ class RegistryStore:
         now = time.time()
         final: Path | None = None
         try:
-            with self.store._tx() as conn:
+            with self.store.transaction() as conn:
                 m = s.models
                 # insert-if-missing then lock the row: two processes registering the first
                 # version of a new name at once get 1 and 2, not a unique-key error
                 conn.execute(
-                    self.store._upsert(m)
+                    self.store.upsert(m)
                     .values(name=name, description=None, created_at=now, updated_at=now, last_version=0)
                     .on_conflict_do_nothing(index_elements=["name"])
                 )
@@ -590,7 +598,7 @@ class RegistryStore:
             "sha256": sha256_file(target), "details": _dumps(dict(details or {}), "details"), "created_at": time.time(),
         }
         f = s.model_files
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             conn.execute(f.delete().where(f.c.name == name, f.c.version == mv.version, f.c.format == fmt))
             conn.execute(f.insert().values(**row))
         return self.get_version(name, mv.version)
@@ -600,7 +608,7 @@ class RegistryStore:
         mv = self.get_version(name, version)
         merged = {**mv.measurements, **dict(measurements)}
         v = s.model_versions
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             conn.execute(
                 v.update().where(v.c.name == name, v.c.version == mv.version)
                 .values(measurements=_dumps(merged, "measurements"))
@@ -612,7 +620,7 @@ class RegistryStore:
         check_alias(alias)
         self.get_version(name, version)
         a, now = s.model_aliases, time.time()
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             old = conn.execute(sa.select(a.c.version).where(a.c.name == name, a.c.alias == alias)).scalar()
             if old is None:
                 conn.execute(a.insert().values(name=name, alias=alias, version=version, updated_at=now))
@@ -628,7 +636,7 @@ class RegistryStore:
         check_model_name(name)
         check_alias(alias)
         a, now = s.model_aliases, time.time()
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             old = conn.execute(sa.select(a.c.version).where(a.c.name == name, a.c.alias == alias)).scalar()
             if old is None:
                 raise NotFound(f"Model {name!r} has no alias {alias!r}")
@@ -642,7 +650,7 @@ class RegistryStore:
         """Delete a version and its files; refused while an alias points at it."""
         mv = self.get_version(name, version)
         v, a, f = s.model_versions, s.model_aliases, s.model_files
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             aliases = [
                 r.alias
                 for r in conn.execute(sa.select(a.c.alias).where(a.c.name == name, a.c.version == mv.version).order_by(a.c.alias))
@@ -660,10 +668,26 @@ class RegistryStore:
     def set_description(self, name: str, version: int, description: str | None) -> ModelVersion:
         mv = self.get_version(name, version)
         v = s.model_versions
-        with self.store._tx() as conn:
+        with self.store.transaction() as conn:
             conn.execute(v.update().where(v.c.name == name, v.c.version == mv.version).values(description=description))
         return self.get_version(name, mv.version)
 
     def model_dir(self, name: str, version: int) -> Path:
         check_model_name(name)
         return self.root / name / str(int(version))
+
+
+def local_registry(registry: "Registry", what: str) -> RegistryStore:
+    """``registry`` as the :class:`RegistryStore` that ``what`` needs, to write a version's files on this machine.
+
+    A registry over HTTP is refused with a ValueError that says where to run
+    ``what`` instead::
+
+        gate_registry = local_registry(registry_for(), "fit_ood")
+    """
+    if isinstance(registry, RegistryStore):
+        return registry
+    raise ValueError(
+        f"{what} stores files with the version, which a loopml server does not accept over HTTP yet; "
+        "run it where the store is (e.g. with --store sqlite:///... or postgresql+psycopg://...)"
+    )

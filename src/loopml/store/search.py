@@ -59,9 +59,9 @@ import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
-from sqlalchemy import Double, Table, and_, case, literal, literal_column, not_, or_, select
+from sqlalchemy import Double, Select, Table, and_, case, literal, literal_column, not_, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement, Grouping
@@ -492,10 +492,11 @@ def _like(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
 
 
 def _compare(column: ColumnElement[Any], op: str, value: Any) -> ColumnElement[bool]:
+    # SQLAlchemy types ==, != and the orderings of a ColumnElement[Any] as Any; they build a boolean clause
     if op == "=":
-        return column == value
+        return cast(ColumnElement[bool], column == value)
     if op == "!=":
-        return column != value
+        return cast(ColumnElement[bool], column != value)
     if op == "IN":
         return column.in_(value)
     if op == "NOT IN":
@@ -503,12 +504,12 @@ def _compare(column: ColumnElement[Any], op: str, value: Any) -> ColumnElement[b
     if op == "LIKE":
         return _like(column, value)
     if op == "ILIKE":
-        return column.ilike(value, escape="\\")
-    return _ORDERINGS[op](_bytewise(column) if isinstance(value, str) else column, value)
+        return cast(ColumnElement[bool], column.ilike(value, escape="\\"))
+    return cast(ColumnElement[bool], _ORDERINGS[op](_bytewise(column) if isinstance(value, str) else column, value))
 
 
 def _has_key(table: Table, key: str, condition: ColumnElement[bool] | None = None) -> ColumnElement[bool]:
-    query: Any = select(literal_column("1")).where(table.c.run_id == runs.c.id, table.c.key == key)
+    query: Select[tuple[Any]] = select(literal_column("1")).where(table.c.run_id == runs.c.id, table.c.key == key)
     if condition is not None:
         query = query.where(condition)
     return query.correlate(runs).exists()

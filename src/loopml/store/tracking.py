@@ -14,6 +14,7 @@ array([0.5])
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -31,6 +32,7 @@ from . import schema as s
 from .artifacts import ArtifactRoot
 from .engine import open_engine
 from .points import decode_history, encode_blocks
+from .protocols import MetricPoint
 from .records import ArtifactInfo, Experiment, History, MetricSummary, RunRecord
 from .validation import check_key, check_text_value
 
@@ -40,8 +42,6 @@ __all__ = ["MAX_PAGE_SIZE", "MetricPoint", "TrackingStore"]
 MAX_PAGE_SIZE = 10_000
 DEFAULT_PAGE_SIZE = 1_000
 
-# (run_id, key, step, timestamp, value)
-MetricPoint = tuple[str, str, int, float, float]
 
 _NAN = float("nan")
 
@@ -67,7 +67,7 @@ class TrackingStore:
             from sqlalchemy.dialects.sqlite import insert as upsert
         else:
             from sqlalchemy.dialects.postgresql import insert as upsert  # type: ignore[assignment]
-        self._upsert = upsert
+        self._insert = upsert
         self._latest_upsert = self._build_latest_upsert()
 
     @classmethod
@@ -104,7 +104,16 @@ class TrackingStore:
         return isinstance(exc, SQLAlchemyError) or (dbapi is not None and isinstance(exc, dbapi.Error))
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def transaction(self) -> Iterator[Connection]:
+        """A connection in one write transaction: committed at the end of the block, rolled back on an error.
+
+        Database errors come out as :class:`~loopml.errors.StoreError` (``transient``
+        for locks and lost connections). What the registry and the prediction log
+        write through::
+
+            with store.transaction() as conn:
+                conn.execute(schema.tags.delete().where(schema.tags.c.run_id == run_id))
+        """
         try:
             with self._write_engine.begin() as conn:
                 yield conn
@@ -116,7 +125,8 @@ class TrackingStore:
             raise
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
+    def read(self) -> Iterator[Connection]:
+        """A connection for reads (no write lock), with errors translated as in :meth:`transaction`."""
         try:
             with self.engine.connect() as conn:
                 yield conn
@@ -127,18 +137,28 @@ class TrackingStore:
                 raise self._translate(exc) from exc
             raise
 
+    def upsert(self, table: sa.Table) -> Any:
+        """An INSERT on ``table`` with this dialect's ``on_conflict_do_nothing`` / ``on_conflict_do_update``.
+
+        SQLite's and PostgreSQL's insert constructs differ only in their import;
+        both return a dialect ``Insert`` (typed Any here, as SQLAlchemy types them per dialect)::
+
+            stmt = store.upsert(schema.models).values(name="digits").on_conflict_do_nothing(index_elements=["name"])
+        """
+        return self._insert(table)
+
     # -- experiments ----------------------------------------------------------
 
     def get_or_create_experiment(self, name: str) -> Experiment:
         check_key(name, what="experiment")
-        with self._read() as conn:  # the common case: it exists, and a read takes no write lock
+        with self.read() as conn:  # the common case: it exists, and a read takes no write lock
             row = conn.execute(sa.select(s.experiments).where(s.experiments.c.name == name)).first()
         if row is not None:
             return Experiment(id=row.id, name=row.name, created_at=row.created_at, description=row.description)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             row = conn.execute(sa.select(s.experiments).where(s.experiments.c.name == name)).first()
             if row is None:
-                stmt = self._upsert(s.experiments).values(name=name, created_at=time.time())
+                stmt = self.upsert(s.experiments).values(name=name, created_at=time.time())
                 conn.execute(stmt.on_conflict_do_nothing(index_elements=["name"]))
                 row = conn.execute(sa.select(s.experiments).where(s.experiments.c.name == name)).one()
         return Experiment(id=row.id, name=row.name, created_at=row.created_at, description=row.description)
@@ -153,7 +173,7 @@ class TrackingStore:
             .order_by(e.c.name)
             .limit(MAX_PAGE_SIZE)
         )
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(stmt).all()
         return [
             Experiment(
@@ -193,7 +213,7 @@ class TrackingStore:
         check_key(name, what="name")
         pvals = {check_key(k, what="param key"): check_text_value(k, v) for k, v in (params or {}).items()}
         tvals = {check_key(k, what="tag key"): check_text_value(k, v, what="tag") for k, v in (tags or {}).items()}
-        with self._tx() as conn:
+        with self.transaction() as conn:
             if parent_id is not None and conn.execute(
                 sa.select(s.runs.c.id).where(s.runs.c.id == parent_id)
             ).first() is None:
@@ -232,7 +252,7 @@ class TrackingStore:
         now = time.time()
         values: dict[str, Any] = {"status": status, "heartbeat_at": now}
         values["end_time"] = None if status == "RUNNING" else (end_time if end_time is not None else now)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             n = conn.execute(s.runs.update().where(s.runs.c.id == run_id).values(**values)).rowcount
         if n == 0:
             raise NotFound(f"Run {run_id!r} does not exist")
@@ -241,7 +261,7 @@ class TrackingStore:
         if not run_ids:
             return
         at = time.time() if at is None else at
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 s.runs.update()
                 .where(s.runs.c.id.in_(list(run_ids)), s.runs.c.status == "RUNNING")
@@ -253,9 +273,9 @@ class TrackingStore:
         vals = {check_key(k, what="param key"): check_text_value(k, v) for k, v in params.items()}
         if not vals:
             return
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._require_run(conn, run_id)
-            stmt = self._upsert(s.params).on_conflict_do_nothing(index_elements=["run_id", "key"])
+            stmt = self.upsert(s.params).on_conflict_do_nothing(index_elements=["run_id", "key"])
             conn.execute(stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in vals.items()])
             stored = dict(
                 conn.execute(
@@ -276,14 +296,14 @@ class TrackingStore:
         vals = {check_key(k, what="tag key"): check_text_value(k, v, what="tag") for k, v in tags.items()}
         if not vals:
             return
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._require_run(conn, run_id)
-            stmt = self._upsert(s.tags)
+            stmt = self.upsert(s.tags)
             stmt = stmt.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": stmt.excluded.value})
             conn.execute(stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in vals.items()])
 
     def delete_tag(self, run_id: str, key: str) -> None:
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(s.tags.delete().where(s.tags.c.run_id == run_id, s.tags.c.key == key))
 
     def _require_run(self, conn: Connection, run_id: str) -> None:
@@ -294,7 +314,7 @@ class TrackingStore:
 
     def _build_latest_upsert(self) -> Any:
         lm = s.latest_metrics
-        stmt = self._upsert(lm)
+        stmt = self.upsert(lm)
         ex = stmt.excluded
         newer = ex.step >= lm.c.step
         return stmt.on_conflict_do_update(
@@ -327,7 +347,7 @@ class TrackingStore:
         if not points:
             return
         blocks, latest = encode_blocks(points)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(s.metric_blocks.insert(), blocks)
             conn.execute(self._latest_upsert, latest)
 
@@ -342,7 +362,7 @@ class TrackingStore:
             raise ValueError(f"Argument limit should be a positive integer or None, got {limit!r}")
         b = s.metric_blocks
         stmt = sa.select(b.c.data).where(b.c.run_id == run_id, b.c.key == key).order_by(b.c.id)
-        with self._read() as conn:
+        with self.read() as conn:
             blobs = conn.execute(stmt).scalars().all()
         h = decode_history(blobs)
         if offset or limit is not None:
@@ -352,7 +372,7 @@ class TrackingStore:
 
     def metric_keys(self, run_id: str) -> list[str]:
         lm = s.latest_metrics
-        with self._read() as conn:
+        with self.read() as conn:
             return list(
                 conn.execute(sa.select(lm.c.key).where(lm.c.run_id == run_id).order_by(lm.c.key)).scalars()
             )
@@ -444,7 +464,7 @@ class TrackingStore:
 
     def get_run(self, run_id: str) -> RunRecord:
         stmt = self._run_select(self._status_expr()).where(s.runs.c.id == run_id)
-        with self._read() as conn:
+        with self.read() as conn:
             row = conn.execute(stmt).first()
             if row is None:
                 raise NotFound(f"Run {run_id!r} does not exist")
@@ -479,7 +499,7 @@ class TrackingStore:
         if where is not None:
             stmt = stmt.where(where)
         stmt = stmt.order_by(*compile_order_by(order_by, status=status)).limit(limit).offset(offset)
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(stmt).all()
             # For a long page the params/tags/metrics queries select their runs with the
             # same query as a subquery: binding 1,000 ids costs more than running it again.
@@ -500,7 +520,7 @@ class TrackingStore:
         where = compile_filter(filter, status=status)
         if where is not None:
             stmt = stmt.where(where)
-        with self._read() as conn:
+        with self.read() as conn:
             return int(conn.execute(stmt).scalar_one())
 
     def run_keys(self, *, experiments: Sequence[str] | str | None = None) -> dict[str, list[str]]:
@@ -511,7 +531,7 @@ class TrackingStore:
         if isinstance(experiments, str):
             experiments = [experiments]
         out: dict[str, list[str]] = {}
-        with self._read() as conn:
+        with self.read() as conn:
             for kind, table in (("params", s.params), ("metrics", s.latest_metrics), ("tags", s.tags)):
                 stmt = sa.select(table.c.key).distinct()
                 if experiments is not None:
@@ -533,40 +553,40 @@ class TrackingStore:
 
         role = d.check_role(role)
         row = d.check_record(record)
-        with self._tx() as conn:
+        with self.transaction() as conn:
             self._require_run(conn, run_id)
-            d.insert_dataset(conn, row, self._upsert)
-            d.link_run(conn, run_id, row["fingerprint"], role, self._upsert)
+            d.insert_dataset(conn, row, self.upsert)
+            d.link_run(conn, run_id, row["fingerprint"], role, self.upsert)
 
     def get_dataset(self, fingerprint: str) -> dict[str, Any]:
         """The dataset record with ``fingerprint`` (schema and profile as dicts)."""
         from . import datasets as d
 
-        with self._read() as conn:
+        with self.read() as conn:
             return d.get_dataset(conn, d.check_fingerprint(fingerprint))
 
     def run_datasets(self, run_id: str) -> dict[str, str]:
         """``{role: fingerprint}`` of the datasets linked to the run."""
         from . import datasets as d
 
-        with self._read() as conn:
+        with self.read() as conn:
             self._require_run(conn, run_id)
             return d.run_datasets(conn, run_id)
 
     # -- artifacts ------------------------------------------------------------
 
     def _record_artifacts(self, run_id: str, infos: Iterable[ArtifactInfo]) -> None:
-        stmt = self._upsert(s.artifacts)
+        stmt = self.upsert(s.artifacts)
         stmt = stmt.on_conflict_do_update(
             index_elements=["run_id", "path"],
             set_={"size": stmt.excluded.size, "sha256": stmt.excluded.sha256, "created_at": stmt.excluded.created_at},
         )
         rows = [{"run_id": run_id, **i.to_dict()} for i in infos]
         if rows:
-            with self._tx() as conn:
+            with self.transaction() as conn:
                 conn.execute(stmt, rows)
 
-    def log_artifact(self, run_id: str, local_path: str | Path, name: str | None = None) -> list[ArtifactInfo]:
+    def log_artifact(self, run_id: str, local_path: str | os.PathLike[str], name: str | None = None) -> list[ArtifactInfo]:
         """Copy a file or folder under the run's artifact folder and record size and sha256."""
         self.get_run(run_id)
         infos = self.artifacts.put(run_id, local_path, name)
@@ -587,7 +607,7 @@ class TrackingStore:
 
             clean = safe_relpath(prefix)
             stmt = stmt.where(sa.or_(a.c.path == clean, a.c.path.startswith(clean + "/", autoescape=True)))
-        with self._read() as conn:
+        with self.read() as conn:
             rows = conn.execute(stmt.order_by(a.c.path).limit(MAX_PAGE_SIZE)).all()
         return [ArtifactInfo(path=r.path, size=r.size, sha256=r.sha256, created_at=r.created_at) for r in rows]
 
@@ -595,14 +615,14 @@ class TrackingStore:
         """The local file of a recorded artifact, after the path checks."""
         return self.artifacts.open_path(run_id, path)
 
-    def download_artifact(self, run_id: str, path: str, dest: Path) -> Path:
+    def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str]) -> Path:
         """Copy one artifact file into the folder ``dest``; returns the new file's path."""
         import shutil
 
         src = self.artifact_path(run_id, path)
-        dest = Path(dest)
-        dest.mkdir(parents=True, exist_ok=True)
-        target = dest / src.name
+        folder = Path(dest)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / src.name
         with atomic_path(target) as tmp:  # a copy over an earlier download is whole or not at all
             shutil.copyfile(src, tmp)
         return target
@@ -613,7 +633,7 @@ class TrackingStore:
         clean = safe_relpath(path)
         self.artifacts.delete(run_id, clean)
         a = s.artifacts
-        with self._tx() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 a.delete().where(
                     a.c.run_id == run_id,

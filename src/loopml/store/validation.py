@@ -59,9 +59,9 @@ def check_metric_value(key: str, value: Any) -> float:
 
 def check_step(step: Any) -> int:
     if type(step) is int or (isinstance(step, numbers.Integral) and not isinstance(step, bool)):
-        step = int(step)
-        if -(2**63) <= step < 2**63:
-            return step
+        as_int = int(step)
+        if -(2**63) <= as_int < 2**63:
+            return as_int
     raise ValueError(f"Argument step should be an integer (int64), got {type(step).__name__}: {step!r}")
 
 

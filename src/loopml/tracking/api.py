@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..errors import LoopMLError
+from ..store.protocols import TrackingBackend
 from .run import Run
 from .writer import BatchWriter
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..store.records import Experiment
+    from ..store.records import ArtifactInfo, Experiment, RunRecord
 
 __all__ = [
     "active_run",
@@ -51,8 +52,8 @@ __all__ = [
 
 _lock = threading.RLock()
 _uri_override: str | None = None
-_backends: dict[str, Any] = {}
-_writers: dict[int, Any] = {}  # by id() of the backend
+_backends: dict[str, TrackingBackend] = {}
+_writers: dict[int, BatchWriter] = {}  # by id() of the backend
 _local = threading.local()
 _open_runs: set[Run] = set()
 
@@ -67,7 +68,7 @@ def get_tracking_uri() -> str:
     return _uri_override or config.settings().tracking_uri
 
 
-def backend_for(uri: str | None = None) -> Any:
+def backend_for(uri: str | None = None) -> TrackingBackend:
     """The store client for ``uri``: a TrackingStore (database) or a RemoteStore (http)."""
     settings = config.settings()
     uri = config.check_tracking_uri(uri) if uri else (_uri_override or settings.tracking_uri)
@@ -88,7 +89,7 @@ def backend_for(uri: str | None = None) -> Any:
         return backend
 
 
-def _writer_for(backend: Any) -> Any:
+def _writer_for(backend: TrackingBackend) -> BatchWriter:
     with _lock:
         writer = _writers.get(id(backend))
         if writer is None:
@@ -190,10 +191,8 @@ def start_run(
             user=user,
             command=shlex.join(getattr(sys, "orig_argv", sys.argv)),
         )
-    run = Run(backend, record, writer=writer, on_finish=_forget)
-    if run_id is not None:
-        last_steps = [m.step for m in record.metrics.values()]
-        run._next_step = max(last_steps) + 1 if last_steps else 0
+    last_steps = [m.step for m in record.metrics.values()] if run_id is not None else []
+    run = Run(backend, record, writer=writer, on_finish=_forget, next_step=max(last_steps) + 1 if last_steps else 0)
     with _lock:
         _open_runs.add(run)
     _stack().append(run)
@@ -234,7 +233,7 @@ def set_tags(tags: Mapping[str, Any]) -> None:
     _require_active().set_tags(tags)
 
 
-def log_artifact(path: str | os.PathLike[str], name: str | None = None) -> Any:
+def log_artifact(path: str | os.PathLike[str], name: str | None = None) -> list["ArtifactInfo"]:
     """``run.log_artifact`` on this thread's active run."""
     return _require_active().log_artifact(path, name)
 
@@ -244,8 +243,8 @@ def get_run(run_id: str, *, tracking_uri: str | None = None) -> Run:
     backend = backend_for(tracking_uri)
     with _lock:
         for run in _open_runs:
-            if run.id == run_id and run._backend is backend:
-                run._writer.flush()  # type: ignore[union-attr]
+            if run.id == run_id and run.backend is backend:
+                run.flush()
                 break
     return Run(backend, backend.get_run(run_id))
 
@@ -285,7 +284,7 @@ def runs(
 _BASE_COLUMNS = ("run_id", "experiment", "name", "status", "start_time", "end_time", "duration", "parent_id")
 
 
-def _frame(records: Sequence[Any]) -> "pd.DataFrame":
+def _frame(records: Sequence["RunRecord"]) -> "pd.DataFrame":
     """Runs as a DataFrame, built column by column (a list of row dicts is 3x slower)."""
     import pandas as pd
 
@@ -321,7 +320,7 @@ def _frame(records: Sequence[Any]) -> "pd.DataFrame":
     return df
 
 
-def _flush_all(backend: Any) -> None:
+def _flush_all(backend: TrackingBackend) -> None:
     writer = _writers.get(id(backend))
     if writer is not None:
         writer.flush()

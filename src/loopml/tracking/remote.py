@@ -166,7 +166,14 @@ class RemoteStore:
 
     # -- transport ----------------------------------------------------------
 
-    def _send(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, path: str, *, stream: bool = False, **kwargs: Any) -> httpx.Response:
+        """Send one request to ``/api/v1{path}``; an error answer raises the loopml error it stands for.
+
+        ``kwargs`` go to :meth:`httpx.Client.build_request` (``params``, ``content``,
+        ``headers``); ``stream=True`` leaves the body unread (close the response).
+        Cannot connect, timeouts and 502/503/504 raise a transient
+        :class:`~loopml.errors.StoreError` (see the module docstring for the rest).
+        """
         try:
             request = self._client.build_request(method, path, **kwargs)
             response = self._client.send(request, stream=stream)
@@ -188,13 +195,18 @@ class RemoteStore:
                 response.close()
         return response
 
-    def _json(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+    def request_json(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """:meth:`request` with a JSON body (``body``) and a JSON answer (None for an empty one).
+
+        What :class:`~loopml.models.remote.RemoteRegistry` builds on, e.g.
+        ``store.request_json("GET", "/models")["models"]``.
+        """
         if body is not None:
             kwargs["content"] = orjson.dumps(body)
             kwargs["headers"] = _JSON
         elif method in ("POST", "PUT", "PATCH", "DELETE"):
             kwargs["headers"] = _JSON  # the server refuses writes without a JSON content type
-        response = self._send(method, path, **kwargs)
+        response = self.request(method, path, **kwargs)
         if response.status_code == 204 or not response.content:
             return None
         return orjson.loads(response.content)
@@ -203,10 +215,10 @@ class RemoteStore:
 
     def get_or_create_experiment(self, name: str) -> Experiment:
         check_key(name, what="experiment")
-        return Experiment(**self._json("POST", "/experiments", {"name": name}))
+        return Experiment(**self.request_json("POST", "/experiments", {"name": name}))
 
     def list_experiments(self) -> list[Experiment]:
-        return [Experiment(**e) for e in self._json("GET", "/experiments")["experiments"]]
+        return [Experiment(**e) for e in self.request_json("GET", "/experiments")["experiments"]]
 
     # -- runs ---------------------------------------------------------------
 
@@ -241,31 +253,31 @@ class RemoteStore:
             "start_time": start_time,
             "run_id": run_id,
         }
-        return wire.run_from_json(self._json("POST", "/runs", body))
+        return wire.run_from_json(self.request_json("POST", "/runs", body))
 
     def set_status(self, run_id: str, status: str, *, end_time: float | None = None) -> None:
-        self._json("POST", f"/runs/{_q(run_id)}/status", {"status": status, "end_time": end_time})
+        self.request_json("POST", f"/runs/{_q(run_id)}/status", {"status": status, "end_time": end_time})
 
     def heartbeat(self, run_ids: Sequence[str], at: float | None = None) -> None:
         """Mark runs alive. ``at`` is ignored: the server stamps its own clock."""
         if run_ids:
-            self._json("POST", "/heartbeat", {"run_ids": list(run_ids)})
+            self.request_json("POST", "/heartbeat", {"run_ids": list(run_ids)})
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         vals = {check_key(k, what="param key"): check_text_value(k, v) for k, v in params.items()}
         if vals:
-            self._json("POST", f"/runs/{_q(run_id)}/params", {"params": vals})
+            self.request_json("POST", f"/runs/{_q(run_id)}/params", {"params": vals})
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         vals = {check_key(k, what="tag key"): check_text_value(k, v, what="tag") for k, v in tags.items()}
         if vals:
-            self._json("POST", f"/runs/{_q(run_id)}/tags", {"tags": vals})
+            self.request_json("POST", f"/runs/{_q(run_id)}/tags", {"tags": vals})
 
     def delete_tag(self, run_id: str, key: str) -> None:
-        self._json("DELETE", f"/runs/{_q(run_id)}/tags/{_q(key)}")
+        self.request_json("DELETE", f"/runs/{_q(run_id)}/tags/{_q(key)}")
 
     def get_run(self, run_id: str) -> RunRecord:
-        return wire.run_from_json(self._json("GET", f"/runs/{_q(run_id)}"))
+        return wire.run_from_json(self.request_json("GET", f"/runs/{_q(run_id)}"))
 
     @staticmethod
     def _run_query(experiments: Sequence[str] | str | None, filter: str | None) -> list[tuple[str, Any]] | None:
@@ -297,19 +309,19 @@ class RemoteStore:
             order_by = [order_by]
         query += [("order_by", o) for o in order_by or ()]
         query += [("limit", limit), ("offset", offset)]
-        return [wire.run_from_json(r) for r in self._json("GET", "/runs", params=query)["runs"]]
+        return [wire.run_from_json(r) for r in self.request_json("GET", "/runs", params=query)["runs"]]
 
     def count_runs(self, *, experiments: Sequence[str] | str | None = None, filter: str | None = None) -> int:
         query = self._run_query(experiments, filter)
         if query is None:
             return 0
-        return int(self._json("GET", "/runs/count", params=query)["count"])
+        return int(self.request_json("GET", "/runs/count", params=query)["count"])
 
     def run_keys(self, *, experiments: Sequence[str] | str | None = None) -> dict[str, list[str]]:
         query = self._run_query(experiments, None)
         if query is None:
             return {"params": [], "metrics": [], "tags": []}
-        keys: dict[str, list[str]] = self._json("GET", "/runs/keys", params=query)
+        keys: dict[str, list[str]] = self.request_json("GET", "/runs/keys", params=query)
         return keys
 
     # -- metrics ------------------------------------------------------------
@@ -319,7 +331,7 @@ class RemoteStore:
         step = wire.MAX_BATCH_POINTS
         for start in range(0, len(points), step):
             chunk = points[start : start + step]
-            self._send("POST", "/metrics", content=wire.encode_metric_batch(chunk), headers=_JSON)
+            self.request("POST", "/metrics", content=wire.encode_metric_batch(chunk), headers=_JSON)
 
     def history(self, run_id: str, key: str, *, offset: int = 0, limit: int | None = None) -> History:
         """The points of one metric, fetched in pages of at most ``wire.MAX_HISTORY_POINTS``."""
@@ -328,7 +340,7 @@ class RemoteStore:
         while True:
             want = wire.MAX_HISTORY_POINTS if limit is None else min(wire.MAX_HISTORY_POINTS, limit - got)
             params = {"key": key, "format": "binary", "offset": offset + got, "limit": want}
-            page = wire.decode_history(self._send("GET", f"/runs/{_q(run_id)}/history", params=params).content)
+            page = wire.decode_history(self.request("GET", f"/runs/{_q(run_id)}/history", params=params).content)
             parts.append(page)
             got += len(page.steps)
             if len(page.steps) < want or got == limit:
@@ -338,7 +350,7 @@ class RemoteStore:
         return History(*(np.concatenate(columns) for columns in zip(*parts)))
 
     def metric_keys(self, run_id: str) -> list[str]:
-        return list(self._json("GET", f"/runs/{_q(run_id)}/metrics")["keys"])
+        return list(self.request_json("GET", f"/runs/{_q(run_id)}/metrics")["keys"])
 
     # -- artifacts ----------------------------------------------------------
 
@@ -346,13 +358,13 @@ class RemoteStore:
         return f"/runs/{_q(run_id)}/artifacts/{quote(safe_relpath(path), safe='/')}"
 
     def _upload(self, run_id: str, path: str, content: Any) -> ArtifactInfo:
-        response = self._send("PUT", self._artifact_url(run_id, path), content=content, headers=_BINARY)
+        response = self.request("PUT", self._artifact_url(run_id, path), content=content, headers=_BINARY)
         return ArtifactInfo(**orjson.loads(response.content))
 
     def put_artifact_bytes(self, run_id: str, path: str, data: bytes) -> ArtifactInfo:
         return self._upload(run_id, path, bytes(data))
 
-    def log_artifact(self, run_id: str, local_path: str | Path, name: str | None = None) -> list[ArtifactInfo]:
+    def log_artifact(self, run_id: str, local_path: str | os.PathLike[str], name: str | None = None) -> list[ArtifactInfo]:
         """Upload a file, or a folder's files, as ``name`` (default: the base name)."""
         pairs = files_to_log(local_path, name)  # every path checked before anything is uploaded
         infos = []
@@ -363,7 +375,7 @@ class RemoteStore:
 
     def list_artifacts(self, run_id: str, prefix: str | None = None) -> list[ArtifactInfo]:
         params = {"prefix": prefix} if prefix else None
-        doc = self._json("GET", f"/runs/{_q(run_id)}/artifacts", params=params)
+        doc = self.request_json("GET", f"/runs/{_q(run_id)}/artifacts", params=params)
         return [ArtifactInfo(**a) for a in doc["artifacts"]]
 
     def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str]) -> Path:
@@ -372,7 +384,7 @@ class RemoteStore:
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / safe_relpath(path).rsplit("/", 1)[-1]
-        response = self._send("GET", url, stream=True)
+        response = self.request("GET", url, stream=True)
         try:
             with atomic_path(target) as tmp, open(tmp, "wb") as f:
                 for chunk in response.iter_bytes():
@@ -384,15 +396,15 @@ class RemoteStore:
         return target
 
     def delete_artifact(self, run_id: str, path: str) -> None:
-        self._json("DELETE", self._artifact_url(run_id, path))
+        self.request_json("DELETE", self._artifact_url(run_id, path))
 
     # -- datasets -----------------------------------------------------------
 
     def log_dataset(self, run_id: str, record: Mapping[str, Any], role: str = "train") -> None:
-        self._json("POST", f"/runs/{_q(run_id)}/datasets", {"role": role, "dataset": dict(record)})
+        self.request_json("POST", f"/runs/{_q(run_id)}/datasets", {"role": role, "dataset": dict(record)})
 
     def get_dataset(self, fingerprint: str) -> dict[str, Any]:
-        return dict(self._json("GET", f"/datasets/{_q(fingerprint)}"))
+        return dict(self.request_json("GET", f"/datasets/{_q(fingerprint)}"))
 
     def run_datasets(self, run_id: str) -> dict[str, str]:
-        return dict(self._json("GET", f"/runs/{_q(run_id)}/datasets")["datasets"])
+        return dict(self.request_json("GET", f"/runs/{_q(run_id)}/datasets")["datasets"])

@@ -18,6 +18,7 @@ from ..store.validation import check_key, check_metric_value, check_step
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..store.protocols import TrackingBackend
     from .writer import BatchWriter
 
 __all__ = ["Run"]
@@ -49,20 +50,22 @@ class Run:
 
     def __init__(
         self,
-        backend: Any,
+        backend: "TrackingBackend",
         record: RunRecord,
         *,
         writer: "BatchWriter | None" = None,
         on_finish: "Callable[[Run], None] | None" = None,
+        next_step: int = 0,
     ) -> None:
         # on_finish: how the module-level API (tracking.api) drops a finished run from its
         # active-run stack; passed in so that run does not import api (api imports run).
+        # next_step: the step `log` uses when given none (a resumed run continues after its last).
         self._backend = backend
         self._on_finish = on_finish
         self._record = record
         self._writer = writer
         self._lock = threading.Lock()
-        self._next_step = 0
+        self._next_step = next_step
         self._finished = writer is None
         self.id: str = record.id
         if writer is not None:
@@ -72,6 +75,11 @@ class Run:
 
     def __repr__(self) -> str:
         return f"<Run {self.id} {self._record.name!r} experiment={self._record.experiment!r} status={self.status}>"
+
+    @property
+    def backend(self) -> "TrackingBackend":
+        """The store this run reads and writes through (a database or a loopml server)."""
+        return self._backend
 
     @property
     def record(self) -> RunRecord:

@@ -115,7 +115,7 @@ def decode_float(value: Any, *, what: str = "value") -> float:
     """The float a JSON value stands for; accepts numbers and the three non-finite strings."""
     t = type(value)
     if t is float:
-        return value
+        return float(value)  # already a float: the type() test keeps subclasses (bool) out
     if t is int:
         return float(value)
     if t is str:

@@ -23,15 +23,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import LoopMLError, StoreError
+from ..store.protocols import MetricPoint as Point
+
+if TYPE_CHECKING:
+    from ..store.protocols import TrackingBackend
 
 __all__ = ["BatchWriter"]
 
 log = logging.getLogger(__name__)
 
-Point = tuple[str, str, int, float, float]
 
 
 class BatchWriter:
@@ -50,7 +53,7 @@ class BatchWriter:
 
     def __init__(
         self,
-        backend: Any,
+        backend: "TrackingBackend",
         *,
         max_pending: int = 200_000,
         batch_size: int = 20_000,

@@ -46,7 +46,7 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 
 def get_rng_state(loader_generator: torch.Generator | None = None) -> dict[str, Any]:
     """Every RNG state the loop draws from, as tensors and lists."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # type: ignore[misc]
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),

@@ -36,7 +36,7 @@ def as_loader(
         data = TensorDataset(*tensors)
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
         if sampler is not None:
-            return DataLoader(data, batch_size=batch_size, sampler=sampler(data))  # type: ignore[arg-type]
+            return DataLoader(data, batch_size=batch_size, sampler=sampler(data))
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
     raise TypeError(
         f"Argument {name} should be a torch Dataset returning (x, y), an (x, y) tuple of tensors, "
