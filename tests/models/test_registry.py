@@ -188,18 +188,6 @@ def test_loading_never_unpickles(use_store: str, tmp_path: Path, x: torch.Tensor
     assert not marker.exists()
 
 
-@pytest.mark.parametrize(
-    "source",
-    ["/etc/passwd", "file:///etc/passwd", "../../etc", "runs:/../../etc/passwd", "runs:/0123/x",
-     "runs:/" + "a" * 32 + "/../../../etc", "runs:/" + "a" * 32 + "/%2e%2e/%2e%2e/etc", "s3://bucket/model"],
-)
-def test_register_from_outside_the_artifact_root_is_refused(use_store: str, source: str) -> None:
-    store = loopml.tracking.api.backend_for()
-    with pytest.raises(ArtifactPathError):
-        RegistryStore(store).create_version_from_run("m", source)
-    assert R.list_models() == []
-
-
 def test_manifest_cannot_point_outside_the_run_folder(use_store: str, tmp_path: Path) -> None:
     folder = tmp_path / "m"
     folder.mkdir()

@@ -1,6 +1,8 @@
 """The whole client API (loopml.start_run, run.log, loopml.runs, ...) through a real server.
 
-Every test runs against SQLite and PostgreSQL behind the server.
+Every test runs against SQLite and PostgreSQL behind the server. RemoteStore's own
+methods are checked against the TrackingStore's by the contract suite
+(tests/contracts/test_tracking_backend.py).
 """
 
 from __future__ import annotations
@@ -166,36 +168,6 @@ def test_errors_come_back_as_loopml_errors(use_server: LiveServer, tmp_path: Pat
             run.download_artifact("nothing.bin", tmp_path)
     with pytest.raises(ValueError, match=r"limit should be an integer from 1 to 10000"):
         loopml.runs(limit=10_001)
-
-
-def test_remote_store_has_the_tracking_store_methods(remote: RemoteStore, store: TrackingStore, tmp_path: Path) -> None:
-    public = {n for n in dir(TrackingStore) if not n.startswith("_")}
-    # artifact_path names a file on the server's disk; engine/artifacts are the database's internals
-    missing = public - set(dir(remote)) - {"artifact_path", "engine", "artifacts"}
-    assert not missing
-
-    exp = remote.get_or_create_experiment("api")
-    assert remote.get_or_create_experiment("api") == exp
-    started = time.time() - 10
-    run = remote.create_run(experiment="api", name="r", params={"a": 1}, tags={"t": "x"}, start_time=started)
-    assert run.start_time == started and run.params == {"a": "1"} and run.status == "RUNNING"
-    remote.set_tags(run.id, {"u": "y"})
-    remote.delete_tag(run.id, "t")
-    assert remote.get_run(run.id).tags == {"u": "y"}
-    remote.heartbeat([run.id])
-    remote.log_metrics([(run.id, "a", 0, 1.0, 1.0), (run.id, "b", 0, 1.0, 2.0), (run.id, "a", 1, 2.0, 3.0)])
-    assert remote.metric_keys(run.id) == ["a", "b"]
-    assert remote.history(run.id, "a").values.tolist() == [1.0, 3.0]
-    assert remote.history(run.id, "nothing").steps.tolist() == []
-
-    info = remote.put_artifact_bytes(run.id, "dir/x.txt", b"hello")
-    assert info.size == 5 and store.list_artifacts(run.id)[0].sha256 == info.sha256
-    remote.delete_artifact(run.id, "dir")
-    assert remote.list_artifacts(run.id) == []
-    remote.set_status(run.id, "KILLED", end_time=started + 5)
-    rec = remote.get_run(run.id)
-    assert (rec.status, rec.end_time) == ("KILLED", started + 5)
-    assert rec == store.get_run(run.id)
 
 
 def test_long_histories_come_in_pages(remote: RemoteStore, store: TrackingStore, monkeypatch: pytest.MonkeyPatch) -> None:

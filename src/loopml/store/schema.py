@@ -63,9 +63,7 @@ __all__ = [
 # the script directory's head.
 HEAD_REVISION = "0004"
 
-RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
-
-from .validation import KEY_LENGTH  # noqa: E402 - one number for columns and checks
+from .validation import KEY_LENGTH, RUN_STATUSES  # noqa: E402 - one number for columns and checks; one status list
 
 metadata = MetaData(
     naming_convention={

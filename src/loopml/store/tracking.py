@@ -34,7 +34,7 @@ from .engine import open_engine
 from .points import decode_history, encode_blocks
 from .protocols import MetricPoint
 from .records import ArtifactInfo, Experiment, History, MetricSummary, RunRecord
-from .validation import check_key, check_text_value
+from .validation import check_key, check_status, check_text_value
 
 __all__ = ["MAX_PAGE_SIZE", "MetricPoint", "TrackingStore"]
 
@@ -247,8 +247,7 @@ class TrackingStore:
         )
 
     def set_status(self, run_id: str, status: str, *, end_time: float | None = None) -> None:
-        if status not in s.RUN_STATUSES:
-            raise ValueError(f"Argument status should be one of {', '.join(s.RUN_STATUSES)}, got {status!r}")
+        check_status(status)
         now = time.time()
         values: dict[str, Any] = {"status": status, "heartbeat_at": now}
         values["end_time"] = None if status == "RUNNING" else (end_time if end_time is not None else now)

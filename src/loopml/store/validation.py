@@ -12,7 +12,9 @@ import re
 from typing import Any
 
 
-__all__ = ["MAX_VALUE_LENGTH", "check_key", "check_metric_value", "check_step", "check_text_value"]
+__all__ = ["MAX_VALUE_LENGTH", "RUN_STATUSES", "check_key", "check_metric_value", "check_status", "check_step", "check_text_value"]
+
+RUN_STATUSES = ("RUNNING", "FINISHED", "FAILED", "KILLED")
 
 MAX_VALUE_LENGTH = 65_536
 KEY_LENGTH = 250  # the width of the store's key columns (schema.py uses it)
@@ -75,3 +77,10 @@ def check_text_value(key: str, value: Any, *, what: str = "param") -> str:
     if "\x00" in text:
         raise ValueError(f"The {what} {key!r} should not contain NUL characters")
     return text
+
+
+def check_status(status: Any) -> str:
+    """A run status: one of :data:`RUN_STATUSES` (checked alike by the store and by a client of a server)."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"Argument status should be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+    return str(status)

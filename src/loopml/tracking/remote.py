@@ -56,7 +56,7 @@ from ..files import atomic_path
 from . import wire
 from ..store.artifacts import files_to_log, safe_relpath
 from ..store.records import ArtifactInfo, Experiment, History, RunRecord
-from ..store.validation import check_key, check_text_value
+from ..store.validation import check_key, check_status, check_text_value
 
 __all__ = ["RemoteStore", "RemoteValueError"]
 
@@ -256,6 +256,7 @@ class RemoteStore:
         return wire.run_from_json(self.request_json("POST", "/runs", body))
 
     def set_status(self, run_id: str, status: str, *, end_time: float | None = None) -> None:
+        check_status(status)  # the store's own message, before the request
         self.request_json("POST", f"/runs/{_q(run_id)}/status", {"status": status, "end_time": end_time})
 
     def heartbeat(self, run_ids: Sequence[str], at: float | None = None) -> None:

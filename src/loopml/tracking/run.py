@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import LoopMLError
 from ..store.records import ArtifactInfo, History, RunRecord
-from ..store.validation import check_key, check_metric_value, check_step
+from ..store.validation import RUN_STATUSES, check_key, check_metric_value, check_step
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -208,10 +208,6 @@ class Run:
 
     def finish(self, status: str = "FINISHED") -> None:
         """Flush pending points and close the run with ``status``."""
-        # Here, not at the top: store.schema imports SQLAlchemy, which a run logging to a
-        # remote server does not need at import time.
-        from ..store.schema import RUN_STATUSES
-
         if status not in RUN_STATUSES or status == "RUNNING":
             raise ValueError(f"Argument status should be one of FINISHED, FAILED, KILLED, got {status!r}")
         if self._finished:
