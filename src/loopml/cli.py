@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from . import config
 from .cli_common import StoreOpt, _console, _fail, _friendly, _time
+
+if TYPE_CHECKING:
+    from .store.protocols import TrackingBackend
 
 __all__ = ["app", "main"]
 
@@ -45,7 +48,7 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 
-def _backend(store: str | None) -> Any:
+def _backend(store: str | None) -> "TrackingBackend":
     from .tracking.api import backend_for
 
     return backend_for(store)

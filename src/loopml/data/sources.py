@@ -49,6 +49,7 @@ from .loaders import NAMES, load
 from .split import Split
 
 if TYPE_CHECKING:
+    from ..store.protocols import TrackingBackend
     from ..tracking.run import Run
 
 __all__ = ["FILE_SUFFIXES", "KEEP_ROWS_BYTES", "read_file", "resolve", "rows_artifact", "save_rows", "stored"]
@@ -127,7 +128,7 @@ def read_file(path: str | os.PathLike[str], *, target: str | None = None) -> Dat
     return ds
 
 
-def resolve(data: Any, *, target: str | None = None, tracking_uri: str | None = None, backend: Any = None) -> Dataset | Split:
+def resolve(data: Any, *, target: str | None = None, tracking_uri: str | None = None, backend: "TrackingBackend | None" = None) -> Dataset | Split:
     """``data`` in any of the forms of the module docstring, as a Dataset (or the Split it already is).
 
     ``target``: the label column of a ``.csv`` / ``.parquet`` file. ``backend`` or
@@ -177,7 +178,7 @@ def save_rows(run: "Run", ds: Dataset) -> str:
     return name
 
 
-def _runs_linked(backend: Any, fingerprint: str) -> list[str]:
+def _runs_linked(backend: "TrackingBackend", fingerprint: str) -> list[str]:
     ids: list[str] = []
     for role in ("train", "val", "test", "eval"):
         # the fingerprint is 64 hex digits (checked by the caller), so it is safe inside the filter's quotes
@@ -187,7 +188,7 @@ def _runs_linked(backend: Any, fingerprint: str) -> list[str]:
     return ids
 
 
-def stored(backend: Any, fingerprint: str, *, run_ids: list[str] | None = None) -> Dataset:
+def stored(backend: "TrackingBackend", fingerprint: str, *, run_ids: list[str] | None = None) -> Dataset:
     """The dataset ``fingerprint`` rebuilt from the rows a run keeps (``run_ids``: where to look first).
 
     Raises :class:`~loopml.errors.NotFound` when the store has no such dataset,
