@@ -87,3 +87,10 @@ def test_protocols_import_without_sqlalchemy_or_httpx() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip() == "TrackingBackend", proc.stderr
+
+
+def test_registry_of_names_what_it_takes() -> None:
+    from loopml.models.registry import registry_of
+
+    with pytest.raises(TypeError, match="Argument backend should be a TrackingStore or a RemoteStore, got str"):
+        registry_of("sqlite:///x.db")  # type: ignore[arg-type]

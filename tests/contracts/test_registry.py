@@ -196,3 +196,16 @@ def test_a_registered_torch_model_loads_back(registry: Registry, backend: Tracki
     assert v.ref == "tiny/1" and set(v.files) == {"torch", "input_example"} and v.run_id == run.id
     loaded = load_version(registry, registry.resolve("tiny@latest"), format="torch")
     np.testing.assert_allclose(loaded(x.numpy()), model(x).detach().numpy(), atol=1e-6)
+
+
+def test_writing_files_needs_the_local_registry(registry: Registry, backend: TrackingBackend) -> None:
+    """create_version / add_file exist only on the database; over HTTP the refusal says where to run instead."""
+    from loopml.store.registry import RegistryStore, local_registry
+    from loopml.store.tracking import TrackingStore
+
+    if isinstance(backend, TrackingStore):
+        assert isinstance(local_registry(registry, "fit_ood"), RegistryStore)
+    else:
+        with pytest.raises(ValueError, match=r"fit_ood stores files with the version, which a loopml server does not "
+                                             r"accept over HTTP yet; run it where the store is \(e.g. with --store sqlite"):
+            local_registry(registry, "fit_ood")
