@@ -1,4 +1,5 @@
-"""The registry over HTTP: the methods of :class:`~loopml.store.registry.RegistryStore`, sent to a loopml server.
+"""The registry over HTTP: a :class:`~loopml.store.protocols.Registry`, like
+:class:`~loopml.store.registry.RegistryStore`, whose calls go to a loopml server.
 
 Used by :mod:`loopml.models.registry` when ``LOOPML_TRACKING_URI`` is an
 ``http://`` URL. Files are downloaded once into a cache folder
@@ -39,7 +40,13 @@ def _q(segment: str) -> str:
 
 
 class RemoteRegistry:
-    """A loopml server's registry, with the same methods as the local one."""
+    """A loopml server's registry: the :class:`~loopml.store.protocols.Registry` methods over HTTP.
+
+    Besides, :meth:`export` and :meth:`quantize` ask the server to do that work next
+    to its files. What writes files on the store's disk (``RegistryStore.create_version``,
+    ``add_file``) has no HTTP counterpart: :func:`loopml.store.registry.local_registry`
+    refuses this registry with an error that says where to run instead.
+    """
 
     def __init__(self, remote: "RemoteStore") -> None:
         self.remote = remote

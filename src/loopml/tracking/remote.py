@@ -1,9 +1,10 @@
 """``RemoteStore``: the tracking store's interface over HTTP, talking to a ``loopml server``.
 
 ``loopml.start_run`` and friends use it when the tracking URI is
-``http://host:port``; it has the methods and return types of
-:class:`~loopml.store.TrackingStore`, so a :class:`~loopml.tracking.run.Run`
-and the background writer cannot tell the two apart.
+``http://host:port``. Like :class:`~loopml.store.TrackingStore` it is a
+:class:`~loopml.store.protocols.TrackingBackend`, so a :class:`~loopml.tracking.run.Run`
+and the background writer cannot tell the two apart (tests/contracts/ runs one
+behaviour suite against both).
 
 >>> import time
 >>> store = RemoteStore(server_url)         # a loopml server's URL; token="..." if it needs one
@@ -118,7 +119,7 @@ def _default_transport() -> httpx.HTTPTransport:
 
 
 class RemoteStore:
-    """A :class:`~loopml.store.TrackingStore` look-alike over one keep-alive HTTP client.
+    """A :class:`~loopml.store.protocols.TrackingBackend` over one keep-alive HTTP client.
 
     ``token`` is sent as ``Authorization: Bearer <token>``; ``timeout`` bounds
     every read and write (seconds), ``connect_timeout`` the connection.
