@@ -40,7 +40,7 @@ def last_linear(model: "torch.nn.Module") -> str:
     """The qualified name of the last ``nn.Linear`` registered in ``model`` (its classifier head)."""
     from torch import nn
 
-    names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    names: list[str] = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
         raise ValueError(
             f"Argument model should contain an nn.Linear whose input are the penultimate features; {type(model).__name__} has none. "

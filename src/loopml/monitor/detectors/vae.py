@@ -194,7 +194,7 @@ class VAEDetector(CalibratedDetector):
         self.losses = []
         for _ in range(self.epochs):
             total = 0.0
-            for idx in torch.randperm(len(xt), generator=gen).split(self.batch_size):
+            for idx in torch.split(torch.randperm(len(xt), generator=gen), self.batch_size):
                 recon, target, mu, logvar = net(xt[idx])
                 loss = 0.5 * (recon - target).pow(2).sum(1)
                 if logvar is not None:
