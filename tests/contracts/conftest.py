@@ -13,7 +13,7 @@ same assertions hold for every implementation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ import pytest
 from loopml.store.protocols import Registry, TrackingBackend
 from tests.conftest import PG_URL, _reset_postgres
 from tests.deps import ON_CI
-from tests.server.conftest import LiveServer, live_server  # noqa: F401  (the fixture, for this folder)
+from tests.server.conftest import LiveServer
 
 KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), "http"]
 
@@ -38,7 +38,7 @@ def _database(kind: str, tmp_path: Path) -> str:
 
 
 @pytest.fixture(params=KINDS)
-def backend(request: pytest.FixtureRequest, tmp_path: Path, live_server: Callable[..., LiveServer]) -> Iterator[TrackingBackend]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TrackingBackend]:
     """A fresh, empty tracking backend of each kind."""
     from loopml.store.tracking import TrackingStore
 
@@ -48,9 +48,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path, live_server: Callabl
         from loopml.server import create_app
         from loopml.tracking.remote import RemoteStore
 
-        remote = RemoteStore(live_server(create_app(store)).url)
+        server = LiveServer(create_app(store))
+        remote = RemoteStore(server.url)
         yield remote
         remote.close()
+        server.stop()
     else:
         yield store
     store.close()

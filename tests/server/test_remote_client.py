@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import struct
-import time
 from pathlib import Path
 
 import httpx

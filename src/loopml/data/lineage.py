@@ -53,7 +53,6 @@ def dataset_record(ds: Dataset) -> dict[str, Any]:
 
 
 def _backend(run: "Run") -> "TrackingBackend":
-    from ..store.protocols import TrackingBackend
     from ..tracking.run import Run
 
     if not isinstance(run, Run):

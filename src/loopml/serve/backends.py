@@ -42,7 +42,8 @@ from ..errors import LoopMLError, NotFound
 if TYPE_CHECKING:
     from ..models.runtime import Predictor
     from ..models.signature import Signature
-    from ..store.registry import ModelVersion, RegistryStore
+    from ..store.protocols import Registry
+    from ..store.registry import ModelVersion
 
 __all__ = ["BACKENDS", "INLINE_LIMIT_S", "PREFERENCE", "Backend", "candidate_formats", "load_backend", "stored_cost"]
 
@@ -147,7 +148,7 @@ def candidate_formats(version: "ModelVersion", backend: str = "auto") -> list[st
     return sorted(costs, key=costs.__getitem__) + [f for f in have if f not in costs]
 
 
-def _warm_inputs(registry: "RegistryStore", version: "ModelVersion", signature: "Signature", rows: int) -> np.ndarray:
+def _warm_inputs(registry: "Registry", version: "ModelVersion", signature: "Signature", rows: int) -> np.ndarray:
     from ..models.registry import EXAMPLE
     from ..models.signature import random_inputs
 
@@ -158,7 +159,7 @@ def _warm_inputs(registry: "RegistryStore", version: "ModelVersion", signature: 
 
 
 def load_backend(
-    registry: "RegistryStore",
+    registry: "Registry",
     version: "ModelVersion",
     *,
     backend: str = "auto",

@@ -41,6 +41,7 @@ from .workers import WorkerPool
 
 if TYPE_CHECKING:
     from ..store.predictions import PredictionLog
+    from ..store.protocols import Registry
     from ..store.registry import ModelVersion
     from ..store.tracking import TrackingStore
     from .swap import Follower
@@ -313,7 +314,7 @@ class ModelServer:
             )
         return TrackingStore(uri, artifact_root=settings.artifact_root)
 
-    def _load(self, registry: Any, version: "ModelVersion") -> Backend:
+    def _load(self, registry: "Registry", version: "ModelVersion") -> Backend:
         backend = load_backend(registry, version, backend=self.backend_name, max_batch=self.max_batch,
                                threads=self.threads, inline=self.inline)
         if self.gate is None and self.use_stored_gate and "ood_gate" in version.files:
@@ -383,7 +384,7 @@ class ModelServer:
             routes.fail(conn, req, exc)
 
 
-def _example(registry: Any, version: "ModelVersion") -> np.ndarray:
+def _example(registry: "Registry", version: "ModelVersion") -> np.ndarray:
     from ..models.registry import EXAMPLE
 
     return np.asarray(np.load(registry.file_path(version.name, version.version, EXAMPLE), allow_pickle=False))
