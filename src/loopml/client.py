@@ -46,7 +46,8 @@ if TYPE_CHECKING:
     from .models.registry import LoadedModel
     from .monitor.ood import OODGate
     from .store.records import Experiment
-    from .store.registry import AliasEvent, ModelInfo, RegistryStore
+    from .store.protocols import Registry, TrackingBackend
+    from .store.registry import AliasEvent, ModelInfo
     from .tracking.run import Run
 
 __all__ = ["Client", "register"]
@@ -95,14 +96,14 @@ class Client:
         self._setup(backend_for(self.tracking_uri))
 
     @classmethod
-    def _over(cls, backend: Any) -> "Client":
+    def _over(cls, backend: "TrackingBackend") -> "Client":
         """A client on a store already open (a run's), whatever URI it was opened with."""
         client = cls.__new__(cls)
         client.tracking_uri = str(backend.uri)
         client._setup(backend)
         return client
 
-    def _setup(self, backend: Any) -> None:
+    def _setup(self, backend: "TrackingBackend") -> None:
         from .models.registry import registry_of
 
         self._backend = backend
@@ -115,12 +116,12 @@ class Client:
         return f"Client({_shown(self.tracking_uri)!r})"
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> "TrackingBackend":
         """The tracking store: a ``TrackingStore`` (a database) or a ``RemoteStore`` (a loopml server)."""
         return self._backend
 
     @property
-    def registry(self) -> "RegistryStore":
+    def registry(self) -> "Registry":
         """The store's model registry (the same methods over HTTP for a loopml server)."""
         return self._registry
 
@@ -154,7 +155,7 @@ class Client:
             raise LoopMLError(f"{self!r} is closed; make a new one: loopml.Client({_shown(self.tracking_uri)!r})")
 
     def _holds(self, run: "Run") -> bool:
-        backend = run._backend  # noqa: SLF001 - the store the run logs to
+        backend = run.backend  # the store the run logs to
         if backend is self._backend:
             return True
         uri = getattr(backend, "uri", None)
@@ -307,7 +308,7 @@ class Client:
         if run is not None and not self._holds(run):
             raise ValueError(
                 f"Argument run should be a run of this client's store ({_shown(self.tracking_uri)}); run {run.id} logs "
-                f"to {_shown(str(getattr(run._backend, 'uri', run._backend)))}. Register with a client of that store, "  # noqa: SLF001
+                f"to {_shown(run.backend.uri)}. Register with a client of that store, "
                 "or leave run= out to file the version under a run of its own here"
             )
         run = registration_run(run, self.tracking_uri)
@@ -503,7 +504,7 @@ def register(
     from .models.registry import registration_run
 
     chosen = registration_run(run, tracking_uri)
-    client = Client(tracking_uri) if chosen is None else Client._over(chosen._backend)  # noqa: SLF001 - the run's store
+    client = Client(tracking_uri) if chosen is None else Client._over(chosen.backend)  # the run's store
     return client.register(
         model, name, input_example=input_example, run=chosen, class_names=class_names, init_args=init_args,
         train_data=train_data, formats=formats, tags=tags, description=description, ood=ood,

@@ -38,7 +38,7 @@ from ..store.registry import MANIFEST, AliasEvent, ModelInfo, ModelVersion, chec
 if TYPE_CHECKING:
     import torch
 
-    from ..store.registry import RegistryStore
+    from ..store.protocols import Registry, TrackingBackend
     from ..tracking.run import Run
     from .runtime import Predictor
     from .signature import Signature
@@ -73,26 +73,29 @@ def current_user() -> str | None:
         return None
 
 
-def registry_for(tracking_uri: str | None = None) -> "RegistryStore":
+def registry_for(tracking_uri: str | None = None) -> "Registry":
     """The registry of the store at ``tracking_uri`` (default: the current tracking URI)."""
     from ..tracking.api import backend_for
 
     return registry_of(backend_for(tracking_uri))
 
 
-def registry_of(backend: Any) -> "RegistryStore":
+def registry_of(backend: "TrackingBackend") -> "Registry":
     """The registry over a tracking backend: the database itself, or a loopml server over HTTP."""
     from ..store.registry import RegistryStore
     from ..store.tracking import TrackingStore
 
     if isinstance(backend, TrackingStore):
         return RegistryStore(backend)
+    from ..tracking.remote import RemoteStore
     from .remote import RemoteRegistry
 
-    return RemoteRegistry(backend)  # type: ignore[return-value]  # same methods over HTTP
+    if isinstance(backend, RemoteStore):
+        return RemoteRegistry(backend)
+    raise TypeError(f"Argument backend should be a TrackingStore or a RemoteStore, got {type(backend).__name__}")
 
 
-def resolve_version(registry: "RegistryStore", version: "str | ModelVersion") -> ModelVersion:
+def resolve_version(registry: "Registry", version: "str | ModelVersion") -> ModelVersion:
     """A reference (``"digits@production"``, ``"digits/3"``) resolved on ``registry``; a ModelVersion as it is."""
     if isinstance(version, ModelVersion):
         return version
@@ -131,15 +134,15 @@ def registration_run(run: "Run | None", tracking_uri: str | None = None) -> "Run
     active = api.active_run()
     if active is None or tracking_uri is None:
         return active
-    # backends are one per URI per process; run._backend is the store the run logs to
-    return active if active._backend is api.backend_for(tracking_uri) else None
+    # backends are one per URI per process; run.backend is the store the run logs to
+    return active if active.backend is api.backend_for(tracking_uri) else None
 
 
-def _logged_train_dataset(backend: Any, run_id: str) -> Mapping[str, Any] | None:
+def _logged_train_dataset(backend: "TrackingBackend", run_id: str) -> Mapping[str, Any] | None:
     """The stored record (schema, profile, ...) of the train dataset logged with the run, if any."""
     try:
         fingerprint = backend.run_datasets(run_id).get("train")
-        return backend.get_dataset(fingerprint) if fingerprint else None  # type: ignore[no-any-return]
+        return backend.get_dataset(fingerprint) if fingerprint else None
     except NotFound:
         return None
 
@@ -240,7 +243,7 @@ def register(
         own_run = run = api.start_run(experiment="models", name=f"register {name}", tracking_uri=tracking_uri)
     try:
         run.flush()
-        backend = run._backend
+        backend = run.backend
         logged = _logged_train_dataset(backend, run.id)  # names the columns and classes, profiles the data
         if logged is not None:
             signature = signature.named_from(logged.get("schema")).classes_from(logged.get("schema"))
@@ -387,7 +390,7 @@ def load_model(
 
 
 def load_version(
-    registry: "RegistryStore", version: "str | ModelVersion", *, format: str | None = None, threads: int = 1
+    registry: "Registry", version: "str | ModelVersion", *, format: str | None = None, threads: int = 1
 ) -> LoadedModel:
     """:func:`load_model` on a given registry (a reference, or a version already resolved there).
 
@@ -415,7 +418,7 @@ def input_example(ref: "str | ModelVersion", *, tracking_uri: str | None = None)
     return version_example(registry_for(tracking_uri), ref)
 
 
-def version_example(registry: "RegistryStore", version: "str | ModelVersion") -> np.ndarray:
+def version_example(registry: "Registry", version: "str | ModelVersion") -> np.ndarray:
     """:func:`input_example` on a given registry."""
     version = resolve_version(registry, version)
     return np.asarray(np.load(registry.file_path(version.name, version.version, EXAMPLE), allow_pickle=False))
@@ -436,20 +439,22 @@ def export(ref: "str | ModelVersion", formats: Iterable[str], *, tracking_uri: s
     return export_version(registry_for(tracking_uri), ref, formats)
 
 
-def export_version(registry: "RegistryStore", ref: "str | ModelVersion", formats: Iterable[str]) -> ModelVersion:
+def export_version(registry: "Registry", ref: "str | ModelVersion", formats: Iterable[str]) -> ModelVersion:
     """:func:`export` on a given registry: the one implementation behind ``export``,
     ``loopml.Client.export`` and the tracking server's export route.
 
     A registry over HTTP hands the work to its server (which runs this on its own store).
     """
+    from ..store.registry import local_registry
     from . import exporting as ex, measure
+    from .remote import RemoteRegistry
     from .runtime import load_predictor
     from .signature import Signature, random_inputs
 
     wanted = list(dict.fromkeys(formats))
-    remote = getattr(registry, "export", None)
-    if remote is not None:  # a loopml server: it exports with its own copy of the files
-        return remote(ref.ref if isinstance(ref, ModelVersion) else ref, wanted)  # type: ignore[no-any-return]
+    if isinstance(registry, RemoteRegistry):  # a loopml server: it exports with its own copy of the files
+        return registry.export(ref.ref if isinstance(ref, ModelVersion) else ref, wanted)
+    local = local_registry(registry, "export")
     version = resolve_version(registry, ref)
     bad = [f for f in wanted if f not in ex.FORMATS or f == "torch"]
     if bad or not wanted:
@@ -466,11 +471,11 @@ def export_version(registry: "RegistryStore", ref: "str | ModelVersion", formats
             diff = ex.verify(predictor, module, check, atol=1e-4)
             details["max_abs_diff"] = float(diff)
             details["latency_ms"] = measure.serving_latency(predictor, example)  # what `serve --backend auto` compares
-            registry.add_file(version.name, version.version, fmt, path, details)
+            local.add_file(version.name, version.version, fmt, path, details)
     return registry.get_version(version.name, version.version)
 
 
-def source_module(registry: "RegistryStore", version: ModelVersion) -> "torch.nn.Module":
+def source_module(registry: "Registry", version: ModelVersion) -> "torch.nn.Module":
     """The version as a torch module to export or quantize from: its class with the state dict, else its pt2 program.
 
     The program is wrapped so that ``train()``/``eval()`` leave it alone (an exported program is always in eval).
@@ -533,7 +538,7 @@ def delete_version(ref: "str | ModelVersion", *, tracking_uri: str | None = None
     delete_numbered_version(registry_for(tracking_uri), ref)
 
 
-def delete_numbered_version(registry: "RegistryStore", ref: "str | ModelVersion") -> None:
+def delete_numbered_version(registry: "Registry", ref: "str | ModelVersion") -> None:
     """:func:`delete_version` on a given registry: a version named by number (``"digits/3"``) or a ModelVersion."""
     if isinstance(ref, ModelVersion):
         registry.delete_version(ref.name, ref.version)

@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..store.registry import ModelVersion
+from ..store.registry import ModelVersion, local_registry
 from .registry import EXAMPLE, load_version, registry_for, resolve_version, source_module, version_example
 
 if TYPE_CHECKING:
     from ..data.split import Split
-    from ..store.registry import RegistryStore
+    from ..store.protocols import Registry
 
 __all__ = ["measure_version", "quantize"]
 
@@ -62,7 +62,7 @@ def _example(ref: str, method: str) -> str:
             f"--target label, or quantize({ref!r}, method={method!r}, data=(x, y))")
 
 
-def measure_version(registry: "RegistryStore", version: ModelVersion, parts: "Split", fmt: str | None = None) -> dict[str, Any]:
+def measure_version(registry: "Registry", version: ModelVersion, parts: "Split", fmt: str | None = None) -> dict[str, Any]:
     """Accuracy on the test part (else the validation part), file size and batch-1 / batch-64 latency of a version."""
     from . import measure
 
@@ -121,7 +121,7 @@ def server_data(data: str) -> bool:
 
 
 def quantize_version(
-    registry: "RegistryStore",
+    registry: "Registry",
     ref: "str | ModelVersion",
     *,
     method: str,
@@ -141,9 +141,9 @@ def quantize_version(
     from ..data.dataset import fingerprint
     from .evaldata import version_data
     from .quantization import METHODS, quantize as run_quantize
+    from .remote import RemoteRegistry
 
-    remote = getattr(registry, "quantize", None)
-    if remote is not None:  # a loopml server: it quantizes with its own copy of the files and data
+    if isinstance(registry, RemoteRegistry):  # a loopml server: it quantizes with its own copy of the files and data
         if data is not None and not (isinstance(data, str) and server_data(data)):
             raise ValueError(
                 "Against a loopml server, data should be None (the version's logged datasets), a stored dataset's "
@@ -151,7 +151,8 @@ def quantize_version(
                 "log them with loopml.data.log_dataset(run, ds) first, or quantize against the store itself"
             )
         ref = ref.ref if isinstance(ref, ModelVersion) else ref
-        return remote(ref, method=method, bits=bits, data=data, seed=seed, epochs=epochs)  # type: ignore[no-any-return]
+        return registry.quantize(ref, method=method, bits=bits, data=data, seed=seed, epochs=epochs)
+    local = local_registry(registry, "quantize")
     if method not in METHODS:
         raise ValueError(f"Argument method should be one of {', '.join(METHODS)}; got {method!r}")
     parent = resolve_version(registry, ref)
@@ -178,13 +179,13 @@ def quantize_version(
         kwargs: dict[str, Any] = {}
         if epochs is not None:
             kwargs["epochs"] = epochs
-        if method == "tqt" and hasattr(registry, "store"):
+        if method == "tqt":
             # the fine-tuning is a run in the registry's own store, next to the versions it produces
             from ..tracking.api import start_run
 
             stack.enter_context(
                 start_run(experiment=f"quantize {parent.name}", name=f"tqt int{bits} of {parent.ref}",
-                          tracking_uri=registry.store.uri, tags={"parent": parent.ref})
+                          tracking_uri=local.store.uri, tags={"parent": parent.ref})
             )
         result = run_quantize(
             module,
@@ -208,7 +209,7 @@ def quantize_version(
             data_fingerprint=train_fp,
             data_matches_lineage=bool(lineage_fp == train_fp) if lineage_fp else None,
         )
-        variant = registry.create_version(
+        variant = local.create_version(
             parent.name,
             files=files,
             signature=parent.signature,

@@ -76,6 +76,7 @@ from .detectors import (
 if TYPE_CHECKING:
     import torch
 
+    from ..store.protocols import Registry
     from ..store.registry import ModelVersion
 
 log = logging.getLogger("loopml.monitor")
@@ -201,7 +202,8 @@ class OODGate:
     def score(self, x: Any, *, features: np.ndarray | None = None) -> np.ndarray:
         """One score per row, higher = more unusual; above :attr:`threshold` (1.0) the gate abstains."""
         scores = self.detector_scores(x, features=features)
-        return np.max(np.stack(list(scores.values())), axis=0)
+        worst: np.ndarray = np.max(np.stack(list(scores.values())), axis=0)  # numpy types np.max as Any
+        return worst
 
     def abstain(self, x: Any) -> np.ndarray:
         """True where the gate would answer "I don't know"."""
@@ -564,7 +566,7 @@ def _preprocessor_fill(model: "torch.nn.Module", x: np.ndarray) -> list[float | 
 # registry); loading them back is here, beside OODGate.load, for it needs nothing but the files.
 
 
-def load_version_gate(registry: Any, version: "ModelVersion", *, threads: int = 1) -> OODGate:
+def load_version_gate(registry: "Registry", version: "ModelVersion", *, threads: int = 1) -> OODGate:
     """The gate stored with a resolved ``version``, its files read through ``registry`` (sha256 checked).
 
     The gate's counterpart of :meth:`OODGate.load` for a version's files; what

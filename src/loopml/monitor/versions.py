@@ -29,12 +29,13 @@ import numpy as np
 
 from ..errors import LoopMLError
 from ..models.registry import EXAMPLE, load_version, registry_for, resolve_version
-from ..store.registry import ModelVersion
+from ..store.registry import ModelVersion, local_registry
 from .ood import DETECTORS, OODGate, fit_gate, load_version_gate
 
 if TYPE_CHECKING:
     import torch
 
+    from ..store.protocols import Registry
     from ..store.registry import RegistryStore
 
 __all__ = ["fit_ood", "fit_version_gate", "gate_options", "load_gate", "store_version_gate"]
@@ -138,7 +139,7 @@ def fit_ood(
 
 
 def fit_version_gate(
-    registry: "RegistryStore",
+    registry: "Registry",
     version: "str | ModelVersion",
     model: "torch.nn.Module | None" = None,
     *,
@@ -166,6 +167,7 @@ def fit_version_gate(
     if model is not None and not isinstance(model, torch.nn.Module):
         raise TypeError(f"Argument model should be the version's torch.nn.Module; got {type(model).__name__}")
     resolved = resolve_version(registry, version)
+    local = local_registry(registry, "fit_ood")  # refused over HTTP before any work
     train, val = _version_parts(registry, resolved, train, val, data, target, seed)
     if model is None:
         model, layer = _version_module(registry, resolved, detectors)
@@ -173,23 +175,18 @@ def fit_version_gate(
     try:
         gate = fit_gate(model, train=train, val=val, detectors=detectors, target_false_abstain=target_false_abstain,
                         mode=mode, vae_options=vae_options, layer=layer)
-        store_version_gate(registry, resolved, gate, train)
+        store_version_gate(local, resolved, gate, train)
     finally:
         if model is not None:
             model.train(was_training)
     return gate
 
 
-def _version_parts(registry: Any, version: ModelVersion, train: Any, val: Any, data: Any, target: str | None,
+def _version_parts(registry: "Registry", version: ModelVersion, train: Any, val: Any, data: Any, target: str | None,
                    seed: int) -> tuple[Any, Any]:
     """``train``/``val`` for a version's gate (see :func:`fit_ood`), checked against its signature before any work."""
     from ..models.evaldata import check_shape, version_data
 
-    if not hasattr(registry, "add_file"):
-        raise ValueError(
-            "fit_ood stores files with the version, which a loopml server does not accept over HTTP yet; "
-            "run it where the store is (e.g. with --store sqlite:///... or postgresql+psycopg://...)"
-        )
     if train is not None and val is not None:
         if hasattr(train, "x") and hasattr(val, "x"):  # loopml Datasets
             from ..data.split import Split
@@ -210,7 +207,7 @@ def _version_parts(registry: Any, version: ModelVersion, train: Any, val: Any, d
     return parts.train, parts.val
 
 
-def _version_module(registry: Any, version: ModelVersion, detectors: Sequence[str]) -> "tuple[torch.nn.Module | None, str | None]":
+def _version_module(registry: "Registry", version: ModelVersion, detectors: Sequence[str]) -> "tuple[torch.nn.Module | None, str | None]":
     """The version as a module for fitting, and the layer whose input are its features (None: the last nn.Linear)."""
     if "mahalanobis" not in detectors:
         return None, None  # the autoencoder needs only the data
