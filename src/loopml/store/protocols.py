@@ -1,13 +1,10 @@
 """The seams between loopml's parts, as ``typing.Protocol``s: what a tracking backend, a registry
 and an artifact store offer, whichever implementation is behind them.
 
-=====================  ==========================================  =========================================
-Protocol               on the database (this machine)              over HTTP (a ``loopml server``)
-=====================  ==========================================  =========================================
-:class:`ArtifactStore` :class:`~loopml.store.TrackingStore`        :class:`~loopml.tracking.remote.RemoteStore`
-:class:`TrackingBackend` :class:`~loopml.store.TrackingStore`      :class:`~loopml.tracking.remote.RemoteStore`
-:class:`Registry`      :class:`~loopml.store.registry.RegistryStore` :class:`~loopml.models.remote.RemoteRegistry`
-=====================  ==========================================  =========================================
+- :class:`ArtifactStore` and :class:`TrackingBackend`: :class:`~loopml.store.TrackingStore`
+  (the database) and :class:`~loopml.tracking.remote.RemoteStore` (a ``loopml server``);
+- :class:`Registry`: :class:`~loopml.store.registry.RegistryStore` (the database) and
+  :class:`~loopml.models.remote.RemoteRegistry` (a ``loopml server``).
 
 ``loopml.start_run``, :class:`~loopml.tracking.Run`, the background writer, data
 lineage and the model registry client are typed against these, never against one
