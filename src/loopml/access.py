@@ -21,7 +21,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ArgumentError, ArgumentTypeError, ConfigError
 
 __all__ = ["LOOPBACK_HOSTS", "HostAllowList", "bearer_ok", "check_allowed_hosts", "is_loopback", "parse_host",
            "read_token_file"]
@@ -76,14 +76,14 @@ def check_allowed_hosts(allowed_hosts: Sequence[str]) -> set[tuple[str, int | No
     [('a.internal', None), ('b.internal', 5000)]
     """
     if isinstance(allowed_hosts, str):
-        raise TypeError(f"Argument allowed_hosts should be a list of host names, got the string {allowed_hosts!r}")
+        raise ArgumentTypeError(f"Argument allowed_hosts should be a list of host names, got the string {allowed_hosts!r}")
     parsed_hosts = set()
     for entry in allowed_hosts:
         if entry == "*":
             continue
         parsed = parse_host(entry) if isinstance(entry, str) else None
         if parsed is None:
-            raise ValueError(
+            raise ArgumentError(
                 "Argument allowed_hosts should hold host names such as 'tracking.internal' or "
                 f"'tracking.internal:5000' (or '*' for any), got {entry!r}"
             )

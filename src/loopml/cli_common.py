@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 import typer
 
-from .errors import LoopMLError
+from .errors import LoopMLError, exit_status
 
 __all__ = ["StoreOpt"]
 
@@ -22,20 +22,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 StoreOpt = typer.Option(None, "--store", help="Tracking URI (default: LOOPML_TRACKING_URI or ./.loopml).")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
 
 
 def _friendly(fn: F) -> F:
-    """Turn loopml errors and bad arguments into one line on stderr and exit code 2."""
+    """Turn loopml errors into one line on stderr and the exit code their class names.
+
+    ``LoopMLError`` subclasses carry ``exit_code`` (2: fix the input; 1: the operation
+    failed; see loopml.errors). Any other exception, a ``TypeError`` from loopml's own
+    code included, is a bug and keeps its traceback.
+    """
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (LoopMLError, ValueError, TypeError) as exc:
-            _fail(str(exc).strip().replace("\n", " | ") if "\n  " not in str(exc) else str(exc))
+        except LoopMLError as exc:
+            _fail(str(exc).strip().replace("\n", " | ") if "\n  " not in str(exc) else str(exc), exit_status(exc) or 2)
         except ModuleNotFoundError as exc:
             if "pip install" not in str(exc):
                 raise  # not a missing extra loopml names: a real bug, keep its traceback

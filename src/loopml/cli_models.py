@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 
 from .cli_common import StoreOpt, _console, _friendly, _time
+from .errors import ArgumentError
 from .models.report import mb as _mb
 from .models.report import versions_table as _version_rows
 
@@ -158,7 +159,7 @@ def models_alias(
         typer.echo(f"{name}@{alias} removed (was version {event.from_version})")
         return
     if version is None:
-        raise ValueError(f"Name the version, e.g. loopml models alias {name} {alias} 3 (or --delete)")
+        raise ArgumentError(f"Name the version, e.g. loopml models alias {name} {alias} 3 (or --delete)")
     event = client.set_alias(name, alias, version)
     moved = f"from {event.from_version} " if event.from_version is not None else ""
     typer.echo(f"{name}@{alias} moved {moved}to {event.to_version}")

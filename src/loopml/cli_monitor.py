@@ -8,6 +8,7 @@ from typing import Any, Optional
 import typer
 
 from .cli_common import StoreOpt, _console, _friendly
+from .errors import ArgumentError
 
 __all__ = ["monitor_app"]
 
@@ -57,7 +58,7 @@ def fit_ood_command(
                                 example=f"e.g. loopml monitor fit-ood {ref} --data train.npz (arrays x and y), "
                                         "or --data table.csv --target label")
     if parts.val is None:
-        raise ValueError("Argument --data should have a validation part to calibrate the gate on; pass one file (it is split)")
+        raise ArgumentError("Argument --data should have a validation part to calibrate the gate on; pass one file (it is split)")
     gate = client.fit_ood(ref, train=parts.train, val=parts.val, detectors=detectors, target_false_abstain=target)
     x_test = parts.test.x.numpy() if parts.test is not None else None
     test_rate = float((gate.score(x_test) > gate.threshold).mean()) if x_test is not None else None

@@ -33,7 +33,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from . import config
-from .errors import LoopMLError, warn_user
+from .errors import ArgumentError, ArgumentTypeError, LoopMLError, warn_user
 from .store.registry import ModelVersion
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ class Client:
         from .tracking.api import backend_for, get_tracking_uri
 
         if tracking_uri is not None and not isinstance(tracking_uri, str):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "Argument tracking_uri should be a string such as 'sqlite:///path/loopml.db' or 'http://127.0.0.1:5000'; "
                 f"got {type(tracking_uri).__name__}"
             )
@@ -167,13 +167,13 @@ class Client:
         if isinstance(version, str):
             return self._registry.resolve(version)
         if not isinstance(version, ModelVersion):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "Argument version should be a model reference such as 'digits@production' or 'digits/3', or a "
                 f"ModelVersion; got {type(version).__name__}"
             )
         here = self._registry.get_version(version.name, version.version)
         if (here.created_at, here.run_id) != (version.created_at, version.run_id):
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument version should be a version of this client's store ({_shown(self.tracking_uri)}): its "
                 f"{here.ref} is another version than the one given, which comes from another store. Pass "
                 f"{version.ref!r} to mean this store's {here.ref}, or use a client of the store it came from"
@@ -270,7 +270,7 @@ class Client:
 
         resolved = self._version(version)
         if not hasattr(self._registry, "store"):
-            raise ValueError("Reading a version's data needs the store itself, not a loopml server; make the client "
+            raise ArgumentError("Reading a version's data needs the store itself, not a loopml server; make the client "
                              "with the database's URI (sqlite:///... or postgresql+psycopg://...)")
         return version_data(self._registry, resolved, data, target=target, seed=seed, example=example)
 
@@ -306,7 +306,7 @@ class Client:
         self._check_open()
         options = gate_options(ood)  # a bad ood= fails before anything is stored
         if run is not None and not self._holds(run):
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument run should be a run of this client's store ({_shown(self.tracking_uri)}); run {run.id} logs "
                 f"to {_shown(run.backend.uri)}. Register with a client of that store, "
                 "or leave run= out to file the version under a run of its own here"
@@ -391,10 +391,10 @@ class Client:
 
         if isinstance(version, ModelVersion):
             if version.name != name:
-                raise ValueError(f"Argument version should be a version of {name!r}; got {version.ref}")
+                raise ArgumentError(f"Argument version should be a version of {name!r}; got {version.ref}")
             number = self._version(version).version
         elif isinstance(version, bool) or not isinstance(version, int):
-            raise TypeError(f"Argument version should be a version number or a ModelVersion; got {type(version).__name__}")
+            raise ArgumentTypeError(f"Argument version should be a version number or a ModelVersion; got {type(version).__name__}")
         else:
             self._check_open()
             number = version
@@ -444,7 +444,7 @@ class Client:
         from .monitor.versions import fit_version_gate
 
         if not isinstance(version, (str, ModelVersion)):
-            raise TypeError(
+            raise ArgumentTypeError(
                 "Argument version should be a registered version ('digits/1' or a ModelVersion); for a module that is "
                 f"not registered use loopml.monitor.ood.fit_gate(model, train=..., val=...), which stores nothing; "
                 f"got {type(version).__name__}"

@@ -3,6 +3,8 @@
 ::
 
     LoopMLError                 anything loopml raises on purpose
+    ├── ArgumentError           a bad argument (also a ValueError): "Argument X should be ..."
+    │   └── ArgumentTypeError   an argument of the wrong type (also a TypeError)
     ├── ConfigError             a bad LOOPML_HOME / LOOPML_TRACKING_URI / option
     ├── StoreError              the store could not do what was asked
     │   ├── MigrationRequired   the database is older than this loopml: run `loopml db upgrade`
@@ -19,9 +21,38 @@
     LoopMLWarning (UserWarning) something was left out or changed to let a call succeed
                                 (a format that cannot rebuild the model, a gate fitted at a looser rate)
 
-Bad arguments raise the built-in ``ValueError``/``TypeError`` with a message
-worded "Argument X should be ...". Driver errors (sqlite3, psycopg, httpx) are
-translated at the boundary with ``raise StoreError(...) from exc``.
+Bad arguments raise :class:`ArgumentError` (a ``ValueError``) or
+:class:`ArgumentTypeError` (a ``TypeError``) with a message worded "Argument X
+should be ...", so ``except ValueError`` keeps working. Driver errors (sqlite3,
+psycopg, httpx) are translated at the boundary with ``raise StoreError(...) from exc``.
+
+How an error reaches a person is a property of its class, read by both servers
+and the CLI (:func:`http_answer`, :func:`exit_status`): ``http_status`` and
+``error_code`` give the HTTP answer (``{"error": {"code", "message"}}``),
+``exit_code`` the command's exit status (2: what was asked cannot be done as
+asked, fix the input; 1: it failed, trying again or repairing the store may
+help). Any other exception, a ``TypeError`` from loopml's own code included, is
+a bug: HTTP 500 ``internal_error`` with the traceback in the server log only,
+and a traceback from the CLI.
+
+=========================  ======  ====  =============================================
+class                      status  exit  error_code
+=========================  ======  ====  =============================================
+``LoopMLError``            400     2     ``bad_request``
+``ArgumentError``          400     2     ``bad_request``
+``FilterError``            400     2     ``invalid_filter``
+``ArtifactPathError``      400     2     ``invalid_artifact_path``
+``DataError``              400     2     ``invalid_data``
+``ExportError``            422     2     ``export_failed``
+``AuthError``              401     2     ``unauthorized``
+``NotFound``               404     2     ``not_found``
+``Conflict``               409     2     ``conflict``
+``ConfigError``            500     2     ``config_error``
+``StoreError``             500     1     ``store_error`` (503 ``store_unavailable`` when transient)
+``IntegrityError``         500     1     ``integrity_error``
+``MigrationRequired``      503     2     ``migration_required``
+``RemoteError``            the tracking server's status and code; exit 1
+=========================  ======  ====  =============================================
 """
 
 from __future__ import annotations
@@ -29,8 +60,11 @@ from __future__ import annotations
 import sys
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "ArtifactPathError",
     "AuthError",
     "ConfigError",
@@ -45,16 +79,39 @@ __all__ = [
     "NotFound",
     "RemoteError",
     "StoreError",
+    "exit_status",
+    "http_answer",
     "warn_user",
 ]
 
 
 class LoopMLError(Exception):
-    """Base class of every error loopml raises on purpose."""
+    """Base class of every error loopml raises on purpose.
+
+    ``http_status``/``error_code`` are what a server answers for it, ``exit_code``
+    what a command exits with; subclasses set them (see the table above).
+    """
+
+    http_status: int = 400
+    error_code: str = "bad_request"
+    exit_code: int = 2
+    #: extra response headers (e.g. WWW-Authenticate for AuthError)
+    http_headers: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+
+class ArgumentError(LoopMLError, ValueError):
+    """An argument has a value loopml cannot use: "Argument X should be ..., got ..."."""
+
+
+class ArgumentTypeError(ArgumentError, TypeError):
+    """An argument has a type loopml cannot use: "Argument X should be a ..., got ..."."""
 
 
 class ConfigError(LoopMLError):
     """A configuration value (environment variable, option) is not usable."""
+
+    http_status = 500  # the server's own configuration: nothing a client can change
+    error_code = "config_error"
 
 
 class StoreError(LoopMLError):
@@ -65,25 +122,45 @@ class StoreError(LoopMLError):
     the background writer retries those and keeps their points.
     """
 
+    http_status = 500
+    error_code = "store_error"
+    exit_code = 1
+
     def __init__(self, message: str, *, transient: bool = False) -> None:
         self.transient = transient
+        if transient:  # 503 tells a client to try again; 500 that trying again will not help
+            self.http_status, self.error_code = 503, "store_unavailable"
         super().__init__(message)
 
 
 class MigrationRequired(StoreError):
     """The database schema is older than this version of loopml."""
 
+    http_status = 503
+    error_code = "migration_required"
+    exit_code = 2  # run `loopml db upgrade`
+
 
 class NotFound(StoreError):
     """The requested experiment, run, artifact or key does not exist."""
+
+    http_status = 404
+    error_code = "not_found"
+    exit_code = 2
 
 
 class Conflict(StoreError):
     """The change would break something stored, e.g. deleting a version that an alias points at."""
 
+    http_status = 409
+    error_code = "conflict"
+    exit_code = 2
+
 
 class IntegrityError(StoreError):
     """A stored file (a model version's weights, an export) no longer matches its recorded sha256."""
+
+    error_code = "integrity_error"
 
 
 class FilterError(LoopMLError, ValueError):
@@ -91,6 +168,8 @@ class FilterError(LoopMLError, ValueError):
 
     ``position`` is the 0-based offset of the offending token in ``text``.
     """
+
+    error_code = "invalid_filter"
 
     def __init__(self, message: str, *, text: str = "", position: int | None = None) -> None:
         self.text = text
@@ -106,6 +185,8 @@ class DataError(LoopMLError, ValueError):
     ``report`` is the :class:`loopml.data.CheckReport` that found them, when there is one.
     """
 
+    error_code = "invalid_data"
+
     def __init__(self, message: str, *, report: object | None = None) -> None:
         self.report = report
         super().__init__(message)
@@ -113,6 +194,8 @@ class DataError(LoopMLError, ValueError):
 
 class ArtifactPathError(LoopMLError, ValueError):
     """An artifact path is absolute, contains ``..`` or leaves the artifact root."""
+
+    error_code = "invalid_artifact_path"
 
 
 class ExportError(LoopMLError):
@@ -123,6 +206,9 @@ class ExportError(LoopMLError):
     is then the difference seen.
     """
 
+    http_status = 422  # the request was understood; this model cannot be exported that way
+    error_code = "export_failed"
+
     def __init__(self, message: str, *, max_abs_diff: float | None = None) -> None:
         self.max_abs_diff = max_abs_diff
         super().__init__(message)
@@ -131,14 +217,50 @@ class ExportError(LoopMLError):
 class AuthError(LoopMLError):
     """The tracking server needs a (different) bearer token."""
 
+    http_status = 401
+    error_code = "unauthorized"
+    http_headers = (("WWW-Authenticate", "Bearer"),)
+
 
 class RemoteError(LoopMLError):
     """A tracking server answered with an error; ``code`` is its error code."""
 
+    exit_code = 1
+
     def __init__(self, message: str, *, code: str = "error", status: int = 500) -> None:
         self.code = code
         self.status = status
+        self.http_status, self.error_code = status, code
         super().__init__(message)
+
+
+def http_answer(exc: BaseException) -> tuple[int, str, str]:
+    """``(status, error_code, message)`` for answering ``exc`` over HTTP.
+
+    A :class:`LoopMLError` answers with its class's ``http_status`` and
+    ``error_code``; anything else is a bug in loopml or a library: 500
+    ``internal_error``, naming only the exception's class (the traceback belongs
+    in the server's log, not in a client's hands).
+
+    >>> http_answer(NotFound("Run 'abc' does not exist"))
+    (404, 'not_found', "Run 'abc' does not exist")
+    >>> http_answer(TypeError("unsupported operand"))[:2]
+    (500, 'internal_error')
+    """
+    if isinstance(exc, LoopMLError):
+        return exc.http_status, exc.error_code, str(exc) or type(exc).__name__
+    return 500, "internal_error", f"Internal server error ({type(exc).__name__}); the server log has the details"
+
+
+def exit_status(exc: BaseException) -> int | None:
+    """The CLI's exit status for ``exc``, or None for a bug (the CLI then shows its traceback).
+
+    >>> exit_status(ArgumentError("Argument --last should be an int >= 1; got 0"))
+    2
+    >>> exit_status(KeyError("x")) is None
+    True
+    """
+    return exc.exit_code if isinstance(exc, LoopMLError) else None
 
 
 class LoopMLWarning(UserWarning):

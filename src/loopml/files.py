@@ -32,6 +32,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from .errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["FILE_MODE", "atomic_path", "atomic_write"]
 
@@ -41,7 +42,7 @@ FILE_MODE = 0o644
 
 def _check_mode(mode: object) -> int:
     if isinstance(mode, bool) or not isinstance(mode, int) or not 0 <= mode <= 0o777:
-        raise ValueError(f"Argument mode should be a file mode between 0o000 and 0o777, e.g. mode=0o644; got {mode!r}")
+        raise ArgumentError(f"Argument mode should be a file mode between 0o000 and 0o777, e.g. mode=0o644; got {mode!r}")
     return mode
 
 
@@ -101,7 +102,7 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = FILE_
     b'hello'
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"Argument data should be bytes, e.g. text.encode('utf-8'); got {type(data).__name__}")
+        raise ArgumentTypeError(f"Argument data should be bytes, e.g. text.encode('utf-8'); got {type(data).__name__}")
     with atomic_path(path, mode=mode) as tmp, open(tmp, "wb") as f:
         f.write(data)
     return Path(path)

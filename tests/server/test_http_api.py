@@ -15,7 +15,7 @@ import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import Mount
 
-from loopml.errors import AuthError, StoreError
+from loopml.errors import ArgumentError, AuthError, StoreError
 from loopml.server import create_app
 from loopml.store import MAX_PAGE_SIZE, TrackingStore
 from loopml.tracking.remote import RemoteStore, RemoteValueError
@@ -156,6 +156,14 @@ def test_store_errors_and_bugs_keep_the_shape(tmp_path: Path, live_server: Calla
     with pytest.raises(StoreError, match="IntegrityError") as info:
         remote.list_experiments()
     assert info.value.transient is False
+
+    # a TypeError or ValueError from loopml's own code is a bug, never a client's bad request
+    for bug in (TypeError("unsupported operand type(s) for +: 'int' and 'str'"), ValueError("too many values to unpack")):
+        st.error = bug
+        doc = assert_error(httpx.get(f"{srv.url}/api/v1/experiments"), 500, "internal_error", type(bug).__name__)
+        assert "unsupported operand" not in doc["error"]["message"]
+    st.error = ArgumentError("Argument name should not be empty")
+    assert_error(httpx.get(f"{srv.url}/api/v1/experiments"), 400, "bad_request", "should not be empty")
     remote.close()
     st.close()
 

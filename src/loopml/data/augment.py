@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from ..errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["Compose", "GaussianNoise", "Mixup", "RandomErasing", "RandomRotation", "RandomShift", "Transform"]
 
@@ -38,7 +39,7 @@ __all__ = ["Compose", "GaussianNoise", "Mixup", "RandomErasing", "RandomRotation
 def _images(x: Any, who: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.ndim != 4 or not x.is_floating_point():
         shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-        raise ValueError(f"Argument x of {who} should be a float tensor of N x C x H x W images, got {shape}")
+        raise ArgumentError(f"Argument x of {who} should be a float tensor of N x C x H x W images, got {shape}")
     return x
 
 
@@ -67,7 +68,7 @@ class RandomShift(Transform):
 
     def __init__(self, max_pixels: int = 1) -> None:
         if not isinstance(max_pixels, int) or max_pixels < 0:
-            raise ValueError(f"Argument max_pixels should be a non-negative integer, got {max_pixels!r}")
+            raise ArgumentError(f"Argument max_pixels should be a non-negative integer, got {max_pixels!r}")
         self.max_pixels = max_pixels
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -87,7 +88,7 @@ class RandomRotation(Transform):
 
     def __init__(self, degrees: float = 15.0) -> None:
         if not isinstance(degrees, (int, float)) or not 0 <= degrees <= 180:
-            raise ValueError(f"Argument degrees should be a number from 0 to 180, got {degrees!r}")
+            raise ArgumentError(f"Argument degrees should be a number from 0 to 180, got {degrees!r}")
         self.degrees = float(degrees)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -108,15 +109,15 @@ class GaussianNoise(Transform):
     def __init__(self, std: float | Sequence[float] | torch.Tensor = 0.1) -> None:
         t = torch.as_tensor(std, dtype=torch.float32)
         if t.ndim > 1 or bool((t < 0).any()) or not bool(torch.isfinite(t).all()):
-            raise ValueError(f"Argument std should be a non-negative number or a 1-D list of them, got {std!r}")
+            raise ArgumentError(f"Argument std should be a non-negative number or a 1-D list of them, got {std!r}")
         self.std = t
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            raise ValueError("Argument x of GaussianNoise should be a float tensor")
+            raise ArgumentError("Argument x of GaussianNoise should be a float tensor")
         std = self.std.to(x.device, x.dtype)
         if std.ndim == 1 and (x.ndim < 2 or x.shape[1] != std.shape[0]):
-            raise ValueError(f"Argument x of GaussianNoise should have {std.shape[0]} features, got shape {tuple(x.shape)}")
+            raise ArgumentError(f"Argument x of GaussianNoise should have {std.shape[0]} features, got shape {tuple(x.shape)}")
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return x + noise * std
 
@@ -126,9 +127,9 @@ class RandomErasing(Transform):
 
     def __init__(self, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.25), value: float = 0.0) -> None:
         if not 0 <= p <= 1:
-            raise ValueError(f"Argument p should be a probability from 0 to 1, got {p!r}")
+            raise ArgumentError(f"Argument p should be a probability from 0 to 1, got {p!r}")
         if not (len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1):
-            raise ValueError(f"Argument scale should be (low, high) with 0 < low <= high <= 1, got {scale!r}")
+            raise ArgumentError(f"Argument scale should be (low, high) with 0 < low <= high <= 1, got {scale!r}")
         self.p, self.scale, self.value = float(p), (float(scale[0]), float(scale[1])), float(value)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -159,7 +160,7 @@ class Compose(Transform):
 
     def __init__(self, transforms: Sequence[Transform], *, seed: int | None = None) -> None:
         if not all(callable(t) for t in transforms):
-            raise TypeError("Argument transforms should be a list of transforms such as [RandomShift(1), GaussianNoise(0.1)]")
+            raise ArgumentTypeError("Argument transforms should be a list of transforms such as [RandomShift(1), GaussianNoise(0.1)]")
         self.transforms = list(transforms)
         self.generator: torch.Generator | None = None
         if seed is not None:
@@ -191,16 +192,16 @@ class Mixup:
 
     def __init__(self, alpha: float = 0.2, num_classes: int | None = None) -> None:
         if not isinstance(alpha, (int, float)) or alpha <= 0:
-            raise ValueError(f"Argument alpha should be a positive number, got {alpha!r}")
+            raise ArgumentError(f"Argument alpha should be a positive number, got {alpha!r}")
         if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 2):
-            raise ValueError(f"Argument num_classes should be an integer >= 2, or None for regression, got {num_classes!r}")
+            raise ArgumentError(f"Argument num_classes should be an integer >= 2, or None for regression, got {num_classes!r}")
         self.alpha, self.num_classes = float(alpha), num_classes
 
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor) or len(x) != len(y):
-            raise ValueError("Arguments x and y of Mixup should be tensors with the same number of rows")
+            raise ArgumentError("Arguments x and y of Mixup should be tensors with the same number of rows")
         seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
         lam = float(np.random.default_rng(seed).beta(self.alpha, self.alpha))
         perm = torch.randperm(len(x), generator=generator).to(x.device)

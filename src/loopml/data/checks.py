@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ArgumentError, ArgumentTypeError, DataError
 from .fingerprint import canonical_bytes
 
 if TYPE_CHECKING:
@@ -257,19 +257,19 @@ def check(
     ignore = set(ignore)
     unknown = ignore - set(CODES)
     if unknown:
-        raise ValueError(f"Argument ignore should name checks among {sorted(CODES)}, got {sorted(unknown)}")
+        raise ArgumentError(f"Argument ignore should name checks among {sorted(CODES)}, got {sorted(unknown)}")
     if not (isinstance(imbalance_ratio, (int, float)) and 0 <= imbalance_ratio <= 1):
-        raise ValueError(f"Argument imbalance_ratio should be a number from 0 to 1, got {imbalance_ratio!r}")
+        raise ArgumentError(f"Argument imbalance_ratio should be a number from 0 to 1, got {imbalance_ratio!r}")
     if isinstance(data, Split):
         parts = {k: v for k, v in (("train", data.train), ("val", data.val), ("test", data.test)) if v is not None}
     elif isinstance(data, Dataset):
         parts = {"train" if (val is not None or test is not None) else data.name: data}
         parts.update({k: v for k, v in (("val", val), ("test", test)) if v is not None})
     else:
-        raise TypeError(f"Argument data should be a loopml.data.Dataset or Split, got {type(data).__name__}")
+        raise ArgumentTypeError(f"Argument data should be a loopml.data.Dataset or Split, got {type(data).__name__}")
     for k, v in parts.items():
         if not isinstance(v, Dataset):
-            raise TypeError(f"Argument {k} should be a loopml.data.Dataset, got {type(v).__name__}")
+            raise ArgumentTypeError(f"Argument {k} should be a loopml.data.Dataset, got {type(v).__name__}")
     found: list[Issue] = []
     for label, ds in parts.items():
         found += _dataset_issues(ds, label, float(imbalance_ratio), max_examples)

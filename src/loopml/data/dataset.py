@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
+from ..errors import ArgumentError, ArgumentTypeError
 from .fingerprint import fingerprint_tensors
 
 if TYPE_CHECKING:
@@ -39,9 +40,9 @@ def _to_numpy(value: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(value)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"Argument {what} should be a NumPy array, a tensor or a list of numbers: {exc}") from exc
+        raise ArgumentTypeError(f"Argument {what} should be a NumPy array, a tensor or a list of numbers: {exc}") from exc
     if arr.dtype == object:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"Argument {what} should hold numbers, got values of type object; "
             "for a table with text columns use loopml.data.from_frame(df, target=...)"
         )
@@ -76,53 +77,53 @@ class Dataset(TorchDataset[tuple[torch.Tensor, torch.Tensor]]):
     ) -> None:
         xa, ya = _to_numpy(x, "x"), _to_numpy(y, "y")
         if xa.ndim not in (2, 4):
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument x should be 2-D (rows x features) or 4-D (N x C x H x W images), got shape {xa.shape}; "
                 "reshape it, e.g. x.reshape(len(x), -1) or x[:, None] for one-channel images"
             )
         if ya.ndim == 2 and ya.shape[1] == 1:
             ya = ya[:, 0]
         if ya.ndim != 1:
-            raise ValueError(f"Argument y should be 1-D (one label per row), got shape {ya.shape}")
+            raise ArgumentError(f"Argument y should be 1-D (one label per row), got shape {ya.shape}")
         if len(xa) != len(ya):
-            raise ValueError(f"Argument y should have one label per row of x: x has {len(xa)} rows, y has {len(ya)}")
+            raise ArgumentError(f"Argument y should have one label per row of x: x has {len(xa)} rows, y has {len(ya)}")
         if xa.dtype.kind not in "biuf" or ya.dtype.kind not in "biuf":
-            raise TypeError(f"Arguments x and y should hold numbers, got dtypes {xa.dtype} and {ya.dtype}")
+            raise ArgumentTypeError(f"Arguments x and y should hold numbers, got dtypes {xa.dtype} and {ya.dtype}")
         if task is None:
             integral = ya.dtype.kind in "biu" or bool(np.all(np.isfinite(ya)) and np.all(ya == np.round(ya)))
             task = "classification" if integral else "regression"
         if task not in TASKS:
-            raise ValueError(f"Argument task should be one of {TASKS}, got {task!r}")
+            raise ArgumentError(f"Argument task should be one of {TASKS}, got {task!r}")
         if task == "classification":
             if ya.dtype.kind == "f" and not (np.all(np.isfinite(ya)) and np.all(ya == np.round(ya))):
-                raise ValueError(
+                raise ArgumentError(
                     "Argument y should hold whole-number class indices for a classification task; "
                     "pass task='regression' for continuous targets, or encode classes as 0..K-1"
                 )
             ya = ya.astype(np.int64)
             if len(ya) and ya.min() < 0:
-                raise ValueError(f"Argument y should hold class indices 0..K-1, got {int(ya.min())}")
+                raise ArgumentError(f"Argument y should hold class indices 0..K-1, got {int(ya.min())}")
             n_classes = int(ya.max()) + 1 if len(ya) else 0
             if class_names is None:
                 class_names = [str(i) for i in range(n_classes)]
             elif len(class_names) < n_classes:
-                raise ValueError(
+                raise ArgumentError(
                     f"Argument class_names should name every class 0..{n_classes - 1}, got {len(class_names)} names"
                 )
         else:
             ya = ya.astype(np.float32)
             if class_names is not None:
-                raise ValueError("Argument class_names should be None for a regression task")
+                raise ArgumentError("Argument class_names should be None for a regression task")
         n_features = int(np.prod(xa.shape[1:]))
         if feature_names is None:
             feature_names = [f"x{i}" for i in range(xa.shape[1])] if xa.ndim == 2 else []
         elif xa.ndim != 2 or len(feature_names) != n_features:
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument feature_names should have one name per column of x ({xa.shape[1]}), "
                 f"got {len(feature_names)}" if xa.ndim == 2 else "Argument feature_names should be None for images"
             )
         if not isinstance(name, str) or not name:
-            raise ValueError(f"Argument name should be a non-empty string, got {name!r}")
+            raise ArgumentError(f"Argument name should be a non-empty string, got {name!r}")
         self.x = torch.from_numpy(np.ascontiguousarray(xa, dtype=np.float32))
         self.y = torch.from_numpy(np.ascontiguousarray(ya))
         self.task = task
@@ -219,9 +220,9 @@ def from_frame(
     import pandas as pd
 
     if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"Argument frame should be a pandas DataFrame, got {type(frame).__name__}")
+        raise ArgumentTypeError(f"Argument frame should be a pandas DataFrame, got {type(frame).__name__}")
     if target not in frame.columns:
-        raise ValueError(f"Argument target should be a column of frame, got {target!r}; columns: {list(frame.columns)}")
+        raise ArgumentError(f"Argument target should be a column of frame, got {target!r}; columns: {list(frame.columns)}")
     features = frame.drop(columns=[target])
     columns: list[np.ndarray] = []
     categories: dict[str, list[str]] = {}
@@ -244,7 +245,7 @@ def from_frame(
         cat = yser.astype("category")
         cat = cat.cat.reorder_categories(sorted(cat.cat.categories, key=str))
         if (cat.cat.codes < 0).any():
-            raise ValueError(f"Argument frame should have a label in every row of {target!r}; drop the rows without one")
+            raise ArgumentError(f"Argument frame should have a label in every row of {target!r}; drop the rows without one")
         y = cat.cat.codes.to_numpy().astype(np.int64)
         class_names = class_names or [str(v) for v in cat.cat.categories]
         task = task or "classification"
@@ -262,7 +263,7 @@ def fingerprint(ds: Dataset) -> str:
         fingerprint(load("iris"))  # '04a46cdd...'
     """
     if not isinstance(ds, Dataset):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}; "
             "make one with loopml.data.from_arrays(x, y)"
         )

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ArgumentTypeError
 from .checks import CheckReport
 from .dataset import Dataset
 from .profile import profile
@@ -40,7 +41,7 @@ __all__ = ["dataset_record", "log_check", "log_dataset"]
 def dataset_record(ds: Dataset) -> dict[str, Any]:
     """The JSON-ready record the store keeps for ``ds``."""
     if not isinstance(ds, Dataset):
-        raise TypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
+        raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
     return {
         "fingerprint": ds.fingerprint,
         "name": ds.name,
@@ -56,7 +57,7 @@ def _backend(run: "Run") -> "TrackingBackend":
     from ..tracking.run import Run
 
     if not isinstance(run, Run):
-        raise TypeError(f"Argument run should be a loopml Run (from loopml.start_run), got {type(run).__name__}")
+        raise ArgumentTypeError(f"Argument run should be a loopml Run (from loopml.start_run), got {type(run).__name__}")
     return run.backend
 
 
@@ -74,7 +75,7 @@ def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool
 
     backend = _backend(run)
     if keep_rows is not None and not isinstance(keep_rows, bool):
-        raise TypeError(f"Argument keep_rows should be True, False or None (keep up to 32 MiB), got {keep_rows!r}")
+        raise ArgumentTypeError(f"Argument keep_rows should be True, False or None (keep up to 32 MiB), got {keep_rows!r}")
     record = dataset_record(ds)
     backend.log_dataset(run.id, record, role)
     if keep_rows or (keep_rows is None and ds.x.nbytes + ds.y.nbytes <= KEEP_ROWS_BYTES):
@@ -87,7 +88,7 @@ def log_check(run: "Run", report: CheckReport, *, name: str = "data_check.json")
     """Keep ``report`` with the run: the artifact ``name`` (its ``to_dict()``) and the tag ``data_check``."""
     _backend(run)
     if not isinstance(report, CheckReport):
-        raise TypeError(f"Argument report should be a loopml.data.CheckReport, got {type(report).__name__}")
+        raise ArgumentTypeError(f"Argument report should be a loopml.data.CheckReport, got {type(report).__name__}")
     with tempfile.TemporaryDirectory(prefix="loopml-check-") as tmp:
         path = Path(tmp) / "report.json"
         path.write_text(json.dumps(report.to_dict(), indent=2, allow_nan=False))

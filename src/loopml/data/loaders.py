@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ArgumentError
 from .dataset import Dataset
 
 __all__ = ["NAMES", "load"]
@@ -48,7 +49,7 @@ def load(name: str) -> Dataset:
     (torch.Size([178, 13]), ['class_0', 'class_1', 'class_2'])
     """
     if name not in NAMES:
-        raise ValueError(f"Argument name should be one of {', '.join(NAMES)}, got {name!r}")
+        raise ArgumentError(f"Argument name should be one of {', '.join(NAMES)}, got {name!r}")
     loader = f"load_{name}"
     bunch = _sklearn(loader)()
     source = f"sklearn.datasets.{loader}"

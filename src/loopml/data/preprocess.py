@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ArgumentError, ArgumentTypeError
 from .dataset import Dataset
 
 __all__ = ["Preprocessor"]
@@ -57,7 +58,7 @@ KIND = "loopml.data.Preprocessor"
 def _check_choice(name: str, value: Any, choices: tuple[Any, ...]) -> Any:
     if value not in choices:
         shown = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"Argument {name} should be one of {shown}; got {value!r}")
+        raise ArgumentError(f"Argument {name} should be one of {shown}; got {value!r}")
     return value
 
 
@@ -134,7 +135,7 @@ class Preprocessor(torch.nn.Module):
         """
         if isinstance(data, Dataset):
             if data.kind != "tabular":
-                raise ValueError(
+                raise ArgumentError(
                     f"Argument data should be a tabular Dataset (rows x features); got {data.kind} data of shape "
                     f"{tuple(data.x.shape)}: a Preprocessor standardises and one-hot encodes table columns"
                 )
@@ -144,53 +145,53 @@ class Preprocessor(torch.nn.Module):
         else:
             x = data.detach().cpu().numpy() if isinstance(data, torch.Tensor) else np.asarray(data)
             if x.dtype.kind not in "biuf":
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"Argument data should hold numbers (categorical columns as codes, see loopml.data.from_frame); "
                     f"got dtype {x.dtype}"
                 )
             x = x.astype(np.float64)
             if x.ndim != 2:
-                raise ValueError(f"Argument data should be 2-D (rows x features); got shape {x.shape}")
+                raise ArgumentError(f"Argument data should be 2-D (rows x features); got shape {x.shape}")
             names = list(feature_names) if feature_names is not None else [f"x{i}" for i in range(x.shape[1])]
             cats = dict(categories or {})
         if len(x) == 0:
-            raise ValueError("Argument data should have at least one row to fit on; got 0 rows")
+            raise ArgumentError("Argument data should have at least one row to fit on; got 0 rows")
         if len(names) != x.shape[1] or len(set(names)) != len(names):
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument feature_names should have one distinct name per column ({x.shape[1]}); got {names!r}"
             )
         unknown = sorted(set(cats) - set(names))
         if unknown:
-            raise ValueError(f"Argument categories should name columns of the data; unknown {unknown}, columns: {names}")
+            raise ArgumentError(f"Argument categories should name columns of the data; unknown {unknown}, columns: {names}")
         numeric: list[dict[str, Any]] = []
         categorical: list[dict[str, Any]] = []
         for j, name in enumerate(names):
             col = x[:, j]
             nan = np.isnan(col)
             if np.isinf(col).any():
-                raise ValueError(f"Column {name!r} holds infinity; replace it (or mark it missing with NaN) before fitting")
+                raise ArgumentError(f"Column {name!r} holds infinity; replace it (or mark it missing with NaN) before fitting")
             if nan.all():
-                raise ValueError(f"Column {name!r} has no value in any training row; drop it before fitting")
+                raise ArgumentError(f"Column {name!r} has no value in any training row; drop it before fitting")
             values = col[~nan]
             if name in cats:
                 labels = [str(v) for v in cats[name]]
                 if not labels:
-                    raise ValueError(f"Argument categories should list at least one value for {name!r}")
+                    raise ArgumentError(f"Argument categories should list at least one value for {name!r}")
                 if (values != np.round(values)).any() or values.min() < 0 or values.max() >= len(labels):
-                    raise ValueError(
+                    raise ArgumentError(
                         f"Column {name!r} should hold category codes 0..{len(labels) - 1} (NaN where missing); "
                         f"got values from {values.min():g} to {values.max():g}"
                     )
                 code: int | None = None
                 if nan.any() and self.impute_categorical is None:
-                    raise ValueError(self._missing_message(name, int(nan.sum()), "impute_categorical='most_frequent'"))
+                    raise ArgumentError(self._missing_message(name, int(nan.sum()), "impute_categorical='most_frequent'"))
                 if self.impute_categorical is not None:
                     code = int(np.bincount(values.astype(np.int64), minlength=len(labels)).argmax())  # ties: smallest
                 categorical.append({"name": name, "index": j, "categories": labels, "fill": code})
             else:
                 fill: float | None = None
                 if nan.any() and self.impute is None:
-                    raise ValueError(self._missing_message(name, int(nan.sum()), "impute='median'"))
+                    raise ArgumentError(self._missing_message(name, int(nan.sum()), "impute='median'"))
                 if self.impute is not None:
                     fill = float(np.median(values) if self.impute == "median" else np.mean(values))
                     col = np.where(nan, np.float64(fill), col)
@@ -210,7 +211,7 @@ class Preprocessor(torch.nn.Module):
 
     def _set(self, names: list[str], numeric: list[dict[str, Any]], categorical: list[dict[str, Any]]) -> None:
         if not numeric and not categorical:
-            raise ValueError("Argument data should have at least one column to fit on; got 0 columns")
+            raise ArgumentError("Argument data should have at least one column to fit on; got 0 columns")
         self.feature_names = list(names)
         self._numeric = numeric
         self._categorical = categorical
@@ -244,7 +245,7 @@ class Preprocessor(torch.nn.Module):
         if not self.fitted:
             raise RuntimeError("This Preprocessor is not fitted; call pre.fit(train_split) before using it")
         if x.ndim != 2 or x.shape[1] != len(self.feature_names):
-            raise ValueError(
+            raise ArgumentError(
                 f"The Preprocessor should get rows of {len(self.feature_names)} raw features "
                 f"({', '.join(self.feature_names[:5])}{', ...' if len(self.feature_names) > 5 else ''}); "
                 f"got shape {tuple(x.shape)}"
@@ -273,7 +274,7 @@ class Preprocessor(torch.nn.Module):
         torch.Size([1, 2])
         """
         if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
+            raise ArgumentTypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
         return torch.nn.Sequential(self, model)
 
     # -- description -----------------------------------------------------------------------
@@ -338,7 +339,7 @@ class Preprocessor(torch.nn.Module):
         True
         """
         if not isinstance(data, Mapping) or data.get("kind") != KIND:
-            raise ValueError(f"Argument data should be the output of Preprocessor.to_dict() (kind {KIND!r})")
+            raise ArgumentError(f"Argument data should be the output of Preprocessor.to_dict() (kind {KIND!r})")
         try:
             pre = cls(scale=data["scale"], impute=data["impute"], impute_categorical=data["impute_categorical"])
             names = [str(n) for n in data["inputs"]]
@@ -354,7 +355,7 @@ class Preprocessor(torch.nn.Module):
                 fill = None if c["fill"] is None else labels.index(str(c["fill"]))
                 categorical.append({"name": c["name"], "index": position[c["name"]], "categories": labels, "fill": fill})
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"Argument data is not a complete Preprocessor description ({type(exc).__name__}: {exc})") from None
+            raise ArgumentError(f"Argument data is not a complete Preprocessor description ({type(exc).__name__}: {exc})") from None
         pre._set(names, numeric, categorical)
         return pre
 
@@ -366,7 +367,7 @@ def find_preprocessor(model: torch.nn.Module) -> Preprocessor | None:
     """
     found = [m for m in model.modules() if isinstance(m, Preprocessor)]
     if len(found) > 1:
-        raise ValueError(
+        raise ArgumentError(
             f"The model holds {len(found)} Preprocessors; loopml records one input transform per model: "
             "fit one Preprocessor on all raw columns"
         )

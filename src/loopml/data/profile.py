@@ -35,6 +35,7 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from ..errors import ArgumentTypeError
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -144,7 +145,7 @@ def profile(ds: "Dataset") -> dict[str, Any]:
     from .dataset import Dataset
 
     if not isinstance(ds, Dataset):
-        raise TypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
+        raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
     x = ds.x.numpy()
     features: dict[str, Any] = {}
     image = None

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DataError, IntegrityError, NotFound
+from ..errors import ArgumentError, ArgumentTypeError, DataError, IntegrityError, NotFound
 from .dataset import Dataset, from_arrays, from_frame
 from .loaders import NAMES, load
 from .split import Split
@@ -92,19 +92,19 @@ def read_file(path: str | os.PathLike[str], *, target: str | None = None) -> Dat
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in FILE_SUFFIXES:
-        raise ValueError(f"Argument data should be a .npz, .csv or .parquet file, got {str(p)!r}; or pass {FORMS}")
+        raise ArgumentError(f"Argument data should be a .npz, .csv or .parquet file, got {str(p)!r}; or pass {FORMS}")
     if not p.is_file():
-        raise ValueError(f"Argument data should be an existing file; {str(p)!r} does not exist")
+        raise ArgumentError(f"Argument data should be an existing file; {str(p)!r} does not exist")
     name = p.stem or "data"
     if suffix == ".npz":
         try:
             with np.load(p, allow_pickle=False) as archive:
                 arrays = {k: archive[k] for k in archive.files}
         except (OSError, ValueError) as exc:
-            raise ValueError(f"Argument data should be a NumPy .npz archive; {str(p)!r} does not read as one: {exc}") from exc
+            raise ArgumentError(f"Argument data should be a NumPy .npz archive; {str(p)!r} does not read as one: {exc}") from exc
         missing = [k for k in ("x", "y") if k not in arrays]
         if missing:
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument data should be an .npz with the arrays 'x' (inputs) and 'y' (labels); {str(p)!r} "
                 f"has {sorted(arrays)}, without {missing}; write one with numpy.savez(path, x=x, y=y)"
             )
@@ -114,15 +114,15 @@ def read_file(path: str | os.PathLike[str], *, target: str | None = None) -> Dat
     except ModuleNotFoundError:
         raise
     except Exception as exc:  # pandas raises many parser errors; the user's file is at fault, say which
-        raise ValueError(f"Argument data should be a readable {suffix} table; {str(p)!r}: {type(exc).__name__}: {exc}") from exc
+        raise ArgumentError(f"Argument data should be a readable {suffix} table; {str(p)!r}: {type(exc).__name__}: {exc}") from exc
     columns = [str(c) for c in frame.columns]
     if target is None:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument target should name the label column of {p.name} (columns: {', '.join(columns[:20])}); "
             f"e.g. --target {columns[-1] if columns else 'label'}"
         )
     if target not in frame.columns:
-        raise ValueError(f"Argument target should be a column of {p.name}, got {target!r}; columns: {', '.join(columns[:20])}")
+        raise ArgumentError(f"Argument target should be a column of {p.name}, got {target!r}; columns: {', '.join(columns[:20])}")
     ds = from_frame(frame, target=target, name=name)
     ds.source = f"file:{p.name}"
     return ds
@@ -144,7 +144,7 @@ def resolve(data: Any, *, target: str | None = None, tracking_uri: str | None = 
     if isinstance(data, os.PathLike):
         return read_file(data, target=target)
     if not isinstance(data, str):
-        raise TypeError(f"Argument data should be {FORMS}; got {type(data).__name__}")
+        raise ArgumentTypeError(f"Argument data should be {FORMS}; got {type(data).__name__}")
     if Path(data).suffix.lower() in FILE_SUFFIXES:
         return read_file(data, target=target)
     if data in NAMES:
@@ -156,11 +156,11 @@ def resolve(data: Any, *, target: str | None = None, tracking_uri: str | None = 
             backend = backend_for(tracking_uri)
         return stored(backend, data)
     if re.fullmatch(r"[0-9a-f]{8,63}", data):
-        raise ValueError(f"Argument data should be a whole fingerprint (64 hex digits), got {len(data)}: {data!r}; "
+        raise ArgumentError(f"Argument data should be a whole fingerprint (64 hex digits), got {len(data)}: {data!r}; "
                          "`loopml models show NAME/VERSION --json` lists a version's datasets in full")
     if Path(data).exists():
-        raise ValueError(f"Argument data should be a .npz, .csv or .parquet file, got {data!r}")
-    raise ValueError(f"Argument data should be {FORMS}; got {data!r}")
+        raise ArgumentError(f"Argument data should be a .npz, .csv or .parquet file, got {data!r}")
+    raise ArgumentError(f"Argument data should be {FORMS}; got {data!r}")
 
 
 def rows_artifact(fingerprint: str) -> str:
@@ -201,7 +201,7 @@ def stored(backend: "TrackingBackend", fingerprint: str, *, run_ids: list[str] |
     <Dataset ...>
     """
     if not isinstance(fingerprint, str) or not _FINGERPRINT.match(fingerprint):
-        raise ValueError(f"Argument fingerprint should be 64 lowercase hex digits (a sha256), got {fingerprint!r}")
+        raise ArgumentError(f"Argument fingerprint should be 64 lowercase hex digits (a sha256), got {fingerprint!r}")
     try:
         record = backend.get_dataset(fingerprint)
     except NotFound as exc:

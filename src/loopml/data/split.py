@@ -22,6 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError
 from .dataset import Dataset
 
 __all__ = ["Split", "split"]
@@ -85,18 +86,18 @@ def split(ds: Dataset, val: float = 0.15, test: float = 0.15, *, stratify: bool 
     ``stratify`` applies to classification; a regression dataset is split at random.
     """
     if not isinstance(ds, Dataset):
-        raise TypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
+        raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
     for arg, frac in (("val", val), ("test", test)):
         if not isinstance(frac, (int, float)) or isinstance(frac, bool) or not 0 <= frac < 1:
-            raise ValueError(f"Argument {arg} should be a fraction from 0 to below 1, got {frac!r}")
+            raise ArgumentError(f"Argument {arg} should be a fraction from 0 to below 1, got {frac!r}")
     if val + test >= 1:
-        raise ValueError(f"Arguments val and test should leave rows for training: val + test = {val + test}")
+        raise ArgumentError(f"Arguments val and test should leave rows for training: val + test = {val + test}")
     if not isinstance(seed, int):
-        raise TypeError(f"Argument seed should be an integer, got {type(seed).__name__}")
+        raise ArgumentTypeError(f"Argument seed should be an integer, got {type(seed).__name__}")
     n = len(ds)
     n_test, n_val = round(n * test), round(n * val)
     if (test and not n_test) or (val and not n_val) or n - n_test - n_val < 1:
-        raise ValueError(f"Argument ds should have enough rows for every part: {n} rows, val={val}, test={test}")
+        raise ArgumentError(f"Argument ds should have enough rows for every part: {n} rows, val={val}, test={test}")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(n)
     if stratify and ds.task == "classification":

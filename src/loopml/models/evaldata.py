@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError, NotFound
+from ..errors import ArgumentError, ArgumentTypeError, DataError, NotFound
 
 if TYPE_CHECKING:
     from ..data.split import Split
@@ -62,7 +62,7 @@ def check_shape(version: "ModelVersion", parts: "Split", *, example: str) -> Non
             continue
         got = tuple(int(d) for d in ds.x.shape)
         if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want[1:], got[1:])):
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument data should have inputs of {version.ref}'s signature shape {_shape_text(want)}; "
                 f"its {role} rows have shape {_shape_text((None, *got[1:]))} ({got[0]} rows). "
                 f"Pass data for this model, {example}"
@@ -76,7 +76,7 @@ def _as_split(ds: Any, seed: int) -> "Split":
     if isinstance(ds, Split):
         return ds
     if not isinstance(ds, Dataset):
-        raise TypeError(f"Argument data should resolve to a loopml Dataset or Split, got {type(ds).__name__}")
+        raise ArgumentTypeError(f"Argument data should resolve to a loopml Dataset or Split, got {type(ds).__name__}")
     return split(ds, **SPLIT, stratify=True, seed=seed)
 
 
@@ -159,6 +159,6 @@ def data_for(
 
     registry = registry_for(tracking_uri)
     if not hasattr(registry, "store"):
-        raise ValueError("Reading a version's data needs the store itself, not a loopml server; pass --store sqlite:///... "
+        raise ArgumentError("Reading a version's data needs the store itself, not a loopml server; pass --store sqlite:///... "
                          "or postgresql+psycopg://...")
     return version_data(registry, registry.resolve(ref), data, target=target, seed=seed, example=example)

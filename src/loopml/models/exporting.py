@@ -35,6 +35,7 @@ import numpy as np
 
 from loopml.errors import ExportError
 
+from ..errors import ArgumentError, ArgumentTypeError
 from ..files import atomic_path, atomic_write
 from .signature import eval_mode
 
@@ -126,16 +127,16 @@ def _check_example(model: Any, example: Any) -> torch.Tensor:
     import torch
 
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
+        raise ArgumentTypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
     if isinstance(example, np.ndarray):
         example = torch.from_numpy(np.ascontiguousarray(example))
     if not isinstance(example, torch.Tensor):
-        raise ValueError(
+        raise ArgumentError(
             "Argument example should be a single torch.Tensor with a batch dimension "
             f"(loopml supports single-input models); got {type(example).__name__}"
         )
     if example.ndim < 1 or example.shape[0] < 1:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument example should have a batch dimension with at least one row; got shape {tuple(example.shape)}"
         )
     return example.detach().contiguous()
@@ -198,7 +199,7 @@ def export_onnx(
     example = _trace_example(_check_example(model, example))
     path = Path(path)
     if opset is not None and (not isinstance(opset, int) or opset < 18):
-        raise ValueError(f"Argument opset should be an int >= 18 (the dynamo exporter's minimum); got {opset!r}")
+        raise ArgumentError(f"Argument opset should be an int >= 18 (the dynamo exporter's minimum); got {opset!r}")
     # no_grad: the graph is for inference, and ops then trace through their inference kernels
     with atomic_path(path) as tmp, eval_mode(model), torch.no_grad():
         try:
@@ -377,7 +378,7 @@ def verify(
     import torch
 
     if atol < 0:
-        raise ValueError(f"Argument atol should be >= 0; got {atol}")
+        raise ArgumentError(f"Argument atol should be >= 0; got {atol}")
     x = np.ascontiguousarray(np.asarray(inputs, dtype=np.float32))
     with eval_mode(model), torch.no_grad():
         expected = model(torch.from_numpy(x)).detach().float().numpy()

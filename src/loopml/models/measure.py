@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ..errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["accuracy", "file_size", "latency", "serving_latency"]
 
@@ -52,7 +53,7 @@ def _numpy(value: Any, what: str) -> np.ndarray:
     try:
         return np.asarray(value)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"Argument {what} should be a NumPy array or a tensor, got {type(value).__name__}") from exc
+        raise ArgumentTypeError(f"Argument {what} should be a NumPy array or a tensor, got {type(value).__name__}") from exc
 
 
 def _outputs(out: Any) -> np.ndarray:
@@ -69,18 +70,18 @@ def accuracy(predict: Predict, x: Any, y: Any, *, batch_size: int = 256) -> floa
     0.9...
     """
     if not callable(predict):
-        raise TypeError(f"Argument predict should be callable on a NumPy batch, got {type(predict).__name__}")
+        raise ArgumentTypeError(f"Argument predict should be callable on a NumPy batch, got {type(predict).__name__}")
     xa = np.ascontiguousarray(_numpy(x, "x"), dtype=np.float32)
     ya = _numpy(y, "y").reshape(-1)
     if len(xa) != len(ya) or len(xa) == 0:
-        raise ValueError(f"Argument y should have one label per row of x (x has {len(xa)} rows, y has {len(ya)})")
+        raise ArgumentError(f"Argument y should have one label per row of x (x has {len(xa)} rows, y has {len(ya)})")
     if type(batch_size) is not int or batch_size < 1:
-        raise ValueError(f"Argument batch_size should be an integer >= 1, got {batch_size!r}")
+        raise ArgumentError(f"Argument batch_size should be an integer >= 1, got {batch_size!r}")
     hits = 0
     for start in range(0, len(xa), batch_size):
         out = _outputs(predict(xa[start:start + batch_size]))
         if out.ndim != 2:
-            raise ValueError(f"Argument predict should return class scores of shape (batch, classes), "
+            raise ArgumentError(f"Argument predict should return class scores of shape (batch, classes), "
                              f"got shape {out.shape}")
         hits += int((out.argmax(axis=1) == ya[start:start + batch_size]).sum())
     return hits / len(xa)
@@ -104,16 +105,16 @@ def latency(predict: Predict, x: Any, *, batch_sizes: Iterable[int] = (1, 64), r
     {1: ..., 64: ...}
     """
     if not callable(predict):
-        raise TypeError(f"Argument predict should be callable on a NumPy batch, got {type(predict).__name__}")
+        raise ArgumentTypeError(f"Argument predict should be callable on a NumPy batch, got {type(predict).__name__}")
     for name, value, low in (("repeats", repeats, 1), ("warmup", warmup, 0)):
         if type(value) is not int or value < low:
-            raise ValueError(f"Argument {name} should be an integer >= {low}, got {value!r}")
+            raise ArgumentError(f"Argument {name} should be an integer >= {low}, got {value!r}")
     sizes = list(batch_sizes)
     if not sizes or any(type(b) is not int or b < 1 for b in sizes):
-        raise ValueError(f"Argument batch_sizes should be integers >= 1, got {batch_sizes!r}; e.g. (1, 64)")
+        raise ArgumentError(f"Argument batch_sizes should be integers >= 1, got {batch_sizes!r}; e.g. (1, 64)")
     xa = np.ascontiguousarray(_numpy(x, "x"), dtype=np.float32)
     if xa.ndim < 1 or len(xa) == 0:
-        raise ValueError("Argument x should hold at least one row")
+        raise ArgumentError("Argument x should hold at least one row")
     threads = _set_torch_threads(1)
     try:
         out: dict[int, float] = {}

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ArgumentError
 from .rebuild import keep_init_args
 
 __all__ = ["MLP", "DigitsCNN"]
@@ -67,7 +68,7 @@ class MLP(nn.Module):
 
             self.pre = Preprocessor.from_dict(preprocessing)
             if n_in != self.pre.n_features_out:
-                raise ValueError(
+                raise ArgumentError(
                     f"Argument n_in should be the Preprocessor's output width ({self.pre.n_features_out} columns); "
                     f"got {n_in}. Pass MLP(pre.n_features_out, ..., preprocessing=pre.to_dict())"
                 )

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
+from ..errors import ArgumentError
 from ..files import atomic_path
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def rewrite_qdq(proto: Any, layers: Mapping[str, LayerScales], bits: int) -> int
     MaxPool/Reshape-like ops feeding it, which commute with the quantizer).
     """
     if bits not in BITS:
-        raise ValueError(f"Argument bits should be one of {BITS}, got {bits!r}")
+        raise ArgumentError(f"Argument bits should be one of {BITS}, got {bits!r}")
     onnx = _onnx()
     from onnx import helper, numpy_helper
 
@@ -227,7 +228,7 @@ def write_qdq_onnx(model: "torch.nn.Module", example: "torch.Tensor", path: str 
 
     onnx = _onnx()
     if bits not in BITS:
-        raise ValueError(f"Argument bits should be one of {BITS}, got {bits!r}")
+        raise ArgumentError(f"Argument bits should be one of {BITS}, got {bits!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
@@ -235,7 +236,7 @@ def write_qdq_onnx(model: "torch.nn.Module", example: "torch.Tensor", path: str 
         proto = onnx.load(str(plain))
     count = rewrite_qdq(proto, layers, bits)
     if count != len(layers):
-        raise ValueError(f"Argument layers names {len(layers)} quantized layers but only {count} were found in the "
+        raise ArgumentError(f"Argument layers names {len(layers)} quantized layers but only {count} were found in the "
                          f"model's ONNX graph (layers should be Conv2d or Linear called with their weight)")
     compact(proto)
     with atomic_path(path) as staged:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ArgumentError, ArgumentTypeError
 from ..files import atomic_path
 
 if TYPE_CHECKING:
@@ -91,18 +92,18 @@ def _require_ort() -> Any:
 
 def _check(method: Any, bits: Any, epochs: Any, lr: Any, seed: Any) -> None:
     if method not in METHODS:
-        raise ValueError(f"Argument method should be one of {', '.join(METHODS)}, got {method!r}; {_EXAMPLE}")
+        raise ArgumentError(f"Argument method should be one of {', '.join(METHODS)}, got {method!r}; {_EXAMPLE}")
     allowed = METHODS[method]
     if bits not in allowed:
         combos = ", ".join(f"{m} ({'/'.join(map(str, b))} bits)" for m, b in METHODS.items())
-        raise ValueError(f"Argument bits should be one of {allowed} for method={method!r}, got {bits!r}; "
+        raise ArgumentError(f"Argument bits should be one of {allowed} for method={method!r}, got {bits!r}; "
                          f"allowed: {combos}")
     if type(epochs) is not int or epochs < 1:
-        raise ValueError(f"Argument epochs should be an integer >= 1, got {epochs!r}")
+        raise ArgumentError(f"Argument epochs should be an integer >= 1, got {epochs!r}")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not (lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"Argument lr should be a number > 0, got {lr!r}")
+        raise ArgumentError(f"Argument lr should be a number > 0, got {lr!r}")
     if type(seed) is not int or seed < 0:
-        raise ValueError(f"Argument seed should be an integer >= 0, got {seed!r}")
+        raise ArgumentError(f"Argument seed should be an integer >= 0, got {seed!r}")
 
 
 def _as_array(data: Any, what: str) -> np.ndarray:
@@ -111,7 +112,7 @@ def _as_array(data: Any, what: str) -> np.ndarray:
     if hasattr(data, "detach"):
         data = data.detach().cpu().numpy()
     if not isinstance(data, np.ndarray) or data.ndim < 2 or len(data) == 0:
-        raise ValueError(f"Argument {what} should be a batch of inputs (N x ...), a tensor, array or loopml "
+        raise ArgumentError(f"Argument {what} should be a batch of inputs (N x ...), a tensor, array or loopml "
                          f"Dataset, got {type(data).__name__}; {_EXAMPLE}")
     return np.ascontiguousarray(data, dtype=np.float32)
 
@@ -155,12 +156,12 @@ def quantize(
 
     _check(method, bits, epochs, lr, seed)
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}; {_EXAMPLE}")
+        raise ArgumentTypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}; {_EXAMPLE}")
     if not isinstance(example, torch.Tensor):
-        raise TypeError(f"Argument example should be a torch.Tensor batch, got {type(example).__name__}; {_EXAMPLE}")
+        raise ArgumentTypeError(f"Argument example should be a torch.Tensor batch, got {type(example).__name__}; {_EXAMPLE}")
     calib = _as_array(calibration, "calibration")
     if method == "tqt" and train is None:
-        raise ValueError(f"Argument train should be the fine-tuning data for method='tqt' (a loopml Dataset or "
+        raise ArgumentError(f"Argument train should be the fine-tuning data for method='tqt' (a loopml Dataset or "
                          f"an (x, y) tuple), got None; {_EXAMPLE}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

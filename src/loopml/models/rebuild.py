@@ -33,6 +33,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ..errors import ArgumentError, ArgumentTypeError
 from .runtime import class_path_of, import_class
 
 if TYPE_CHECKING:
@@ -60,13 +61,13 @@ def keep_init_args(cls: T) -> T:
         loopml.register(Net(30, hidden=16), "tabular", input_example=x[:8])   # keeps the torch format
     """
     if not isinstance(cls, type):
-        raise TypeError(f"keep_init_args decorates a class (@keep_init_args above `class Net(nn.Module):`); got {cls!r}")
+        raise ArgumentTypeError(f"keep_init_args decorates a class (@keep_init_args above `class Net(nn.Module):`); got {cls!r}")
     init: Callable[..., None] = cls.__init__  # type: ignore[misc]
     signature = inspect.signature(init)
     params = list(signature.parameters.values())[1:]  # without self
     bad = [p.name for p in params if p.kind in (p.VAR_POSITIONAL, p.POSITIONAL_ONLY)]
     if bad:
-        raise TypeError(
+        raise ArgumentTypeError(
             f"keep_init_args needs a constructor whose arguments can be passed by name (Class(**init_args)); "
             f"{cls.__qualname__}.__init__ takes {', '.join(bad)} positionally only"
         )
@@ -138,16 +139,16 @@ def model_spec(model: "torch.nn.Module", init_args: Mapping[str, Any] | None, *,
         return None, str(exc).split(":")[0]
     if init_args is not None:
         if not isinstance(init_args, Mapping):
-            raise TypeError(f"Argument init_args should be a mapping of constructor arguments, e.g. {{'hidden': 64}}; got {type(init_args).__name__}")
+            raise ArgumentTypeError(f"Argument init_args should be a mapping of constructor arguments, e.g. {{'hidden': 64}}; got {type(init_args).__name__}")
         args = dict(init_args)
         try:
             json.dumps(args, allow_nan=False)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"Argument init_args should be JSON-serialisable (numbers, strings, lists, dicts): {exc}") from None
+            raise ArgumentError(f"Argument init_args should be JSON-serialisable (numbers, strings, lists, dicts): {exc}") from None
         spec = {"class_path": class_path, "init_args": args}
         problem = _rebuild_problem(model, spec) if check else None
         if problem:
-            raise ValueError(
+            raise ArgumentError(
                 f"{class_path}(**{args!r}) does not rebuild this model ({problem}); "
                 "pass the constructor arguments as init_args=..., or formats=('pt2',) to store only the exported program"
             )

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import LoopMLError, NotFound, warn_user
+from ..errors import ArgumentError, ArgumentTypeError, LoopMLError, NotFound, warn_user
 from ..store.registry import MANIFEST, AliasEvent, ModelInfo, ModelVersion, check_model_name, parse_ref
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def registry_of(backend: "TrackingBackend") -> "Registry":
 
     if isinstance(backend, RemoteStore):
         return RemoteRegistry(backend)
-    raise TypeError(f"Argument backend should be a TrackingStore or a RemoteStore, got {type(backend).__name__}")
+    raise ArgumentTypeError(f"Argument backend should be a TrackingStore or a RemoteStore, got {type(backend).__name__}")
 
 
 def resolve_version(registry: "Registry", version: "str | ModelVersion") -> ModelVersion:
@@ -101,7 +101,7 @@ def resolve_version(registry: "Registry", version: "str | ModelVersion") -> Mode
         return version
     if isinstance(version, str):
         return registry.resolve(version)
-    raise TypeError(
+    raise ArgumentTypeError(
         f"Argument version should be a model reference such as 'digits@production' or 'digits/3', or a ModelVersion; "
         f"got {type(version).__name__}"
     )
@@ -114,7 +114,7 @@ def _as_tensor(example: Any) -> "torch.Tensor":
         return torch.from_numpy(np.ascontiguousarray(example))
     if isinstance(example, torch.Tensor):
         return example.detach().cpu().contiguous()
-    raise TypeError(
+    raise ArgumentTypeError(
         f"Argument input_example should be a torch.Tensor or numpy array with a batch dimension, "
         f"e.g. x_train[:8]; got {type(example).__name__}"
     )
@@ -209,18 +209,18 @@ def register(
     from .signature import infer_signature
 
     if ood is not None:
-        raise TypeError(
+        raise ArgumentTypeError(
             "Argument ood is taken by loopml.register and loopml.Client.register, which register the model here and "
             "then fit its OOD gate with loopml.monitor; call loopml.register(model, name, input_example=..., "
             "ood=(train, val)), or fit the gate later with loopml.monitor.fit_ood(version.ref, model=model, train=..., val=...)"
         )
     check_model_name(name)
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}")
     wanted = list(dict.fromkeys(formats))
     bad = [f for f in wanted if f not in FORMATS]
     if bad or not wanted:
-        raise ValueError(f"Argument formats should be a non-empty list of {', '.join(FORMATS)}; got {list(formats)!r}")
+        raise ArgumentError(f"Argument formats should be a non-empty list of {', '.join(FORMATS)}; got {list(formats)!r}")
     example = _as_tensor(input_example)
     signature = infer_signature(model, example, class_names=class_names, feature_names=feature_names)
     train_schema = train_data.schema() if hasattr(train_data, "schema") else None
@@ -320,7 +320,7 @@ def _export_one(fmt: str, model: "torch.nn.Module", example: "torch.Tensor", pat
     if fmt == "pte":
         ex.export_executorch(model, example, path)
         return {"max_batch": pte_batch_capacity(path)}
-    raise ValueError(f"Unknown format {fmt!r}")
+    raise ArgumentError(f"Unknown format {fmt!r}")
 
 
 class LoadedModel:
@@ -367,7 +367,7 @@ class LoadedModel:
     def module(self) -> "torch.nn.Module":
         module = getattr(self.predictor, "model", None)
         if module is None:
-            raise ValueError(f"{self.version.ref} was loaded from {self.format!r}; load format='pt2' or 'torch' for a torch module")
+            raise ArgumentError(f"{self.version.ref} was loaded from {self.format!r}; load format='pt2' or 'torch' for a torch module")
         return module  # type: ignore[no-any-return]
 
 
@@ -458,7 +458,7 @@ def export_version(registry: "Registry", ref: "str | ModelVersion", formats: Ite
     version = resolve_version(registry, ref)
     bad = [f for f in wanted if f not in ex.FORMATS or f == "torch"]
     if bad or not wanted:
-        raise ValueError(f"Argument formats should name some of pt2, onnx, pte; got {list(formats)!r}")
+        raise ArgumentError(f"Argument formats should name some of pt2, onnx, pte; got {list(formats)!r}")
     module = source_module(registry, version)
     example = version_example(registry, version)
     signature = Signature.from_dict(version.signature)
@@ -545,6 +545,6 @@ def delete_numbered_version(registry: "Registry", ref: "str | ModelVersion") -> 
         return
     name, which = parse_ref(ref)
     if not isinstance(which, int):
-        raise ValueError(f"Name the version to delete by number, e.g. '{name}/3'; got {ref!r}")
+        raise ArgumentError(f"Name the version to delete by number, e.g. '{name}/3'; got {ref!r}")
     registry.delete_version(name, which)
 

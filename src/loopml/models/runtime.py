@@ -33,6 +33,7 @@ import numpy as np
 from loopml.errors import ExportError
 from loopml.models.exporting import FORMATS
 from loopml.quiet import import_onnxruntime, native_output, quiet_loggers
+from ..errors import ArgumentError
 
 if TYPE_CHECKING:
     import torch
@@ -233,13 +234,13 @@ class TorchPredictor:
 
         self._threads = _TorchThreads(threads)
         if not isinstance(model_spec, Mapping) or not isinstance(model_spec.get("class_path"), str):
-            raise ValueError(
+            raise ArgumentError(
                 "Argument model_spec should be a mapping with the model's class for the 'torch' format, e.g. "
                 "{'class_path': 'mypkg.models:Net', 'init_args': {'hidden': 32}}"
             )
         init_args = model_spec.get("init_args") or {}
         if not isinstance(init_args, Mapping):
-            raise ValueError(f"Argument model_spec['init_args'] should be a mapping; got {init_args!r}")
+            raise ArgumentError(f"Argument model_spec['init_args'] should be a mapping; got {init_args!r}")
         cls = import_class(model_spec["class_path"])
         try:
             model = cls(**init_args)
@@ -286,9 +287,9 @@ def load_predictor(
     Raises :class:`loopml.errors.ExportError` for a missing, damaged or unsafe file.
     """
     if format not in FORMATS:
-        raise ValueError(f"Argument format should be one of {', '.join(FORMATS)}; got {format!r}")
+        raise ArgumentError(f"Argument format should be one of {', '.join(FORMATS)}; got {format!r}")
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-        raise ValueError(f"Argument threads should be an int >= 1; got {threads!r}")
+        raise ArgumentError(f"Argument threads should be an int >= 1; got {threads!r}")
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"No {format} model file at {path}")
@@ -368,15 +369,15 @@ def check_importable(class_path: str) -> None:
     """Raise ``ValueError`` when ``class_path`` names a class no other process can import."""
     module, _, qualname = class_path.partition(":")
     if not module or not qualname:
-        raise ValueError(f"Argument class_path should look like 'package.module:ClassName'; got {class_path!r}")
+        raise ArgumentError(f"Argument class_path should look like 'package.module:ClassName'; got {class_path!r}")
     advice = (
         "move the class to an importable module (a .py file on sys.path or in your package), "
         "or store the model as pt2/onnx, which load without its code"
     )
     if module == "__main__":
-        raise ValueError(f"The model class {qualname} is defined in __main__ (a script or notebook): {advice}")
+        raise ArgumentError(f"The model class {qualname} is defined in __main__ (a script or notebook): {advice}")
     if "<locals>" in qualname:
-        raise ValueError(f"The model class {qualname} is defined inside a function: {advice}")
+        raise ArgumentError(f"The model class {qualname} is defined inside a function: {advice}")
 
 
 def import_class(class_path: str) -> type:

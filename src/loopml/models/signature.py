@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from ..errors import ArgumentError, ArgumentTypeError
 
 if TYPE_CHECKING:
     import torch
@@ -53,15 +54,15 @@ def _shape_text(shape: Sequence[int | None]) -> str:
 
 def _check_dtype_name(dtype: object, field: str) -> str:
     if not isinstance(dtype, str):
-        raise ValueError(f"Signature field {field!r} should be a numpy dtype name such as 'float32'; got {dtype!r}")
+        raise ArgumentError(f"Signature field {field!r} should be a numpy dtype name such as 'float32'; got {dtype!r}")
     try:
         kind = np.dtype(dtype).kind
     except TypeError as exc:
-        raise ValueError(
+        raise ArgumentError(
             f"Signature field {field!r} should be a numpy dtype name such as 'float32'; got {dtype!r}"
         ) from exc
     if kind not in "biuf" or np.dtype(dtype).name != dtype:
-        raise ValueError(
+        raise ArgumentError(
             f"Signature field {field!r} should be a numeric numpy dtype name (float32, int64, bool, ...); got {dtype!r}"
         )
     return dtype
@@ -89,16 +90,16 @@ class TensorSpec:
     def from_dict(cls, data: Mapping[str, Any], *, field: str = "spec") -> TensorSpec:
         """The inverse of :meth:`to_dict`; raises ``ValueError`` naming the bad field."""
         if not isinstance(data, Mapping):
-            raise ValueError(f"Signature field {field!r} should be an object with name, dtype, shape; got {data!r}")
+            raise ArgumentError(f"Signature field {field!r} should be an object with name, dtype, shape; got {data!r}")
         name = data.get("name")
         if not isinstance(name, str) or not name:
-            raise ValueError(f"Signature field '{field}.name' should be a non-empty string; got {name!r}")
+            raise ArgumentError(f"Signature field '{field}.name' should be a non-empty string; got {name!r}")
         dtype = _check_dtype_name(data.get("dtype"), f"{field}.dtype")
         shape = data.get("shape")
         if not isinstance(shape, (list, tuple)) or not all(
             d is None or (isinstance(d, int) and not isinstance(d, bool) and d >= 0) for d in shape
         ):
-            raise ValueError(
+            raise ArgumentError(
                 f"Signature field '{field}.shape' should be a list of sizes (ints >= 0, or null for any); got {shape!r}"
             )
         return cls(name=name, dtype=dtype, shape=tuple(shape))
@@ -139,14 +140,14 @@ class Signature:
     def input(self) -> TensorSpec:
         """The single input's spec (loopml supports single-input models)."""
         if len(self.inputs) != 1:
-            raise ValueError(f"{_SINGLE_IO}; this signature has {len(self.inputs)} inputs")
+            raise ArgumentError(f"{_SINGLE_IO}; this signature has {len(self.inputs)} inputs")
         return self.inputs[0]
 
     @property
     def output(self) -> TensorSpec:
         """The single output's spec."""
         if len(self.outputs) != 1:
-            raise ValueError(f"{_SINGLE_IO}; this signature has {len(self.outputs)} outputs")
+            raise ArgumentError(f"{_SINGLE_IO}; this signature has {len(self.outputs)} outputs")
         return self.outputs[0]
 
     def named_from(self, schema: Mapping[str, Any] | None) -> Signature:
@@ -211,43 +212,43 @@ class Signature:
             Signature.from_dict(json.loads(text))
         """
         if not isinstance(data, Mapping):
-            raise ValueError(f"A signature should be an object with inputs and outputs; got {type(data).__name__}")
+            raise ArgumentError(f"A signature should be an object with inputs and outputs; got {type(data).__name__}")
         specs: dict[str, tuple[TensorSpec, ...]] = {}
         for key in ("inputs", "outputs"):
             items = data.get(key)
             if not isinstance(items, (list, tuple)) or not items:
-                raise ValueError(f"Signature field {key!r} should be a non-empty list of tensor specs; got {items!r}")
+                raise ArgumentError(f"Signature field {key!r} should be a non-empty list of tensor specs; got {items!r}")
             specs[key] = tuple(TensorSpec.from_dict(item, field=f"{key}[{i}]") for i, item in enumerate(items))
         names = data.get("class_names")
         if names is not None:
             if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-                raise ValueError(f"Signature field 'class_names' should be a list of strings or null; got {names!r}")
+                raise ArgumentError(f"Signature field 'class_names' should be a list of strings or null; got {names!r}")
             names = tuple(names)
             width = specs["outputs"][0].shape[-1] if specs["outputs"][0].shape else None
             if width is not None and len(names) != width:
-                raise ValueError(
+                raise ArgumentError(
                     f"Signature field 'class_names' should have one name per output column ({width}); got {len(names)}"
                 )
         unknown = set(data) - set(_FIELDS)
         if unknown:
-            raise ValueError(f"Signature has unknown fields {sorted(unknown)}; expected {', '.join(_FIELDS)}")
+            raise ArgumentError(f"Signature has unknown fields {sorted(unknown)}; expected {', '.join(_FIELDS)}")
         features = data.get("feature_names")
         if features is not None and (
             not isinstance(features, (list, tuple)) or not all(isinstance(n, str) for n in features)
         ):
-            raise ValueError(f"Signature field 'feature_names' should be a list of strings or absent; got {features!r}")
+            raise ArgumentError(f"Signature field 'feature_names' should be a list of strings or absent; got {features!r}")
         cats = data.get("categories")
         if cats is not None and (
             not isinstance(cats, Mapping)
             or not all(isinstance(v, (list, tuple)) and all(isinstance(c, str) for c in v) for v in cats.values())
         ):
-            raise ValueError(f"Signature field 'categories' should map column names to lists of strings; got {cats!r}")
+            raise ArgumentError(f"Signature field 'categories' should map column names to lists of strings; got {cats!r}")
         missing = data.get("missing", ())
         if not isinstance(missing, (list, tuple)) or not all(isinstance(n, str) for n in missing):
-            raise ValueError(f"Signature field 'missing' should be a list of column names; got {missing!r}")
+            raise ArgumentError(f"Signature field 'missing' should be a list of column names; got {missing!r}")
         pre = data.get("preprocessing")
         if pre is not None and not isinstance(pre, Mapping):
-            raise ValueError(f"Signature field 'preprocessing' should be an object or absent; got {pre!r}")
+            raise ArgumentError(f"Signature field 'preprocessing' should be an object or absent; got {pre!r}")
         return cls(
             inputs=specs["inputs"], outputs=specs["outputs"], class_names=names,
             feature_names=None if features is None else tuple(features),
@@ -290,7 +291,7 @@ class Signature:
             try:
                 arr = np.asarray(array)
             except ValueError as exc:  # numpy >= 1.24 refuses ragged nested lists
-                raise ValueError(
+                raise ArgumentError(
                     f"input {spec.name!r} should be a rectangular array of shape {_shape_text(spec.shape)}; "
                     "got ragged nested lists (rows of different lengths)"
                 ) from exc
@@ -304,7 +305,7 @@ class Signature:
                 columns = [self._column(name, rows[:, j].tolist()) for j, name in enumerate(self.feature_names)]
                 return self._check(np.stack(columns, axis=1), arr.ndim == 1)
         if kind == "O":
-            raise ValueError(
+            raise ArgumentError(
                 f"input {spec.name!r} should be numbers of dtype {spec.dtype} in shape {_shape_text(spec.shape)}; "
                 "got ragged nested lists or non-numeric values"
             )
@@ -316,7 +317,7 @@ class Signature:
         kind = arr.dtype.kind
         allowed = {"f": "fiu", "i": "iu", "u": "iu", "b": "b"}.get(want.kind, want.kind)
         if kind not in allowed:
-            raise ValueError(
+            raise ArgumentError(
                 f"input {spec.name!r} should have dtype {spec.dtype}; got {_dtype_text(arr.dtype)}"
             )
         rank = len(spec.shape)
@@ -324,17 +325,17 @@ class Signature:
             arr = arr[np.newaxis, ...]
             single = True
         if arr.ndim != rank or any(d is not None and d != n for d, n in zip(spec.shape, arr.shape)):
-            raise ValueError(
+            raise ArgumentError(
                 f"input {spec.name!r} should have shape {_shape_text(spec.shape)}; got {tuple(arr.shape)}"
             )
         if arr.shape[0] == 0:
-            raise ValueError(f"input {spec.name!r} should have at least one row; got an empty batch {tuple(arr.shape)}")
+            raise ArgumentError(f"input {spec.name!r} should have at least one row; got an empty batch {tuple(arr.shape)}")
         if kind == "f" and not np.isfinite(arr).all():
             self._check_missing(arr)
         if kind in "iu" and want.kind in "iu" and arr.size:
             info = np.iinfo(want)
             if arr.min() < info.min or arr.max() > info.max:
-                raise ValueError(f"input {spec.name!r} has values outside the range of {spec.dtype}")
+                raise ArgumentError(f"input {spec.name!r} has values outside the range of {spec.dtype}")
         if self.categories:
             self._check_codes(arr)
         return np.ascontiguousarray(arr, dtype=want), single
@@ -345,14 +346,14 @@ class Signature:
         """NaN passes only in the columns in ``missing`` (imputed in the model); infinity never."""
         name = self.input.name
         if np.isinf(arr).any():
-            raise ValueError(f"input {name!r} should hold finite numbers; got infinity")
+            raise ArgumentError(f"input {name!r} should hold finite numbers; got infinity")
         if not self.missing or self.feature_names is None:
-            raise ValueError(f"input {name!r} should hold finite numbers; got NaN")
+            raise ArgumentError(f"input {name!r} should hold finite numbers; got NaN")
         nan_cols = np.isnan(arr).any(axis=0)
         ok = {self.feature_names.index(m) for m in self.missing}
         bad = [self.feature_names[j] for j in np.flatnonzero(nan_cols) if j not in ok]
         if bad:
-            raise ValueError(
+            raise ArgumentError(
                 f"input columns {bad} should hold numbers; got a missing value (NaN or null). "
                 f"Only the columns the model imputes accept one: {list(self.missing)}"
             )
@@ -363,7 +364,7 @@ class Signature:
             v = arr[:, self.feature_names.index(col)]
             v = v[~np.isnan(v)] if v.dtype.kind == "f" else v
             if v.size and ((v != np.round(v)).any() or v.min() < 0 or v.max() >= len(values)):
-                raise ValueError(
+                raise ArgumentError(
                     f"input column {col!r} should hold one of {list(values)} (or its code 0..{len(values) - 1}); "
                     f"got {v[(v != np.round(v)) | (v < 0) | (v >= len(values))][0]:g}"
                 )
@@ -372,7 +373,7 @@ class Signature:
         names = self.feature_names
         if names is None:
             width = self.input.shape[-1] if self.input.shape else None
-            raise ValueError(
+            raise ArgumentError(
                 f"input {self.input.name!r} has no column names in this model's signature; send rows as lists "
                 f"of {width} numbers in order, e.g. {{\"inputs\": [[0.1, 0.2, ...]]}}, or register the model "
                 "with feature_names=[...]"
@@ -381,18 +382,18 @@ class Signature:
             raw = {str(c): raw[c].tolist() for c in raw.columns}
         if type(raw) is dict:
             if not raw:
-                raise ValueError(f"input should name the model's columns; got an empty object. Columns: {_listing(names)}")
+                raise ArgumentError(f"input should name the model's columns; got an empty object. Columns: {_listing(names)}")
             lists = [type(v) is list for v in raw.values()]
             if all(lists):  # column-oriented
                 self._check_keys(raw, "")
                 sizes = {k: len(v) for k, v in raw.items()}
                 if len(set(sizes.values())) > 1:
-                    raise ValueError(f"input columns should all have the same number of values; got {sizes}")
+                    raise ArgumentError(f"input columns should all have the same number of values; got {sizes}")
                 if not next(iter(sizes.values())):
-                    raise ValueError("input should have at least one row; got columns with no values")
+                    raise ArgumentError("input should have at least one row; got columns with no values")
                 return np.stack([self._column(n, raw[n]) for n in names], axis=1), False
             if any(lists):
-                raise ValueError(
+                raise ArgumentError(
                     "input should be one record ({\"a\": 1.0, ...}) or columns ({\"a\": [1.0, 2.0], ...}); got a mix "
                     f"of lists and single values (lists in {[k for k, is_list in zip(raw, lists) if is_list][:5]})"
                 )
@@ -400,7 +401,7 @@ class Signature:
             return np.stack([self._column(n, [raw[n]]) for n in names], axis=1), True
         for i, record in enumerate(raw):
             if type(record) is not dict:
-                raise ValueError(
+                raise ArgumentError(
                     f"input should be a list of records (objects by column name); item {i} is {type(record).__name__}"
                 )
             self._check_keys(record, f"record {i} ")
@@ -418,7 +419,7 @@ class Signature:
             parts.append(f"is missing columns {missing}")
         if unknown:
             parts.append(f"has unknown columns {unknown}")
-        raise ValueError(f"input {where}{' and '.join(parts)}; the model takes {len(names)} columns: {_listing(names)}")
+        raise ArgumentError(f"input {where}{' and '.join(parts)}; the model takes {len(names)} columns: {_listing(names)}")
 
     def _column(self, name: str, values: list[Any]) -> np.ndarray:
         """One column's cells as float64: numbers, null (NaN), or a categorical column's strings (codes)."""
@@ -433,11 +434,11 @@ class Signature:
             elif isinstance(v, str) and cats:
                 code = lookup.get(v)
                 if code is None:
-                    raise ValueError(f"input column {name!r} should hold one of {list(cats)}; got {v!r}")
+                    raise ArgumentError(f"input column {name!r} should hold one of {list(cats)}; got {v!r}")
                 out[i] = code
             else:
                 what = f"one of {list(cats)}" if cats else "a number"
-                raise ValueError(f"input column {name!r} should hold {what} (or null where missing); got {v!r}")
+                raise ArgumentError(f"input column {name!r} should hold {what} (or null where missing); got {v!r}")
         return out
 
 
@@ -458,18 +459,18 @@ def _check_columns(sig: Signature) -> None:
     names = sig.feature_names
     if names is None:
         if sig.categories or sig.missing:
-            raise ValueError("Signature fields 'categories' and 'missing' need 'feature_names'")
+            raise ArgumentError("Signature fields 'categories' and 'missing' need 'feature_names'")
         return
     if len(sig.inputs) != 1 or len(sig.inputs[0].shape) != 2:
-        raise ValueError("Signature field 'feature_names' should only be set for one 2-D input (rows x features)")
+        raise ArgumentError("Signature field 'feature_names' should only be set for one 2-D input (rows x features)")
     width = sig.inputs[0].shape[1]
     if len(names) != width or len(set(names)) != len(names):
-        raise ValueError(
+        raise ArgumentError(
             f"Signature field 'feature_names' should have one distinct name per input column ({width}); got {list(names)}"
         )
     unknown = sorted((set(sig.categories or ()) | set(sig.missing)) - set(names))
     if unknown:
-        raise ValueError(f"Signature fields 'categories' and 'missing' should name input columns; unknown {unknown}")
+        raise ArgumentError(f"Signature fields 'categories' and 'missing' should name input columns; unknown {unknown}")
 
 
 def _dtype_text(dtype: np.dtype[Any]) -> str:
@@ -525,25 +526,25 @@ def infer_signature(
     import torch
 
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
+        raise ArgumentTypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
     if isinstance(input_example, np.ndarray):
         input_example = torch.from_numpy(np.ascontiguousarray(input_example))
     if not isinstance(input_example, torch.Tensor):
-        raise ValueError(
+        raise ArgumentError(
             f"Argument input_example should be one torch.Tensor or numpy array; got {type(input_example).__name__}. "
             + _SINGLE_IO
         )
     if input_example.ndim < 1 or input_example.shape[0] < 1:
-        raise ValueError(
+        raise ArgumentError(
             "Argument input_example should have a batch dimension with at least one row; "
             f"got shape {tuple(input_example.shape)}"
         )
     with eval_mode(model), torch.no_grad():
         output = model(input_example)
     if not isinstance(output, torch.Tensor):
-        raise ValueError(f"The model returned {type(output).__name__}, not a tensor. " + _SINGLE_IO)
+        raise ArgumentError(f"The model returned {type(output).__name__}, not a tensor. " + _SINGLE_IO)
     if output.ndim < 1 or output.shape[0] != input_example.shape[0]:
-        raise ValueError(
+        raise ArgumentError(
             f"The model's output should have the batch dimension first ({input_example.shape[0]} rows); "
             f"got shape {tuple(output.shape)}"
         )
@@ -552,15 +553,15 @@ def infer_signature(
     names: tuple[str, ...] | None = None
     if class_names is not None:
         if isinstance(class_names, str) or not all(isinstance(n, str) for n in class_names):
-            raise ValueError(f"Argument class_names should be a list of strings; got {class_names!r}")
+            raise ArgumentError(f"Argument class_names should be a list of strings; got {class_names!r}")
         names = tuple(class_names)
         if output.ndim != 2 or output.shape[1] != len(names):
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument class_names should have one name per output column; the model returns shape "
                 f"{_shape_text(outputs[0].shape)} and {len(names)} names were given"
             )
         if len(set(names)) != len(names):
-            raise ValueError(f"Argument class_names should have no duplicates; got {list(names)}")
+            raise ArgumentError(f"Argument class_names should have no duplicates; got {list(names)}")
     columns = _columns(model, inputs[0], feature_names, categories)
     return Signature(inputs=inputs, outputs=outputs, class_names=names, **columns)
 
@@ -580,14 +581,14 @@ def _columns(
         pre = None  # it does not read the raw input (it sits deeper in the model)
     if feature_names is not None:
         if isinstance(feature_names, str) or not all(isinstance(n, str) for n in feature_names):
-            raise ValueError(f"Argument feature_names should be a list of strings; got {feature_names!r}")
+            raise ArgumentError(f"Argument feature_names should be a list of strings; got {feature_names!r}")
         if width is None or len(feature_names) != width or len(set(feature_names)) != len(feature_names):
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument feature_names should have one distinct name per input column; the input has shape "
                 f"{_shape_text(spec.shape)} and {len(feature_names)} names were given"
             )
         if pre is not None and list(feature_names) != pre.feature_names:
-            raise ValueError(
+            raise ArgumentError(
                 "Argument feature_names should match the model's Preprocessor (fitted on columns "
                 f"{_listing(pre.feature_names)}); got {_listing(list(feature_names))}"
             )
@@ -600,14 +601,14 @@ def _columns(
         }
     if feature_names is None:
         if categories:
-            raise ValueError("Argument categories needs feature_names (the columns it refers to)")
+            raise ArgumentError("Argument categories needs feature_names (the columns it refers to)")
         return {}
     cats = None
     if categories:
         if not isinstance(categories, Mapping) or not all(
             isinstance(v, (list, tuple)) and v and all(isinstance(c, str) for c in v) for v in categories.values()
         ):
-            raise ValueError(f"Argument categories should map column names to lists of strings; got {categories!r}")
+            raise ArgumentError(f"Argument categories should map column names to lists of strings; got {categories!r}")
         cats = {str(k): tuple(v) for k, v in categories.items()}
     return {"feature_names": tuple(feature_names), "categories": cats}
 
@@ -629,7 +630,7 @@ def random_inputs(
         verify(predict, model, x)
     """
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"Argument n should be an int >= 1; got {n!r}")
+        raise ArgumentError(f"Argument n should be an int >= 1; got {n!r}")
     spec = signature.input
     ref: np.ndarray | None = None
     if like is not None:
@@ -641,7 +642,7 @@ def random_inputs(
         elif ref is not None and ref.ndim == len(spec.shape):
             shape.append(int(ref.shape[i]))
         else:
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument like should be given: dimension {i} of input {spec.name!r} has no fixed size"
             )
     rng = np.random.default_rng(seed)

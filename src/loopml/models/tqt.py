@@ -61,6 +61,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import ArgumentError, ArgumentTypeError
 from .qdq import BITS, LayerScales, compact, qrange, write_qdq_onnx
 
 __all__ = [
@@ -128,7 +129,7 @@ class TQTQuantizer(nn.Module):
     def __init__(self, *, bits: int = 8, signed: bool = True, log2_t: float = 0.0) -> None:
         super().__init__()
         if bits not in BITS:
-            raise ValueError(f"Argument bits should be one of {BITS}, got {bits!r}")
+            raise ArgumentError(f"Argument bits should be one of {BITS}, got {bits!r}")
         self.bits, self.signed = bits, bool(signed)
         self.log2_t = nn.Parameter(torch.tensor(float(log2_t)))
 
@@ -179,7 +180,7 @@ def _as_tensor(data: Any, what: str) -> torch.Tensor:
     if isinstance(data, np.ndarray):
         data = torch.from_numpy(np.ascontiguousarray(data))
     if not isinstance(data, torch.Tensor) or data.ndim < 2 or len(data) < 1:
-        raise ValueError(f"Argument {what} should be a batch of inputs (tensor or NumPy array, N x ...), "
+        raise ArgumentError(f"Argument {what} should be a batch of inputs (tensor or NumPy array, N x ...), "
                          f"got {type(data).__name__}; e.g. {what}=x_train[:256]")
     return data.detach().float()
 
@@ -259,18 +260,18 @@ def prepare_tqt(model: nn.Module, *, bits: int = 8, calibration: Any, init: str 
     8
     """
     if bits not in BITS:
-        raise ValueError(f"Argument bits should be one of {BITS}, got {bits!r}")
+        raise ArgumentError(f"Argument bits should be one of {BITS}, got {bits!r}")
     if not isinstance(model, nn.Module):
-        raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}")
     if init not in INITS:
-        raise ValueError(f"Argument init should be one of {INITS}, got {init!r}")
+        raise ArgumentError(f"Argument init should be one of {INITS}, got {init!r}")
     if not isinstance(percentile, (int, float)) or not 50 <= percentile <= 100:
-        raise ValueError(f"Argument percentile should be a number in [50, 100], got {percentile!r}")
+        raise ArgumentError(f"Argument percentile should be a number in [50, 100], got {percentile!r}")
     if any(isinstance(m, TQTLayer) for m in model.modules()):
-        raise ValueError("Argument model should be a float model; it already has TQT quantizers")
+        raise ArgumentError("Argument model should be a float model; it already has TQT quantizers")
     qmodel = copy.deepcopy(model)
     if not _targets(qmodel):
-        raise ValueError(f"Argument model should contain Linear or Conv2d layers to quantize; "
+        raise ArgumentError(f"Argument model should contain Linear or Conv2d layers to quantize; "
                          f"{type(model).__name__} has none")
     seen = _observe(qmodel, _as_tensor(calibration, "calibration"))
     for name, layer in _targets(qmodel):
@@ -293,7 +294,7 @@ def prepare_tqt(model: nn.Module, *, bits: int = 8, calibration: Any, init: str 
 
 def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     if not name:
-        raise ValueError("Argument model should contain Linear or Conv2d layers, not be one; "
+        raise ArgumentError("Argument model should contain Linear or Conv2d layers, not be one; "
                          "wrap it, e.g. nn.Sequential(layer)")
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
@@ -346,7 +347,7 @@ def finetune(qmodel: nn.Module, train: Any, val: Any = None, *, epochs: int = 2,
 
     thresholds_ = quantizer_parameters(qmodel)
     if not thresholds_:
-        raise ValueError("Argument qmodel should come from prepare_tqt(model, bits=..., calibration=...)")
+        raise ArgumentError("Argument qmodel should come from prepare_tqt(model, bits=..., calibration=...)")
     ids = {id(p) for p in thresholds_}
     weights = [p for p in qmodel.parameters() if id(p) not in ids and p.requires_grad]
     optimizer = torch.optim.Adam([{"params": weights, "lr": lr}, {"params": thresholds_, "lr": threshold_lr}])
@@ -378,8 +379,8 @@ def to_onnx(qmodel: nn.Module, example: torch.Tensor, path: str | os.PathLike[st
     """
     layers = dict(tqt_layers(qmodel))
     if not layers:
-        raise ValueError("Argument qmodel should come from prepare_tqt(model, bits=..., calibration=...)")
+        raise ArgumentError("Argument qmodel should come from prepare_tqt(model, bits=..., calibration=...)")
     bits_set = {q.bits for layer in layers.values() for q in (layer.input_q, layer.weight_q)}
     if len(bits_set) != 1:
-        raise ValueError(f"Argument qmodel should use one bit width, got {sorted(bits_set)}")
+        raise ArgumentError(f"Argument qmodel should use one bit width, got {sorted(bits_set)}")
     return write_qdq_onnx(strip_tqt(qmodel), example, path, layer_scales(qmodel), bits=bits_set.pop())

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..errors import ArgumentError
 from ..store.registry import ModelVersion, local_registry
 from .registry import EXAMPLE, load_version, registry_for, resolve_version, source_module, version_example
 
@@ -54,7 +55,7 @@ def _held_out(parts: "Split", ref: str, example: str) -> tuple[str, Any]:
         return "test", parts.test
     if parts.val is not None:
         return "val", parts.val
-    raise ValueError(f"Argument data should hold rows to measure {ref} on (a test or validation part); {example}")
+    raise ArgumentError(f"Argument data should hold rows to measure {ref} on (a test or validation part); {example}")
 
 
 def _example(ref: str, method: str) -> str:
@@ -145,7 +146,7 @@ def quantize_version(
 
     if isinstance(registry, RemoteRegistry):  # a loopml server: it quantizes with its own copy of the files and data
         if data is not None and not (isinstance(data, str) and server_data(data)):
-            raise ValueError(
+            raise ArgumentError(
                 "Against a loopml server, data should be None (the version's logged datasets), a stored dataset's "
                 "fingerprint or a bundled set's name such as 'iris'; a file or arrays cannot travel with the call: "
                 "log them with loopml.data.log_dataset(run, ds) first, or quantize against the store itself"
@@ -154,17 +155,17 @@ def quantize_version(
         return registry.quantize(ref, method=method, bits=bits, data=data, seed=seed, epochs=epochs)
     local = local_registry(registry, "quantize")
     if method not in METHODS:
-        raise ValueError(f"Argument method should be one of {', '.join(METHODS)}; got {method!r}")
+        raise ArgumentError(f"Argument method should be one of {', '.join(METHODS)}; got {method!r}")
     parent = resolve_version(registry, ref)
     if parent.parent_version is not None and "quantization.method" in parent.tags:
-        raise ValueError(f"{parent.ref} is already a quantized variant; quantize its fp32 parent {parent.name}/{parent.parent_version}")
+        raise ArgumentError(f"{parent.ref} is already a quantized variant; quantize its fp32 parent {parent.name}/{parent.parent_version}")
     parts = version_data(registry, parent, data, target=target, seed=seed, example=_example(parent.ref, method))
     _held_out(parts, parent.ref, _example(parent.ref, method))
     train_fp = fingerprint(parts.train)
     lineage_fp = (parent.lineage.get("datasets") or {}).get("train")
     module = source_module(registry, parent)
     if method in ("tqt", "ptq") and type(module).__name__ == "_Program":
-        raise ValueError(
+        raise ArgumentError(
             f"{method} rewrites the model's Linear/Conv2d layers, so it needs {parent.ref}'s torch format "
             "(its class importable, e.g. from loopml.models.nets or your package); this version has only an exported program"
         )

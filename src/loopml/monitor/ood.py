@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
-from ..errors import ExportError, IntegrityError, NotFound, warn_user
+from ..errors import ArgumentError, ArgumentTypeError, ExportError, IntegrityError, NotFound, warn_user
 from ..files import atomic_write
 from ..store.artifacts import sha256_file
 from .detectors import (
@@ -133,15 +133,15 @@ class OODGate:
 
     def __init__(self, detectors: Mapping[str, Detector]) -> None:
         if not isinstance(detectors, Mapping) or not detectors:
-            raise ValueError(
+            raise ArgumentError(
                 "Argument detectors should map names to fitted detectors, e.g. "
                 "OODGate({'vae': VAEDetector().fit(x_train)})"
             )
         for name, det in detectors.items():
             if name not in DETECTORS:
-                raise ValueError(f"Argument detectors should use the names {', '.join(DETECTORS)}; got {name!r}")
+                raise ArgumentError(f"Argument detectors should use the names {', '.join(DETECTORS)}; got {name!r}")
             if not callable(getattr(det, "score", None)):
-                raise TypeError(f"Detector {name!r} should have a score(x) method; got {type(det).__name__}")
+                raise ArgumentTypeError(f"Detector {name!r} should have a score(x) method; got {type(det).__name__}")
         self.detectors: dict[str, Detector] = dict(detectors)
         self.target_false_abstain: float | None = None
         self.val_false_abstain: float | None = None
@@ -168,7 +168,7 @@ class OODGate:
         alone = {name: calibrated_threshold(s, rate) for name, s in raw.items()}
         for name, t in alone.items():
             if t <= 0:
-                raise ValueError(f"Detector {name!r} scores 0 on nearly all of val_x: it cannot be calibrated")
+                raise ArgumentError(f"Detector {name!r} scores 0 on nearly all of val_x: it cannot be calibrated")
         joint = np.max(np.stack([raw[n] / alone[n] for n in raw]), axis=0)
         factor = calibrated_threshold(joint, rate)
         for name, det in self.detectors.items():
@@ -192,7 +192,7 @@ class OODGate:
         out = {}
         for name, det in self.detectors.items():
             if det.threshold is None:
-                raise ValueError(f"The gate is not calibrated ({name!r} has no threshold): call .calibrate(x_val) first")
+                raise ArgumentError(f"The gate is not calibrated ({name!r} has no threshold): call .calibrate(x_val) first")
             if features is not None and isinstance(det, MahalanobisDetector):
                 out[name] = det.distance(features) / det.threshold
             else:
@@ -271,7 +271,7 @@ class OODGate:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if any(det.threshold is None for det in self.detectors.values()):
-            raise ValueError("The gate is not calibrated: call .calibrate(x_val) before saving it")
+            raise ArgumentError("The gate is not calibrated: call .calibrate(x_val) before saving it")
         doc = self._files(folder, example=self._example(example))
         path = folder / GATE_FILE
         atomic_write(path, json.dumps(doc, indent=2, allow_nan=False).encode("utf-8"))
@@ -432,7 +432,7 @@ def _build(
             if feats is None and model is None:
                 stored = entry.get("features")
                 if not stored:
-                    raise ValueError(
+                    raise ArgumentError(
                         "This gate's Mahalanobis features were a plain callable and were not stored: "
                         "pass features=... or model=... to load it"
                     )
@@ -504,7 +504,7 @@ def fit_gate(
 
     wanted = list(dict.fromkeys(detectors))
     if not wanted or any(d not in DETECTORS for d in wanted):
-        raise ValueError(f"Argument detectors should be a non-empty list of {', '.join(DETECTORS)}; got {list(detectors)!r}")
+        raise ArgumentError(f"Argument detectors should be a non-empty list of {', '.join(DETECTORS)}; got {list(detectors)!r}")
     requested = check_rate(target_false_abstain)
     x_train, y_train = _xy(train, "train")
     x_val, _ = _xy(val, "val")
@@ -517,7 +517,7 @@ def fit_gate(
         fitted["vae"] = VAEDetector(threads=threads, **options).fit(x_train)
     if "mahalanobis" in wanted:
         if model is None:
-            raise ValueError("The mahalanobis detector needs the classifier: pass model=..., or detectors=('vae',)")
+            raise ArgumentError("The mahalanobis detector needs the classifier: pass model=..., or detectors=('vae',)")
         model.eval()
         if y_train is None and mode == "class":
             with torch.inference_mode():
@@ -534,7 +534,7 @@ def _rate_for(rows: int, requested: float) -> float:
     if requested >= strictest:
         return requested
     if strictest >= 0.5:
-        raise ValueError(f"Argument val should have at least 2 rows to calibrate the gate on; got {rows}")
+        raise ArgumentError(f"Argument val should have at least 2 rows to calibrate the gate on; got {rows}")
     warn_user(
         f"The OOD gate's validation data has {rows} rows, too few to calibrate a false-abstain rate of {requested:g} "
         f"(that needs {math.ceil(1 / requested - 1 - 1e-9)}): it is calibrated at {strictest:g}, the strictest rate "

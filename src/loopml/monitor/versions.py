@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import LoopMLError
+from ..errors import ArgumentError, ArgumentTypeError, LoopMLError
 from ..models.registry import EXAMPLE, load_version, registry_for, resolve_version
 from ..store.registry import ModelVersion, local_registry
 from .ood import DETECTORS, OODGate, fit_gate, load_version_gate
@@ -58,7 +58,7 @@ def gate_options(ood: Any) -> dict[str, Any] | None:
     if isinstance(ood, Mapping):
         keys = sorted(map(str, ood))
         if set(keys) - set(GATE_OPTIONS) or "train" not in ood or "val" not in ood:
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument ood should name train and val, and optionally {', '.join(GATE_OPTIONS[2:])}, e.g. {example}; "
                 f"got keys {keys}"
             )
@@ -66,10 +66,10 @@ def gate_options(ood: Any) -> dict[str, Any] | None:
     elif isinstance(ood, (tuple, list)) and len(ood) == 2:
         options = {"train": ood[0], "val": ood[1]}
     else:
-        raise TypeError(f"Argument ood should be a (train, val) pair or a mapping, e.g. {example}; got {type(ood).__name__}")
+        raise ArgumentTypeError(f"Argument ood should be a (train, val) pair or a mapping, e.g. {example}; got {type(ood).__name__}")
     rate = options.get("target_false_abstain", 0.01)
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 0.5:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument ood['target_false_abstain'] should be a fraction above 0 and below 0.5, e.g. 0.05; got {rate!r}"
         )
     return options
@@ -122,15 +122,15 @@ def fit_ood(
 
     if isinstance(ref_or_model, torch.nn.Module):
         if model is not None:
-            raise ValueError("Argument model is for a version reference, e.g. fit_ood('digits/1', model=net, ...); "
+            raise ArgumentError("Argument model is for a version reference, e.g. fit_ood('digits/1', model=net, ...); "
                              "with a module as the first argument leave it out")
         if train is None or val is None:
-            raise ValueError("Arguments train and val should be given for a torch module, e.g. "
+            raise ArgumentError("Arguments train and val should be given for a torch module, e.g. "
                              "fit_ood(model, train=parts.train, val=parts.val); a registered version can use data=")
         return fit_gate(ref_or_model, train=train, val=val, detectors=detectors,
                         target_false_abstain=target_false_abstain, mode=mode, vae_options=vae_options)
     if not isinstance(ref_or_model, (str, ModelVersion)):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"Argument ref_or_model should be a model reference such as 'digits/1' or a torch.nn.Module; got {type(ref_or_model).__name__}"
         )
     return fit_version_gate(registry_for(tracking_uri), ref_or_model, model, train=train, val=val, data=data,
@@ -165,7 +165,7 @@ def fit_version_gate(
     import torch
 
     if model is not None and not isinstance(model, torch.nn.Module):
-        raise TypeError(f"Argument model should be the version's torch.nn.Module; got {type(model).__name__}")
+        raise ArgumentTypeError(f"Argument model should be the version's torch.nn.Module; got {type(model).__name__}")
     resolved = resolve_version(registry, version)
     local = local_registry(registry, "fit_ood")  # refused over HTTP before any work
     train, val = _version_parts(registry, resolved, train, val, data, target, seed)
@@ -195,14 +195,14 @@ def _version_parts(registry: "Registry", version: ModelVersion, train: Any, val:
                         example=f"e.g. fit_ood({version.ref!r}, train=parts.train, val=parts.val)")
         return train, val
     if train is not None or val is not None:
-        raise ValueError("Arguments train and val should be given together (or neither, to use data=)")
+        raise ArgumentError("Arguments train and val should be given together (or neither, to use data=)")
     parts = version_data(
         registry, version, data, target=target, seed=seed,
         example=f"e.g. loopml monitor fit-ood {version.ref} --data train.npz (arrays x and y), or "
                 f"fit_ood({version.ref!r}, data=(x, y))",
     )
     if parts.val is None:
-        raise ValueError(f"Argument data should have a validation part to calibrate {version.ref}'s gate on; "
+        raise ArgumentError(f"Argument data should have a validation part to calibrate {version.ref}'s gate on; "
                          "pass a single dataset (it is split) or a Split with val")
     return parts.train, parts.val
 
@@ -219,14 +219,14 @@ def _version_module(registry: "Registry", version: ModelVersion, detectors: Sequ
         except LoopMLError:
             pass  # the class is not importable here: the pt2 program needs no code
     if "pt2" not in version.files:
-        raise ValueError(f"The mahalanobis detector needs {version.ref} as a torch module, and it has neither a pt2 "
+        raise ArgumentError(f"The mahalanobis detector needs {version.ref} as a torch module, and it has neither a pt2 "
                          f"program nor an importable torch class: {fix}")
     from ..models.runtime import program_module
 
     module, layers = program_module(registry.file_path(version.name, version.version, "pt2"))
     linear = [name for name, kind in layers if kind == "torch.nn.modules.linear.Linear"]
     if not linear:
-        raise ValueError(f"The mahalanobis detector takes the input of the last nn.Linear as features, and {version.ref}'s "
+        raise ArgumentError(f"The mahalanobis detector takes the input of the last nn.Linear as features, and {version.ref}'s "
                          f"pt2 program calls none: {fix}")
     return module, linear[-1]
 

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import LoopMLError, NotFound
+from ..errors import ArgumentError, LoopMLError, NotFound
 
 if TYPE_CHECKING:
     from ..models.runtime import Predictor
@@ -142,7 +142,7 @@ def candidate_formats(version: "ModelVersion", backend: str = "auto") -> list[st
     ['onnx', 'torch', 'pt2']
     """
     if backend not in BACKENDS:
-        raise ValueError(f"Argument backend should be one of {', '.join(BACKENDS)}; got {backend!r}")
+        raise ArgumentError(f"Argument backend should be one of {', '.join(BACKENDS)}; got {backend!r}")
     have = [f for f in _FORMATS_FOR[backend] if f in version.files]
     costs = {f: c for f in have if (c := stored_cost(version, f)) is not None}
     return sorted(costs, key=costs.__getitem__) + [f for f in have if f not in costs]
@@ -176,7 +176,7 @@ def load_backend(
     from ..models.signature import Signature
 
     if backend not in BACKENDS:
-        raise ValueError(f"Argument backend should be one of {', '.join(BACKENDS)}; got {backend!r}")
+        raise ArgumentError(f"Argument backend should be one of {', '.join(BACKENDS)}; got {backend!r}")
     signature = Signature.from_dict(version.signature)
     signature.input  # single input, single output: fail at load, not at the first request
     signature.output

@@ -52,6 +52,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from ..errors import ArgumentError
 
 if TYPE_CHECKING:
     from .backends import Backend
@@ -108,11 +109,11 @@ class Batcher:
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         if not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"Argument max_batch should be an int >= 1; got {max_batch!r}")
+            raise ArgumentError(f"Argument max_batch should be an int >= 1; got {max_batch!r}")
         if not isinstance(max_queue, int) or max_queue < 1:
-            raise ValueError(f"Argument max_queue should be an int >= 1; got {max_queue!r}")
+            raise ArgumentError(f"Argument max_queue should be an int >= 1; got {max_queue!r}")
         if not isinstance(max_wait, (int, float)) or max_wait < 0:
-            raise ValueError(f"Argument max_wait should be seconds >= 0; got {max_wait!r}")
+            raise ArgumentError(f"Argument max_wait should be seconds >= 0; got {max_wait!r}")
         self.loop = loop
         self.max_batch = max_batch
         self.max_wait = float(max_wait)

@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
+from ..errors import ArgumentError
 
 __all__ = ["Record", "RequestLog"]
 
@@ -62,7 +63,7 @@ class RequestLog:
         interval: float = 0.25,
     ) -> None:
         if max_buffer < 1 or batch < 1:
-            raise ValueError("Arguments max_buffer and batch should be >= 1")
+            raise ArgumentError("Arguments max_buffer and batch should be >= 1")
         self._write = write
         self.max_buffer = max_buffer
         self.batch = batch

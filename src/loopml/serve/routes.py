@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from ..errors import NotFound, StoreError
+from ..errors import ArgumentError, LoopMLError, NotFound, StoreError, http_answer
 from .batcher import Batcher, Gate, Job
 from .http import JSON, Connection, Request
 from .metrics import Metrics
@@ -67,9 +67,11 @@ def error_body(status: int, code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
-class Refused(Exception):
+class Refused(LoopMLError):
     """A request the server refuses on purpose: ``http_status``, ``code`` and the message for the client.
 
+    A :class:`~loopml.errors.LoopMLError` whose status and code are given where it is raised
+    (the server's own refusals: a body over the limit, a wrong content type, a bad field);
     ``headers`` go with the answer (a 503 always carries ``Retry-After``).
     Example: ``raise Refused(404, "not_found", "No route GET /nope; the API is described at /docs")``.
     """
@@ -77,29 +79,26 @@ class Refused(Exception):
     def __init__(self, http_status: int, code: str, message: str, *, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.http_status = http_status
-        self.code = code
+        self.error_code = self.code = code
         self.headers = headers
 
 
 def error_status(exc: BaseException) -> tuple[int, str]:
     """The HTTP status and error code a request that raised ``exc`` is answered with (the one place that decides).
 
+    A loopml error answers with its class's (or, for :class:`Refused`, its own) ``http_status``
+    and ``error_code``, as in the tracking server (:func:`loopml.errors.http_answer`); any other
+    exception, a ``ValueError`` or ``TypeError`` from loopml's own code included, is a bug: 500.
+
     >>> error_status(Refused(413, "payload_too_large", "..."))
     (413, 'payload_too_large')
-    >>> error_status(NotFound("no prediction 'x'")), error_status(ValueError("label ..."))
-    ((404, 'not_found'), (422, 'invalid_request'))
-    >>> error_status(StoreError("database is locked")), error_status(KeyError("a bug"))
+    >>> error_status(NotFound("no prediction 'x'")), error_status(ArgumentError("Argument label should be ..."))
+    ((404, 'not_found'), (400, 'bad_request'))
+    >>> error_status(StoreError("database is locked", transient=True)), error_status(ValueError("a bug"))
     ((503, 'store_unavailable'), (500, 'internal_error'))
     """
-    if isinstance(exc, Refused):
-        return exc.http_status, exc.code
-    if isinstance(exc, NotFound):
-        return 404, "not_found"
-    if isinstance(exc, ValueError):
-        return 422, "invalid_request"
-    if isinstance(exc, StoreError):
-        return 503, "store_unavailable"
-    return 500, "internal_error"
+    status, code, _ = http_answer(exc)
+    return status, code
 
 
 class Routes:

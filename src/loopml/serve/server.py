@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..access import HostAllowList, bearer_ok
-from ..errors import LoopMLError
+from ..errors import ArgumentError, ArgumentTypeError, LoopMLError
 from .backends import BACKENDS, Backend, load_backend
 from .batcher import Batcher, Gate
 from .http import Connection, Limits, Request
@@ -95,17 +95,17 @@ class ModelServer:
 
         self.name, _ = parse_ref(ref)
         if backend not in BACKENDS:
-            raise ValueError(f"Argument backend should be one of {', '.join(BACKENDS)}; got {backend!r}")
+            raise ArgumentError(f"Argument backend should be one of {', '.join(BACKENDS)}; got {backend!r}")
         if not isinstance(max_batch, int) or max_batch < 1:
-            raise ValueError(f"Argument max_batch should be an int >= 1; got {max_batch!r}")
+            raise ArgumentError(f"Argument max_batch should be an int >= 1; got {max_batch!r}")
         if not 0.0 <= float(log_inputs) <= 1.0:
-            raise ValueError(f"Argument log_inputs should be a fraction between 0 and 1; got {log_inputs!r}")
+            raise ArgumentError(f"Argument log_inputs should be a fraction between 0 and 1; got {log_inputs!r}")
         if not isinstance(log_buffer, int) or log_buffer < 1:
-            raise ValueError(f"Argument log_buffer should be an int >= 1 (records); got {log_buffer!r}")
+            raise ArgumentError(f"Argument log_buffer should be an int >= 1 (records); got {log_buffer!r}")
         if auth_token is not None and (not isinstance(auth_token, str) or not auth_token.strip()):
-            raise ValueError("Argument auth_token should be a non-empty string, or None for no token")
+            raise ArgumentError("Argument auth_token should be a non-empty string, or None for no token")
         if isinstance(header_timeout, bool) or not isinstance(header_timeout, (int, float)) or not header_timeout > 0:
-            raise ValueError(f"Argument header_timeout should be a number of seconds > 0, like 10.0; got {header_timeout!r}")
+            raise ArgumentError(f"Argument header_timeout should be a number of seconds > 0, like 10.0; got {header_timeout!r}")
         if gate is not None:
             _check_gate(gate)
         self.ref = ref
@@ -394,7 +394,7 @@ def _check_gate(gate: Any) -> None:
     score = getattr(gate, "score", None)
     threshold = getattr(gate, "threshold", None)
     if not callable(score) or not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
-        raise TypeError(
+        raise ArgumentTypeError(
             "Argument gate should have score(batch) -> one score per row and a float threshold, e.g. "
             "class Gate:\n    threshold = 3.0\n    def score(self, x): return np.abs(x).max(axis=1)"
         )
@@ -428,7 +428,7 @@ def serve(ref: str, *, workers: int = 1, max_restarts: int = 5, restart_window: 
         serve("digits@production", workers=4, port=8080)
     """
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"Argument workers should be an int >= 1; got {workers!r}")
+        raise ArgumentError(f"Argument workers should be an int >= 1; got {workers!r}")
     if workers == 1:
         ModelServer(ref, **kwargs).run()
         return

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from types import FrameType
 
-from ..errors import LoopMLError
+from ..errors import ArgumentError, LoopMLError
 
 __all__ = ["RestartLimit", "WorkerPool"]
 
@@ -50,9 +50,9 @@ class RestartLimit:
 
     def __init__(self, max_restarts: int, *, window: float) -> None:
         if not isinstance(max_restarts, int) or isinstance(max_restarts, bool) or max_restarts < 0:
-            raise ValueError(f"Argument max_restarts should be an int >= 0 (0: never restart a worker); got {max_restarts!r}")
+            raise ArgumentError(f"Argument max_restarts should be an int >= 0 (0: never restart a worker); got {max_restarts!r}")
         if isinstance(window, bool) or not isinstance(window, (int, float)) or not window > 0:
-            raise ValueError(f"Argument restart_window should be a number of seconds > 0, like 60.0; got {window!r}")
+            raise ArgumentError(f"Argument restart_window should be a number of seconds > 0, like 60.0; got {window!r}")
         self.max_restarts = max_restarts
         self.window = float(window)
         self._times: deque[float] = deque()
@@ -77,7 +77,7 @@ class WorkerPool:
     def __init__(self, workers: int, *, max_restarts: int = 5, restart_window: float = 60.0,
                  name: str = "loopml serve", clock: Callable[[], float] = time.monotonic) -> None:
         if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-            raise ValueError(f"Argument workers should be an int >= 1; got {workers!r}")
+            raise ArgumentError(f"Argument workers should be an int >= 1; got {workers!r}")
         self.workers = workers
         self.limit = RestartLimit(max_restarts, window=restart_window)
         self.name = name

@@ -38,7 +38,7 @@ from starlette.responses import Response
 
 from .. import __version__, config
 from ..access import read_token_file
-from ..errors import ConfigError
+from ..errors import ArgumentError, ConfigError
 from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
 from .routes_datasets import router as datasets_router
@@ -78,7 +78,7 @@ def create_app(
     >>> app = create_app(store, auth_token="s3cret", allowed_hosts=["tracking.internal"])
     """
     if auth_token is not None and (not isinstance(auth_token, str) or not auth_token.strip()):
-        raise ValueError("Argument auth_token should be a non-empty string, or None for no token")
+        raise ArgumentError("Argument auth_token should be a non-empty string, or None for no token")
     check_allowed_hosts(allowed_hosts)  # fail here, not at the first request
     app = FastAPI(
         title="loopml tracking server",

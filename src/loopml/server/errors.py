@@ -15,7 +15,7 @@ JSON (400), refused requests (400/401/413/415) and unexpected exceptions
 =========================  ======  =============================================
 code                       status  raised for
 =========================  ======  =============================================
-``bad_request``            400     ``ValueError``/``TypeError``: a bad argument
+``bad_request``            400     :class:`~loopml.errors.ArgumentError`: a bad argument
 ``invalid_json``           400     a body that is not (complete) JSON
 ``invalid_filter``         400     :class:`~loopml.errors.FilterError` (caret lines kept)
 ``invalid_artifact_path``  400     :class:`~loopml.errors.ArtifactPathError`
@@ -32,7 +32,15 @@ code                       status  raised for
 ``integrity_error``        500     :class:`~loopml.errors.IntegrityError`: a stored file was altered
 ``migration_required``     503     :class:`~loopml.errors.MigrationRequired`
 ``store_unavailable``      503     a transient :class:`~loopml.errors.StoreError` (e.g. database locked)
+``invalid_data``           400     :class:`~loopml.errors.DataError`
+``export_failed``          422     :class:`~loopml.errors.ExportError`
+``config_error``           500     :class:`~loopml.errors.ConfigError` (the server's own set-up)
 =========================  ======  =============================================
+
+Which status and code a loopml error gets is an attribute of its class
+(``http_status``, ``error_code``; see :mod:`loopml.errors`), shared with the model
+server and the CLI. A ``ValueError`` or ``TypeError`` that is not a loopml error
+is a bug and answers 500 ``internal_error``.
 """
 
 from __future__ import annotations
@@ -46,18 +54,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from ..errors import (
-    ArtifactPathError,
-    AuthError,
-    ConfigError,
-    Conflict,
-    FilterError,
-    IntegrityError,
-    LoopMLError,
-    MigrationRequired,
-    NotFound,
-    StoreError,
-)
+from ..errors import ConfigError, LoopMLError, StoreError, http_answer
 
 __all__ = ["PayloadTooLarge", "error_response", "install_error_handlers", "json_response"]
 
@@ -99,38 +96,18 @@ def _clean_store_message(message: str) -> str:
 
 
 def loopml_error_response(exc: LoopMLError) -> Response:
-    if isinstance(exc, NotFound):
-        return error_response(404, "not_found", str(exc))
-    if isinstance(exc, Conflict):
-        return error_response(409, "conflict", str(exc))
-    if isinstance(exc, IntegrityError):
-        return error_response(500, "integrity_error", str(exc))
-    if isinstance(exc, MigrationRequired):
-        return error_response(503, "migration_required", str(exc))
+    """The answer for a loopml error: its class says the status and code (loopml.errors.http_answer)."""
+    status, code, message = http_answer(exc)
     if isinstance(exc, StoreError):
-        # 503 tells a client to try again (the writer retries); 500 that trying again will not help
-        if getattr(exc, "transient", False):
-            return error_response(503, "store_unavailable", _clean_store_message(str(exc)))
-        return error_response(500, "store_error", _clean_store_message(str(exc)))
-    if isinstance(exc, FilterError):
-        return error_response(400, "invalid_filter", str(exc))
-    if isinstance(exc, ArtifactPathError):
-        return error_response(400, "invalid_artifact_path", str(exc))
-    if isinstance(exc, AuthError):
-        return error_response(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
+        message = _clean_store_message(message)
     if isinstance(exc, ConfigError):
         log.error("loopml server configuration error: %s", exc)
-        return error_response(500, "config_error", str(exc))
-    return error_response(400, "bad_request", str(exc))
+    return error_response(status, code, message, dict(exc.http_headers) or None)
 
 
 async def _loopml_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, LoopMLError)
     return loopml_error_response(exc)
-
-
-async def _value_error(_request: Request, exc: Exception) -> Response:
-    return error_response(400, "bad_request", str(exc) or exc.__class__.__name__)
 
 
 async def _bad_json(_request: Request, exc: Exception) -> Response:
@@ -174,9 +151,10 @@ async def _validation_error(_request: Request, exc: Exception) -> Response:
 async def _internal_error(_request: Request, exc: Exception) -> Response:
     # Starlette re-raises the exception after this response is sent, so the
     # server logs the traceback; the client gets only the exception's class.
-    return error_response(
-        500, "internal_error", f"Internal server error ({exc.__class__.__name__}); the server log has the details"
-    )
+    # A ValueError or TypeError that is not a loopml error lands here too: loopml
+    # raises ArgumentError for bad input, so any other one is a bug, not a 400.
+    status, code, message = http_answer(exc)
+    return error_response(status, code, message)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -186,6 +164,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(orjson.JSONDecodeError, _bad_json)
     app.add_exception_handler(PayloadTooLarge, _too_large)
     app.add_exception_handler(LoopMLError, _loopml_error)
-    app.add_exception_handler(ValueError, _value_error)
-    app.add_exception_handler(TypeError, _value_error)
     app.add_exception_handler(Exception, _internal_error)

@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from .errors import json_response
-from .routes_tracking import PREFIX, Store, _Body
+from .routes_tracking import PREFIX, Store, StrictBody
 
 __all__ = ["router"]
 
@@ -43,7 +43,7 @@ class DatasetRecord(BaseModel):
     created_at: float | None = None
 
 
-class LogDatasetIn(_Body):
+class LogDatasetIn(StrictBody):
     role: str = Field("train", examples=["train"], description="train, val, test, eval, ...")
     dataset: dict[str, Any] = Field(description="The record: fingerprint, name, task, n_rows, schema, profile, source")
 

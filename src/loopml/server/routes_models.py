@@ -30,9 +30,10 @@ from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
+from ..errors import ArgumentError
 from ..store.registry import RegistryStore
 from .errors import json_response
-from .routes_tracking import PREFIX, _Body
+from .routes_tracking import PREFIX, StrictBody
 
 __all__ = ["router"]
 
@@ -49,28 +50,28 @@ def get_registry(request: Request) -> RegistryStore:
 Registry = Annotated[RegistryStore, Depends(get_registry)]
 
 
-class RegisterIn(_Body):
+class RegisterIn(StrictBody):
     source: str = Field(description="The run's artifact folder holding loopml-model.json", examples=["runs:/3fa2c1d4e5f60718293a4b5c6d7e8f90/models/digits"])
     description: str | None = None
     tags: dict[str, str] | None = None
     created_by: str | None = None
 
 
-class AliasIn(_Body):
+class AliasIn(StrictBody):
     version: int = Field(ge=1, examples=[3])
     by: str | None = Field(None, description="Who moves the alias (recorded in its history)")
 
 
-class PatchVersionIn(_Body):
+class PatchVersionIn(StrictBody):
     measurements: dict[str, Any] | None = None
     description: str | None = None
 
 
-class ExportIn(_Body):
+class ExportIn(StrictBody):
     formats: list[str] = Field(min_length=1, examples=[["onnx", "pte"]])
 
 
-class QuantizeIn(_Body):
+class QuantizeIn(StrictBody):
     method: str = Field(examples=["static"], description="dynamic, static, tqt or ptq")
     bits: int = Field(8, examples=[8])
     data: str | None = Field(
@@ -163,7 +164,7 @@ async def quantize_version(name: str, version: int, body: QuantizeIn, registry: 
     from ..models.variants import quantize_version as do_quantize, server_data
 
     if body.data is not None and not server_data(body.data):  # never a path on the server's disk
-        raise ValueError(f"Field data should be a stored dataset's fingerprint or a bundled dataset's name, got {body.data!r}")
+        raise ArgumentError(f"Field data should be a stored dataset's fingerprint or a bundled dataset's name, got {body.data!r}")
     result = await run_in_threadpool(
         do_quantize, registry, f"{name}/{version}", method=body.method, bits=body.bits, data=body.data,
         seed=body.seed, epochs=body.epochs,

@@ -46,6 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
+from ..errors import ArgumentError
 from ..store.tracking import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, TrackingStore
 from ..tracking import wire
 from .errors import json_response
@@ -76,11 +77,13 @@ def _no_content() -> Response:
 # -- bodies and answers (the answers document /docs; routes return orjson bytes) --
 
 
-class _Body(BaseModel):
+class StrictBody(BaseModel):
+    """A request body that refuses unknown fields (a typo is a 422, not silently ignored); every route's body."""
+
     model_config = ConfigDict(extra="forbid")
 
 
-class ExperimentIn(_Body):
+class ExperimentIn(StrictBody):
     name: str = Field(description="Experiment name; created if it does not exist.", examples=["digits"])
 
 
@@ -97,7 +100,7 @@ class ExperimentsOut(BaseModel):
     experiments: list[ExperimentOut]
 
 
-class RunIn(_Body):
+class RunIn(StrictBody):
     experiment: str = Field("default", examples=["digits"])
     name: str | None = None
     parent_id: str | None = None
@@ -150,20 +153,20 @@ class CountOut(BaseModel):
     count: int
 
 
-class StatusIn(_Body):
+class StatusIn(StrictBody):
     status: Literal["RUNNING", "FINISHED", "FAILED", "KILLED"]
     end_time: float | None = None
 
 
-class ParamsIn(_Body):
+class ParamsIn(StrictBody):
     params: dict[str, Any] = Field(examples=[{"lr": "0.01", "epochs": "10"}])
 
 
-class TagsIn(_Body):
+class TagsIn(StrictBody):
     tags: dict[str, Any] = Field(examples=[{"stage": "tuning"}])
 
 
-class HeartbeatIn(_Body):
+class HeartbeatIn(StrictBody):
     run_ids: list[str] = Field(max_length=MAX_PAGE_SIZE, description="The server stamps its own time.")
 
 
@@ -219,18 +222,18 @@ def get_or_create_experiment(body: ExperimentIn, store: Store) -> Response:
 @router.post("/runs", status_code=201, response_model=RunOut, summary="Create a run")
 def create_run(body: RunIn, store: Store) -> Response:
     if body.run_id is not None and not (body.run_id.isalnum() and body.run_id.isascii() and len(body.run_id) <= 32):
-        raise ValueError(f"Argument run_id should be 1 to 32 letters and digits, got {body.run_id!r:.60}")
+        raise ArgumentError(f"Argument run_id should be 1 to 32 letters and digits, got {body.run_id!r:.60}")
     record = store.create_run(**body.model_dump())
     return json_response(wire.run_to_json(record), 201)
 
 
 def _page(limit: int, offset: int) -> None:
     if not 0 < limit <= MAX_PAGE_SIZE:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument limit should be an integer from 1 to {MAX_PAGE_SIZE}, got {limit}; page through more with offset"
         )
     if offset < 0:
-        raise ValueError(f"Argument offset should be a non-negative integer, got {offset}")
+        raise ArgumentError(f"Argument offset should be a non-negative integer, got {offset}")
 
 
 @router.get("/runs", response_model=RunsOut, summary="Search runs")
@@ -354,7 +357,7 @@ def history(
     limit: Annotated[int, Query(description=f"At most {wire.MAX_HISTORY_POINTS}; page with offset.")] = wire.MAX_HISTORY_POINTS,
 ) -> Response:
     if not 0 < limit <= wire.MAX_HISTORY_POINTS:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument limit should be an integer from 1 to {wire.MAX_HISTORY_POINTS}, got {limit}; "
             "page through more with offset"
         )

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
-from ..errors import ArtifactPathError, NotFound
+from ..errors import ArgumentTypeError, ArtifactPathError, NotFound
 from ..files import atomic_path, atomic_write
 from .records import ArtifactInfo
 
@@ -30,7 +30,7 @@ _MAX_DECODE = 4
 def safe_relpath(path: str) -> str:
     """Return ``path`` as a clean relative POSIX path, or raise ArtifactPathError."""
     if not isinstance(path, str):
-        raise TypeError(f"Argument path should be a string, got {type(path).__name__}")
+        raise ArgumentTypeError(f"Argument path should be a string, got {type(path).__name__}")
     decoded = path
     for _ in range(_MAX_DECODE):  # decode until stable, so double encoding cannot hide '..'
         nxt = unquote(decoded)

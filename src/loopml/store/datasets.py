@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..errors import NotFound
+from ..errors import ArgumentError, ArgumentTypeError, NotFound
 from . import schema as s
 from .validation import KEY_LENGTH
 
@@ -38,7 +38,7 @@ TASKS = ("classification", "regression")
 
 def check_role(role: Any) -> str:
     if not isinstance(role, str) or not _ROLE.match(role):
-        raise ValueError(
+        raise ArgumentError(
             "Argument role should be 1 to 16 lowercase letters, digits, '_' or '-' starting with a letter, "
             f"such as 'train', 'val', 'test' or 'eval'; got {role!r}"
         )
@@ -47,7 +47,7 @@ def check_role(role: Any) -> str:
 
 def check_fingerprint(fingerprint: Any) -> str:
     if not isinstance(fingerprint, str) or not _FINGERPRINT.match(fingerprint):
-        raise ValueError(
+        raise ArgumentError(
             f"Argument fingerprint should be 64 lowercase hex digits (a sha256), got {fingerprint!r}"
         )
     return fingerprint
@@ -57,7 +57,7 @@ def _json(value: Any, what: str) -> str:
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"), sort_keys=True)
     except (TypeError, ValueError) as exc:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument record[{what!r}] should be JSON (numbers finite, NaN and inf as null): {exc}"
         ) from exc
 
@@ -65,21 +65,21 @@ def _json(value: Any, what: str) -> str:
 def check_record(record: Mapping[str, Any]) -> dict[str, Any]:
     """The row to insert for ``record``; raises ValueError/TypeError naming the bad field."""
     if not isinstance(record, Mapping):
-        raise TypeError(f"Argument record should be a dict (see loopml.data.dataset_record), got {type(record).__name__}")
+        raise ArgumentTypeError(f"Argument record should be a dict (see loopml.data.dataset_record), got {type(record).__name__}")
     missing = [k for k in ("fingerprint", "name", "task", "n_rows", "schema", "profile") if k not in record]
     if missing:
-        raise ValueError(f"Argument record should have the keys {missing} (see loopml.data.dataset_record)")
+        raise ArgumentError(f"Argument record should have the keys {missing} (see loopml.data.dataset_record)")
     name = record["name"]
     if not isinstance(name, str) or not 0 < len(name) <= KEY_LENGTH:
-        raise ValueError(f"Argument record['name'] should be a string of 1 to {KEY_LENGTH} characters, got {name!r}")
+        raise ArgumentError(f"Argument record['name'] should be a string of 1 to {KEY_LENGTH} characters, got {name!r}")
     if record["task"] not in TASKS:
-        raise ValueError(f"Argument record['task'] should be one of {TASKS}, got {record['task']!r}")
+        raise ArgumentError(f"Argument record['task'] should be one of {TASKS}, got {record['task']!r}")
     n_rows = record["n_rows"]
     if not isinstance(n_rows, int) or isinstance(n_rows, bool) or n_rows < 0:
-        raise ValueError(f"Argument record['n_rows'] should be a non-negative integer, got {n_rows!r}")
+        raise ArgumentError(f"Argument record['n_rows'] should be a non-negative integer, got {n_rows!r}")
     source = record.get("source")
     if source is not None and not isinstance(source, str):
-        raise TypeError(f"Argument record['source'] should be a string or None, got {type(source).__name__}")
+        raise ArgumentTypeError(f"Argument record['source'] should be a string or None, got {type(source).__name__}")
     return {
         "fingerprint": check_fingerprint(record["fingerprint"]),
         "name": name,

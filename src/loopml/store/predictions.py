@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
-from ..errors import NotFound
+from ..errors import ArgumentError, NotFound
 from . import schema as s
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ class PredictionLog:
         """Store the true ``label`` (any JSON value) of a logged prediction; NotFound for an unknown id."""
         text = json.dumps(label, allow_nan=False, separators=(",", ":"))
         if len(text.encode()) > MAX_LABEL_BYTES:
-            raise ValueError(f"Argument label should be at most {MAX_LABEL_BYTES} bytes of JSON; got {len(text.encode())}")
+            raise ArgumentError(f"Argument label should be at most {MAX_LABEL_BYTES} bytes of JSON; got {len(text.encode())}")
         when = time.time() if at is None else at
         with self.store.transaction() as conn:
             known = conn.execute(

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..errors import ArtifactPathError, Conflict, IntegrityError, NotFound
+from ..errors import ArgumentError, ArtifactPathError, Conflict, IntegrityError, NotFound
 from ..files import atomic_path
 from . import schema as s
 from .artifacts import safe_relpath, sha256_file
@@ -75,7 +75,7 @@ RESERVED_ALIASES = ("latest",)
 
 def check_model_name(name: Any) -> str:
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise ValueError(
+        raise ArgumentError(
             "Argument name should be 1 to 128 letters, digits, '_', '.' or '-' starting with a letter or digit "
             f"(no '..'), such as 'digits' or 'churn-mlp'; got {name!r}"
         )
@@ -84,18 +84,18 @@ def check_model_name(name: Any) -> str:
 
 def check_alias(alias: Any) -> str:
     if not isinstance(alias, str) or not _ALIAS.match(alias):
-        raise ValueError(
+        raise ArgumentError(
             "Argument alias should be 1 to 64 lowercase letters, digits, '_' or '-' starting with a letter, "
             f"such as 'production' or 'staging'; got {alias!r}"
         )
     if alias in RESERVED_ALIASES:
-        raise ValueError(f"Alias {alias!r} is reserved: it always means the newest version")
+        raise ArgumentError(f"Alias {alias!r} is reserved: it always means the newest version")
     return alias
 
 
 def check_format(fmt: Any) -> str:
     if not isinstance(fmt, str) or not _FORMAT.match(fmt):
-        raise ValueError(f"Argument format should be a short lowercase name such as 'onnx' or 'pt2', got {fmt!r}")
+        raise ArgumentError(f"Argument format should be a short lowercase name such as 'onnx' or 'pt2', got {fmt!r}")
     return fmt
 
 
@@ -103,28 +103,28 @@ def parse_ref(ref: Any) -> tuple[str, int | str | None]:
     """``"digits/3"`` → ("digits", 3); ``"digits@production"`` → ("digits", "production");
     ``"digits@3"`` → ("digits", 3); ``"digits"`` and ``"digits@latest"`` → ("digits", None) (the newest)."""
     if not isinstance(ref, str) or not ref:
-        raise ValueError(f"A model reference should be NAME, NAME/VERSION or NAME@ALIAS, e.g. 'digits@production'; got {ref!r}")
+        raise ArgumentError(f"A model reference should be NAME, NAME/VERSION or NAME@ALIAS, e.g. 'digits@production'; got {ref!r}")
     if "@" in ref:
         name, _, tail = ref.partition("@")
     elif "/" in ref:
         name, _, tail = ref.partition("/")
         if not tail.isdigit():
-            raise ValueError(f"The version in {ref!r} should be a number, e.g. 'digits/3'")
+            raise ArgumentError(f"The version in {ref!r} should be a number, e.g. 'digits/3'")
     else:
         name, tail = ref, None
     check_model_name(name)
     if tail == "":
-        raise ValueError(f"Nothing follows the '@' or '/' in {ref!r}: name a version or alias, e.g. 'digits@production'")
+        raise ArgumentError(f"Nothing follows the '@' or '/' in {ref!r}: name a version or alias, e.g. 'digits@production'")
     if tail in (None, "latest"):
         return name, None
     if tail.isdigit():
         if int(tail) < 1:
-            raise ValueError(f"Versions start at 1; got {ref!r}")
+            raise ArgumentError(f"Versions start at 1; got {ref!r}")
         return name, int(tail)
     try:
         return name, check_alias(tail)
     except ValueError as exc:
-        raise ValueError(f"Cannot read the model reference {ref!r}: {exc}") from None
+        raise ArgumentError(f"Cannot read the model reference {ref!r}: {exc}") from None
 
 
 def parse_source(source: Any) -> tuple[str, str]:
@@ -144,7 +144,7 @@ def _dumps(value: Any, what: str) -> str:
     try:
         return json.dumps(value, allow_nan=False, separators=(",", ":"), sort_keys=True)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"Argument {what} should be JSON-serialisable without NaN or infinities: {exc}") from None
+        raise ArgumentError(f"Argument {what} should be JSON-serialisable without NaN or infinities: {exc}") from None
 
 
 
@@ -422,7 +422,7 @@ class RegistryStore:
                 src = Path(src)
                 target = staging / src.name
                 if target.exists():
-                    raise ValueError(f"Two formats use the same file name {src.name!r}")
+                    raise ArgumentError(f"Two formats use the same file name {src.name!r}")
                 shutil.copyfile(src, target)
                 rows[fmt] = {
                     "format": fmt, "file": src.name, "size": target.stat().st_size, "sha256": sha256_file(target),
@@ -455,7 +455,7 @@ class RegistryStore:
         """Copy ``files`` ({format: (local file, details)}) into the registry as the next version of ``name``."""
         check_model_name(name)
         if not files:
-            raise ValueError("Argument files should hold at least one format, e.g. {'pt2': (path, {})}")
+            raise ArgumentError("Argument files should hold at least one format, e.g. {'pt2': (path, {})}")
         clean_tags = {str(k): str(v) for k, v in (tags or {}).items()}
         doc = {
             "tags": _dumps(clean_tags, "tags"),
@@ -539,14 +539,14 @@ class RegistryStore:
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{source}/{MANIFEST} is not a readable model manifest: {exc}") from None
+            raise ArgumentError(f"{source}/{MANIFEST} is not a readable model manifest: {exc}") from None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
-            raise ValueError(f"{source}/{MANIFEST} should be a JSON object with a 'files' object")
+            raise ArgumentError(f"{source}/{MANIFEST} should be a JSON object with a 'files' object")
         recorded = {a.path: a for a in self.store.list_artifacts(run_id, folder)}
         files: dict[str, tuple[Path, Mapping[str, Any]]] = {}
         for fmt, entry in manifest["files"].items():
             if not isinstance(entry, dict) or not isinstance(entry.get("file"), str):
-                raise ValueError(f"{MANIFEST}: files.{fmt} should be {{'file': NAME, 'details': {{...}}}}")
+                raise ArgumentError(f"{MANIFEST}: files.{fmt} should be {{'file': NAME, 'details': {{...}}}}")
             rel = safe_relpath(f"{folder}/{entry['file']}")
             if rel.count("/") != folder.count("/") + 1:
                 raise ArtifactPathError(f"{MANIFEST}: the file of {fmt!r} should sit directly in {folder!r}")
@@ -687,7 +687,7 @@ def local_registry(registry: "Registry", what: str) -> RegistryStore:
     """
     if isinstance(registry, RegistryStore):
         return registry
-    raise ValueError(
+    raise ArgumentError(
         f"{what} stores files with the version, which a loopml server does not accept over HTTP yet; "
         "run it where the store is (e.g. with --store sqlite:///... or postgresql+psycopg://...)"
     )

@@ -67,7 +67,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement, Grouping
 from sqlalchemy.sql.visitors import InternalTraversal
 
-from ..errors import FilterError
+from ..errors import ArgumentTypeError, FilterError
 from .schema import RUN_STATUSES, latest_metrics, params, runs, tags
 
 __all__ = [
@@ -441,7 +441,7 @@ def parse_filter(text: str) -> Node:
     """
     if not isinstance(text, str):
         example = '"metrics.acc > 0.9"'
-        raise TypeError(f"Argument filter should be a string such as {example}, got {type(text).__name__}")
+        raise ArgumentTypeError(f"Argument filter should be a string such as {example}, got {type(text).__name__}")
     return _Parser(text).parse_filter()
 
 
@@ -586,7 +586,7 @@ def compile_order_by(
     for item in items or ():
         if not isinstance(item, str):
             example = '["metrics.acc DESC", "name"]'
-            raise TypeError(f"Argument order_by should hold strings, e.g. {example}, got {item!r}")
+            raise ArgumentTypeError(f"Argument order_by should hold strings, e.g. {example}, got {item!r}")
         if not item.strip():
             continue
         for target, descending, aggregate in _Parser(item).parse_order_by():

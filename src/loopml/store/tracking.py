@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import LoopMLError, NotFound, StoreError
+from ..errors import ArgumentError, LoopMLError, NotFound, StoreError
 from ..files import atomic_path
 from . import schema as s
 from .artifacts import ArtifactRoot
@@ -286,7 +286,7 @@ class TrackingStore:
             clash = {k: (stored[k], v) for k, v in vals.items() if stored.get(k) != v}
             if clash:
                 k, (old, new) = next(iter(clash.items()))
-                raise ValueError(
+                raise ArgumentError(
                     f"Param {k!r} of run {run_id} is already {old!r}; params cannot change (got {new!r}). "
                     "Use a tag for values that change, or start a new run."
                 )
@@ -356,9 +356,9 @@ class TrackingStore:
         ``offset``/``limit`` page through the ordered points (default: all of them).
         """
         if not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"Argument offset should be a non-negative integer, got {offset!r}")
+            raise ArgumentError(f"Argument offset should be a non-negative integer, got {offset!r}")
         if limit is not None and (not isinstance(limit, int) or limit < 1):
-            raise ValueError(f"Argument limit should be a positive integer or None, got {limit!r}")
+            raise ArgumentError(f"Argument limit should be a positive integer or None, got {limit!r}")
         b = s.metric_blocks
         stmt = sa.select(b.c.data).where(b.c.run_id == run_id, b.c.key == key).order_by(b.c.id)
         with self.read() as conn:
@@ -482,12 +482,12 @@ class TrackingStore:
         from .search import compile_filter, compile_order_by
 
         if not isinstance(limit, int) or not 0 < limit <= MAX_PAGE_SIZE:
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument limit should be an integer from 1 to {MAX_PAGE_SIZE}, got {limit!r}; "
                 "page through more with offset"
             )
         if not isinstance(offset, int) or offset < 0:
-            raise ValueError(f"Argument offset should be a non-negative integer, got {offset!r}")
+            raise ArgumentError(f"Argument offset should be a non-negative integer, got {offset!r}")
         status = self._status_expr()
         stmt = self._run_select(status)
         if isinstance(experiments, str):

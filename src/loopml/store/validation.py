@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 import re
 from typing import Any
+from ..errors import ArgumentError, ArgumentTypeError
 
 
 __all__ = ["MAX_VALUE_LENGTH", "RUN_STATUSES", "check_key", "check_metric_value", "check_status", "check_step", "check_text_value"]
@@ -24,19 +25,19 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 def check_key(key: Any, *, what: str = "key") -> str:
     """Return ``key`` if it is a usable name for a param, tag or metric."""
     if not isinstance(key, str):
-        raise TypeError(f"Argument {what} should be a string, got {type(key).__name__}: {key!r}")
+        raise ArgumentTypeError(f"Argument {what} should be a string, got {type(key).__name__}: {key!r}")
     if not key:
-        raise ValueError(f"Argument {what} should be a non-empty string, got ''")
+        raise ArgumentError(f"Argument {what} should be a non-empty string, got ''")
     if len(key) > KEY_LENGTH:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument {what} should be at most {KEY_LENGTH} characters, got {len(key)}: {key[:40]!r}..."
         )
     if _CONTROL.search(key):
-        raise ValueError(f"Argument {what} should not contain control characters, got {key!r}")
+        raise ArgumentError(f"Argument {what} should not contain control characters, got {key!r}")
     if ".." in key:
-        raise ValueError(f"Argument {what} should not contain '..', got {key!r}")
+        raise ArgumentError(f"Argument {what} should not contain '..', got {key!r}")
     if key.startswith("/") or key != key.strip():
-        raise ValueError(
+        raise ArgumentError(
             f"Argument {what} should not start with '/' or with or end in whitespace, got {key!r}"
         )
     return key
@@ -47,7 +48,7 @@ def check_metric_value(key: str, value: Any) -> float:
     if type(value) is float:
         return value
     if isinstance(value, bool) or isinstance(value, (str, bytes)):
-        raise ValueError(f"Metric {key!r} should have a numeric value, got {value!r}")
+        raise ArgumentError(f"Metric {key!r} should have a numeric value, got {value!r}")
     if isinstance(value, numbers.Real):
         return float(value)
     item = getattr(value, "item", None)  # NumPy and torch scalars, 0-d arrays and tensors
@@ -56,7 +57,7 @@ def check_metric_value(key: str, value: Any) -> float:
             return check_metric_value(key, item())
         except (ValueError, RuntimeError, TypeError):
             pass
-    raise ValueError(f"Metric {key!r} should have a numeric value, got {type(value).__name__}: {value!r:.80}")
+    raise ArgumentError(f"Metric {key!r} should have a numeric value, got {type(value).__name__}: {value!r:.80}")
 
 
 def check_step(step: Any) -> int:
@@ -64,23 +65,23 @@ def check_step(step: Any) -> int:
         as_int = int(step)
         if -(2**63) <= as_int < 2**63:
             return as_int
-    raise ValueError(f"Argument step should be an integer (int64), got {type(step).__name__}: {step!r}")
+    raise ArgumentError(f"Argument step should be an integer (int64), got {type(step).__name__}: {step!r}")
 
 
 def check_text_value(key: str, value: Any, *, what: str = "param") -> str:
     """Params and tags are stored as strings; anything else is converted with ``str``."""
     text = value if isinstance(value, str) else str(value)
     if len(text) > MAX_VALUE_LENGTH:
-        raise ValueError(
+        raise ArgumentError(
             f"The {what} {key!r} should have a value of at most {MAX_VALUE_LENGTH} characters, got {len(text)}"
         )
     if "\x00" in text:
-        raise ValueError(f"The {what} {key!r} should not contain NUL characters")
+        raise ArgumentError(f"The {what} {key!r} should not contain NUL characters")
     return text
 
 
 def check_status(status: Any) -> str:
     """A run status: one of :data:`RUN_STATUSES` (checked alike by the store and by a client of a server)."""
     if status not in RUN_STATUSES:
-        raise ValueError(f"Argument status should be one of {', '.join(RUN_STATUSES)}, got {status!r}")
+        raise ArgumentError(f"Argument status should be one of {', '.join(RUN_STATUSES)}, got {status!r}")
     return str(status)

@@ -43,6 +43,7 @@ import orjson
 
 from .. import __version__
 from ..errors import (
+    ArgumentError,
     ArtifactPathError,
     AuthError,
     Conflict,
@@ -136,7 +137,7 @@ class RemoteStore:
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if not isinstance(uri, str) or not uri.startswith(("http://", "https://")):
-            raise ValueError(f"Argument uri should be a server URL such as 'http://127.0.0.1:5000', got {uri!r}")
+            raise ArgumentError(f"Argument uri should be a server URL such as 'http://127.0.0.1:5000', got {uri!r}")
         self.uri = uri.rstrip("/")
         headers = {"User-Agent": f"loopml/{__version__}", "Accept-Encoding": "identity"}
         if token:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LoopMLError
+from ..errors import ArgumentError, ArgumentTypeError, LoopMLError
 from ..store.records import ArtifactInfo, History, RunRecord
 from ..store.validation import RUN_STATUSES, check_key, check_metric_value, check_step
 
@@ -161,7 +161,7 @@ class Run:
         """
         writer = self._check_open()
         if not isinstance(metrics, Mapping):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"Argument metrics should be a mapping of names to numbers, e.g. {{'loss': 0.3}}, "
                 f"got {type(metrics).__name__}"
             )
@@ -209,7 +209,7 @@ class Run:
     def finish(self, status: str = "FINISHED") -> None:
         """Flush pending points and close the run with ``status``."""
         if status not in RUN_STATUSES or status == "RUNNING":
-            raise ValueError(f"Argument status should be one of FINISHED, FAILED, KILLED, got {status!r}")
+            raise ArgumentError(f"Argument status should be one of FINISHED, FAILED, KILLED, got {status!r}")
         if self._finished:
             return
         writer = self._check_open()

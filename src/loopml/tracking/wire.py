@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..errors import ArgumentError, ArgumentTypeError
 from ..store.records import History, RunRecord
 from ..store.validation import check_key
 
@@ -123,7 +124,7 @@ def decode_float(value: Any, *, what: str = "value") -> float:
             return _NONFINITE_TO_FLOAT[value]
         except KeyError:
             pass
-    raise ValueError(
+    raise ArgumentError(
         f"Argument {what} should be a number or one of 'NaN', 'Infinity', '-Infinity', "
         f"got {type(value).__name__}: {value!r:.60}"
     )
@@ -157,7 +158,7 @@ def encode_metric_batch(points: Sequence[tuple[str, str, int, float, float]]) ->
 def _column(doc: dict[str, Any], name: str) -> list[Any]:
     col = doc.get(name)
     if not isinstance(col, list):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"Field {name!r} of the metrics batch should be an array, got {type(col).__name__}; "
             'send {"run_ids": [...], "keys": [...], "steps": [...], "timestamps": [...], "values": [...]}'
         )
@@ -170,9 +171,9 @@ def _index_column(doc: dict[str, Any], name: str, table: list[str], n: int) -> l
         return None
     idx = _column(doc, name)
     if len(idx) != n:
-        raise ValueError(f"Field {name!r} of the metrics batch should have {n} entries (one per point), got {len(idx)}")
+        raise ArgumentError(f"Field {name!r} of the metrics batch should have {n} entries (one per point), got {len(idx)}")
     if n and (set(map(type, idx)) != {int} or min(idx) < 0 or max(idx) >= len(table)):
-        raise ValueError(f"Field {name!r} of the metrics batch should hold integers from 0 to {len(table) - 1}")
+        raise ArgumentError(f"Field {name!r} of the metrics batch should hold integers from 0 to {len(table) - 1}")
     return idx
 
 
@@ -184,25 +185,25 @@ def decode_metric_batch(body: bytes) -> tuple[list[str], list[tuple[str, str, in
     """
     doc = orjson.loads(body)
     if not isinstance(doc, dict):
-        raise TypeError(f"The metrics batch should be a JSON object, got {type(doc).__name__}")
+        raise ArgumentTypeError(f"The metrics batch should be a JSON object, got {type(doc).__name__}")
     unknown = set(doc) - {"run_ids", "keys", "run", "key", "steps", "timestamps", "values"}
     if unknown:
-        raise ValueError(f"The metrics batch has unknown fields: {', '.join(sorted(unknown))}")
+        raise ArgumentError(f"The metrics batch has unknown fields: {', '.join(sorted(unknown))}")
     run_ids, keys = _column(doc, "run_ids"), _column(doc, "keys")
     steps, timestamps, values = _column(doc, "steps"), _column(doc, "timestamps"), _column(doc, "values")
     n = len(steps)
     if len(timestamps) != n or len(values) != n:
-        raise ValueError(
+        raise ArgumentError(
             f"Fields steps, timestamps and values of the metrics batch should have the same length, "
             f"got {n}, {len(timestamps)} and {len(values)}"
         )
     if n > MAX_BATCH_POINTS:
-        raise ValueError(f"A metrics batch should hold at most {MAX_BATCH_POINTS} points, got {n}; split it")
+        raise ArgumentError(f"A metrics batch should hold at most {MAX_BATCH_POINTS} points, got {n}; split it")
     if n == 0:
         return [], []
     for rid in run_ids:
         if not isinstance(rid, str) or not rid or len(rid) > MAX_RUN_ID_LENGTH:
-            raise ValueError(
+            raise ArgumentError(
                 f"Field run_ids of the metrics batch should hold run ids (strings of 1 to 32 characters), got {rid!r:.60}"
             )
     for k in keys:
@@ -213,15 +214,15 @@ def decode_metric_batch(body: bytes) -> tuple[list[str], list[tuple[str, str, in
     step_types = set(map(type, steps))
     if step_types != {int}:
         bad = next(s for s in steps if type(s) is not int)
-        raise ValueError(f"Argument step should be an integer (int64), got {type(bad).__name__}: {bad!r:.60}")
+        raise ArgumentError(f"Argument step should be an integer (int64), got {type(bad).__name__}: {bad!r:.60}")
     if min(steps) < _INT64_MIN or max(steps) > _INT64_MAX:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument step should be an integer (int64), got {max(steps) if max(steps) > _INT64_MAX else min(steps)}"
         )
     ts_types = set(map(type, timestamps))
     if not ts_types <= _NUMBER_TYPES:  # JSON numbers are always finite
         bad = next(t for t in timestamps if type(t) not in _NUMBER_TYPES)
-        raise ValueError(f"Argument timestamp should be a number of seconds, got {type(bad).__name__}: {bad!r:.60}")
+        raise ArgumentError(f"Argument timestamp should be a number of seconds, got {type(bad).__name__}: {bad!r:.60}")
     value_types = set(map(type, values))
     if value_types == {float}:
         vals: list[float] = values
@@ -255,12 +256,12 @@ def encode_history(history: History) -> bytes:
 def decode_history(data: bytes) -> History:
     """Read what :func:`encode_history` wrote; raises ValueError on anything else."""
     if len(data) < _HEADER.size:
-        raise ValueError(f"A binary history should start with a {_HEADER.size}-byte header, got {len(data)} bytes")
+        raise ArgumentError(f"A binary history should start with a {_HEADER.size}-byte header, got {len(data)} bytes")
     magic, version, n = _HEADER.unpack_from(data)
     if magic != HISTORY_MAGIC or version != _HISTORY_VERSION:
-        raise ValueError(f"Not a loopml binary history (version {_HISTORY_VERSION}): header {data[:8]!r}")
+        raise ArgumentError(f"Not a loopml binary history (version {_HISTORY_VERSION}): header {data[:8]!r}")
     if len(data) != _HEADER.size + 24 * n:
-        raise ValueError(f"A binary history of {n} points should have {_HEADER.size + 24 * n} bytes, got {len(data)}")
+        raise ArgumentError(f"A binary history of {n} points should have {_HEADER.size + 24 * n} bytes, got {len(data)}")
     o = _HEADER.size
     steps = np.frombuffer(data, dtype="<i8", count=n, offset=o).astype(np.int64)
     timestamps = np.frombuffer(data, dtype="<f8", count=n, offset=o + 8 * n).astype(np.float64)

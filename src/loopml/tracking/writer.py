@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import LoopMLError, StoreError
+from ..errors import ArgumentError, LoopMLError, StoreError
 from ..store.protocols import MetricPoint as Point
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ class BatchWriter:
         max_backoff: float = 2.0,
     ) -> None:
         if max_pending < batch_size:
-            raise ValueError(f"Argument max_pending should be >= batch_size ({batch_size}), got {max_pending}")
+            raise ArgumentError(f"Argument max_pending should be >= batch_size ({batch_size}), got {max_pending}")
         self.backend = backend
         self.max_pending = max_pending
         self.batch_size = batch_size

@@ -18,6 +18,7 @@ import math
 import numbers
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ArgumentError
 from .callbacks import Callback, Checkpoint
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class Tracking(Callback):
 
     def __init__(self, *, every: int = 10, experiment: str = "default", run: Run | None = None) -> None:
         if type(every) is not int or every < 1:
-            raise ValueError(f"Argument every should be an integer >= 1, got {every!r}")
+            raise ArgumentError(f"Argument every should be an integer >= 1, got {every!r}")
         self.every, self.experiment = every, experiment
         self.run: Run | None = run
         self._given = run

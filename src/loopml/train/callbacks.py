@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..errors import ArgumentError, ArgumentTypeError
 from .checkpoint import atomic_save
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def _monitored(trainer: Trainer, monitor: str, who: str) -> float:
     metrics = trainer.state.metrics
     if monitor not in metrics:
         hint = " (fit() got no val data)" if monitor.startswith("val_") else ""
-        raise ValueError(
+        raise ArgumentError(
             f"Argument monitor of {who} should name a metric of the epoch{hint}: got {monitor!r}, "
             f"have {sorted(k for k, v in metrics.items() if isinstance(v, float))}; e.g. {who}(monitor='train_loss')"
         )
@@ -82,7 +83,7 @@ def _monitored(trainer: Trainer, monitor: str, who: str) -> float:
 
 def _check_mode(mode: str, who: str) -> None:
     if mode not in ("min", "max"):
-        raise ValueError(f"Argument mode of {who} should be 'min' or 'max', got {mode!r}")
+        raise ArgumentError(f"Argument mode of {who} should be 'min' or 'max', got {mode!r}")
 
 
 def _better(value: float, best: float, mode: str, min_delta: float = 0.0) -> bool:
@@ -105,7 +106,7 @@ class EarlyStopping(Callback):
                  min_delta: float = 0.0) -> None:
         _check_mode(mode, "EarlyStopping")
         if type(patience) is not int or patience < 1:
-            raise ValueError(f"Argument patience should be an integer >= 1, got {patience!r}")
+            raise ArgumentError(f"Argument patience should be an integer >= 1, got {patience!r}")
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, float(min_delta)
         self.best = math.inf if mode == "min" else -math.inf
         self.wait = 0
@@ -143,7 +144,7 @@ class Checkpoint(Callback):
                  save_best: bool = True, save_last: bool = True, every: int = 1) -> None:
         _check_mode(mode, "Checkpoint")
         if type(every) is not int or every < 1:
-            raise ValueError(f"Argument every should be an integer >= 1, got {every!r}")
+            raise ArgumentError(f"Argument every should be an integer >= 1, got {every!r}")
         self.dirname = Path(dirname)
         self.monitor, self.mode, self.save_best, self.save_last, self.every = monitor, mode, save_best, save_last, every
         self.best = math.inf if mode == "min" else -math.inf
@@ -196,9 +197,9 @@ class LRScheduler(Callback):
 
     def __init__(self, scheduler: Any, *, step_on: str = "epoch", monitor: str = "val_loss") -> None:
         if step_on not in ("epoch", "batch"):
-            raise ValueError(f"Argument step_on should be 'epoch' or 'batch', got {step_on!r}")
+            raise ArgumentError(f"Argument step_on should be 'epoch' or 'batch', got {step_on!r}")
         if not (callable(scheduler) or hasattr(scheduler, "step")):
-            raise TypeError(f"Argument scheduler should be a torch LR scheduler or a factory of one, got {scheduler!r}")
+            raise ArgumentTypeError(f"Argument scheduler should be a torch LR scheduler or a factory of one, got {scheduler!r}")
         self._scheduler_or_factory = scheduler
         self.scheduler: Any = None
         self.step_on, self.monitor = step_on, monitor
@@ -208,7 +209,7 @@ class LRScheduler(Callback):
         s = self._scheduler_or_factory
         self.scheduler = s if hasattr(s, "step") and hasattr(s, "state_dict") else s(trainer.optimizer)
         if getattr(self.scheduler, "optimizer", trainer.optimizer) is not trainer.optimizer:
-            raise ValueError("Argument scheduler should wrap the trainer's optimizer; pass a factory: "
+            raise ArgumentError("Argument scheduler should wrap the trainer's optimizer; pass a factory: "
                              "LRScheduler(lambda opt: torch.optim.lr_scheduler.StepLR(opt, 1))")
         super().attach(trainer)
 
@@ -241,7 +242,7 @@ class GradientClipping(Callback):
 
     def __init__(self, max_norm: float, *, norm_type: float = 2.0) -> None:
         if not isinstance(max_norm, (int, float)) or isinstance(max_norm, bool) or not max_norm > 0:
-            raise ValueError(f"Argument max_norm should be a number > 0, got {max_norm!r}; e.g. GradientClipping(1.0)")
+            raise ArgumentError(f"Argument max_norm should be a number > 0, got {max_norm!r}; e.g. GradientClipping(1.0)")
         self.max_norm, self.norm_type = float(max_norm), float(norm_type)
         self.last_norm = float("nan")
 
@@ -255,6 +256,6 @@ def lambda_callback(**handlers: Callable[[Trainer], Any]) -> Callback:
     cb = Callback()
     for name, fn in handlers.items():
         if not name.startswith("on_") or name[3:] not in EVENTS:
-            raise ValueError(f"Argument {name} should be on_<event> with an event from {list(EVENTS)}")
+            raise ArgumentError(f"Argument {name} should be on_<event> with an event from {list(EVENTS)}")
         setattr(cb, name, fn)
     return cb

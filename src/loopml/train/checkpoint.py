@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import LoopMLError
+from ..errors import ArgumentError, LoopMLError
 from ..files import atomic_path
 
 __all__ = ["FORMAT", "atomic_save", "get_rng_state", "load_checkpoint", "set_rng_state"]
@@ -80,7 +80,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a checkpoint written by :class:`loopml.train.Checkpoint` (``weights_only=True``)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"Argument resume_from should be a checkpoint file, got {str(path)!r} (no such file)")
+        raise ArgumentError(f"Argument resume_from should be a checkpoint file, got {str(path)!r} (no such file)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...

@@ -40,8 +40,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..errors import LoopMLError
-from .metrics import ROCAUC, ConfusionMatrix, Metric, _Regression
+from ..errors import ArgumentError, ArgumentTypeError, LoopMLError
+from .metrics import ROCAUC, ConfusionMatrix, Metric, RegressionMetric
 
 __all__ = ["ENV_VARS", "Distributed", "reduce_metric", "set_epoch", "setup"]
 
@@ -78,7 +78,7 @@ def _release_groups() -> None:
 
 
 def _mergeable(metric: Metric) -> bool:
-    return isinstance(metric, (ROCAUC, ConfusionMatrix, _Regression)) or callable(getattr(metric, "merge_states", None))
+    return isinstance(metric, (ROCAUC, ConfusionMatrix, RegressionMetric)) or callable(getattr(metric, "merge_states", None))
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def setup(distributed: bool | str, device: torch.device, metrics: Sequence[Metri
     there; ``False``: never.
     """
     if distributed not in ("auto", True, False):
-        raise ValueError(f"Argument distributed should be 'auto', True or False, got {distributed!r}")
+        raise ArgumentError(f"Argument distributed should be 'auto', True or False, got {distributed!r}")
     if distributed is False:
         return None
     import torch.distributed as dist
@@ -166,7 +166,7 @@ def setup(distributed: bool | str, device: torch.device, metrics: Sequence[Metri
         missing = [v for v in ENV_VARS if v not in os.environ]
         if missing:
             if distributed is True:
-                raise ValueError(f"Argument distributed=True needs a torch.distributed environment (missing "
+                raise ArgumentError(f"Argument distributed=True needs a torch.distributed environment (missing "
                                  f"{', '.join(missing)}); start the script with torchrun, e.g. {_TORCHRUN}")
             return None
         world_size = int(os.environ["WORLD_SIZE"])
@@ -184,7 +184,7 @@ def setup(distributed: bool | str, device: torch.device, metrics: Sequence[Metri
         return None
     bad = [m for m in metrics if not _mergeable(m)]
     if bad:
-        raise TypeError(f"Argument metrics should hold metrics that can be combined over ranks, got {bad!r}: "
+        raise ArgumentTypeError(f"Argument metrics should hold metrics that can be combined over ranks, got {bad!r}: "
                         f"give the metric a merge_states(states) method that returns one state_dict "
                         f"from every rank's, or train with distributed=False")
     return ctx
@@ -202,7 +202,7 @@ def reduce_metric(metric: Metric, states: Sequence[dict[str, Any]]) -> None:
             n = s["cm"].shape[0]
             cm[:n, :n] += s["cm"]
         merged = {"cm": cm}
-    elif isinstance(metric, _Regression):
+    elif isinstance(metric, RegressionMetric):
         merged = {"sums": torch.stack([s["sums"] for s in states]).sum(0)}
     else:
         merged = metric.merge_states(list(states))  # type: ignore[attr-defined]

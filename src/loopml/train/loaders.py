@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
+from ..errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["as_loader", "data_fingerprint", "run_data_check"]
 
@@ -27,9 +28,9 @@ def as_loader(
         try:
             tensors = [torch.as_tensor(t) for t in data]
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise TypeError(f"Argument {name} should be an (x, y) tuple of tensors or arrays, {_EXAMPLE}") from exc
+            raise ArgumentTypeError(f"Argument {name} should be an (x, y) tuple of tensors or arrays, {_EXAMPLE}") from exc
         if len({len(t) for t in tensors}) != 1:
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument {name} should have as many targets as inputs, got "
                 f"{' and '.join(str(len(t)) for t in tensors)} rows"
             )
@@ -38,7 +39,7 @@ def as_loader(
         if sampler is not None:
             return DataLoader(data, batch_size=batch_size, sampler=sampler(data))
         return DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator)
-    raise TypeError(
+    raise ArgumentTypeError(
         f"Argument {name} should be a torch Dataset returning (x, y), an (x, y) tuple of tensors, "
         f"or a DataLoader, got {type(data).__name__}; {_EXAMPLE}"
     )

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ..errors import ArgumentError
 
 __all__ = [
     "F1",
@@ -32,6 +33,7 @@ __all__ = [
     "Metric",
     "Precision",
     "Recall",
+    "RegressionMetric",
     "expected_cost",
     "get_metric",
 ]
@@ -49,7 +51,7 @@ def positive_scores(output: torch.Tensor) -> torch.Tensor:
     if output.ndim == 2 and output.shape[1] == 2:
         return torch.softmax(output.double(), dim=1)[:, 1]
     if output.ndim == 2 and output.shape[1] > 2:
-        raise ValueError(
+        raise ArgumentError(
             f"ROC-AUC and cost thresholds are for binary problems: the output has {output.shape[1]} columns"
         )
     return torch.sigmoid(output.double().reshape(-1))
@@ -187,7 +189,9 @@ class ROCAUC(Metric):
         return float((ranks[y == 1].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
 
 
-class _Regression(Metric):
+class RegressionMetric(Metric):
+    """The running sums MAE, RMSE and R2 share (n, sum|e|, sum e^2, sum y, sum y^2); merged across processes by summing."""
+
     def reset(self) -> None:
         # float64 sums: R2 from running sums loses digits in float32
         self.sums = torch.zeros(5, dtype=torch.float64)  # n, sum|e|, sum e^2, sum y, sum y^2
@@ -196,7 +200,7 @@ class _Regression(Metric):
         pred = output.detach().cpu().double().reshape(-1)
         true = target.detach().cpu().double().reshape(-1)
         if pred.shape != true.shape:
-            raise ValueError(
+            raise ArgumentError(
                 f"Regression metrics need one output per target: got {tuple(output.shape)} outputs "
                 f"for {tuple(target.shape)} targets"
             )
@@ -207,7 +211,7 @@ class _Regression(Metric):
         )
 
 
-class MAE(_Regression):
+class MAE(RegressionMetric):
     name = "mae"
 
     def compute(self) -> float:
@@ -215,7 +219,7 @@ class MAE(_Regression):
         return float(self.sums[1]) / n if n else float("nan")
 
 
-class RMSE(_Regression):
+class RMSE(RegressionMetric):
     name = "rmse"
 
     def compute(self) -> float:
@@ -223,7 +227,7 @@ class RMSE(_Regression):
         return (float(self.sums[2]) / n) ** 0.5 if n else float("nan")
 
 
-class R2(_Regression):
+class R2(RegressionMetric):
     name = "r2"
 
     def compute(self) -> float:
@@ -245,7 +249,7 @@ def get_metric(spec: Metric | str) -> Metric:
         return spec
     if isinstance(spec, str) and spec in _BY_NAME:
         return _BY_NAME[spec]()
-    raise ValueError(
+    raise ArgumentError(
         f"Argument metrics should hold Metric instances or names from {sorted(_BY_NAME)}, got {spec!r}; "
         f"e.g. Trainer(model, metrics=['accuracy', 'f1'])"
     )
@@ -265,7 +269,7 @@ def expected_cost(
     true = target.reshape(-1).long()
     k = int(max(int(pred.max()), int(true.max()))) + 1 if true.numel() else 0
     if cost.ndim != 2 or cost.shape[0] != cost.shape[1] or cost.shape[0] < k:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument cost_matrix should be a square matrix with one row and column per class "
             f"(C[true, predicted]), at least {k}x{k}; got shape {tuple(cost.shape)}. "
             f"e.g. cost_matrix=[[0, 1], [5, 0]]"

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ArgumentError, ArgumentTypeError
 from .autolog import Tracking
 from .callbacks import EVENTS, Callback
 from .checkpoint import FORMAT, get_rng_state, load_checkpoint, set_rng_state
@@ -87,30 +88,30 @@ class Trainer:
     ) -> None:
         example = "e.g. Trainer(model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-3), metrics=['accuracy'])"
         if not isinstance(model, nn.Module):
-            raise TypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}; {example}")
+            raise ArgumentTypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}; {example}")
         if mode not in ("eager", "compile"):
-            raise ValueError(f"Argument mode should be 'eager' or 'compile', got {mode!r}")
+            raise ArgumentError(f"Argument mode should be 'eager' or 'compile', got {mode!r}")
         for name, value, low in (("seed", seed, 0), ("log_every", log_every, 1)):
             if type(value) is not int or value < low:
-                raise ValueError(f"Argument {name} should be an integer >= {low}, got {value!r}")
+                raise ArgumentError(f"Argument {name} should be an integer >= {low}, got {value!r}")
         if loss is not None and not callable(loss):
-            raise TypeError(f"Argument loss should be callable as loss(output, target), got {loss!r}; "
+            raise ArgumentTypeError(f"Argument loss should be callable as loss(output, target), got {loss!r}; "
                             f"e.g. loss=torch.nn.MSELoss()")
         bad = [c for c in callbacks if not isinstance(c, Callback)]
         if isinstance(callbacks, (str, bytes)) or bad:
-            raise TypeError(f"Argument callbacks should be a list of loopml.train callbacks, got {bad or callbacks!r}; "
+            raise ArgumentTypeError(f"Argument callbacks should be a list of loopml.train callbacks, got {bad or callbacks!r}; "
                             f"e.g. callbacks=[EarlyStopping(monitor='val_loss', patience=3)]")
         try:
             self.device = torch.device(device)
         except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"Argument device should be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from exc
+            raise ArgumentError(f"Argument device should be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from exc
         self.model = model.to(self.device)
         if optimizer is None:
             optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
         elif not isinstance(optimizer, torch.optim.Optimizer):
             optimizer = optimizer(self.model.parameters()) if callable(optimizer) else optimizer
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"Argument optimizer should be a torch.optim.Optimizer or a factory of one, "
+            raise ArgumentTypeError(f"Argument optimizer should be a torch.optim.Optimizer or a factory of one, "
                             f"got {type(optimizer).__name__}; {example}")
         self.optimizer = optimizer
         self.loss_fn = loss if loss is not None else nn.CrossEntropyLoss()
@@ -151,9 +152,9 @@ class Trainer:
     def add_event_handler(self, event: str, handler: Callable[[Trainer], Any], *, every: int = 1) -> None:
         """Call ``handler(trainer)`` on ``event``; ``every=N``: on every N-th step (batch events) or epoch."""
         if event not in EVENTS:
-            raise ValueError(f"Argument event should be one of {list(EVENTS)}, got {event!r}")
+            raise ArgumentError(f"Argument event should be one of {list(EVENTS)}, got {event!r}")
         if type(every) is not int or every < 1:
-            raise ValueError(f"Argument every should be an integer >= 1, got {every!r}")
+            raise ArgumentError(f"Argument every should be an integer >= 1, got {every!r}")
         self._handlers[event].append((handler, every))
 
     def on(self, event: str, *, every: int = 1) -> Callable[[Callable[[Trainer], Any]], Callable[[Trainer], Any]]:
@@ -176,7 +177,7 @@ class Trainer:
         """Train for ``epochs`` epochs (in total: a resumed fit runs the remaining ones)."""
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
             if type(value) is not int or value < 1:
-                raise ValueError(f"Argument {name} should be an integer >= 1, got {value!r}; "
+                raise ArgumentError(f"Argument {name} should be an integer >= 1, got {value!r}; "
                                  f"e.g. trainer.fit((x, y), epochs=10, batch_size=64)")
         report = run_data_check(train, val, model=self.model) if check_data else None
         loader = as_loader(train, name="train", batch_size=batch_size, shuffle=True, generator=self.generator,

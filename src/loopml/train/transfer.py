@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import LoopMLError
+from ..errors import ArgumentError, ArgumentTypeError, LoopMLError
 from .checkpoint import load_checkpoint
 
 __all__ = ["LoadReport", "freeze", "load_weights", "param_groups", "trainable_parameters", "unfreeze"]
@@ -41,7 +41,7 @@ __all__ = ["LoadReport", "freeze", "load_weights", "param_groups", "trainable_pa
 
 def _check_model(model: Any, who: str) -> None:
     if not isinstance(model, nn.Module):
-        raise TypeError(f"Argument model of {who} should be a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"Argument model of {who} should be a torch.nn.Module, got {type(model).__name__}")
 
 
 def _top_level(model: nn.Module) -> list[str]:
@@ -64,12 +64,12 @@ def _select(model: nn.Module, patterns: Sequence[str], who: str, example: str) -
     """The parameters that any of ``patterns`` selects; every pattern must select at least one."""
     bad = [p for p in patterns if not isinstance(p, str) or not p]
     if bad:
-        raise TypeError(f"Arguments of {who} should be module names or globs (non-empty strings), got {bad!r}; "
+        raise ArgumentTypeError(f"Arguments of {who} should be module names or globs (non-empty strings), got {bad!r}; "
                         f"e.g. {example}")
     named = list(model.named_parameters())
     unknown = [p for p in patterns if not any(_matches(n, p) for n, _ in named)]
     if unknown:
-        raise ValueError(f"Arguments of {who} should name modules or parameters of the model: "
+        raise ArgumentError(f"Arguments of {who} should name modules or parameters of the model: "
                          f"{', '.join(map(repr, unknown))} matches none; the model's top-level modules are "
                          f"{_top_level(model)}; e.g. {example}")
     return [(n, p) for n, p in named if any(_matches(n, pat) for pat in patterns)]
@@ -137,11 +137,11 @@ def param_groups(model: nn.Module, lrs: Mapping[str, float], *, default_lr: floa
     _check_model(model, "param_groups")
     example = "param_groups(model, {'features': 1e-4, 'head': 1e-2})"
     if not isinstance(lrs, Mapping) or not lrs:
-        raise TypeError(f"Argument lrs should be a non-empty dict of module name -> learning rate, got {lrs!r}; "
+        raise ArgumentTypeError(f"Argument lrs should be a non-empty dict of module name -> learning rate, got {lrs!r}; "
                         f"e.g. {example}")
     for name, lr in [*lrs.items(), *([("default_lr", default_lr)] if default_lr is not None else [])]:
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0:
-            raise ValueError(f"Argument lrs should map names to learning rates >= 0, got {name!r}: {lr!r}; "
+            raise ArgumentError(f"Argument lrs should map names to learning rates >= 0, got {name!r}: {lr!r}; "
                              f"e.g. {example}")
     _select(model, list(lrs), "param_groups", example)  # every name must select something
     # most specific first: a longer pattern is more specific; the given order breaks ties
@@ -157,7 +157,7 @@ def param_groups(model: nn.Module, lrs: Mapping[str, float], *, default_lr: floa
     if buckets[None]:
         groups.append({"params": buckets[None], **({"lr": float(default_lr)} if default_lr is not None else {})})
     if not groups:
-        raise ValueError("Argument model should have trainable parameters: every parameter is frozen; "
+        raise ArgumentError("Argument model should have trainable parameters: every parameter is frozen; "
                          "unfreeze some first, e.g. unfreeze(model, 'head')")
     return groups
 
@@ -215,10 +215,10 @@ def load_weights(model: nn.Module, checkpoint_path: str | os.PathLike[str], *, s
     """
     _check_model(model, "load_weights")
     if isinstance(exclude, str) or not all(isinstance(e, str) for e in exclude):
-        raise TypeError(f"Argument exclude should be a tuple of key prefixes or globs, got {exclude!r}; "
+        raise ArgumentTypeError(f"Argument exclude should be a tuple of key prefixes or globs, got {exclude!r}; "
                         f"e.g. exclude=('head.',)")
     if not isinstance(checkpoint_path, (str, os.PathLike)) or not Path(checkpoint_path).is_file():
-        raise ValueError(f"Argument checkpoint_path should be a loopml checkpoint file, got {checkpoint_path!r} "
+        raise ArgumentError(f"Argument checkpoint_path should be a loopml checkpoint file, got {checkpoint_path!r} "
                          f"(no such file); e.g. Checkpoint('ck') writes ck/best.pt and ck/last.pt")
     ckpt = load_checkpoint(checkpoint_path)
     weights = ckpt.get("model")

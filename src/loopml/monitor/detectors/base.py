@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from ...errors import ArgumentError, ArgumentTypeError
 
 if TYPE_CHECKING:
     import torch
@@ -55,9 +56,9 @@ def as_batch(x: Any, what: str = "x") -> np.ndarray:
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor, without importing torch here
         x = x.detach().cpu().numpy()
     if not isinstance(x, np.ndarray):
-        raise TypeError(f"Argument {what} should be a numpy array or torch tensor with a batch dimension; got {type(x).__name__}")
+        raise ArgumentTypeError(f"Argument {what} should be a numpy array or torch tensor with a batch dimension; got {type(x).__name__}")
     if x.ndim < 2 or x.shape[0] < 1:
-        raise ValueError(f"Argument {what} should be a batch of shape (N, ...) with N >= 1; got shape {x.shape}")
+        raise ArgumentError(f"Argument {what} should be a batch of shape (N, ...) with N >= 1; got shape {x.shape}")
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
@@ -71,7 +72,7 @@ def to_numpy(value: Any) -> np.ndarray:
 def check_shape(x: np.ndarray, shape: Sequence[int] | None, what: str) -> None:
     """Refuse a batch whose rows do not have the shape the detector was fitted on."""
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
-        raise ValueError(
+        raise ArgumentError(
             f"Argument {what} should have rows of shape {tuple(shape)} (as when the detector was fitted), "
             f"e.g. a batch of shape (N, {', '.join(map(str, shape))}); got {tuple(x.shape)}"
         )
@@ -87,7 +88,7 @@ class TorchThreads:
 
     def __init__(self, threads: int) -> None:
         if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
-            raise ValueError(f"Argument threads should be a whole number >= 1, e.g. threads=1; got {threads!r}")
+            raise ArgumentError(f"Argument threads should be a whole number >= 1, e.g. threads=1; got {threads!r}")
         self.threads = threads
         self._local = threading.local()
 
@@ -105,7 +106,7 @@ class TorchThreads:
 def check_rate(rate: Any) -> float:
     """``target_false_abstain`` checked: a fraction above 0 and below 0.5."""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 0.5:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument target_false_abstain should be a fraction above 0 and below 0.5, e.g. 0.01 for 1%; got {rate!r}"
         )
     return float(rate)
@@ -126,12 +127,12 @@ def calibrated_threshold(scores: np.ndarray, target_false_abstain: float) -> flo
     k = math.ceil((n + 1) * (1 - rate) - 1e-9)
     if k > n:
         need = math.ceil(1 / rate - 1 - 1e-9)
-        raise ValueError(
+        raise ArgumentError(
             f"Argument val_x should have at least {need} rows to calibrate a false-abstain rate of {rate:g}; got {n}. "
             "Pass more validation rows or a larger target_false_abstain."
         )
     if not np.isfinite(s[k - 1]):
-        raise ValueError("Argument val_x gave non-finite scores (NaN or infinite inputs?); calibrate on clean validation data")
+        raise ArgumentError("Argument val_x gave non-finite scores (NaN or infinite inputs?); calibrate on clean validation data")
     return float(s[k - 1])
 
 
@@ -143,7 +144,7 @@ def strictest_rate(rows: int) -> float:
     0.0117
     """
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
-        raise ValueError(f"Argument rows should be a whole number >= 0; got {rows!r}")
+        raise ArgumentError(f"Argument rows should be a whole number >= 0; got {rows!r}")
     return math.ceil(10_000 / (rows + 1)) / 10_000
 
 
@@ -152,7 +153,7 @@ def stored_threshold(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"Argument threshold should be a finite number or None; got {value!r}")
+        raise ArgumentError(f"Argument threshold should be a finite number or None; got {value!r}")
     return float(value)
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...errors import ExportError
+from ...errors import ArgumentError, ArgumentTypeError, ExportError
 from .base import (
     CalibratedDetector,
     TorchThreads,
@@ -42,7 +42,7 @@ def last_linear(model: "torch.nn.Module") -> str:
 
     names: list[str] = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
-        raise ValueError(
+        raise ArgumentError(
             f"Argument model should contain an nn.Linear whose input are the penultimate features; {type(model).__name__} has none. "
             "Pass layer='name.of.layer' or features=callable, e.g. MahalanobisDetector(features=lambda x: model.body(x))"
         )
@@ -56,7 +56,7 @@ def _penultimate(model: "torch.nn.Module", layer: str) -> "torch.nn.Module":
     try:
         target = model.get_submodule(layer)
     except AttributeError:
-        raise ValueError(f"Argument layer should name a submodule of the model, e.g. {last_linear(model)!r}; got {layer!r}") from None
+        raise ArgumentError(f"Argument layer should name a submodule of the model, e.g. {last_linear(model)!r}; got {layer!r}") from None
 
     class Penultimate(nn.Module):
         def __init__(self) -> None:
@@ -71,7 +71,7 @@ def _penultimate(model: "torch.nn.Module", layer: str) -> "torch.nn.Module":
             finally:
                 handle.remove()
             if not seen:
-                raise ValueError(f"Layer {layer!r} did not run in the model's forward")
+                raise ArgumentError(f"Layer {layer!r} did not run in the model's forward")
             return seen[-1].flatten(1)
 
     wrapper = Penultimate()
@@ -148,16 +148,16 @@ class MahalanobisDetector(CalibratedDetector):
         threads: int = 1,
     ) -> None:
         if mode not in self.MODES:
-            raise ValueError(f"Argument mode should be 'class' (class means, shared covariance) or 'single'; got {mode!r}")
+            raise ArgumentError(f"Argument mode should be 'class' (class means, shared covariance) or 'single'; got {mode!r}")
         if shrinkage not in self.SHRINKAGE:
-            raise ValueError(f"Argument shrinkage should be 'ledoit_wolf' or 'pinv'; got {shrinkage!r}")
+            raise ArgumentError(f"Argument shrinkage should be 'ledoit_wolf' or 'pinv'; got {shrinkage!r}")
         if numpy_features is not None:
             if model is not None or features is not None:
-                raise ValueError("Pass one of model=, features= or numpy_features=, not several")
+                raise ArgumentError("Pass one of model=, features= or numpy_features=, not several")
             if not callable(numpy_features):
-                raise TypeError(f"Argument numpy_features should be a callable from a NumPy batch to features; got {type(numpy_features).__name__}")
+                raise ArgumentTypeError(f"Argument numpy_features should be a callable from a NumPy batch to features; got {type(numpy_features).__name__}")
         elif (model is None) == (features is None):
-            raise ValueError(
+            raise ArgumentError(
                 "Pass exactly one of model= (a classifier: its last nn.Linear's input are the features) or features= "
                 "(a callable from inputs to features), e.g. MahalanobisDetector(model)"
             )
@@ -165,9 +165,9 @@ class MahalanobisDetector(CalibratedDetector):
             import torch
 
             if not isinstance(model, torch.nn.Module):
-                raise TypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
+                raise ArgumentTypeError(f"Argument model should be a torch.nn.Module; got {type(model).__name__}")
         if features is not None and not callable(features):
-            raise TypeError(f"Argument features should be a callable from an input tensor to features; got {type(features).__name__}")
+            raise ArgumentTypeError(f"Argument features should be a callable from an input tensor to features; got {type(features).__name__}")
         self.mode, self.shrinkage = mode, shrinkage
         self.layer: str | None = None
         if model is not None:
@@ -194,7 +194,7 @@ class MahalanobisDetector(CalibratedDetector):
         if self.numpy_features is not None:
             feats = np.asarray(self.numpy_features(data))
             if feats.ndim < 1 or feats.shape[0] != data.shape[0]:
-                raise ValueError("The features callable should return one feature row per input row (an N x D array)")
+                raise ArgumentError("The features callable should return one feature row per input row (an N x D array)")
             return feats.reshape(feats.shape[0], -1).astype(np.float64)
         import torch
 
@@ -202,27 +202,27 @@ class MahalanobisDetector(CalibratedDetector):
         with torch.inference_mode():
             out = self.features(torch.from_numpy(data))
         if not isinstance(out, torch.Tensor) or out.ndim < 1 or out.shape[0] != data.shape[0]:
-            raise ValueError("The features callable should return one feature row per input row (an N x D tensor)")
+            raise ArgumentError("The features callable should return one feature row per input row (an N x D tensor)")
         return out.reshape(out.shape[0], -1).double().numpy()
 
     def fit(self, x: Any, y: Any = None) -> "MahalanobisDetector":
         """Fit on in-distribution inputs ``x`` and their class labels ``y`` (needed for ``mode="class"``)."""
         data = as_batch(x, "x")
         if np.isinf(data).any():
-            raise ValueError("Argument x should hold finite numbers only (no NaN or infinities)")
+            raise ArgumentError("Argument x should hold finite numbers only (no NaN or infinities)")
         feats = self.embed(data)  # NaN inputs are fine where the model imputes them (a loopml.data.Preprocessor)
         if not np.isfinite(feats).all():
-            raise ValueError(
+            raise ArgumentError(
                 "Argument x should hold finite numbers only (no NaN or infinities): the model's features are not "
                 "finite for some rows; impute missing values in the model (loopml.data.Preprocessor) or drop those rows"
             )
         n = feats.shape[0]
         if self.mode == "class":
             if y is None:
-                raise ValueError("Argument y should hold the class of each row of x for mode='class' (or use mode='single')")
+                raise ArgumentError("Argument y should hold the class of each row of x for mode='class' (or use mode='single')")
             labels = np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y).ravel()
             if labels.shape[0] != n:
-                raise ValueError(f"Argument y should have one label per row of x ({n}); got {labels.shape[0]}")
+                raise ArgumentError(f"Argument y should have one label per row of x ({n}); got {labels.shape[0]}")
             classes = np.unique(labels)
             means = np.stack([feats[labels == c].mean(axis=0) for c in classes])
             centered = feats - means[np.searchsorted(classes, labels)]
@@ -231,7 +231,7 @@ class MahalanobisDetector(CalibratedDetector):
             means = feats.mean(axis=0, keepdims=True)
             centered = feats - means
         if n < 2:
-            raise ValueError(f"Argument x should have at least 2 rows to fit on; got {n}")
+            raise ArgumentError(f"Argument x should have at least 2 rows to fit on; got {n}")
         if self.shrinkage == "ledoit_wolf":
             from sklearn.covariance import LedoitWolf
 
@@ -254,14 +254,14 @@ class MahalanobisDetector(CalibratedDetector):
         """Distance to the nearest class mean (``mode="class"``) or to the mean (``"single"``), per row."""
         data = as_batch(x, "x")
         if self.whiten is None or self._projected_means is None:
-            raise ValueError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
+            raise ArgumentError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
         check_shape(data, self.input_shape, "x")
         return self.distance(self.embed(data))
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         """:meth:`score` from features already computed (N x D), e.g. by the model's own forward pass."""
         if self.whiten is None or self._projected_means is None:
-            raise ValueError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
+            raise ArgumentError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
         z = np.asarray(features, dtype=np.float64).reshape(len(features), -1) @ self.whiten
         m = self._projected_means
         sq = (z * z).sum(1, keepdims=True) - 2 * z @ m.T + (m * m).sum(1)
@@ -269,7 +269,7 @@ class MahalanobisDetector(CalibratedDetector):
 
     def config(self) -> dict[str, Any]:
         if self.means is None:
-            raise ValueError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
+            raise ArgumentError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
         return {
             "kind": self.kind, "mode": self.mode, "shrinkage": self.shrinkage, "layer": self.layer,
             "input_shape": list(self.input_shape or ()), "feature_dim": int(self.means.shape[1]),
@@ -279,7 +279,7 @@ class MahalanobisDetector(CalibratedDetector):
     def state_arrays(self) -> dict[str, np.ndarray]:
         """:meth:`state_dict` as NumPy arrays (what :meth:`OODGate.save` stores, readable without torch)."""
         if self.means is None or self.whiten is None or self.classes is None:
-            raise ValueError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
+            raise ArgumentError("This MahalanobisDetector is not fitted: call .fit(x_train, y_train) first")
         return {"means": self.means.copy(), "whiten": self.whiten.copy(), "classes": self.classes.copy()}
 
     @classmethod
@@ -318,7 +318,7 @@ class MahalanobisDetector(CalibratedDetector):
         w = to_numpy(whiten).astype(np.float64)
         c = to_numpy(classes).astype(np.int64).ravel()
         if m.ndim != 2 or w.shape != (m.shape[1], m.shape[1]) or c.shape[0] != m.shape[0]:
-            raise ValueError(
+            raise ArgumentError(
                 "Arguments means, whiten and classes should be K x D, D x D and K arrays (as state_arrays() gives them); "
                 f"got shapes {m.shape}, {w.shape}, {c.shape}"
             )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...errors import ExportError
+from ...errors import ArgumentError, ExportError
 from .base import (
     CalibratedDetector,
     TorchThreads,
@@ -144,12 +144,12 @@ class VAEDetector(CalibratedDetector):
     ) -> None:
         for arg, value in (("latent", latent), ("hidden", hidden), ("epochs", epochs), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Argument {arg} should be a whole number >= 1; got {value!r}")
+                raise ArgumentError(f"Argument {arg} should be a whole number >= 1; got {value!r}")
         for arg, fvalue in (("kl_weight", kl_weight), ("beta", beta), ("lr", lr)):
             if isinstance(fvalue, bool) or not isinstance(fvalue, (int, float)) or not math.isfinite(fvalue) or fvalue < 0:
-                raise ValueError(f"Argument {arg} should be a number >= 0; got {fvalue!r}")
+                raise ArgumentError(f"Argument {arg} should be a number >= 0; got {fvalue!r}")
         if lr == 0:
-            raise ValueError("Argument lr should be above 0, e.g. lr=2e-3")
+            raise ArgumentError("Argument lr should be above 0, e.g. lr=2e-3")
         self.latent, self.hidden, self.variational = latent, hidden, bool(variational)
         self.kl_weight, self.beta = float(kl_weight), float(beta)
         self.epochs, self.batch_size, self.lr, self.seed = epochs, batch_size, float(lr), int(seed)
@@ -175,9 +175,9 @@ class VAEDetector(CalibratedDetector):
 
         data = self._filled(as_batch(x, "x"))
         if data.shape[0] < 2:
-            raise ValueError(f"Argument x should have at least 2 rows to fit on; got {data.shape[0]}")
+            raise ArgumentError(f"Argument x should have at least 2 rows to fit on; got {data.shape[0]}")
         if not np.isfinite(data).all():
-            raise ValueError("Argument x should hold finite numbers only (no NaN or infinities)")
+            raise ArgumentError("Argument x should hold finite numbers only (no NaN or infinities)")
         self._threads.ensure()
         flat = data.reshape(len(data), -1)
         n_in = flat.shape[1]
@@ -276,7 +276,7 @@ class VAEDetector(CalibratedDetector):
 
     def _fitted(self) -> dict[str, Any]:
         if not self._arrays:
-            raise ValueError("This VAEDetector is not fitted: call .fit(x_train) first")
+            raise ArgumentError("This VAEDetector is not fitted: call .fit(x_train) first")
         return self._arrays
 
     def config(self) -> dict[str, Any]:
@@ -317,7 +317,7 @@ class VAEDetector(CalibratedDetector):
         arrays = {k: to_numpy(v).astype(np.float32, copy=False) for k, v in state.items()}
         wrong = _state_mismatch(arrays, shape, det.hidden, det.latent, det.variational)
         if wrong:
-            raise ValueError(
+            raise ArgumentError(
                 f"Argument state should hold the autoencoder's tensors for input_shape={shape}, hidden={det.hidden}, "
                 f"latent={det.latent}, variational={det.variational} (as state_arrays() gives them); "
                 f"entries {', '.join(wrong[:4])} are missing, extra or of another shape"

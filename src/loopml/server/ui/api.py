@@ -27,7 +27,7 @@ import numpy as np
 from fastapi import APIRouter, Query
 from starlette.responses import Response
 
-from ...errors import NotFound
+from ...errors import ArgumentError, NotFound
 from ...store.records import RunRecord
 from ...store.search import quote_string
 from ...store.tracking import MAX_PAGE_SIZE
@@ -72,7 +72,7 @@ def _run_row(r: RunRecord, params: list[str], metrics: list[str]) -> dict[str, A
 def _columns(values: list[str] | None, what: str) -> list[str]:
     out = list(dict.fromkeys(values or ()))
     if len(out) > MAX_COLUMNS:
-        raise ValueError(f"Argument {what} should name at most {MAX_COLUMNS} columns, got {len(out)}")
+        raise ArgumentError(f"Argument {what} should name at most {MAX_COLUMNS} columns, got {len(out)}")
     return out
 
 
@@ -208,7 +208,7 @@ def compare(store: Store, run: Annotated[list[str], Query()]) -> Response:
     """The runs side by side: their params split into those that differ and those that agree."""
     ids = list(dict.fromkeys(run))
     if not 1 <= len(ids) <= MAX_COMPARE:
-        raise ValueError(f"Argument run should name 1 to {MAX_COMPARE} runs, got {len(ids)}")
+        raise ArgumentError(f"Argument run should name 1 to {MAX_COMPARE} runs, got {len(ids)}")
     records = [store.get_run(i) for i in ids]
     keys = sorted({k for r in records for k in r.params})
     differ = {k: [r.params.get(k) for r in records] for k in keys if len({r.params.get(k) for r in records}) > 1}

@@ -20,6 +20,7 @@ NaN is never chosen as a bucket's min or max unless the whole bucket is NaN;
 from __future__ import annotations
 
 import numpy as np
+from ...errors import ArgumentError
 
 __all__ = ["DEFAULT_POINTS", "MAX_POINTS", "minmax_indices"]
 
@@ -34,7 +35,7 @@ def minmax_indices(values: np.ndarray, buckets: int) -> np.ndarray:
     ``2 * buckets`` points, every index is returned.
     """
     if not isinstance(buckets, int) or buckets < 1:
-        raise ValueError(f"Argument buckets should be a positive integer, got {buckets!r}")
+        raise ArgumentError(f"Argument buckets should be a positive integer, got {buckets!r}")
     values = np.asarray(values, dtype=np.float64)
     n = values.shape[0]
     if n <= 2 * buckets:

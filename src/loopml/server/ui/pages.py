@@ -25,6 +25,7 @@ from fastapi import APIRouter
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from ... import __version__
+from ...errors import ArgumentError
 from .assets import STATIC_DIR, plotly_url
 
 __all__ = ["CSP", "NAV", "PAGES", "Page", "add_page", "public_paths", "router", "shell"]
@@ -61,9 +62,9 @@ class Page:
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"/ui(/[a-z0-9_-]+)*/?", self.path) or self.path.startswith(("/ui/api", "/ui/static")):
-            raise ValueError(f"Argument path should be a page path under /ui such as '/ui/models', got {self.path!r}")
+            raise ArgumentError(f"Argument path should be a page path under /ui such as '/ui/models', got {self.path!r}")
         if not (STATIC_DIR / "pages" / self.script).is_file():
-            raise ValueError(f"Argument script should name a module in {STATIC_DIR / 'pages'}, got {self.script!r}")
+            raise ArgumentError(f"Argument script should name a module in {STATIC_DIR / 'pages'}, got {self.script!r}")
 
 
 PAGES: list[Page] = []
@@ -104,7 +105,7 @@ def shell(page: Page) -> str:
 def add_page(router: APIRouter, page: Page) -> None:
     """Serve ``page`` from ``router``, make its shell public and (``nav=True``) list it in the bar."""
     if any(p.path == page.path for p in PAGES):
-        raise ValueError(f"Argument page should have a new path; {page.path!r} is taken")
+        raise ArgumentError(f"Argument page should have a new path; {page.path!r} is taken")
     PAGES.append(page)
     if page.nav:
         NAV.append((page.title, page.path))
