@@ -8,7 +8,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from loopml.cli_common import _friendly
+from loopml.cli_common import friendly
 from loopml.errors import ArgumentError, ArgumentTypeError, Conflict, IntegrityError, LoopMLError, NotFound, StoreError
 
 
@@ -16,7 +16,7 @@ def _app(exc: Exception) -> typer.Typer:
     app = typer.Typer()
 
     @app.command()
-    @_friendly
+    @friendly
     def run() -> None:
         raise exc
 

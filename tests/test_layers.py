@@ -301,3 +301,225 @@ def test_an_upward_import_is_caught(tmp_path):
     visitor = _Imports("loopml.store.tracking", False, {"loopml.store.tracking", "loopml.models.registry"})
     visitor.visit(ast.parse(code))
     assert visitor.found == [("loopml.models.registry", 2, "function")]
+
+
+# -- imports inside functions --------------------------------------------------------------------
+#
+# An import of a loopml module inside a function is right only when it keeps something heavy or
+# optional out of import time: the imported module (with what it imports at module level, and a
+# lazy package attribute's module) brings in one of HEAVY that the importing module does not
+# already bring in. Any other one only dodges a cycle (the cycle tests above forbid those anyway)
+# or nothing at all, and belongs at the top of the file where a reader sees the dependency.
+
+# Third-party packages whose import costs noticeable time or memory (numpy: 60 ms, which `loopml
+# --help` and the tracking client's import do without), or that come with an extra that may be missing.
+HEAVY = {
+    "alembic", "executorch", "fastapi", "httptools", "httpx", "matplotlib", "onnx", "onnxruntime", "onnxscript",
+    "pandas", "plotly", "prometheus_client", "psycopg", "pyarrow", "pydantic", "rich", "scipy", "sklearn",
+    "sqlalchemy", "starlette", "torch", "numpy", "torchao", "typer", "uvicorn", "uvloop", "captum", "flwr", "opacus",
+    "torch_geometric", "boto3",
+}
+
+
+class _AnyName(dict):  # type: ignore[type-arg]
+    """Every attribute of a package with a hand-written __getattr__ resolves to LAZY_UNKNOWN."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> str:
+        return LAZY_UNKNOWN
+
+
+class _Costs(ast.NodeVisitor):
+    """Module-level third-party imports (top-level names) and function-level loopml imports of one module."""
+
+    def __init__(self, importer: str, is_pkg: bool, modules: set[str], lazy: dict[str, dict[str, str]]) -> None:
+        self.importer, self.is_pkg, self.modules, self.lazy = importer, is_pkg, modules, lazy
+        self.third: set[str] = set()
+        self.local: set[str] = set()  # loopml modules imported at module level
+        self.in_functions: list[tuple[str, int]] = []
+        self._depth = self._type_checking = 0
+
+    def _add(self, name: str, line: int) -> None:
+        if not name.startswith("loopml"):
+            if not self._depth and not self._type_checking:
+                self.third.add(name.split(".")[0])
+            return
+        target = _known(name, self.modules)
+        if not target or target == self.importer or self._type_checking:
+            return
+        if self._depth:
+            self.in_functions.append((target, line))
+        else:
+            self.local.add(target)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._add(alias.name, node.lineno)
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        base = _resolve(self.importer, self.is_pkg, node.level, node.module)
+        for alias in node.names:
+            full = f"{base}.{alias.name}"
+            if full not in self.modules and alias.name in self.lazy.get(base, {}):
+                full = self.lazy[base][alias.name]  # a lazy package attribute imports its module
+                if full == LAZY_UNKNOWN:
+                    if self._depth and not self._type_checking:
+                        self.in_functions.append((LAZY_UNKNOWN, node.lineno))
+                    continue
+            self._add(full if full in self.modules else base, node.lineno)
+
+    def _nested(self, node: ast.AST) -> None:
+        self._depth += 1
+        self.generic_visit(node)
+        self._depth -= 1
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _nested
+
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        if (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        ):
+            self._type_checking += 1
+            for child in node.body:
+                self.visit(child)
+            self._type_checking -= 1
+            for child in node.orelse:
+                self.visit(child)
+        else:
+            self.generic_visit(node)
+
+
+LAZY_UNKNOWN = "?"  # a package __getattr__ written by hand: what it imports is not read here
+
+
+def _lazy_maps(files: dict[str, Path]) -> dict[str, dict[str, str]]:
+    """Each package's `_LAZY = {"name": "module"}` (loopml.lazy.lazy_exports); a package with a
+    hand-written `__getattr__` maps every name to LAZY_UNKNOWN (counted as heavy: it may import anything)."""
+    out: dict[str, dict[str, str]] = {}
+    for name, path in files.items():
+        if path.name != "__init__.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        if any(isinstance(n, ast.FunctionDef) and n.name == "__getattr__" for n in tree.body):
+            out[name] = _AnyName()
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+                if any(isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets):
+                    out[name] = {
+                        k.value: v.value
+                        for k, v in zip(node.value.keys, node.value.values)
+                        if isinstance(k, ast.Constant) and isinstance(v, ast.Constant)
+                    }
+    return out
+
+
+def _function_imports_without_cost() -> list[str]:
+    files = {_module_name(p): p for p in SRC.rglob("*.py")}
+    modules, lazy = set(files), _lazy_maps(files)
+    costs = {}
+    for name, path in files.items():
+        visitor = _Costs(name, _is_package(path), modules, lazy)
+        visitor.visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+        parts = name.split(".")
+        visitor.local |= {".".join(parts[:i]) for i in range(1, len(parts))} - {name}  # parents run first
+        costs[name] = visitor
+
+    def brings(module: str) -> set[str]:
+        seen, todo, out = set(), [module], set()
+        while todo:
+            m = todo.pop()
+            if m in seen or m not in costs:
+                continue
+            seen.add(m)
+            out |= costs[m].third
+            todo.extend(costs[m].local)
+        return out
+
+    free = []
+    for name, visitor in sorted(costs.items()):
+        have = brings(name)
+        for target, line in visitor.in_functions:
+            if target == LAZY_UNKNOWN:
+                continue
+            if not (brings(target) - have) & HEAVY:
+                free.append(f"{files[name].relative_to(SRC.parents[1])}:{line}: {name} imports {target} in a function")
+    return sorted(set(free))
+
+
+def test_imports_in_functions_keep_something_heavy_out():
+    free = _function_imports_without_cost()
+    assert not free, (
+        "imports of loopml modules inside functions that keep nothing heavy out of import time (nothing in"
+        " HEAVY that the module does not import already): move them to the top of the file\n  " + "\n  ".join(free)
+    )
+
+
+def test_a_function_import_that_costs_nothing_is_caught():
+    # The checker itself, on two modules written here: a light module's function-level import of
+    # another light module is flagged; one of torch's users is not.
+    files = {"loopml.a": "import json\n\ndef f():\n    from . import b\n", "loopml.b": "import os\n"}
+    modules = set(files) | {"loopml.c"}
+    seen = []
+    for name, code in files.items():
+        v = _Costs(name, False, modules, {})
+        v.visit(ast.parse(code))
+        seen.append((name, v.third, v.in_functions))
+    assert seen[0] == ("loopml.a", {"json"}, [("loopml.b", 4)])
+    assert seen[1] == ("loopml.b", {"os"}, [])
+
+
+# -- private names stay in their module --------------------------------------------------------
+#
+# A name with a leading underscore is its module's own business. What another module needs is
+# public API of the module that owns it (a method, a property, a function without the underscore).
+
+
+def _private_definitions(tree: ast.AST) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def _private_reaches() -> list[str]:
+    files = {_module_name(p): p for p in SRC.rglob("*.py")}
+    trees = {name: ast.parse(path.read_text(encoding="utf-8"), filename=str(path)) for name, path in files.items()}
+    own = {name: _private_definitions(tree) for name, tree in trees.items()}
+    everywhere = set().union(*own.values())
+    found = []
+    for name, tree in sorted(trees.items()):
+        where = files[name].relative_to(SRC.parents[1])
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                base = _resolve(name, _is_package(files[name]), node.level, node.module)
+                if base.startswith("loopml") and base != name:
+                    for alias in node.names:
+                        if alias.name.startswith("_") and not alias.name.startswith("__"):
+                            found.append(f"{where}:{node.lineno}: from {base} import {alias.name}")
+            elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+                if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                    continue
+                # another loopml module's private member (a third-party one, e.g. a NamedTuple's
+                # _asdict or SQLAlchemy's Row._mapping, is that library's documented API)
+                if node.attr in everywhere and node.attr not in own[name]:
+                    found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_reaches_into_another_module_s_private_names():
+    found = _private_reaches()
+    assert not found, (
+        "private names used outside the module that defines them; make what is needed public API of"
+        " that module:\n  " + "\n  ".join(found)
+    )

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from . import config
-from .cli_common import StoreOpt, _console, _fail, _friendly, _time
+from .access import read_token_file
+from .cli_common import StoreOpt, console, fail, fmt_time, friendly
+from .cli_models import models_app, quantize_command
+from .cli_monitor import monitor_app
 
 if TYPE_CHECKING:
     from .store.protocols import TrackingBackend
@@ -55,7 +58,7 @@ def _backend(store: str | None) -> "TrackingBackend":
 
 
 @experiments_app.command("list")
-@_friendly
+@friendly
 def experiments_list(
     store: Optional[str] = StoreOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -72,12 +75,12 @@ def experiments_list(
 
     table = Table("id", "name", "runs", "last activity (UTC)")
     for e in exps:
-        table.add_row(str(e.id), e.name, str(e.run_count), _time(e.last_activity))
-    _console().print(table)
+        table.add_row(str(e.id), e.name, str(e.run_count), fmt_time(e.last_activity))
+    console().print(table)
 
 
 @runs_app.command("list")
-@_friendly
+@friendly
 def runs_list(
     experiment: Optional[str] = typer.Option(None, "--experiment", "-e", help="Only runs of this experiment."),
     filter: Optional[str] = typer.Option(None, "--filter", "-f", help="e.g. \"metrics.acc > 0.9 and params.lr = '0.01'\""),
@@ -102,14 +105,14 @@ def runs_list(
     table = Table("run id", "experiment", "name", "status", "started (UTC)", *keys)
     for r in records:
         table.add_row(
-            r.id, r.experiment, r.name, r.status, _time(r.start_time),
+            r.id, r.experiment, r.name, r.status, fmt_time(r.start_time),
             *(f"{r.metrics[k].value:.6g}" if k in r.metrics else "" for k in keys),
         )
-    _console().print(table)
+    console().print(table)
 
 
 @runs_app.command("show")
-@_friendly
+@friendly
 def runs_show(
     run_id: str = typer.Argument(..., help="The run's id (see `loopml runs list`)."),
     store: Optional[str] = StoreOpt,
@@ -129,10 +132,10 @@ def runs_show(
         return
     from rich.table import Table
 
-    con = _console()
+    con = console()
     duration = f"{r.duration:.1f}s" if r.duration is not None else "-"
     con.print(f"[bold]{r.name}[/bold]  {r.id}")
-    con.print(f"experiment {r.experiment}   status {r.status}   started {_time(r.start_time)} UTC   duration {duration}")
+    con.print(f"experiment {r.experiment}   status {r.status}   started {fmt_time(r.start_time)} UTC   duration {duration}")
     if r.git_commit:
         con.print(f"git {r.git_commit}{' (dirty)' if r.git_dirty else ''}")
     if r.command:
@@ -158,7 +161,7 @@ def runs_show(
 
 
 @db_app.command("upgrade")
-@_friendly
+@friendly
 def db_upgrade(store: Optional[str] = StoreOpt) -> None:
     """Upgrade the store's database to this loopml's schema (back it up first).
 
@@ -168,7 +171,7 @@ def db_upgrade(store: Optional[str] = StoreOpt) -> None:
 
     uri = config.check_tracking_uri(store) if store else config.settings().tracking_uri
     if uri.startswith(("http://", "https://")):
-        _fail("db upgrade works on a database URI (sqlite:/// or postgresql+psycopg://), not on a server")
+        fail("db upgrade works on a database URI (sqlite:/// or postgresql+psycopg://), not on a server")
     engine = create_engine(uri)
     before = current_revision(engine)
     after = migrate(engine)
@@ -177,7 +180,7 @@ def db_upgrade(store: Optional[str] = StoreOpt) -> None:
 
 
 @app.command("server")
-@_friendly
+@friendly
 def server(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
     port: int = typer.Option(5000, "--port", help="Port to listen on (0: any free port)."),
@@ -199,7 +202,7 @@ def server(
 
 
 @app.command("ui")
-@_friendly
+@friendly
 def ui(
     port: int = typer.Option(0, "--port", help="Port to listen on (0: any free port)."),
     store: Optional[str] = typer.Option(None, "--store", help="Database URI (default: LOOPML_TRACKING_URI or ./.loopml)."),
@@ -214,7 +217,7 @@ def ui(
 
 
 @app.command("serve")
-@_friendly
+@friendly
 def serve_command(
     ref: str = typer.Argument(..., help="NAME@ALIAS (followed: hot swap when it moves), NAME or NAME/VER."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
@@ -242,8 +245,7 @@ def serve_command(
 
     Example: loopml serve digits@production --port 8080   (then POST /v1/models/digits/predict)
     """
-    from .access import read_token_file  # not server.app: the model server starts without the web stack
-    from .serve import serve
+    from .serve import serve  # the model server's stack (uvloop, httptools, NumPy) only when serving
 
     token = read_token_file(auth_token_file) if auth_token_file else config.settings().server_token
     serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
@@ -253,11 +255,9 @@ def serve_command(
 
 def _add_registry_commands() -> None:
     # the registry commands live in cli_models.py (which imports the helpers above)
-    from .cli_models import models_app, quantize_command
 
     app.add_typer(models_app, name="models")
-    app.command("quantize")(_friendly(quantize_command))
-    from .cli_monitor import monitor_app
+    app.command("quantize")(friendly(quantize_command))
 
     app.add_typer(monitor_app, name="monitor")
 

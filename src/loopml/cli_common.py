@@ -15,19 +15,19 @@ import typer
 
 from .errors import LoopMLError, exit_status
 
-__all__ = ["StoreOpt"]
+__all__ = ["StoreOpt", "console", "fail", "fmt_time", "friendly"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 StoreOpt = typer.Option(None, "--store", help="Tracking URI (default: LOOPML_TRACKING_URI or ./.loopml).")
 
 
-def _fail(message: str, code: int = 2) -> None:
+def fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
 
-def _friendly(fn: F) -> F:
+def friendly(fn: F) -> F:
     """Turn loopml errors into one line on stderr and the exit code their class names.
 
     ``LoopMLError`` subclasses carry ``exit_code`` (2: fix the input; 1: the operation
@@ -40,22 +40,22 @@ def _friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except LoopMLError as exc:
-            _fail(str(exc).strip().replace("\n", " | ") if "\n  " not in str(exc) else str(exc), exit_status(exc) or 2)
+            fail(str(exc).strip().replace("\n", " | ") if "\n  " not in str(exc) else str(exc), exit_status(exc) or 2)
         except ModuleNotFoundError as exc:
             if "pip install" not in str(exc):
                 raise  # not a missing extra loopml names: a real bug, keep its traceback
-            _fail(str(exc))  # a missing extra: one line naming the install command
+            fail(str(exc))  # a missing extra: one line naming the install command
 
     return wrapper  # type: ignore[return-value]
 
 
-def _time(t: float | None) -> str:
+def fmt_time(t: float | None) -> str:
     if t is None:
         return "-"
     return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _console() -> Any:
+def console() -> Any:
     from rich.console import Console
 
     con = Console()

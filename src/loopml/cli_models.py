@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from .cli_common import StoreOpt, _console, _friendly, _time
+from .cli_common import StoreOpt, console, fmt_time, friendly
 from .errors import ArgumentError
 from .models.report import mb as _mb
 from .models.report import versions_table as _version_rows
@@ -52,7 +52,7 @@ def _show_columns(con: Any, sig: dict[str, Any]) -> None:
 
 
 @models_app.command("list")
-@_friendly
+@friendly
 def models_list(
     store: Optional[str] = StoreOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -72,12 +72,12 @@ def models_list(
     table = Table("name", "versions", "latest", "aliases", "updated (UTC)")
     for m in models:
         aliases = ", ".join(f"@{a}→{v}" for a, v in sorted(m.aliases.items()))
-        table.add_row(m.name, str(m.version_count), str(m.latest_version or "-"), aliases or "-", _time(m.updated_at))
-    _console().print(table)
+        table.add_row(m.name, str(m.version_count), str(m.latest_version or "-"), aliases or "-", fmt_time(m.updated_at))
+    console().print(table)
 
 
 @models_app.command("show")
-@_friendly
+@friendly
 def models_show(
     ref: str = typer.Argument(..., help="NAME (all versions), or NAME/VERSION, NAME@ALIAS for one version."),
     store: Optional[str] = StoreOpt,
@@ -93,7 +93,7 @@ def models_show(
     from .client import Client
 
     client = Client(store)
-    con = _console()
+    con = console()
     if "/" not in ref and "@" not in ref:
         versions = client.list_versions(ref)
         if as_json:
@@ -108,7 +108,7 @@ def models_show(
         d["alias_history"] = [e.to_dict() for e in history]
         typer.echo(json.dumps(d, indent=2))
         return
-    con.print(f"[bold]{v.ref}[/bold]  aliases {', '.join('@' + a for a in v.aliases) or '-'}  created {_time(v.created_at)} UTC by {v.created_by or '-'}")
+    con.print(f"[bold]{v.ref}[/bold]  aliases {', '.join('@' + a for a in v.aliases) or '-'}  created {fmt_time(v.created_at)} UTC by {v.created_by or '-'}")
     if v.description:
         con.print(v.description, markup=False)
     con.print(f"run {v.run_id or '-'}   parent {v.name}/{v.parent_version}" if v.parent_version else f"run {v.run_id or '-'}")
@@ -133,12 +133,12 @@ def models_show(
     if history:
         t = Table("alias", "from", "to", "when (UTC)", "by", title="alias history")
         for e in history:
-            t.add_row(e.alias, str(e.from_version or "-"), str(e.to_version or "removed"), _time(e.at), e.by or "-")
+            t.add_row(e.alias, str(e.from_version or "-"), str(e.to_version or "removed"), fmt_time(e.at), e.by or "-")
         con.print(t)
 
 
 @models_app.command("alias")
-@_friendly
+@friendly
 def models_alias(
     name: str = typer.Argument(..., help="The model."),
     alias: str = typer.Argument(..., help="e.g. production, staging."),
@@ -166,7 +166,7 @@ def models_alias(
 
 
 @models_app.command("export")
-@_friendly
+@friendly
 def models_export(
     ref: str = typer.Argument(..., help="NAME/VERSION or NAME@ALIAS."),
     formats: list[str] = typer.Option(["onnx"], "--format", "-f", help="onnx, pte or pt2 (repeatable)."),
@@ -210,15 +210,15 @@ def quantize_command(
     client = Client(store)
     v = client.quantize(ref, method=method, bits=bits, data=data, target=target, seed=seed, epochs=epochs)
     versions = [x for x in client.list_versions(v.name) if x.version in (v.version, v.parent_version)]
-    _console().print(_version_rows(versions))
+    console().print(_version_rows(versions))
     typer.echo(f"registered {v.ref} ({method} int{bits} of {v.name}/{v.parent_version})")
 
 
-models_app.command("quantize")(_friendly(quantize_command))
+models_app.command("quantize")(friendly(quantize_command))
 
 
 @models_app.command("delete")
-@_friendly
+@friendly
 def models_delete(
     ref: str = typer.Argument(..., help="NAME/VERSION."),
     store: Optional[str] = StoreOpt,

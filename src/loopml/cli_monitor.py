@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from .cli_common import StoreOpt, _console, _friendly
+from .cli_common import StoreOpt, console, friendly
 from .errors import ArgumentError
 
 __all__ = ["monitor_app"]
@@ -26,7 +26,7 @@ def _group() -> None:
 
 
 @monitor_app.command("fit-ood")
-@_friendly
+@friendly
 def fit_ood_command(
     ref: str = typer.Argument(..., help="The version: NAME/VERSION, NAME@VERSION or NAME@ALIAS."),
     data: Optional[str] = typer.Option(
@@ -75,7 +75,7 @@ def fit_ood_command(
     table = Table("detector", "threshold", title=f"OOD gate of {ref}")
     for name, threshold in summary["thresholds"].items():
         table.add_row(name, f"{threshold:.4g}")
-    _console().print(table)
+    console().print(table)
     rates = f"false abstain: target {target:.2%}, validation {gate.val_false_abstain:.2%}"
     if test_rate is not None:
         rates += f", test {test_rate:.2%}"

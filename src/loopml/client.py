@@ -34,7 +34,29 @@ from typing import TYPE_CHECKING, Any
 
 from . import config
 from .errors import ArgumentError, ArgumentTypeError, LoopMLError, warn_user
+from .models.evaldata import version_data
+from .models.registry import (
+    current_user,
+    delete_numbered_version,
+    export_version,
+    load_version,
+    registration_run,
+    registry_of,
+    version_example,
+)
+from .models.registry import register as register_model
+from .models.variants import quantize_version
+from .monitor.ood import load_version_gate
+from .monitor.versions import fit_version_gate, gate_options
 from .store.registry import ModelVersion
+from .tracking.api import (
+    backend_for,
+    experiments,
+    get_run,
+    get_tracking_uri,
+    runs,
+    start_run,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,8 +67,8 @@ if TYPE_CHECKING:
     from .data.split import Split
     from .models.registry import LoadedModel
     from .monitor.ood import OODGate
-    from .store.records import Experiment
     from .store.protocols import Registry, TrackingBackend
+    from .store.records import Experiment
     from .store.registry import AliasEvent, ModelInfo
     from .tracking.run import Run
 
@@ -85,8 +107,6 @@ class Client:
     """
 
     def __init__(self, tracking_uri: str | None = None) -> None:
-        from .tracking.api import backend_for, get_tracking_uri
-
         if tracking_uri is not None and not isinstance(tracking_uri, str):
             raise ArgumentTypeError(
                 "Argument tracking_uri should be a string such as 'sqlite:///path/loopml.db' or 'http://127.0.0.1:5000'; "
@@ -104,8 +124,6 @@ class Client:
         return client
 
     def _setup(self, backend: "TrackingBackend") -> None:
-        from .models.registry import registry_of
-
         self._backend = backend
         self._registry = registry_of(backend)
         self._lock = threading.Lock()
@@ -199,8 +217,6 @@ class Client:
         >>> run.status
         'FINISHED'
         """
-        from .tracking.api import start_run
-
         self._check_open()
         run = start_run(experiment, name=name, params=params, tags=tags, parent=parent, run_id=run_id,
                         tracking_uri=self.tracking_uri)
@@ -210,8 +226,6 @@ class Client:
 
     def get_run(self, run_id: str) -> "Run":
         """:func:`loopml.get_run` in this store: a run by id (read-only)."""
-        from .tracking.api import get_run
-
         self._check_open()
         return get_run(run_id, tracking_uri=self.tracking_uri)
 
@@ -225,16 +239,12 @@ class Client:
         offset: int = 0,
     ) -> "pd.DataFrame":
         """:func:`loopml.runs` in this store: one row per run, columns ``params.*``, ``metrics.*``, ``tags.*``."""
-        from .tracking.api import runs
-
         self._check_open()
         return runs(experiment, filter=filter, order_by=order_by, limit=limit, offset=offset,
                     tracking_uri=self.tracking_uri)
 
     def experiments(self) -> list["Experiment"]:
         """:func:`loopml.experiments` in this store: every experiment with its run count and last activity."""
-        from .tracking.api import experiments
-
         self._check_open()
         return experiments(tracking_uri=self.tracking_uri)
 
@@ -266,8 +276,6 @@ class Client:
         the datasets logged with the version's run. ``example``: the call the errors show as
         the fix. Needs the store itself, not a server.
         """
-        from .models.evaldata import version_data
-
         resolved = self._version(version)
         if not hasattr(self._registry, "store"):
             raise ArgumentError("Reading a version's data needs the store itself, not a loopml server; make the client "
@@ -300,9 +308,6 @@ class Client:
         fits the version's OOD gate from the live ``model``; a gate that cannot be fitted
         never fails the registration: it is skipped with a warning.
         """
-        from .models.registry import register as register_model, registration_run
-        from .monitor.versions import gate_options
-
         self._check_open()
         options = gate_options(ood)  # a bad ood= fails before anything is stored
         if run is not None and not self._holds(run):
@@ -324,8 +329,6 @@ class Client:
     def _fit_registered_gate(self, version: ModelVersion, model: "torch.nn.Module", options: Mapping[str, Any]) -> ModelVersion:
         """Fit the OOD gate from the live module and store it with the version; a gate that cannot be
         fitted is skipped with a warning, for the model is registered either way."""
-        from .monitor.versions import fit_version_gate
-
         try:
             fit_version_gate(self._registry, version, model, **options)
         except _OOD_FAILURES as exc:
@@ -338,20 +341,14 @@ class Client:
 
     def load_model(self, version: "str | ModelVersion", *, format: str | None = None, threads: int = 1) -> "LoadedModel":
         """:func:`loopml.load_model` in this store: a version loaded from one of its formats (sha256 checked)."""
-        from .models.registry import load_version
-
         return load_version(self._registry, self._version(version), format=format, threads=threads)
 
     def input_example(self, version: "str | ModelVersion") -> "np.ndarray":
         """The input example stored with a version (read without pickle)."""
-        from .models.registry import version_example
-
         return version_example(self._registry, self._version(version))
 
     def export(self, version: "str | ModelVersion", formats: Iterable[str]) -> ModelVersion:
         """:func:`loopml.models.export` in this store: add formats (``onnx``, ``pte``, ``pt2``), checked against the module."""
-        from .models.registry import export_version
-
         return export_version(self._registry, self._version(version), formats)
 
     def quantize(
@@ -366,8 +363,6 @@ class Client:
         epochs: int | None = None,
     ) -> ModelVersion:
         """:func:`loopml.models.quantize` in this store: a measured quantized variant, registered as the next version."""
-        from .models.variants import quantize_version
-
         return quantize_version(self._registry, self._version(version), method=method, bits=bits, data=data,
                                 target=target, seed=seed, epochs=epochs)
 
@@ -387,8 +382,6 @@ class Client:
 
     def set_alias(self, name: str, alias: str, version: "int | ModelVersion") -> "AliasEvent":
         """Point ``alias`` (e.g. ``production``) at ``version`` (a number or a ModelVersion of ``name``); recorded with who and when."""
-        from .models.registry import current_user
-
         if isinstance(version, ModelVersion):
             if version.name != name:
                 raise ArgumentError(f"Argument version should be a version of {name!r}; got {version.ref}")
@@ -402,8 +395,6 @@ class Client:
 
     def delete_alias(self, name: str, alias: str) -> "AliasEvent":
         """Remove ``alias`` from model ``name`` (recorded in its history)."""
-        from .models.registry import current_user
-
         self._check_open()
         return self._registry.delete_alias(name, alias, by=current_user())
 
@@ -414,8 +405,6 @@ class Client:
 
     def delete_version(self, version: "str | ModelVersion") -> None:
         """Delete a version (``"digits/3"`` or a ModelVersion) and its files; refused while an alias points at it."""
-        from .models.registry import delete_numbered_version
-
         self._check_open()
         delete_numbered_version(self._registry, self._version(version) if not isinstance(version, str) else version)
 
@@ -441,8 +430,6 @@ class Client:
         A gate for a live module that is not registered is :func:`loopml.monitor.ood.fit_gate`
         (it stores nothing, so it needs no client).
         """
-        from .monitor.versions import fit_version_gate
-
         if not isinstance(version, (str, ModelVersion)):
             raise ArgumentTypeError(
                 "Argument version should be a registered version ('digits/1' or a ModelVersion); for a module that is "
@@ -455,8 +442,6 @@ class Client:
 
     def load_gate(self, version: "str | ModelVersion", *, threads: int = 1) -> "OODGate":
         """:func:`loopml.monitor.load_gate` in this store: the gate stored with a version (sha256 checked)."""
-        from .monitor.ood import load_version_gate
-
         return load_version_gate(self._registry, self._version(version), threads=threads)
 
 
@@ -501,8 +486,6 @@ def register(
     >>> sorted(v.files)
     ['input_example', 'pt2', 'torch']
     """
-    from .models.registry import registration_run
-
     chosen = registration_run(run, tracking_uri)
     client = Client(tracking_uri) if chosen is None else Client._over(chosen.backend)  # the run's store
     return client.register(

@@ -39,6 +39,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .config import settings
+from .errors import ConfigError
+
 __all__ = ["NATIVE_LOG", "import_onnxruntime", "native_output", "ort_errors_only", "quiet_loggers"]
 
 NATIVE_LOG = "logs/native.log"
@@ -84,9 +87,6 @@ def quiet_loggers(names: Sequence[str], level: int = logging.ERROR) -> Iterator[
 
 
 def _log_path() -> Path | None:
-    from .config import settings
-    from .errors import ConfigError
-
     try:
         return settings().home / NATIVE_LOG
     except ConfigError:  # a bad tracking URI is reported where it is used, not by a log file

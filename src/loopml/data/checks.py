@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, DataError
+from .dataset import Dataset
 from .fingerprint import canonical_bytes
+from .split import Split
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -251,9 +253,6 @@ def check(
     >>> report.ok
     True
     """
-    from .dataset import Dataset
-    from .split import Split
-
     ignore = set(ignore)
     unknown = ignore - set(CODES)
     if unknown:

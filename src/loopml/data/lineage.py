@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ArgumentTypeError
+from ..tracking.run import Run
 from .checks import CheckReport
 from .dataset import Dataset
 from .profile import profile
+from .sources import KEEP_ROWS_BYTES, save_rows
 
 if TYPE_CHECKING:
     from ..store.protocols import TrackingBackend
@@ -54,8 +56,6 @@ def dataset_record(ds: Dataset) -> dict[str, Any]:
 
 
 def _backend(run: "Run") -> "TrackingBackend":
-    from ..tracking.run import Run
-
     if not isinstance(run, Run):
         raise ArgumentTypeError(f"Argument run should be a loopml Run (from loopml.start_run), got {type(run).__name__}")
     return run.backend
@@ -71,8 +71,6 @@ def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool
     ...     log_dataset(run, parts.train, role="train")
     '701273ed113105829dae267939703c6b49303ef68aaf384f73ed6dc3c1fb7704'
     """
-    from .sources import KEEP_ROWS_BYTES, save_rows
-
     backend = _backend(run)
     if keep_rows is not None and not isinstance(keep_rows, bool):
         raise ArgumentTypeError(f"Argument keep_rows should be True, False or None (keep up to 32 MiB), got {keep_rows!r}")

@@ -35,7 +35,9 @@ import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
 from ..errors import ArgumentTypeError
+from .dataset import Dataset
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -142,8 +144,6 @@ def _nested(a: np.ndarray) -> Any:
 
 def profile(ds: "Dataset") -> dict[str, Any]:
     """The profile of ``ds`` as a JSON-ready dict (see the module docstring for its keys)."""
-    from .dataset import Dataset
-
     if not isinstance(ds, Dataset):
         raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
     x = ds.x.numpy()

@@ -43,7 +43,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError, DataError, IntegrityError, NotFound
+from ..errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    DataError,
+    IntegrityError,
+    NotFound,
+)
+from ..tracking.api import backend_for
 from .dataset import Dataset, from_arrays, from_frame
 from .loaders import NAMES, load
 from .split import Split
@@ -151,8 +158,6 @@ def resolve(data: Any, *, target: str | None = None, tracking_uri: str | None = 
         return load(data)
     if _FINGERPRINT.match(data):
         if backend is None:
-            from ..tracking.api import backend_for
-
             backend = backend_for(tracking_uri)
         return stored(backend, data)
     if re.fullmatch(r"[0-9a-f]{8,63}", data):

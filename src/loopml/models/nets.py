@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.preprocess import Preprocessor
 from ..errors import ArgumentError
 from .rebuild import keep_init_args
 
@@ -64,8 +65,6 @@ class MLP(nn.Module):
         super().__init__()
         self.pre: nn.Module | None = None
         if preprocessing is not None:
-            from ..data.preprocess import Preprocessor
-
             self.pre = Preprocessor.from_dict(preprocessing)
             if n_in != self.pre.n_features_out:
                 raise ArgumentError(

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import ArgumentError
 from ..files import atomic_path
+from .exporting import export_onnx
 
 if TYPE_CHECKING:
     import torch
@@ -224,8 +225,6 @@ def write_qdq_onnx(model: "torch.nn.Module", example: "torch.Tensor", path: str 
     >>> write_qdq_onnx(net, torch.randn(3, 4), "int8/model.onnx", {"0.weight": LayerScales(2**-5, True, 2**-8)}, bits=8)
     PosixPath('int8/model.onnx')
     """
-    from .exporting import export_onnx
-
     onnx = _onnx()
     if bits not in BITS:
         raise ArgumentError(f"Argument bits should be one of {BITS}, got {bits!r}")

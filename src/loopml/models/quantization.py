@@ -40,6 +40,10 @@ import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError
 from ..files import atomic_path
+from ..quiet import import_onnxruntime, ort_errors_only
+from .exporting import INPUT_NAME, export_onnx
+from .qdq import compact
+from .runtime import load_predictor
 
 if TYPE_CHECKING:
     import torch
@@ -71,15 +75,11 @@ class QuantizedModel:
 
     def predictor(self, *, threads: int = 1) -> Predictor:
         """Load the variant with :func:`loopml.models.runtime.load_predictor` (ONNX first)."""
-        from .runtime import load_predictor
-
         fmt = "onnx" if "onnx" in self.files else next(iter(self.files))
         return load_predictor(fmt, self.files[fmt], threads=threads)
 
 
 def _require_ort() -> Any:
-    from ..quiet import import_onnxruntime
-
     try:
         import onnx  # noqa: F401
 
@@ -190,9 +190,6 @@ def _ort_quantize(model: nn.Module, method: str, example: torch.Tensor, calib: n
                   details: dict[str, Any]) -> Path:
     import onnx
 
-    from ..quiet import ort_errors_only
-    from .exporting import INPUT_NAME, export_onnx
-    from .qdq import compact
 
     ortq = _require_ort()
     # the quantizers' own calibration sessions and root-logger warnings are noise to the user; errors still raise

@@ -33,7 +33,26 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, LoopMLError, NotFound, warn_user
-from ..store.registry import MANIFEST, AliasEvent, ModelInfo, ModelVersion, check_model_name, parse_ref
+from ..store.registry import (
+    MANIFEST,
+    AliasEvent,
+    ModelInfo,
+    ModelVersion,
+    RegistryStore,
+    check_model_name,
+    local_registry,
+    parse_ref,
+)
+from ..store.tracking import TrackingStore
+from ..tracking import api
+from ..tracking.api import backend_for
+from . import exporting as ex
+from . import measure
+from .exporting import FILE_NAMES, FORMATS
+from .rebuild import model_spec
+from .remote import RemoteRegistry
+from .runtime import load_predictor, pte_batch_capacity
+from .signature import Signature, infer_signature, random_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -75,20 +94,14 @@ def current_user() -> str | None:
 
 def registry_for(tracking_uri: str | None = None) -> "Registry":
     """The registry of the store at ``tracking_uri`` (default: the current tracking URI)."""
-    from ..tracking.api import backend_for
-
     return registry_of(backend_for(tracking_uri))
 
 
 def registry_of(backend: "TrackingBackend") -> "Registry":
     """The registry over a tracking backend: the database itself, or a loopml server over HTTP."""
-    from ..store.registry import RegistryStore
-    from ..store.tracking import TrackingStore
-
     if isinstance(backend, TrackingStore):
         return RegistryStore(backend)
     from ..tracking.remote import RemoteStore
-    from .remote import RemoteRegistry
 
     if isinstance(backend, RemoteStore):
         return RemoteRegistry(backend)
@@ -127,8 +140,6 @@ def registration_run(run: "Run | None", tracking_uri: str | None = None) -> "Run
     store (any store when ``tracking_uri`` is None); else None: ``register`` opens a run
     in ``tracking_uri``'s store. The version lives in that run's store, beside its files.
     """
-    from ..tracking import api
-
     if run is not None:
         return run
     active = api.active_run()
@@ -203,10 +214,6 @@ def register(
     """
     import torch
 
-    from ..tracking import api
-    from .exporting import FILE_NAMES, FORMATS
-    from .rebuild import model_spec
-    from .signature import infer_signature
 
     if ood is not None:
         raise ArgumentTypeError(
@@ -289,9 +296,6 @@ _TIMED_AT_REGISTRATION = ("onnx", "torch")
 def _store_latency(files: dict[str, dict[str, Any]], folder: Path, x: np.ndarray, spec: Mapping[str, Any] | None) -> None:
     """Put each quickly loaded file's measured latency in its details: `loopml serve --backend auto`
     compares these instead of loading every runtime at start (loopml.serve.backends)."""
-    from . import measure
-    from .runtime import load_predictor
-
     for fmt in _TIMED_AT_REGISTRATION:
         if fmt in files:
             try:
@@ -305,8 +309,6 @@ def _store_latency(files: dict[str, dict[str, Any]], folder: Path, x: np.ndarray
 def _export_one(fmt: str, model: "torch.nn.Module", example: "torch.Tensor", path: Path) -> dict[str, Any]:
     import torch
 
-    from . import exporting as ex
-    from .runtime import pte_batch_capacity
 
     if fmt == "torch":
         torch.save(model.state_dict(), path)
@@ -396,9 +398,6 @@ def load_version(
 
     The one implementation behind ``load_model``, ``loopml.Client.load_model`` and ``loopml serve``.
     """
-    from .runtime import load_predictor
-    from .signature import Signature
-
     version = resolve_version(registry, version)
     formats = [f for f in version.files if f != EXAMPLE]
     if format is None:
@@ -445,12 +444,6 @@ def export_version(registry: "Registry", ref: "str | ModelVersion", formats: Ite
 
     A registry over HTTP hands the work to its server (which runs this on its own store).
     """
-    from ..store.registry import local_registry
-    from . import exporting as ex, measure
-    from .remote import RemoteRegistry
-    from .runtime import load_predictor
-    from .signature import Signature, random_inputs
-
     wanted = list(dict.fromkeys(formats))
     if isinstance(registry, RemoteRegistry):  # a loopml server: it exports with its own copy of the files
         return registry.export(ref.ref if isinstance(ref, ModelVersion) else ref, wanted)

@@ -62,6 +62,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ArgumentError, ArgumentTypeError
+from ..train import Trainer
+from ..train.autolog import Tracking
 from .qdq import BITS, LayerScales, compact, qrange, write_qdq_onnx
 
 __all__ = [
@@ -342,9 +344,6 @@ def finetune(qmodel: nn.Module, train: Any, val: Any = None, *, epochs: int = 2,
     ``log2_t`` at ``threshold_lr`` (log-domain: 1e-2 moves a threshold by ~1% per step).
     The run is the active one, or a new one in ``experiment`` (``track=False``: none).
     """
-    from ..train import Trainer
-    from ..train.autolog import Tracking
-
     thresholds_ = quantizer_parameters(qmodel)
     if not thresholds_:
         raise ArgumentError("Argument qmodel should come from prepare_tqt(model, bits=..., calibration=...)")

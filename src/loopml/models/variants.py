@@ -35,7 +35,20 @@ import numpy as np
 
 from ..errors import ArgumentError
 from ..store.registry import ModelVersion, local_registry
-from .registry import EXAMPLE, load_version, registry_for, resolve_version, source_module, version_example
+from ..tracking.api import start_run
+from . import measure
+from .evaldata import version_data
+from .quantization import METHODS
+from .quantization import quantize as run_quantize
+from .registry import (
+    EXAMPLE,
+    load_version,
+    registry_for,
+    resolve_version,
+    source_module,
+    version_example,
+)
+from .remote import RemoteRegistry
 
 if TYPE_CHECKING:
     from ..data.split import Split
@@ -65,8 +78,6 @@ def _example(ref: str, method: str) -> str:
 
 def measure_version(registry: "Registry", version: ModelVersion, parts: "Split", fmt: str | None = None) -> dict[str, Any]:
     """Accuracy on the test part (else the validation part), file size and batch-1 / batch-64 latency of a version."""
-    from . import measure
-
     loaded = load_version(registry, version, format=fmt)
     role, held_out = _held_out(parts, version.ref, _example(version.ref, "static"))
     x, y = _arrays(held_out)
@@ -140,9 +151,6 @@ def quantize_version(
     import torch
 
     from ..data.dataset import fingerprint
-    from .evaldata import version_data
-    from .quantization import METHODS, quantize as run_quantize
-    from .remote import RemoteRegistry
 
     if isinstance(registry, RemoteRegistry):  # a loopml server: it quantizes with its own copy of the files and data
         if data is not None and not (isinstance(data, str) and server_data(data)):
@@ -182,7 +190,6 @@ def quantize_version(
             kwargs["epochs"] = epochs
         if method == "tqt":
             # the fine-tuning is a run in the registry's own store, next to the versions it produces
-            from ..tracking.api import start_run
 
             stack.enter_context(
                 start_run(experiment=f"quantize {parent.name}", name=f"tqt int{bits} of {parent.ref}",

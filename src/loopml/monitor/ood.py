@@ -59,8 +59,17 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError, ExportError, IntegrityError, NotFound, warn_user
+from ..errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    ExportError,
+    IntegrityError,
+    NotFound,
+    warn_user,
+)
 from ..files import atomic_write
+from ..models.exporting import OUTPUT_NAME, export_onnx, export_pt2
+from ..models.runtime import OnnxPredictor, load_predictor
 from ..store.artifacts import sha256_file
 from .detectors import (
     Detector,
@@ -324,9 +333,6 @@ def _is_module(obj: Any) -> "TypeGuard[torch.nn.Module]":
 def _save_features(features: "torch.nn.Module", example: "torch.Tensor", folder: Path) -> tuple[Path, str]:
     """The feature extractor as ONNX (scored per request: ONNX Runtime runs a small CNN's features
     several times faster than the .pt2 program), else as a torch.export program."""
-    from ..errors import ExportError
-    from ..models.exporting import export_onnx, export_pt2
-
     try:
         return export_onnx(features, example, folder / _FEATURES_ONNX), "onnx"
     except (ExportError, ModuleNotFoundError):  # no onnx extra, or a layer ONNX cannot express
@@ -337,10 +343,6 @@ def _save_joint(features: Any, example: np.ndarray, folder: Path) -> Path | None
     """The model with its penultimate features as a second output, as ONNX, checked against eager
     PyTorch on ``example`` (atol 1e-4 on both outputs); None when it cannot be made or does not match."""
     import torch
-
-    from ..errors import ExportError
-    from ..models.exporting import OUTPUT_NAME, export_onnx
-    from ..models.runtime import OnnxPredictor
 
     joint = joint_module(features)
     if joint is None:
@@ -436,7 +438,6 @@ def _build(
                         "This gate's Mahalanobis features were a plain callable and were not stored: "
                         "pass features=... or model=... to load it"
                     )
-                from ..models.runtime import load_predictor
 
                 runtime = stored.get("runtime", "pt2")  # gates stored before ONNX features were pt2
                 predictor = load_predictor(runtime, checked(stored), threads=threads)
@@ -453,8 +454,6 @@ def _build(
     gate.val_false_abstain = doc.get("val_false_abstain")
     joint = (doc["detectors"].get("mahalanobis") or {}).get("joint")
     if joint and model is None and features is None:
-        from ..models.runtime import OnnxPredictor
-
         gate.joint = OnnxPredictor(checked(joint), threads=threads, outputs=2).run_all
     return gate
 

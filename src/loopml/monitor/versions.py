@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, LoopMLError
+from ..models.evaldata import check_shape, version_data
 from ..models.registry import EXAMPLE, load_version, registry_for, resolve_version
+from ..models.runtime import program_module
 from ..store.registry import ModelVersion, local_registry
 from .ood import DETECTORS, OODGate, fit_gate, load_version_gate
 
@@ -185,8 +187,6 @@ def fit_version_gate(
 def _version_parts(registry: "Registry", version: ModelVersion, train: Any, val: Any, data: Any, target: str | None,
                    seed: int) -> tuple[Any, Any]:
     """``train``/``val`` for a version's gate (see :func:`fit_ood`), checked against its signature before any work."""
-    from ..models.evaldata import check_shape, version_data
-
     if train is not None and val is not None:
         if hasattr(train, "x") and hasattr(val, "x"):  # loopml Datasets
             from ..data.split import Split
@@ -221,7 +221,6 @@ def _version_module(registry: "Registry", version: ModelVersion, detectors: Sequ
     if "pt2" not in version.files:
         raise ArgumentError(f"The mahalanobis detector needs {version.ref} as a torch module, and it has neither a pt2 "
                          f"program nor an importable torch class: {fix}")
-    from ..models.runtime import program_module
 
     module, layers = program_module(registry.file_path(version.name, version.version, "pt2"))
     linear = [name for name, kind in layers if kind == "torch.nn.modules.linear.Linear"]

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArgumentError, LoopMLError, NotFound
+from ..models.signature import Signature, random_inputs
 
 if TYPE_CHECKING:
     from ..models.runtime import Predictor
@@ -150,7 +151,6 @@ def candidate_formats(version: "ModelVersion", backend: str = "auto") -> list[st
 
 def _warm_inputs(registry: "Registry", version: "ModelVersion", signature: "Signature", rows: int) -> np.ndarray:
     from ..models.registry import EXAMPLE
-    from ..models.signature import random_inputs
 
     like = None
     if EXAMPLE in version.files:
@@ -173,7 +173,6 @@ def load_backend(
     default: inline when a batch-1 forward pass takes under :data:`INLINE_LIMIT_S`.
     """
     from ..models.registry import load_version
-    from ..models.signature import Signature
 
     if backend not in BACKENDS:
         raise ArgumentError(f"Argument backend should be one of {', '.join(BACKENDS)}; got {backend!r}")

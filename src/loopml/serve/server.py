@@ -29,8 +29,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import config
 from ..access import HostAllowList, bearer_ok
 from ..errors import ArgumentError, ArgumentTypeError, LoopMLError
+from ..monitor.ood import load_version_gate
 from .backends import BACKENDS, Backend, load_backend
 from .batcher import Batcher, Gate
 from .http import Connection, Limits, Request
@@ -299,7 +301,6 @@ class ModelServer:
             self.store.close()
 
     def _open_store(self) -> "TrackingStore":
-        from .. import config
         from ..store.tracking import TrackingStore
 
         store = self._store_arg
@@ -318,8 +319,6 @@ class ModelServer:
         backend = load_backend(registry, version, backend=self.backend_name, max_batch=self.max_batch,
                                threads=self.threads, inline=self.inline)
         if self.gate is None and self.use_stored_gate and "ood_gate" in version.files:
-            from ..monitor.ood import load_version_gate
-
             backend.gate = load_version_gate(registry, version, threads=self.threads)
             _check_gate(backend.gate)
             if self.backend_name in ("auto", "onnx"):  # a runtime named by --backend is the one that runs

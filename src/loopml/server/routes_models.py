@@ -31,6 +31,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
 from ..errors import ArgumentError
+from ..models.registry import export_version as do_export
+from ..models.variants import quantize_version as do_quantize
+from ..models.variants import server_data
 from ..store.registry import RegistryStore
 from .errors import json_response
 from .routes_tracking import PREFIX, StrictBody
@@ -153,16 +156,12 @@ async def download_file(name: str, version: int, fmt: str, registry: Registry) -
 
 @router.post("/{name}/versions/{version}/export", summary="Add formats (onnx, pte, pt2), checked against the module")
 async def export_version(name: str, version: int, body: ExportIn, registry: Registry) -> Response:
-    from ..models.registry import export_version as do_export
-
     result = await run_in_threadpool(do_export, registry, f"{name}/{version}", body.formats)
     return json_response(result.to_dict())
 
 
 @router.post("/{name}/versions/{version}/quantize", status_code=201, summary="Make a quantized variant as a new version")
 async def quantize_version(name: str, version: int, body: QuantizeIn, registry: Registry) -> Response:
-    from ..models.variants import quantize_version as do_quantize, server_data
-
     if body.data is not None and not server_data(body.data):  # never a path on the server's disk
         raise ArgumentError(f"Field data should be a stored dataset's fingerprint or a bundled dataset's name, got {body.data!r}")
     result = await run_in_threadpool(

@@ -28,12 +28,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import ArgumentError, LoopMLError, NotFound, StoreError
 from ..files import atomic_path
+from . import datasets as d
 from . import schema as s
-from .artifacts import ArtifactRoot
+from .artifacts import ArtifactRoot, safe_relpath
 from .engine import open_engine
 from .points import decode_history, encode_blocks
 from .protocols import MetricPoint
 from .records import ArtifactInfo, Experiment, History, MetricSummary, RunRecord
+from .search import compile_filter, compile_order_by, status_expression
 from .validation import check_key, check_status, check_text_value
 
 __all__ = ["MAX_PAGE_SIZE", "MetricPoint", "TrackingStore"]
@@ -379,8 +381,6 @@ class TrackingStore:
     # -- reading runs ---------------------------------------------------------
 
     def _status_expr(self) -> sa.ColumnElement[str]:
-        from .search import status_expression
-
         return status_expression(time.time(), self.heartbeat_timeout)
 
     _RUN_FIELDS = (
@@ -479,8 +479,6 @@ class TrackingStore:
         offset: int = 0,
     ) -> list[RunRecord]:
         """Runs matching ``filter`` (the filter language of :mod:`loopml.store.search`)."""
-        from .search import compile_filter, compile_order_by
-
         if not isinstance(limit, int) or not 0 < limit <= MAX_PAGE_SIZE:
             raise ArgumentError(
                 f"Argument limit should be an integer from 1 to {MAX_PAGE_SIZE}, got {limit!r}; "
@@ -506,8 +504,6 @@ class TrackingStore:
             return self._records(conn, rows, ids=ids)
 
     def count_runs(self, *, experiments: Sequence[str] | str | None = None, filter: str | None = None) -> int:
-        from .search import compile_filter
-
         status = self._status_expr()
         stmt = sa.select(sa.func.count()).select_from(
             s.runs.join(s.experiments, s.experiments.c.id == s.runs.c.experiment_id)
@@ -548,8 +544,6 @@ class TrackingStore:
 
     def log_dataset(self, run_id: str, record: Mapping[str, Any], role: str = "train") -> None:
         """Store a dataset record (kept if its fingerprint is known) and link it to the run as ``role``."""
-        from . import datasets as d
-
         role = d.check_role(role)
         row = d.check_record(record)
         with self.transaction() as conn:
@@ -559,15 +553,11 @@ class TrackingStore:
 
     def get_dataset(self, fingerprint: str) -> dict[str, Any]:
         """The dataset record with ``fingerprint`` (schema and profile as dicts)."""
-        from . import datasets as d
-
         with self.read() as conn:
             return d.get_dataset(conn, d.check_fingerprint(fingerprint))
 
     def run_datasets(self, run_id: str) -> dict[str, str]:
         """``{role: fingerprint}`` of the datasets linked to the run."""
-        from . import datasets as d
-
         with self.read() as conn:
             self._require_run(conn, run_id)
             return d.run_datasets(conn, run_id)
@@ -602,8 +592,6 @@ class TrackingStore:
         a = s.artifacts
         stmt = sa.select(a.c.path, a.c.size, a.c.sha256, a.c.created_at).where(a.c.run_id == run_id)
         if prefix:
-            from .artifacts import safe_relpath
-
             clean = safe_relpath(prefix)
             stmt = stmt.where(sa.or_(a.c.path == clean, a.c.path.startswith(clean + "/", autoescape=True)))
         with self.read() as conn:
@@ -627,8 +615,6 @@ class TrackingStore:
         return target
 
     def delete_artifact(self, run_id: str, path: str) -> None:
-        from .artifacts import safe_relpath
-
         clean = safe_relpath(path)
         self.artifacts.delete(run_id, clean)
         a = s.artifacts

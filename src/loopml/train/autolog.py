@@ -18,7 +18,9 @@ import math
 import numbers
 from typing import TYPE_CHECKING, Any
 
+from ..data import Dataset, log_check, log_dataset
 from ..errors import ArgumentError
+from ..tracking import api
 from .callbacks import Callback, Checkpoint
 
 if TYPE_CHECKING:
@@ -58,8 +60,6 @@ class Tracking(Callback):
         return self.every if event == "batch_end" else 1
 
     def on_fit_start(self, trainer: Trainer) -> None:
-        from ..tracking import api
-
         opt = trainer.optimizer
         model = trainer.model
         params: dict[str, Any] = {
@@ -99,11 +99,7 @@ class Tracking(Callback):
             self._log_datasets(trainer)
 
     def _log_datasets(self, trainer: Trainer) -> None:
-        """Link loopml datasets and their quality report to the run, where loopml.data is installed."""
-        try:
-            from ..data import Dataset, log_check, log_dataset
-        except ImportError:
-            return
+        """Link loopml datasets and their quality report to the run."""
         assert self.run is not None
         for role, ds in trainer.state.datasets.items():
             if isinstance(ds, Dataset):

@@ -7,6 +7,10 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from ..data import check
+from ..data.dataset import Dataset as LoopMLDataset  # torch's Dataset is `Dataset` here
+from ..data.preprocess import find_preprocessor
 from ..errors import ArgumentError, ArgumentTypeError
 
 __all__ = ["as_loader", "data_fingerprint", "run_data_check"]
@@ -56,20 +60,15 @@ def data_fingerprint(data: Any) -> str | None:
 def run_data_check(train: Any, val: Any = None, *, model: torch.nn.Module | None = None) -> Any:
     """Run ``loopml.data.check`` on loopml datasets (train, val and leakage between them); stop on errors.
 
-    Returns the report (the tracking callback logs it), or None for other data
-    or where ``loopml.data`` is not installed. Missing input values are no error
-    (they are listed in ``report.ignored``) when ``model`` holds a
+    Returns the report (the tracking callback logs it), or None for other data.
+    Missing input values are no error (they are listed in ``report.ignored``) when ``model`` holds a
     :class:`~loopml.data.Preprocessor` that imputes every column that has them.
     """
     if data_fingerprint(train) is None:  # only loopml datasets carry a fingerprint
         return None
-    try:
-        from ..data import Dataset, check
-    except ImportError:
+    if not isinstance(train, LoopMLDataset):
         return None
-    if not isinstance(train, Dataset):
-        return None
-    val = val if isinstance(val, Dataset) else None
+    val = val if isinstance(val, LoopMLDataset) else None
     ignore = ["missing_values"] if _imputed_in_model(model, [train, val]) else []
     report = check(train, val=val, ignore=ignore)
     report.raise_if_errors(override_hint="fix the data, or pass check_data=False to fit()")
@@ -78,8 +77,6 @@ def run_data_check(train: Any, val: Any = None, *, model: torch.nn.Module | None
 
 def _imputed_in_model(model: torch.nn.Module | None, parts: list[Any]) -> bool:
     """Whether the model's Preprocessor imputes every input column with a missing value (and no target is missing)."""
-    from ..data.preprocess import find_preprocessor
-
     try:
         pre = find_preprocessor(model) if model is not None else None
     except ValueError:  # several Preprocessors: which one reads the rows is not known

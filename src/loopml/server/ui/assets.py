@@ -36,6 +36,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.responses import FileResponse, Response
 
+from ... import config
 from ...errors import ConfigError, NotFound
 
 __all__ = ["PLOTLY_ENV", "STATIC_DIR", "PlotlyBundle", "plotly_js", "plotly_url", "router"]
@@ -95,8 +96,6 @@ def _warn_missing(path: str) -> None:  # once per path, not on every page
 
 def plotly_js() -> PlotlyBundle:
     """The plotly.js bundle to serve: ``$LOOPML_UI_PLOTLY_JS``, else npm's basic bundle, else the full one."""
-    from ... import config
-
     explicit = config.settings().ui_plotly_js
     if explicit:
         candidates = [explicit]
