@@ -81,16 +81,18 @@ def test_two_clients_see_nothing_of_each_others_runs_and_models(uris: tuple[str,
         a.get_run(vb.run_id)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, raises=loopml.IntegrityError, reason=(
-    "two database stores on the default artifact root ($LOOPML_HOME/artifacts) share its _models/NAME/VERSION "
-    "folders: the second store's m/1 replaces the first's files. Known, outside the client: the artifact root "
-    "is one per process (config.settings), not one per store"))
 def test_two_stores_keep_their_own_files_of_a_model_of_the_same_name(uris: tuple[str, str], mlp: MLP,
                                                                      x: torch.Tensor) -> None:
+    # both databases keep their artifacts under the one default root ($LOOPML_HOME/artifacts): b's m/1
+    # must neither replace a's files nor, deleted, take them along
     a, b = loopml.Client(uris[0]), loopml.Client(uris[1])
     _register(a, mlp, x, name="m")
     _register(b, MLP(hidden=8), x, name="m", init_args={"hidden": 8})
     np.testing.assert_allclose(a.load_model("m/1")(x.numpy()), mlp(x).detach().numpy(), atol=1e-6)
+    assert a.registry.model_dir("m", 1) != b.registry.model_dir("m", 1)  # type: ignore[attr-defined]
+    b.delete_version("m/1")
+    np.testing.assert_allclose(a.load_model("m/1")(x.numpy()), mlp(x).detach().numpy(), atol=1e-6)
+    assert a.registry.model_dir("m", 1).is_dir()  # type: ignore[attr-defined]
 
 
 def test_a_version_object_of_another_store_is_refused_not_confused(uris: tuple[str, str], mlp: MLP, x: torch.Tensor) -> None:

@@ -3,9 +3,13 @@
 A *version* is an immutable set of files (one per format) plus the JSON
 documents that describe it (signature, how to rebuild the module, the run's
 metrics, lineage, the training data's profile, measurements). Files are
-copied from the source run's artifacts into ``<artifact root>/_models/<name>/<version>/``
+copied from the source run's artifacts into ``<artifact root>/_models/<name>/<version>-<random>/``
 so that a version outlives its run, and each file's sha256 is recorded and
 checked again before the file is handed out (:meth:`RegistryStore.file_path`).
+The random part keeps two stores that share an artifact root (two databases
+on the default ``$LOOPML_HOME/artifacts``) from writing or deleting each other's
+``m/1``; where a version's files are is read from their recorded paths
+(versions stored before kept ``<name>/<version>/``).
 
 A version is only ever registered from a run's artifacts, named
 ``runs:/<run id>/<path>``: a "source" that names a file on the server (the
@@ -33,7 +37,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -496,7 +500,8 @@ class RegistryStore:
                         parent_version=parent_version, description=description, **doc,
                     )
                 )
-                rel_dir = f"{MODELS_DIR}/{name}/{version}"
+                folder_name = f"{version}-{uuid.uuid4().hex[:12]}"  # unique: never another store's m/1
+                rel_dir = f"{MODELS_DIR}/{name}/{folder_name}"
                 conn.execute(
                     s.model_files.insert(),
                     [
@@ -507,9 +512,7 @@ class RegistryStore:
                         for r in file_rows.values()
                     ],
                 )
-                final = self.root / name / str(version)
-                if final.exists():  # left by a crash between rename and commit: that version never committed
-                    shutil.rmtree(final)
+                final = self.root / name / folder_name
                 staging.rename(final)
         except BaseException:
             if final is not None and final.exists() and not staging.exists():
@@ -586,7 +589,7 @@ class RegistryStore:
         check_format(fmt)
         mv = self.get_version(name, version)
         src = Path(local_path)
-        folder = self.root / name / str(mv.version)
+        folder = self._folder(mv)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / src.name
         if src.resolve() != target.resolve():
@@ -594,7 +597,7 @@ class RegistryStore:
                 shutil.copyfile(src, tmp)
         row = {
             "name": name, "version": mv.version, "format": fmt,
-            "path": f"{MODELS_DIR}/{name}/{mv.version}/{src.name}", "size": target.stat().st_size,
+            "path": f"{folder.relative_to(self.store.artifacts.root).as_posix()}/{src.name}", "size": target.stat().st_size,
             "sha256": sha256_file(target), "details": _dumps(dict(details or {}), "details"), "created_at": time.time(),
         }
         f = s.model_files
@@ -663,7 +666,7 @@ class RegistryStore:
                 )
             conn.execute(f.delete().where(f.c.name == name, f.c.version == mv.version))
             conn.execute(v.delete().where(v.c.name == name, v.c.version == mv.version))
-        shutil.rmtree(self.root / name / str(mv.version), ignore_errors=True)
+        shutil.rmtree(self._folder(mv), ignore_errors=True)
 
     def set_description(self, name: str, version: int, description: str | None) -> ModelVersion:
         mv = self.get_version(name, version)
@@ -673,8 +676,15 @@ class RegistryStore:
         return self.get_version(name, mv.version)
 
     def model_dir(self, name: str, version: int) -> Path:
+        """The folder that holds a version's files."""
         check_model_name(name)
-        return self.root / name / str(int(version))
+        return self._folder(self.get_version(name, int(version)))
+
+    def _folder(self, mv: ModelVersion) -> Path:
+        # where its files were recorded; a version always has files, the fallback is the old layout
+        for info in mv.files.values():
+            return self.store.artifacts.root / PurePosixPath(info.path).parent
+        return self.root / mv.name / str(mv.version)
 
 
 def local_registry(registry: "Registry", what: str) -> RegistryStore:

@@ -199,7 +199,7 @@ run_datasets = Table(
 # A model is a name; a version is an immutable set of files (one per format:
 # state dict, torch.export program, ONNX, ExecuTorch, quantized variants) with
 # the JSON documents that describe it. Files live under the artifact root in
-# `_models/<name>/<version>/`, copied from the source run's artifacts, so a
+# `_models/<name>/<version>-<random>/`, copied from the source run's artifacts, so a
 # version outlives its run (no foreign key to runs on purpose).
 models = Table(
     "models",
