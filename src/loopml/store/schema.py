@@ -38,6 +38,8 @@ from sqlalchemy import (
 __all__ = [
     "HEAD_REVISION",
     "RUN_STATUSES",
+    "alert_rules",
+    "alerts",
     "artifacts",
     "datasets",
     "experiments",
@@ -50,6 +52,7 @@ __all__ = [
     "model_files",
     "model_versions",
     "models",
+    "monitor_results",
     "params",
     "predictions",
     "run_datasets",
@@ -61,7 +64,7 @@ __all__ = [
 # the user to run `loopml db upgrade`. Kept here (not read from the migration
 # scripts) so that opening a store does not import Alembic; a test pins it to
 # the script directory's head.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 from .validation import KEY_LENGTH, RUN_STATUSES  # noqa: E402 - one number for columns and checks; one status list
 
@@ -302,4 +305,57 @@ feedback = Table(
     Column("label", Text, nullable=False),  # JSON
     Column("created_at", Double, nullable=False),
     Index(None, "request_id"),
+)
+
+
+# -- monitoring: results per window, alert rules and fired alerts (revision 0005) ---------
+# One row per computed result of one kind (drift, performance, estimate, abstention, ...) for
+# one window of a version's request log; `payload` is the result as JSON. `target` is what a
+# rule watches, as the user wrote it ("digits@production" follows the alias, "digits/3" one
+# version). No foreign keys to model_versions: results and alerts outlive a deleted version.
+monitor_results = Table(
+    "monitor_results",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("model", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("window_start", Double, nullable=False),
+    Column("window_end", Double, nullable=False),
+    Column("rows", Integer, nullable=False),
+    Column("flagged", Boolean, nullable=True),  # drifted / below the line; NULL: not enough data
+    Column("payload", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Index(None, "model", "version", "kind", "window_end"),
+)
+
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("target", String(160), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("metric", String(32), nullable=False),
+    Column("op", String(2), nullable=False),  # "<" or ">"
+    Column("threshold", Double, nullable=False),
+    Column("webhook", Text, nullable=True),
+    Column("allow", Text, nullable=False),  # JSON list of hosts/networks the webhook may reach
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", Double, nullable=False),
+    UniqueConstraint("target", "name"),
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("rule_id", BigId, ForeignKey("alert_rules.id", ondelete="CASCADE"), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("fired_at", Double, nullable=False),
+    Column("value", Double, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("delivered", Boolean, nullable=True),  # NULL: no webhook
+    Column("delivery_error", Text, nullable=True),
+    Index(None, "model", "fired_at"),
 )
