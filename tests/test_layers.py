@@ -40,7 +40,7 @@ LAYERS: list[set[str]] = [
     {"monitor"},
     {"client"},  # loopml.Client: the public API on one store, over models and monitor
     {"serve", "server"},  # the model server and the tracking server; never each other
-    {"cli", "cli_common", "cli_models", "cli_monitor", "__main__"},
+    {"cli", "cli_common", "cli_models", "cli_monitor", "cli_alerts", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 SIBLINGS_APART = {("serve", "server"), ("server", "serve")}

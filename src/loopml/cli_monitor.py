@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 import typer
 
+from .cli_alerts import alert_app
 from .cli_common import StoreOpt, console, friendly
 from .errors import ArgumentError
 
@@ -81,3 +82,6 @@ def fit_ood_command(
         rates += f", test {test_rate:.2%}"
     typer.echo(f"stored with {ref} (formats ood_gate, " + ", ".join(f"ood_{n}" for n in sorted(gate.detectors))
                + (", ood_features" if "mahalanobis" in gate.detectors else "") + f"); {rates}")
+
+
+monitor_app.add_typer(alert_app, name="alert")

@@ -133,3 +133,28 @@ def test_monitor_results_are_stored_per_window(store: TrackingStore) -> None:
         log.save_result("digits", 2, "drift", window=(5.0, 1.0), rows=1, flagged=None, payload={})
     with pytest.raises(ArgumentError, match="payload should be JSON"):
         log.save_result("digits", 2, "drift", window=(0.0, 1.0), rows=1, flagged=None, payload={"x": float("inf")})
+
+
+def test_the_cli_adds_lists_shows_and_deletes_rules(digits: RegistryStore) -> None:
+    from typer.testing import CliRunner
+
+    from loopml.cli import app
+
+    run = CliRunner().invoke
+    added = run(app, ["monitor", "alert", "add", "digits@production", "floor", "--metric", "accuracy", "--below", "0.9"])
+    assert added.exit_code == 0, added.output
+    assert added.output.strip() == "rule 'floor' on digits@production: fires when accuracy is below 0.9"
+    listed = run(app, ["monitor", "alert", "list", "--json"])
+    assert [(r["name"], r["op"], r["threshold"]) for r in json.loads(listed.output)] == [("floor", "<", 0.9)]
+    alerts.evaluate("digits", 2, {"accuracy": 0.5})
+    shown = run(app, ["monitor", "alert", "history", "digits", "--json"])
+    assert [(a["rule"], a["version"], a["value"]) for a in json.loads(shown.output)] == [("floor", 2, 0.5)]
+    table = run(app, ["monitor", "alert", "history"])
+    assert "digits/2" in table.output and "floor" in table.output
+    bad = run(app, ["monitor", "alert", "add", "digits@production", "x", "--metric", "accuracy", "--below", "0.9",
+                    "--webhook", "http://169.254.169.254/"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: Argument url should be a webhook on a public address")
+    gone = run(app, ["monitor", "alert", "delete", "digits@production", "floor"])
+    assert gone.exit_code == 0 and json.loads(run(app, ["monitor", "alert", "list", "--json"]).output) == []
+    missing = run(app, ["monitor", "alert", "delete", "digits@production", "floor"])
+    assert missing.exit_code == 2 and "no alert rule named 'floor'" in missing.output
