@@ -1,0 +1,210 @@
+"""What a served version answered, window by window: requests, abstentions, confidence, and drift of its predictions.
+
+Read from the model server's own request log (the ``predictions`` table), no glue::
+
+    from loopml.monitor.windows import prediction_windows
+
+    w = prediction_windows("digits", 3, every="1h", since="24h")
+    w[["window_start", "requests", "abstention_rate", "mean_confidence", "prediction_drifted"]]
+
+One row per window (by time with ``every=``, or by count with ``size=`` requests):
+
+- ``requests``, ``rows`` (input rows answered), ``abstained`` (rows the OOD gate
+  refused) and ``abstention_rate`` = abstained / rows;
+- ``mean_confidence``: the mean top-class probability of the rows answered with
+  probabilities (a classifier); NaN otherwise;
+- ``classes``: the predicted classes' counts, and the drift of that distribution
+  against a reference: by default the class balance of the version's training
+  data (its stored profile), else the first window. A window's predictions
+  drifted when Pearson's chi-square test against the reference's proportions
+  gives ``p < alpha`` (0.01) **and** the Jensen-Shannon distance (base 2, 0-1)
+  between the two distributions is at least ``min_js`` (0.1): a large log makes
+  any difference significant, so a difference also has to be big enough to
+  matter. A window with fewer than ``min_rows`` answered rows (100) is
+  reported with ``prediction_drifted`` = None ("not enough data"), never as a
+  false alarm.
+
+The chi-square statistic and p-value are SciPy's (``scipy.stats.chisquare``);
+the Jensen-Shannon distance is ``scipy.spatial.distance.jensenshannon``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from ..errors import ArgumentError, ArgumentTypeError, NotFound
+from ..store.monitoring import MonitorLog
+from ..store.registry import RegistryStore
+from ..store.tracking import TrackingStore
+from ..tracking.api import backend_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["parse_duration", "prediction_windows"]
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+
+
+def parse_duration(value: float | int | str, what: str) -> float:
+    """Seconds from ``90``, ``"30s"``, ``"5m"``, ``"1h"`` or ``"7d"``.
+
+    >>> parse_duration("5m", "every"), parse_duration(90, "every")
+    (300.0, 90.0)
+    """
+    if isinstance(value, bool):
+        raise ArgumentTypeError(f"Argument {what} should be a duration like '5m', '1h' or a number of seconds; got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ArgumentError(f"Argument {what} should be a duration like '30s', '5m', '1h', '7d' or a number of seconds; got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ArgumentError(f"Argument {what} should be a positive duration; got {value!r}")
+    return seconds
+
+
+def _rows_of(outputs: str) -> list[dict[str, Any]]:
+    doc = orjson.loads(outputs)
+    return list(doc["results"]) if "results" in doc else [doc]
+
+
+def _reference_from_profile(profile: Mapping[str, Any] | None) -> dict[str, float] | None:
+    target = (profile or {}).get("target") or {}
+    fractions = target.get("fractions") if target.get("type") == "classification" else None
+    return {str(k): float(v) for k, v in fractions.items()} if fractions else None
+
+
+def _compare(counts: Counter[str], reference: Mapping[str, float], alpha: float, min_js: float) -> tuple[float, float, bool]:
+    from scipy.spatial.distance import jensenshannon
+    from scipy.stats import chisquare
+
+    classes = sorted(set(reference) | set(counts))
+    observed = np.array([counts.get(c, 0) for c in classes], dtype=np.float64)
+    expected_p = np.array([reference.get(c, 0.0) for c in classes], dtype=np.float64)
+    # a class the reference never had gets a small share (half a count) instead of a division by zero
+    floor = 0.5 / max(observed.sum(), 1.0)
+    expected_p = np.where(expected_p > 0, expected_p, floor)
+    expected_p /= expected_p.sum()
+    n = observed.sum()
+    result = chisquare(observed, expected_p * n)
+    p = float(result.pvalue)
+    js = float(jensenshannon(observed / n, expected_p, base=2))
+    return p, js, bool(p < alpha and js >= min_js)
+
+
+def prediction_windows(
+    model: str,
+    version: int | None = None,
+    *,
+    every: float | str | None = "1h",
+    size: int | None = None,
+    since: float | str | None = None,
+    until: float | None = None,
+    reference: Mapping[str, float] | None = None,
+    alpha: float = 0.01,
+    min_js: float = 0.1,
+    min_rows: int = 100,
+    store: bool = False,
+    tracking_uri: str | None = None,
+) -> "pd.DataFrame":
+    """The request log of ``model`` (one ``version``, or all) per window; see the module docstring.
+
+    ``since``: a time (epoch seconds) or a duration back from now (``"24h"``).
+    ``size``: windows of that many requests instead of ``every``. ``reference``:
+    class proportions to compare the predictions with (default: the version's
+    training class balance). ``store=True`` also saves each window's result in the
+    store (``kind="predictions"``) for the UI and alerts.
+    """
+    import pandas as pd
+
+    backend = backend_for(tracking_uri)
+    if not isinstance(backend, TrackingStore):
+        raise ArgumentError("The request log is read where the database is: use a sqlite:/// or postgresql+psycopg:// tracking URI")
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ArgumentError(f"Argument size should be a number of requests >= 1; got {size!r}")
+        width = None
+    else:
+        width = parse_duration(every if every is not None else "1h", "every")
+    if not 0 < alpha < 1:
+        raise ArgumentError(f"Argument alpha should be a probability between 0 and 1, e.g. 0.01; got {alpha!r}")
+    start = time.time() - parse_duration(since, "since") if isinstance(since, str) else since
+    log = MonitorLog(backend)
+    records = log.request_log(model, version, since=start, until=until)
+    if reference is None and version is not None:
+        try:
+            reference = _reference_from_profile(RegistryStore(backend).get_version(model, int(version)).profile)
+        except NotFound:
+            reference = None
+
+    groups: list[list[tuple[Any, ...]]] = []
+    if width is None:
+        groups = [records[i : i + size] for i in range(0, len(records), size)] if size else []
+    elif records:
+        origin = records[0][0] if start is None else float(start)
+        bucket: dict[int, list[tuple[Any, ...]]] = {}
+        for rec in records:
+            bucket.setdefault(int((rec[0] - origin) // width), []).append(rec)
+        groups = [bucket[k] for k in sorted(bucket)]
+
+    out: list[dict[str, Any]] = []
+    first: Counter[str] | None = None
+    for group in groups:
+        counts: Counter[str] = Counter()
+        rows = abstained = 0
+        confidences: list[float] = []
+        for _, _, _, n, _, outputs in group:
+            rows += int(n)
+            for item in _rows_of(outputs):
+                if item.get("status") == "abstain":
+                    abstained += 1
+                    continue
+                pred = item.get("prediction")
+                if isinstance(pred, (str, int)) and not isinstance(pred, bool):
+                    counts[str(pred)] += 1
+                probs = item.get("probabilities")
+                if isinstance(probs, list) and probs:
+                    confidences.append(float(max(probs)))
+        answered = sum(counts.values())
+        ref = reference
+        if ref is None and first is not None:
+            total = sum(first.values())
+            ref = {k: v / total for k, v in first.items()} if total else None
+        p = js = math.nan
+        drifted: bool | None = None
+        if ref and answered >= min_rows:
+            p, js, drifted = _compare(counts, ref, alpha, min_js)
+        if first is None and answered:
+            first = counts
+        if width is None:
+            w_start, w_end = float(group[0][0]), float(group[-1][0])
+        else:
+            k = int((group[0][0] - origin) // width)
+            w_start, w_end = float(origin + k * width), float(origin + (k + 1) * width)
+        row = {
+            "window_start": w_start, "window_end": w_end,
+            "requests": len(group), "rows": rows, "abstained": abstained,
+            "abstention_rate": abstained / rows if rows else math.nan,
+            "mean_confidence": float(np.mean(confidences)) if confidences else math.nan,
+            "classes": dict(sorted(counts.items())),
+            "prediction_drift_p": p, "prediction_drift_js": js, "prediction_drifted": drifted,
+        }
+        out.append(row)
+        if store and version is not None:
+            payload = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            log.save_result(model, int(version), "predictions", window=(w_start, w_end),
+                            rows=rows, flagged=drifted, payload=payload)
+    columns = ["window_start", "window_end", "requests", "rows", "abstained", "abstention_rate", "mean_confidence",
+               "classes", "prediction_drift_p", "prediction_drift_js", "prediction_drifted"]
+    return pd.DataFrame(out, columns=columns)
