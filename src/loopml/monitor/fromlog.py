@@ -1,0 +1,79 @@
+"""What a served version saw and what it was trained on, as arrays the drift tests compare.
+
+- :func:`logged_inputs`: the input rows the model server's request log kept for a
+  version (``loopml serve --log-inputs``, every request by default), in a window
+  of time (``since``) or the newest ``last`` requests;
+- :func:`reference_inputs`: the version's own training inputs, from the data its
+  run logged (``loopml.models.evaldata.version_data``: the rows are stored with the
+  run when they fit in 32 MiB), so the reference is the data itself and the
+  comparison is exact.
+
+>>> x, missing = logged_inputs("digits", 3, since="1h")    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import ArgumentError, NotFound
+from ..models.evaldata import version_data
+from ..store.monitoring import MonitorLog
+from ..store.predictions import inputs_array
+from ..store.registry import RegistryStore
+from ..store.tracking import TrackingStore
+from ..tracking.api import backend_for
+from .windows import parse_duration
+
+if TYPE_CHECKING:
+    from ..store.registry import ModelVersion
+
+__all__ = ["logged_inputs", "reference_inputs", "resolve_version"]
+
+
+def _store(tracking_uri: str | None) -> TrackingStore:
+    backend = backend_for(tracking_uri)
+    if not isinstance(backend, TrackingStore):
+        raise ArgumentError("The request log is read where the database is: use a sqlite:/// or postgresql+psycopg:// tracking URI")
+    return backend
+
+
+def resolve_version(ref: str, *, tracking_uri: str | None = None) -> tuple[RegistryStore, "ModelVersion"]:
+    """The registry and the version ``ref`` names (``digits@production``, ``digits/3``)."""
+    registry = RegistryStore(_store(tracking_uri))
+    return registry, registry.resolve(ref)
+
+
+def logged_inputs(model: str, version: int | None = None, *, since: float | str | None = None, last: int | None = None,
+                  tracking_uri: str | None = None) -> tuple[np.ndarray, int]:
+    """The logged input rows, stacked oldest first, and the number of requests whose inputs were not kept.
+
+    ``since``: a time (epoch seconds) or a duration back from now (``"1h"``);
+    ``last``: the newest ``last`` requests. Raises :class:`~loopml.errors.NotFound`
+    when the window holds no logged inputs.
+    """
+    if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
+        raise ArgumentError(f"Argument last should be a number of requests >= 1, like 10000; got {last!r}")
+    start = time.time() - parse_duration(since, "since") if isinstance(since, str) else since
+    batches, missing = MonitorLog(_store(tracking_uri)).logged_inputs(model, version, since=start, last=last)
+    if not batches:
+        which = f"{model}/{version}" if version is not None else model
+        raise NotFound(
+            f"The request log holds no inputs of {which} in that window ({missing} requests without inputs); "
+            "serve with --log-inputs above 0 (1.0 keeps every request), or widen --since / --last"
+        )
+    return np.concatenate([inputs_array(b) for b in batches]), missing
+
+
+def reference_inputs(registry: RegistryStore, version: "ModelVersion") -> np.ndarray:
+    """The inputs ``version`` was trained on (its run's logged train split)."""
+    try:
+        parts = version_data(registry, version, example="register with the run that logged its training data")
+    except (ArgumentError, NotFound) as exc:
+        raise NotFound(
+            f"{version.ref} has no stored training data to compare with ({exc}); pass the reference yourself: "
+            "loopml.monitor.drift(reference_rows, current_rows)"
+        ) from None
+    return np.asarray(parts.train.x.numpy() if hasattr(parts.train.x, "numpy") else parts.train.x)
