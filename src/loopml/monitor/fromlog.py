@@ -8,7 +8,9 @@
   run when they fit in 32 MiB), so the reference is the data itself and the
   comparison is exact.
 
->>> x, missing = logged_inputs("digits", 3, since="1h")    # doctest: +SKIP
+Example::
+
+    x, missing = logged_inputs("digits", 3, since="1h")
 """
 
 from __future__ import annotations
