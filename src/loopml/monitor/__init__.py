@@ -7,6 +7,8 @@
   (``fit_gate`` on a live model)
 - :mod:`loopml.monitor.versions`: a registered version's gate, fitted on its data
   and stored with its files (``fit_ood`` / ``load_gate``)
+- :mod:`loopml.monitor.multivariate`: ``multivariate_drift``, a classifier two-sample
+  test of the joint distribution (catches a correlation that flips)
 
 >>> from loopml.monitor import fit_ood, load_gate
 >>> gate = fit_ood("digits/1", train=parts.train, val=parts.val)    # stored with digits/1
@@ -30,12 +32,14 @@ _LAZY = {
     "fit_gate": "loopml.monitor.ood",
     "fit_ood": "loopml.monitor.versions",
     "load_gate": "loopml.monitor.versions",
+    "multivariate_drift": "loopml.monitor.multivariate",
 }
 
 __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
     from .ood import MahalanobisDetector, OODGate, VAEDetector, fit_gate
+    from .multivariate import multivariate_drift
     from .versions import fit_ood, load_gate
 
 
