@@ -289,3 +289,19 @@ def test_bad_frame_columns_are_a_clear_error() -> None:
         multivariate_drift(frame, frame, columns="a")  # type: ignore[arg-type]
     with pytest.raises(ArgumentError, match=r"unique column names"):
         multivariate_drift(pd.DataFrame([[1, 2]] * 200, columns=["a", "a"]), frame)
+
+
+def test_constant_data_and_the_most_categories_kept_work() -> None:
+    same = multivariate_drift(np.ones((500, 3)), np.ones((400, 3)))
+    assert same["drifted"] is False and same["p_value"] == 1.0 and same["statistic"] == 0.5  # nothing to learn
+    rng = np.random.default_rng(15)
+    levels = np.array([f"c{i}" for i in range(MAX_CATEGORIES)], dtype=object)
+    ref = pd.DataFrame({"c": rng.choice(levels, 5_000), "n": pd.array(rng.integers(0, 9, 5_000), dtype="Int64")})
+    cur = pd.DataFrame({"c": rng.choice(levels, 5_000), "n": pd.array(rng.integers(0, 9, 5_000), dtype="Int64")})
+    result = multivariate_drift(ref, cur)
+    assert result["categorical"] == ["c"] and result["left_out"] == {} and not result["drifted"]
+    cur.loc[cur.index[:1_000], "c"] = "new"  # the code after the reference's 250: still within the classifier's bins
+    assert multivariate_drift(ref, cur)["drifted"]
+    ref["c"] = np.append(levels, rng.choice(levels, 5_000 - MAX_CATEGORIES))
+    ref.loc[0, "c"] = "one too many"
+    assert "c" in multivariate_drift(ref, cur)["left_out"]
