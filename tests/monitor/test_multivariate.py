@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import kstest, ks_2samp, mannwhitneyu
+from scipy.stats import ks_2samp, kstest, mannwhitneyu
 
 from loopml.errors import ArgumentError, ArgumentTypeError
 from loopml.monitor import multivariate_drift
