@@ -142,6 +142,35 @@ class PredictionLog:
             conn.execute(s.feedback.insert().values(request_id=request_id, label=text, created_at=when))
         return {"request_id": request_id, "label": label, "created_at": when}
 
+    def labelled(
+        self, model: str, version: int | None = None, *, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """The predictions of ``model`` (one ``version``, or all) that have a label, oldest first, in one query.
+
+        Each is ``{"request_id", "version", "created_at", "status", "rows", "outputs", "label", "labelled_at"}``:
+        ``outputs`` the JSON text the server sent, ``label`` the newest label given for the request (decoded JSON).
+        ``since`` and ``until`` (seconds since the epoch) bound the prediction's ``created_at``: ``since <= t < until``.
+        """
+        p, f = s.predictions, s.feedback
+        newest = sa.select(f.c.request_id, sa.func.max(f.c.id).label("id")).group_by(f.c.request_id).subquery()
+        q = (
+            sa.select(p.c.request_id, p.c.version, p.c.created_at, p.c.status, p.c.rows, p.c.outputs,
+                      f.c.label, f.c.created_at.label("labelled_at"))
+            .join(newest, newest.c.request_id == p.c.request_id)
+            .join(f, f.c.id == newest.c.id)
+            .where(p.c.model == model)
+            .order_by(p.c.created_at, p.c.request_id)
+        )
+        if version is not None:
+            q = q.where(p.c.version == int(version))
+        if since is not None:
+            q = q.where(p.c.created_at >= float(since))
+        if until is not None:
+            q = q.where(p.c.created_at < float(until))
+        with self.store.read() as conn:
+            rows = conn.execute(q).mappings().all()
+        return [{**r, "label": json.loads(r["label"])} for r in rows]
+
     def feedback(self, request_id: str) -> list[dict[str, Any]]:
         """Every label given for a request, oldest first."""
         with self.store.read() as conn:
