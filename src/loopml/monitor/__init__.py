@@ -9,6 +9,9 @@
   and stored with its files (``fit_ood`` / ``load_gate``)
 - :mod:`loopml.monitor.multivariate`: ``multivariate_drift``, a classifier two-sample
   test of the joint distribution (catches a correlation that flips)
+- :mod:`loopml.monitor.performance`: accuracy from feedback labels per window
+  (``live_accuracy``), a label-free estimate (``estimated_accuracy``) and DDM
+  concept-drift detection on the stream of errors (``ddm``)
 
 >>> from loopml.monitor import fit_ood, load_gate
 >>> gate = fit_ood("digits/1", train=parts.train, val=parts.val)    # stored with digits/1
@@ -26,11 +29,17 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_exports
 
 _LAZY = {
+    "ConfidenceCalibration": "loopml.monitor.performance",
+    "DDMResult": "loopml.monitor.performance",
     "MahalanobisDetector": "loopml.monitor.ood",
     "OODGate": "loopml.monitor.ood",
     "VAEDetector": "loopml.monitor.ood",
+    "ddm": "loopml.monitor.performance",
+    "estimated_accuracy": "loopml.monitor.performance",
+    "feedback_outcomes": "loopml.monitor.performance",
     "fit_gate": "loopml.monitor.ood",
     "fit_ood": "loopml.monitor.versions",
+    "live_accuracy": "loopml.monitor.performance",
     "load_gate": "loopml.monitor.versions",
     "multivariate_drift": "loopml.monitor.multivariate",
 }
@@ -40,6 +49,7 @@ __all__ = sorted(_LAZY)
 if TYPE_CHECKING:
     from .ood import MahalanobisDetector, OODGate, VAEDetector, fit_gate
     from .multivariate import multivariate_drift
+    from .performance import ConfidenceCalibration, DDMResult, ddm, estimated_accuracy, feedback_outcomes, live_accuracy
     from .versions import fit_ood, load_gate
 
 

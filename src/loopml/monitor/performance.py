@@ -1,0 +1,365 @@
+"""A served model's performance: measured from feedback labels, estimated without them, and watched for concept drift.
+
+Three parts, each answering what the one before cannot:
+
+- :func:`live_accuracy`: accuracy from the labels sent to ``POST /v1/feedback``,
+  joined to the request log by request id (one SQL query,
+  :meth:`~loopml.store.predictions.PredictionLog.labelled`), per window, with the
+  count of labelled rows and a Wilson 95% interval. An abstention (the OOD gate
+  said "I don't know") is not a wrong answer: ``coverage`` is answered / labelled
+  and ``accuracy`` is on the answered rows;
+- :func:`estimated_accuracy`: a label-free estimate (average calibrated
+  confidence), calibrated on the version's validation split with
+  :class:`ConfidenceCalibration`. Right under covariate shift, wrong under concept
+  drift (the model is then confidently wrong: nothing in the inputs says so);
+- :func:`ddm`: the drift detection method (Gama et al. 2004) on the stream of
+  feedback errors, which catches that concept drift as soon as labels arrive.
+
+The request log of the current store, one labelled request, its accuracy:
+
+>>> from loopml.monitor import ConfidenceCalibration, ddm, estimated_accuracy, live_accuracy
+>>> from loopml.store.predictions import PredictionLog
+>>> from loopml.tracking.api import backend_for
+>>> log = PredictionLog(backend_for())
+>>> log.insert_many([{"request_id": "r1", "model": "digits", "version": 1, "created_at": 0.0, "status": "ok",
+...                   "rows": 1, "latency_ms": 0.4, "ood_score": None, "inputs": None,
+...                   "outputs": '{"prediction": "3", "probabilities": [0.1, 0.9]}'}])
+>>> log.add_feedback("r1", 3)["label"]
+3
+>>> w = live_accuracy("digits/1").iloc[0]
+>>> int(w.labelled), float(w.accuracy), round(float(w.ci_low), 3)
+(1, 1.0, 0.207)
+
+Estimated without labels, and the drift detector on a stream of errors:
+
+>>> _ = model.eval()
+>>> probs = lambda x: torch.softmax(model(x), dim=1).detach().numpy()
+>>> cal = ConfidenceCalibration.fit(probs(x_val), y_val.numpy())
+>>> abs(estimated_accuracy(probs(x_test), cal) - float((probs(x_test).argmax(1) == y_test.numpy()).mean())) < 0.05
+True
+>>> rng = np.random.default_rng(0)
+>>> ddm(np.r_[rng.random(2000) < 0.1, rng.random(2000) < 0.4]).drifts      # error rate 10%, then 40% from 2000
+[2008]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ArgumentError, ArgumentTypeError
+from ..store.predictions import PredictionLog
+from ..store.tracking import TrackingStore
+from ..tracking.api import backend_for
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["ConfidenceCalibration", "DDMResult", "ddm", "estimated_accuracy", "feedback_outcomes", "live_accuracy"]
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+OUTCOME_COLUMNS = ["request_id", "version", "created_at", "labelled_at", "row", "status", "prediction", "label", "answered", "correct"]
+WINDOW_COLUMNS = ["start", "end", "labelled", "answered", "abstained", "coverage", "correct", "accuracy", "ci_low", "ci_high"]
+
+
+def _log(store: "TrackingStore | PredictionLog | None", tracking_uri: str | None) -> PredictionLog:
+    if isinstance(store, PredictionLog):
+        return store
+    if isinstance(store, TrackingStore):
+        return PredictionLog(store)
+    if store is not None:
+        raise ArgumentTypeError(f"Argument store should be a TrackingStore or a PredictionLog; got {type(store).__name__}")
+    backend = backend_for(tracking_uri)
+    if not isinstance(backend, TrackingStore):
+        raise ArgumentError("The request log is read from the database: pass store=TrackingStore(...) or a "
+                            f"database tracking_uri such as 'sqlite:///./.loopml/loopml.db'; got {type(backend).__name__}")
+    return PredictionLog(backend)
+
+
+def _model(model: str, version: int | None) -> tuple[str, int | None]:
+    if not isinstance(model, str) or not model:
+        raise ArgumentTypeError(f"Argument model should be a model name such as 'digits' or 'digits/3'; got {model!r}")
+    name, _, number = model.partition("/")
+    if not number:
+        return name, version
+    if not number.isdigit() or (version is not None and int(number) != version):
+        raise ArgumentError(f"Argument model should be 'name' or 'name/N' (and agree with version=); got {model!r}")
+    return name, int(number)
+
+
+def _seconds(per: str | float) -> float:
+    if isinstance(per, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", per)
+        if m is None:
+            raise ArgumentError(f"Argument per should be a duration such as '30m', '1h' or '1d', or a row count; got {per!r}")
+        return float(m.group(1)) * _UNITS[m.group(2)]
+    return float(per)
+
+
+def feedback_outcomes(
+    model: str,
+    *,
+    version: int | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    store: "TrackingStore | PredictionLog | None" = None,
+    tracking_uri: str | None = None,
+) -> "pd.DataFrame":
+    """One row per labelled input row of a classifier's requests, oldest first: was it answered, was it right.
+
+    A request of one row is labelled with one value, a batch with a list (one label
+    per row). ``prediction`` is the class name the server sent, ``label`` the newest
+    label given, compared as text (``3`` and ``"3"`` are the same class).
+    ``answered`` is False for a row the OOD gate abstained on, and ``correct`` is then
+    False too (use it only where ``answered``). Columns: :data:`OUTCOME_COLUMNS`.
+    A model whose answers have no class (a regressor) raises ``ArgumentError``.
+
+    >>> feedback_outcomes("iris").empty
+    True
+    """
+    import pandas as pd
+
+    name, number = _model(model, version)
+    rows: list[tuple[Any, ...]] = []
+    for rec in _log(store, tracking_uri).labelled(name, number, since=since, until=until):
+        out = json.loads(rec["outputs"])
+        items = out["results"] if "results" in out else [out]
+        label = rec["label"]
+        labels = label if "results" in out and (isinstance(label, list) or len(items) != 1) else [label]
+        if not isinstance(labels, list) or len(labels) != len(items):
+            raise ArgumentError(f"The label of request {rec['request_id']!r} should be a list of {len(items)} labels "
+                                f"(one per row of the batch); got {rec['label']!r}")
+        for i, (item, label) in enumerate(zip(items, labels)):
+            pred = item.get("prediction")
+            answered = item.get("status", "ok") == "ok"
+            if answered and (isinstance(pred, (list, dict)) or "probabilities" not in item):
+                raise ArgumentError(f"Accuracy needs a classifier's answers; request {rec['request_id']!r} of {name!r} "
+                                    f"answered {pred!r} with no class probabilities")
+            correct = answered and str(pred) == str(label)
+            rows.append((rec["request_id"], rec["version"], rec["created_at"], rec["labelled_at"], i,
+                         item.get("status", "ok"), pred, label, answered, correct))
+    return pd.DataFrame(rows, columns=OUTCOME_COLUMNS).astype({"answered": bool, "correct": bool})
+
+
+def _window(start: float, end: float, outcomes: "pd.DataFrame", confidence: float) -> list[Any]:
+    try:
+        from scipy.stats import binomtest  # type: ignore[import-untyped]  # SciPy ships no stubs here
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError("Accuracy intervals need SciPy (with scikit-learn): pip install 'loopml[data]'") from exc
+
+    labelled = len(outcomes)
+    answered = int(outcomes["answered"].sum())
+    correct = int(outcomes["correct"].sum())
+    low = high = accuracy = math.nan
+    if answered:
+        accuracy = correct / answered
+        ci = binomtest(correct, answered).proportion_ci(confidence_level=confidence, method="wilson")
+        low, high = float(ci.low), float(ci.high)
+    coverage = answered / labelled if labelled else math.nan
+    return [start, end, labelled, answered, labelled - answered, coverage, correct, accuracy, low, high]
+
+
+def live_accuracy(
+    model: str,
+    *,
+    version: int | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    per: str | float | int | None = None,
+    confidence: float = 0.95,
+    store: "TrackingStore | PredictionLog | None" = None,
+    tracking_uri: str | None = None,
+) -> "pd.DataFrame":
+    """Accuracy of a served classifier from its feedback labels, per window, with a Wilson interval.
+
+    ``model`` is a name (``"digits"``) or a version (``"digits/3"``, or ``version=3``);
+    ``since`` / ``until`` bound the requests' time (seconds since the epoch).
+    ``per`` makes the windows: ``None`` one window over everything, an ``int`` that
+    many labelled rows per window (the last may be short), a duration (``"1h"``,
+    ``"30m"``, or seconds as a float) windows of that length aligned on ``since`` (else
+    on the first labelled request); time windows without a label are left out.
+
+    Columns (:data:`WINDOW_COLUMNS`): ``start``, ``end`` (request times; a time window's
+    bounds, a count window's first and last request), ``labelled`` rows, ``answered``,
+    ``abstained``, ``coverage`` = answered / labelled, ``correct``, ``accuracy`` =
+    correct / answered (an abstention is not a wrong answer), and ``ci_low`` /
+    ``ci_high``: the Wilson score interval at ``confidence``
+    (``scipy.stats.binomtest(...).proportion_ci(method="wilson")``), NaN with no answered row.
+
+    >>> list(live_accuracy("iris", per="1h").columns)     # no labelled request of iris: no window
+    ['start', 'end', 'labelled', 'answered', 'abstained', 'coverage', 'correct', 'accuracy', 'ci_low', 'ci_high']
+    """
+    import pandas as pd
+
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
+        raise ArgumentError(f"Argument confidence should be a fraction between 0 and 1 such as 0.95; got {confidence!r}")
+    if per is not None and (isinstance(per, bool) or not isinstance(per, (str, int, float))):
+        raise ArgumentTypeError(f"Argument per should be None, a row count such as 500, or a duration such as '1h'; got {per!r}")
+    outcomes = feedback_outcomes(model, version=version, since=since, until=until, store=store, tracking_uri=tracking_uri)
+    frames: list[list[Any]] = []
+    t = outcomes["created_at"].to_numpy(dtype=np.float64)
+    if per is None:
+        if len(outcomes):
+            frames.append(_window(float(t[0]) if since is None else since, float(t[-1]) if until is None else until,
+                                  outcomes, confidence))
+    elif isinstance(per, int):
+        if per < 1:
+            raise ArgumentError(f"Argument per should be a row count of at least 1 or a duration such as '1h'; got {per!r}")
+        for i in range(0, len(outcomes), per):
+            part = outcomes.iloc[i : i + per]
+            frames.append(_window(float(t[i]), float(t[min(i + per, len(t)) - 1]), part, confidence))
+    else:
+        width = _seconds(per)
+        if not width > 0 or not math.isfinite(width):
+            raise ArgumentError(f"Argument per should be a positive duration such as '1h'; got {per!r}")
+        if len(outcomes):
+            origin = float(t[0]) if since is None else float(since)
+            bins = np.floor((t - origin) / width).astype(np.int64)
+            for b in np.unique(bins):
+                frames.append(_window(origin + b * width, origin + (b + 1) * width, outcomes[bins == b], confidence))
+    return pd.DataFrame(frames, columns=WINDOW_COLUMNS)
+
+
+def _check_probabilities(probabilities: Any, name: str) -> np.ndarray:
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2 or not len(p) or not np.isfinite(p).all() or (p < 0).any():
+        raise ArgumentError(f"Argument {name} should be a 2-d array of class probabilities (rows x classes, at least 2), "
+                            f"finite and non-negative; got shape {p.shape}")
+    return p
+
+
+@dataclass(frozen=True)
+class ConfidenceCalibration:
+    """Average thresholded confidence (ATC, Garg et al. 2022): a confidence threshold fitted on the validation split.
+
+    The threshold ``t`` is chosen so that the share of validation rows whose top-class
+    probability is above ``t`` equals the validation accuracy; on new rows the
+    estimated accuracy is the share above ``t``. Why ATC rather than the mean
+    confidence after temperature scaling: one temperature fitted by likelihood
+    leaves the mean confidence off the accuracy wherever the miscalibration is not
+    a single scale (on the test problem of ``tests/monitor/test_performance.py``, a
+    3-class logistic model, the temperature-scaled mean was 0.785 on the validation
+    split against an accuracy of 0.824), while ATC matches the validation accuracy
+    by construction and needs only that the ranking by confidence carries over to
+    the new rows. That holds under covariate shift (the inputs move, ``p(y | x)`` does
+    not) and fails under concept drift (``p(y | x)`` changes; the model is then
+    confidently wrong and nothing in the inputs says so): that is :func:`ddm`'s job,
+    on labels.
+
+    ``threshold``, ``val_accuracy``, ``rows`` (validation rows) are kept to report
+    with the estimate.
+
+    >>> ConfidenceCalibration.fit(np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]]), np.array([0, 1, 1, 0]))
+    ConfidenceCalibration(threshold=0.6, val_accuracy=0.5, rows=4)
+    """
+
+    threshold: float
+    val_accuracy: float
+    rows: int
+
+    @classmethod
+    def fit(cls, probabilities: Any, labels: Any) -> "ConfidenceCalibration":
+        """The threshold from validation probabilities (rows x classes) and labels (class indices)."""
+        p = _check_probabilities(probabilities, "probabilities")
+        y = np.asarray(labels)
+        if y.shape != (len(p),) or not np.issubdtype(y.dtype, np.integer) or (y < 0).any() or (y >= p.shape[1]).any():
+            raise ArgumentError(f"Argument labels should be {len(p)} class indices in [0, {p.shape[1]}); "
+                                f"got shape {y.shape}, dtype {y.dtype}")
+        accuracy = float((p.argmax(axis=1) == y).mean())
+        confidence = np.sort(p.max(axis=1))
+        wrong = int(round((1.0 - accuracy) * len(p)))  # that many rows at or below the threshold
+        threshold = float(confidence[wrong - 1]) if wrong else float(np.nextafter(confidence[0], -np.inf))
+        return cls(threshold, accuracy, len(p))
+
+
+def estimated_accuracy(probabilities: Any, calibration: ConfidenceCalibration | None = None) -> float:
+    """The accuracy a classifier should have on these rows, without labels.
+
+    With ``calibration`` (the version's :class:`ConfidenceCalibration`, fitted on its
+    validation split): the share of rows whose top-class probability is above its
+    threshold (ATC). Without: the plain mean top-class probability. Right under
+    covariate shift, blind to concept drift: both measured in
+    ``tests/monitor/test_performance.py`` and docs/monitoring.md.
+
+    >>> cal = ConfidenceCalibration(threshold=0.6, val_accuracy=0.5, rows=4)
+    >>> estimated_accuracy(np.array([[0.8, 0.2], [0.5, 0.5]]), cal), estimated_accuracy(np.array([[0.8, 0.2], [0.5, 0.5]]))
+    (0.5, 0.65)
+    """
+    p = _check_probabilities(probabilities, "probabilities")
+    if calibration is None:
+        return float(p.max(axis=1).mean())
+    if not isinstance(calibration, ConfidenceCalibration):
+        raise ArgumentTypeError(f"Argument calibration should be a ConfidenceCalibration or None; got {type(calibration).__name__}")
+    return float((p.max(axis=1) > calibration.threshold).mean())
+
+
+@dataclass(frozen=True)
+class DDMResult:
+    """Where :func:`ddm` warned and detected drift (positions in the stream, 0-based), one of each per detection."""
+
+    warnings: list[int]
+    drifts: list[int]
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.drifts)
+
+
+def ddm(errors: Sequence[bool] | np.ndarray, *, warning: float = 2.0, drift: float = 3.0, min_samples: int = 300) -> DDMResult:
+    """The drift detection method (Gama et al. 2004) on a stream of errors (1 = the model was wrong).
+
+    At each position ``i`` the error rate so far is ``p`` with ``s = sqrt(p (1 - p) / i)``;
+    ``p_min`` and ``s_min`` are taken where ``p + s`` was smallest (from ``min_samples``
+    on). A warning is raised at ``p + s >= p_min + warning * s_min`` and a drift at
+    ``p + s >= p_min + drift * s_min``; after a drift the statistics start again from
+    the next position. One deviation from the paper: a minimum with ``s = 0`` (no error
+    seen yet) is not taken, as it would make the first error a drift.
+
+    Written in NumPy rather than taken from ``river``: it is a few vectorised lines
+    (cumulative sums and a running minimum per segment), and keeps a dependency out.
+
+    >>> ddm([0] * 400 + [1] * 50)      # no error in 400 labels, then only errors
+    DDMResult(warnings=[401], drifts=[402])
+    """
+    e = np.asarray(errors)
+    if e.ndim != 1 or not (e.dtype == bool or np.isin(e, (0, 1)).all()):
+        raise ArgumentError(f"Argument errors should be a 1-d sequence of 0/1 or booleans (1 = wrong); got shape {e.shape}")
+    if not 0 < warning <= drift:
+        raise ArgumentError(f"Arguments warning and drift should satisfy 0 < warning <= drift; got {warning}, {drift}")
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
+        raise ArgumentError(f"Argument min_samples should be a whole number of at least 1; got {min_samples!r}")
+    e = e.astype(np.float64)
+    warnings: list[int] = []
+    drifts: list[int] = []
+    start = 0
+    while len(e) - start >= min_samples:
+        seg = e[start:]
+        n = np.arange(1, len(seg) + 1, dtype=np.float64)
+        p = np.cumsum(seg) / n
+        s = np.sqrt(p * (1 - p) / n)
+        ps = np.where((n >= min_samples) & (s > 0), p + s, np.inf)
+        earlier = np.concatenate(([np.inf], np.minimum.accumulate(ps)[:-1]))
+        at = np.maximum.accumulate(np.where(ps < earlier, np.arange(len(seg)), -1))  # where the running minimum was set
+        ok = at >= 0
+        p_min = np.where(ok, p[np.maximum(at, 0)], np.nan)
+        s_min = np.where(ok, s[np.maximum(at, 0)], np.nan)
+        live = ok & (n >= min_samples)
+        with np.errstate(invalid="ignore"):
+            fired = np.flatnonzero(live & (p + s >= p_min + drift * s_min))
+            warned = np.flatnonzero(live & (p + s >= p_min + warning * s_min))
+        if not len(fired):
+            if len(warned):
+                warnings.append(start + int(warned[0]))
+            break
+        first = int(fired[0])
+        w = warned[warned <= first]
+        warnings.append(start + int(w[0] if len(w) else first))
+        drifts.append(start + first)
+        start += first + 1
+    return DDMResult(warnings, drifts)

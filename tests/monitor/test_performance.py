@@ -1,0 +1,235 @@
+"""Performance from feedback (real SQLite request log), the label-free estimate, and DDM on the error stream."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from loopml.errors import ArgumentError
+from loopml.monitor import ConfidenceCalibration, ddm, estimated_accuracy, feedback_outcomes, live_accuracy
+from loopml.store.predictions import PredictionLog
+
+T0 = 1_700_000_000.0
+
+
+def _single(rid: str, pred: str | None, status: str = "ok", version: int = 1) -> dict[str, object]:
+    doc: dict[str, object] = {"request_id": rid, "model": "clf", "version": version, "status": status, "prediction": pred}
+    if pred is not None:
+        doc["probabilities"] = [0.7, 0.2, 0.1]
+    return doc
+
+
+def _record(rid: str, t: float, outputs: dict[str, object], status: str = "ok", version: int = 1, rows: int = 1) -> dict[str, object]:
+    return {"request_id": rid, "model": "clf", "version": version, "created_at": t, "status": status, "rows": rows,
+            "latency_ms": 0.3, "ood_score": None, "inputs": None, "outputs": json.dumps(outputs)}
+
+
+def _wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    # the closed form, independent of scipy: (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+@pytest.fixture
+def log(store) -> PredictionLog:  # type: ignore[no-untyped-def]
+    log = PredictionLog(store)
+    recs = []
+    for i in range(40):  # version 1, one request a minute: 30 answered (first 20 right), 10 abstained
+        status = "abstain" if i % 4 == 3 else "ok"
+        recs.append(_record(f"r{i}", T0 + 60 * i, _single(f"r{i}", None if status == "abstain" else "a", status), status))
+    recs.append(_record("v2", T0 + 5, _single("v2", "a", version=2), version=2))
+    batch = {"request_id": "b", "model": "clf", "version": 1,
+             "results": [{"status": "ok", "prediction": "a", "probabilities": [0.6, 0.3, 0.1]},
+                         {"status": "abstain", "prediction": None, "reason": "ood"},
+                         {"status": "ok", "prediction": "c", "probabilities": [0.1, 0.1, 0.8]}]}
+    recs.append(_record("b", T0 + 60 * 40, batch, status="abstain", rows=3))
+    recs.append(_record("unlabelled", T0 + 60 * 41, _single("unlabelled", "a")))
+    log.insert_many(recs)
+    answered = [i for i in range(40) if i % 4 != 3]
+    for i in range(40):
+        if i in answered:
+            log.add_feedback(f"r{i}", "b", at=T0 + 1)  # a first label, corrected below: the newest counts
+            log.add_feedback(f"r{i}", "a" if answered.index(i) < 20 else "b", at=T0 + 2)
+        else:
+            log.add_feedback(f"r{i}", "a", at=T0 + 2)
+    log.add_feedback("v2", "b")
+    log.add_feedback("b", ["a", "a", "b"])
+    return log
+
+
+def test_labelled_joins_the_newest_label_in_one_query(log: PredictionLog) -> None:
+    rows = log.labelled("clf", 1)
+    assert [r["request_id"] for r in rows] == [f"r{i}" for i in range(40)] + ["b"]  # oldest first, unlabelled left out
+    assert rows[0]["label"] == "a" and rows[-1]["label"] == ["a", "a", "b"] and rows[0]["labelled_at"] == T0 + 2
+    assert [r["request_id"] for r in log.labelled("clf", since=T0 + 1, until=T0 + 61)] == ["v2", "r1"]
+
+
+def test_accuracy_coverage_and_wilson_interval_over_one_window(log: PredictionLog) -> None:
+    out = live_accuracy("clf/1", store=log)
+    assert len(out) == 1
+    w = out.iloc[0]
+    # 40 single rows (30 answered, 20 right) + a batch of 3 (2 answered, 1 right)
+    assert (w.labelled, w.answered, w.abstained, w.correct) == (43, 32, 11, 21)
+    assert w.coverage == pytest.approx(32 / 43) and w.accuracy == pytest.approx(21 / 32)
+    ci = binomtest(21, 32).proportion_ci(confidence_level=0.95, method="wilson")
+    assert (w.ci_low, w.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert (w.ci_low, w.ci_high) == pytest.approx(_wilson(21, 32), abs=1e-9)
+    both = live_accuracy("clf", store=log).iloc[0]  # every version: v2 answered "a", labelled "b"
+    assert (both.labelled, both.answered, both.correct) == (44, 33, 21)
+
+
+def test_windows_by_count_and_by_time(log: PredictionLog) -> None:
+    by_count = live_accuracy("clf", version=1, per=10, store=log)
+    assert by_count["labelled"].tolist() == [10, 10, 10, 10, 3]
+    # rows 0-9: 8 answered, all right (the first 20 answered rows are right); rows 30-39: 7 answered, none right
+    assert by_count["correct"].tolist()[0] == 8 and by_count["accuracy"].iloc[0] == 1.0
+    assert by_count["accuracy"].iloc[3] == 0.0 and by_count["ci_low"].iloc[3] == 0.0
+    assert by_count["start"].iloc[1] == T0 + 600 and by_count["end"].iloc[1] == T0 + 60 * 19
+    by_time = live_accuracy("clf", version=1, per="10m", since=T0, store=log)
+    assert by_time["start"].tolist() == [T0 + 600 * k for k in range(5)]
+    assert by_time["labelled"].sum() == 43 and by_time["labelled"].tolist() == [10, 10, 10, 10, 3]
+    hour = live_accuracy("clf/1", per=3600.0, since=T0, until=T0 + 600, store=log)
+    assert hour["labelled"].tolist() == [10] and hour["end"].iloc[0] == T0 + 3600
+
+
+def test_outcomes_per_row_and_errors(log: PredictionLog) -> None:
+    rows = feedback_outcomes("clf/1", store=log)
+    batch = rows[rows.request_id == "b"]
+    assert batch["row"].tolist() == [0, 1, 2] and batch["answered"].tolist() == [True, False, True]
+    assert batch["correct"].tolist() == [True, False, False]
+    with pytest.raises(ArgumentError, match="Argument per should be a duration"):
+        live_accuracy("clf", per="ten minutes", store=log)
+    with pytest.raises(ArgumentError, match="Argument model should be"):
+        live_accuracy("clf/1", version=2, store=log)
+    log.insert_many([_record("reg", T0, {"request_id": "reg", "prediction": [1.5], "status": "ok"})])
+    log.add_feedback("reg", 1.4)
+    with pytest.raises(ArgumentError, match="Accuracy needs a classifier's answers"):
+        live_accuracy("clf", since=T0 - 1, until=T0 + 0.5, store=log)
+    assert live_accuracy("nobody", store=log).empty
+
+
+# --- the label-free estimate ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def problem() -> tuple[object, ConfidenceCalibration, np.ndarray, np.ndarray]:
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = make_classification(n_samples=40_000, n_features=10, n_informative=5, n_classes=3, n_clusters_per_class=1,
+                               flip_y=0.05, random_state=0)
+    model = LogisticRegression(max_iter=1000).fit(x[:10_000], y[:10_000])
+    cal = ConfidenceCalibration.fit(model.predict_proba(x[10_000:15_000]), y[10_000:15_000])
+    return model, cal, x[15_000:], y[15_000:]
+
+
+@pytest.mark.parametrize("feature", [3, 8])
+def test_estimate_follows_the_accuracy_under_covariate_shift(problem, feature: int) -> None:  # type: ignore[no-untyped-def]
+    model, cal, pool, labels = problem
+    assert cal.val_accuracy == pytest.approx(0.824) and cal.rows == 5000
+    # covariate shift by selection: rows kept with probability sigmoid(2 x_k), so p(y | x) is unchanged
+    keep = np.random.default_rng(0).random(len(pool)) < 1 / (1 + np.exp(-2 * pool[:, feature]))
+    p = model.predict_proba(pool[keep])
+    real = float((p.argmax(axis=1) == labels[keep]).mean())
+    assert abs(real - cal.val_accuracy) > 0.015  # the shift moved the accuracy (to 0.790 / 0.846)
+    # measured errors 0.003 (feature 3) and 0.018 (feature 8) on ~9,800 rows, against 0.034 and 0.022 for the
+    # validation accuracy taken as the estimate and 0.021 and 0.033 for the raw mean confidence. Binomial noise alone
+    # is ~0.004; the rest is ATC's own bias where the confidence ranking moves with the shift. 0.025 is that 0.018
+    # with room for a solver's last digits.
+    assert abs(estimated_accuracy(p, cal) - real) < 0.025
+    assert abs(estimated_accuracy(p, cal) - real) < abs(estimated_accuracy(p) - real)
+
+
+def test_estimate_is_blind_to_concept_drift_and_ddm_catches_it(problem) -> None:  # type: ignore[no-untyped-def]
+    model, cal, pool, labels = problem
+    drifted = labels.copy()
+    region = pool[:, 3] > 0
+    drifted[region] = (drifted[region] + 1) % 3  # the same inputs, another concept for half of them
+    p = model.predict_proba(pool)
+    wrong_before = p.argmax(axis=1) != labels
+    wrong_after = p.argmax(axis=1) != drifted
+    estimate = estimated_accuracy(p, cal)
+    assert abs(estimate - (1 - wrong_before.mean())) < 0.01          # measured 0.002 (0.822 vs 0.824)
+    assert (1 - wrong_after.mean()) < 0.62 < estimate - 0.19          # real 0.598, estimate 0.822: off by 0.22
+    # the labels tell: 3,000 requests before the change, 3,000 after
+    stream = np.r_[wrong_before[:3000], wrong_after[3000:6000]]
+    result = ddm(stream)
+    assert result.drifts and all(d >= 3000 for d in result.drifts)
+    # measured 301 labels after the change: DDM's minimum was set early (p_min + s_min at ~300 labels, where s is
+    # still wide), so the error rate so far has to climb from 0.18 to about 0.21 before 3 s_min is crossed
+    assert result.drifts[0] - 3000 <= 310
+
+
+# --- DDM ----------------------------------------------------------------------------------------------------------
+
+
+def _ddm_loop(errors: np.ndarray, warning: float = 2.0, drift: float = 3.0, min_samples: int = 300) -> tuple[list[int], list[int]]:
+    # Gama et al. 2004 sample by sample, the oracle for the vectorised version
+    warnings, drifts = [], []
+    n = k = 0
+    p_min = s_min = math.inf
+    warned = False
+    for i, e in enumerate(errors):
+        n += 1
+        k += int(e)
+        p = k / n
+        s = math.sqrt(p * (1 - p) / n)
+        if n < min_samples:
+            continue
+        if s > 0 and p + s < p_min + s_min:
+            p_min, s_min = p, s
+        if p + s >= p_min + drift * s_min:
+            if not warned:
+                warnings.append(i)
+            drifts.append(i)
+            n = k = 0
+            p_min = s_min = math.inf
+            warned = False
+        elif p + s >= p_min + warning * s_min and not warned:
+            warnings.append(i)
+            warned = True
+    return warnings, drifts
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_ddm_matches_the_sample_by_sample_definition(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    stream = np.r_[rng.random(1500) < 0.1, rng.random(1500) < 0.3, rng.random(1500) < 0.05, rng.random(1500) < 0.5]
+    for min_samples in (30, 300):
+        got = ddm(stream, min_samples=min_samples)
+        assert (got.warnings, got.drifts) == _ddm_loop(stream, min_samples=min_samples)
+
+
+def test_ddm_detects_a_step_from_10_to_40_percent_errors() -> None:
+    rng = np.random.default_rng(0)
+    seed0 = ddm(np.r_[rng.random(2000) < 0.1, rng.random(2000) < 0.4])
+    assert seed0.drifts == [2008]  # nothing before the change, found 8 labels after it
+    delays, early, missed = [], 0, 0
+    for seed in range(50):
+        rng = np.random.default_rng(seed)
+        drifts = ddm(np.r_[rng.random(2000) < 0.1, rng.random(2000) < 0.4]).drifts
+        early += any(d < 2000 for d in drifts)
+        after = [d - 2000 for d in drifts if d >= 2000]
+        delays.extend(after[:1])
+        missed += not after
+    # measured over these 50 seeds: found in 49, median 69 labels after the change, 90th percentile 123, at most
+    # 199; 9 of the 2,000-label prefixes at 10% raised a drift too (DDM's false-alarm rate, see the next test), and
+    # one of those (seed 45, at 1919) restarted the statistics so close to the change that the new segment's
+    # minimum was set after it and the change was never seen
+    assert missed <= 1 and early <= 9
+    assert max(delays) <= 200 and float(np.median(delays)) < 100
+
+
+def test_ddm_false_alarm_rate_on_stationary_streams() -> None:
+    alarms = [ddm(np.random.default_rng(1000 + s).random(4000) < 0.1).drifted for s in range(200)]
+    # measured: 21 of 200 streams of 4,000 labels at a steady 10% raise a drift with min_samples=300 (45 at 100,
+    # 77 at the paper's 30): why the default is 300; bound 30 = the measured rate + 2 binomial sd
+    assert sum(alarms) <= 30
+    assert not any(alarms[s] for s in (0, 2, 3, 4, 5))
+    with pytest.raises(ArgumentError, match="Argument errors should be"):
+        ddm(np.array([0, 2, 1]))
