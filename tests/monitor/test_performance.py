@@ -7,11 +7,22 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import binomtest
 
 from loopml.errors import ArgumentError
-from loopml.monitor import ConfidenceCalibration, ddm, estimated_accuracy, feedback_outcomes, live_accuracy
+from loopml.monitor import (
+    ConfidenceCalibration,
+    ddm,
+    estimated_accuracy,
+    feedback_drift,
+    feedback_outcomes,
+    live_accuracy,
+)
 from loopml.store.predictions import PredictionLog
+
+from tests.deps import need
+
+need("sklearn", extra="data")  # the problem of the label-free estimate; it brings SciPy, the intervals' oracle
+from scipy.stats import binomtest  # noqa: E402
 
 T0 = 1_700_000_000.0
 
@@ -233,3 +244,39 @@ def test_ddm_false_alarm_rate_on_stationary_streams() -> None:
     assert not any(alarms[s] for s in (0, 2, 3, 4, 5))
     with pytest.raises(ArgumentError, match="Argument errors should be"):
         ddm(np.array([0, 2, 1]))
+
+
+# --- on the request log: an alias, and DDM over the feedback -----------------------------------------------------
+
+
+def test_an_alias_names_the_version(log: PredictionLog, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from loopml.store.registry import RegistryStore
+
+    registry = RegistryStore(log.store)
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"not used")
+    for _ in range(2):
+        registry.create_version("clf", files={"onnx": (weights, {})}, signature={})
+    registry.set_alias("clf", "production", 2)
+    assert live_accuracy("clf@production", store=log).iloc[0].labelled == 1  # v2's one request
+    assert live_accuracy("clf@1", store=log.store).iloc[0].labelled == 43
+    with pytest.raises(ArgumentError, match="is version 2, but version=1"):
+        live_accuracy("clf@production", version=1, store=log)
+
+
+def test_feedback_drift_finds_the_request_where_the_concept_changed(store) -> None:  # type: ignore[no-untyped-def]
+    log = PredictionLog(store)
+    rng = np.random.default_rng(0)
+    wrong = np.r_[rng.random(2000) < 0.1, rng.random(2000) < 0.4]  # seed 0 of the DDM test: drift at 2008
+    recs = [_record(f"q{i}", T0 + i, _single(f"q{i}", "a")) for i in range(4000)]
+    recs.insert(100, _record("gate", T0 + 99.5, _single("gate", None, "abstain"), status="abstain"))
+    log.insert_many(recs)
+    for i in range(4000):
+        log.add_feedback(f"q{i}", "b" if wrong[i] else "a")
+    log.add_feedback("gate", "b")  # abstained: not an error, not in the stream
+    events = feedback_drift("clf/1", store=log)
+    drifts = events[events.kind == "drift"]
+    assert drifts["position"].tolist() == [2008] and drifts["request_id"].tolist() == ["q2008"]
+    assert drifts["created_at"].tolist() == [T0 + 2008]
+    assert events["kind"].tolist()[0] == "warning" and (events["position"] <= 2008).all()
+    assert feedback_drift("clf/1", until=T0 + 2000, store=log).query("kind == 'drift'").empty

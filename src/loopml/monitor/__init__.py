@@ -36,6 +36,7 @@ _LAZY = {
     "VAEDetector": "loopml.monitor.ood",
     "ddm": "loopml.monitor.performance",
     "estimated_accuracy": "loopml.monitor.performance",
+    "feedback_drift": "loopml.monitor.performance",
     "feedback_outcomes": "loopml.monitor.performance",
     "fit_gate": "loopml.monitor.ood",
     "fit_ood": "loopml.monitor.versions",
@@ -49,7 +50,15 @@ __all__ = sorted(_LAZY)
 if TYPE_CHECKING:
     from .ood import MahalanobisDetector, OODGate, VAEDetector, fit_gate
     from .multivariate import multivariate_drift
-    from .performance import ConfidenceCalibration, DDMResult, ddm, estimated_accuracy, feedback_outcomes, live_accuracy
+    from .performance import (
+        ConfidenceCalibration,
+        DDMResult,
+        ddm,
+        estimated_accuracy,
+        feedback_drift,
+        feedback_outcomes,
+        live_accuracy,
+    )
     from .versions import fit_ood, load_gate
 
 

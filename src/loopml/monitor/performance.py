@@ -55,13 +55,16 @@ import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError
 from ..store.predictions import PredictionLog
+from ..store.registry import RegistryStore
 from ..store.tracking import TrackingStore
 from ..tracking.api import backend_for
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ConfidenceCalibration", "DDMResult", "ddm", "estimated_accuracy", "feedback_outcomes", "live_accuracy"]
+__all__ = [
+    "ConfidenceCalibration", "DDMResult", "ddm", "estimated_accuracy", "feedback_drift", "feedback_outcomes", "live_accuracy",
+]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 OUTCOME_COLUMNS = ["request_id", "version", "created_at", "labelled_at", "row", "status", "prediction", "label", "answered", "correct"]
@@ -82,14 +85,20 @@ def _log(store: "TrackingStore | PredictionLog | None", tracking_uri: str | None
     return PredictionLog(backend)
 
 
-def _model(model: str, version: int | None) -> tuple[str, int | None]:
+def _model(model: str, version: int | None, log: PredictionLog) -> tuple[str, int | None]:
     if not isinstance(model, str) or not model:
-        raise ArgumentTypeError(f"Argument model should be a model name such as 'digits' or 'digits/3'; got {model!r}")
+        raise ArgumentTypeError(f"Argument model should be a model name or reference such as 'digits', 'digits/3' or "
+                                f"'digits@production'; got {model!r}")
+    if "@" in model:
+        found = RegistryStore(log.store).resolve(model)
+        if version is not None and version != found.version:
+            raise ArgumentError(f"Argument model {model!r} is version {found.version}, but version={version} was given")
+        return found.name, found.version
     name, _, number = model.partition("/")
     if not number:
         return name, version
     if not number.isdigit() or (version is not None and int(number) != version):
-        raise ArgumentError(f"Argument model should be 'name' or 'name/N' (and agree with version=); got {model!r}")
+        raise ArgumentError(f"Argument model should be 'name', 'name/N' or 'name@alias' (and agree with version=); got {model!r}")
     return name, int(number)
 
 
@@ -125,9 +134,10 @@ def feedback_outcomes(
     """
     import pandas as pd
 
-    name, number = _model(model, version)
+    log = _log(store, tracking_uri)
+    name, number = _model(model, version, log)
     rows: list[tuple[Any, ...]] = []
-    for rec in _log(store, tracking_uri).labelled(name, number, since=since, until=until):
+    for rec in log.labelled(name, number, since=since, until=until):
         out = json.loads(rec["outputs"])
         items = out["results"] if "results" in out else [out]
         label = rec["label"]
@@ -178,7 +188,8 @@ def live_accuracy(
 ) -> "pd.DataFrame":
     """Accuracy of a served classifier from its feedback labels, per window, with a Wilson interval.
 
-    ``model`` is a name (``"digits"``) or a version (``"digits/3"``, or ``version=3``);
+    ``model`` is a name (``"digits"``: every version) or a version (``"digits/3"``,
+    ``"digits@production"``, or ``version=3``);
     ``since`` / ``until`` bound the requests' time (seconds since the epoch).
     ``per`` makes the windows: ``None`` one window over everything, an ``int`` that
     many labelled rows per window (the last may be short), a duration (``"1h"``,
@@ -363,3 +374,38 @@ def ddm(errors: Sequence[bool] | np.ndarray, *, warning: float = 2.0, drift: flo
         drifts.append(start + first)
         start += first + 1
     return DDMResult(warnings, drifts)
+
+
+def feedback_drift(
+    model: str,
+    *,
+    version: int | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    warning: float = 2.0,
+    drift: float = 3.0,
+    min_samples: int = 300,
+    store: TrackingStore | PredictionLog | None = None,
+    tracking_uri: str | None = None,
+) -> "pd.DataFrame":
+    """:func:`ddm` on a served model's feedback: the errors of its answered, labelled rows in request order.
+
+    One row per warning and drift: ``kind`` (``"warning"`` or ``"drift"``), ``position``
+    (in the stream of answered labelled rows), and the ``request_id`` and
+    ``created_at`` of the request where it fired. Abstained rows are left out of the
+    stream (an abstention is not an error). Arguments as :func:`live_accuracy` and :func:`ddm`.
+
+    >>> feedback_drift("iris").empty      # no labels, no alarm
+    True
+    """
+    import pandas as pd
+
+    rows = feedback_outcomes(model, version=version, since=since, until=until, store=store, tracking_uri=tracking_uri)
+    answered = rows[rows["answered"]].reset_index(drop=True)
+    found = ddm(~answered["correct"].to_numpy(dtype=bool), warning=warning, drift=drift, min_samples=min_samples)
+    # a warning at the same row as its drift comes first
+    events = sorted([(i, 0, "warning") for i in found.warnings] + [(i, 1, "drift") for i in found.drifts])
+    return pd.DataFrame(
+        [(kind, i, answered["request_id"].iloc[i], float(answered["created_at"].iloc[i])) for i, _, kind in events],
+        columns=["kind", "position", "request_id", "created_at"],
+    )
