@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from loopml.errors import ArgumentError
+from loopml.errors import ArgumentError, NotFound
 from loopml.monitor import (
     ConfidenceCalibration,
     ddm,
@@ -16,6 +16,7 @@ from loopml.monitor import (
     feedback_drift,
     feedback_outcomes,
     live_accuracy,
+    live_estimate,
 )
 from loopml.store.predictions import PredictionLog
 
@@ -271,8 +272,9 @@ def test_feedback_drift_finds_the_request_where_the_concept_changed(store) -> No
     recs = [_record(f"q{i}", T0 + i, _single(f"q{i}", "a")) for i in range(4000)]
     recs.insert(100, _record("gate", T0 + 99.5, _single("gate", None, "abstain"), status="abstain"))
     log.insert_many(recs)
-    for i in range(4000):
-        log.add_feedback(f"q{i}", "b" if wrong[i] else "a")
+    with pytest.raises(NotFound, match="'nope' \\(1 unknown\\); nothing was stored"):
+        log.add_feedback_many([("q1", "a"), ("nope", "a")])
+    log.add_feedback_many([(f"q{i}", "b" if wrong[i] else "a") for i in range(4000)])
     log.add_feedback("gate", "b")  # abstained: not an error, not in the stream
     events = feedback_drift("clf/1", store=log)
     drifts = events[events.kind == "drift"]
@@ -280,3 +282,30 @@ def test_feedback_drift_finds_the_request_where_the_concept_changed(store) -> No
     assert drifts["created_at"].tolist() == [T0 + 2008]
     assert events["kind"].tolist()[0] == "warning" and (events["position"] <= 2008).all()
     assert feedback_drift("clf/1", until=T0 + 2000, store=log).query("kind == 'drift'").empty
+
+
+def test_on_the_log_the_estimate_misses_concept_drift_and_feedback_drift_catches_it(store, problem) -> None:  # type: ignore[no-untyped-def]
+    model, cal, pool, labels = problem
+    p = model.predict_proba(pool[:6000])
+    truth = labels[:6000].copy()
+    region = np.flatnonzero(pool[:6000, 3] > 0)
+    region = region[region >= 3000]
+    truth[region] = (truth[region] + 1) % 3  # from request 3,000 on, the concept changes where x_3 > 0
+    log = PredictionLog(store)
+    log.insert_many([_record(f"s{i}", T0 + i, {"request_id": f"s{i}", "model": "clf", "version": 1, "status": "ok",
+                                                  "prediction": str(p[i].argmax()), "probabilities": p[i].tolist()})
+                     for i in range(6000)])
+    assert log.add_feedback_many([(f"s{i}", int(truth[i])) for i in range(6000)]) == 6000  # numbers; names sent are text
+
+    estimate = live_estimate("clf/1", cal, per=3000, store=log)
+    assert estimate["rows"].tolist() == [3000, 3000]
+    assert estimate["estimated_accuracy"].tolist() == [estimated_accuracy(p[:3000], cal), estimated_accuracy(p[3000:], cal)]
+    measured = live_accuracy("clf/1", per=3000, store=log)
+    assert measured["labelled"].tolist() == [3000, 3000]
+    # before the change the estimate is within the interval; after it, 0.2 above the measured accuracy and its interval
+    before, after = measured.iloc[0], measured.iloc[1]
+    assert before.ci_low <= estimate["estimated_accuracy"].iloc[0] <= before.ci_high
+    assert estimate["estimated_accuracy"].iloc[1] - after.accuracy > 0.15 and estimate["estimated_accuracy"].iloc[1] > after.ci_high
+    drifts = feedback_drift("clf/1", store=log).query("kind == 'drift'")
+    assert drifts["position"].tolist()[0] >= 3000 and drifts["created_at"].min() >= T0 + 3000
+    assert drifts["position"].tolist()[0] - 3000 <= 310  # the stream of the in-memory test above: 301 labels after

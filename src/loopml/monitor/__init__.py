@@ -41,6 +41,7 @@ _LAZY = {
     "fit_gate": "loopml.monitor.ood",
     "fit_ood": "loopml.monitor.versions",
     "live_accuracy": "loopml.monitor.performance",
+    "live_estimate": "loopml.monitor.performance",
     "load_gate": "loopml.monitor.versions",
     "multivariate_drift": "loopml.monitor.multivariate",
 }
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
         feedback_drift,
         feedback_outcomes,
         live_accuracy,
+        live_estimate,
     )
     from .versions import fit_ood, load_gate
 

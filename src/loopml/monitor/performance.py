@@ -47,7 +47,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ConfidenceCalibration", "DDMResult", "ddm", "estimated_accuracy", "feedback_drift", "feedback_outcomes", "live_accuracy",
+    "live_estimate",
 ]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -175,6 +176,34 @@ def _window(start: float, end: float, outcomes: "pd.DataFrame", confidence: floa
     return [start, end, labelled, answered, labelled - answered, coverage, correct, accuracy, low, high]
 
 
+def _windows(
+    per: str | float | None, since: float | None, until: float | None
+) -> Callable[[np.ndarray], list[tuple[float, float, np.ndarray]]]:
+    """``per`` checked, as a function from sorted row times to ``(start, end, row positions)`` per non-empty window."""
+    if per is not None and (isinstance(per, bool) or not isinstance(per, (str, int, float))):
+        raise ArgumentTypeError(f"Argument per should be None, a row count such as 500, or a duration such as '1h'; got {per!r}")
+    if isinstance(per, int) and per < 1:
+        raise ArgumentError(f"Argument per should be a row count of at least 1 or a duration such as '1h'; got {per!r}")
+    width = _seconds(per) if per is not None and not isinstance(per, int) else math.nan
+    if per is not None and not isinstance(per, int) and not (width > 0 and math.isfinite(width)):
+        raise ArgumentError(f"Argument per should be a positive duration such as '1h'; got {per!r}")
+
+    def split(t: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
+        if not len(t):
+            return []
+        if per is None:
+            return [(float(t[0]) if since is None else float(since), float(t[-1]) if until is None else float(until),
+                     np.arange(len(t)))]
+        if isinstance(per, int):
+            return [(float(t[i]), float(t[min(i + per, len(t)) - 1]), np.arange(i, min(i + per, len(t))))
+                    for i in range(0, len(t), per)]
+        origin = float(t[0]) if since is None else float(since)
+        bins = np.floor((t - origin) / width).astype(np.int64)
+        return [(origin + b * width, origin + (b + 1) * width, np.flatnonzero(bins == b)) for b in np.unique(bins)]
+
+    return split
+
+
 def live_accuracy(
     model: str,
     *,
@@ -210,30 +239,10 @@ def live_accuracy(
 
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
         raise ArgumentError(f"Argument confidence should be a fraction between 0 and 1 such as 0.95; got {confidence!r}")
-    if per is not None and (isinstance(per, bool) or not isinstance(per, (str, int, float))):
-        raise ArgumentTypeError(f"Argument per should be None, a row count such as 500, or a duration such as '1h'; got {per!r}")
+    windows = _windows(per, since, until)
     outcomes = feedback_outcomes(model, version=version, since=since, until=until, store=store, tracking_uri=tracking_uri)
-    frames: list[list[Any]] = []
-    t = outcomes["created_at"].to_numpy(dtype=np.float64)
-    if per is None:
-        if len(outcomes):
-            frames.append(_window(float(t[0]) if since is None else since, float(t[-1]) if until is None else until,
-                                  outcomes, confidence))
-    elif isinstance(per, int):
-        if per < 1:
-            raise ArgumentError(f"Argument per should be a row count of at least 1 or a duration such as '1h'; got {per!r}")
-        for i in range(0, len(outcomes), per):
-            part = outcomes.iloc[i : i + per]
-            frames.append(_window(float(t[i]), float(t[min(i + per, len(t)) - 1]), part, confidence))
-    else:
-        width = _seconds(per)
-        if not width > 0 or not math.isfinite(width):
-            raise ArgumentError(f"Argument per should be a positive duration such as '1h'; got {per!r}")
-        if len(outcomes):
-            origin = float(t[0]) if since is None else float(since)
-            bins = np.floor((t - origin) / width).astype(np.int64)
-            for b in np.unique(bins):
-                frames.append(_window(origin + b * width, origin + (b + 1) * width, outcomes[bins == b], confidence))
+    frames = [_window(start, end, outcomes.iloc[rows], confidence)
+              for start, end, rows in windows(outcomes["created_at"].to_numpy(dtype=np.float64))]
     return pd.DataFrame(frames, columns=WINDOW_COLUMNS)
 
 
@@ -409,3 +418,48 @@ def feedback_drift(
         [(kind, i, answered["request_id"].iloc[i], float(answered["created_at"].iloc[i])) for i, _, kind in events],
         columns=["kind", "position", "request_id", "created_at"],
     )
+
+
+def live_estimate(
+    model: str,
+    calibration: ConfidenceCalibration | None = None,
+    *,
+    version: int | None = None,
+    since: float | None = None,
+    until: float | None = None,
+    per: str | float | None = None,
+    store: TrackingStore | PredictionLog | None = None,
+    tracking_uri: str | None = None,
+) -> "pd.DataFrame":
+    """:func:`estimated_accuracy` per window of the request log, from the probabilities the server sent: no labels.
+
+    Every answered row with class probabilities counts, labelled or not (abstained
+    rows are left out, as in :func:`live_accuracy`). Windows as in
+    :func:`live_accuracy`, counted in answered rows. Columns: ``start``, ``end``,
+    ``rows``, ``estimated_accuracy``. Give the version's ``calibration``: without it
+    the estimate is the mean confidence, which errs by the model's miscalibration.
+
+    >>> list(live_estimate("iris", per="1h").columns)
+    ['start', 'end', 'rows', 'estimated_accuracy']
+    """
+    import pandas as pd
+
+    windows = _windows(per, since, until)
+    log = _log(store, tracking_uri)
+    name, number = _model(model, version, log)
+    times: list[float] = []
+    probabilities: list[list[float]] = []
+    for rec in log.answers(name, number, since=since, until=until):
+        out = json.loads(rec["outputs"])
+        for item in out["results"] if "results" in out else [out]:
+            if item.get("status", "ok") == "ok" and item.get("probabilities") is not None:
+                times.append(rec["created_at"])
+                probabilities.append(item["probabilities"])
+    widths = {len(p) for p in probabilities}
+    if len(widths) > 1:
+        raise ArgumentError(f"The answers of {model!r} have probabilities of {sorted(widths)} classes: pick one version "
+                            f"(version= or 'name/N')")
+    p = np.asarray(probabilities, dtype=np.float64)
+    frames = [(start, end, len(rows), estimated_accuracy(p[rows], calibration))
+              for start, end, rows in windows(np.asarray(times, dtype=np.float64))]
+    return pd.DataFrame(frames, columns=["start", "end", "rows", "estimated_accuracy"])

@@ -171,6 +171,54 @@ class PredictionLog:
             rows = conn.execute(q).mappings().all()
         return [{**r, "label": json.loads(r["label"])} for r in rows]
 
+    def answers(
+        self, model: str, version: int | None = None, *, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Every prediction of ``model`` (one ``version``, or all) in ``since <= created_at < until``, oldest first,
+        labelled or not: ``{"request_id", "version", "created_at", "status", "rows", "outputs"}`` (inputs left out)."""
+        p = s.predictions
+        q = (
+            sa.select(p.c.request_id, p.c.version, p.c.created_at, p.c.status, p.c.rows, p.c.outputs)
+            .where(p.c.model == model)
+            .order_by(p.c.created_at, p.c.request_id)
+        )
+        if version is not None:
+            q = q.where(p.c.version == int(version))
+        if since is not None:
+            q = q.where(p.c.created_at >= float(since))
+        if until is not None:
+            q = q.where(p.c.created_at < float(until))
+        with self.store.read() as conn:
+            return [dict(r) for r in conn.execute(q).mappings()]
+
+    def add_feedback_many(self, labels: Sequence[tuple[str, Any]], *, at: float | None = None) -> int:
+        """:meth:`add_feedback` for many ``(request_id, label)`` pairs in one transaction (a backfill of labels).
+
+        Every id is checked first; one unknown id stores nothing (``NotFound`` names it). Returns the count stored.
+        """
+        when = time.time() if at is None else at
+        rows: list[dict[str, Any]] = []
+        wanted: set[str] = set()
+        for request_id, label in labels:
+            text = json.dumps(label, allow_nan=False, separators=(",", ":"))
+            if len(text.encode()) > MAX_LABEL_BYTES:
+                raise ArgumentError(f"Argument labels should hold labels of at most {MAX_LABEL_BYTES} bytes of JSON; "
+                                    f"got {len(text.encode())} for {request_id!r}")
+            rows.append({"request_id": request_id, "label": text, "created_at": when})
+            wanted.add(request_id)
+        with self.store.transaction() as conn:
+            ids = sorted(wanted)
+            known: set[str] = set()
+            for i in range(0, len(ids), 500):  # bounded IN lists
+                known.update(conn.execute(sa.select(s.predictions.c.request_id)
+                                          .where(s.predictions.c.request_id.in_(ids[i : i + 500]))).scalars())
+            missing = sorted(wanted - known)
+            if missing:
+                raise NotFound(f"No prediction has request id {missing[0]!r} ({len(missing)} unknown); nothing was stored")
+            if rows:
+                conn.execute(s.feedback.insert(), rows)
+        return len(rows)
+
     def feedback(self, request_id: str) -> list[dict[str, Any]]:
         """Every label given for a request, oldest first."""
         with self.store.read() as conn:
