@@ -309,3 +309,32 @@ def test_on_the_log_the_estimate_misses_concept_drift_and_feedback_drift_catches
     drifts = feedback_drift("clf/1", store=log).query("kind == 'drift'")
     assert drifts["position"].tolist()[0] >= 3000 and drifts["created_at"].min() >= T0 + 3000
     assert drifts["position"].tolist()[0] - 3000 <= 310  # the stream of the in-memory test above: 301 labels after
+
+
+def test_calibrate_version_on_its_validation_split(use_store: str) -> None:
+    torch = need("torch", extra="torch")
+    import loopml
+    from loopml import data
+    from loopml.models.nets import MLP
+    from loopml.monitor import calibrate_version
+    from loopml.train import Trainer
+
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=600, n_features=6, n_informative=4, n_classes=3, n_clusters_per_class=1,
+                               random_state=0)
+    parts = data.split(data.Dataset(x.astype(np.float32), y), val=0.25, test=0.0, seed=0)
+    torch.manual_seed(0)
+    model = MLP(6, 3, hidden=[16])
+    Trainer(model, optimizer=torch.optim.Adam(model.parameters(), lr=1e-2), seed=0, track=False).fit(
+        parts.train, epochs=5, batch_size=32)
+    version = loopml.register(model.eval(), "tab", input_example=parts.train.x[:2], formats=("torch",),
+                              class_names=["a", "b", "c"])
+    cal = calibrate_version(version.ref, data=parts)
+    with torch.no_grad():
+        p = torch.softmax(model(parts.val.x), dim=1).double().numpy()
+    oracle = ConfidenceCalibration.fit(p, parts.val.y.numpy())  # the probabilities of the live module
+    assert cal.rows == len(parts.val) == 150 and cal.val_accuracy == oracle.val_accuracy
+    assert cal.threshold == pytest.approx(oracle.threshold, abs=1e-6)  # float32 softmax in the loaded model
+    with pytest.raises(ArgumentError, match="no validation rows"):
+        calibrate_version(version.ref, data=data.split(data.Dataset(x[:50].astype(np.float32), y[:50]), val=0.0, test=0.0))

@@ -34,6 +34,7 @@ _LAZY = {
     "MahalanobisDetector": "loopml.monitor.ood",
     "OODGate": "loopml.monitor.ood",
     "VAEDetector": "loopml.monitor.ood",
+    "calibrate_version": "loopml.monitor.performance",
     "ddm": "loopml.monitor.performance",
     "estimated_accuracy": "loopml.monitor.performance",
     "feedback_drift": "loopml.monitor.performance",
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
     from .performance import (
         ConfidenceCalibration,
         DDMResult,
+        calibrate_version,
         ddm,
         estimated_accuracy,
         feedback_drift,

@@ -54,8 +54,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError
+from ..models.evaldata import version_data
+from ..models.registry import load_version, registry_for, resolve_version
 from ..store.predictions import PredictionLog
-from ..store.registry import RegistryStore
+from ..store.registry import ModelVersion, RegistryStore
 from ..store.tracking import TrackingStore
 from ..tracking.api import backend_for
 
@@ -63,7 +65,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
-    "ConfidenceCalibration", "DDMResult", "ddm", "estimated_accuracy", "feedback_drift", "feedback_outcomes", "live_accuracy",
+    "ConfidenceCalibration", "DDMResult", "calibrate_version", "ddm", "estimated_accuracy", "feedback_drift", "feedback_outcomes", "live_accuracy",
     "live_estimate",
 ]
 
@@ -296,6 +298,39 @@ class ConfidenceCalibration:
         wrong = int(round((1.0 - accuracy) * len(p)))  # that many rows at or below the threshold
         threshold = float(confidence[wrong - 1]) if wrong else float(np.nextafter(confidence[0], -np.inf))
         return cls(threshold, accuracy, len(p))
+
+
+def calibrate_version(
+    ref: str | ModelVersion,
+    *,
+    data: Any = None,
+    target: str | None = None,
+    seed: int = 0,
+    format: str | None = None,
+    tracking_uri: str | None = None,
+) -> ConfidenceCalibration:
+    """A registered classifier's :class:`ConfidenceCalibration`, fitted on its validation split.
+
+    The version is loaded as ``loopml.load_model`` loads it (``format``), and its
+    softmax probabilities (what the server sends) are taken on the validation part of
+    ``data`` (a Dataset, Split, ``(x, y)``, a file with ``target``, a stored
+    fingerprint or a bundled set, split with ``seed``) or, without ``data``, of the
+    datasets logged with the version's run; as ``fit_ood`` finds them.
+
+    >>> cal = calibrate_version("digits/1")        # the validation rows logged with digits/1's run
+    >>> 0.5 < cal.val_accuracy <= 1.0, cal.rows == len(y_val)
+    (True, True)
+    """
+    registry = registry_for(tracking_uri)
+    version = resolve_version(registry, ref)
+    example = f"e.g. calibrate_version({version.ref!r}, data=(x, y))"
+    parts = version_data(registry, version, data, target=target, seed=seed, example=example)
+    if parts.val is None or not len(parts.val):
+        raise ArgumentError(f"The data of {version.ref} has no validation rows to calibrate on: give data= with more rows, {example}")
+    loaded = load_version(registry, version, format=format)
+    if not loaded.signature.is_classifier:
+        raise ArgumentError(f"{version.ref} is not a classifier: a confidence calibration needs class probabilities")
+    return ConfidenceCalibration.fit(loaded.predict_proba(parts.val.x), np.asarray(parts.val.y, dtype=np.int64))
 
 
 def estimated_accuracy(probabilities: Any, calibration: ConfidenceCalibration | None = None) -> float:
