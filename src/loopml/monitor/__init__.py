@@ -10,8 +10,9 @@
 - :mod:`loopml.monitor.multivariate`: ``multivariate_drift``, a classifier two-sample
   test of the joint distribution (catches a correlation that flips)
 - :mod:`loopml.monitor.performance`: accuracy from feedback labels per window
-  (``live_accuracy``), a label-free estimate (``estimated_accuracy``) and DDM
-  concept-drift detection on the stream of errors (``ddm``)
+  (``live_accuracy``), a label-free estimate calibrated on a version's validation
+  split (``calibrate_version``, ``estimated_accuracy``, ``live_estimate``) and DDM
+  concept-drift detection on the stream of errors (``ddm``, ``feedback_drift``)
 
 >>> from loopml.monitor import fit_ood, load_gate
 >>> gate = fit_ood("digits/1", train=parts.train, val=parts.val)    # stored with digits/1

@@ -162,7 +162,7 @@ def feedback_outcomes(
 
 def _window(start: float, end: float, outcomes: "pd.DataFrame", confidence: float) -> list[Any]:
     try:
-        from scipy.stats import binomtest  # type: ignore[import-untyped]  # SciPy ships no stubs here
+        from scipy.stats import binomtest
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError("Accuracy intervals need SciPy (with scikit-learn): pip install 'loopml[data]'") from exc
 
