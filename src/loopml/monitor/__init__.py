@@ -13,6 +13,9 @@
   (``live_accuracy``), a label-free estimate calibrated on a version's validation
   split (``calibrate_version``, ``estimated_accuracy``, ``live_estimate``) and DDM
   concept-drift detection on the stream of errors (``ddm``, ``feedback_drift``)
+- :mod:`loopml.monitor.univariate`: per-feature data drift, ``drift(reference, current)``
+  -> :class:`~loopml.monitor.univariate.DriftReport` (tests and effect sizes in
+  :mod:`loopml.monitor.stats`, the HTML page in :mod:`loopml.monitor.drift_html`)
 
 >>> from loopml.monitor import fit_ood, load_gate
 >>> gate = fit_ood("digits/1", train=parts.train, val=parts.val)    # stored with digits/1
@@ -20,7 +23,7 @@
 >>> bool(load_gate("digits/1").abstain(noise).all())               # "I don't know" to every one
 True
 
-Submodules import torch and scikit-learn; this package imports nothing heavy.
+Submodules import torch, scikit-learn or SciPy and pandas; this package imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ from ..lazy import lazy_exports
 _LAZY = {
     "ConfidenceCalibration": "loopml.monitor.performance",
     "DDMResult": "loopml.monitor.performance",
+    "DriftReport": "loopml.monitor.univariate",
     "MahalanobisDetector": "loopml.monitor.ood",
     "OODGate": "loopml.monitor.ood",
     "VAEDetector": "loopml.monitor.ood",
     "calibrate_version": "loopml.monitor.performance",
     "ddm": "loopml.monitor.performance",
+    "drift": "loopml.monitor.univariate",
     "estimated_accuracy": "loopml.monitor.performance",
     "feedback_drift": "loopml.monitor.performance",
     "feedback_outcomes": "loopml.monitor.performance",
@@ -64,6 +69,7 @@ if TYPE_CHECKING:
         live_accuracy,
         live_estimate,
     )
+    from .univariate import DriftReport, drift
     from .versions import fit_ood, load_gate
 
 
