@@ -44,6 +44,7 @@ __all__ = [
     "ks_wasserstein",
     "merge",
     "new_category_pvalue",
+    "ramp",
     "two_proportions",
     "wasserstein_counts",
 ]
@@ -85,7 +86,8 @@ class Merged:
         """(distinct values, reference count of each, current count of each)."""
         ref_cum = self.below_ref[self.ends]
         cur_cum = np.flatnonzero(self.ends) + 1 - ref_cum
-        return self.values[self.ends], np.diff(ref_cum, prepend=0), np.diff(cur_cum, prepend=0)
+        return (self.values[self.ends], np.diff(ref_cum, prepend=0).astype(np.int64),
+                np.diff(cur_cum, prepend=0).astype(np.int64))
 
     def shares_below(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per bin of ``edges`` (the last bin closed), the share of each sample's values in it."""
@@ -108,7 +110,7 @@ def merge(a: np.ndarray, b: np.ndarray) -> Merged:
     values = np.concatenate([a, b])
     order = np.argsort(values, kind="stable")  # two sorted runs: a linear merge
     values = values[order]
-    below_ref = np.cumsum(order < n)
+    below_ref = np.cumsum(order < n, dtype=np.float64)  # exact below 2**53; float for the arithmetic below
     ends = np.empty(len(values), dtype=bool)
     np.not_equal(values[1:], values[:-1], out=ends[:-1])
     ends[-1] = True
@@ -116,21 +118,27 @@ def merge(a: np.ndarray, b: np.ndarray) -> Merged:
     return Merged(values, below_ref, ends, n, len(b), distinct)
 
 
-def ks_wasserstein(merged: Merged) -> tuple[float, float]:
+def ks_wasserstein(merged: Merged, steps: np.ndarray | None = None) -> tuple[float, float]:
     """(KS statistic D, Wasserstein-1 distance) of the two merged, non-empty samples.
 
     Both are functions of the two empirical CDFs on the merged sample, as in SciPy:
     ``D = max |F_a - F_b|`` read at the end of each run of ties, ``W = sum |F_a - F_b| dx``
-    (inside a run of ties dx is 0, so the order within it does not matter).
+    (inside a run of ties dx is 0, so the order within it does not matter). ``steps``:
+    ``ramp(n + m, m)`` when the caller has it already (columns of the same sizes share it).
     """
     n, m = merged.n, merged.m
-    diff = merged.below_ref * (1.0 / n + 1.0 / m)  # F_a - F_b = c_a / n - (k + 1 - c_a) / m
-    diff -= np.arange(1, n + m + 1) * (1.0 / m)
-    at_ends = diff if merged.ends.all() else diff[merged.ends]  # no ties: skip the copy
-    d = max(float(at_ends.max()), float(np.clip(-at_ends.min(), 0.0, 1.0)))
+    # |F_a - F_b| = |c_a / n - (k + 1 - c_a) / m| = |c_a (1/n + 1/m) - (k + 1) / m|, in place
+    diff = np.multiply(merged.below_ref, 1.0 / n + 1.0 / m)
+    diff -= ramp(n + m, m) if steps is None else steps
     np.abs(diff, out=diff)
+    d = float(min(diff.max() if merged.ends.all() else diff[merged.ends].max(), 1.0))
     w = float(np.dot(diff[:-1], np.diff(merged.values)))
     return d, w
+
+
+def ramp(length: int, m: int) -> np.ndarray:
+    """``(k + 1) / m`` for ``k < length``: the current sample's CDF steps along a merged sample of ``length`` values."""
+    return np.arange(1, length + 1, dtype=np.float64) * (1.0 / m)
 
 
 def ks_pvalues(d: np.ndarray, n: np.ndarray, m: np.ndarray) -> np.ndarray:
