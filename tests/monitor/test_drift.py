@@ -204,6 +204,13 @@ def test_missing_rate_and_new_categories_drift_on_their_own() -> None:
     assert f.loc["c", "new_drifted"] and f.loc["c", "drifted"]
 
 
+def test_threads_do_not_change_the_result() -> None:
+    ref, cur = _tables(3000, 2, shifted=True)
+    pd.testing.assert_frame_equal(drift(ref, cur, threads=1).features, drift(ref, cur, threads=3).features)
+    with pytest.raises(ArgumentError, match="Argument threads should be a positive integer, got 0"):
+        drift(ref, cur, threads=0)
+
+
 def test_features_frame_has_the_documented_columns_and_dict_is_json() -> None:
     report = drift(*_tables(2000, 0, shifted=True))
     assert list(report.features.columns) == COLUMNS
