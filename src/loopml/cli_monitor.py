@@ -98,6 +98,8 @@ def drift_command(
     alpha: float = typer.Option(0.05, "--alpha", help="Family-wise error rate of Holm's correction over all tests."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     html: Optional[str] = typer.Option(None, "--html", help="Also write the report as a standalone HTML page here."),
+    multivariate: bool = typer.Option(True, "--multivariate/--no-multivariate",
+                                      help="Also test the joint distribution (a classifier two-sample test)."),
 ) -> None:
     """Compare two tables feature by feature: which columns drifted, by which test, how much.
 
@@ -113,7 +115,7 @@ def drift_command(
     """
     from .monitor.univariate import drift
 
-    report = drift(reference, current, target=target, alpha=alpha)
+    report = drift(reference, current, target=target, alpha=alpha, multivariate=multivariate)
     if html:
         report.to_html(html)
     if as_json:
@@ -135,7 +137,10 @@ def drift_command(
         )
     console().print(table, markup=False)
     flagged = report.drifted_features
+    multi = report.multivariate
     typer.echo(f"drifted: {len(flagged)} of {len(report.features)} features" + (f" ({', '.join(flagged)})" if flagged else "")
+               + (f"; joint distribution: {'drifted' if multi['drifted'] else 'no drift'} (p = {multi['p_value']:.3g})"
+                  if multi and multi.get("p_value") is not None else "")
                + (f"; report written to {html}" if html else ""))
 
 

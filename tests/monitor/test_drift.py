@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from loopml.monitor import DriftReport, drift, stats
 from loopml.monitor.univariate import COLUMNS
 
 RTOL = 1e-12
+per_feature = partial(drift, multivariate=False)  # the joint test has its own tests (test_multivariate.py)
 # Above 10,000 rows a side the KS p-value is Kolmogorov's limit with Stephens' correction, not
 # ks_2samp's finite-n kstwo (costly at large n): measured within 1.9e-3 at en = 5,000, 6.1e-4 at
 # 50,000, 1.9e-4 at 500,000 over z = sqrt(en) D in 0.3..3 (stats.ks_pvalues).
@@ -79,7 +81,7 @@ def test_drift_reports_scipy_ks_and_chi2_per_column() -> None:
     n = 12_000  # above 10,000 a side: the asymptotic p-value, computed by loopml for all columns at once
     ref = pd.DataFrame({"x": rng.normal(size=n), "small": rng.normal(size=n), "c": rng.choice(list("abcd"), n, p=[.4, .3, .2, .1])})
     cur = pd.DataFrame({"x": rng.normal(0.05, 1, n), "small": rng.normal(size=n), "c": rng.choice(list("abcd"), n, p=[.35, .3, .2, .15])})
-    report = drift(ref, cur)
+    report = per_feature(ref, cur)
     f = report.features.set_index("feature")
     for col in ("x", "small"):
         res = sps.ks_2samp(ref[col], cur[col])
@@ -98,7 +100,7 @@ def test_drift_reports_scipy_ks_and_chi2_per_column() -> None:
 def test_small_samples_use_scipys_exact_ks() -> None:
     rng = np.random.default_rng(4)
     a, b = rng.normal(size=200), rng.normal(0.4, 1, 150)
-    f = drift(pd.DataFrame({"x": a}), pd.DataFrame({"x": b})).features.iloc[0]
+    f = per_feature(pd.DataFrame({"x": a}), pd.DataFrame({"x": b})).features.iloc[0]
     res = sps.ks_2samp(a, b)  # method="auto": exact below 10,000 a side
     assert (f["statistic"], f["p_value"]) == (pytest.approx(float(res.statistic)), pytest.approx(float(res.pvalue), rel=RTOL))
 
@@ -169,12 +171,12 @@ def _tables(n: int, seed: int, shifted: bool) -> tuple[pd.DataFrame, pd.DataFram
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_planted_drifts_are_found_and_nothing_else(seed: int) -> None:
     ref, cur = _tables(20_000, seed, shifted=True)
-    report = drift(ref, cur)
+    report = per_feature(ref, cur)
     assert sorted(report.drifted_features) == ["counts", "n3", "plan"]
     assert report.drifted
     kinds = dict(zip(report.features["feature"], report.features["kind"]))
     assert (kinds["n0"], kinds["counts"], kinds["flag"], kinds["plan"]) == ("numeric", "discrete", "boolean", "categorical")
-    clean = drift(*_tables(20_000, seed, shifted=False))
+    clean = per_feature(*_tables(20_000, seed, shifted=False))
     assert not clean.drifted and clean.drifted_features == []
 
 
@@ -182,9 +184,9 @@ def test_significant_but_tiny_changes_are_not_flagged() -> None:
     rng = np.random.default_rng(0)
     n = 400_000  # a 0.02 sd shift is highly significant at this size, and below the 0.05 minimum
     ref, cur = pd.DataFrame({"x": rng.normal(size=n)}), pd.DataFrame({"x": rng.normal(0.02, 1, n)})
-    f = drift(ref, cur).features.iloc[0]
+    f = per_feature(ref, cur).features.iloc[0]
     assert f["p_adjusted"] < 1e-6 and f["effect"] < 0.05 and not f["drifted"]
-    f = drift(ref, cur, min_effect={"wasserstein/sd": 0.01}).features.iloc[0]
+    f = per_feature(ref, cur, min_effect={"wasserstein/sd": 0.01}).features.iloc[0]
     assert f["drifted"]
 
 
@@ -196,7 +198,7 @@ def test_missing_rate_and_new_categories_drift_on_their_own() -> None:
     c_ref = rng.choice(list("abc"), n).astype(object)
     c_cur = rng.choice(list("abc"), n).astype(object)
     c_cur[:150] = "zz-new"  # 3% of rows in a category the reference never saw
-    report = drift(pd.DataFrame({"x": x_ref, "c": c_ref}), pd.DataFrame({"x": x_cur, "c": c_cur}))
+    report = per_feature(pd.DataFrame({"x": x_ref, "c": c_ref}), pd.DataFrame({"x": x_cur, "c": c_cur}))
     f = report.features.set_index("feature")
     assert f.loc["x", "missing_drifted"] and not f.loc["x", "distribution_drifted"] and f.loc["x", "drifted"]
     assert f.loc["x", "missing_current"] == pytest.approx(np.isnan(x_cur).mean())
@@ -204,17 +206,30 @@ def test_missing_rate_and_new_categories_drift_on_their_own() -> None:
     assert f.loc["c", "new_drifted"] and f.loc["c", "drifted"]
 
 
+def test_the_multivariate_test_runs_by_default_and_counts_in_drifted() -> None:
+    rng = np.random.default_rng(11)
+    n = 4000
+    x_ref, x_cur = rng.normal(size=n), rng.normal(size=n)
+    ref = pd.DataFrame({"x": x_ref, "y": x_ref + rng.normal(0, 0.3, n)})
+    cur = pd.DataFrame({"x": x_cur, "y": -x_cur + rng.normal(0, 0.3, n)})  # the correlation flips, the margins do not
+    report = drift(ref, cur)
+    assert report.drifted_features == [] and report.multivariate is not None
+    assert report.multivariate["drifted"] and report.drifted
+    assert report.to_dict()["multivariate"]["columns"] == ["x", "y"]
+    assert drift(ref, cur, multivariate=False).drifted is False
+
+
 def test_threads_do_not_change_the_result() -> None:
     ref, cur = _tables(3000, 2, shifted=True)
-    pd.testing.assert_frame_equal(drift(ref, cur, threads=1).features, drift(ref, cur, threads=3).features)
+    pd.testing.assert_frame_equal(per_feature(ref, cur, threads=1).features, per_feature(ref, cur, threads=3).features)
     with pytest.raises(ArgumentError, match="Argument threads should be a positive integer, got 0"):
-        drift(ref, cur, threads=0)
+        per_feature(ref, cur, threads=0)
 
 
 def test_features_frame_has_the_documented_columns_and_dict_is_json() -> None:
-    report = drift(*_tables(2000, 0, shifted=True))
+    report = per_feature(*_tables(2000, 0, shifted=True))
     assert list(report.features.columns) == COLUMNS
-    assert isinstance(report, DriftReport) and report.multivariate is None
+    assert isinstance(report, DriftReport) and report.multivariate is None  # multivariate=False
     out = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert out["drifted"] is report.drifted and len(out["features"]) == 13
     assert out["features"][0]["missing_p_value"] is None  # NaN (no test) becomes null
@@ -225,15 +240,15 @@ def test_features_frame_has_the_documented_columns_and_dict_is_json() -> None:
 
 def test_arrays_datasets_and_images() -> None:
     rng = np.random.default_rng(6)
-    report = drift(rng.normal(size=(500, 2)), rng.normal(size=(400, 2)) + [0, 1])
+    report = per_feature(rng.normal(size=(500, 2)), rng.normal(size=(400, 2)) + [0, 1])
     assert report.drifted_features == ["x1"]
-    images = drift(rng.random((300, 1, 8, 8)), rng.random((300, 1, 8, 8)) * 0.5)  # darker images
+    images = per_feature(rng.random((300, 1, 8, 8)), rng.random((300, 1, 8, 8)) * 0.5)  # darker images
     assert list(images.features["feature"]) == ["c0_mean", "c0_std"] and images.drifted_features == ["c0_mean", "c0_std"]
     from loopml.data import from_frame
 
     frame = pd.DataFrame({"a": rng.normal(size=400), "c": rng.choice(["u", "v"], 400), "y": rng.integers(0, 2, 400)})
     other = frame.assign(c=rng.choice(["v", "w"], 400))  # codes differ between the datasets: compared by name
-    ds_report = drift(from_frame(frame, target="y"), from_frame(other, target="y"))
+    ds_report = per_feature(from_frame(frame, target="y"), from_frame(other, target="y"))
     f = ds_report.features.set_index("feature")
     assert f.loc["c", "kind"] == "categorical" and f.loc["c", "new_categories"] == 1 and f.loc["c", "drifted"]
     assert not f.loc["a", "drifted"]
@@ -242,34 +257,34 @@ def test_arrays_datasets_and_images() -> None:
 def test_mismatched_columns_and_types_are_clear_errors() -> None:
     a = pd.DataFrame({"x": [1.0, 2.0], "y": [1, 2]})
     with pytest.raises(ArgumentError, match=r"Argument current should have the columns of reference: missing \['y'\]; extra \['z'\]"):
-        drift(a, pd.DataFrame({"x": [1.0], "z": [1]}))
+        per_feature(a, pd.DataFrame({"x": [1.0], "z": [1]}))
     with pytest.raises(ArgumentTypeError, match=r"reference's type in column 'x': numeric in reference, categorical in current"):
-        drift(a, pd.DataFrame({"x": ["a", "b"], "y": [1, 2]}))
+        per_feature(a, pd.DataFrame({"x": ["a", "b"], "y": [1, 2]}))
     with pytest.raises(ArgumentTypeError, match="Argument reference should be a pandas DataFrame, a NumPy array"):
-        drift({"x": 1}, a)
+        per_feature({"x": 1}, a)
     with pytest.raises(ArgumentError, match="Argument alpha should be a number between 0 and 1"):
-        drift(a, a, alpha=5)
+        per_feature(a, a, alpha=5)
     with pytest.raises(ArgumentError, match="Argument columns should name columns of reference; it has no"):
-        drift(a, a, columns=["nope"])
+        per_feature(a, a, columns=["nope"])
     with pytest.raises(ArgumentTypeError, match="convert times to numbers"):
-        drift(pd.DataFrame({"t": pd.to_datetime(["2024-01-01"])}), pd.DataFrame({"t": pd.to_datetime(["2024-01-02"])}))
+        per_feature(pd.DataFrame({"t": pd.to_datetime(["2024-01-01"])}), pd.DataFrame({"t": pd.to_datetime(["2024-01-02"])}))
     with pytest.raises(ArgumentError, match="Argument min_effect should have keys among"):
-        drift(a, a, min_effect={"psi": 0.1})
-    assert drift(a, pd.DataFrame({"x": [1.0], "z": [1]}), columns=["x"]).features["feature"].tolist() == ["x"]
+        per_feature(a, a, min_effect={"psi": 0.1})
+    assert per_feature(a, pd.DataFrame({"x": [1.0], "z": [1]}), columns=["x"]).features["feature"].tolist() == ["x"]
 
 
 def test_too_few_rows_and_all_missing_columns_are_not_enough_data_never_alarms() -> None:
     rng = np.random.default_rng(7)
     ref = pd.DataFrame({"x": rng.normal(size=10), "c": rng.choice(list("ab"), 10)})
     cur = pd.DataFrame({"x": rng.normal(50, 1, 10), "c": ["b"] * 10})
-    report = drift(ref, cur)
+    report = per_feature(ref, cur)
     assert not report.drifted
     assert set(report.features["test"]) == {"none"}
     assert report.features["note"].str.startswith("not enough data: 10 values in reference, 10 in current").all()
     n = 1000
     ref = pd.DataFrame({"gone": rng.normal(size=n), "never": [None] * n, "x": rng.normal(size=n)})
     cur = pd.DataFrame({"gone": [np.nan] * n, "never": [None] * n, "x": rng.normal(size=n)})
-    f = drift(ref, cur).features.set_index("feature")
+    f = per_feature(ref, cur).features.set_index("feature")
     assert f.loc["gone", "missing_drifted"] and f.loc["gone", "test"] == "none"  # a column that stopped arriving
     assert not f.loc["never", "drifted"] and f.loc["never", "note"].startswith("not enough data")
     assert not f.loc["x", "drifted"]
@@ -283,7 +298,7 @@ def test_html_is_standalone_and_escapes_hostile_names(tmp_path: Path) -> None:
     hostile = "<script>alert(1)</script>"
     ref = pd.DataFrame({hostile: rng.normal(size=300), "c": rng.choice(["<img src=x onerror=alert(2)>", "ok"], 300)})
     cur = pd.DataFrame({hostile: rng.normal(1, 1, 300), "c": rng.choice(["<img src=x onerror=alert(2)>", "ok", "</td>&"], 300)})
-    path = drift(ref, cur).to_html(tmp_path / "drift.html")
+    path = per_feature(ref, cur).to_html(tmp_path / "drift.html")
     page = path.read_text()
     assert "<script" not in page and "<img" not in page and "</td>&<" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "&lt;img src=x onerror=alert(2)&gt;" in page

@@ -57,6 +57,7 @@ from ..errors import ArgumentError, ArgumentTypeError
 from ..files import atomic_write
 from . import stats
 from .drift_html import render
+from .multivariate import multivariate_drift
 
 __all__ = ["DriftReport", "MAX_LEVELS", "MIN_EFFECT", "MIN_ROWS", "drift", "read_table"]
 
@@ -289,6 +290,8 @@ def drift(
     min_effect: Mapping[str, float] | None = None,
     min_rows: int = MIN_ROWS,
     threads: int | None = None,
+    multivariate: bool = True,
+    seed: int = 0,
 ) -> DriftReport:
     """Compare ``current`` with ``reference``, feature by feature (see the module docstring).
 
@@ -298,7 +301,10 @@ def drift(
     label column left out of the features. ``alpha``: the family-wise error rate of Holm's
     correction over all the report's tests. ``min_effect``: overrides of :data:`MIN_EFFECT`.
     ``threads``: columns compared at once (default: the CPU count, at most 4); the result
-    does not depend on it.
+    does not depend on it. ``multivariate``: also run
+    :func:`~loopml.monitor.multivariate.multivariate_drift` on the same columns (a
+    classifier two-sample test of the joint distribution, seeded by ``seed``; missing
+    values kept, so their pattern counts), whose result is ``report.multivariate``.
 
     >>> rng = np.random.default_rng(1)
     >>> report = drift(rng.normal(size=(1000, 3)), rng.normal(size=(1000, 3)))
@@ -311,6 +317,8 @@ def drift(
         raise ArgumentError(f"Argument min_rows should be an integer of at least 2, got {min_rows!r}")
     if threads is None:
         threads = min(os.cpu_count() or 1, 4)
+    if not isinstance(multivariate, bool):
+        raise ArgumentTypeError(f"Argument multivariate should be True or False, got {multivariate!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ArgumentError(f"Argument threads should be a positive integer, got {threads!r}")
     thresholds = dict(MIN_EFFECT)
@@ -342,8 +350,9 @@ def drift(
     rows = [row for row, _ in results]
     hists = {str(label): hist for label, (_, hist) in zip(names, results) if hist}
     features = _decide(rows, alpha, thresholds)
+    joint = multivariate_drift(ref[names], cur[names], seed=seed, missing="keep") if multivariate else None
     return DriftReport(features=features, alpha=float(alpha), min_effect=thresholds, n_reference=len(ref),
-                       n_current=len(cur), histograms=hists)
+                       n_current=len(cur), multivariate=joint, histograms=hists)
 
 
 def _feature_names(ref: pd.DataFrame, cur: pd.DataFrame, columns: Sequence[str] | None, target: str | None) -> list[Any]:
