@@ -92,16 +92,20 @@ monitor_app.add_typer(alert_app, name="alert")
 @monitor_app.command("drift")
 @friendly
 def drift_command(
-    reference: str = typer.Option(..., "--reference", help="The reference data: a .csv, .parquet or .npz file (array x)."),
-    current: str = typer.Option(..., "--current", help="The data to compare with it, same columns and formats."),
+    ref: Optional[str] = typer.Argument(None, help="A served version (NAME@ALIAS, NAME/VERSION): its request log against its training data."),
+    since: Optional[str] = typer.Option(None, "--since", help="With a version: the requests of the last 30m, 1h, 7d, ..."),
+    last: Optional[int] = typer.Option(None, "--last", help="With a version: the newest N requests."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="The reference data: a .csv, .parquet or .npz file (array x)."),
+    current: Optional[str] = typer.Option(None, "--current", help="The data to compare with it, same columns and formats."),
     target: Optional[str] = typer.Option(None, "--target", help="A label column to leave out of the features."),
     alpha: float = typer.Option(0.05, "--alpha", help="Family-wise error rate of Holm's correction over all tests."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     html: Optional[str] = typer.Option(None, "--html", help="Also write the report as a standalone HTML page here."),
     multivariate: bool = typer.Option(True, "--multivariate/--no-multivariate",
                                       help="Also test the joint distribution (a classifier two-sample test)."),
+    store: Optional[str] = StoreOpt,
 ) -> None:
-    """Compare two tables feature by feature: which columns drifted, by which test, how much.
+    """Compare a served version's request log with its training data, or two tables, feature by feature.
 
     Numeric columns: Kolmogorov-Smirnov (chi-square on the counts when there are few values),
     effect Wasserstein / reference sd; categorical and boolean columns: chi-square, effect
@@ -109,13 +113,25 @@ def drift_command(
     when its test is significant after Holm's correction and its effect is above the minimum
     (docs/monitoring.md).
 
+    Example: loopml monitor drift digits@production --since 1h
     Example: loopml monitor drift --reference ref.parquet --current cur.csv
     Example: loopml monitor drift --reference train.csv --current today.csv --target label --html drift.html
     Example: loopml monitor drift --reference ref.npz --current cur.npz --json
     """
-    from .monitor.univariate import drift
+    from .monitor.fromlog import drift
 
-    report = drift(reference, current, target=target, alpha=alpha, multivariate=multivariate)
+    if ref is not None:
+        if reference is not None or current is not None or target is not None:
+            raise ArgumentError("Give a version (its request log against its training data) or --reference and "
+                                "--current files, not both")
+        report = drift(ref, since=since, last=last, tracking_uri=store, alpha=alpha, multivariate=multivariate)
+    else:
+        if reference is None or current is None:
+            raise ArgumentError("Give a version, e.g. loopml monitor drift digits@production --since 1h, "
+                                "or two files: --reference ref.parquet --current cur.csv")
+        if since is not None or last is not None:
+            raise ArgumentError("--since and --last pick a window of a version's request log; give a version")
+        report = drift(reference, current, target=target, alpha=alpha, multivariate=multivariate)
     if html:
         report.to_html(html)
     if as_json:

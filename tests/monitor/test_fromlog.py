@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 import json
 
 import numpy as np
@@ -43,3 +44,68 @@ def test_logged_inputs_are_stacked_oldest_first_and_requests_without_inputs_coun
         logged_inputs("m", 2)
     with pytest.raises(ArgumentError, match="Argument last should be a number of requests"):
         logged_inputs("m", 1, last=0)
+
+
+def _log_rows(store: TrackingStore, x: np.ndarray, *, version: int = 1, t0: float = 5000.0, per_request: int = 10) -> None:
+    records = []
+    for i in range(0, len(x), per_request):
+        batch = x[i : i + per_request]
+        records.append({"request_id": f"q{t0}-{i}", "model": "tab", "version": version, "created_at": t0 + i,
+                        "status": "ok", "rows": len(batch), "latency_ms": 0.3, "ood_score": None,
+                        "inputs": _npy(batch), "outputs": json.dumps({"results": []})})
+    PredictionLog(store).insert_many(records)
+
+
+def test_drift_of_a_version_reads_its_request_log_against_its_training_data(use_store: str) -> None:
+    # a 6-column table model registered from a run that logged its training rows; the server's log
+    # (written here as the server writes it) first holds the same distribution, then one shifted column
+    import torch
+
+    import loopml
+    from loopml import data
+    from loopml.models import registry as R
+    from loopml.models.nets import MLP
+    from loopml.monitor import drift
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 6)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    parts = data.split(data.from_arrays(x, y, name="tab"), val=0.15, test=0.15, seed=0)
+    with loopml.start_run(experiment="tab") as run:
+        data.log_dataset(run, parts.train, role="train")
+        torch.manual_seed(0)
+        R.register(MLP(6, 2, hidden=8), "tab", input_example=parts.train.x[:4], class_names=["no", "yes"],
+                   init_args={"n_in": 6, "n_out": 2, "hidden": 8})
+    store = backend_for()
+    assert isinstance(store, TrackingStore)
+    same = rng.normal(size=(2000, 6)).astype(np.float32)
+    _log_rows(store, same, t0=10_000.0)
+    calm = drift("tab/1", since=10_000.0, multivariate=False)
+    assert calm.n_reference == len(parts.train) and calm.n_current == 2000
+    assert not calm.drifted and list(calm.features["feature"]) == [f"x{i}" for i in range(6)]
+
+    shifted = rng.normal(size=(2000, 6)).astype(np.float32)
+    shifted[:, 2] += 0.5
+    _log_rows(store, shifted, t0=20_000.0)
+    report = drift("tab/1", last=200, multivariate=False)  # the newest 200 requests: the shifted 2,000 rows
+    assert report.n_current == 2000 and report.drifted_features == ["x2"]
+    with pytest.raises(ArgumentError, match="pick a window of a version's request log"):
+        drift(x, same, since="1h")
+    with pytest.raises(TypeError, match="should be a version reference like 'digits@production'"):
+        drift(x)
+    with pytest.raises(NotFound, match="holds no inputs of tab/1"):
+        drift("tab/1", since=30_000.0)
+
+
+def test_the_cli_reads_a_version_s_log_or_two_files_never_both(use_store: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from loopml.cli import app
+
+    run = CliRunner().invoke
+    both = run(app, ["monitor", "drift", "tab/1", "--reference", "a.csv", "--current", "b.csv"])
+    assert both.exit_code == 2 and "not both" in both.output
+    neither = run(app, ["monitor", "drift"])
+    assert neither.exit_code == 2 and "Give a version" in neither.output
+    missing = run(app, ["monitor", "drift", "nothing/1", "--since", "1h"])
+    assert missing.exit_code == 2 and missing.output.startswith("error:") and "Traceback" not in missing.output

@@ -13,7 +13,9 @@
   (``live_accuracy``), a label-free estimate calibrated on a version's validation
   split (``calibrate_version``, ``estimated_accuracy``, ``live_estimate``) and DDM
   concept-drift detection on the stream of errors (``ddm``, ``feedback_drift``)
-- :mod:`loopml.monitor.univariate`: per-feature data drift, ``drift(reference, current)``
+- :mod:`loopml.monitor.fromlog`: ``drift("digits@production", since="1h")``, a version's
+  request log against its training data, or ``drift(reference, current)`` of any two tables
+- :mod:`loopml.monitor.univariate`: per-feature data drift of two tables
   -> :class:`~loopml.monitor.univariate.DriftReport` (tests and effect sizes in
   :mod:`loopml.monitor.stats`, the HTML page in :mod:`loopml.monitor.drift_html`)
 
@@ -41,7 +43,7 @@ _LAZY = {
     "VAEDetector": "loopml.monitor.ood",
     "calibrate_version": "loopml.monitor.performance",
     "ddm": "loopml.monitor.performance",
-    "drift": "loopml.monitor.univariate",
+    "drift": "loopml.monitor.fromlog",
     "estimated_accuracy": "loopml.monitor.performance",
     "feedback_drift": "loopml.monitor.performance",
     "feedback_outcomes": "loopml.monitor.performance",
@@ -69,7 +71,8 @@ if TYPE_CHECKING:
         live_accuracy,
         live_estimate,
     )
-    from .univariate import DriftReport, drift
+    from .fromlog import drift
+    from .univariate import DriftReport
     from .versions import fit_ood, load_gate
 
 

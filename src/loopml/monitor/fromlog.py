@@ -1,4 +1,14 @@
-"""What a served version saw and what it was trained on, as arrays the drift tests compare.
+"""Drift from the model server's own request log: what a served version saw against what it was trained on.
+
+``loopml.monitor.drift`` is :func:`drift` here: given two datasets it compares them
+(:func:`loopml.monitor.univariate.drift`); given a version alone it reads both sides
+from the store, with no glue::
+
+    loopml.monitor.drift("digits@production", since="1h")      # the last hour of requests
+    loopml.monitor.drift("digits/3", last=10_000)               # the newest 10,000 requests
+    loopml.monitor.drift(reference_frame, current_frame)        # any two tables
+
+The pieces:
 
 - :func:`logged_inputs`: the input rows the model server's request log kept for a
   version (``loopml serve --log-inputs``, every request by default), in a window
@@ -16,23 +26,26 @@ Example::
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ArgumentError, NotFound
+from ..errors import ArgumentError, ArgumentTypeError, NotFound
 from ..models.evaldata import version_data
 from ..store.monitoring import MonitorLog
 from ..store.predictions import inputs_array
 from ..store.registry import RegistryStore
+from ..models.signature import Signature
 from ..store.tracking import TrackingStore
 from ..tracking.api import backend_for
+from .univariate import DriftReport
+from .univariate import drift as compare
 from .windows import parse_duration
 
 if TYPE_CHECKING:
     from ..store.registry import ModelVersion
 
-__all__ = ["logged_inputs", "reference_inputs", "resolve_version"]
+__all__ = ["drift", "logged_inputs", "reference_inputs", "resolve_version"]
 
 
 def _store(tracking_uri: str | None) -> TrackingStore:
@@ -79,3 +92,46 @@ def reference_inputs(registry: RegistryStore, version: "ModelVersion") -> np.nda
             "loopml.monitor.drift(reference_rows, current_rows)"
         ) from None
     return np.asarray(parts.train.x.numpy() if hasattr(parts.train.x, "numpy") else parts.train.x)
+
+
+def _frame(x: np.ndarray, names: "tuple[str, ...] | None") -> Any:
+    """Rows as a table named by the version's feature names when they fit; images and tensors stay arrays."""
+    import pandas as pd
+
+    if names is not None and x.ndim == 2 and x.shape[1] == len(names):
+        return pd.DataFrame(x, columns=list(names))
+    return x
+
+
+def drift(reference: Any, current: Any = None, *, since: float | str | None = None, last: int | None = None,
+          tracking_uri: str | None = None, **options: Any) -> DriftReport:
+    """Data drift: of ``current`` against ``reference``, or of a version's request log against its training data.
+
+    With two datasets (DataFrames, arrays, loopml Datasets, ``.csv``/``.parquet``/``.npz``
+    paths) this is :func:`loopml.monitor.univariate.drift`. With a version reference
+    alone (``"digits@production"``, ``"digits/3"``), ``current`` is the input rows the
+    request log kept for that version in the window (``since``: a duration such as
+    ``"1h"`` or an epoch time; ``last``: the newest N requests; default: every logged
+    request), and ``reference`` the version's training inputs. ``options`` go to the
+    comparison (``alpha``, ``columns``, ``multivariate``, ``min_effect``, ...).
+    """
+    if current is not None:
+        if since is not None or last is not None:
+            raise ArgumentError("since= and last= pick a window of a version's request log: pass a version alone, "
+                                "e.g. drift('digits@production', since='1h')")
+        return compare(reference, current, **options)
+    if not isinstance(reference, str):
+        raise ArgumentTypeError(
+            "Argument reference should be a version reference like 'digits@production' when no current data is given "
+            f"(or pass both: drift(reference, current)); got {type(reference).__name__}"
+        )
+    registry, version = resolve_version(reference, tracking_uri=tracking_uri)
+    rows, _ = logged_inputs(version.name, version.version, since=since, last=last, tracking_uri=tracking_uri)
+    train = reference_inputs(registry, version)
+    names = Signature.from_dict(version.signature).feature_names if version.signature else None
+    if train.shape[1:] != rows.shape[1:]:
+        raise ArgumentError(
+            f"{version.ref}'s training inputs have shape {train.shape[1:]} per row but its request log holds "
+            f"{rows.shape[1:]}; compare them yourself with drift(reference, current)"
+        )
+    return compare(_frame(train, names), _frame(rows, names), **options)
