@@ -271,3 +271,20 @@ def test_the_client_against_a_live_tracking_server(tmp_path: Path, mlp: MLP, x: 
         forget_http_backends()
         server.stop()
         store.close()
+
+
+def test_monitoring_through_the_client_stays_in_its_store(uris: tuple[str, str], mlp: MLP, x: torch.Tensor) -> None:
+    a, b = loopml.Client(uris[0]), loopml.Client(uris[1])
+    _register(a, mlp, x, name="m")
+    rule = a.add_alert_rule("m@production", "floor", metric="accuracy", below=0.9)
+    assert [r.name for r in a.alert_rules()] == ["floor"] and rule.op == "<"
+    assert b.alert_rules() == [] and b.alert_history() == []  # the other store has none
+    assert a.prediction_windows("m", 1).empty  # nothing served yet: no windows, no error
+    rng = np.random.default_rng(0)
+    report = a.drift(rng.normal(size=(500, 3)), rng.normal(size=(500, 3)) + [0, 0, 1.0], multivariate=False)
+    assert report.drifted_features == ["x2"]
+    a.delete_alert_rule("m@production", "floor")
+    assert a.alert_rules() == []
+    a.close()
+    with pytest.raises(loopml.LoopMLError, match="is closed"):
+        a.alert_rules()

@@ -47,7 +47,9 @@ from .models.registry import (
 from .models.registry import register as register_model
 from .models.variants import quantize_version
 from .monitor.ood import load_version_gate
+from .monitor.performance import live_accuracy
 from .monitor.versions import fit_version_gate, gate_options
+from .monitor.windows import prediction_windows
 from .store.registry import ModelVersion
 from .tracking.api import (
     backend_for,
@@ -66,7 +68,9 @@ if TYPE_CHECKING:
     from .data.dataset import Dataset
     from .data.split import Split
     from .models.registry import LoadedModel
+    from .monitor.alerts import Alert, AlertRule
     from .monitor.ood import OODGate
+    from .monitor.univariate import DriftReport
     from .store.protocols import Registry, TrackingBackend
     from .store.records import Experiment
     from .store.registry import AliasEvent, ModelInfo
@@ -444,6 +448,57 @@ class Client:
         """:func:`loopml.monitor.load_gate` in this store: the gate stored with a version (sha256 checked)."""
         return load_version_gate(self._registry, self._version(version), threads=threads)
 
+
+    # -- monitoring (this store's request log, feedback and alert rules) ---------------------
+
+    def drift(self, reference: Any, current: Any = None, *, since: float | str | None = None,
+              last: int | None = None, **options: Any) -> "DriftReport":
+        """:func:`loopml.monitor.drift` in this store: a version's request log against its training data
+        (``c.drift("digits@production", since="1h")``), or two tables."""
+        from .monitor.fromlog import drift
+
+        self._check_open()
+        return drift(reference, current, since=since, last=last, tracking_uri=self.tracking_uri, **options)
+
+    def prediction_windows(self, model: str, version: int | None = None, **options: Any) -> "pd.DataFrame":
+        """:func:`loopml.monitor.windows.prediction_windows` in this store."""
+        self._check_open()
+        return prediction_windows(model, version, tracking_uri=self.tracking_uri, **options)
+
+    def live_accuracy(self, model: str, **options: Any) -> "pd.DataFrame":
+        """:func:`loopml.monitor.live_accuracy` in this store: accuracy from feedback labels, per window."""
+        self._check_open()
+        return live_accuracy(model, tracking_uri=self.tracking_uri, **options)
+
+    def add_alert_rule(self, target: str, name: str, *, metric: str, below: float | None = None,
+                       above: float | None = None, webhook: str | None = None, allow: Sequence[str] = ()) -> "AlertRule":
+        """:func:`loopml.monitor.alerts.add_rule` in this store."""
+        from .monitor import alerts
+
+        self._check_open()
+        return alerts.add_rule(target, name, metric=metric, below=below, above=above, webhook=webhook, allow=allow,
+                               tracking_uri=self.tracking_uri)
+
+    def alert_rules(self, target: str | None = None) -> "list[AlertRule]":
+        """The alert rules stored here (of one target, or all)."""
+        from .monitor import alerts
+
+        self._check_open()
+        return alerts.rules(target, tracking_uri=self.tracking_uri)
+
+    def delete_alert_rule(self, target: str, name: str) -> None:
+        """Delete an alert rule and the alerts it fired."""
+        from .monitor import alerts
+
+        self._check_open()
+        alerts.delete_rule(target, name, tracking_uri=self.tracking_uri)
+
+    def alert_history(self, model: str | None = None, *, since: float | None = None) -> "list[Alert]":
+        """The alerts fired in this store, oldest first."""
+        from .monitor import alerts
+
+        self._check_open()
+        return alerts.history(model, since=since, tracking_uri=self.tracking_uri)
 
 def register(
     model: "torch.nn.Module",
