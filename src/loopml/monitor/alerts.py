@@ -37,7 +37,7 @@ from ..errors import ArgumentError, ArgumentTypeError, NotFound
 from ..store.monitoring import MonitorLog
 from ..store.registry import RegistryStore, check_model_name
 from ..store.tracking import TrackingStore
-from ..tracking.api import backend_for
+from ..tracking.api import database_for
 from .webhooks import check_webhook_url, send_webhook
 
 __all__ = ["METRICS", "Alert", "AlertRule", "add_rule", "delete_rule", "evaluate", "history", "rules"]
@@ -80,13 +80,8 @@ class Alert:
 
 
 def _log(tracking_uri: str | None) -> tuple[MonitorLog, TrackingStore]:
-    backend = backend_for(tracking_uri)
-    if not isinstance(backend, TrackingStore):
-        raise ArgumentError(
-            "Alert rules live in the store's database: run this where the database is (a sqlite:/// or "
-            "postgresql+psycopg:// tracking URI), not against a loopml server"
-        )
-    return MonitorLog(backend), backend
+    store = database_for(tracking_uri, "Alert rules")
+    return MonitorLog(store), store
 
 
 def _parse_target(target: str) -> tuple[str, int | None, str | None]:

@@ -32,12 +32,10 @@ import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, NotFound
 from ..models.evaldata import version_data
-from ..store.monitoring import MonitorLog
-from ..store.predictions import inputs_array
+from ..store.predictions import PredictionLog, inputs_array
 from ..store.registry import RegistryStore
 from ..models.signature import Signature
-from ..store.tracking import TrackingStore
-from ..tracking.api import backend_for
+from ..tracking.api import database_for
 from .univariate import DriftReport
 from .univariate import drift as compare
 from .windows import parse_duration
@@ -48,16 +46,9 @@ if TYPE_CHECKING:
 __all__ = ["drift", "logged_inputs", "reference_inputs", "resolve_version"]
 
 
-def _store(tracking_uri: str | None) -> TrackingStore:
-    backend = backend_for(tracking_uri)
-    if not isinstance(backend, TrackingStore):
-        raise ArgumentError("The request log is read where the database is: use a sqlite:/// or postgresql+psycopg:// tracking URI")
-    return backend
-
-
 def resolve_version(ref: str, *, tracking_uri: str | None = None) -> tuple[RegistryStore, "ModelVersion"]:
     """The registry and the version ``ref`` names (``digits@production``, ``digits/3``)."""
-    registry = RegistryStore(_store(tracking_uri))
+    registry = RegistryStore(database_for(tracking_uri, "Reading the request log"))
     return registry, registry.resolve(ref)
 
 
@@ -72,7 +63,7 @@ def logged_inputs(model: str, version: int | None = None, *, since: float | str 
     if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
         raise ArgumentError(f"Argument last should be a number of requests >= 1, like 10000; got {last!r}")
     start = time.time() - parse_duration(since, "since") if isinstance(since, str) else since
-    batches, missing = MonitorLog(_store(tracking_uri)).logged_inputs(model, version, since=start, last=last)
+    batches, missing = PredictionLog(database_for(tracking_uri, "Reading the request log")).logged_inputs(model, version, since=start, last=last)
     if not batches:
         which = f"{model}/{version}" if version is not None else model
         raise NotFound(

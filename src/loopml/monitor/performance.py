@@ -46,8 +46,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +58,8 @@ from ..models.registry import load_version, registry_for, resolve_version
 from ..store.predictions import PredictionLog
 from ..store.registry import ModelVersion, RegistryStore
 from ..store.tracking import TrackingStore
-from ..tracking.api import backend_for
+from ..tracking.api import database_for
+from .windows import split_windows
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,7 +69,6 @@ __all__ = [
     "live_estimate",
 ]
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 OUTCOME_COLUMNS = ["request_id", "version", "created_at", "labelled_at", "row", "status", "prediction", "label", "answered", "correct"]
 WINDOW_COLUMNS = ["start", "end", "labelled", "answered", "abstained", "coverage", "correct", "accuracy", "ci_low", "ci_high"]
 
@@ -81,11 +80,7 @@ def _log(store: "TrackingStore | PredictionLog | None", tracking_uri: str | None
         return PredictionLog(store)
     if store is not None:
         raise ArgumentTypeError(f"Argument store should be a TrackingStore or a PredictionLog; got {type(store).__name__}")
-    backend = backend_for(tracking_uri)
-    if not isinstance(backend, TrackingStore):
-        raise ArgumentError("The request log is read from the database: pass store=TrackingStore(...) or a "
-                            f"database tracking_uri such as 'sqlite:///./.loopml/loopml.db'; got {type(backend).__name__}")
-    return PredictionLog(backend)
+    return PredictionLog(database_for(tracking_uri, "Reading the request log (or pass store=TrackingStore(...))"))
 
 
 def _model(model: str, version: int | None, log: PredictionLog) -> tuple[str, int | None]:
@@ -103,15 +98,6 @@ def _model(model: str, version: int | None, log: PredictionLog) -> tuple[str, in
     if not number.isdigit() or (version is not None and int(number) != version):
         raise ArgumentError(f"Argument model should be 'name', 'name/N' or 'name@alias' (and agree with version=); got {model!r}")
     return name, int(number)
-
-
-def _seconds(per: str | float) -> float:
-    if isinstance(per, str):
-        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", per)
-        if m is None:
-            raise ArgumentError(f"Argument per should be a duration such as '30m', '1h' or '1d', or a row count; got {per!r}")
-        return float(m.group(1)) * _UNITS[m.group(2)]
-    return float(per)
 
 
 def feedback_outcomes(
@@ -178,32 +164,6 @@ def _window(start: float, end: float, outcomes: "pd.DataFrame", confidence: floa
     return [start, end, labelled, answered, labelled - answered, coverage, correct, accuracy, low, high]
 
 
-def _windows(
-    per: str | float | None, since: float | None, until: float | None
-) -> Callable[[np.ndarray], list[tuple[float, float, np.ndarray]]]:
-    """``per`` checked, as a function from sorted row times to ``(start, end, row positions)`` per non-empty window."""
-    if per is not None and (isinstance(per, bool) or not isinstance(per, (str, int, float))):
-        raise ArgumentTypeError(f"Argument per should be None, a row count such as 500, or a duration such as '1h'; got {per!r}")
-    if isinstance(per, int) and per < 1:
-        raise ArgumentError(f"Argument per should be a row count of at least 1 or a duration such as '1h'; got {per!r}")
-    width = _seconds(per) if per is not None and not isinstance(per, int) else math.nan
-    if per is not None and not isinstance(per, int) and not (width > 0 and math.isfinite(width)):
-        raise ArgumentError(f"Argument per should be a positive duration such as '1h'; got {per!r}")
-
-    def split(t: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
-        if not len(t):
-            return []
-        if per is None:
-            return [(float(t[0]) if since is None else float(since), float(t[-1]) if until is None else float(until),
-                     np.arange(len(t)))]
-        if isinstance(per, int):
-            return [(float(t[i]), float(t[min(i + per, len(t)) - 1]), np.arange(i, min(i + per, len(t))))
-                    for i in range(0, len(t), per)]
-        origin = float(t[0]) if since is None else float(since)
-        bins = np.floor((t - origin) / width).astype(np.int64)
-        return [(origin + b * width, origin + (b + 1) * width, np.flatnonzero(bins == b)) for b in np.unique(bins)]
-
-    return split
 
 
 def live_accuracy(
@@ -241,7 +201,7 @@ def live_accuracy(
 
     if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0 < confidence < 1:
         raise ArgumentError(f"Argument confidence should be a fraction between 0 and 1 such as 0.95; got {confidence!r}")
-    windows = _windows(per, since, until)
+    windows = split_windows(per, since, until)
     outcomes = feedback_outcomes(model, version=version, since=since, until=until, store=store, tracking_uri=tracking_uri)
     frames = [_window(start, end, outcomes.iloc[rows], confidence)
               for start, end, rows in windows(outcomes["created_at"].to_numpy(dtype=np.float64))]
@@ -479,7 +439,7 @@ def live_estimate(
     """
     import pandas as pd
 
-    windows = _windows(per, since, until)
+    windows = split_windows(per, since, until)
     log = _log(store, tracking_uri)
     name, number = _model(model, version, log)
     times: list[float] = []

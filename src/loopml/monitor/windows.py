@@ -34,7 +34,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -42,14 +42,14 @@ import orjson
 
 from ..errors import ArgumentError, ArgumentTypeError, NotFound
 from ..store.monitoring import MonitorLog
+from ..store.predictions import PredictionLog
 from ..store.registry import RegistryStore
-from ..store.tracking import TrackingStore
-from ..tracking.api import backend_for
+from ..tracking.api import database_for
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["parse_duration", "prediction_windows"]
+__all__ = ["parse_duration", "prediction_windows", "split_windows"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -72,6 +72,40 @@ def parse_duration(value: float | int | str, what: str) -> float:
     if not math.isfinite(seconds) or seconds <= 0:
         raise ArgumentError(f"Argument {what} should be a positive duration; got {value!r}")
     return seconds
+
+
+def split_windows(
+    per: str | float | None, since: float | None, until: float | None
+) -> Callable[[np.ndarray], list[tuple[float, float, np.ndarray]]]:
+    """``per`` checked, as a function from sorted times to ``(start, end, positions)`` per non-empty window.
+
+    ``per``: None (one window), a count of rows (an int: the last window may be short; it
+    ends at its last row's time) or a duration (``"1h"``, seconds): windows of that width
+    from ``since`` (default: the first time). The one windowing of the monitor's tables.
+
+    >>> [(a, b, i.tolist()) for a, b, i in split_windows(2, None, None)(np.array([0.0, 1.0, 5.0]))]
+    [(0.0, 1.0, [0, 1]), (5.0, 5.0, [2])]
+    """
+    if per is not None and (isinstance(per, bool) or not isinstance(per, (str, int, float))):
+        raise ArgumentTypeError(f"Argument per should be None, a row count such as 500, or a duration such as '1h'; got {per!r}")
+    if isinstance(per, int) and per < 1:
+        raise ArgumentError(f"Argument per should be a row count of at least 1 or a duration such as '1h'; got {per!r}")
+    width = parse_duration(per, "per") if per is not None and not isinstance(per, int) else math.nan
+
+    def split(t: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
+        if not len(t):
+            return []
+        if per is None:
+            return [(float(t[0]) if since is None else float(since), float(t[-1]) if until is None else float(until),
+                     np.arange(len(t)))]
+        if isinstance(per, int):
+            return [(float(t[i]), float(t[min(i + per, len(t)) - 1]), np.arange(i, min(i + per, len(t))))
+                    for i in range(0, len(t), per)]
+        origin = float(t[0]) if since is None else float(since)
+        bins = np.floor((t - origin) / width).astype(np.int64)
+        return [(origin + b * width, origin + (b + 1) * width, np.flatnonzero(bins == b)) for b in np.unique(bins)]
+
+    return split
 
 
 def _rows_of(outputs: str) -> list[dict[str, Any]]:
@@ -128,9 +162,7 @@ def prediction_windows(
     """
     import pandas as pd
 
-    backend = backend_for(tracking_uri)
-    if not isinstance(backend, TrackingStore):
-        raise ArgumentError("The request log is read where the database is: use a sqlite:/// or postgresql+psycopg:// tracking URI")
+    backend = database_for(tracking_uri, "Reading the request log")
     if size is not None:
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ArgumentError(f"Argument size should be a number of requests >= 1; got {size!r}")
@@ -140,33 +172,25 @@ def prediction_windows(
     if not 0 < alpha < 1:
         raise ArgumentError(f"Argument alpha should be a probability between 0 and 1, e.g. 0.01; got {alpha!r}")
     start = time.time() - parse_duration(since, "since") if isinstance(since, str) else since
-    log = MonitorLog(backend)
-    records = log.request_log(model, version, since=start, until=until)
+    records = PredictionLog(backend).answers(model, version, since=start, until=until)
     if reference is None and version is not None:
         try:
             reference = _reference_from_profile(RegistryStore(backend).get_version(model, int(version)).profile)
         except NotFound:
             reference = None
-
-    groups: list[list[tuple[Any, ...]]] = []
-    if width is None:
-        groups = [records[i : i + size] for i in range(0, len(records), size)] if size else []
-    elif records:
-        origin = records[0][0] if start is None else float(start)
-        bucket: dict[int, list[tuple[Any, ...]]] = {}
-        for rec in records:
-            bucket.setdefault(int((rec[0] - origin) // width), []).append(rec)
-        groups = [bucket[k] for k in sorted(bucket)]
+    times = np.array([r["created_at"] for r in records], dtype=np.float64)
+    windows = split_windows(size if size is not None else width, start, until)(times)
 
     out: list[dict[str, Any]] = []
     first: Counter[str] | None = None
-    for group in groups:
+    for w_start, w_end, positions in windows:
+        group = [records[i] for i in positions]
         counts: Counter[str] = Counter()
         rows = abstained = 0
         confidences: list[float] = []
-        for _, _, _, n, _, outputs in group:
-            rows += int(n)
-            for item in _rows_of(outputs):
+        for rec in group:
+            rows += int(rec["rows"])
+            for item in _rows_of(rec["outputs"]):
                 if item.get("status") == "abstain":
                     abstained += 1
                     continue
@@ -187,11 +211,6 @@ def prediction_windows(
             p, js, drifted = _compare(counts, ref, alpha, min_js)
         if first is None and answered:
             first = counts
-        if width is None:
-            w_start, w_end = float(group[0][0]), float(group[-1][0])
-        else:
-            k = int((group[0][0] - origin) // width)
-            w_start, w_end = float(origin + k * width), float(origin + (k + 1) * width)
         row = {
             "window_start": w_start, "window_end": w_end,
             "requests": len(group), "rows": rows, "abstained": abstained,
@@ -203,7 +222,7 @@ def prediction_windows(
         out.append(row)
         if store and version is not None:
             payload = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-            log.save_result(model, int(version), "predictions", window=(w_start, w_end),
+            MonitorLog(backend).save_result(model, int(version), "predictions", window=(w_start, w_end),
                             rows=rows, flagged=drifted, payload=payload)
     columns = ["window_start", "window_end", "requests", "rows", "abstained", "abstention_rate", "mean_confidence",
                "classes", "prediction_drift_p", "prediction_drift_js", "prediction_drifted"]

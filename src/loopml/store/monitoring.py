@@ -84,52 +84,6 @@ class MonitorLog:
             r["payload"] = json.loads(r["payload"])
         return rows[::-1]
 
-    # -- the request log, as the monitor reads it ----------------------------------------------
-
-    def request_log(self, model: str, version: int | None = None, *, since: float | None = None,
-                    until: float | None = None, limit: int | None = None) -> list[tuple[Any, ...]]:
-        """``(created_at, version, status, rows, ood_score, outputs)`` of the logged requests, oldest first.
-
-        With ``limit``, the newest ``limit`` requests (still oldest first).
-        """
-        t = s.predictions
-        q = sa.select(t.c.created_at, t.c.version, t.c.status, t.c.rows, t.c.ood_score, t.c.outputs).where(t.c.model == model)
-        if version is not None:
-            q = q.where(t.c.version == int(version))
-        if since is not None:
-            q = q.where(t.c.created_at >= float(since))
-        if until is not None:
-            q = q.where(t.c.created_at < float(until))
-        if limit is not None:
-            q = q.order_by(t.c.created_at.desc()).limit(int(limit))
-        else:
-            q = q.order_by(t.c.created_at)
-        with self.store.read() as conn:
-            rows = [tuple(r) for r in conn.execute(q)]
-        return rows[::-1] if limit is not None else rows
-
-    def logged_inputs(self, model: str, version: int | None = None, *, since: float | None = None,
-                      until: float | None = None, last: int | None = None) -> tuple[list[bytes], int]:
-        """The ``.npy`` input batches the request log kept (oldest first), and how many requests kept none.
-
-        ``last``: only the newest ``last`` requests (those with and without inputs).
-        """
-        t = s.predictions
-        q = sa.select(t.c.created_at, t.c.inputs).where(t.c.model == model)
-        if version is not None:
-            q = q.where(t.c.version == int(version))
-        if since is not None:
-            q = q.where(t.c.created_at >= float(since))
-        if until is not None:
-            q = q.where(t.c.created_at < float(until))
-        q = q.order_by(t.c.created_at.desc())
-        if last is not None:
-            q = q.limit(int(last))
-        with self.store.read() as conn:
-            rows = list(conn.execute(q))
-        kept = [bytes(r.inputs) for r in reversed(rows) if r.inputs is not None]
-        return kept, len(rows) - len(kept)
-
     # -- rules --------------------------------------------------------------------------------
 
     def add_rule(self, target: str, name: str, *, metric: str, op: str, threshold: float,

@@ -48,6 +48,19 @@ def inputs_array(data: bytes) -> np.ndarray:
     return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
 
 
+def _in_window(q: Any, model: str, version: int | None, since: float | None, until: float | None) -> Any:
+    """``q`` limited to ``model`` (one ``version``, or all) and ``since <= created_at < until``."""
+    p = s.predictions
+    q = q.where(p.c.model == model)
+    if version is not None:
+        q = q.where(p.c.version == int(version))
+    if since is not None:
+        q = q.where(p.c.created_at >= float(since))
+    if until is not None:
+        q = q.where(p.c.created_at < float(until))
+    return q
+
+
 class PredictionLog:
     """Predictions and feedback in a :class:`~loopml.store.TrackingStore`'s database."""
 
@@ -158,17 +171,10 @@ class PredictionLog:
                       f.c.label, f.c.created_at.label("labelled_at"))
             .join(newest, newest.c.request_id == p.c.request_id)
             .join(f, f.c.id == newest.c.id)
-            .where(p.c.model == model)
             .order_by(p.c.created_at, p.c.request_id)
         )
-        if version is not None:
-            q = q.where(p.c.version == int(version))
-        if since is not None:
-            q = q.where(p.c.created_at >= float(since))
-        if until is not None:
-            q = q.where(p.c.created_at < float(until))
         with self.store.read() as conn:
-            rows = conn.execute(q).mappings().all()
+            rows = conn.execute(_in_window(q, model, version, since, until)).mappings().all()
         return [{**r, "label": json.loads(r["label"])} for r in rows]
 
     def answers(
@@ -179,17 +185,25 @@ class PredictionLog:
         p = s.predictions
         q = (
             sa.select(p.c.request_id, p.c.version, p.c.created_at, p.c.status, p.c.rows, p.c.outputs)
-            .where(p.c.model == model)
             .order_by(p.c.created_at, p.c.request_id)
         )
-        if version is not None:
-            q = q.where(p.c.version == int(version))
-        if since is not None:
-            q = q.where(p.c.created_at >= float(since))
-        if until is not None:
-            q = q.where(p.c.created_at < float(until))
         with self.store.read() as conn:
-            return [dict(r) for r in conn.execute(q).mappings()]
+            return [dict(r) for r in conn.execute(_in_window(q, model, version, since, until)).mappings()]
+
+    def logged_inputs(self, model: str, version: int | None = None, *, since: float | None = None,
+                      until: float | None = None, last: int | None = None) -> tuple[list[bytes], int]:
+        """The ``.npy`` input batches the log kept (oldest first), and how many requests kept none.
+
+        ``last``: only the newest ``last`` requests (those with and without inputs).
+        """
+        p = s.predictions
+        q = _in_window(sa.select(p.c.inputs), model, version, since, until).order_by(p.c.created_at.desc())
+        if last is not None:
+            q = q.limit(int(last))
+        with self.store.read() as conn:
+            rows = list(conn.execute(q).scalars())
+        kept = [bytes(b) for b in reversed(rows) if b is not None]
+        return kept, len(rows) - len(kept)
 
     def add_feedback_many(self, labels: Sequence[tuple[str, Any]], *, at: float | None = None) -> int:
         """:meth:`add_feedback` for many ``(request_id, label)`` pairs in one transaction (a backfill of labels).

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import config
-from ..errors import LoopMLError
+from ..errors import ArgumentError, LoopMLError
 from ..store.protocols import TrackingBackend
 from .run import Run
 from .writer import BatchWriter
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..store.records import ArtifactInfo, Experiment, RunRecord
+    from ..store.tracking import TrackingStore
 
 __all__ = [
     "active_run",
@@ -87,6 +88,20 @@ def backend_for(uri: str | None = None) -> TrackingBackend:
                 )
             _backends[uri] = backend
         return backend
+
+
+def database_for(uri: str | None, what: str) -> "TrackingStore":
+    """The database store for ``uri`` (as :func:`backend_for`), or an error saying that ``what`` runs where the
+    database is: the request log, monitoring results and alert rules are read and written in SQL, not over HTTP."""
+    from ..store.tracking import TrackingStore
+
+    backend = backend_for(uri)
+    if not isinstance(backend, TrackingStore):
+        raise ArgumentError(
+            f"{what} runs where the database is: use its URI (sqlite:///... or postgresql+psycopg://...), "
+            f"not a loopml server ({backend.uri})"
+        )
+    return backend
 
 
 def _writer_for(backend: TrackingBackend) -> BatchWriter:
