@@ -166,14 +166,15 @@ def evaluate(model: str, version: int, values: Mapping[str, float], *, cooldown:
     log, store = _log(tracking_uri)
     now = time.time() if at is None else float(at)
     fired: list[Alert] = []
+    # the rules that fired on this version within the cooldown, read once
+    cooling = {a["rule_id"] for a in log.alerts(model, since=now - cooldown) if a["version"] == version}
     for rule in rules(tracking_uri=tracking_uri):
         value = values.get(rule.metric)
         if value is None or not math.isfinite(float(value)) or not rule.holds(float(value)):
             continue
         if not _applies(rule, model, version, store):
             continue
-        recent = [a for a in log.alerts(model, since=now - cooldown) if a["rule_id"] == rule.id and a["version"] == version]
-        if recent:
+        if rule.id in cooling:
             continue
         word = "below" if rule.op == "<" else "above"
         message = f"{model}/{version} ({rule.target}): {rule.metric} {float(value):.4g} is {word} {rule.threshold:g} [{rule.name}]"
