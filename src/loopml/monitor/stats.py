@@ -42,6 +42,7 @@ __all__ = [
     "ks_exact",
     "ks_pvalues",
     "ks_wasserstein",
+    "ks_wasserstein_weighted",
     "merge",
     "new_category_pvalue",
     "ramp",
@@ -134,6 +135,24 @@ def ks_wasserstein(merged: Merged, steps: np.ndarray | None = None) -> tuple[flo
     d = float(min(diff.max() if merged.ends.all() else diff[merged.ends].max(), 1.0))
     w = float(np.dot(diff[:-1], np.diff(merged.values)))
     return d, w
+
+
+def ks_wasserstein_weighted(values: np.ndarray, counts: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """(KS statistic D, Wasserstein-1 distance) of a weighted reference sample and a current sample ``b``.
+
+    ``values``: the reference's distinct values, sorted, each occurring ``counts`` times (a
+    stored :class:`~loopml.store.reference.DriftReference` column). The same CDF formulas as
+    SciPy's ``ks_2samp`` and ``wasserstein_distance(u, v, u_weights=counts)``, read at every
+    value of either sample: equal to them on the expanded sample (tests/monitor/test_reference.py).
+    """
+    b = np.sort(b)
+    both = np.concatenate([values, b])
+    both.sort(kind="stable")
+    cum = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
+    f_ref = cum[np.searchsorted(values, both, side="right")] / cum[-1]
+    f_cur = np.searchsorted(b, both, side="right") / len(b)
+    diff = np.abs(f_ref - f_cur)
+    return float(min(diff.max(), 1.0)), float(np.dot(diff[:-1], np.diff(both)))
 
 
 def ramp(length: int, m: int) -> np.ndarray:

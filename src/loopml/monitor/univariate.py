@@ -55,6 +55,7 @@ import pandas as pd
 
 from ..errors import ArgumentError, ArgumentTypeError
 from ..files import atomic_write
+from ..store.reference import CategoricalColumn, DriftReference, NumericColumn, array_table, column_kind
 from . import stats
 from .drift_html import render
 from .multivariate import multivariate_drift
@@ -185,7 +186,7 @@ def read_table(path: str | Path, *, role: str = "data") -> pd.DataFrame:
                 x = archive["x" if "x" in names else names[0]]
         except (OSError, ValueError) as exc:
             raise ArgumentError(f"Argument {role} should be a NumPy .npz archive; {str(p)!r} does not read as one: {exc}") from exc
-        return _array_frame(x, role)
+        return array_table(x, role)
     try:
         if suffix == ".csv":
             return pd.read_csv(p)
@@ -194,25 +195,6 @@ def read_table(path: str | Path, *, role: str = "data") -> pd.DataFrame:
         raise ModuleNotFoundError("Reading .parquet files needs pyarrow: pip install 'loopml[parquet]'") from exc
     except Exception as exc:  # pandas and pyarrow raise many parser errors; the user's file is at fault, say which
         raise ArgumentError(f"Argument {role} should be a readable {suffix} table; {str(p)!r}: {type(exc).__name__}: {exc}") from exc
-
-
-def _array_frame(x: Any, role: str) -> pd.DataFrame:
-    """A 1-D or 2-D array as columns x0, x1, ...; images (N x C x H x W, N x H x W) as per-channel mean and sd."""
-    a = np.asarray(x)
-    if a.ndim == 0:
-        raise ArgumentError(f"Argument {role} should have one row per sample, got a scalar")
-    if a.ndim == 1:
-        a = a[:, None]
-    if a.ndim >= 3:  # images or tensors: compared by summary statistics per channel
-        if a.dtype.kind not in "biuf":
-            raise ArgumentTypeError(f"Argument {role} should hold numbers, got dtype {a.dtype}")
-        chans = a.reshape(len(a), a.shape[1] if a.ndim == 4 else 1, -1).astype(np.float64)
-        cols: dict[str, np.ndarray] = {}
-        for c in range(chans.shape[1]):
-            cols[f"c{c}_mean"] = chans[:, c].mean(axis=1)
-            cols[f"c{c}_std"] = chans[:, c].std(axis=1)
-        return pd.DataFrame(cols)
-    return pd.DataFrame(a, columns=[f"x{i}" for i in range(a.shape[1])], copy=False)
 
 
 def _frame(data: Any, role: str) -> pd.DataFrame:
@@ -233,7 +215,7 @@ def _frame(data: Any, role: str) -> pd.DataFrame:
         if isinstance(data, Dataset):
             x = data.x.numpy()
             if data.kind == "image":
-                return _array_frame(x, role)
+                return array_table(x, role)
             frame = pd.DataFrame(x.astype(np.float64), columns=data.feature_names, copy=False)
             for name, levels in data.categories.items():  # codes back to their names, so two datasets compare
                 codes = frame[name].to_numpy()
@@ -244,37 +226,11 @@ def _frame(data: Any, role: str) -> pd.DataFrame:
                 frame[name] = decoded
             return frame
     if isinstance(data, (np.ndarray, list, tuple)) or hasattr(data, "__array__"):
-        return _array_frame(data, role)
+        return array_table(data, role)
     raise ArgumentTypeError(
         f"Argument {role} should be a pandas DataFrame, a NumPy array, a loopml Dataset or a .csv/.parquet/.npz path, "
         f"got {type(data).__name__}"
     )
-
-
-def _kind(series: pd.Series, name: str, role: str) -> str:
-    """numeric, boolean, categorical, or empty (every value missing, no type to go by)."""
-    dtype = series.dtype
-    if pd.api.types.is_bool_dtype(dtype):
-        return "boolean"
-    if isinstance(dtype, pd.CategoricalDtype):
-        return "categorical" if series.notna().any() else "empty"
-    if pd.api.types.is_numeric_dtype(dtype):
-        if pd.api.types.is_complex_dtype(dtype):
-            raise ArgumentTypeError(f"Argument {role} should hold real numbers or categories in column {name!r}, got {dtype}")
-        return "numeric" if len(series) and series.notna().any() else "empty"
-    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
-        raise ArgumentTypeError(
-            f"Argument {role} should hold numbers, booleans or categories in column {name!r}, got {dtype}; "
-            f"convert times to numbers first, e.g. df[{name!r}].astype('int64')"
-        )
-    inferred = pd.api.types.infer_dtype(series, skipna=True)
-    if inferred == "empty":
-        return "empty"
-    if inferred == "boolean":
-        return "boolean"
-    if inferred in ("integer", "floating", "mixed-integer-float", "decimal"):
-        return "numeric"
-    return "categorical"
 
 
 # -- the comparison -----------------------------------------------------------
@@ -290,7 +246,7 @@ def drift(
     min_effect: Mapping[str, float] | None = None,
     min_rows: int = MIN_ROWS,
     threads: int | None = None,
-    multivariate: bool = True,
+    multivariate: bool | None = None,
     seed: int = 0,
 ) -> DriftReport:
     """Compare ``current`` with ``reference``, feature by feature (see the module docstring).
@@ -304,7 +260,14 @@ def drift(
     does not depend on it. ``multivariate``: also run
     :func:`~loopml.monitor.multivariate.multivariate_drift` on the same columns (a
     classifier two-sample test of the joint distribution, seeded by ``seed``; missing
-    values kept, so their pattern counts), whose result is ``report.multivariate``.
+    values kept, so their pattern counts), whose result is ``report.multivariate``; by
+    default it runs when ``reference`` holds rows.
+
+    ``reference`` may also be a stored :class:`~loopml.store.reference.DriftReference`
+    (what a registered version keeps of its training inputs): every per-column test then
+    runs against it, exactly where it holds a column's values and within its recorded
+    bounds where it holds a quantile sketch (the row's ``note`` says how close); the
+    multivariate test needs rows and does not run.
 
     >>> rng = np.random.default_rng(1)
     >>> report = drift(rng.normal(size=(1000, 3)), rng.normal(size=(1000, 3)))
@@ -317,8 +280,8 @@ def drift(
         raise ArgumentError(f"Argument min_rows should be an integer of at least 2, got {min_rows!r}")
     if threads is None:
         threads = min(os.cpu_count() or 1, 4)
-    if not isinstance(multivariate, bool):
-        raise ArgumentTypeError(f"Argument multivariate should be True or False, got {multivariate!r}")
+    if multivariate is not None and not isinstance(multivariate, bool):
+        raise ArgumentTypeError(f"Argument multivariate should be True, False or None (when there are rows), got {multivariate!r}")
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ArgumentError(f"Argument threads should be a positive integer, got {threads!r}")
     thresholds = dict(MIN_EFFECT)
@@ -328,14 +291,23 @@ def drift(
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ArgumentError(f"Argument min_effect[{key!r}] should be a number >= 0, got {value!r}")
         thresholds[key] = float(value)
-    ref, cur = _frame(reference, "reference"), _frame(current, "current")
+    stored = reference if isinstance(reference, DriftReference) else None
+    if stored is not None and multivariate:
+        raise ArgumentError("Argument multivariate=True needs the reference rows; a stored DriftReference keeps per-column "
+                            "summaries only: pass multivariate=False, or the reference rows themselves")
+    cur = _frame(current, "current")
+    ref = _frame(reference, "reference") if stored is None else pd.DataFrame(columns=list(stored.columns))
     names = _feature_names(ref, cur, columns, target)
 
     ramps: dict[tuple[int, int], np.ndarray] = {}
-    kinds = {label: _common_kind(str(label), _kind(ref[label], str(label), "reference"), _kind(cur[label], str(label), "current"))
+    kinds = {label: _common_kind(str(label), stored.columns[str(label)].kind if stored is not None
+                                 else column_kind(ref[label], str(label), "reference"),
+                                 column_kind(cur[label], str(label), "current"))
              for label in names}
 
     def one(label: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        if stored is not None:
+            return _against_stored(str(label), kinds[label], stored.columns[str(label)], cur[label], min_rows)
         if kinds[label] == "numeric":
             return _numeric(str(label), ref[label], cur[label], min_rows, ramps)
         return _categorical(str(label), kinds[label], ref[label], cur[label], min_rows)
@@ -350,8 +322,10 @@ def drift(
     rows = [row for row, _ in results]
     hists = {str(label): hist for label, (_, hist) in zip(names, results) if hist}
     features = _decide(rows, alpha, thresholds)
-    joint = multivariate_drift(ref[names], cur[names], seed=seed, missing="keep") if multivariate else None
-    return DriftReport(features=features, alpha=float(alpha), min_effect=thresholds, n_reference=len(ref),
+    joint = (multivariate_drift(ref[names], cur[names], seed=seed, missing="keep")
+             if multivariate or (multivariate is None and stored is None) else None)
+    return DriftReport(features=features, alpha=float(alpha), min_effect=thresholds,
+                       n_reference=len(ref) if stored is None else stored.n_rows,
                        n_current=len(cur), multivariate=joint, histograms=hists)
 
 
@@ -442,6 +416,61 @@ def _numeric(name: str, ref: pd.Series, cur: pd.Series, min_rows: int,
     return row, _numeric_hist(merged)
 
 
+def _against_stored(name: str, kind: str, col: NumericColumn | CategoricalColumn, cur: pd.Series,
+                    min_rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One column's row and histogram against a stored reference column (see :func:`drift`)."""
+    if isinstance(col, CategoricalColumn):
+        return _categorical_counts(name, kind, col.counts, col.missing, cur, min_rows)
+    if kind != "numeric":  # an all-missing reference column against categories
+        return _categorical_counts(name, kind, {}, col.missing, cur, min_rows)
+    b, miss_b = stats.finite(cur.to_numpy(dtype=np.float64, na_value=np.nan))
+    n = col.n
+    row = _row(name, "numeric", n_reference=n, n_current=len(b), missing_reference=col.missing, missing_current=miss_b)
+    hist = _stored_hist(col, b) if n + len(b) else {}
+    if n < min_rows or len(b) < min_rows:
+        row["note"] = f"not enough data: {n} values in reference, {len(b)} in current (at least {min_rows} needed)"
+        return row, hist
+    sd = col.sd
+    distinct = len(col.values)
+    if col.exact and distinct <= MAX_LEVELS and n >= 5 * distinct:  # few values, many ties: compare counts
+        values = np.union1d(col.values, b)
+        ca = np.zeros(len(values), dtype=np.int64)
+        ca[np.searchsorted(values, col.values)] = col.counts
+        uniq, cnt = np.unique(b, return_counts=True)
+        cb = np.zeros(len(values), dtype=np.int64)
+        cb[np.searchsorted(values, uniq)] = cnt
+        stat, dof, pooled = stats.chi2_homogeneity(ca, cb)
+        w = stats.wasserstein_counts(values, ca, cb)
+        row.update(kind="discrete", test="chi2", statistic=stat, _dof=dof)
+        if pooled:
+            row["note"] = f"{pooled} rare values pooled"
+    else:
+        if col.exact and max(n, len(b)) <= stats.EXACT_KS_MAX_N:  # the sample itself: SciPy's exact p-value
+            d, p = stats.ks_exact(col.sample(), b)
+            _, w = stats.ks_wasserstein_weighted(col.values, col.counts, b)
+        else:
+            (d, w), p = stats.ks_wasserstein_weighted(col.values, col.counts, b), math.nan
+        row.update(test="ks", statistic=d, p_value=p)
+        if not col.exact:
+            row["note"] = (f"reference sketch: statistic within {col.eps_ks:.1e}, "
+                           f"effect within {col.eps_w / sd if sd > 0 else 0.0:.1e}")
+    row["effect"] = w / sd if sd > 0 else (math.inf if w > 0 else 0.0)
+    return row, hist
+
+
+def _stored_hist(col: NumericColumn, b: np.ndarray) -> dict[str, Any]:
+    lo = min(float(col.values[0]) if len(col.values) else math.inf, float(b.min()) if len(b) else math.inf)
+    hi = max(float(col.values[-1]) if len(col.values) else -math.inf, float(b.max()) if len(b) else -math.inf)
+    edges = np.linspace(lo, hi, HIST_BINS + 1) if hi > lo else np.array([lo, lo])
+    ref_cum = col.cdf_counts(edges, side="left").astype(np.float64)
+    ref_cum[-1] = col.n
+    cur_cum = np.searchsorted(np.sort(b), edges, side="left").astype(np.float64)
+    cur_cum[-1] = len(b)
+    ref, cur = np.diff(ref_cum) / max(col.n, 1), np.diff(cur_cum) / max(len(b), 1)
+    return {"type": "numeric", "edges": [float(e) for e in edges],
+            "reference": [round(float(v), 5) for v in ref], "current": [round(float(v), 5) for v in cur]}
+
+
 def _numeric_hist(merged: stats.Merged) -> dict[str, Any]:
     lo, hi = float(merged.values[0]), float(merged.values[-1])
     edges = np.linspace(lo, hi, HIST_BINS + 1) if hi > lo else np.array([lo, lo])
@@ -451,10 +480,17 @@ def _numeric_hist(merged: stats.Merged) -> dict[str, Any]:
 
 
 def _categorical(name: str, kind: str, ref: pd.Series, cur: pd.Series, min_rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    vr, vc = ref.value_counts(dropna=True), cur.value_counts(dropna=True)
-    vr, vc = vr[vr > 0], vc[vc > 0]
-    n_a, n_b = int(vr.sum()), int(vc.sum())
+    vr = ref.value_counts(dropna=True)
+    vr = vr[vr > 0]
     ref_counts = dict(zip(vr.index, vr.to_numpy(dtype=np.int64)))
+    return _categorical_counts(name, kind, ref_counts, len(ref) - int(vr.sum()), cur, min_rows)
+
+
+def _categorical_counts(name: str, kind: str, ref_counts: dict[Any, Any], missing_ref: int, cur: pd.Series,
+                        min_rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    vc = cur.value_counts(dropna=True)
+    vc = vc[vc > 0]
+    n_a, n_b = int(sum(ref_counts.values())), int(vc.sum())
     cur_counts = dict(zip(vc.index, vc.to_numpy(dtype=np.int64)))
     new = [k for k in cur_counts if k not in ref_counts]
     new_set = set(new)
@@ -462,7 +498,7 @@ def _categorical(name: str, kind: str, ref: pd.Series, cur: pd.Series, min_rows:
     ca = np.array([ref_counts.get(k, 0) for k in keys], dtype=np.float64)
     cb = np.array([cur_counts.get(k, 0) for k in keys], dtype=np.float64)
     new_rows = int(sum(cur_counts[k] for k in new))
-    row = _row(name, kind, n_reference=n_a, n_current=n_b, missing_reference=len(ref) - n_a, missing_current=len(cur) - n_b,
+    row = _row(name, kind, n_reference=n_a, n_current=n_b, missing_reference=missing_ref, missing_current=len(cur) - n_b,
                new_categories=len(new), new_rate=new_rows / n_b if n_b else 0.0)
     if new_rows and n_a >= min_rows and n_b >= min_rows:
         row["new_p_value"] = stats.new_category_pvalue(new_rows, n_b, int(np.sum(ca == 1)), n_a)
