@@ -107,8 +107,9 @@ def _assert_logged(run_id: str, digits: Dataset, backend: Any) -> None:
     assert backend.run_datasets(run_id) == parts.fingerprints
     assert run.tags["dataset.train"] == parts.train.fingerprint
     assert run.tags["data_check"] == "ok: 0 errors, 3 warnings"
-    rows = sorted(f"datasets/{fp}.npz" for fp in parts.fingerprints.values())  # each part's rows, kept (<= 32 MiB)
-    assert [a.path for a in run.artifacts()] == ["data_check.json", *rows]
+    rows = [f"datasets/{fp}.npz" for fp in parts.fingerprints.values()]  # each part's rows, kept (<= 32 MiB)
+    reference = f"datasets/{parts.train.fingerprint}.reference.npz"  # the train part's drift reference, at any size
+    assert [a.path for a in run.artifacts()] == ["data_check.json", *sorted([*rows, reference])]
     from loopml.data.sources import stored
 
     back = stored(backend, parts.val.fingerprint, run_ids=[run_id])

@@ -16,7 +16,8 @@ runs can be searched by data: ``loopml.runs(filter="tags.`dataset.train` = '...'
 Rows up to :data:`loopml.data.sources.KEEP_ROWS_BYTES` (32 MiB of ``x`` and
 ``y``) are also kept with the run, as the artifact ``datasets/<fingerprint>.npz``,
 so that quantizing or fitting the OOD gate of a version registered from the run
-later finds its data without being told (:func:`loopml.data.sources.stored`).
+later finds its data without being told (:func:`loopml.data.sources.stored`). A
+``train`` dataset's drift reference (:mod:`loopml.data.reference`) is kept at any size.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..tracking.run import Run
 from .checks import CheckReport
 from .dataset import Dataset
 from .profile import profile
+from .reference import save_reference
 from .sources import KEEP_ROWS_BYTES, save_rows
 
 if TYPE_CHECKING:
@@ -65,7 +67,9 @@ def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool
     """Store ``ds``'s record and link it to ``run`` as ``role``; returns the fingerprint.
 
     ``keep_rows``: also keep the rows with the run (``datasets/<fingerprint>.npz``);
-    default: when ``x`` and ``y`` take at most 32 MiB.
+    default: when ``x`` and ``y`` take at most 32 MiB. A ``train`` dataset's drift
+    reference is kept whatever its size (``datasets/<fingerprint>.reference.npz``,
+    :mod:`loopml.data.reference`): a version registered from the run stores it.
 
     >>> with loopml.start_run(experiment="digits") as run:
     ...     log_dataset(run, parts.train, role="train")
@@ -78,6 +82,8 @@ def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool
     backend.log_dataset(run.id, record, role)
     if keep_rows or (keep_rows is None and ds.x.nbytes + ds.y.nbytes <= KEEP_ROWS_BYTES):
         save_rows(run, ds)
+    if role == "train":
+        save_reference(run, ds)
     run.set_tags({f"dataset.{role}": record["fingerprint"]})
     return str(record["fingerprint"])
 

@@ -7,6 +7,7 @@
 - :mod:`loopml.models.registry`: versions, aliases, ``register``, ``load_model``, ``export`` (add formats);
   its ``register`` stores the model only: :func:`loopml.register` and :class:`loopml.Client` also fit its OOD gate
 - :mod:`loopml.models.variants`: ``quantize`` a version into a measured variant version
+- :mod:`loopml.models.reference`: a version's stored drift reference (``store_reference`` rebuilds it)
 - :mod:`loopml.models.evaldata`: which data a version is calibrated, fine-tuned and measured on
 - :mod:`loopml.models.nets`: the demo's digits CNN and an MLP, importable from any process
 - :mod:`loopml.models.rebuild`: ``keep_init_args``, so that a class's ``torch`` format rebuilds without ``init_args=``
@@ -43,6 +44,7 @@ _LAZY = {
     "register": "loopml.models.registry",
     "quantize": "loopml.models.variants",
     "set_alias": "loopml.models.registry",
+    "store_reference": "loopml.models.reference",
     "Signature": "loopml.models.signature",
     "ModelVersion": "loopml.store.registry",
 }
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
         set_alias,
     )
     from .rebuild import keep_init_args
+    from .reference import store_reference
     from .signature import Signature
     from .variants import quantize
 

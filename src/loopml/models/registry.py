@@ -181,8 +181,9 @@ def register(
     ``tracking_uri``'s store holds the files). The version lives in the run's store. ``input_example``: a
     batch of inputs (tensor or array); the signature is inferred from it.
     ``formats``: any of ``pt2``, ``torch``, ``onnx``, ``pte`` (more can be added
-    later with :func:`export`). ``train_data``: the training set, whose profile
-    becomes the drift reference (default: the profile of the run's logged train dataset).
+    later with :func:`export`). ``train_data``: the training set, whose profile is kept
+    with the version and whose drift reference (:mod:`loopml.models.reference`) is stored
+    as its file ``drift_reference`` (default: the run's logged train dataset's).
 
     The ``torch`` format (a state dict) is rebuilt as ``Class(**init_args)``: the
     arguments come from ``init_args=`` (checked here: a wrong one is an error), or
@@ -261,6 +262,11 @@ def register(
             reference = dict(profile_of(train_data))
         else:
             reference = dict(logged["profile"]) if logged is not None and logged.get("profile") else None
+        from .reference import FILE as REFERENCE_FILE
+        from .reference import FORMAT as REFERENCE_FORMAT
+        from .reference import registration_reference
+
+        drift_reference = registration_reference(backend, run.id, train_data, signature.feature_names)
         with tempfile.TemporaryDirectory(prefix="loopml-register-") as tmp:
             folder = Path(tmp)
             files: dict[str, dict[str, Any]] = {}
@@ -270,6 +276,9 @@ def register(
             _store_latency(files, folder, example.numpy(), spec)
             np.save(folder / EXAMPLE_FILE, example.numpy(), allow_pickle=False)
             files[EXAMPLE] = {"file": EXAMPLE_FILE, "details": {"rows": int(example.shape[0])}}
+            if drift_reference is not None:  # the training inputs' summary that drift compares live data with
+                drift_reference[0].save(folder / REFERENCE_FILE)
+                files[REFERENCE_FORMAT] = {"file": REFERENCE_FILE, "details": drift_reference[1]}
             manifest = {
                 "signature": signature.to_dict(),
                 "model_spec": spec,

@@ -55,7 +55,7 @@ def versions_table(versions: list[Any]) -> Any:
                 else "fp32"
             )
             lat = m.get("latency_ms") or {}
-            formats = ", ".join(f for f in sorted(v.files) if f != "input_example" and not f.startswith("ood_"))
+            formats = ", ".join(f for f in sorted(v.files) if f not in ("input_example", "drift_reference") and not f.startswith("ood_"))
             if "ood_gate" in v.files:
                 formats += " + OOD gate"
             table.add_row(

@@ -13,10 +13,11 @@ The pieces:
 - :func:`logged_inputs`: the input rows the model server's request log kept for a
   version (``loopml serve --log-inputs``, every request by default), in a window
   of time (``since``) or the newest ``last`` requests;
-- :func:`reference_inputs`: the version's own training inputs, from the data its
-  run logged (``loopml.models.evaldata.version_data``: the rows are stored with the
-  run when they fit in 32 MiB), so the reference is the data itself and the
-  comparison is exact.
+- :func:`version_reference`: what the version was trained on: the drift reference
+  stored with it at registration (:mod:`loopml.models.reference`: exact values or a
+  quantile sketch per column, at any data size), else, for a version registered
+  before references were stored, its run's logged training rows
+  (:func:`reference_inputs`: kept with the run when they fit in 32 MiB).
 
 Example::
 
@@ -32,9 +33,11 @@ import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, NotFound
 from ..models.evaldata import version_data
+from ..models.reference import load_reference
 from ..store.predictions import PredictionLog, inputs_array
 from ..store.registry import RegistryStore
 from ..models.signature import Signature
+from ..store.reference import DriftReference, inputs_table
 from ..tracking.api import database_for
 from .univariate import DriftReport
 from .univariate import drift as compare
@@ -43,7 +46,7 @@ from .windows import parse_duration
 if TYPE_CHECKING:
     from ..store.registry import ModelVersion
 
-__all__ = ["drift", "logged_inputs", "reference_inputs", "resolve_version"]
+__all__ = ["drift", "logged_inputs", "reference_inputs", "resolve_version", "version_reference"]
 
 
 def resolve_version(ref: str, *, tracking_uri: str | None = None) -> tuple[RegistryStore, "ModelVersion"]:
@@ -85,13 +88,20 @@ def reference_inputs(registry: RegistryStore, version: "ModelVersion") -> np.nda
     return np.asarray(parts.train.x.numpy() if hasattr(parts.train.x, "numpy") else parts.train.x)
 
 
-def _frame(x: np.ndarray, names: "tuple[str, ...] | None") -> Any:
-    """Rows as a table named by the version's feature names when they fit; images and tensors stay arrays."""
-    import pandas as pd
+def version_reference(registry: RegistryStore, version: "ModelVersion") -> "DriftReference | np.ndarray":
+    """What ``version``'s request log is compared with: its stored reference, else its run's training inputs.
 
-    if names is not None and x.ndim == 2 and x.shape[1] == len(names):
-        return pd.DataFrame(x, columns=list(names))
-    return x
+    Raises :class:`~loopml.errors.NotFound` when it has neither, and
+    :class:`~loopml.errors.IntegrityError` when the stored reference changed after it was written.
+    """
+    stored = load_reference(registry, version)
+    if stored is not None:
+        return stored
+    try:
+        return reference_inputs(registry, version)
+    except NotFound as exc:
+        raise NotFound(f"{exc}; or store its reference from its training data: "
+                       f"loopml.models.store_reference({version.ref!r}, data=...)") from None
 
 
 def drift(reference: Any, current: Any = None, *, since: float | str | None = None, last: int | None = None,
@@ -118,11 +128,22 @@ def drift(reference: Any, current: Any = None, *, since: float | str | None = No
         )
     registry, version = resolve_version(reference, tracking_uri=tracking_uri)
     rows, _ = logged_inputs(version.name, version.version, since=since, last=last, tracking_uri=tracking_uri)
-    train = reference_inputs(registry, version)
+    train = version_reference(registry, version)
     names = Signature.from_dict(version.signature).feature_names if version.signature else None
+    if isinstance(train, DriftReference):
+        current = inputs_table(rows, names, "current")
+        if list(current.columns) != list(train.columns) and current.shape[1] == len(train.columns) and rows.ndim == 2:
+            current.columns = list(train.columns)  # a reference built before the version's columns had names
+        if list(current.columns) != list(train.columns):
+            raise ArgumentError(
+                f"{version.ref}'s stored reference has columns {list(train.columns)[:8]} but its request log's rows "
+                f"(shape {rows.shape[1:]}) give {list(current.columns)[:8]}; rebuild it with "
+                f"loopml.models.store_reference({version.ref!r}, data=...)"
+            )
+        return compare(train, current, **options)
     if train.shape[1:] != rows.shape[1:]:
         raise ArgumentError(
             f"{version.ref}'s training inputs have shape {train.shape[1:]} per row but its request log holds "
             f"{rows.shape[1:]}; compare them yourself with drift(reference, current)"
         )
-    return compare(_frame(train, names), _frame(rows, names), **options)
+    return compare(inputs_table(train, names, "reference"), inputs_table(rows, names, "current"), **options)

@@ -1,0 +1,101 @@
+"""A registered version's drift reference: written at registration, read by drift, rebuilt without retraining.
+
+:func:`loopml.register` stores the reference of the version's training inputs
+(:class:`~loopml.store.reference.DriftReference`) among its files, as the format
+``drift_reference`` with its sha256 like every other file, built from ``train_data=``
+or taken from the run's logged train dataset (the reference
+:func:`loopml.data.log_dataset` keeps at any size, else the rows it keeps up to 32 MiB).
+:func:`loopml.monitor.drift` then compares a version's request log with it, and a
+version registered before references were kept gets one from :func:`store_reference`::
+
+    loopml.models.store_reference("digits/1")                    # from the data its run logged
+    loopml.models.store_reference("churn/4", data="train.parquet", target="churned")
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import NotFound
+from ..store.reference import FORMAT, DriftReference
+from ..store.registry import local_registry
+
+if TYPE_CHECKING:
+    from ..data.dataset import Dataset
+    from ..store.protocols import Registry, TrackingBackend
+    from ..store.registry import ModelVersion
+
+__all__ = ["FILE", "FORMAT", "load_reference", "registration_reference", "store_reference", "store_version_reference"]
+
+FILE = "drift_reference.npz"
+
+
+def _details(ref: DriftReference) -> dict[str, Any]:
+    return {"rows": ref.n_rows, "columns": len(ref.columns), "sketched": len(ref.sketched), "points": ref.points}
+
+
+def registration_reference(backend: "TrackingBackend", run_id: str, train_data: "Dataset | None",
+                           feature_names: Sequence[str] | None) -> tuple[DriftReference, dict[str, Any]] | None:
+    """The reference :func:`loopml.register` stores, and its file's details; None when there is no training data."""
+    from ..data.reference import logged_reference, reference_of
+
+    if train_data is not None and hasattr(train_data, "x"):
+        ref = reference_of(train_data, feature_names if getattr(train_data.x, "ndim", 0) == 2 else None)
+        return ref, _details(ref)
+    try:
+        fingerprint = backend.run_datasets(run_id).get("train")
+    except NotFound:
+        return None
+    found = logged_reference(backend, fingerprint, run_id) if fingerprint else None
+    return (found, _details(found)) if found is not None else None
+
+
+def store_version_reference(registry: "Registry", version: "ModelVersion", data: Any = None, *,
+                            target: str | None = None) -> "ModelVersion":
+    """Build ``version``'s reference from its training data (``data``, else its run's) and store it; returns the version."""
+    from ..data.reference import reference_of
+    from ..data.sources import resolve
+    from ..data.split import Split
+    from .evaldata import check_shape, version_data
+    from .signature import Signature
+
+    store = local_registry(registry, "Storing a version's drift reference")
+    example = "e.g. store_reference(ref, data='train.npz') (arrays x and y)"
+    if data is None:
+        train = version_data(store, version, example=example).train
+    else:  # the data given is the training data, whole
+        given = resolve(data, target=target, backend=store.store)
+        train = given.train if isinstance(given, Split) else given
+        check_shape(version, Split(train=train, val=None, test=None, indices={}), example=example)
+    names = Signature.from_dict(version.signature).feature_names if version.signature else None
+    ref = reference_of(train, names if train.x.ndim == 2 else None)
+    with tempfile.TemporaryDirectory(prefix="loopml-reference-") as tmp:
+        path = ref.save(Path(tmp) / FILE)
+        return store.add_file(version.name, version.version, FORMAT, path, _details(ref))
+
+
+def store_reference(ref: "str | ModelVersion", data: Any = None, *, target: str | None = None,
+                    tracking_uri: str | None = None) -> "ModelVersion":
+    """(Re)build and store the drift reference of the version ``ref`` without retraining; returns the version.
+
+    ``data``: its training data, whole, in any form :func:`loopml.data.resolve` takes (of a
+    Split, its train part); default: the train dataset its run logged, when the store keeps
+    its rows.
+
+    >>> store_reference("digits/1").files["drift_reference"].details
+    {'rows': 1257, 'columns': 2, 'sketched': 0, 'points': 4096}
+    """
+    from .registry import registry_for, resolve_version
+
+    registry = registry_for(tracking_uri)
+    return store_version_reference(registry, resolve_version(registry, ref), data, target=target)
+
+
+def load_reference(registry: "Registry", version: "ModelVersion") -> DriftReference | None:
+    """The reference stored with ``version`` (its sha256 checked first), or None when it has none."""
+    if FORMAT not in version.files:
+        return None
+    return DriftReference.load(registry.file_path(version.name, version.version, FORMAT))
