@@ -31,13 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError, NotFound
+from ..errors import ArgumentError, ArgumentTypeError, DataError, NotFound
 from ..models.evaldata import version_data
 from ..models.reference import load_reference
-from ..store.predictions import PredictionLog, inputs_array
-from ..store.registry import RegistryStore
 from ..models.signature import Signature
+from ..store.predictions import PredictionLog, inputs_array
 from ..store.reference import DriftReference, inputs_table
+from ..store.registry import RegistryStore
 from ..tracking.api import database_for
 from .univariate import DriftReport
 from .univariate import drift as compare
@@ -80,7 +80,7 @@ def reference_inputs(registry: RegistryStore, version: "ModelVersion") -> np.nda
     """The inputs ``version`` was trained on (its run's logged train split)."""
     try:
         parts = version_data(registry, version, example="register with the run that logged its training data")
-    except (ArgumentError, NotFound) as exc:
+    except (ArgumentError, DataError, NotFound) as exc:
         raise NotFound(
             f"{version.ref} has no stored training data to compare with ({exc}); pass the reference yourself: "
             "loopml.monitor.drift(reference_rows, current_rows)"
@@ -140,7 +140,8 @@ def drift(reference: Any, current: Any = None, *, since: float | str | None = No
                 f"(shape {rows.shape[1:]}) give {list(current.columns)[:8]}; rebuild it with "
                 f"loopml.models.store_reference({version.ref!r}, data=...)"
             )
-        return compare(train, current, **options)
+        # the joint test needs the training rows, which a stored reference does not keep (the CLI asks for it by default)
+        return compare(train, current, **{**options, "multivariate": False})
     if train.shape[1:] != rows.shape[1:]:
         raise ArgumentError(
             f"{version.ref}'s training inputs have shape {train.shape[1:]} per row but its request log holds "

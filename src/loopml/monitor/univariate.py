@@ -44,8 +44,8 @@ from __future__ import annotations
 import math
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,7 +55,13 @@ import pandas as pd
 
 from ..errors import ArgumentError, ArgumentTypeError
 from ..files import atomic_write
-from ..store.reference import CategoricalColumn, DriftReference, NumericColumn, array_table, column_kind
+from ..store.reference import (
+    CategoricalColumn,
+    DriftReference,
+    NumericColumn,
+    array_table,
+    column_kind,
+)
 from . import stats
 from .drift_html import render
 from .multivariate import multivariate_drift

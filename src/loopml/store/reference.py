@@ -57,6 +57,8 @@ import io
 import json
 import math
 import os
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,7 +354,7 @@ class DriftReference:
             with np.load(p, allow_pickle=False) as archive:
                 arrays = {k: archive[k] for k in archive.files}
             header = json.loads(arrays.pop("header").tobytes().decode("utf-8"))
-        except (OSError, ValueError, KeyError, UnicodeDecodeError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # a damaged file
             raise IntegrityError(f"{str(p)!r} is not a readable drift reference ({type(exc).__name__}: {exc}); "
                                  "build it again: loopml.models.store_reference(VERSION)") from None
         return cls._from_parts(header, arrays, str(p))
