@@ -15,7 +15,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ArgumentTypeError, DataError, NotFound
 from ..store.reference import POINTS, DriftReference, inputs_table
@@ -26,7 +26,11 @@ if TYPE_CHECKING:
     from ..store.protocols import TrackingBackend
     from ..tracking.run import Run
 
-__all__ = ["logged_reference", "reference_artifact", "reference_of", "save_reference"]
+__all__ = ["FILE", "details", "logged_reference", "reference_artifact", "reference_of", "registration_reference",
+           "save_reference"]
+
+FILE = "drift_reference.npz"
+"""The reference's file name among a registered version's files (format ``drift_reference``)."""
 
 
 def reference_of(ds: Dataset, feature_names: Sequence[str] | None = None, *, points: int = POINTS) -> DriftReference:
@@ -76,3 +80,21 @@ def logged_reference(backend: "TrackingBackend", fingerprint: str, run_id: str) 
     except (DataError, NotFound):
         return None
     return reference_of(ds)
+
+
+def details(ref: DriftReference) -> dict[str, Any]:
+    """What a version's file entry says of its reference: rows, columns, sketched columns, points."""
+    return {"rows": ref.n_rows, "columns": len(ref.columns), "sketched": len(ref.sketched), "points": ref.points}
+
+
+def registration_reference(backend: "TrackingBackend", run_id: str, train_data: Any,
+                           feature_names: Sequence[str] | None) -> DriftReference | None:
+    """The reference :func:`loopml.register` stores: of ``train_data`` (a Dataset), else of the run's logged
+    train dataset (:func:`logged_reference`); None when there is neither."""
+    if isinstance(train_data, Dataset):
+        return reference_of(train_data, feature_names if train_data.x.ndim == 2 else None)
+    try:
+        fingerprint = backend.run_datasets(run_id).get("train")
+    except NotFound:
+        return None
+    return logged_reference(backend, fingerprint, run_id) if fingerprint else None

@@ -15,52 +15,29 @@ version registered before references were kept gets one from :func:`store_refere
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotFound
+from ..errors import ArgumentTypeError
 from ..store.reference import FORMAT, DriftReference
-from ..store.registry import local_registry
+from ..store.registry import ModelVersion, RegistryStore, local_registry
+from ..tracking.api import database_for
+from .evaldata import check_shape, version_data
+from .signature import Signature
 
 if TYPE_CHECKING:
     from ..data.dataset import Dataset
-    from ..store.protocols import Registry, TrackingBackend
-    from ..store.registry import ModelVersion
+    from ..store.protocols import Registry
 
-__all__ = ["FILE", "FORMAT", "load_reference", "registration_reference", "store_reference", "store_version_reference"]
-
-FILE = "drift_reference.npz"
-
-
-def _details(ref: DriftReference) -> dict[str, Any]:
-    return {"rows": ref.n_rows, "columns": len(ref.columns), "sketched": len(ref.sketched), "points": ref.points}
-
-
-def registration_reference(backend: "TrackingBackend", run_id: str, train_data: "Dataset | None",
-                           feature_names: Sequence[str] | None) -> tuple[DriftReference, dict[str, Any]] | None:
-    """The reference :func:`loopml.register` stores, and its file's details; None when there is no training data."""
-    from ..data.reference import logged_reference, reference_of
-
-    if train_data is not None and hasattr(train_data, "x"):
-        ref = reference_of(train_data, feature_names if getattr(train_data.x, "ndim", 0) == 2 else None)
-        return ref, _details(ref)
-    try:
-        fingerprint = backend.run_datasets(run_id).get("train")
-    except NotFound:
-        return None
-    found = logged_reference(backend, fingerprint, run_id) if fingerprint else None
-    return (found, _details(found)) if found is not None else None
+__all__ = ["FORMAT", "load_reference", "store_reference", "store_version_reference"]
 
 
 def store_version_reference(registry: "Registry", version: "ModelVersion", data: Any = None, *,
                             target: str | None = None) -> "ModelVersion":
     """Build ``version``'s reference from its training data (``data``, else its run's) and store it; returns the version."""
-    from ..data.reference import reference_of
+    from ..data.reference import FILE, details, reference_of
     from ..data.sources import resolve
     from ..data.split import Split
-    from .evaldata import check_shape, version_data
-    from .signature import Signature
 
     store = local_registry(registry, "Storing a version's drift reference")
     example = "e.g. store_reference(ref, data='train.npz') (arrays x and y)"
@@ -74,7 +51,7 @@ def store_version_reference(registry: "Registry", version: "ModelVersion", data:
     ref = reference_of(train, names if train.x.ndim == 2 else None)
     with tempfile.TemporaryDirectory(prefix="loopml-reference-") as tmp:
         path = ref.save(Path(tmp) / FILE)
-        return store.add_file(version.name, version.version, FORMAT, path, _details(ref))
+        return store.add_file(version.name, version.version, FORMAT, path, details(ref))
 
 
 def store_reference(ref: "str | ModelVersion", data: Any = None, *, target: str | None = None,
@@ -86,12 +63,13 @@ def store_reference(ref: "str | ModelVersion", data: Any = None, *, target: str 
     its rows.
 
     >>> store_reference("digits/1").files["drift_reference"].details
-    {'rows': 1257, 'columns': 2, 'sketched': 0, 'points': 4096}
+    {'columns': 2, 'points': 4096, 'rows': 1257, 'sketched': 0}
     """
-    from .registry import registry_for, resolve_version
-
-    registry = registry_for(tracking_uri)
-    return store_version_reference(registry, resolve_version(registry, ref), data, target=target)
+    if not isinstance(ref, (str, ModelVersion)):
+        raise ArgumentTypeError(f"Argument ref should be a model reference such as 'digits@production' or 'digits/3', "
+                                f"or a ModelVersion; got {type(ref).__name__}")
+    registry = RegistryStore(database_for(tracking_uri, "Storing a version's drift reference"))
+    return store_version_reference(registry, registry.resolve(ref) if isinstance(ref, str) else ref, data, target=target)
 
 
 def load_reference(registry: "Registry", version: "ModelVersion") -> DriftReference | None:

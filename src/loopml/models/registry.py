@@ -262,9 +262,10 @@ def register(
             reference = dict(profile_of(train_data))
         else:
             reference = dict(logged["profile"]) if logged is not None and logged.get("profile") else None
-        from .reference import FILE as REFERENCE_FILE
-        from .reference import FORMAT as REFERENCE_FORMAT
-        from .reference import registration_reference
+        from ..data.reference import FILE as REFERENCE_FILE
+        from ..data.reference import details as reference_details
+        from ..data.reference import registration_reference
+        from ..store.reference import FORMAT as REFERENCE_FORMAT
 
         drift_reference = registration_reference(backend, run.id, train_data, signature.feature_names)
         with tempfile.TemporaryDirectory(prefix="loopml-register-") as tmp:
@@ -277,8 +278,8 @@ def register(
             np.save(folder / EXAMPLE_FILE, example.numpy(), allow_pickle=False)
             files[EXAMPLE] = {"file": EXAMPLE_FILE, "details": {"rows": int(example.shape[0])}}
             if drift_reference is not None:  # the training inputs' summary that drift compares live data with
-                drift_reference[0].save(folder / REFERENCE_FILE)
-                files[REFERENCE_FORMAT] = {"file": REFERENCE_FILE, "details": drift_reference[1]}
+                drift_reference.save(folder / REFERENCE_FILE)
+                files[REFERENCE_FORMAT] = {"file": REFERENCE_FILE, "details": reference_details(drift_reference)}
             manifest = {
                 "signature": signature.to_dict(),
                 "model_spec": spec,
