@@ -334,7 +334,8 @@ class DriftReference:
         header, arrays = self._parts()
         buf = io.BytesIO()
         text = json.dumps(header, allow_nan=False).encode("utf-8")
-        np.savez_compressed(buf, header=np.frombuffer(text, dtype=np.uint8), **arrays)
+        payload: dict[str, Any] = {"header": np.frombuffer(text, dtype=np.uint8), **arrays}
+        np.savez_compressed(buf, **payload)
         return buf.getvalue()
 
     def save(self, path: str | os.PathLike[str]) -> Path:
