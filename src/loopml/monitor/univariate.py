@@ -465,8 +465,8 @@ def _against_stored(name: str, kind: str, col: NumericColumn | CategoricalColumn
 
 
 def _stored_hist(col: NumericColumn, b: np.ndarray) -> dict[str, Any]:
-    lo = min(float(col.values[0]) if len(col.values) else math.inf, float(b.min()) if len(b) else math.inf)
-    hi = max(float(col.values[-1]) if len(col.values) else -math.inf, float(b.max()) if len(b) else -math.inf)
+    lo = min(col.low if col.n else math.inf, float(b.min()) if len(b) else math.inf)
+    hi = max(col.high if col.n else -math.inf, float(b.max()) if len(b) else -math.inf)
     edges = np.linspace(lo, hi, HIST_BINS + 1) if hi > lo else np.array([lo, lo])
     ref_cum = col.cdf_counts(edges, side="left").astype(np.float64)
     ref_cum[-1] = col.n
