@@ -136,7 +136,9 @@ def test_partitions_merge_into_the_reference_of_the_whole() -> None:
         assert isinstance(col, NumericColumn) and not col.exact
         sup, integral = _true_gap(col, rows[name].to_numpy())
         assert sup <= col.eps_ks + 1e-12 and integral <= col.eps_w + 1e-12
-        assert col.eps_ks <= 3 * math.ceil(5000 / 1024) / 5000  # one cut per merge, each at most ceil(n / points)
+        # the parts' bounds (row-weighted) plus one cut, each at most half a run of ceil(n / points) rows
+        half_run = [(math.ceil(len(p) / 1024) // 2 + 1) / len(p) for p in [*parts, rows]]
+        assert col.eps_ks <= max(half_run[:-1]) + half_run[-1]
         assert col.sd == pytest.approx(rows[name].std(), rel=1e-9)
     # the report against the merged reference equals the one against the whole where both are exact
     cur = _table(800, 7)

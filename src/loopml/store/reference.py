@@ -22,8 +22,8 @@ column's own empirical CDF ``F`` (at most half a run's rows over ``n``, about
 ``1 / (2 points)``, and each run's mean absolute deviation from its median), so the KS statistic computed against the sketch is within ``eps_ks`` of
 the exact one and the Wasserstein-1 distance within ``eps_w``. :func:`merge` adds
 counts and moments exactly and, where the merged column has more than ``points``
-distinct values, compresses it again, adding the error of that step to the recorded
-bounds (the row-weighted mean of the parts' bounds plus the new step's): partitions can
+distinct values, cuts it back once, adding the error of that cut to the recorded
+bounds (the row-weighted mean of the parts' bounds plus the cut's): partitions can
 be profiled apart and combined.
 
 A quantile summary is kept by hand rather than a streaming sketch library (Apache
@@ -423,7 +423,8 @@ def _check_points(points: Any) -> None:
         raise ArgumentError(f"Argument points should be an integer of at least {MIN_POINTS}, e.g. {POINTS}; got {points!r}")
 
 
-def _merge_numeric(a: NumericColumn, b: NumericColumn, points: int) -> NumericColumn:
+def _merge_numeric(a: NumericColumn, b: NumericColumn) -> NumericColumn:
+    """The union of two columns' weighted samples, not yet cut back to ``points``."""
     na, nb = a.n, b.n
     n = na + nb
     values, inverse = np.unique(np.concatenate([a.values, b.values]), return_inverse=True)
@@ -441,7 +442,7 @@ def _merge_numeric(a: NumericColumn, b: NumericColumn, points: int) -> NumericCo
                         (na * a.eps_w + nb * b.eps_w) / n if n else 0.0, kind,
                         float(np.nanmin([a.low, b.low])) if n else math.nan,
                         float(np.nanmax([a.high, b.high])) if n else math.nan)
-    return _compressed(col, points) if len(values) > points else col
+    return col
 
 
 def merge(*references: DriftReference) -> DriftReference:
@@ -465,7 +466,7 @@ def merge(*references: DriftReference) -> DriftReference:
         for name, a in out.columns.items():
             b = other.columns[name]
             if isinstance(a, NumericColumn) and isinstance(b, NumericColumn):
-                columns[name] = _merge_numeric(a, b, points)
+                columns[name] = _merge_numeric(a, b)
             elif isinstance(a, CategoricalColumn) and isinstance(b, CategoricalColumn):
                 counts = dict(a.counts)
                 for k, v in b.counts.items():
@@ -480,4 +481,8 @@ def merge(*references: DriftReference) -> DriftReference:
             else:
                 raise ArgumentError(f"merge needs column {name!r} of one kind in every part: {a.kind} and {b.kind}")
         out = DriftReference(columns, out.n_rows + other.n_rows, points, dict(out.meta))
+    # one cut at the end, not one per part: its error is added once
+    for name, col in out.columns.items():
+        if isinstance(col, NumericColumn) and len(col.values) > out.points:
+            out.columns[name] = _compressed(col, out.points)
     return out
