@@ -217,6 +217,29 @@ def quantize_command(
 models_app.command("quantize")(friendly(quantize_command))
 
 
+@models_app.command("reference")
+@friendly
+def models_reference(
+    ref: str = typer.Argument(..., help="NAME/VERSION or NAME@ALIAS."),
+    data: Optional[str] = typer.Option(None, "--data", help="Its training data, whole: a .npz file (arrays x and y), a "
+                                       ".csv or .parquet file (with --target) or a stored dataset's fingerprint. "
+                                       "Default: the train dataset logged with the version's run."),
+    target: Optional[str] = typer.Option(None, "--target", help="The label column of a .csv or .parquet --data file."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """(Re)build and store a version's drift reference from its training data, without retraining.
+
+    Example: loopml models reference digits/1
+    Example: loopml models reference churn@production --data train.parquet --target churned
+    """
+    from .models.reference import store_reference
+
+    v = store_reference(ref, data, target=target, tracking_uri=store)
+    f = v.files["drift_reference"]
+    typer.echo(f"{v.ref} drift_reference: {_mb(f.size)}, {f.details['rows']:,} rows, {f.details['columns']} columns "
+               f"({f.details['sketched']} sketched)")
+
+
 @models_app.command("delete")
 @friendly
 def models_delete(

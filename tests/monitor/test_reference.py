@@ -200,7 +200,7 @@ def _requests(x: np.ndarray, t0: float) -> list[dict[str, object]]:
     return buf
 
 
-def test_registration_stores_the_reference_and_drift_reads_it_without_the_rows(use_store: str) -> None:
+def test_registration_stores_the_reference_and_drift_reads_it_without_the_rows(use_store: str, tmp_path: Path) -> None:
     import torch
 
     import loopml
@@ -250,6 +250,15 @@ def test_registration_stores_the_reference_and_drift_reads_it_without_the_rows(u
         version_drift("tab/2")
     v2 = store_reference("tab/2", data=(x, y))  # built for an existing version, no retraining
     assert v2.files["drift_reference"].details == {"rows": 4000, "columns": 4, "sketched": 0, "points": POINTS}
+    from typer.testing import CliRunner
+
+    from loopml.cli import app
+
+    np.savez(tmp_path / "train.npz", x=x, y=y)  # and from the command line, with the same result
+    out = CliRunner().invoke(app, ["models", "reference", "tab/2", "--data", str(tmp_path / "train.npz")])
+    assert out.exit_code == 0 and "tab/2 drift_reference" in out.output and "4,000 rows, 4 columns" in out.output
+    wrong = CliRunner().invoke(app, ["models", "reference", "tab/2", "--data", str(tmp_path / "none.npz")])
+    assert wrong.exit_code == 2 and wrong.output.startswith("error:") and "Traceback" not in wrong.output
     assert version_drift("tab/2").drifted_features == ["x1"]
 
     # a version registered before references were stored: its run's kept rows are the reference, as before
