@@ -26,7 +26,6 @@ from .evaldata import check_shape, version_data
 from .signature import Signature
 
 if TYPE_CHECKING:
-    from ..data.dataset import Dataset
     from ..store.protocols import Registry
 
 __all__ = ["FORMAT", "load_reference", "store_reference", "store_version_reference"]
