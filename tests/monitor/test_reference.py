@@ -280,3 +280,5 @@ def test_registration_stores_the_reference_and_drift_reads_it_without_the_rows(u
     path.write_bytes(path.read_bytes()[:-8] + b"\0" * 8)
     with pytest.raises(IntegrityError, match="drift_reference file of tab/1"):
         version_drift("tab/1")
+    store_reference("tab/1")  # stored again from the reference its run kept (the run keeps no rows)
+    assert version_drift("tab/1").drifted_features == ["x1"]

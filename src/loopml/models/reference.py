@@ -34,20 +34,25 @@ __all__ = ["FORMAT", "load_reference", "store_reference", "store_version_referen
 def store_version_reference(registry: "Registry", version: "ModelVersion", data: Any = None, *,
                             target: str | None = None) -> "ModelVersion":
     """Build ``version``'s reference from its training data (``data``, else its run's) and store it; returns the version."""
-    from ..data.reference import FILE, details, reference_of
+    from ..data.reference import FILE, details, logged_reference, reference_of
     from ..data.sources import resolve
     from ..data.split import Split
 
     store = local_registry(registry, "Storing a version's drift reference")
     example = "e.g. store_reference(ref, data='train.npz') (arrays x and y)"
-    if data is None:
-        train = version_data(store, version, example=example).train
-    else:  # the data given is the training data, whole
-        given = resolve(data, target=target, backend=store.store)
-        train = given.train if isinstance(given, Split) else given
-        check_shape(version, Split(train=train, val=None, test=None, indices={}), example=example)
     names = Signature.from_dict(version.signature).feature_names if version.signature else None
-    ref = reference_of(train, names if train.x.ndim == 2 else None)
+    fingerprint = ((version.lineage or {}).get("datasets") or {}).get("train")
+    ref = None
+    if data is None and fingerprint and version.run_id:  # the reference its run kept (at any size), else its rows
+        ref = logged_reference(store.store, fingerprint, version.run_id)
+    if ref is None:
+        if data is None:
+            train = version_data(store, version, example=example).train  # the error says what to pass
+        else:  # the data given is the training data, whole
+            given = resolve(data, target=target, backend=store.store)
+            train = given.train if isinstance(given, Split) else given
+            check_shape(version, Split(train=train, val=None, test=None, indices={}), example=example)
+        ref = reference_of(train, names if train.x.ndim == 2 else None)
     with tempfile.TemporaryDirectory(prefix="loopml-reference-") as tmp:
         path = ref.save(Path(tmp) / FILE)
         return store.add_file(version.name, version.version, FORMAT, path, details(ref))
@@ -58,8 +63,8 @@ def store_reference(ref: "str | ModelVersion", data: Any = None, *, target: str 
     """(Re)build and store the drift reference of the version ``ref`` without retraining; returns the version.
 
     ``data``: its training data, whole, in any form :func:`loopml.data.resolve` takes (of a
-    Split, its train part); default: the train dataset its run logged, when the store keeps
-    its rows.
+    Split, its train part); default: the train dataset its run logged (the reference the
+    run kept, else its rows).
 
     >>> store_reference("digits/1").files["drift_reference"].details
     {'columns': 2, 'points': 4096, 'rows': 1257, 'sketched': 0}
