@@ -19,18 +19,19 @@ per channel of per-image mean and sd (:func:`inputs_table`).
 The error of a sketch is measured, not assumed: building one records
 ``eps_ks = sup |F_sketch - F|`` and ``eps_w = integral |F_sketch - F| dx`` against the
 column's own empirical CDF ``F`` (at most half a run's rows over ``n``, about
-``1 / (2 points)``, and each run's mean absolute deviation from its median), so the KS statistic computed against the sketch is within ``eps_ks`` of
-the exact one and the Wasserstein-1 distance within ``eps_w``. :func:`merge` adds
+``1 / (2 points)``, and each run's mean absolute deviation from its median), so the
+KS statistic computed against the sketch is within ``eps_ks`` of the exact one and
+the Wasserstein-1 distance within ``eps_w``. :func:`merge` adds
 counts and moments exactly and, where the merged column has more than ``points``
 distinct values, cuts it back once, adding the error of that cut to the recorded
 bounds (the row-weighted mean of the parts' bounds plus the cut's): partitions can
 be profiled apart and combined.
 
-A quantile summary is kept by hand rather than a streaming sketch library (Apache
-DataSketches' KLL, t-digest): the builder sees a whole partition in memory, so its
-quantiles are exact and the bound is deterministic (KLL's is probabilistic, and at
-rank error 1e-4 it is larger than these ``points``), and merging two such summaries
-needs only a sort.
+A quantile summary is kept by hand rather than with a streaming sketch library (Apache
+DataSketches' KLL, t-digest; neither is a loopml dependency): the builder sees a whole
+partition in memory, so its quantiles are exact, its error is measured rather than
+bounded in probability (KLL's guarantee holds with a stated probability), the Wasserstein
+error is known too, and merging two summaries needs only a sort.
 
 The file is one ``.npz`` (no pickle): a JSON header (``header``: version, rows, the
 columns' kinds, counts, moments and bounds, a sha256 of the arrays) and two arrays per
