@@ -46,11 +46,12 @@ def test_logged_inputs_are_stacked_oldest_first_and_requests_without_inputs_coun
         logged_inputs("m", 1, last=0)
 
 
-def _log_rows(store: TrackingStore, x: np.ndarray, *, version: int = 1, t0: float = 5000.0, per_request: int = 10) -> None:
+def _log_rows(store: TrackingStore, x: np.ndarray, *, version: int = 1, t0: float = 5000.0, per_request: int = 10,
+              model: str = "tab") -> None:
     records = []
     for i in range(0, len(x), per_request):
         batch = x[i : i + per_request]
-        records.append({"request_id": f"q{t0}-{i}", "model": "tab", "version": version, "created_at": t0 + i,
+        records.append({"request_id": f"q{t0}-{i}", "model": model, "version": version, "created_at": t0 + i,
                         "status": "ok", "rows": len(batch), "latency_ms": 0.3, "ood_score": None,
                         "inputs": _npy(batch), "outputs": json.dumps({"results": []})})
     PredictionLog(store).insert_many(records)
@@ -109,3 +110,33 @@ def test_the_cli_reads_a_version_s_log_or_two_files_never_both(use_store: str, t
     assert neither.exit_code == 2 and "Give a version" in neither.output
     missing = run(app, ["monitor", "drift", "nothing/1", "--since", "1h"])
     assert missing.exit_code == 2 and missing.output.startswith("error:") and "Traceback" not in missing.output
+
+
+def test_images_drift_jointly_on_the_model_s_own_features(use_store: str) -> None:
+    # mirrored digits keep every image's mean and sd (what the per-feature tests compare), so only the joint
+    # test can see them; it runs on the penultimate features of the version's OOD gate
+    import torch
+
+    import loopml
+    from loopml import data
+    from loopml.models import registry as R
+    from loopml.models.nets import DigitsCNN
+    from loopml.monitor import drift, fit_ood
+
+    parts = data.split(data.load("digits"), val=0.15, test=0.3, seed=0)
+    with loopml.start_run(experiment="digits") as run:
+        data.log_dataset(run, parts.train, role="train", keep_rows=False)  # the stored reference's sample only
+        torch.manual_seed(0)
+        v = R.register(DigitsCNN(), "digits", input_example=parts.train.x[:4])
+    fit_ood(v.ref, train=parts.train, val=parts.val, detectors=("mahalanobis",))
+    store = backend_for()
+    assert isinstance(store, TrackingStore)
+    test_x = parts.test.x.numpy()
+    _log_rows(store, test_x, t0=10_000.0, model="digits")
+    calm = drift("digits/1", since=10_000.0)
+    assert calm.multivariate is not None and calm.multivariate["on"] == "penultimate features"
+    assert not calm.drifted
+    _log_rows(store, np.ascontiguousarray(test_x[..., ::-1]), t0=20_000.0, model="digits")
+    mirrored = drift("digits/1", since=20_000.0)
+    assert mirrored.drifted_features == [] and mirrored.multivariate["drifted"] and mirrored.drifted
+    assert drift("digits/1", since=20_000.0, multivariate=False).multivariate is None

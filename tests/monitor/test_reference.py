@@ -16,6 +16,7 @@ from scipy import stats as sps
 
 from loopml.errors import ArgumentError, IntegrityError, NotFound
 from loopml.monitor import stats
+from loopml.monitor.multivariate import multivariate_drift
 from loopml.monitor.univariate import drift
 from loopml.store.reference import POINTS, DriftReference, NumericColumn, merge
 
@@ -52,7 +53,7 @@ def test_a_reference_that_keeps_the_values_gives_the_report_of_the_rows_themselv
     exact = drift(ref_rows, cur, multivariate=False)
     against = drift(stored, cur)
     _assert_same_rows(exact.features, against.features)
-    assert against.multivariate is None and against.n_reference == 3000
+    assert against.multivariate is not None and against.n_reference == 3000
     assert against.histograms == exact.histograms
     # and SciPy, on the rows, is the oracle of the numbers
     a, b = ref_rows["age"].dropna().to_numpy(), cur["age"].dropna().to_numpy()
@@ -62,8 +63,57 @@ def test_a_reference_that_keeps_the_values_gives_the_report_of_the_rows_themselv
     assert row["effect"] == pytest.approx(sps.wasserstein_distance(a, b) / a.std(ddof=1), rel=1e-9)
     visits = against.features.set_index("feature").loc["visits"]
     assert visits["test"] == "chi2"
-    with pytest.raises(ArgumentError, match="multivariate=True needs the reference rows"):
-        drift(stored, cur, multivariate=True)
+    # the row sample (all 3,000 rows here) reads back as the table, categories included
+    back = stored.sample_table()
+    assert back is not None and len(back) == 3000
+    np.testing.assert_array_equal(back["age"].to_numpy(np.float64), ref_rows["age"].to_numpy(np.float32).astype(np.float64))
+    assert back["plan"].tolist() == ref_rows["plan"].where(ref_rows["plan"].notna(), None).tolist()
+    assert drift(stored, cur, multivariate=True).multivariate == multivariate_drift(back, cur, missing="keep")
+    with pytest.raises(ArgumentError, match="multivariate=True needs reference rows"):
+        drift(DriftReference.build(ref_rows, sample_rows=0), cur, multivariate=True)
+
+
+def test_the_row_sample_lets_the_joint_test_see_what_every_column_misses() -> None:
+    rng = np.random.default_rng(5)
+    ref = pd.DataFrame(rng.multivariate_normal([0, 0], [[1, 0.8], [0.8, 1]], size=30_000), columns=["a", "b"])
+    flipped = pd.DataFrame(rng.multivariate_normal([0, 0], [[1, -0.8], [-0.8, 1]], size=5_000), columns=["a", "b"])
+    same = pd.DataFrame(rng.multivariate_normal([0, 0], [[1, 0.8], [0.8, 1]], size=5_000), columns=["a", "b"])
+    stored = DriftReference.build(ref)
+    assert stored.rows is not None and stored.rows.shape == (20_000, 2) and stored.rows.dtype == np.float32
+    report = drift(stored, flipped)
+    assert report.drifted_features == [] and report.multivariate is not None and report.multivariate["drifted"]
+    assert report.drifted  # the data as a whole drifted, though no column did
+    assert not drift(stored, same).multivariate["drifted"]
+    assert drift(stored, flipped, multivariate=False).multivariate is None
+    # a uniform sample: each row of the 30,000 kept at most once, in order, seeded
+    assert np.array_equal(stored.rows, DriftReference.build(ref).rows)
+    assert len(np.unique(stored.rows, axis=0)) == 20_000
+
+
+def test_the_row_sample_is_bounded_in_bytes_saved_and_merged_in_proportion(tmp_path: Path) -> None:
+    from loopml.store.reference import SAMPLE_BYTES
+
+    images = np.random.default_rng(6).random((3_000, 3, 32, 32)).astype(np.float32)  # 12 KiB a row
+    stored = DriftReference.build(images)
+    assert stored.rows is not None and stored.rows.shape == (SAMPLE_BYTES // (4 * 3 * 32 * 32), 3, 32, 32)
+    assert stored.sample_table() is None  # images: the joint test runs on them, not on the summary columns
+
+    rng = np.random.default_rng(7)
+    big, small = rng.normal(size=(30_000, 2)), rng.normal(10, 1, size=(10_000, 2))
+    whole = merge(DriftReference.build(big), DriftReference.build(small))
+    assert whole.rows is not None and len(whole.rows) == 20_000
+    # category codes are renumbered by the merged categories: "b" is the commonest of the union, not of part one
+    one = DriftReference.build(pd.DataFrame({"c": ["a"] * 30 + ["b"] * 10}))
+    two = DriftReference.build(pd.DataFrame({"c": ["b"] * 50 + [None] * 5}))
+    both = merge(one, two).sample_table()
+    assert both is not None and both["c"].fillna("-").tolist() == ["a"] * 30 + ["b"] * 60 + ["-"] * 5
+    from_small = int((whole.rows[:, 0] > 5).sum())
+    assert from_small == 5_000  # 10,000 of 40,000 rows: a quarter of the sample
+    back = DriftReference.load(whole.save(tmp_path / "ref.npz"))
+    assert np.array_equal(back.rows, whole.rows)
+    assert DriftReference.build(big, sample_rows=0).rows is None
+    with pytest.raises(ArgumentError, match="sample_rows"):
+        DriftReference.build(big, sample_rows=-1)
 
 
 def test_images_are_summarised_as_drift_summarises_them() -> None:
@@ -241,7 +291,8 @@ def test_registration_stores_the_reference_and_drift_reads_it_without_the_rows(u
     with pytest.raises(NotFound, match="no stored training data"):
         reference_inputs(registry, version)  # the rows are not kept: the stored reference is all there is
     report = version_drift("tab/1")
-    assert report.drifted_features == ["x1"] and report.n_reference == 4000 and report.multivariate is None
+    assert report.drifted_features == ["x1"] and report.n_reference == 4000
+    assert report.multivariate is not None and report.multivariate["drifted"]  # on the stored row sample
     oracle = drift(pd.DataFrame(x, columns=[f"x{i}" for i in range(4)]), pd.DataFrame(shifted, columns=[f"x{i}" for i in range(4)]),
                    multivariate=False)
     _assert_same_rows(report.features, oracle.features, rtol=1e-6)  # float32 rows either way; same values

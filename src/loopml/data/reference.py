@@ -43,7 +43,7 @@ def reference_of(ds: Dataset, feature_names: Sequence[str] | None = None, *, poi
         raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
     x = ds.x.numpy()
     names = feature_names if feature_names is not None else (ds.feature_names if x.ndim == 2 else None)
-    ref = DriftReference.build(inputs_table(x, names, "ds"), points=points)
+    ref = DriftReference.build(inputs_table(x, names, "ds"), points=points, sample=x)
     ref.meta = {"dataset": ds.fingerprint, "name": ds.name}
     return ref
 

@@ -39,6 +39,8 @@ from ..store.predictions import PredictionLog, inputs_array
 from ..store.reference import DriftReference, inputs_table
 from ..store.registry import RegistryStore
 from ..tracking.api import database_for
+from .multivariate import multivariate_drift
+from .ood import load_version_gate
 from .univariate import DriftReport
 from .univariate import drift as compare
 from .windows import parse_duration
@@ -140,11 +142,38 @@ def drift(reference: Any, current: Any = None, *, since: float | str | None = No
                 f"(shape {rows.shape[1:]}) give {list(current.columns)[:8]}; rebuild it with "
                 f"loopml.models.store_reference({version.ref!r}, data=...)"
             )
-        # the joint test needs the training rows, which a stored reference does not keep (the CLI asks for it by default)
-        return compare(train, current, **{**options, "multivariate": False})
-    if train.shape[1:] != rows.shape[1:]:
-        raise ArgumentError(
-            f"{version.ref}'s training inputs have shape {train.shape[1:]} per row but its request log holds "
-            f"{rows.shape[1:]}; compare them yourself with drift(reference, current)"
-        )
-    return compare(inputs_table(train, names, "reference"), inputs_table(rows, names, "current"), **options)
+        sample = train.rows
+        if rows.ndim < 3:  # a table: the joint test runs on the reference's row sample, inside compare
+            return compare(train, current, **options)
+        report = compare(train, current, **{**options, "multivariate": False})
+    else:
+        if train.shape[1:] != rows.shape[1:]:
+            raise ArgumentError(
+                f"{version.ref}'s training inputs have shape {train.shape[1:]} per row but its request log holds "
+                f"{rows.shape[1:]}; compare them yourself with drift(reference, current)"
+            )
+        if rows.ndim < 3:
+            return compare(inputs_table(train, names, "reference"), inputs_table(rows, names, "current"), **options)
+        sample = train
+        report = compare(inputs_table(train, names, "reference"), inputs_table(rows, names, "current"),
+                         **{**options, "multivariate": False})
+    if options.get("multivariate") is not False and sample is not None and sample.shape[1:] == rows.shape[1:]:
+        report.multivariate = _image_joint(registry, version, sample, rows, seed=options.get("seed", 0))
+    return report
+
+
+def _image_joint(registry: RegistryStore, version: "ModelVersion", reference: np.ndarray, current: np.ndarray, *,
+                 seed: int) -> dict[str, Any]:
+    """The multivariate test of images: on the model's penultimate features when the version has an OOD gate
+    with them (what the model sees; pixels are a poor space for a classifier test), else on the pixels."""
+    embed = None
+    if "ood_gate" in version.files:
+        detector = load_version_gate(registry, version).detectors.get("mahalanobis")
+        embed = getattr(detector, "embed", None)
+    if embed is not None:
+        result = multivariate_drift(embed(reference.astype(np.float32)), embed(current.astype(np.float32)), seed=seed)
+        result["on"] = "penultimate features"
+    else:
+        result = multivariate_drift(reference.reshape(len(reference), -1), current.reshape(len(current), -1), seed=seed)
+        result["on"] = "pixels"
+    return result

@@ -273,7 +273,8 @@ def drift(
     (what a registered version keeps of its training inputs): every per-column test then
     runs against it, exactly where it holds a column's values and within its recorded
     bounds where it holds a quantile sketch (the row's ``note`` says how close); the
-    multivariate test needs rows and does not run.
+    multivariate test runs on its row sample (up to 20,000 rows of the training inputs),
+    when it keeps one.
 
     >>> rng = np.random.default_rng(1)
     >>> report = drift(rng.normal(size=(1000, 3)), rng.normal(size=(1000, 3)))
@@ -298,9 +299,11 @@ def drift(
             raise ArgumentError(f"Argument min_effect[{key!r}] should be a number >= 0, got {value!r}")
         thresholds[key] = float(value)
     stored = reference if isinstance(reference, DriftReference) else None
-    if stored is not None and multivariate:
-        raise ArgumentError("Argument multivariate=True needs the reference rows; a stored DriftReference keeps per-column "
-                            "summaries only: pass multivariate=False, or the reference rows themselves")
+    sample = stored.sample_table() if stored is not None else None
+    if stored is not None and multivariate and sample is None:
+        raise ArgumentError("Argument multivariate=True needs reference rows, and this stored DriftReference keeps no row "
+                            "sample of its columns (inputs that are not all numbers, or images): pass multivariate=False, "
+                            "or the reference rows themselves")
     cur = _frame(current, "current")
     ref = _frame(reference, "reference") if stored is None else pd.DataFrame(columns=list(stored.columns))
     names = _feature_names(ref, cur, columns, target)
@@ -328,8 +331,9 @@ def drift(
     rows = [row for row, _ in results]
     hists = {str(label): hist for label, (_, hist) in zip(names, results) if hist}
     features = _decide(rows, alpha, thresholds)
-    joint = (multivariate_drift(ref[names], cur[names], seed=seed, missing="keep")
-             if multivariate or (multivariate is None and stored is None) else None)
+    joint_ref = ref if stored is None else sample
+    joint = (multivariate_drift(joint_ref[names], cur[names], seed=seed, missing="keep")
+             if joint_ref is not None and multivariate is not False else None)
     return DriftReport(features=features, alpha=float(alpha), min_effect=thresholds,
                        n_reference=len(ref) if stored is None else stored.n_rows,
                        n_current=len(cur), multivariate=joint, histograms=hists)

@@ -16,6 +16,14 @@
 Images and other tensors are summarised first, as drift compares them: one column
 per channel of per-image mean and sd (:func:`inputs_table`).
 
+Columns alone cannot show a change in how columns move together, so the reference
+also keeps ``rows``: a seeded uniform sample of the inputs themselves (float32, up to
+:data:`SAMPLE_ROWS` = 20,000 rows and :data:`SAMPLE_BYTES` = 16 MiB; images as images),
+which the multivariate test compares with live rows (:func:`merge` draws the merged
+sample from each part in proportion to its rows). A category column is kept as the
+index of each value among the column's categories (:meth:`DriftReference.sample_table`
+reads them back); a ``sample`` that is not all numbers keeps none.
+
 The error of a sketch is measured, not assumed: building one records
 ``eps_ks = sup |F_sketch - F|`` and ``eps_w = integral |F_sketch - F| dx`` against the
 column's own empirical CDF ``F`` (at most half a run's rows over ``n``, about
@@ -75,6 +83,8 @@ __all__ = [
     "FORMAT",
     "POINTS",
     "REFERENCE_VERSION",
+    "SAMPLE_BYTES",
+    "SAMPLE_ROWS",
     "CategoricalColumn",
     "DriftReference",
     "NumericColumn",
@@ -92,6 +102,12 @@ POINTS = 4096
 """Distinct values a numeric column may have and still be stored exactly; beyond, this many quantiles."""
 
 MIN_POINTS = 256  # above drift's MAX_LEVELS (100): a sketched column is never taken for a discrete one
+
+SAMPLE_ROWS = 20_000
+"""Rows of the inputs kept (a seeded uniform sample) for the multivariate test, which needs rows, not columns."""
+
+SAMPLE_BYTES = 16 * 2**20
+"""The most bytes the row sample may take (float32): wide inputs (images) keep fewer rows."""
 
 
 # -- turning inputs into columns ------------------------------------------------
@@ -290,11 +306,22 @@ class DriftReference:
     n_rows: int
     points: int = POINTS
     meta: dict[str, Any] = field(default_factory=dict)
+    rows: np.ndarray | None = None
+    """A seeded uniform sample of the inputs themselves (float32, at most :data:`SAMPLE_ROWS` rows and
+    :data:`SAMPLE_BYTES`), for the multivariate test; None when the inputs are not all numbers."""
 
     @classmethod
-    def build(cls, data: Any, *, points: int = POINTS) -> "DriftReference":
-        """The reference of ``data``: a DataFrame, or an array (:func:`array_table`: images by per-channel mean and sd)."""
+    def build(cls, data: Any, *, points: int = POINTS, sample: Any = None, sample_rows: int = SAMPLE_ROWS,
+              seed: int = 0) -> "DriftReference":
+        """The reference of ``data``: a DataFrame, or an array (:func:`array_table`: images by per-channel mean and sd).
+
+        ``sample``: the inputs whose rows are sampled for the multivariate test (default:
+        ``data`` itself when every value is a number; a summarised image table passes
+        the images); ``sample_rows``: how many (0 keeps none); ``seed``: which.
+        """
         _check_points(points)
+        if isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < 0:
+            raise ArgumentError(f"Argument sample_rows should be an integer >= 0, e.g. {SAMPLE_ROWS}; got {sample_rows!r}")
         frame = data if isinstance(data, pd.DataFrame) else array_table(data, "data")
         names = [str(c) for c in frame.columns]
         if len(set(names)) != len(names):
@@ -311,7 +338,11 @@ class DriftReference:
                 columns[name] = col
             else:
                 columns[name] = _categorical_column(series, kind)
-        return cls(columns, len(frame), points)
+        if sample is None and isinstance(data, pd.DataFrame):  # the table, categories as codes of the reference's
+            rows = _row_sample(_codes(frame, columns), len(frame), sample_rows, seed)
+        else:
+            rows = _row_sample(data if sample is None else sample, len(frame), sample_rows, seed)
+        return cls(columns, len(frame), points, rows=rows)
 
     @property
     def sketched(self) -> list[str]:
@@ -324,6 +355,28 @@ class DriftReference:
 
     def __repr__(self) -> str:
         return f"<DriftReference {self.n_rows} rows, {len(self.columns)} columns ({len(self.sketched)} sketched)>"
+
+    def sample_table(self) -> pd.DataFrame | None:
+        """The row sample as a table of the reference's columns (2-D inputs as wide as the columns), else None.
+
+        A category column's codes are read back as its categories (a missing value as None),
+        a boolean column's as 1.0 and 0.0 (NaN where missing).
+        """
+        if self.rows is None or self.rows.ndim != 2 or self.rows.shape[1] != len(self.columns):
+            return None
+        out: dict[str, Any] = {}
+        for i, (name, col) in enumerate(self.columns.items()):
+            values = self.rows[:, i]
+            if isinstance(col, CategoricalColumn) and col.kind == "boolean":  # as numbers, as the joint test reads booleans
+                truth = np.array([float(bool(k)) for k in col.counts] + [np.nan])
+                codes = np.where(np.isfinite(values), values, -1).astype(np.int64)
+                values = truth[np.where((codes >= 0) & (codes < len(col.counts)), codes, len(col.counts))]
+            elif isinstance(col, CategoricalColumn):
+                cats = np.array([*col.counts, None], dtype=object)
+                codes = np.where(np.isfinite(values), values, -1).astype(np.int64)
+                values = cats[np.where((codes >= 0) & (codes < len(col.counts)), codes, len(col.counts))]
+            out[name] = values
+        return pd.DataFrame(out, copy=False)
 
     # -- the file ------------------------------------------------------------
 
@@ -340,6 +393,8 @@ class DriftReference:
             else:
                 cols.append({"name": name, "kind": col.kind, "missing": col.missing,
                              "counts": [[k, v] for k, v in col.counts.items()]})
+        if self.rows is not None:
+            arrays["rows"] = np.ascontiguousarray(self.rows, dtype=np.float32)
         header = {"format": FORMAT, "version": REFERENCE_VERSION, "n_rows": self.n_rows, "points": self.points,
                   "columns": cols, "meta": self.meta, "sha256": _digest(arrays)}
         return header, arrays
@@ -388,6 +443,9 @@ class DriftReference:
                                 f"version {REFERENCE_VERSION}: upgrade loopml, or build it again")
         if header.get("sha256") != _digest(arrays):
             raise bad("its arrays do not match the sha256 in its header (changed after it was written)")
+        rows = arrays.get("rows")
+        if rows is not None and (rows.dtype != np.float32 or rows.ndim < 1 or len(rows) > header.get("n_rows", 0)):
+            raise bad("its row sample is not float32 rows of the data")
         try:
             columns: dict[str, Column] = {}
             for i, c in enumerate(header["columns"]):
@@ -405,7 +463,7 @@ class DriftReference:
                                                         float(c["eps_w"]), str(c["kind"]),
                                                         math.nan if c["low"] is None else float(c["low"]),
                                                         math.nan if c["high"] is None else float(c["high"]))
-            return cls(columns, int(header["n_rows"]), int(header["points"]), dict(header.get("meta") or {}))
+            return cls(columns, int(header["n_rows"]), int(header["points"]), dict(header.get("meta") or {}), rows)
         except (KeyError, TypeError, ValueError) as exc:
             raise bad(f"{type(exc).__name__}: {exc}") from None
 
@@ -417,6 +475,84 @@ def _digest(arrays: Mapping[str, np.ndarray]) -> str:
         h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def _codes(frame: pd.DataFrame, columns: Mapping[str, Column]) -> np.ndarray:
+    """``frame`` as float64 numbers: category columns as the index of each value among the column's categories."""
+    out = np.empty((len(frame), len(columns)), dtype=np.float64)
+    for i, (label, col) in enumerate(zip(frame.columns, columns.values())):
+        series = frame[label]
+        if isinstance(col, CategoricalColumn):
+            index = pd.Index(list(col.counts))
+            keys = series.map(_scalar) if series.dtype == object else series
+            codes = index.get_indexer(keys.where(series.notna(), None)).astype(np.float64)
+            codes[codes < 0] = np.nan
+            out[:, i] = codes
+        else:
+            out[:, i] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def _sample_cap(a: np.ndarray) -> int:
+    """The most rows of ``a``'s width a sample keeps: :data:`SAMPLE_ROWS`, fewer for wide rows (:data:`SAMPLE_BYTES`)."""
+    width = max(1, int(np.prod(a.shape[1:])))
+    return min(SAMPLE_ROWS, max(1, SAMPLE_BYTES // (4 * width)))
+
+
+def _row_sample(data: Any, n_rows: int, sample_rows: int, seed: int) -> np.ndarray | None:
+    """A seeded uniform sample of ``data``'s rows as float32 (in their order), or None when they are not all numbers."""
+    if sample_rows == 0:
+        return None
+    if isinstance(data, pd.DataFrame):
+        if not all(pd.api.types.is_numeric_dtype(t) and not pd.api.types.is_complex_dtype(t) for t in data.dtypes):
+            return None  # categories have no float32 form to keep without a pickle
+        a = data.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        a = np.asarray(data)
+        if a.dtype.kind not in "biuf":
+            return None
+    if a.ndim == 0 or len(a) != n_rows:
+        raise ArgumentError(f"Argument sample should have the data's {n_rows} rows, got {a.shape}")
+    if a.ndim == 1:
+        a = a[:, None]
+    k = min(sample_rows, len(a), _sample_cap(a))
+    pick = np.sort(np.random.default_rng(seed).choice(len(a), size=k, replace=False)) if k < len(a) else slice(None)
+    return np.ascontiguousarray(a[pick], dtype=np.float32)
+
+
+def _recoded(part: DriftReference, merged: Mapping[str, Column]) -> np.ndarray:
+    """``part``'s row sample with its category codes turned into codes of the ``merged`` columns' categories."""
+    rows = part.rows
+    assert rows is not None  # the caller checked
+    if rows.ndim != 2 or rows.shape[1] != len(part.columns):
+        return rows
+    out = rows
+    for i, (name, col) in enumerate(part.columns.items()):
+        new = merged[name]
+        if isinstance(col, CategoricalColumn) and isinstance(new, CategoricalColumn) and list(col.counts) != list(new.counts):
+            where = pd.Index(list(new.counts)).get_indexer(list(col.counts)).astype(np.float32)
+            codes = rows[:, i]
+            ok = np.isfinite(codes)
+            out = out.copy() if out is rows else out
+            out[:, i] = np.nan
+            out[ok, i] = where[codes[ok].astype(np.int64)]
+    return out
+
+
+def _merge_rows(a: DriftReference, b: DriftReference, merged: Mapping[str, Column], seed: int = 0) -> np.ndarray | None:
+    """The parts' row samples as one sample of the union: each part's share of its rows, at most the larger cap."""
+    if a.rows is None or b.rows is None or a.rows.shape[1:] != b.rows.shape[1:]:
+        return None
+    rows_a, rows_b = _recoded(a, merged), _recoded(b, merged)
+    n = a.n_rows + b.n_rows
+    # the largest sample in which each part has its share of the rows (a part sampled sparsely limits it), capped
+    k = min(_sample_cap(rows_a), *(len(r) * n // p.n_rows for r, p in ((rows_a, a), (rows_b, b)) if p.n_rows))
+    take_a = min(len(rows_a), round(k * a.n_rows / n))
+    take_b = min(len(rows_b), k - take_a)
+    rng = np.random.default_rng(seed)
+    pick_a = np.sort(rng.choice(len(rows_a), size=take_a, replace=False))
+    pick_b = np.sort(rng.choice(len(rows_b), size=take_b, replace=False))
+    return np.concatenate([rows_a[pick_a], rows_b[pick_b]])
 
 
 def _check_points(points: Any) -> None:
@@ -481,7 +617,7 @@ def merge(*references: DriftReference) -> DriftReference:
                 columns[name] = CategoricalColumn(dict(a.counts), a.missing + b.missing, a.kind)
             else:
                 raise ArgumentError(f"merge needs column {name!r} of one kind in every part: {a.kind} and {b.kind}")
-        out = DriftReference(columns, out.n_rows + other.n_rows, points, dict(out.meta))
+        out = DriftReference(columns, out.n_rows + other.n_rows, points, dict(out.meta), _merge_rows(out, other, columns))
     # one cut at the end, not one per part: its error is added once
     for name, col in out.columns.items():
         if isinstance(col, NumericColumn) and len(col.values) > out.points:
