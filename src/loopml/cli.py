@@ -240,17 +240,23 @@ def serve_command(
         10.0, "--header-timeout", help="Seconds a client has to send a request's line and headers; then 408 and close."
     ),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="Abstain on inputs the version's stored OOD gate flags (loopml monitor fit-ood)."),
+    monitor: bool = typer.Option(
+        False, "--monitor", help="Also run the scheduled monitor (loopml monitor watch) in a process of its own, stopped with the server."
+    ),
+    monitor_every: str = typer.Option("5m", "--monitor-every", help="With --monitor: how often a cycle runs (30s, 5m, 1h)."),
 ) -> None:
     """Serve a registered model over HTTP: batching, validation, request log, metrics, hot swap.
 
     Example: loopml serve digits@production --port 8080   (then POST /v1/models/digits/predict)
+    Example: loopml serve digits@production --monitor --monitor-every 5m   (drift, accuracy and alerts every 5 minutes)
     """
     from .serve import serve  # the model server's stack (uvloop, httptools, NumPy) only when serving
 
     token = read_token_file(auth_token_file) if auth_token_file else config.settings().server_token
     serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
           max_queue=max_queue, store=store, auth_token=token, allowed_hosts=allowed_host or [], log_inputs=log_inputs,
-          log_buffer=log_buffer, header_timeout=header_timeout, use_stored_gate=gate)
+          log_buffer=log_buffer, header_timeout=header_timeout, use_stored_gate=gate, monitor=monitor,
+          monitor_every=monitor_every)
 
 
 def _add_registry_commands() -> None:

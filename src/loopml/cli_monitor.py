@@ -15,10 +15,12 @@ from .errors import ArgumentError
 __all__ = ["monitor_app"]
 
 monitor_app = typer.Typer(
-    help="Monitoring: the out-of-distribution gate a server asks before it answers, and data drift.\n\n"
+    help="Monitoring: the out-of-distribution gate a server asks before it answers, data drift, scheduled checks "
+    "and alerts.\n\n"
     "Example:\n\n"
     "  loopml monitor fit-ood mlp@production --data train.npz\n\n"
-    "  loopml monitor drift --reference ref.parquet --current cur.csv",
+    "  loopml monitor drift --reference ref.parquet --current cur.csv\n\n"
+    "  loopml monitor watch mlp@production --every 5m",
     no_args_is_help=True,
 )
 
@@ -158,6 +160,74 @@ def drift_command(
                + (f"; joint distribution: {'drifted' if multi['drifted'] else 'no drift'} (p = {multi['p_value']:.3g})"
                   if multi and multi.get("p_value") is not None else "")
                + (f"; report written to {html}" if html else ""))
+
+
+@monitor_app.command("watch")
+@friendly
+def watch_command(
+    ref: str = typer.Argument(..., help="The version to watch: NAME@ALIAS (the version it points at each cycle), NAME/VERSION or NAME."),
+    every: str = typer.Option("5m", "--every", help="How often a cycle runs: 30s, 5m, 1h, ..."),
+    window: Optional[str] = typer.Option(None, "--window", help="Each cycle looks at the requests of the last 5m, 1h, ... (default: --every)."),
+    last: Optional[int] = typer.Option(None, "--last", help="Each cycle looks at the newest N requests instead of a time window."),
+    once: bool = typer.Option(False, "--once", help="Run one cycle and exit."),
+    min_rows: int = typer.Option(100, "--min-rows", help="Rows a metric needs in a window before it can fire an alert (fewer: not enough data)."),
+    multivariate: bool = typer.Option(True, "--multivariate/--no-multivariate", help="Also test the inputs' joint distribution."),
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per cycle."),
+) -> None:
+    """Monitor a served version on a schedule: drift, accuracy, estimated accuracy, abstentions; stored, alerts checked.
+
+    Each cycle reads the newest window of the request log of the version the reference
+    points at now, stores one result per kind (predictions, drift, performance) for the
+    UI, and checks the alert rules (loopml monitor alert add). A failed cycle is
+    reported and the next one runs; Ctrl-C stops it (exit 0).
+
+    Example: loopml monitor watch digits@production --every 5m
+    Example: loopml monitor watch digits@production --every 1h --window 24h --json
+    Example: loopml monitor watch churn/3 --last 10000 --once
+    """
+    from .monitor.watch import Watcher, watch
+
+    if once:
+        from .monitor.windows import parse_duration
+
+        parse_duration(every, "--every")
+        result = Watcher(ref, window=window or every, last=last, min_rows=min_rows, multivariate=multivariate,
+                         tracking_uri=store).check()
+        _print_cycle(result, as_json)
+        return
+    if window is None and last is None:
+        window = every
+    echo_err = typer.echo if not as_json else (lambda line: typer.echo(line, err=True))
+    if not as_json:
+        typer.echo(f"watching {ref} every {every} (" + (f"newest {last} requests" if last else f"window {window}")
+                   + "); Ctrl-C stops")
+
+    def failed(exc: BaseException) -> None:
+        echo_err(f"{_now()} cycle failed: {type(exc).__name__}: {exc}")
+
+    summary = watch(ref, every, window=window, last=last, min_rows=min_rows, multivariate=multivariate,
+                    tracking_uri=store, on_result=lambda r: _print_cycle(r, as_json), on_error=failed)
+    echo_err(summary.line())
+
+
+def _now() -> str:
+    import time
+
+    from .cli_common import fmt_time
+
+    return fmt_time(time.time())
+
+
+def _print_cycle(result: Any, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result.to_dict()))
+        return
+    from rich.text import Text
+
+    line = Text(f"{_now()} ")
+    line.append(result.summary(), style="bold red" if result.alerts else None)
+    console().print(line)
 
 
 def _fmt(v: float) -> str:

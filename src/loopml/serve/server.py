@@ -416,18 +416,37 @@ def _freeze_heap(swapped: bool) -> None:
     gc.freeze()
 
 
-def serve(ref: str, *, workers: int = 1, max_restarts: int = 5, restart_window: float = 60.0, **kwargs: Any) -> None:
+def serve(ref: str, *, workers: int = 1, max_restarts: int = 5, restart_window: float = 60.0,
+          monitor: bool = False, monitor_every: float | str = "5m", **kwargs: Any) -> None:
     """Run ``loopml serve`` until SIGINT/SIGTERM: one :class:`ModelServer`, or ``workers`` processes sharing its port.
 
     Each worker loads the model and has its own batcher, metrics and request log. A
     worker that dies is replaced by a fresh one; when more than ``max_restarts`` die
     within ``restart_window`` seconds, the others are stopped and :class:`LoopMLError`
-    says why (``loopml serve`` exits 2). ``kwargs`` go to :class:`ModelServer`. Example::
+    says why (``loopml serve`` exits 2). ``monitor``: also run the scheduled monitor of
+    ``ref`` every ``monitor_every`` (:func:`loopml.monitor.watch.watch`) in a process of
+    its own, stopped with the server (:mod:`loopml.serve.monitoring`).
+    ``kwargs`` go to :class:`ModelServer`. Example::
 
-        serve("digits@production", workers=4, port=8080)
+        serve("digits@production", workers=4, port=8080, monitor=True, monitor_every="5m")
     """
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ArgumentError(f"Argument workers should be an int >= 1; got {workers!r}")
+    watcher = None
+    if monitor:
+        from .monitoring import MonitorProcess
+
+        watcher = MonitorProcess(ref, every=monitor_every, store=kwargs.get("store"))  # a bad interval fails here
+        ModelServer(ref, **kwargs)  # and bad server arguments before the monitor starts
+        watcher.start()
+    try:
+        _serve(ref, workers, max_restarts, restart_window, kwargs)
+    finally:
+        if watcher is not None:
+            watcher.stop()
+
+
+def _serve(ref: str, workers: int, max_restarts: int, restart_window: float, kwargs: dict[str, Any]) -> None:
     if workers == 1:
         ModelServer(ref, **kwargs).run()
         return

@@ -205,6 +205,19 @@ class PredictionLog:
         kept = [bytes(b) for b in reversed(rows) if b is not None]
         return kept, len(rows) - len(kept)
 
+    def span(self, model: str, version: int | None = None, *, last: int, until: float | None = None) -> tuple[float, float, int] | None:
+        """``(oldest, newest, count)`` of the ``created_at`` of the newest ``last`` requests (before ``until``); None when none.
+
+        What a window of the newest N requests spans (``loopml monitor watch --last N``).
+        """
+        p = s.predictions
+        newest = _in_window(sa.select(p.c.created_at), model, version, None, until).order_by(p.c.created_at.desc())
+        sub = newest.limit(int(last)).subquery()
+        q = sa.select(sa.func.min(sub.c.created_at), sa.func.max(sub.c.created_at), sa.func.count())
+        with self.store.read() as conn:
+            oldest, latest, count = conn.execute(q).one()
+        return None if not count else (float(oldest), float(latest), int(count))
+
     def add_feedback_many(self, labels: Sequence[tuple[str, Any]], *, at: float | None = None) -> int:
         """:meth:`add_feedback` for many ``(request_id, label)`` pairs in one transaction (a backfill of labels).
 

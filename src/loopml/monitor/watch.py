@@ -1,0 +1,441 @@
+"""Scheduled monitoring: one cycle over the newest window of a served version's request log, stored, alerts checked.
+
+:func:`check` runs one cycle for the version a reference points at *now*
+(``"digits@production"`` follows the alias; ``"digits/3"``, ``"digits"``) over the
+newest window of its request log (``window="5m"``: the last five minutes;
+``last=N``: the newest N requests) and stores one result per kind in the store
+(:class:`~loopml.store.monitoring.MonitorLog`), all with the same window:
+
+- ``"predictions"``: requests, rows, abstentions, mean confidence and the drift of
+  the predicted classes (a :func:`~loopml.monitor.windows.prediction_windows` row);
+- ``"drift"``: the window's logged inputs against the version's training inputs
+  (:func:`loopml.monitor.drift`); the payload is the report's ``to_dict()`` without
+  its histograms, with ``share_drifted`` (drifted features / features) and
+  ``status`` ``"ok"``; ``flagged`` is ``report.drifted``. A window with fewer than
+  ``min_rows`` (100) logged input rows, or a version without stored training data, is
+  stored as ``{"status": "not enough data", "reason": ...}`` with ``flagged`` None;
+- ``"performance"``: ``accuracy`` from feedback labels joined by request id (with its
+  Wilson interval ``accuracy_low``, ``accuracy_high`` and the ``labelled`` count),
+  ``estimated_accuracy`` without labels (ATC, calibrated once per version on its
+  validation split: :func:`~loopml.monitor.performance.calibrate_version`) and
+  ``abstention_rate``; None where it cannot be had (no label, no calibration).
+
+Then the alert rules are checked (:func:`loopml.monitor.alerts.evaluate`) with
+``drift`` (the share of drifted features), ``accuracy``, ``estimated_accuracy`` and
+``abstention_rate``. A metric computed on fewer than ``min_rows`` rows (labelled rows
+for accuracy) is left out: not enough data fires nothing, never a false alarm.
+
+:func:`watch` runs :func:`check` every ``every`` until stopped (a ``stop`` event,
+``cycles``, or Ctrl-C); a cycle that fails is logged and the next one runs.
+``loopml monitor watch NAME@ALIAS --every 5m`` and ``loopml serve --monitor`` run it.
+
+>>> from loopml.monitor.watch import check
+>>> result = check("digits@production", window="1h")     # nothing served yet: nothing to alert on
+>>> sorted(result.stored), result.values["drift"], result.notes["drift"]
+(['drift', 'performance', 'predictions'], None, '0 logged input rows in the window, at least 100 needed')
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ArgumentError, ArgumentTypeError, LoopMLError, NotFound
+from ..store.monitoring import MonitorLog
+from ..store.predictions import PredictionLog, inputs_array
+from ..store.registry import RegistryStore
+from ..tracking.api import database_for
+from .windows import parse_duration
+
+if TYPE_CHECKING:
+    from ..store.registry import ModelVersion
+    from ..store.tracking import TrackingStore
+    from .alerts import Alert
+    from .performance import ConfidenceCalibration
+
+__all__ = ["MIN_ROWS", "CheckResult", "Watcher", "WatchSummary", "check", "watch"]
+
+MIN_ROWS = 100
+"""Rows a metric needs in a window before it is measured for alerts (and drift at all): the
+``prediction_windows`` minimum, and enough for the drift tests' 30 values a side with room to spare."""
+
+KINDS = ("predictions", "drift", "performance")
+NOT_ENOUGH = "not enough data"
+_log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What one cycle measured and stored: the version, the window, the alert values, the stored ids, what fired.
+
+    ``values`` holds the four alert metrics (None: not enough data, nothing fires);
+    ``stored`` the id of each kind's stored result; ``notes`` why a metric is None.
+    """
+
+    model: str
+    version: int
+    window: tuple[float, float]
+    requests: int
+    rows: int
+    values: dict[str, float | None]
+    stored: dict[str, int]
+    alerts: list["Alert"] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.model}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: what ``loopml monitor watch --json`` prints, one line per cycle."""
+        return {
+            "model": self.model, "version": self.version, "window_start": self.window[0], "window_end": self.window[1],
+            "requests": self.requests, "rows": self.rows, "values": dict(self.values), "stored": dict(self.stored),
+            "notes": dict(self.notes), "alerts": [{"rule": a.rule, "metric": a.metric, "value": a.value, "message": a.message,
+                                                   "delivered": a.delivered} for a in self.alerts],
+        }
+
+    def summary(self) -> str:
+        """One line: the version, its requests, each metric (or why not), the alerts fired."""
+        def pct(key: str) -> str:
+            v = self.values.get(key)
+            return "-" if v is None else f"{v:.1%}"
+
+        def num(key: str) -> str:
+            v = self.values.get(key)
+            return "-" if v is None else f"{v:.3f}"
+
+        parts = [f"{self.ref}: {self.requests:,} requests ({self.rows:,} rows)", f"drift {pct('drift')}",
+                 f"accuracy {num('accuracy')}", f"estimated {num('estimated_accuracy')}", f"abstained {pct('abstention_rate')}"]
+        fired = f"{len(self.alerts)} alert{'s' if len(self.alerts) != 1 else ''}"
+        if self.alerts:
+            fired += ": " + "; ".join(a.message for a in self.alerts)
+        return ", ".join(parts) + f"; {fired}"
+
+
+@dataclass
+class WatchSummary:
+    """What :func:`watch` did: cycles run, cycles that failed, alerts fired, and whether Ctrl-C ended it."""
+
+    cycles: int = 0
+    failures: int = 0
+    alerts: int = 0
+    interrupted: bool = False
+
+    def line(self) -> str:
+        return (f"stopped after {self.cycles} cycle{'s' if self.cycles != 1 else ''} ({self.failures} failed), "
+                f"{self.alerts} alert{'s' if self.alerts != 1 else ''} fired")
+
+
+def _check_rows(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArgumentError(f"Argument {what} should be a whole number of at least 1, like 100; got {value!r}")
+    return value
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _table(x: np.ndarray, names: "tuple[str, ...] | None") -> Any:
+    """Rows as a table named by the version's feature names when they fit (as monitor.drift names them)."""
+    import pandas as pd
+
+    if names is not None and x.ndim == 2 and x.shape[1] == len(names):
+        return pd.DataFrame(x, columns=list(names))
+    return x
+
+
+class Watcher:
+    """Runs :func:`check` cycles for one reference, keeping what does not change per version between cycles.
+
+    The version's training inputs (the drift reference) and its confidence
+    calibration are read once per version, not once per cycle. Arguments as :func:`check`.
+
+    >>> w = Watcher("digits@production", window="5m")
+    >>> first, second = w.check(), w.check()      # the second reuses the reference and the calibration
+    """
+
+    def __init__(self, ref: str, *, window: float | str | None = "5m", last: int | None = None,
+                 min_rows: int = MIN_ROWS, multivariate: bool = True, alpha: float = 0.05, cooldown: float = 3600.0,
+                 tracking_uri: str | None = None) -> None:
+        if not isinstance(ref, str) or not ref:
+            raise ArgumentTypeError(f"Argument ref should be a version reference like 'digits@production' or 'digits/3'; got {ref!r}")
+        if last is not None:
+            _check_rows(last, "last")
+            self.width: float | None = None
+        else:
+            self.width = parse_duration(window if window is not None else "5m", "window")
+        if not isinstance(multivariate, bool):
+            raise ArgumentTypeError(f"Argument multivariate should be True or False; got {multivariate!r}")
+        if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or not cooldown >= 0:
+            raise ArgumentError(f"Argument cooldown should be a number of seconds >= 0, like 3600; got {cooldown!r}")
+        self.ref = ref
+        self.last = last
+        self.min_rows = _check_rows(min_rows, "min_rows")
+        self.multivariate = multivariate
+        self.alpha = alpha
+        self.cooldown = float(cooldown)
+        self.tracking_uri = tracking_uri
+        self._references: dict[tuple[str, int], np.ndarray | str] = {}
+        self._calibrations: dict[tuple[str, int], "ConfidenceCalibration | str"] = {}
+
+    # -- the pieces -------------------------------------------------------------------
+
+    def _store(self) -> "TrackingStore":
+        return database_for(self.tracking_uri, "Monitoring a version's request log")
+
+    def resolve(self) -> "ModelVersion":
+        """The version the reference points at now (``NotFound`` says how to fix an unknown name or alias)."""
+        return RegistryStore(self._store()).resolve(self.ref)
+
+    def _window(self, version: "ModelVersion", now: float) -> tuple[float, float, float]:
+        """``(start, end, until)``: the window to store and the exclusive upper bound to read with."""
+        if self.last is None:
+            assert self.width is not None
+            return now - self.width, now, now
+        span = PredictionLog(self._store()).span(version.name, version.version, last=self.last, until=now)
+        if span is None:
+            return now, now, now
+        oldest, newest, _ = span
+        return oldest, newest, float(np.nextafter(newest, math.inf))
+
+    def _reference(self, version: "ModelVersion") -> np.ndarray | str:
+        key = (version.name, version.version)
+        if key not in self._references:
+            from .fromlog import reference_inputs
+
+            try:
+                self._references[key] = reference_inputs(RegistryStore(self._store()), version)
+            except NotFound as exc:
+                self._references[key] = str(exc)
+        return self._references[key]
+
+    def _calibration(self, version: "ModelVersion") -> "ConfidenceCalibration | str":
+        key = (version.name, version.version)
+        if key not in self._calibrations:
+            from .performance import calibrate_version
+
+            try:
+                self._calibrations[key] = calibrate_version(version.ref, tracking_uri=self.tracking_uri)
+            except (LoopMLError, ValueError) as exc:  # not a classifier, no validation rows, no stored data
+                self._calibrations[key] = f"no confidence calibration for {version.ref}: {exc}"
+        return self._calibrations[key]
+
+    def _predictions(self, version: "ModelVersion", start: float, end: float, until: float) -> dict[str, Any]:
+        from .windows import prediction_windows
+
+        # one window: a count larger than any log, from the window's start
+        frame = prediction_windows(version.name, version.version, size=2**62, since=start, until=until,
+                                   min_rows=self.min_rows, tracking_uri=self.tracking_uri)
+        if len(frame):
+            row = {k: _plain(v) for k, v in frame.iloc[0].to_dict().items()}
+        else:
+            row = {"requests": 0, "rows": 0, "abstained": 0, "abstention_rate": None, "mean_confidence": None,
+                   "classes": {}, "prediction_drift_p": None, "prediction_drift_js": None, "prediction_drifted": None}
+        row.update(window_start=start, window_end=end)
+        return row
+
+    def _drift(self, version: "ModelVersion", start: float, until: float) -> tuple[bool | None, int, dict[str, Any]]:
+        from ..models.signature import Signature
+        from .fromlog import drift
+
+        batches, missing = PredictionLog(self._store()).logged_inputs(version.name, version.version, since=start, until=until)
+        x = np.concatenate([inputs_array(b) for b in batches]) if batches else np.empty((0,))
+        if len(x) < self.min_rows:
+            reason = f"{len(x)} logged input rows in the window, at least {self.min_rows} needed"
+            if missing:
+                reason += f" ({missing} requests kept no inputs: serve with --log-inputs 1.0)"
+            return None, len(x), {"status": NOT_ENOUGH, "reason": reason}
+        reference = self._reference(version)
+        if isinstance(reference, str):
+            return None, len(x), {"status": NOT_ENOUGH, "reason": reference}
+        if reference.shape[1:] != x.shape[1:]:
+            return None, len(x), {"status": "error", "reason": f"{version.ref}'s training inputs have shape {reference.shape[1:]} "
+                                                               f"per row but its request log holds {x.shape[1:]}"}
+        names = Signature.from_dict(version.signature).feature_names if version.signature else None
+        report = drift(_table(reference, names), _table(x, names), alpha=self.alpha, multivariate=self.multivariate)
+        payload = report.to_dict()
+        payload.pop("histograms", None)
+        features = len(report.features)
+        payload.update(status="ok", share_drifted=len(report.drifted_features) / features if features else 0.0)
+        return report.drifted, len(x), payload
+
+    def _performance(self, version: "ModelVersion", start: float, until: float) -> tuple[dict[str, Any], dict[str, str], int, int]:
+        from .performance import live_accuracy, live_estimate
+
+        notes: dict[str, str] = {}
+        ref = version.ref
+        payload: dict[str, Any] = {"accuracy": None, "accuracy_low": None, "accuracy_high": None, "labelled": 0,
+                                   "estimated_accuracy": None, "estimated_rows": 0}
+        answered = 0
+        try:
+            acc = live_accuracy(ref, since=start, until=until, tracking_uri=self.tracking_uri)
+        except ArgumentError as exc:  # a regressor's answers: no accuracy yet
+            notes["accuracy"] = str(exc)
+        else:
+            if len(acc):
+                w = acc.iloc[0]
+                answered = int(w["answered"])
+                payload.update(accuracy=_plain(float(w["accuracy"])), accuracy_low=_plain(float(w["ci_low"])),
+                               accuracy_high=_plain(float(w["ci_high"])), labelled=int(w["labelled"]))
+            else:
+                notes["accuracy"] = "no labelled request in the window"
+        calibration = self._calibration(version)
+        estimated_rows = 0
+        if isinstance(calibration, str):
+            notes["estimated_accuracy"] = calibration
+        else:
+            est = live_estimate(ref, calibration, since=start, until=until, tracking_uri=self.tracking_uri)
+            if len(est):
+                estimated_rows = int(est["rows"].iloc[0])
+                payload.update(estimated_accuracy=_plain(float(est["estimated_accuracy"].iloc[0])), estimated_rows=estimated_rows)
+            else:
+                notes["estimated_accuracy"] = "no answer with class probabilities in the window"
+        return payload, notes, answered, estimated_rows
+
+    # -- one cycle --------------------------------------------------------------------
+
+    def check(self, *, now: float | None = None) -> CheckResult:
+        """One cycle over the newest window (ending ``now``, default the current time); see :func:`check`."""
+        from .alerts import evaluate
+
+        now = time.time() if now is None else float(now)
+        version = self.resolve()
+        store = self._store()
+        log = MonitorLog(store)
+        start, end, until = self._window(version, now)
+        name, number = version.name, version.version
+        stored: dict[str, int] = {}
+        notes: dict[str, str] = {}
+
+        row = self._predictions(version, start, end, until)
+        stored["predictions"] = log.save_result(name, number, "predictions", window=(start, end), rows=int(row["rows"]),
+                                                flagged=row["prediction_drifted"], payload=row)
+
+        flagged, drift_rows, drift_payload = self._drift(version, start, until)
+        stored["drift"] = log.save_result(name, number, "drift", window=(start, end), rows=drift_rows, flagged=flagged,
+                                          payload=drift_payload)
+        if drift_payload["status"] != "ok":
+            notes["drift"] = drift_payload["reason"]
+
+        perf, perf_notes, answered, estimated_rows = self._performance(version, start, until)
+        perf["abstention_rate"] = row["abstention_rate"]
+        notes.update(perf_notes)
+        stored["performance"] = log.save_result(name, number, "performance", window=(start, end), rows=int(row["rows"]),
+                                                flagged=None, payload={**perf, "notes": notes})
+
+        values: dict[str, float | None] = {
+            "drift": drift_payload.get("share_drifted"),
+            "accuracy": perf["accuracy"] if answered >= self.min_rows else None,
+            "estimated_accuracy": perf["estimated_accuracy"] if estimated_rows >= self.min_rows else None,
+            "abstention_rate": row["abstention_rate"] if int(row["rows"]) >= self.min_rows else None,
+        }
+        few = f"fewer than {self.min_rows} rows in the window"
+        if perf["accuracy"] is not None and values["accuracy"] is None:
+            notes.setdefault("accuracy", f"{answered} answered labelled rows: {few}")
+        if perf["estimated_accuracy"] is not None and values["estimated_accuracy"] is None:
+            notes.setdefault("estimated_accuracy", f"{estimated_rows} answered rows: {few}")
+        if row["abstention_rate"] is not None and values["abstention_rate"] is None:
+            notes.setdefault("abstention_rate", f"{row['rows']} rows: {few}")
+        fired = evaluate(name, number, {k: float(v) for k, v in values.items() if v is not None},
+                         cooldown=self.cooldown, at=now, tracking_uri=self.tracking_uri)
+        return CheckResult(name, number, (start, end), int(row["requests"]), int(row["rows"]), values, stored, fired, notes)
+
+
+def check(ref: str, *, window: float | str | None = "5m", last: int | None = None, min_rows: int = MIN_ROWS,
+          multivariate: bool = True, alpha: float = 0.05, cooldown: float = 3600.0, now: float | None = None,
+          tracking_uri: str | None = None) -> CheckResult:
+    """One monitoring cycle of the version ``ref`` points at now, over the newest window of its request log.
+
+    ``window``: a duration (``"5m"``, seconds) back from ``now``; ``last``: the newest
+    ``last`` requests instead. ``min_rows``: the rows a metric needs to be measured for
+    alerts (drift: logged input rows; accuracy: labelled answered rows). ``multivariate``
+    and ``alpha``: as for :func:`loopml.monitor.drift`. ``cooldown``: as for
+    :func:`loopml.monitor.alerts.evaluate`. Stores one result per kind (module
+    docstring) and returns a :class:`CheckResult`.
+    """
+    return Watcher(ref, window=window, last=last, min_rows=min_rows, multivariate=multivariate, alpha=alpha,
+                   cooldown=cooldown, tracking_uri=tracking_uri).check(now=now)
+
+
+def watch(
+    ref: str,
+    every: float | str = "5m",
+    *,
+    window: float | str | None = None,
+    last: int | None = None,
+    min_rows: int = MIN_ROWS,
+    multivariate: bool = True,
+    alpha: float = 0.05,
+    cooldown: float = 3600.0,
+    tracking_uri: str | None = None,
+    stop: threading.Event | None = None,
+    cycles: int | None = None,
+    wait_first: bool = False,
+    on_result: Callable[[CheckResult], None] | None = None,
+    on_error: Callable[[BaseException], None] | None = None,
+) -> WatchSummary:
+    """:func:`check` every ``every`` (``"5m"``, seconds) until ``stop`` is set, ``cycles`` have run, or Ctrl-C.
+
+    ``window`` defaults to ``every`` (consecutive windows tile the log). The reference
+    is checked before the first cycle (an unknown model or alias raises ``NotFound``);
+    after that a failing cycle is logged (``logging.getLogger("loopml.monitor.watch")``),
+    passed to ``on_error``, and the next cycle runs. ``on_result`` gets each cycle's
+    :class:`CheckResult`. ``wait_first``: the first cycle after one interval (as
+    ``loopml serve --monitor``, whose log starts empty) rather than at once.
+    Cycles start on a fixed schedule; one that overruns skips the slots it missed.
+
+    >>> stop = threading.Event()
+    >>> summary = watch("digits@production", every="5m", stop=stop, cycles=1)
+    >>> summary.cycles
+    1
+    """
+    period = parse_duration(every, "every")
+    if cycles is not None:
+        _check_rows(cycles, "cycles")
+    watcher = Watcher(ref, window=window if window is not None else period, last=last, min_rows=min_rows,
+                      multivariate=multivariate, alpha=alpha, cooldown=cooldown, tracking_uri=tracking_uri)
+    watcher.resolve()  # a name or alias that does not exist is the caller's mistake: say so now
+    stop = stop if stop is not None else threading.Event()
+    summary = WatchSummary()
+    next_at = time.monotonic() + (period if wait_first else 0.0)
+    try:
+        while not stop.wait(max(0.0, next_at - time.monotonic())):
+            try:
+                result = watcher.check()
+            except Exception as exc:  # noqa: BLE001 - one failed cycle must not end the watch; it is logged
+                summary.cycles += 1
+                summary.failures += 1
+                if isinstance(exc, LoopMLError):
+                    _log.warning("monitor cycle of %s failed: %s", ref, exc)
+                else:
+                    _log.exception("monitor cycle of %s failed", ref)
+                if on_error is not None:
+                    on_error(exc)
+            else:
+                summary.cycles += 1
+                summary.alerts += len(result.alerts)
+                if on_result is not None:
+                    on_result(result)
+            if cycles is not None and summary.cycles >= cycles:
+                break
+            now = time.monotonic()
+            next_at += period
+            if next_at < now:  # the cycle overran: the next slot on the schedule
+                next_at += math.ceil((now - next_at) / period) * period
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    return summary
+
