@@ -60,11 +60,14 @@ if TYPE_CHECKING:
     from .alerts import Alert
     from .performance import ConfidenceCalibration
 
-__all__ = ["MIN_ROWS", "CheckResult", "Watcher", "WatchSummary", "check", "watch"]
+__all__ = ["DELAY", "MIN_ROWS", "CheckResult", "Watcher", "WatchSummary", "check", "watch"]
 
 MIN_ROWS = 100
 """Rows a metric needs in a window before it is measured for alerts (and drift at all): the
 ``prediction_windows`` minimum, and enough for the drift tests' 30 values a side with room to spare."""
+
+DELAY = 2.0
+"""Seconds a scheduled window ends before its cycle: the request log's writer has written it by then."""
 
 KINDS = ("predictions", "drift", "performance")
 NOT_ENOUGH = "not enough data"
@@ -169,7 +172,7 @@ class Watcher:
 
     def __init__(self, ref: str, *, window: float | str | None = "5m", last: int | None = None,
                  min_rows: int = MIN_ROWS, multivariate: bool = True, alpha: float = 0.05, cooldown: float = 3600.0,
-                 tracking_uri: str | None = None) -> None:
+                 delay: float = 0.0, tracking_uri: str | None = None) -> None:
         if not isinstance(ref, str) or not ref:
             raise ArgumentTypeError(f"Argument ref should be a version reference like 'digits@production' or 'digits/3'; got {ref!r}")
         if last is not None:
@@ -181,8 +184,11 @@ class Watcher:
             raise ArgumentTypeError(f"Argument multivariate should be True or False; got {multivariate!r}")
         if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or not cooldown >= 0:
             raise ArgumentError(f"Argument cooldown should be a number of seconds >= 0, like 3600; got {cooldown!r}")
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay < math.inf:
+            raise ArgumentError(f"Argument delay should be a number of seconds >= 0, like 2.0; got {delay!r}")
         self.ref = ref
         self.last = last
+        self.delay = float(delay)
         self.min_rows = _check_rows(min_rows, "min_rows")
         self.multivariate = multivariate
         self.alpha = alpha
@@ -200,11 +206,11 @@ class Watcher:
         """The version the reference points at now (``NotFound`` says how to fix an unknown name or alias)."""
         return RegistryStore(self._store()).resolve(self.ref)
 
-    def _window(self, version: "ModelVersion", now: float) -> tuple[float, float, float]:
+    def _window(self, version: "ModelVersion", now: float, start: float | None) -> tuple[float, float, float]:
         """``(start, end, until)``: the window to store and the exclusive upper bound to read with."""
         if self.last is None:
             assert self.width is not None
-            return now - self.width, now, now
+            return (now - self.width if start is None else min(float(start), now)), now, now
         span = PredictionLog(self._store()).span(version.name, version.version, last=self.last, until=now)
         if span is None:
             return now, now, now
@@ -307,15 +313,19 @@ class Watcher:
 
     # -- one cycle --------------------------------------------------------------------
 
-    def check(self, *, now: float | None = None) -> CheckResult:
-        """One cycle over the newest window (ending ``now``, default the current time); see :func:`check`."""
+    def check(self, *, now: float | None = None, start: float | None = None) -> CheckResult:
+        """One cycle over the newest window (ending ``now``, default the current time); see :func:`check`.
+
+        ``start``: this time window starts there instead of ``window`` before its end.
+        """
         from .alerts import evaluate
 
-        now = time.time() if now is None else float(now)
+        clock = time.time() if now is None else float(now)
+        now = clock - self.delay
         version = self.resolve()
         store = self._store()
         log = MonitorLog(store)
-        start, end, until = self._window(version, now)
+        start, end, until = self._window(version, now, start)
         name, number = version.name, version.version
         stored: dict[str, int] = {}
         notes: dict[str, str] = {}
@@ -350,24 +360,25 @@ class Watcher:
         if row["abstention_rate"] is not None and values["abstention_rate"] is None:
             notes.setdefault("abstention_rate", f"{row['rows']} rows: {few}")
         fired = evaluate(name, number, {k: float(v) for k, v in values.items() if v is not None},
-                         cooldown=self.cooldown, at=now, tracking_uri=self.tracking_uri)
+                         cooldown=self.cooldown, at=clock, tracking_uri=self.tracking_uri)
         return CheckResult(name, number, (start, end), int(row["requests"]), int(row["rows"]), values, stored, fired, notes)
 
 
 def check(ref: str, *, window: float | str | None = "5m", last: int | None = None, min_rows: int = MIN_ROWS,
-          multivariate: bool = True, alpha: float = 0.05, cooldown: float = 3600.0, now: float | None = None,
-          tracking_uri: str | None = None) -> CheckResult:
+          multivariate: bool = True, alpha: float = 0.05, cooldown: float = 3600.0, delay: float = 0.0,
+          now: float | None = None, tracking_uri: str | None = None) -> CheckResult:
     """One monitoring cycle of the version ``ref`` points at now, over the newest window of its request log.
 
     ``window``: a duration (``"5m"``, seconds) back from ``now``; ``last``: the newest
     ``last`` requests instead. ``min_rows``: the rows a metric needs to be measured for
     alerts (drift: logged input rows; accuracy: labelled answered rows). ``multivariate``
     and ``alpha``: as for :func:`loopml.monitor.drift`. ``cooldown``: as for
-    :func:`loopml.monitor.alerts.evaluate`. Stores one result per kind (module
+    :func:`loopml.monitor.alerts.evaluate`. ``delay``: the window ends that many seconds
+    before ``now`` (default: the current time). Stores one result per kind (module
     docstring) and returns a :class:`CheckResult`.
     """
     return Watcher(ref, window=window, last=last, min_rows=min_rows, multivariate=multivariate, alpha=alpha,
-                   cooldown=cooldown, tracking_uri=tracking_uri).check(now=now)
+                   cooldown=cooldown, delay=delay, tracking_uri=tracking_uri).check(now=now)
 
 
 def watch(
@@ -380,21 +391,29 @@ def watch(
     multivariate: bool = True,
     alpha: float = 0.05,
     cooldown: float = 3600.0,
+    delay: float = DELAY,
     tracking_uri: str | None = None,
     stop: threading.Event | None = None,
     cycles: int | None = None,
     wait_first: bool = False,
+    since: float | None = None,
     on_result: Callable[[CheckResult], None] | None = None,
     on_error: Callable[[BaseException], None] | None = None,
 ) -> WatchSummary:
     """:func:`check` every ``every`` (``"5m"``, seconds) until ``stop`` is set, ``cycles`` have run, or Ctrl-C.
 
-    ``window`` defaults to ``every`` (consecutive windows tile the log). The reference
+    ``window`` defaults to ``every``: consecutive windows then tile the log, each request
+    in one window (a window starts where the last stored one ended, so a cycle that
+    failed or overran leaves no gap). Each window ends ``delay`` seconds (:data:`DELAY`) before its cycle
+    starts, so that the server's request log, written in the background within a
+    quarter of a second, holds every request of the window when it is read. The reference
     is checked before the first cycle (an unknown model or alias raises ``NotFound``);
     after that a failing cycle is logged (``logging.getLogger("loopml.monitor.watch")``),
     passed to ``on_error``, and the next cycle runs. ``on_result`` gets each cycle's
     :class:`CheckResult`. ``wait_first``: the first cycle after one interval (as
-    ``loopml serve --monitor``, whose log starts empty) rather than at once.
+    ``loopml serve --monitor``, whose log starts empty) rather than at once; ``since``:
+    the first time window starts there (epoch seconds; the server's start, so that the
+    requests answered while the monitor started are in its first window).
     Cycles start on a fixed schedule; one that overruns skips the slots it missed.
 
     >>> stop = threading.Event()
@@ -405,16 +424,22 @@ def watch(
     period = parse_duration(every, "every")
     if cycles is not None:
         _check_rows(cycles, "cycles")
-    watcher = Watcher(ref, window=window if window is not None else period, last=last, min_rows=min_rows,
-                      multivariate=multivariate, alpha=alpha, cooldown=cooldown, tracking_uri=tracking_uri)
+    width = parse_duration(window, "window") if window is not None else period
+    tile = last is None and width == period  # each window starts where the last stored one ended
+    watcher = Watcher(ref, window=width, last=last, min_rows=min_rows,
+                      multivariate=multivariate, alpha=alpha, cooldown=cooldown, delay=delay, tracking_uri=tracking_uri)
     watcher.resolve()  # a name or alias that does not exist is the caller's mistake: say so now
     stop = stop if stop is not None else threading.Event()
     summary = WatchSummary()
-    next_at = time.monotonic() + (period if wait_first else 0.0)
+    # slot k starts at start + k * period, on both clocks: the monotonic one to wait, the wall one to name the
+    # window, so that windows as wide as the period tile the log exactly
+    mono0, wall0 = time.monotonic(), time.time()
+    slot = 1 if wait_first else 0
+    start = since
     try:
-        while not stop.wait(max(0.0, next_at - time.monotonic())):
+        while not stop.wait(max(0.0, mono0 + slot * period - time.monotonic())):
             try:
-                result = watcher.check()
+                result = watcher.check(now=wall0 + slot * period, start=start)
             except Exception as exc:  # noqa: BLE001 - one failed cycle must not end the watch; it is logged
                 summary.cycles += 1
                 summary.failures += 1
@@ -427,14 +452,12 @@ def watch(
             else:
                 summary.cycles += 1
                 summary.alerts += len(result.alerts)
+                start = result.window[1] if tile else None
                 if on_result is not None:
                     on_result(result)
             if cycles is not None and summary.cycles >= cycles:
                 break
-            now = time.monotonic()
-            next_at += period
-            if next_at < now:  # the cycle overran: the next slot on the schedule
-                next_at += math.ceil((now - next_at) / period) * period
+            slot = max(slot + 1, math.ceil((time.monotonic() - mono0) / period))  # an overrun skips the slots it missed
     except KeyboardInterrupt:
         summary.interrupted = True
     return summary

@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -72,7 +73,8 @@ class MonitorProcess:
 
     def start(self) -> "MonitorProcess":
         argv = [sys.executable, "-m", "loopml.serve.monitoring", self.ref, "--every", repr(self.every),
-                "--window", repr(self.window), "--min-rows", str(self.min_rows), "--parent", str(os.getpid())]
+                "--window", repr(self.window), "--min-rows", str(self.min_rows), "--parent", str(os.getpid()),
+                "--since", repr(time.time())]  # the first window starts now: no request is answered before it
         if self.uri:
             argv += ["--store", self.uri]
         # stdout is the server's (its "listening" and "ready" lines): the monitor writes to stderr only
@@ -117,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--min-rows", type=int, default=100)
     parser.add_argument("--parent", type=int, required=True)
     parser.add_argument("--store", default=None)
+    parser.add_argument("--since", type=float, default=None)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stop at once: the server is shutting down
     try:
@@ -125,13 +128,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         pass
     threading.Thread(target=_exit_with_parent, args=(args.parent,), daemon=True, name="loopml-monitor-parent").start()
     logging.basicConfig(stream=sys.stderr, format=f"{PREFIX} %(message)s", level=logging.WARNING)
-    from ..monitor.watch import watch  # OMP_NUM_THREADS=1 (set by MonitorProcess): one core at most, at low priority
+    # OMP_NUM_THREADS=1 (set by MonitorProcess): one core at most, at low priority
+    from ..monitor.watch import watch
 
     def line(text: str) -> None:
         print(f"{PREFIX} {text}", file=sys.stderr, flush=True)
 
     try:
         watch(args.ref, args.every, window=args.window, min_rows=args.min_rows, tracking_uri=args.store, wait_first=True,
+              since=args.since,
               on_result=lambda r: line(r.summary()), on_error=lambda exc: None)  # failures are logged by watch
     except Exception as exc:  # noqa: BLE001 - the reference is gone or the store cannot be read: say so, serve on
         line(f"not monitoring {args.ref}: {type(exc).__name__}: {exc}")
