@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+import pytest
 
 from loopml.store.predictions import PredictionLog, inputs_array
 
@@ -38,3 +41,34 @@ def test_insert_many_skips_request_ids_already_stored(store) -> None:  # type: i
 
     assert log.request_ids("mlp") == {f"req-{i}" for i in range(5)}
     assert log.get("req-1")["status"] == "ok"
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.arange(64, dtype=np.float64).reshape(1, 1, 8, 8),
+    np.asfortranarray(np.arange(6, dtype=np.int64).reshape(2, 3)),
+    np.array([[True, False]]),
+    np.arange(4, dtype=">f4").reshape(2, 2),
+    np.zeros((0, 5), dtype=np.float32),
+    np.array(["a", "bc"]),
+    np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")]),
+])
+def test_inputs_array_reads_what_np_load_reads(array: np.ndarray) -> None:
+    # the header cache must give what np.load gives, for every layout the server could write
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    got = inputs_array(buf.getvalue())
+    want = np.load(io.BytesIO(buf.getvalue()), allow_pickle=False)
+    assert got.dtype == want.dtype and got.shape == want.shape and got.flags.writeable
+    np.testing.assert_array_equal(got, want)
+
+
+def test_inputs_array_never_unpickles() -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        inputs_array(buf.getvalue())
+    truncated = io.BytesIO()
+    np.save(truncated, np.arange(10.0))
+    with pytest.raises(ValueError):
+        inputs_array(truncated.getvalue()[:-8])

@@ -44,13 +44,13 @@ True
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import orjson
 
 from ..errors import ArgumentError, ArgumentTypeError
 from ..models.evaldata import version_data
@@ -127,7 +127,7 @@ def feedback_outcomes(
     name, number = _model(model, version, log)
     rows: list[tuple[Any, ...]] = []
     for rec in log.labelled(name, number, since=since, until=until):
-        out = json.loads(rec["outputs"])
+        out = orjson.loads(rec["outputs"])
         items = out["results"] if "results" in out else [out]
         label = rec["label"]
         labels = label if "results" in out and (isinstance(label, list) or len(items) != 1) else [label]
@@ -445,7 +445,7 @@ def live_estimate(
     times: list[float] = []
     probabilities: list[list[float]] = []
     for rec in log.answers(name, number, since=since, until=until):
-        out = json.loads(rec["outputs"])
+        out = orjson.loads(rec["outputs"])
         for item in out["results"] if "results" in out else [out]:
             if item.get("status", "ok") == "ok" and item.get("probabilities") is not None:
                 times.append(rec["created_at"])

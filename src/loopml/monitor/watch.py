@@ -79,7 +79,8 @@ class CheckResult:
     """What one cycle measured and stored: the version, the window, the alert values, the stored ids, what fired.
 
     ``values`` holds the four alert metrics (None: not enough data, nothing fires);
-    ``stored`` the id of each kind's stored result; ``notes`` why a metric is None.
+    ``stored`` the id of each kind's stored result; ``notes`` why a metric is None;
+    ``seconds`` how long the cycle took.
     """
 
     model: str
@@ -91,6 +92,7 @@ class CheckResult:
     stored: dict[str, int]
     alerts: list["Alert"] = field(default_factory=list)
     notes: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
 
     @property
     def ref(self) -> str:
@@ -101,7 +103,7 @@ class CheckResult:
         return {
             "model": self.model, "version": self.version, "window_start": self.window[0], "window_end": self.window[1],
             "requests": self.requests, "rows": self.rows, "values": dict(self.values), "stored": dict(self.stored),
-            "notes": dict(self.notes), "alerts": [{"rule": a.rule, "metric": a.metric, "value": a.value, "message": a.message,
+            "notes": dict(self.notes), "seconds": self.seconds, "alerts": [{"rule": a.rule, "metric": a.metric, "value": a.value, "message": a.message,
                                                    "delivered": a.delivered} for a in self.alerts],
         }
 
@@ -120,7 +122,7 @@ class CheckResult:
         fired = f"{len(self.alerts)} alert{'s' if len(self.alerts) != 1 else ''}"
         if self.alerts:
             fired += ": " + "; ".join(a.message for a in self.alerts)
-        return ", ".join(parts) + f"; {fired}"
+        return ", ".join(parts) + f"; {fired} ({self.seconds:.2f} s)"
 
 
 @dataclass
@@ -320,6 +322,7 @@ class Watcher:
         """
         from .alerts import evaluate
 
+        began = time.perf_counter()
         clock = time.time() if now is None else float(now)
         now = clock - self.delay
         version = self.resolve()
@@ -361,7 +364,8 @@ class Watcher:
             notes.setdefault("abstention_rate", f"{row['rows']} rows: {few}")
         fired = evaluate(name, number, {k: float(v) for k, v in values.items() if v is not None},
                          cooldown=self.cooldown, at=clock, tracking_uri=self.tracking_uri)
-        return CheckResult(name, number, (start, end), int(row["requests"]), int(row["rows"]), values, stored, fired, notes)
+        return CheckResult(name, number, (start, end), int(row["requests"]), int(row["rows"]), values, stored, fired, notes,
+                           time.perf_counter() - began)
 
 
 def check(ref: str, *, window: float | str | None = "5m", last: int | None = None, min_rows: int = MIN_ROWS,

@@ -23,9 +23,10 @@ from __future__ import annotations
 import functools
 import io
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import sqlalchemy as sa
@@ -44,8 +45,41 @@ _IDENTITY = tuple(range(len(COLUMNS)))
 
 
 def inputs_array(data: bytes) -> np.ndarray:
-    """The input batch stored with a prediction (``.npy`` bytes, read without pickle)."""
+    """The input batch stored with a prediction (``.npy`` bytes, read without pickle).
+
+    >>> buf = io.BytesIO(); np.save(buf, np.arange(6, dtype=np.float32).reshape(2, 3))
+    >>> inputs_array(buf.getvalue()).tolist()
+    [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    """
+    # np.load parses each file's header with ast.literal_eval: 60% of a monitor cycle over 40,000 logged
+    # requests was that parse. The server writes the same few headers again and again (one per batch
+    # shape), so each is parsed once here; anything unusual goes to np.load, which checks it.
+    if data[:8] == b"\x93NUMPY\x01\x00" and len(data) >= 10:
+        start = 10 + int.from_bytes(data[8:10], "little")
+        layout = _npy_layout(bytes(data[10:start]))
+        if layout is not None:
+            dtype, shape, order = layout
+            count = math.prod(shape)
+            if len(data) - start == count * dtype.itemsize:
+                return np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape, order=order).copy()
     return np.asarray(np.load(io.BytesIO(data), allow_pickle=False))
+
+
+@functools.lru_cache(maxsize=256)
+def _npy_layout(header: bytes) -> tuple[np.dtype[Any], tuple[int, ...], Literal["C", "F"]] | None:
+    """``(dtype, shape, order)`` of a version 1.0 ``.npy`` header of a plain numeric array; None otherwise."""
+    import ast
+
+    try:
+        doc = ast.literal_eval(header.decode("latin-1"))
+        descr, shape, fortran = doc["descr"], doc["shape"], doc["fortran_order"]
+        dtype = np.dtype(descr) if isinstance(descr, str) else None
+    except (ValueError, TypeError, SyntaxError, KeyError, MemoryError, RecursionError):
+        return None
+    if (dtype is None or dtype.hasobject or not isinstance(shape, tuple) or not isinstance(fortran, bool)
+            or not all(isinstance(d, int) and d >= 0 for d in shape)):
+        return None
+    return dtype, shape, "F" if fortran else "C"
 
 
 def _in_window(q: Any, model: str, version: int | None, since: float | None, until: float | None) -> Any:
