@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from .cli_alerts import alert_app
-from .cli_common import StoreOpt, console, friendly
+from .cli_common import StoreOpt, console, fmt_time, friendly
 from .errors import ArgumentError
+
+if TYPE_CHECKING:
+    from .monitor.watch import CheckResult
 
 __all__ = ["monitor_app"]
 
@@ -198,7 +201,9 @@ def watch_command(
         return
     if window is None and last is None:
         window = every
-    echo_err = typer.echo if not as_json else (lambda line: typer.echo(line, err=True))
+    def echo_err(line: str) -> None:  # with --json, stdout holds only the JSON lines
+        typer.echo(line, err=as_json)
+
     if not as_json:
         typer.echo(f"watching {ref} every {every} (" + (f"newest {last} requests" if last else f"window {window}")
                    + "); Ctrl-C stops")
@@ -214,12 +219,10 @@ def watch_command(
 def _now() -> str:
     import time
 
-    from .cli_common import fmt_time
-
     return fmt_time(time.time())
 
 
-def _print_cycle(result: Any, as_json: bool) -> None:
+def _print_cycle(result: "CheckResult", as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
         return

@@ -48,11 +48,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, LoopMLError, NotFound
+from ..models.signature import Signature
 from ..store.monitoring import MonitorLog
 from ..store.predictions import PredictionLog, inputs_array
 from ..store.registry import RegistryStore
 from ..tracking.api import database_for
-from .windows import parse_duration
+from .performance import calibrate_version, live_accuracy, live_estimate
+from .windows import parse_duration, prediction_windows
 
 if TYPE_CHECKING:
     from ..store.registry import ModelVersion
@@ -233,8 +235,6 @@ class Watcher:
     def _calibration(self, version: "ModelVersion") -> "ConfidenceCalibration | str":
         key = (version.name, version.version)
         if key not in self._calibrations:
-            from .performance import calibrate_version
-
             try:
                 self._calibrations[key] = calibrate_version(version.ref, tracking_uri=self.tracking_uri)
             except (LoopMLError, ValueError) as exc:  # not a classifier, no validation rows, no stored data
@@ -242,8 +242,6 @@ class Watcher:
         return self._calibrations[key]
 
     def _predictions(self, version: "ModelVersion", start: float, end: float, until: float) -> dict[str, Any]:
-        from .windows import prediction_windows
-
         # one window: a count larger than any log, from the window's start
         frame = prediction_windows(version.name, version.version, size=2**62, since=start, until=until,
                                    min_rows=self.min_rows, tracking_uri=self.tracking_uri)
@@ -256,7 +254,6 @@ class Watcher:
         return row
 
     def _drift(self, version: "ModelVersion", start: float, until: float) -> tuple[bool | None, int, dict[str, Any]]:
-        from ..models.signature import Signature
         from .fromlog import drift
 
         batches, missing = PredictionLog(self._store()).logged_inputs(version.name, version.version, since=start, until=until)
@@ -281,8 +278,6 @@ class Watcher:
         return report.drifted, len(x), payload
 
     def _performance(self, version: "ModelVersion", start: float, until: float) -> tuple[dict[str, Any], dict[str, str], int, int]:
-        from .performance import live_accuracy, live_estimate
-
         notes: dict[str, str] = {}
         ref = version.ref
         payload: dict[str, Any] = {"accuracy": None, "accuracy_low": None, "accuracy_high": None, "labelled": 0,

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import ArgumentTypeError
+from ..monitor.watch import watch
 from ..monitor.windows import parse_duration
 
 if TYPE_CHECKING:
@@ -137,11 +138,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--since", type=float, default=None)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # stop at once: the server is shutting down
+    # OMP_NUM_THREADS=1 (set by MonitorProcess): one core at most, at the lowest priority
     _yield_cpu()
     threading.Thread(target=_exit_with_parent, args=(args.parent,), daemon=True, name="loopml-monitor-parent").start()
     logging.basicConfig(stream=sys.stderr, format=f"{PREFIX} %(message)s", level=logging.WARNING)
-    # OMP_NUM_THREADS=1 (set by MonitorProcess): one core at most, at low priority
-    from ..monitor.watch import watch
 
     def line(text: str) -> None:
         print(f"{PREFIX} {text}", file=sys.stderr, flush=True)
