@@ -15,6 +15,8 @@
   concept-drift detection on the stream of errors (``ddm``, ``feedback_drift``)
 - :mod:`loopml.monitor.fromlog`: ``drift("digits@production", since="1h")``, a version's
   request log against its training data, or ``drift(reference, current)`` of any two tables
+- :mod:`loopml.monitor.watch`: ``check`` / ``watch``, the scheduled cycle over the newest window of
+  a version's request log: predictions, drift and performance stored per window, alert rules checked
 - :mod:`loopml.monitor.univariate`: per-feature data drift of two tables
   -> :class:`~loopml.monitor.univariate.DriftReport` (tests and effect sizes in
   :mod:`loopml.monitor.stats`, the HTML page in :mod:`loopml.monitor.drift_html`)
