@@ -48,7 +48,7 @@ from .windows import parse_duration
 if TYPE_CHECKING:
     from ..store.registry import ModelVersion
 
-__all__ = ["drift", "logged_inputs", "reference_inputs", "resolve_version", "version_reference"]
+__all__ = ["drift", "logged_inputs", "reference_inputs", "resolve_version", "version_drift", "version_reference"]
 
 
 def resolve_version(ref: str, *, tracking_uri: str | None = None) -> tuple[RegistryStore, "ModelVersion"]:
@@ -130,7 +130,18 @@ def drift(reference: Any, current: Any = None, *, since: float | str | None = No
         )
     registry, version = resolve_version(reference, tracking_uri=tracking_uri)
     rows, _ = logged_inputs(version.name, version.version, since=since, last=last, tracking_uri=tracking_uri)
-    train = version_reference(registry, version)
+    return version_drift(registry, version, rows, **options)
+
+
+def version_drift(registry: RegistryStore, version: "ModelVersion", rows: np.ndarray,
+                  train: "DriftReference | np.ndarray | None" = None, **options: Any) -> DriftReport:
+    """``rows`` (inputs from ``version``'s request log) against ``train`` (default: :func:`version_reference`).
+
+    What :func:`drift` does once it has read the log; the scheduled monitor
+    (:mod:`loopml.monitor.watch`) reads its windows itself and calls this.
+    """
+    if train is None:
+        train = version_reference(registry, version)
     names = Signature.from_dict(version.signature).feature_names if version.signature else None
     if isinstance(train, DriftReference):
         current = inputs_table(rows, names, "current")

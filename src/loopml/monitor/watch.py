@@ -48,7 +48,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, LoopMLError, NotFound
-from ..models.signature import Signature
 from ..store.monitoring import MonitorLog
 from ..store.predictions import PredictionLog, inputs_array
 from ..store.registry import RegistryStore
@@ -57,6 +56,7 @@ from .performance import calibrate_version, live_accuracy, live_estimate
 from .windows import parse_duration, prediction_windows
 
 if TYPE_CHECKING:
+    from ..store.reference import DriftReference
     from ..store.registry import ModelVersion
     from ..store.tracking import TrackingStore
     from .alerts import Alert
@@ -155,15 +155,6 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _table(x: np.ndarray, names: "tuple[str, ...] | None") -> Any:
-    """Rows as a table named by the version's feature names when they fit (as monitor.drift names them)."""
-    import pandas as pd
-
-    if names is not None and x.ndim == 2 and x.shape[1] == len(names):
-        return pd.DataFrame(x, columns=list(names))
-    return x
-
-
 class Watcher:
     """Runs :func:`check` cycles for one reference, keeping what does not change per version between cycles.
 
@@ -198,7 +189,7 @@ class Watcher:
         self.alpha = alpha
         self.cooldown = float(cooldown)
         self.tracking_uri = tracking_uri
-        self._references: dict[tuple[str, int], np.ndarray | str] = {}
+        self._references: dict[tuple[str, int], "DriftReference | np.ndarray | str"] = {}
         self._calibrations: dict[tuple[str, int], "ConfidenceCalibration | str"] = {}
 
     # -- the pieces -------------------------------------------------------------------
@@ -221,13 +212,13 @@ class Watcher:
         oldest, newest, _ = span
         return oldest, newest, float(np.nextafter(newest, math.inf))
 
-    def _reference(self, version: "ModelVersion") -> np.ndarray | str:
+    def _reference(self, version: "ModelVersion") -> "DriftReference | np.ndarray | str":
         key = (version.name, version.version)
         if key not in self._references:
-            from .fromlog import reference_inputs
+            from .fromlog import version_reference
 
             try:
-                self._references[key] = reference_inputs(RegistryStore(self._store()), version)
+                self._references[key] = version_reference(RegistryStore(self._store()), version)
             except NotFound as exc:
                 self._references[key] = str(exc)
         return self._references[key]
@@ -254,7 +245,7 @@ class Watcher:
         return row
 
     def _drift(self, version: "ModelVersion", start: float, until: float) -> tuple[bool | None, int, dict[str, Any]]:
-        from .fromlog import drift
+        from .fromlog import version_drift
 
         batches, missing = PredictionLog(self._store()).logged_inputs(version.name, version.version, since=start, until=until)
         x = np.concatenate([inputs_array(b) for b in batches]) if batches else np.empty((0,))
@@ -266,11 +257,11 @@ class Watcher:
         reference = self._reference(version)
         if isinstance(reference, str):
             return None, len(x), {"status": NOT_ENOUGH, "reason": reference}
-        if reference.shape[1:] != x.shape[1:]:
-            return None, len(x), {"status": "error", "reason": f"{version.ref}'s training inputs have shape {reference.shape[1:]} "
-                                                               f"per row but its request log holds {x.shape[1:]}"}
-        names = Signature.from_dict(version.signature).feature_names if version.signature else None
-        report = drift(_table(reference, names), _table(x, names), alpha=self.alpha, multivariate=self.multivariate)
+        try:
+            report = version_drift(RegistryStore(self._store()), version, x, reference, alpha=self.alpha,
+                                   multivariate=self.multivariate)
+        except ArgumentError as exc:  # the log's rows do not fit the reference: the version's data, not this window
+            return None, len(x), {"status": "error", "reason": str(exc)}
         payload = report.to_dict()
         payload.pop("histograms", None)
         features = len(report.features)
