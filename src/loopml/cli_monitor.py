@@ -191,6 +191,8 @@ def watch_command(
     """
     from .monitor.watch import Watcher, watch
 
+    if window is not None and last is not None:
+        raise ArgumentError("Give --window (a time window) or --last (the newest N requests), not both")
     if once:
         from .monitor.windows import parse_duration
 
