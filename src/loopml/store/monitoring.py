@@ -84,6 +84,17 @@ class MonitorLog:
             r["payload"] = json.loads(r["payload"])
         return rows[::-1]
 
+    def result(self, result_id: int) -> dict[str, Any]:
+        """One stored result by its id (what :meth:`save_result` returned); :class:`~loopml.errors.NotFound` if none."""
+        t = s.monitor_results
+        with self.store.read() as conn:
+            row = conn.execute(sa.select(t).where(t.c.id == int(result_id))).first()
+        if row is None:
+            raise NotFound(f"No monitoring result {result_id}")
+        out = dict(row._mapping)
+        out["payload"] = json.loads(out["payload"])
+        return out
+
     # -- rules --------------------------------------------------------------------------------
 
     def add_rule(self, target: str, name: str, *, metric: str, op: str, threshold: float,
@@ -134,12 +145,15 @@ class MonitorLog:
         with self.store.transaction() as conn:
             return _new_id(conn.execute(s.alerts.insert().values(**row)))
 
-    def alerts(self, model: str | None = None, *, since: float | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        """Fired alerts with their rule's target, name and metric, oldest first."""
+    def alerts(self, model: str | None = None, *, since: float | None = None, limit: int = 1000,
+               version: int | None = None) -> list[dict[str, Any]]:
+        """Fired alerts with their rule's target, name and metric, oldest first (the newest ``limit``)."""
         a, r = s.alerts, s.alert_rules
         q = sa.select(a, r.c.target, r.c.name, r.c.metric, r.c.op, r.c.threshold).join(r, r.c.id == a.c.rule_id)
         if model is not None:
             q = q.where(a.c.model == model)
+        if version is not None:
+            q = q.where(a.c.version == int(version))
         if since is not None:
             q = q.where(a.c.fired_at >= float(since))
         q = q.order_by(a.c.fired_at.desc(), a.c.id.desc()).limit(int(limit))

@@ -45,6 +45,12 @@ export function plotlyReady() {
   return plotlyPromise;
 }
 
+// plotly.js reads a few HTML-like tags in labels and hover text (<b>, <br>, <a href>); escaped, a
+// name such as "<img src=x>" shows as those characters. (It never builds HTML from them either way.)
+export function plotlyText(s) {
+  return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+}
+
 export async function drawChart(div, key, seriesList, opts) {
   const Plotly = await plotlyReady();
   const traces = [];
@@ -52,14 +58,14 @@ export async function drawChart(div, key, seriesList, opts) {
     const color = COLORS[i % COLORS.length];
     const x = xs(s, opts.x);
     if (opts.smoothing > 0) {
-      traces.push({ type: "scatter", mode: "lines", x, y: s.values, name: s.name + " (raw)", showlegend: false,
+      traces.push({ type: "scatter", mode: "lines", x, y: s.values, name: plotlyText(s.name) + " (raw)", showlegend: false,
         line: { color, width: 1 }, opacity: 0.25, hoverinfo: "skip" });
     }
     traces.push({ type: "scatter", mode: s.values.length === 1 ? "markers" : "lines", x, y: smooth(s.values, opts.smoothing),
-      name: s.name, line: { color, width: 1.5 }, marker: { color } });
+      name: plotlyText(s.name), line: { color, width: 1.5 }, marker: { color } });
   });
   const layout = {
-    title: { text: key, font: { size: 14 } },
+    title: { text: plotlyText(key), font: { size: 14 } },
     margin: { l: 55, r: 15, t: 35, b: seriesList.length > 1 ? 70 : 40 },
     height: seriesList.length > 1 ? 330 : 300,
     showlegend: seriesList.length > 1,

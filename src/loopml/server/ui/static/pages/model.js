@@ -119,6 +119,8 @@ function versionDetail(v) {
     ["description", v.description || ""],
     ["created", fmtTime(v.created_at) + (v.created_by ? " by " + v.created_by : "")],
     ["run", v.run_id ? runLink(v.run_id, v.run_id) : ""],
+    ["monitoring", el("a", { id: "monitoring-link", href: "/ui/monitoring?name=" + encodeURIComponent(name) + "&version=" + encodeURIComponent(v.version) },
+      "drift, accuracy, abstention and alerts")],
     ["rebuilt from", v.model_spec ? el("code", {}, v.model_spec.class_path + "(**" + JSON.stringify(v.model_spec.init_args || {}) + ")") : "the exported program (no class needed)"],
   ];
   return el("section", { id: "version" },
