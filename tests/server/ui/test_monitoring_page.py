@@ -73,11 +73,15 @@ class Monitored:
             log.save_result("shop", 1, "performance", window=window, rows=400, flagged=None, payload={
                 "accuracy": acc, "accuracy_low": None if acc is None else acc - 0.04,
                 "accuracy_high": None if acc is None else acc + 0.03, "labelled": 0 if acc is None else 120,
-                "estimated_accuracy": 0.93 - 0.02 * i, "abstention_rate": 0.02 * i})  # fmt: skip
+                "estimated_accuracy": 0.93 - 0.02 * i, "abstention_rate": 0.02 * i,
+                "notes": {"accuracy": "no feedback label in the window"} if acc is None else {}})  # fmt: skip
             log.save_result("shop", 1, "predictions", window=window, rows=400, flagged=False, payload={
                 "window_start": window[0], "window_end": window[1], "requests": 40, "rows": 400, "abstained": 8 * i,
                 "abstention_rate": 8 * i / 400, "mean_confidence": 0.9, "classes": {"0": 200, "1": 200 - 8 * i},
                 "prediction_drift_p": None, "prediction_drift_js": 0.01, "prediction_drifted": False})  # fmt: skip
+        log.save_result("shop", 2, "performance", window=(t0, t0 + HOUR), rows=12, flagged=None, payload={
+            "accuracy": None, "accuracy_low": None, "accuracy_high": None, "labelled": 12, "estimated_accuracy": None,
+            "abstention_rate": None, "notes": {"accuracy": "12 labelled rows: fewer than 100", "estimated_accuracy": XSS}})  # fmt: skip
         rule = log.add_rule("shop@production", XSS_IMG, metric="accuracy", op="<", threshold=0.9)
         drift_rule = log.add_rule("shop/1", "drift", metric="drift", op=">", threshold=0.0)
         log.record_alert(drift_rule, "shop", 1, value=1 / 3, message="drift 0.333 > 0", at=t0 + 1.5 * HOUR)
@@ -123,7 +127,8 @@ def test_monitoring_json(monitored: Monitored) -> None:
     perf = body["performance"]["windows"]
     assert len(perf) == N_WINDOWS and perf[0]["accuracy"] is None and perf[2]["accuracy"] == pytest.approx(0.85)
     assert set(perf[0]) == {"id", "window_start", "window_end", "rows", "accuracy", "accuracy_low", "accuracy_high",
-                            "labelled", "estimated_accuracy", "abstention_rate"}  # fmt: skip
+                            "labelled", "estimated_accuracy", "abstention_rate", "notes"}  # fmt: skip
+    assert perf[0]["notes"] == {"accuracy": "no feedback label in the window"} and perf[1]["notes"] == {}
     pred = body["predictions"]["windows"]
     assert [p["abstained"] for p in pred] == [8 * i for i in range(N_WINDOWS)] and pred[1]["abstention_rate"] == 0.02
     alerts = body["alerts"]["rows"]
@@ -156,7 +161,8 @@ def test_monitoring_json_unknown_and_empty(monitored: Monitored) -> None:
             assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", path
         empty = c.get("/ui/api/models/shop/versions/2/monitoring").json()
         assert empty["empty"] is False  # version 2 has an alert
-        assert empty["drift"]["windows"] == [] and empty["drift"]["features"] == [] and empty["performance"]["windows"] == []
+        assert empty["drift"]["windows"] == [] and empty["drift"]["features"] == [] and empty["predictions"]["windows"] == []
+        assert [w["accuracy"] for w in empty["performance"]["windows"]] == [None]
         assert [a["message"] for a in empty["alerts"]["rows"]] == ["another version's alert"]
 
 
@@ -240,6 +246,9 @@ def test_monitoring_page_in_chromium(monitored: Monitored, page: Any) -> None:
     ready(page)
     assert page.locator("#drift-heatmap").count() == 0 and page.locator("#alerts-table tbody tr").count() == 1
     assert "No drift window stored yet" in page.locator("#drift").inner_text()
+    assert page.locator("#accuracy-chart, #abstention-chart").count() == 0 and page.locator("#accuracy-none").count() == 1
+    assert page.locator("#accuracy-notes").inner_text() == (
+        f"Newest window: accuracy: 12 labelled rows: fewer than 100; estimated accuracy: {XSS}")
     page.goto(f"{monitored.url}/ui/monitoring?name=nope&version=1")
     ready(page)
     assert "not_found" in page.locator(".error").inner_text()

@@ -156,6 +156,14 @@ def _plain_row(r: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _performance_row(r: dict[str, Any]) -> dict[str, Any]:
+    out = _plain_row(r, PERFORMANCE_KEYS)
+    notes = r["payload"].get("notes") if isinstance(r["payload"], dict) else None
+    # why a figure is missing ("no calibration for digits/3", "12 labelled rows: ..."), as the watcher wrote it
+    out["notes"] = {str(k): str(v) for k, v in notes.items()} if isinstance(notes, dict) else {}
+    return out
+
+
 @router.get("/ui/api/models/{name}/versions/{version}/monitoring")
 def monitoring(
     name: str,
@@ -179,7 +187,7 @@ def monitoring(
         "version": version,
         "limits": {"windows": windows, "features": features, "alerts": alerts},
         "drift": {**matrix, "truncated": drift_more},
-        "performance": {"windows": [_plain_row(r, PERFORMANCE_KEYS) for r in perf_rows], "truncated": perf_more},
+        "performance": {"windows": [_performance_row(r) for r in perf_rows], "truncated": perf_more},
         "predictions": {"windows": [_plain_row(r, PREDICTION_KEYS) for r in pred_rows], "truncated": pred_more},
         "alerts": {
             "rows": [{k: (_finite(a[k]) if k in ("value", "threshold") else a[k]) for k in ALERT_KEYS} for a in fired],

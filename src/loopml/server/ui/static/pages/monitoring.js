@@ -179,6 +179,15 @@ function driftSection(drift, limits) {
   return { section, box: drift.windows.length ? box : null };
 }
 
+// The newest window's reasons for a missing accuracy or estimate, as the monitor stored them.
+function whyMissing(perf) {
+  const last = perf[perf.length - 1];
+  if (!last) return "";
+  const reasons = [["accuracy", "accuracy"], ["estimated_accuracy", "estimated accuracy"]]
+    .filter(([k]) => last[k] === null && last.notes && last.notes[k]).map(([k, label]) => label + ": " + last.notes[k]);
+  return reasons.length ? el("p", { class: "muted note", id: "accuracy-notes" }, "Newest window: " + reasons.join("; ")) : "";
+}
+
 async function render() {
   if (!name || !version) {
     showError(root, new Error("No version given: open /ui/monitoring?name=NAME&version=N"));
@@ -214,7 +223,8 @@ async function render() {
   const hasAbs = absWindows.some((w) => w.abstention_rate !== null);
   root.append(drift.section,
     el("section", { id: "accuracy" }, el("h2", {}, "Accuracy"),
-      hasAcc ? accBox : note("No accuracy yet: it needs feedback labels, or a calibration for the label-free estimate."),
+      hasAcc ? accBox : note("No accuracy yet: it needs feedback labels, or a calibration for the label-free estimate.", "accuracy-none"),
+      whyMissing(perf),
       data.performance.truncated ? note("The newest " + perf.length + " windows are shown.", "performance-truncated") : ""),
     el("section", { id: "abstention" }, el("h2", {}, "Abstention rate"),
       hasAbs ? absBox : note("No abstention rate yet: the version has no OOD gate, or no prediction window is stored."),
