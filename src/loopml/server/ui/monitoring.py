@@ -113,14 +113,15 @@ def drift_matrix(rows: list[dict[str, Any]], max_features: int) -> dict[str, Any
                  n_reference=p.get("n_reference"), n_current=p.get("n_current"),
                  multivariate=None if multi is None else {k: multi.get(k) for k in ("test", "statistic", "p_value", "drifted")})  # fmt: skip
         windows.append(w)
-        minimums = p.get("min_effect") if isinstance(p.get("min_effect"), dict) else {}
+        raw_minimums = p.get("min_effect")
+        minimums: dict[Any, Any] = raw_minimums if isinstance(raw_minimums, dict) else {}
         for f in features:
             if not isinstance(f, dict) or "feature" not in f:
                 continue
             name = str(f["feature"])
             effect = _finite(f.get("effect"))
-            why = [w for w, key in (("distribution", "distribution_drifted"), ("missing rate", "missing_drifted"),
-                                    ("new categories", "new_drifted")) if f.get(key) is True]  # fmt: skip
+            why = [label for label, key in (("distribution", "distribution_drifted"), ("missing rate", "missing_drifted"),
+                                            ("new categories", "new_drifted")) if f.get(key) is True]  # fmt: skip
             cells.setdefault(name, {})[i] = {
                 "ratio": _ratio(effect, minimums.get(f.get("effect_name"))), "effect": effect,
                 "p_adjusted": _finite(f.get("p_adjusted")), "drifted": f.get("drifted") is True, "why": why,
