@@ -66,7 +66,7 @@ class Monitored:
                 payload: dict[str, Any] = {"status": "not enough data", "reason": "12 rows, fewer than 30"}
                 flagged = None
             else:
-                payload = drift_payload(0.8 * i, seed=i)  # the hostile column drifts from window 1 on
+                payload = drift_payload(0.8 * i, seed=10 + i)  # the hostile column drifts from window 1 on
                 flagged = payload["drifted"]
             self.drift_ids.append(log.save_result("shop", 1, "drift", window=window, rows=400, flagged=flagged, payload=payload))
             acc = None if i == 0 else 0.95 - 0.05 * i
@@ -121,11 +121,16 @@ def test_monitoring_json(monitored: Monitored) -> None:
     assert top["ratio"][5] == pytest.approx(top["effect"][5] / 0.05)
     stored = monitored.log.result(monitored.drift_ids[5])["payload"]["features"]
     assert top["effect"][5] == next(f["effect"] for f in stored if f["feature"] == HOSTILE)
-    assert top["why"][5] == ["distribution"]
+    assert top["why"][5] == ["distribution"] and top["significant"][5] is True
+    for f in d["features"]:  # significant: the distribution test after Holm's correction, at the report's alpha
+        assert f["significant"] == [None if p is None else p < 0.05 for p in f["p_adjusted"]]
+        assert all(s for s, dr, why in zip(f["significant"], f["drifted"], f["why"]) if dr and "distribution" in why)
+    assert top["significant"][0] is False and top["effect"][0] > 0  # no shift: an effect, but noise
     plan = next(f for f in d["features"] if f["feature"] == "plan")
     assert plan["effect_name"] == "jensen-shannon" and plan["min_effect"] == 0.02
     perf = body["performance"]["windows"]
     assert len(perf) == N_WINDOWS and perf[0]["accuracy"] is None and perf[2]["accuracy"] == pytest.approx(0.85)
+    assert perf[1]["labelled"] == 120 and isinstance(perf[1]["labelled"], int)
     assert set(perf[0]) == {"id", "window_start", "window_end", "rows", "accuracy", "accuracy_low", "accuracy_high",
                             "labelled", "estimated_accuracy", "abstention_rate", "notes"}  # fmt: skip
     assert perf[0]["notes"] == {"accuracy": "no feedback label in the window"} and perf[1]["notes"] == {}
@@ -216,7 +221,7 @@ def test_monitoring_page_in_chromium(monitored: Monitored, page: Any) -> None:
     heat = page.locator("#drift-heatmap")
     # 5 windows with a report x 3 features; the thin window is grey; the hostile column drifted in windows 1, 2, 4, 5
     assert heat.get_attribute("data-cells") == "15" and heat.get_attribute("data-thin") == "1"
-    assert int(heat.get_attribute("data-drifted") or 0) >= 4
+    assert heat.get_attribute("data-drifted") == "4"
     assert heat.locator(".scatterlayer .trace").count() == 3
     ticks = heat.locator(".ytick text").evaluate_all("els => els.map(e => e.textContent)")
     assert set(ticks) == {HOSTILE, "age", "plan"}  # shown literally, not parsed

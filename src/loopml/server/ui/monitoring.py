@@ -17,7 +17,10 @@ kind (``drift``, ``predictions``, ``performance``), and the alerts fired for the
 can flag it (the report's ``min_effect`` for that effect measure,
 :data:`loopml.monitor.univariate.MIN_EFFECT` by default): the effects of numeric
 (Wasserstein-1 / reference sd) and categorical (Jensen-Shannon distance) columns are on
-different scales, and 1 is where each starts to count. Whether a cell drifted comes from
+different scales, and 1 is where each starts to count. ``significant`` says whether the
+cell's test was significant after the correction (``p_adjusted < alpha``): with a few
+hundred rows, noise alone gives effects of several times the minimum, and the page fades
+those cells. Whether a cell drifted comes from
 the report (significant after Holm's correction **and** at least the minimum effect, or a
 missing-value or new-category change on its own). A window whose report is ``{"status":
 "not enough data"}`` is sent as such, with no cells.
@@ -49,11 +52,13 @@ MAX_WINDOWS = 1_000
 DEFAULT_FEATURES = 30  # heat-map rows that still read at 22 pixels each
 MAX_FEATURES = 200
 DEFAULT_ALERTS = 100
+DEFAULT_ALPHA = 0.05  # drift()'s default, for a stored report that does not say
 MAX_ALERTS = 1_000
 
 PERFORMANCE_KEYS = ("accuracy", "accuracy_low", "accuracy_high", "labelled", "estimated_accuracy", "abstention_rate")
 PREDICTION_KEYS = ("requests", "rows", "abstained", "abstention_rate", "mean_confidence", "prediction_drift_js",
                    "prediction_drifted")  # fmt: skip
+COUNT_KEYS = ("labelled", "requests", "rows", "abstained")
 ALERT_KEYS = ("id", "fired_at", "name", "target", "metric", "op", "threshold", "value", "message", "delivered",
               "delivery_error")  # fmt: skip
 
@@ -113,6 +118,7 @@ def drift_matrix(rows: list[dict[str, Any]], max_features: int) -> dict[str, Any
                  n_reference=p.get("n_reference"), n_current=p.get("n_current"),
                  multivariate=None if multi is None else {k: multi.get(k) for k in ("test", "statistic", "p_value", "drifted")})  # fmt: skip
         windows.append(w)
+        alpha = _finite(p.get("alpha")) or DEFAULT_ALPHA
         raw_minimums = p.get("min_effect")
         minimums: dict[Any, Any] = raw_minimums if isinstance(raw_minimums, dict) else {}
         for f in features:
@@ -122,9 +128,11 @@ def drift_matrix(rows: list[dict[str, Any]], max_features: int) -> dict[str, Any
             effect = _finite(f.get("effect"))
             why = [label for label, key in (("distribution", "distribution_drifted"), ("missing rate", "missing_drifted"),
                                             ("new categories", "new_drifted")) if f.get(key) is True]  # fmt: skip
+            p_adjusted = _finite(f.get("p_adjusted"))
             cells.setdefault(name, {})[i] = {
                 "ratio": _ratio(effect, minimums.get(f.get("effect_name"))), "effect": effect,
-                "p_adjusted": _finite(f.get("p_adjusted")), "drifted": f.get("drifted") is True, "why": why,
+                "p_adjusted": p_adjusted, "significant": p_adjusted is not None and p_adjusted < alpha,
+                "drifted": f.get("drifted") is True, "why": why,
             }  # fmt: skip
             meta.setdefault(name, {"kind": f.get("kind"), "effect_name": f.get("effect_name"),
                                    "min_effect": _finite(minimums.get(f.get("effect_name")))})  # fmt: skip
@@ -143,6 +151,7 @@ def drift_matrix(rows: list[dict[str, Any]], max_features: int) -> dict[str, Any
             "feature": name, **meta[name],
             "ratio": [c["ratio"] if c else None for c in row], "effect": [c["effect"] if c else None for c in row],
             "p_adjusted": [c["p_adjusted"] if c else None for c in row],
+            "significant": [c["significant"] if c else None for c in row],
             "drifted": [c["drifted"] if c else None for c in row], "why": [c["why"] if c else None for c in row],
         })  # fmt: skip
     return {"windows": windows, "features": out, "feature_count": len(order), "features_truncated": len(order) > len(shown)}
@@ -153,7 +162,7 @@ def _plain_row(r: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
     out = _window(r)
     for k in keys:
         v = p.get(k)
-        out[k] = v if v is None or isinstance(v, bool) else _finite(v)
+        out[k] = v if v is None or isinstance(v, bool) or (isinstance(v, int) and k in COUNT_KEYS) else _finite(v)
     return out
 
 

@@ -43,7 +43,7 @@ async function drawHeatmap(div, drift) {
   const plotW = Math.max(200, div.clientWidth - 260);
   const size = Math.max(3, Math.min(cellH - 2, Math.floor(plotW / Math.max(nW, 1)) - 1));
   const labels = windows.map((w) => fmtTime(w.window_start));
-  const cells = { x: [], y: [], c: [], text: [] };
+  const cells = { x: [], y: [], c: [], text: [], opacity: [] };
   const drifted = { x: [], y: [], text: [] };
   const thin = { x: [], y: [], text: [] };
   let top = 2;
@@ -60,8 +60,10 @@ async function drawHeatmap(div, drift) {
       const why = (f.why[i] || []).join(", ");
       const text = fy + "<br>" + labels[i] + "<br>effect " + num(f.effect[i]) + " (" + plotlyText(f.effect_name || "") + ")" +
         "<br>effect ÷ minimum " + num(ratio) + "<br>p adjusted " + num(f.p_adjusted[i]) +
-        "<br>" + (f.drifted[i] ? "drifted: " + why : "not drifted");
+        (f.significant[i] ? "" : " (not significant)") + "<br>" + (f.drifted[i] ? "drifted: " + why : "not drifted");
       cells.x.push(i); cells.y.push(fy); cells.c.push(ratio ?? 0); cells.text.push(text);
+      // a test that was not significant: its effect may be noise (small windows), so the cell is faded
+      cells.opacity.push(f.significant[i] || f.drifted[i] ? 1 : 0.3);
       if (ratio !== null) top = Math.max(top, Math.min(ratio, 10));
       if (f.drifted[i]) { drifted.x.push(i); drifted.y.push(fy); drifted.text.push(text); }
     });
@@ -69,7 +71,7 @@ async function drawHeatmap(div, drift) {
   const square = { symbol: "square", size };
   const traces = [
     { type: "scatter", mode: "markers", name: "effect ÷ minimum", x: cells.x, y: cells.y, text: cells.text, hoverinfo: "text",
-      marker: { ...square, color: cells.c, cmin: 0, cmax: top, colorscale: SCALE,
+      marker: { ...square, color: cells.c, opacity: cells.opacity, cmin: 0, cmax: top, colorscale: SCALE,
         colorbar: { title: { text: "effect ÷ min", side: "right" }, thickness: 12, len: 0.9 } }, showlegend: false },
     { type: "scatter", mode: "markers", name: "not enough data", x: thin.x, y: thin.y, text: thin.text, hoverinfo: "text",
       marker: { ...square, color: "#d1d5db" } },
@@ -120,7 +122,7 @@ async function drawAbstention(div, windows, source) {
   const traces = [{ type: "scatter", mode: "lines+markers", x: starts(windows), y: windows.map((w) => w.abstention_rate),
     text, name: "abstention rate", line: { color: "#9467bd", width: 2 }, marker: { size: 5 } }];
   const layout = { height: 280, margin: { l: 55, r: 15, t: 10, b: 50 }, showlegend: false,
-    xaxis: { type: "date", title: { text: "window start" } }, yaxis: { title: { text: "abstention rate" }, tickformat: ".0%", rangemode: "tozero" } };
+    xaxis: { type: "date", title: { text: "window start" } }, yaxis: { title: { text: "abstention rate" }, tickformat: ".3~%", rangemode: "tozero" } };
   div.dataset.points = String(windows.filter((w) => w.abstention_rate !== null).length);
   return Plotly.react(div, traces, layout, CONFIG);
 }
@@ -167,7 +169,8 @@ function driftSection(drift, limits) {
   const section = el("section", { id: "drift" }, el("h2", {}, "Data drift per feature"),
     el("p", { class: "muted" }, drift.windows.length + " windows, " + flagged + " drifted, " +
       (drift.windows.length - ok.length) + " with not enough data. Colour: the effect size divided by the smallest effect " +
-      "that can flag a feature (1 = that minimum); × marks a drifted cell; grey: not enough data."),
+      "that can flag a feature (1 = that minimum); faded: the test was not significant (at a few hundred rows, noise " +
+      "alone reaches several times the minimum); × marks a drifted cell; grey: not enough data."),
     notes, drift.windows.length ? box : note("No drift window stored yet."));
   const last = [...drift.windows].reverse().find((w) => w.status === "ok");
   if (last) {
