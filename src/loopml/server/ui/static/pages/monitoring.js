@@ -34,24 +34,32 @@ function note(text, id) {
   return el("p", { class: "muted note", id }, text);
 }
 
-// The heat map as a scatter of squares (the basic plotly bundle has no heatmap trace): x = window, y = feature.
+// The heat map as a scatter (the basic plotly bundle has no heatmap trace): x = window, y = feature.
+// Each cell is a "line-ns" marker: a vertical stroke as long as a row is high and as wide as a column,
+// so 200 windows still fill the plot, which square markers (as wide as high) could not.
+const LEFT = 210, RIGHT = 90, ROW = 22, NAME_CHARS = 30;
+
+function shortName(name) {
+  return name.length > NAME_CHARS ? name.slice(0, NAME_CHARS - 1) + "…" : name;
+}
+
 async function drawHeatmap(div, drift) {
   const Plotly = await plotlyReady();
   const windows = drift.windows, features = drift.features;
-  const nW = windows.length, nF = Math.max(features.length, 1);
-  const cellH = 22, height = Math.max(170, nF * cellH + 110);
-  const plotW = Math.max(200, div.clientWidth - 260);
-  const size = Math.max(3, Math.min(cellH - 2, Math.floor(plotW / Math.max(nW, 1)) - 1));
+  const nW = Math.max(windows.length, 1), nF = Math.max(features.length, 1);
+  const height = Math.max(170, nF * ROW + 110);
+  const colW = Math.max(200, div.clientWidth - LEFT - RIGHT) / nW;
+  const stroke = Math.max(1, colW - (colW > 4 ? 1 : 0)); // a pixel between columns when there is room
   const labels = windows.map((w) => fmtTime(w.window_start));
   const cells = { x: [], y: [], c: [], text: [], opacity: [] };
   const drifted = { x: [], y: [], text: [] };
   const thin = { x: [], y: [], text: [] };
   let top = 2;
-  features.forEach((f) => {
+  features.forEach((f, j) => {
     const fy = plotlyText(f.feature);
     windows.forEach((w, i) => {
       if (w.status !== "ok") {
-        thin.x.push(i); thin.y.push(fy);
+        thin.x.push(i); thin.y.push(j);
         thin.text.push(fy + "<br>" + labels[i] + "<br>not enough data: " + plotlyText(w.reason || ""));
         return;
       }
@@ -61,32 +69,36 @@ async function drawHeatmap(div, drift) {
       const text = fy + "<br>" + labels[i] + "<br>effect " + num(f.effect[i]) + " (" + plotlyText(f.effect_name || "") + ")" +
         "<br>effect ÷ minimum " + num(ratio) + "<br>p adjusted " + num(f.p_adjusted[i]) +
         (f.significant[i] ? "" : " (not significant)") + "<br>" + (f.drifted[i] ? "drifted: " + why : "not drifted");
-      cells.x.push(i); cells.y.push(fy); cells.c.push(ratio ?? 0); cells.text.push(text);
+      cells.x.push(i); cells.y.push(j); cells.c.push(ratio ?? 0); cells.text.push(text);
       // a test that was not significant: its effect may be noise (small windows), so the cell is faded
       cells.opacity.push(f.significant[i] || f.drifted[i] ? 1 : 0.3);
       if (ratio !== null) top = Math.max(top, Math.min(ratio, 10));
-      if (f.drifted[i]) { drifted.x.push(i); drifted.y.push(fy); drifted.text.push(text); }
+      if (f.drifted[i]) { drifted.x.push(i); drifted.y.push(j); drifted.text.push(text); }
     });
   });
-  const square = { symbol: "square", size };
+  const cell = (color, extra) => ({ symbol: "line-ns-open", size: ROW - 2, color, line: { width: stroke, color }, ...extra });
+  // drifted: an x where a column is wide enough to show one, else a dark stroke across the middle of the cell
+  const mark = colW >= 9 ?
+    { symbol: "x-thin-open", size: Math.min(colW, ROW) * 0.6, color: "#111827", line: { width: 2, color: "#111827" } } :
+    { symbol: "line-ns-open", size: ROW * 0.45, color: "#111827", line: { width: Math.max(1, stroke * 0.6), color: "#111827" } };
   const traces = [
     { type: "scatter", mode: "markers", name: "effect ÷ minimum", x: cells.x, y: cells.y, text: cells.text, hoverinfo: "text",
-      marker: { ...square, color: cells.c, opacity: cells.opacity, cmin: 0, cmax: top, colorscale: SCALE,
-        colorbar: { title: { text: "effect ÷ min", side: "right" }, thickness: 12, len: 0.9 } }, showlegend: false },
+      showlegend: false, marker: { ...cell(cells.c, { opacity: cells.opacity }), cmin: 0, cmax: top, colorscale: SCALE,
+        line: { width: stroke, color: cells.c, cmin: 0, cmax: top, colorscale: SCALE },
+        colorbar: { title: { text: "effect ÷ min", side: "right" }, thickness: 12, len: 0.9, x: 1.01, xanchor: "left" } } },
     { type: "scatter", mode: "markers", name: "not enough data", x: thin.x, y: thin.y, text: thin.text, hoverinfo: "text",
-      marker: { ...square, color: "#d1d5db" } },
-    { type: "scatter", mode: "markers", name: "drifted", x: drifted.x, y: drifted.y, text: drifted.text, hoverinfo: "text",
-      marker: { symbol: "x-thin-open", size: Math.max(4, size * 0.7), line: { width: 2, color: "#111827" }, color: "#111827" } },
+      marker: cell("#d1d5db") },
+    { type: "scatter", mode: "markers", name: "drifted", x: drifted.x, y: drifted.y, text: drifted.text, hoverinfo: "text", marker: mark },
   ];
   const step = Math.max(1, Math.ceil(nW / 8));
   const ticks = windows.map((_, i) => i).filter((i) => i % step === 0);
   const layout = {
     height,
-    margin: { l: 200, r: 20, t: 30, b: 50 },
-    xaxis: { title: { text: "window start" }, tickvals: ticks, ticktext: ticks.map((i) => labels[i]), range: [-0.6, nW - 0.4],
-      zeroline: false, showgrid: false },
-    yaxis: { type: "category", autorange: "reversed", categoryorder: "array",
-      categoryarray: features.map((f) => plotlyText(f.feature)), automargin: true, showgrid: false },
+    margin: { l: LEFT, r: RIGHT, t: 30, b: 50 },
+    xaxis: { title: { text: "window start" }, tickvals: ticks, ticktext: ticks.map((i) => labels[i]), range: [-0.5, nW - 0.5],
+      zeroline: false, showgrid: false, fixedrange: true },
+    yaxis: { tickvals: features.map((_, j) => j), ticktext: features.map((f) => plotlyText(shortName(f.feature))),
+      range: [nF - 0.5, -0.5], zeroline: false, showgrid: false, fixedrange: true },
     legend: { orientation: "h", x: 0, y: 1, yanchor: "bottom" },
     hovermode: "closest",
   };
