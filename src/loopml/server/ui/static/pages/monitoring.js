@@ -47,7 +47,9 @@ async function drawHeatmap(div, drift) {
   const Plotly = await plotlyReady();
   const windows = drift.windows, features = drift.features;
   const nW = Math.max(windows.length, 1), nF = Math.max(features.length, 1);
-  const height = Math.max(170, nF * ROW + 110);
+  const top0 = 30, bottom = 50, height = Math.max(170, nF * ROW + 110);
+  const pitch = (height - top0 - bottom) / nF; // pixels per row
+  const length = (pitch - 2) / 1.4; // plotly draws a line-ns marker 1.4 x its size long
   const colW = Math.max(200, div.clientWidth - LEFT - RIGHT) / nW;
   const stroke = Math.max(1, colW - (colW > 4 ? 1 : 0)); // a pixel between columns when there is room
   const labels = windows.map((w) => fmtTime(w.window_start));
@@ -76,11 +78,11 @@ async function drawHeatmap(div, drift) {
       if (f.drifted[i]) { drifted.x.push(i); drifted.y.push(j); drifted.text.push(text); }
     });
   });
-  const cell = (color, extra) => ({ symbol: "line-ns-open", size: ROW - 2, color, line: { width: stroke, color }, ...extra });
+  const cell = (color, extra) => ({ symbol: "line-ns-open", size: length, color, line: { width: stroke, color }, ...extra });
   // drifted: an x where a column is wide enough to show one, else a dark stroke across the middle of the cell
   const mark = colW >= 9 ?
-    { symbol: "x-thin-open", size: Math.min(colW, ROW) * 0.6, color: "#111827", line: { width: 2, color: "#111827" } } :
-    { symbol: "line-ns-open", size: ROW * 0.45, color: "#111827", line: { width: Math.max(1, stroke * 0.6), color: "#111827" } };
+    { symbol: "x-thin-open", size: Math.min(colW, pitch) * 0.6, color: "#111827", line: { width: 2, color: "#111827" } } :
+    { symbol: "line-ns-open", size: length * 0.45, color: "#111827", line: { width: Math.max(1, stroke * 0.6), color: "#111827" } };
   const traces = [
     { type: "scatter", mode: "markers", name: "effect ÷ minimum", x: cells.x, y: cells.y, text: cells.text, hoverinfo: "text",
       showlegend: false, marker: { ...cell(cells.c, { opacity: cells.opacity }), cmin: 0, cmax: top, colorscale: SCALE,
@@ -94,7 +96,7 @@ async function drawHeatmap(div, drift) {
   const ticks = windows.map((_, i) => i).filter((i) => i % step === 0);
   const layout = {
     height,
-    margin: { l: LEFT, r: RIGHT, t: 30, b: 50 },
+    margin: { l: LEFT, r: RIGHT, t: top0, b: bottom },
     xaxis: { title: { text: "window start" }, tickvals: ticks, ticktext: ticks.map((i) => labels[i]), range: [-0.5, nW - 0.5],
       zeroline: false, showgrid: false, fixedrange: true },
     yaxis: { tickvals: features.map((_, j) => j), ticktext: features.map((f) => plotlyText(shortName(f.feature))),
