@@ -106,8 +106,9 @@ def drift_command(
     alpha: float = typer.Option(0.05, "--alpha", help="Family-wise error rate of Holm's correction over all tests."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     html: Optional[str] = typer.Option(None, "--html", help="Also write the report as a standalone HTML page here."),
-    multivariate: bool = typer.Option(True, "--multivariate/--no-multivariate",
-                                      help="Also test the joint distribution (a classifier two-sample test)."),
+    multivariate: Optional[bool] = typer.Option(None, "--multivariate/--no-multivariate", show_default=False,
+                                                help="Also test the joint distribution (a classifier two-sample test); "
+                                                     "default: whenever the reference has rows (a stored reference keeps a sample)."),
     store: Optional[str] = StoreOpt,
 ) -> None:
     """Compare a served version's request log with its training data, or two tables, feature by feature.
