@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from loopml.store.predictions import PredictionLog, inputs_array
+from loopml.store.predictions import PredictionLog, inputs_array, stack_inputs
 
 
 def _record(i: int, inputs: bytes | None = None) -> dict[str, object]:
@@ -72,3 +72,68 @@ def test_inputs_array_never_unpickles() -> None:
     np.save(truncated, np.arange(10.0))
     with pytest.raises(ValueError):
         inputs_array(truncated.getvalue()[:-8])
+
+
+def _npy(x: np.ndarray, version: tuple[int, int] | None = None) -> bytes:
+    buf = io.BytesIO()
+    if version is None:
+        np.save(buf, x, allow_pickle=False)
+    else:
+        np.lib.format.write_array(buf, x, version=version, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _objects() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.array([[None] * 4], dtype=object), allow_pickle=True)
+    return buf.getvalue()
+
+
+def _slow(blobs: list[bytes]) -> np.ndarray:
+    return np.concatenate([inputs_array(b) for b in blobs])
+
+
+def test_stack_inputs_equals_loading_each_batch() -> None:
+    # stack_inputs parses each distinct .npy header once and joins the payloads; every case below must
+    # give what np.load on each batch and np.concatenate give, values, dtype, shape and writability alike
+    rng = np.random.default_rng(0)
+    rows = [rng.normal(size=(n, 4)).astype(np.float32) for n in (1, 1, 3, 0, 2)]
+    cases = {
+        "one-row and batch requests": [_npy(x) for x in rows],
+        "version 2.0 headers mixed with 1.0": [_npy(x, (2, 0) if i % 2 else None) for i, x in enumerate(rows)],
+        "float64 images": [_npy(rng.normal(size=(n, 1, 3, 3))) for n in (2, 1)],
+        "1-d batches": [_npy(np.arange(3, dtype=np.int64)), _npy(np.arange(2, dtype=np.int64))],
+        "dtypes differ (upcast as np.concatenate does)": [_npy(rows[0]), _npy(rows[2].astype(np.float64))],
+        "Fortran order": [_npy(np.asfortranarray(rng.normal(size=(3, 4)))), _npy(rng.normal(size=(2, 4)))],
+        "big-endian": [_npy(rows[0].astype(">f4")), _npy(rows[1].astype(">f4"))],
+        "booleans": [_npy(rng.random((2, 4)) < 0.5), _npy(rng.random((1, 4)) < 0.5)],
+        "one-row requests of one shape (one header)": [_npy(x[None]) for x in rng.normal(size=(50, 4)).astype(np.float32)],
+        "one request": [_npy(rows[0])],
+        "one length, headers differ (byte order)": [_npy(rows[0]), _npy(rows[1].astype(">f4"))],
+        "one length, headers differ (dtype)": [_npy(rows[0]), _npy(np.arange(4, dtype=np.int32)[None])],
+    }
+    for name, blobs in cases.items():
+        fast, slow = stack_inputs(blobs), _slow(blobs)
+        assert fast.dtype == slow.dtype and fast.shape == slow.shape, name
+        np.testing.assert_array_equal(fast, slow, err_msg=name)
+        assert fast.flags.writeable, name
+    first = stack_inputs(cases["one-row and batch requests"])
+    first[0, 0] = 1.0  # a writable copy: the logged bytes are not touched
+    np.testing.assert_array_equal(inputs_array(cases["one-row and batch requests"][0]), rows[0])
+
+
+def test_stack_inputs_raises_what_loading_each_batch_raises() -> None:
+    good = _npy(np.zeros((1, 4), dtype=np.float32))
+    bad = {
+        "row shapes differ": [good, _npy(np.zeros((1, 5), dtype=np.float32))],
+        "a truncated payload": [good, good[:-3]],
+        "not .npy bytes": [good, b"not an array"],
+        "an object array": [good, _objects()],
+        "no batch": [],
+    }
+    for name, blobs in bad.items():
+        with pytest.raises(ValueError) as slow:
+            _slow(blobs)
+        with pytest.raises(ValueError) as fast:
+            stack_inputs(blobs)
+        assert str(fast.value) == str(slow.value), name

@@ -35,7 +35,7 @@ from ..errors import ArgumentError, ArgumentTypeError, DataError, NotFound
 from ..models.evaldata import version_data
 from ..models.reference import load_reference
 from ..models.signature import Signature
-from ..store.predictions import PredictionLog, inputs_array
+from ..store.predictions import PredictionLog, stack_inputs
 from ..store.reference import DriftReference, inputs_table
 from ..store.registry import RegistryStore
 from ..tracking.api import database_for
@@ -75,7 +75,7 @@ def logged_inputs(model: str, version: int | None = None, *, since: float | str 
             f"The request log holds no inputs of {which} in that window ({missing} requests without inputs); "
             "serve with --log-inputs above 0 (1.0 keeps every request), or widen --since / --last"
         )
-    return np.concatenate([inputs_array(b) for b in batches]), missing
+    return stack_inputs(batches), missing
 
 
 def reference_inputs(registry: RegistryStore, version: "ModelVersion") -> np.ndarray:
