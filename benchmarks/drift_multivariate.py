@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import subprocess
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
