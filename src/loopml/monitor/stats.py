@@ -46,6 +46,7 @@ __all__ = [
     "merge",
     "new_category_pvalue",
     "ramp",
+    "sort",
     "two_proportions",
     "wasserstein_counts",
 ]
@@ -99,6 +100,24 @@ class Merged:
         return np.diff(ref_cum) / max(self.n, 1), np.diff(cur_cum) / max(self.m, 1)
 
 
+def sort(x: np.ndarray) -> np.ndarray:
+    """``np.sort(x)``, in float32 when every value of a float64 ``x`` is a float32 (inputs a server logged as float32).
+
+    The same array, exactly: float32 to float64 is exact and keeps the order. NumPy sorts
+    100,000 float32 values in about half the time of float64 ones; the check costs two
+    passes over ``x`` (a few percent of a sort), and a peek at the first values skips it for
+    data that cannot pass. tests/monitor/test_stats.py holds the two equal.
+    """
+    if x.dtype == np.float64 and len(x) >= 1024:
+        with np.errstate(over="ignore"):  # a value beyond float32's range becomes inf: not equal, float64 sort
+            if np.array_equal(x[:64].astype(np.float32), x[:64]):
+                narrow = x.astype(np.float32)
+                if np.array_equal(narrow, x):
+                    narrow.sort()
+                    return narrow.astype(np.float64)
+    return np.sort(x)
+
+
 def merge(a: np.ndarray, b: np.ndarray) -> Merged:
     """Merge two finite samples: each sorted (NumPy's vectorised sort), then the two runs merged by a stable argsort.
 
@@ -106,7 +125,7 @@ def merge(a: np.ndarray, b: np.ndarray) -> Merged:
     samples and then binary-search the merged data twice; this reads both CDFs off one
     cumulative count (benchmarks/drift.py measures the difference).
     """
-    a, b = np.sort(a), np.sort(b)
+    a, b = sort(a), sort(b)
     n = len(a)
     values = np.concatenate([a, b])
     order = np.argsort(values, kind="stable")  # two sorted runs: a linear merge
