@@ -50,7 +50,9 @@ from typing import Any
 import _common  # benchmarks/_common.py: these run as `python benchmarks/<name>.py`
 
 ROOT = Path(__file__).resolve().parent.parent
-GENERATOR = ROOT.parent / "shared" / "peers" / "monitoring" / "gen_data.py"
+GENERATOR = next((c for c in (ROOT.parent / "shared" / "peers" / "monitoring" / "gen_data.py",  # beside the checkout,
+                               ROOT.parents[1] / "shared" / "peers" / "monitoring" / "gen_data.py")  # or a worktree
+                  if c.is_file()), ROOT.parent / "shared" / "peers" / "monitoring" / "gen_data.py")
 MODEL_COLUMNS = ("y_pred_proba", "y_pred", "y_true")
 TIME_GOAL_S = 10.0
 ALPHA = 0.01
