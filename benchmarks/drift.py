@@ -111,7 +111,7 @@ def generator_dir(given: str | None) -> Path:
 # -- the worker: one measurement in a fresh process -------------------------------
 
 
-def worker(gen: Path, rows: int, seed: int, nodrift: bool) -> None:
+def worker(gen: Path, rows: int, seed: int, nodrift: bool, threads: int | None) -> None:
     sys.path.insert(0, str(gen))
     from gen_data import make_data, score_flags  # type: ignore[import-not-found]
 
@@ -120,12 +120,12 @@ def worker(gen: Path, rows: int, seed: int, nodrift: bool) -> None:
     ref, cur, truth = make_data(rows, seed, drift=not nodrift)
     feats = truth["numerical"] + truth["categorical"]
     with PeakRSS() as m:  # the per-column part, what the peers' per-column detectors do
-        report = drift(ref[feats], cur[feats], multivariate=False)
+        report = drift(ref[feats], cur[feats], multivariate=False, threads=threads)
     flagged = report.drifted_features
     # RSS barely moves here: the freed pages of the data generation are reused. What the call
     # itself allocates at its peak (NumPy and Python objects), by tracemalloc, on a second call:
     tracemalloc.start()
-    drift(ref[feats], cur[feats], multivariate=False)
+    drift(ref[feats], cur[feats], multivariate=False, threads=threads)
     allocated = tracemalloc.get_traced_memory()[1] / 1024 / 1024
     tracemalloc.stop()
     print("RESULT " + json.dumps({"tool": "loopml", "rows": rows, "seed": seed, "nodrift": nodrift, **m.stats(),
@@ -141,9 +141,10 @@ def run_result(cmd: list[str], env: dict[str, str] | None = None, timeout: float
     raise RuntimeError(f"{' '.join(cmd)} printed no RESULT line:\n{out.stdout[-2000:]}\n{out.stderr[-2000:]}")
 
 
-def loopml_run(gen: Path, rows: int, seed: int, nodrift: bool = False) -> dict[str, Any]:
+def loopml_run(gen: Path, rows: int, seed: int, nodrift: bool = False, threads: int | None = None) -> dict[str, Any]:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, __file__, "--worker", "--generator", str(gen), "--rows", str(rows), "--seed", str(seed)]
+    cmd += ["--threads", str(threads)] if threads else []
     return run_result(cmd + (["--nodrift"] if nodrift else []), env=env)
 
 
@@ -172,13 +173,14 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated peers not to run, e.g. Evidently (recorded figures instead)")
     ap.add_argument("--generator", default=None, help="folder of gen_data.py and bench_common.py")
     ap.add_argument("--json", default=None, help="write the figures here")
+    ap.add_argument("--threads", type=int, default=None, help="drift(threads=...) (default: drift's own, the CPU count up to 4)")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--nodrift", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     gen = generator_dir(a.generator)
     if a.worker:
-        worker(gen, int(a.rows), a.seed, a.nodrift)
+        worker(gen, int(a.rows), a.seed, a.nodrift, a.threads)
         return
     sizes = [100_000] if a.quick else [int(r) for r in a.rows.split(",")]
     seeds = [0, 1] if a.quick else [int(s) for s in a.seeds.split(",")]
@@ -195,7 +197,7 @@ def main() -> None:
         got: dict[str, list[dict[str, Any]]] = {name: [] for name in PEERS}
         failed: dict[str, str] = {}
         for i in range(repeats):
-            runs.append(loopml_run(gen, rows, 0))
+            runs.append(loopml_run(gen, rows, 0, threads=a.threads))
             for name in PEERS:
                 if name in skip:
                     failed[name] = "skipped: --skip"
