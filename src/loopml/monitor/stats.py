@@ -165,7 +165,7 @@ def ks_wasserstein_weighted(values: np.ndarray, counts: np.ndarray, b: np.ndarra
     SciPy's ``ks_2samp`` and ``wasserstein_distance(u, v, u_weights=counts)``, read at every
     value of either sample: equal to them on the expanded sample (tests/monitor/test_reference.py).
     """
-    b = np.sort(b)
+    b = sort(b)
     both = np.concatenate([values, b])
     both.sort(kind="stable")
     cum = np.concatenate([[0.0], np.cumsum(counts, dtype=np.float64)])
