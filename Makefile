@@ -50,7 +50,9 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/ood.py                            # alibi-detect runs from .venv-alibi when present
 
 # The peers of benchmarks/serving.py and benchmarks/ood.py, each in its own virtualenv (several GB;
-# TorchServe also needs Java 17: apt-get install openjdk-17-jre-headless)
+# TorchServe also needs Java 17: apt-get install openjdk-17-jre-headless), and the monitoring peers of
+# benchmarks/drift*.py under $(MONITOR_PEERS), as ../shared/peers/monitoring/README.md sets them up
+# (torch==2.13.0 named so that pip takes the CPU wheel the constraints pin, never a CUDA one)
 PEERS ?= .venv-peers
 MONITOR_PEERS ?= .venv-peers/monitoring
 bench-peers:
@@ -60,8 +62,6 @@ bench-peers:
 	$(PEERS)/venv-torchserve/bin/pip install -q -c constraints.txt torch==2.13.0 torchserve torch-model-archiver pyyaml
 	[ -d .venv-alibi ] || $(PYTHON) -m venv .venv-alibi
 	.venv-alibi/bin/pip install -q -c constraints.txt 'alibi-detect[tensorflow]'
-	# the monitoring peers of benchmarks/drift*.py, as ../shared/peers/monitoring/README.md sets them up
-	# (torch==2.13.0 named so that pip takes the CPU wheel the constraints pin, never a CUDA one)
 	for v in ev nm ad; do [ -d $(MONITOR_PEERS)/venv_$$v ] || $(PYTHON) -m venv --system-site-packages $(MONITOR_PEERS)/venv_$$v; done
 	$(MONITOR_PEERS)/venv_ev/bin/pip install -q -c constraints.txt evidently==0.7.23 'pandas<3' psutil       # pandas 3 breaks evidently's import
 	$(MONITOR_PEERS)/venv_nm/bin/pip install -q -c constraints.txt nannyml==0.13.1 'pandas<3' statsmodels psutil  # statsmodels: undeclared
