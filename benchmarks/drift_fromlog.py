@@ -21,8 +21,8 @@ Timed, in this process, ``--repeats`` times (median shown) on a warm process (th
 which imports SciPy and pandas' machinery, is timed apart): ``loopml.monitor.drift("tab@production",
 last=N)`` whole: resolve the alias, read the newest N requests' inputs from the log and decode them,
 read the version's stored drift reference (written at registration; its training rows for a version
-without one), compare. Per-feature only (``multivariate=False``) and with the default options (the
-multivariate test needs rows: it runs against training rows, not against a stored reference). The
+without one), compare. Per-feature only (``multivariate=False``) and with the default options (with
+the multivariate test, on the stored reference's row sample or on the training rows). The
 parts are timed apart too (read + decode, the reference, the comparison). Goal (issue 13): at most
 2 s end to end for 100,000 requests. Nothing asserts:
 PASS or MISS is printed.
