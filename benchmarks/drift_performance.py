@@ -17,11 +17,20 @@ drawn from P(y | x). Three scenarios, as the peers' ``bench_cbpe.py`` has them:
 **Label-free estimate.** The reference frame (labels known) plays the validation split: loopml
 fits :class:`loopml.monitor.ConfidenceCalibration` on its class probabilities ``[1 - p, p]`` and
 labels, then :func:`loopml.monitor.estimated_accuracy` estimates the accuracy of each of the
-current frame's 10 chunks of 10,000 rows without their labels (also shown: the plain mean
-confidence, ``estimated_accuracy(p)`` without a calibration). NannyML's CBPE, run by the peers' own
+current frame's 10 chunks of 10,000 rows without their labels, with its default method
+(``"isotonic"``: one-vs-rest isotonic calibration, the mean calibrated probability of the predicted
+class) and with ``method="atc"`` (average thresholded confidence); also shown, the plain mean
+confidence (``estimated_accuracy(p)`` without a calibration). NannyML's CBPE, run by the peers' own
 ``bench_cbpe.py`` in ``.venv-peers/monitoring/venv_nm`` (fit on the reference, estimate on the
 same 10 chunks), estimates the same accuracy. Error: mean absolute difference between the estimate
 and the realized accuracy over the 10 chunks, per scenario, averaged over the seeds.
+
+**The 3-class test problem** (``--problem-seeds``, default 0-4; scikit-learn): the problem of
+``tests/monitor/test_performance.py`` (``make_classification``, 3 classes, a logistic regression
+fitted on 10,000 rows, calibrated on the next 5,000), under covariate shift by selection: rows of the
+remaining 25,000 kept with probability ``sigmoid(2 x_k)``, for each of the 10 features ``k``, so
+``p(y | x)`` is unchanged. Error: the absolute difference from the realized accuracy of the kept rows,
+over the 50 shifts. A miscalibrated, misspecified model, where the generator's is perfectly calibrated.
 
 **Concept drift from feedback.** The stream of correctness a server's feedback gives, in request
 order: the last ``--history`` labelled reference rows (before the change), then the current
@@ -92,10 +101,10 @@ def ours(gen: Path, rows: int, seed: int, scenario: str, history: int) -> dict[s
     p_cur = probs(cur)
     bounds = np.linspace(0, len(cur), CHUNKS + 1).astype(int)
     chunks = [slice(bounds[i], bounds[i + 1]) for i in range(CHUNKS)]
-    atc = np.array([estimated_accuracy(p_cur[c], cal) for c in chunks])
+    est = np.array([estimated_accuracy(p_cur[c], cal) for c in chunks])
     seconds = time.perf_counter() - started
+    atc = np.array([estimated_accuracy(p_cur[c], cal, method="atc") for c in chunks])
     plain = np.array([estimated_accuracy(p_cur[c]) for c in chunks])
-    iso = isotonic_estimate(probs(ref), ref["y_true"].to_numpy(dtype=np.int64), p_cur, chunks)
     right = (cur["y_pred"].to_numpy() == cur["y_true"].to_numpy())
     realized = np.array([right[c].mean() for c in chunks])
 
@@ -105,24 +114,38 @@ def ours(gen: Path, rows: int, seed: int, scenario: str, history: int) -> dict[s
     drifts = found.drifts
     early = [d for d in drifts if d < len(before)]
     after = [d - len(before) + 1 for d in drifts if d >= len(before)]
-    return {"seed": seed, "scenario": scenario, "seconds": seconds, "threshold": cal.threshold,
-            "val_accuracy": cal.val_accuracy, "realized": realized.tolist(), "atc": atc.tolist(),
-            "mean_confidence": plain.tolist(), "atc_mae": float(np.abs(atc - realized).mean()),
-            "plain_mae": float(np.abs(plain - realized).mean()), "iso_mae": float(np.abs(iso - realized).mean()), "realized_mean": float(realized.mean()),
-            "atc_mean": float(atc.mean()), "ddm_false_alarms": len(early),
+    return {"seed": seed, "scenario": scenario, "seconds": seconds, "threshold": cal.threshold, "knots": [len(x) for x, _ in cal.curves],
+            "val_accuracy": cal.val_accuracy, "realized": realized.tolist(), "estimate": est.tolist(), "atc": atc.tolist(),
+            "mean_confidence": plain.tolist(), "est_mae": float(np.abs(est - realized).mean()),
+            "atc_mae": float(np.abs(atc - realized).mean()), "plain_mae": float(np.abs(plain - realized).mean()),
+            "realized_mean": float(realized.mean()), "est_mean": float(est.mean()), "ddm_false_alarms": len(early),
             "ddm_labels_to_detect": after[0] if after else None, "ddm_drifts_after": len(after)}
 
 
-def isotonic_estimate(p_val: Any, y_val: Any, p_cur: Any, chunks: list[slice]) -> Any:
-    """A measured alternative, not loopml's estimator: the mean of the top-class confidence mapped to the
-    validation accuracy by isotonic regression (``scipy.optimize.isotonic_regression``), per chunk."""
+def problem(seeds: list[int]) -> list[dict[str, Any]]:
+    """The 3-class test problem under covariate shift by selection on each feature: both methods' errors."""
     import numpy as np
-    from scipy.optimize import isotonic_regression
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
 
-    conf = p_val.max(axis=1)
-    order = np.argsort(conf, kind="stable")
-    fitted = isotonic_regression((p_val.argmax(axis=1) == y_val).astype(np.float64)[order]).x
-    return np.array([np.interp(p_cur[c].max(axis=1), conf[order], fitted).mean() for c in chunks])
+    from loopml.monitor import ConfidenceCalibration, estimated_accuracy
+
+    out = []
+    for seed in seeds:
+        x, y = make_classification(n_samples=40_000, n_features=10, n_informative=5, n_classes=3, n_clusters_per_class=1,
+                                   flip_y=0.05, random_state=seed)
+        model = LogisticRegression(max_iter=1000).fit(x[:10_000], y[:10_000])
+        cal = ConfidenceCalibration.fit(model.predict_proba(x[10_000:15_000]), y[10_000:15_000])
+        pool, labels = x[15_000:], y[15_000:]
+        for k in range(x.shape[1]):
+            keep = np.random.default_rng(seed).random(len(pool)) < 1 / (1 + np.exp(-2 * pool[:, k]))
+            p = model.predict_proba(pool[keep])
+            real = float((p.argmax(axis=1) == labels[keep]).mean())
+            out.append({"seed": seed, "feature": k, "rows": int(keep.sum()), "realized": real, "val_accuracy": cal.val_accuracy,
+                        "est_err": abs(estimated_accuracy(p, cal) - real),
+                        "atc_err": abs(estimated_accuracy(p, cal, method="atc") - real),
+                        "plain_err": abs(estimated_accuracy(p) - real)})
+    return out
 
 
 def cbpe(gen: Path, rows: int, seed: int, scenario: str) -> dict[str, Any] | str:
@@ -146,6 +169,7 @@ def main() -> None:
                     "(default 5,000: half of one 10,000-row chunk)")
     ap.add_argument("--no-peers", action="store_true", help="do not run NannyML's CBPE")
     ap.add_argument("--generator", default=None, help="folder of gen_data.py and bench_cbpe.py")
+    ap.add_argument("--problem-seeds", default="0,1,2,3,4", help="seeds of the 3-class test problem ('' to skip)")
     ap.add_argument("--json", default=None, help="write the figures here")
     a = ap.parse_args()
     gen = generator_dir(a.generator)
@@ -169,8 +193,8 @@ def main() -> None:
             results.append(row)
             loads.append(_common.load_average())
             cb = f"CBPE MAE {row['cbpe_mae']:.4f} ({row['cbpe_seconds']:.2f} s)" if "cbpe_mae" in row else row.get("cbpe")
-            print(f"  {scenario:9s} seed {seed}: realized {row['realized_mean']:.4f}  loopml ATC MAE {row['atc_mae']:.4f} "
-                  f"(mean confidence {row['plain_mae']:.4f}, isotonic {row['iso_mae']:.4f}; {row['seconds'] * 1000:.0f} ms)  {cb}  DDM: "
+            print(f"  {scenario:9s} seed {seed}: realized {row['realized_mean']:.4f}  loopml MAE {row['est_mae']:.4f} "
+                  f"(ATC {row['atc_mae']:.4f}, mean confidence {row['plain_mae']:.4f}; {row['seconds'] * 1000:.0f} ms)  {cb}  DDM: "
                   f"{row['ddm_labels_to_detect']} labels to detect, {row['ddm_false_alarms']} before the change", flush=True)
 
     def mean(scenario: str, key: str) -> float | None:
@@ -179,12 +203,29 @@ def main() -> None:
 
     print(f"\n## Label-free accuracy estimate, {a.rows:,} rows, 10 chunks, seeds {seeds} "
           f"(load average {min(loads)}-{max(loads)})\n")
-    print("| scenario | realized accuracy | loopml ATC estimate | error (MAE over chunks) | mean confidence, error "
-          "| isotonic mean confidence, error | CBPE estimate | CBPE error |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| scenario | realized accuracy | loopml estimate (isotonic) | error (MAE over chunks) | ATC, error "
+          "| mean confidence, error | CBPE estimate | CBPE error |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in SCENARIOS:
         cm, ce = mean(s, "cbpe_mean"), mean(s, "cbpe_mae")
-        print(f"| {s} | {mean(s, 'realized_mean'):.4f} | {mean(s, 'atc_mean'):.4f} | {mean(s, 'atc_mae'):.4f} | "
-              f"{mean(s, 'plain_mae'):.4f} | {mean(s, 'iso_mae'):.4f} | {'-' if cm is None else f'{cm:.4f}'} | {'-' if ce is None else f'{ce:.4f}'} |")
+        print(f"| {s} | {mean(s, 'realized_mean'):.4f} | {mean(s, 'est_mean'):.4f} | {mean(s, 'est_mae'):.6f} | "
+              f"{mean(s, 'atc_mae'):.4f} | {mean(s, 'plain_mae'):.4f} | {'-' if cm is None else f'{cm:.4f}'} | {'-' if ce is None else f'{ce:.6f}'} |")
+    cov = [r for r in results if r["scenario"] == "covariate" and "cbpe_mae" in r]
+    if cov:
+        print("\nper seed under covariate shift, loopml against CBPE: " + ", ".join(
+            f"{r['seed']}: {r['est_mae']:.4f} / {r['cbpe_mae']:.4f}" for r in cov))
+    shifts = problem([int(s) for s in a.problem_seeds.split(",") if s.strip()])
+    if shifts:
+        import numpy as np
+
+        print(f"\n## The 3-class test problem, covariate shift by selection on each of 10 features, seeds {a.problem_seeds} "
+              f"({len(shifts)} shifts, {min(r['rows'] for r in shifts):,}-{max(r['rows'] for r in shifts):,} rows each)\n")
+        print("| estimator | mean error | median | 90th percentile | max | shifts where it is the better of the two |\n"
+              "|---|---:|---:|---:|---:|---:|")
+        for key, name in (("est_err", "loopml isotonic (default)"), ("atc_err", "loopml ATC"), ("plain_err", "mean confidence")):
+            e = np.array([r[key] for r in shifts])
+            other = np.array([r["atc_err" if key == "est_err" else "est_err"] for r in shifts])
+            better = f"{int((e < other).sum())} of {len(e)}" if key != "plain_err" else "-"
+            print(f"| {name} | {e.mean():.4f} | {np.median(e):.4f} | {np.quantile(e, 0.9):.4f} | {e.max():.4f} | {better} |")
     print(f"\n## Concept drift from feedback: DDM on the stream of correctness ({a.history:,} labelled rows "
           "before the change)\n")
     print("| scenario | labels after the change to the first drift, per seed | drifts before the change |\n|---|---|---|")
@@ -194,7 +235,7 @@ def main() -> None:
               f"{sum(r['ddm_false_alarms'] for r in rows)} |")
 
     goals: list[tuple[str, str, bool]] = []
-    ours_err, theirs = mean("covariate", "atc_mae"), mean("covariate", "cbpe_mae")
+    ours_err, theirs = mean("covariate", "est_mae"), mean("covariate", "cbpe_mae")
     if theirs is not None and ours_err is not None:
         goals.append(("label-free error under covariate shift no larger than CBPE's",
                       f"{ours_err:.4f} against {theirs:.4f}", ours_err <= theirs))
@@ -216,7 +257,7 @@ def main() -> None:
     for goal, measured, met in goals:
         print(f"{'PASS' if met else 'MISS'}: {goal}: {measured}")
     if a.json:
-        Path(a.json).write_text(json.dumps({"results": results, "goals": goals, "loads": loads}, indent=2, default=str))
+        Path(a.json).write_text(json.dumps({"results": results, "problem": shifts, "goals": goals, "loads": loads}, indent=2, default=str))
 
 
 if __name__ == "__main__":
