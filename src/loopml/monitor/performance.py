@@ -212,11 +212,11 @@ def _check_probabilities(probabilities: Any, name: str) -> np.ndarray:
     p = np.asarray(probabilities, dtype=np.float64)
     if p.ndim != 2 or p.shape[1] < 2 or not len(p) or not np.isfinite(p).all() or (p < 0).any():
         raise ArgumentError(f"Argument {name} should be a 2-d array of class probabilities (rows x classes, at least 2), "
-                            f"finite and non-negative; got shape {p.shape}")
+                            f"finite and non-negative (softmax outputs, not logits); got shape {p.shape}")
     # 1e-3: a float32 softmax sums to 1 within ~1e-6 per class; logits or scores are off by far more
-    off = np.abs(p.sum(axis=1) - 1.0)
-    if (off > 1e-3).any():
-        row = int(off.argmax())
+    off = np.flatnonzero(np.abs(p.sum(axis=1) - 1.0) > 1e-3)
+    if len(off):
+        row = int(off[0])
         raise ArgumentError(f"Argument {name} should hold class probabilities that sum to 1 on each row (softmax "
                             f"outputs, not logits or scores); row {row} sums to {p[row].sum():.6g}")
     return p
@@ -230,20 +230,39 @@ def _isotonic_curve(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, ...], tu
     """The isotonic (non-decreasing) regression of ``y`` on ``x`` as knots to interpolate between.
 
     As scikit-learn's ``IsotonicRegression(out_of_bounds="clip")`` (CBPE's calibrator, the tests'
-    oracle): tied ``x`` are pooled into their mean, weighted by their count, and the fit is read by
-    linear interpolation between the knots, clipped at both ends. ``scipy.optimize.isotonic_regression``
-    does the pooling of adjacent violators; only the knots that bound a flat run are kept.
+    oracle): values of ``x`` closer than float64's resolution (1e-15) to the first of their group are
+    pooled into one knot at that first value, with the mean ``y`` weighted by the count; the fit is
+    read by linear interpolation between the knots, clipped at both ends.
+    ``scipy.optimize.isotonic_regression`` pools the adjacent violators; only the knots that bound a
+    flat run are kept. scikit-learn's class is not used itself: its knots are private
+    (``X_thresholds_``) and ``data`` is an extra the monitor does not need.
     """
     from scipy.optimize import isotonic_regression
 
     ux, inverse = np.unique(x, return_inverse=True)
     counts = np.bincount(inverse).astype(np.float64)
-    fitted = isotonic_regression(np.bincount(inverse, weights=y.astype(np.float64)) / counts, weights=counts).x
+    sums = np.bincount(inverse, weights=y.astype(np.float64))
+    eps = np.finfo(np.float64).resolution
+    first = np.r_[True, np.diff(ux) >= eps]
+    # a chain of near-ties spanning more than eps splits where scikit-learn's _make_unique splits it (a new
+    # group at the first value >= eps above the group's first): rare, so a loop over those chains only
+    group = np.cumsum(first) - 1
+    begins = np.flatnonzero(first)
+    ends = np.r_[begins[1:], len(ux)] - 1
+    for b, e in zip(begins[ux[ends] - ux[begins] >= eps], ends[ux[ends] - ux[begins] >= eps]):
+        anchor = ux[b]
+        for j in range(b + 1, e + 1):
+            if ux[j] - anchor >= eps:
+                first[j], anchor = True, ux[j]
+        group = np.cumsum(first) - 1
+    knots = ux[first]
+    weights = np.bincount(group, weights=counts)
+    fitted = isotonic_regression(np.bincount(group, weights=sums) / weights, weights=weights).x
     # a knot inside a flat run changes nothing in the interpolation: keep the ends of each run
-    keep = np.ones(len(ux), dtype=bool)
-    if len(ux) > 2:
+    keep = np.ones(len(knots), dtype=bool)
+    if len(knots) > 2:
         keep[1:-1] = (fitted[1:-1] != fitted[:-2]) | (fitted[1:-1] != fitted[2:])
-    return tuple(ux[keep].tolist()), tuple(fitted[keep].tolist())
+    return tuple(knots[keep].tolist()), tuple(fitted[keep].tolist())
 
 
 @dataclass(frozen=True)
