@@ -196,6 +196,23 @@ def test_isotonic_estimate_matches_scikit_learn(classes: int) -> None:
         assert estimated_accuracy(p, cal) == pytest.approx(binary, abs=1e-12)
 
 
+def test_a_chain_of_near_ties_is_pooled_as_scikit_learn_pools_it() -> None:
+    # probabilities 4e-16 apart (float64's resolution is 1e-15): scikit-learn pools each run into the first value
+    # of its group and starts a new group at the first value 1e-15 or more above it, so the chain of 12 below is 4
+    # knots (0 0 0 | 1 1 1 | ...), not one of mean 0.75; the estimate at 0.5 + 6e-16 is then 0.5, not ~0.75
+    rng = np.random.default_rng(0)
+    chain = 0.5 + 4e-16 * np.arange(12)
+    x = np.r_[chain, rng.uniform(0.0, 0.49, 100), rng.uniform(0.51, 1.0, 100)]
+    y_val = np.r_[[0, 0, 0] + [1] * 9, np.zeros(100), np.ones(100)].astype(np.int64)
+    p_val = np.column_stack([1 - x, x])
+    q = np.r_[chain + 2e-16, rng.random(50)]
+    p = np.column_stack([1 - q, q])
+    cal = ConfidenceCalibration.fit(p_val, y_val)
+    assert estimated_accuracy(p, cal) == pytest.approx(_cbpe_oracle(p_val, y_val, p), abs=1e-12)
+    one = np.array([[0.5 - 6e-16, 0.5 + 6e-16]])
+    assert estimated_accuracy(one, cal) == pytest.approx(_cbpe_oracle(p_val, y_val, one), abs=1e-12)
+
+
 def test_estimate_by_hand_and_the_threshold() -> None:
     p_val = np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.45, 0.55]])
     cal = ConfidenceCalibration.fit(p_val, np.array([0, 1, 1, 0]))

@@ -246,15 +246,15 @@ def _isotonic_curve(x: np.ndarray, y: np.ndarray) -> tuple[tuple[float, ...], tu
     first = np.r_[True, np.diff(ux) >= eps]
     # a chain of near-ties spanning more than eps splits where scikit-learn's _make_unique splits it (a new
     # group at the first value >= eps above the group's first): rare, so a loop over those chains only
-    group = np.cumsum(first) - 1
     begins = np.flatnonzero(first)
     ends = np.r_[begins[1:], len(ux)] - 1
-    for b, e in zip(begins[ux[ends] - ux[begins] >= eps], ends[ux[ends] - ux[begins] >= eps]):
+    long = ux[ends] - ux[begins] >= eps
+    for b, e in zip(begins[long], ends[long]):
         anchor = ux[b]
         for j in range(b + 1, e + 1):
             if ux[j] - anchor >= eps:
                 first[j], anchor = True, ux[j]
-        group = np.cumsum(first) - 1
+    group = np.cumsum(first) - 1
     knots = ux[first]
     weights = np.bincount(group, weights=counts)
     fitted = isotonic_regression(np.bincount(group, weights=sums) / weights, weights=weights).x
