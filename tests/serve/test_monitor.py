@@ -51,7 +51,11 @@ def test_serve_monitor_stores_results_while_serving_and_stops_with_the_server(ml
             def seen() -> bool:  # the windows tile the log: each request is counted once, none is missed
                 return sum(r["payload"]["requests"] for r in log.results("mlp", 1, "predictions")) == 5
 
+            def stored() -> bool:  # a cycle stores its three results one after the other: the last one too
+                return {r["kind"] for r in log.results("mlp", 1)} == {"predictions", "drift", "performance"}
+
             _poll(seen)
+            _poll(stored)
             assert client.get("/ready").status_code == 200  # still serving
         kinds = {r["kind"] for r in log.results("mlp", 1)}
         assert kinds == {"predictions", "drift", "performance"}
