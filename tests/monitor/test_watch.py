@@ -170,7 +170,7 @@ def test_not_enough_data_is_stored_as_such_and_fires_nothing(served: tuple[Track
         assert result.alerts == [] and set(result.values.values()) == {None}
         drift = MonitorLog(store).results("tab", 1, "drift")[-1 if rows else 0]
         assert drift["flagged"] is None and drift["rows"] == rows
-        assert drift["payload"] == {"status": "not enough data",
+        assert drift["payload"] == {"status": "not enough data", "sampled": rows, "of": rows,
                                     "reason": f"{rows} logged input rows in the window, at least 100 needed"}
     preds = MonitorLog(store).results("tab", 1, "predictions")
     assert [p["payload"]["requests"] for p in preds] == [0, 3] and preds[1]["payload"]["abstention_rate"] == 1.0

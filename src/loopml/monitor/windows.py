@@ -34,7 +34,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,7 +49,7 @@ from ..tracking.api import database_for
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["parse_duration", "prediction_windows", "split_windows"]
+__all__ = ["abstained_rows", "answer_rows", "class_balance", "parse_duration", "prediction_windows", "split_windows", "summarize_answers"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
@@ -137,6 +137,61 @@ def _compare(counts: Counter[str], reference: Mapping[str, float], alpha: float,
     return p, js, bool(p < alpha and js >= min_js)
 
 
+def class_balance(profile: Mapping[str, Any] | None) -> dict[str, float] | None:
+    """The class proportions of a version's training data from its stored profile; None for a regressor or none.
+
+    >>> class_balance({"target": {"type": "classification", "fractions": {"a": 0.25, "b": 0.75}}})
+    {'a': 0.25, 'b': 0.75}
+    """
+    return _reference_from_profile(profile)
+
+
+def summarize_answers(records: Sequence[Mapping[str, Any]], *, reference: Mapping[str, float] | None,
+                      alpha: float = 0.01, min_js: float = 0.1, min_rows: int = 100) -> dict[str, Any]:
+    """One window's row of :func:`prediction_windows` from its records (``rows`` and ``outputs`` of each).
+
+    ``requests``, ``rows``, ``abstained``, ``abstention_rate``, ``mean_confidence``,
+    ``classes`` and the drift of the classes against ``reference`` (None: not tested).
+    """
+    counts: Counter[str] = Counter()
+    rows = abstained = 0
+    confidences: list[float] = []
+    for rec in records:
+        rows += int(rec["rows"])
+        for item in _rows_of(rec["outputs"]):
+            if item.get("status") == "abstain":
+                abstained += 1
+                continue
+            pred = item.get("prediction")
+            if isinstance(pred, (str, int)) and not isinstance(pred, bool):
+                counts[str(pred)] += 1
+            probs = item.get("probabilities")
+            if isinstance(probs, list) and probs:
+                confidences.append(float(max(probs)))
+    answered = sum(counts.values())
+    p = js = math.nan
+    drifted: bool | None = None
+    if reference and answered >= min_rows:
+        p, js, drifted = _compare(counts, reference, alpha, min_js)
+    return {
+        "requests": len(records), "rows": rows, "abstained": abstained,
+        "abstention_rate": abstained / rows if rows else math.nan,
+        "mean_confidence": float(np.mean(confidences)) if confidences else math.nan,
+        "classes": dict(sorted(counts.items())),
+        "prediction_drift_p": p, "prediction_drift_js": js, "prediction_drifted": drifted,
+    }
+
+
+def answer_rows(outputs: str) -> list[dict[str, Any]]:
+    """The answered rows of one logged answer (a batch's ``results``, or the single answer itself)."""
+    return _rows_of(outputs)
+
+
+def abstained_rows(records: Sequence[Mapping[str, Any]]) -> int:
+    """The rows the OOD gate refused in these records (their ``outputs``)."""
+    return sum(1 for rec in records for item in _rows_of(rec["outputs"]) if item.get("status") == "abstain")
+
+
 def prediction_windows(
     model: str,
     version: int | None = None,
@@ -184,41 +239,18 @@ def prediction_windows(
     out: list[dict[str, Any]] = []
     first: Counter[str] | None = None
     for w_start, w_end, positions in windows:
-        group = [records[i] for i in positions]
-        counts: Counter[str] = Counter()
-        rows = abstained = 0
-        confidences: list[float] = []
-        for rec in group:
-            rows += int(rec["rows"])
-            for item in _rows_of(rec["outputs"]):
-                if item.get("status") == "abstain":
-                    abstained += 1
-                    continue
-                pred = item.get("prediction")
-                if isinstance(pred, (str, int)) and not isinstance(pred, bool):
-                    counts[str(pred)] += 1
-                probs = item.get("probabilities")
-                if isinstance(probs, list) and probs:
-                    confidences.append(float(max(probs)))
-        answered = sum(counts.values())
         ref = reference
         if ref is None and first is not None:
             total = sum(first.values())
             ref = {k: v / total for k, v in first.items()} if total else None
-        p = js = math.nan
-        drifted: bool | None = None
-        if ref and answered >= min_rows:
-            p, js, drifted = _compare(counts, ref, alpha, min_js)
-        if first is None and answered:
+        summary = summarize_answers([records[i] for i in positions], reference=ref, alpha=alpha, min_js=min_js,
+                                    min_rows=min_rows)
+        counts = Counter(summary["classes"])
+        if first is None and counts:
             first = counts
-        row = {
-            "window_start": w_start, "window_end": w_end,
-            "requests": len(group), "rows": rows, "abstained": abstained,
-            "abstention_rate": abstained / rows if rows else math.nan,
-            "mean_confidence": float(np.mean(confidences)) if confidences else math.nan,
-            "classes": dict(sorted(counts.items())),
-            "prediction_drift_p": p, "prediction_drift_js": js, "prediction_drifted": drifted,
-        }
+        row = {"window_start": w_start, "window_end": w_end, **summary}
+        drifted = row["prediction_drifted"]
+        rows = row["rows"]
         out.append(row)
         if store and version is not None:
             payload = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}

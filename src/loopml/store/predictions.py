@@ -337,6 +337,66 @@ class PredictionLog:
         kept = [bytes(b) for b in reversed(rows) if b is not None]
         return kept, len(rows) - len(kept)
 
+    def window_counts(self, model: str, version: int | None = None, *, since: float | None = None,
+                      until: float | None = None) -> dict[str, int]:
+        """Exact sums over a window by one SQL aggregate (no blob or JSON is read, however large the window).
+
+        ``requests``; ``rows`` (input rows answered); ``input_requests`` and ``input_rows`` (those whose
+        inputs were kept); ``abstaining`` (requests with at least one abstained row); ``abstained_single``
+        (abstaining requests of one row: one abstained row each; a batch's abstained rows are in its outputs).
+        """
+        p = s.predictions
+        kept = p.c.inputs.is_not(None)
+        abstain = p.c.status == "abstain"
+
+        def total(value: Any, when: Any) -> Any:
+            return sa.func.coalesce(sa.func.sum(sa.case((when, value), else_=0)), 0)
+
+        q = _in_window(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(p.c.rows), 0), total(1, kept),
+                                 total(p.c.rows, kept), total(1, abstain), total(1, abstain & (p.c.rows == 1))),
+                       model, version, since, until)
+        with self.store.read() as conn:
+            values = conn.execute(q).one()
+        keys = ("requests", "rows", "input_requests", "input_rows", "abstaining", "abstained_single")
+        return {k: int(v) for k, v in zip(keys, values)}
+
+    def window_ids(self, model: str, version: int | None = None, *, since: float | None = None,
+                   until: float | None = None, abstained_batches: bool = False, with_inputs: bool = False) -> list[str]:
+        """The request ids of a window, oldest first (ties by id): what a sample is drawn from, no blob read.
+
+        ``abstained_batches``: only the requests of more than one row with an abstained row;
+        ``with_inputs``: only the requests whose inputs were kept.
+        """
+        p = s.predictions
+        q = _in_window(sa.select(p.c.request_id), model, version, since, until).order_by(p.c.created_at, p.c.request_id)
+        if abstained_batches:
+            q = q.where(p.c.status == "abstain", p.c.rows > 1)
+        if with_inputs:
+            q = q.where(p.c.inputs.is_not(None))
+        with self.store.read() as conn:
+            return list(conn.execute(q).scalars())
+
+    def records(self, request_ids: Sequence[str], *, inputs: bool = True, chunk: int = 500) -> list[dict[str, Any]]:
+        """The records of these request ids (unknown ids left out), oldest first, ``chunk`` ids per query.
+
+        Each chunk is its own short read (no snapshot held across the whole list: on SQLite in WAL mode a
+        long reader stops checkpoints, and the server's writer pays for it). ``inputs=False`` leaves the
+        ``.npy`` bytes out (``None``).
+        """
+        p = s.predictions
+        columns = [p.c.request_id, p.c.version, p.c.created_at, p.c.status, p.c.rows, p.c.outputs]
+        if inputs:
+            columns.append(p.c.inputs)
+        out: list[dict[str, Any]] = []
+        ids = list(request_ids)
+        for i in range(0, len(ids), chunk):
+            with self.store.read() as conn:
+                part = conn.execute(sa.select(*columns).where(p.c.request_id.in_(ids[i : i + chunk]))).mappings().all()
+            out.extend({**r, "inputs": (bytes(r["inputs"]) if r["inputs"] is not None else None) if inputs else None}
+                       for r in part)
+        out.sort(key=lambda r: (r["created_at"], r["request_id"]))
+        return out
+
     def span(self, model: str, version: int | None = None, *, last: int, until: float | None = None) -> tuple[float, float, int] | None:
         """``(oldest, newest, count)`` of the ``created_at`` of the newest ``last`` requests (before ``until``); None when none.
 
