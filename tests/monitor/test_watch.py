@@ -252,3 +252,56 @@ def test_the_cli_runs_once_refuses_bad_input_and_stops_on_ctrl_c(use_store: str)
             proc.kill()
     assert proc.returncode == 0, err
     assert out.strip() == "stopped after 1 cycle (0 failed), 0 alerts fired" and "Traceback" not in err
+
+
+def test_a_cycle_counts_the_whole_window_and_decodes_a_seeded_uniform_sample(served: tuple[TrackingStore, Any]) -> None:
+    """A window three times the sample: counts exact (SQL), drift found on the sample, sampled/of stored."""
+    from scipy.stats import chisquare
+
+    from loopml.monitor.watch import check, sample_window
+
+    store, server = served
+    rng = np.random.default_rng(2)
+    single = rng.normal(size=(300, FEATURES)).astype(np.float32)
+    single[:, 2] += 1.5  # the planted shift
+    single[::25] = 9.0  # 12 single-row requests abstained
+    batches = rng.normal(size=(30, 3, FEATURES)).astype(np.float32)
+    batches[:, 2, 2] += 1.5
+    batches[:, 0] = 9.0  # one abstained row in each of 30 batches
+    _send(server, single, per_request=1)
+    _send(server, batches.reshape(-1, FEATURES), per_request=3)
+
+    result = check("tab@production", window="1h", min_rows=50, multivariate=False, max_requests=110)
+    assert (result.requests, result.rows) == (330, 390)  # every request, not the sample's
+    assert result.values["abstention_rate"] == pytest.approx(42 / 390)  # 12 + 30, exact
+    stored = {r["kind"]: r for r in MonitorLog(store).results("tab", 1)}
+    preds = stored["predictions"]["payload"]
+    assert (preds["requests"], preds["rows"], preds["abstained"], preds["abstained_exact"]) == (330, 390, 42, True)
+    assert (preds["sampled"], preds["of"]) == (110, 330) and sum(preds["classes"].values()) <= 110 * 3
+    drift = stored["drift"]
+    assert (drift["payload"]["sampled"], drift["payload"]["of"]) == (110, 330)
+    assert drift["flagged"] is True and "x2" in drift["payload"]["drifted_features"]  # the shift, seen on the sample
+    assert 110 <= drift["rows"] < 390
+    perf = stored["performance"]["payload"]
+    assert (perf["sampled"], perf["of"]) == (110, 330) and 0 < perf["estimated_rows"] <= 110 * 3
+
+    # more abstaining batches than the sample: their abstained rows estimated from 20 of them (one each here: exact)
+    few = check("tab@production", window="1h", min_rows=10, multivariate=False, max_requests=20)
+    assert few.values["abstention_rate"] == pytest.approx(42 / 390)
+    assert MonitorLog(store).results("tab", 1, "predictions")[-1]["payload"]["abstained_exact"] is False
+
+    log = PredictionLog(store)
+    ids = log.window_ids("tab", 1)
+    assert len(ids) == 330 and log.window_counts("tab", 1)["input_rows"] == 390
+
+    def drawn(seed: int) -> list[str]:
+        return [r["request_id"] for r in sample_window(log, "tab", 1, since=None, until=None, max_requests=110,
+                                                      seed=seed).answers]
+
+    assert drawn(0) == drawn(0) and drawn(0) != drawn(1)  # deterministic by seed
+    hits = np.zeros(len(ids))
+    position = {rid: i for i, rid in enumerate(ids)}
+    for seed in range(60):
+        hits[[position[rid] for rid in drawn(seed)]] += 1
+    # uniform: each request drawn 60 * 110 / 330 = 20 times in expectation; a first-N or stride pick would fail
+    assert chisquare(hits).pvalue > 0.001 and hits.min() > 0
