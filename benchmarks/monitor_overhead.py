@@ -89,7 +89,9 @@ def monitor_cycles(home: Path, t0: float, t1: float) -> int:
 
     engine = sa.create_engine(f"sqlite:///{home / 'loopml.db'}")
     with engine.connect() as conn:
-        n = conn.execute(sa.text("SELECT count(*) FROM monitor_results WHERE kind = 'drift' AND created_at >= :a "
+        # 'performance' is the last result a cycle stores (after the calibration of the label-free estimate, which the
+        # first cycle fits): a cycle has finished when it is there
+        n = conn.execute(sa.text("SELECT count(*) FROM monitor_results WHERE kind = 'performance' AND created_at >= :a "
                                  "AND created_at < :b"), {"a": t0, "b": t1}).scalar()
     engine.dispose()
     return int(n or 0)
