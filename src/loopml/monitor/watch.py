@@ -20,6 +20,14 @@ newest window of its request log (``window="5m"``: the last five minutes;
   validation split: :func:`~loopml.monitor.performance.calibrate_version`) and
   ``abstention_rate``; None where it cannot be had (no label, no calibration).
 
+A cycle's work is bounded, whatever the traffic (:func:`sample_window`): the sums
+(requests, rows, abstentions, kept inputs) are exact SQL aggregates over the whole
+window, accuracy joins every labelled request, and what decodes each request (the
+logged inputs for drift; the classes and probabilities for the prediction drift,
+the confidence and the estimate) reads a seeded uniform sample of at most
+``max_requests`` (:data:`MAX_REQUESTS`) requests of the window. Each payload
+records ``sampled`` requests ``of`` how many.
+
 Then the alert rules are checked (:func:`loopml.monitor.alerts.evaluate`) with
 ``drift`` (the share of drifted features), ``accuracy``, ``estimated_accuracy`` and
 ``abstention_rate``. A metric computed on fewer than ``min_rows`` rows (labelled rows
@@ -49,11 +57,17 @@ import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, LoopMLError, NotFound
 from ..store.monitoring import MonitorLog
-from ..store.predictions import PredictionLog, inputs_array
+from ..store.predictions import PredictionLog, stack_inputs
 from ..store.registry import RegistryStore
 from ..tracking.api import database_for
 from .performance import calibrate_version, estimated_accuracy, live_accuracy
-from .windows import abstained_rows, answer_rows, class_balance, parse_duration, summarize_answers
+from .windows import (
+    abstained_rows,
+    answer_rows,
+    class_balance,
+    parse_duration,
+    summarize_answers,
+)
 
 if TYPE_CHECKING:
     from ..store.reference import DriftReference
@@ -72,9 +86,9 @@ MAX_REQUESTS = 5_000
 """Requests a cycle reads and decodes at most per sample (answers; logged inputs), drawn uniformly from the window.
 
 A cycle's cost then stops growing with the traffic (about 60 us a decoded request: 0.3 s at this size,
-where 84,661 requests took 46.69 s). The drift tests have power to spare at this size: the smallest
-effect that can flag a column is a Wasserstein distance of 0.05 sd (``univariate.MIN_EFFECT``), and the
-noise of that distance over 5,000 rows is about 0.01 sd; docs/monitoring.md gives the measured power."""
+where 84,661 requests took 46.69 s). The drift tests keep their power at this size: a 0.1 sd shift of one
+column of 20 (twice ``univariate.MIN_EFFECT``) was flagged in 94% of 5,000-row samples (1% false alarms),
+in 30% of 1,000-row ones (benchmarks/monitor_sample_power.py, docs/benchmarks.md)."""
 
 DELAY = 2.0
 """Seconds a scheduled window ends before its cycle: the request log's writer has written it by then."""
@@ -320,8 +334,7 @@ class Watcher:
     def _drift(self, version: "ModelVersion", window: WindowSample) -> tuple[bool | None, int, dict[str, Any]]:
         from .fromlog import version_drift
 
-        batches = [inputs_array(r["inputs"]) for r in window.inputs]
-        x = np.concatenate(batches) if batches else np.empty((0,))
+        x = stack_inputs([r["inputs"] for r in window.inputs]) if window.inputs else np.empty((0,))
         sampled = {"sampled": len(window.inputs), "of": window.counts["input_requests"]}
         if len(x) < self.min_rows:
             reason = f"{window.counts['input_rows']} logged input rows in the window, at least {self.min_rows} needed"
