@@ -305,3 +305,30 @@ def test_a_cycle_counts_the_whole_window_and_decodes_a_seeded_uniform_sample(ser
         hits[[position[rid] for rid in drawn(seed)]] += 1
     # uniform: each request drawn 60 * 110 / 330 = 20 times in expectation; a first-N or stride pick would fail
     assert chisquare(hits).pvalue > 0.001 and hits.min() > 0
+
+
+def test_the_drift_sample_is_drawn_from_the_requests_that_kept_their_inputs(use_store: str) -> None:
+    """--log-inputs below 1.0: the drift sample comes from the requests with inputs, not from every request."""
+    import random
+
+    from loopml.monitor.watch import check
+    from loopml.serve import ModelServer
+
+    _register()
+    store = backend_for()
+    assert isinstance(store, TrackingStore)
+    random.seed(0)  # the in-process server draws which requests keep their inputs
+    server = ModelServer("tab@production", store=store, port=0, inline=True, log_inputs=0.5).start().wait_ready(60)
+    try:
+        _send(server, np.random.default_rng(3).normal(size=(400, FEATURES)).astype(np.float32), per_request=1)
+    finally:
+        server.stop()
+    kept, missing = PredictionLog(store).logged_inputs("tab", 1)
+    assert 100 < len(kept) < 300 and len(kept) + missing == 400
+
+    check("tab@production", window="1h", min_rows=20, multivariate=False, max_requests=100)
+    stored = {r["kind"]: r for r in MonitorLog(store).results("tab", 1)}
+    assert (stored["predictions"]["payload"]["sampled"], stored["predictions"]["payload"]["of"]) == (100, 400)
+    drift = stored["drift"]
+    assert (drift["payload"]["sampled"], drift["payload"]["of"]) == (100, len(kept))
+    assert drift["rows"] == 100 and drift["payload"]["status"] == "ok"  # 100 sampled requests, each with its row
