@@ -176,6 +176,7 @@ def watch_command(
     once: bool = typer.Option(False, "--once", help="Run one cycle and exit."),
     min_rows: int = typer.Option(100, "--min-rows", help="Rows a metric needs in a window before it can fire an alert (fewer: not enough data)."),
     multivariate: bool = typer.Option(True, "--multivariate/--no-multivariate", help="Also test the inputs' joint distribution."),
+    max_requests: int = typer.Option(5000, "--max-requests", help="Requests of a window read and decoded at most (a seeded uniform sample; counts stay exact)."),
     store: Optional[str] = StoreOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per cycle."),
 ) -> None:
@@ -199,7 +200,7 @@ def watch_command(
 
         parse_duration(every, "--every")
         result = Watcher(ref, window=window or every, last=last, min_rows=min_rows, multivariate=multivariate,
-                         tracking_uri=store).check()
+                         max_requests=max_requests, tracking_uri=store).check()
         _print_cycle(result, as_json)
         return
     if window is None and last is None:
@@ -215,7 +216,7 @@ def watch_command(
         echo_err(f"{_now()} cycle failed: {type(exc).__name__}: {exc}")
 
     summary = watch(ref, every, window=window, last=last, min_rows=min_rows, multivariate=multivariate,
-                    tracking_uri=store, on_result=lambda r: _print_cycle(r, as_json), on_error=failed)
+                    max_requests=max_requests, tracking_uri=store, on_result=lambda r: _print_cycle(r, as_json), on_error=failed)
     echo_err(summary.line())
 
 

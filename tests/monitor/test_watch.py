@@ -232,7 +232,8 @@ def test_the_cli_runs_once_refuses_bad_input_and_stops_on_ctrl_c(use_store: str)
                           (["tab@production", "--every", "soon"], "should be a duration"),
                           (["nothing@production", "--once"], "nothing"),
                           (["tab@production", "--window", "1h", "--last", "5"], "not both"),
-                          (["tab@production", "--once", "--min-rows", "0"], "Argument min_rows should be")):
+                          (["tab@production", "--once", "--min-rows", "0"], "Argument min_rows should be"),
+                          (["tab@production", "--once", "--max-requests", "0"], "Argument max_requests should be")):
         bad = run(app, ["monitor", "watch", *argv])
         assert bad.exit_code == 2 and message in bad.output and "Traceback" not in bad.output, bad.output
 
