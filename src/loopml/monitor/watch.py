@@ -16,7 +16,7 @@ newest window of its request log (``window="5m"``: the last five minutes;
   stored as ``{"status": "not enough data", "reason": ...}`` with ``flagged`` None;
 - ``"performance"``: ``accuracy`` from feedback labels joined by request id (with its
   Wilson interval ``accuracy_low``, ``accuracy_high`` and the ``labelled`` count),
-  ``estimated_accuracy`` without labels (ATC, calibrated once per version on its
+  ``estimated_accuracy`` without labels (CBPE's isotonic estimate, calibrated once per version on its
   validation split: :func:`~loopml.monitor.performance.calibrate_version`) and
   ``abstention_rate``; None where it cannot be had (no label, no calibration).
 
@@ -243,7 +243,7 @@ class Watcher:
     """
 
     def __init__(self, ref: str, *, window: float | str | None = "5m", last: int | None = None,
-                 min_rows: int = MIN_ROWS, multivariate: bool = True, alpha: float = 0.05, cooldown: float = 3600.0,
+                 min_rows: int = MIN_ROWS, multivariate: bool | None = None, alpha: float = 0.05, cooldown: float = 3600.0,
                  delay: float = 0.0, max_requests: int = MAX_REQUESTS, seed: int = 0,
                  tracking_uri: str | None = None) -> None:
         if not isinstance(ref, str) or not ref:
@@ -253,8 +253,9 @@ class Watcher:
             self.width: float | None = None
         else:
             self.width = parse_duration(window if window is not None else "5m", "window")
-        if not isinstance(multivariate, bool):
-            raise ArgumentTypeError(f"Argument multivariate should be True or False; got {multivariate!r}")
+        if multivariate is not None and not isinstance(multivariate, bool):
+            raise ArgumentTypeError(f"Argument multivariate should be True, False or None (whenever the reference "
+                                    f"has rows); got {multivariate!r}")
         if isinstance(cooldown, bool) or not isinstance(cooldown, (int, float)) or not cooldown >= 0:
             raise ArgumentError(f"Argument cooldown should be a number of seconds >= 0, like 3600; got {cooldown!r}")
         if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay < math.inf:
@@ -453,7 +454,7 @@ class Watcher:
 
 
 def check(ref: str, *, window: float | str | None = "5m", last: int | None = None, min_rows: int = MIN_ROWS,
-          multivariate: bool = True, alpha: float = 0.05, cooldown: float = 3600.0, delay: float = 0.0,
+          multivariate: bool | None = None, alpha: float = 0.05, cooldown: float = 3600.0, delay: float = 0.0,
           now: float | None = None, max_requests: int = MAX_REQUESTS, seed: int = 0,
           tracking_uri: str | None = None) -> CheckResult:
     """One monitoring cycle of the version ``ref`` points at now, over the newest window of its request log.
@@ -478,7 +479,7 @@ def watch(
     window: float | str | None = None,
     last: int | None = None,
     min_rows: int = MIN_ROWS,
-    multivariate: bool = True,
+    multivariate: bool | None = None,
     alpha: float = 0.05,
     cooldown: float = 3600.0,
     delay: float = DELAY,
