@@ -97,6 +97,19 @@ def test_drift_reports_scipy_ks_and_chi2_per_column() -> None:
     assert f.loc["c", "effect"] == pytest.approx(jensenshannon(counts[0] / n, counts[1] / n, base=2), rel=1e-9)
 
 
+def test_ks_and_wasserstein_skip_nan_and_infinite_values_like_scipy_on_the_finite_ones() -> None:
+    rng = np.random.default_rng(8)
+    n, m = 11_000, 10_500  # above 10,000 a side: loopml's own KS statistic, not ks_2samp's
+    a, b = np.round(rng.normal(size=n), 2), np.round(rng.normal(0.03, 1, m), 2)  # ties within and across
+    a[::97], a[::101], b[::89] = np.nan, np.inf, -np.inf
+    f = per_feature(pd.DataFrame({"x": a}), pd.DataFrame({"x": b})).features.iloc[0]
+    fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
+    assert f["test"] == "ks"
+    assert (f["missing_reference"], f["missing_current"]) == (pytest.approx(1 - len(fa) / n), pytest.approx(1 - len(fb) / m))
+    assert f["statistic"] == pytest.approx(float(sps.ks_2samp(fa, fb).statistic), rel=RTOL)
+    assert f["effect"] == pytest.approx(sps.wasserstein_distance(fa, fb) / fa.std(ddof=1), rel=1e-9)
+
+
 def test_small_samples_use_scipys_exact_ks() -> None:
     rng = np.random.default_rng(4)
     a, b = rng.normal(size=200), rng.normal(0.4, 1, 150)

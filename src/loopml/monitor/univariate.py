@@ -308,7 +308,6 @@ def drift(
     ref = _frame(reference, "reference") if stored is None else pd.DataFrame(columns=list(stored.columns))
     names = _feature_names(ref, cur, columns, target)
 
-    ramps: dict[tuple[int, int], np.ndarray] = {}
     kinds = {label: _common_kind(str(label), stored.columns[str(label)].kind if stored is not None
                                  else column_kind(ref[label], str(label), "reference"),
                                  column_kind(cur[label], str(label), "current"))
@@ -318,7 +317,7 @@ def drift(
         if stored is not None:
             return _against_stored(str(label), kinds[label], stored.columns[str(label)], cur[label], min_rows)
         if kinds[label] == "numeric":
-            return _numeric(str(label), ref[label], cur[label], min_rows, ramps)
+            return _numeric(str(label), ref[label], cur[label], min_rows)
         return _categorical(str(label), kinds[label], ref[label], cur[label], min_rows)
 
     # NumPy's sorts and arithmetic release the GIL: numeric columns run on `threads` threads
@@ -392,8 +391,7 @@ def _row(name: str, kind: str, **values: Any) -> dict[str, Any]:
     return row
 
 
-def _numeric(name: str, ref: pd.Series, cur: pd.Series, min_rows: int,
-             ramps: dict[tuple[int, int], np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
+def _numeric(name: str, ref: pd.Series, cur: pd.Series, min_rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
     a, miss_a = stats.finite(ref.to_numpy(dtype=np.float64, na_value=np.nan))
     b, miss_b = stats.finite(cur.to_numpy(dtype=np.float64, na_value=np.nan))
     row = _row(name, "numeric", n_reference=len(a), n_current=len(b), missing_reference=miss_a, missing_current=miss_b)
@@ -411,13 +409,7 @@ def _numeric(name: str, ref: pd.Series, cur: pd.Series, min_rows: int,
         if pooled:
             row["note"] = f"{pooled} rare values pooled"
     else:
-        key = (len(a) + len(b), len(b))
-        steps = ramps.get(key)
-        if steps is None:  # columns of the same sizes share the CDF steps; keep the last size only
-            steps = stats.ramp(*key)
-            ramps.clear()
-            ramps[key] = steps
-        d, w = stats.ks_wasserstein(merged, steps)
+        d, w = stats.ks_wasserstein(merged)
         p = math.nan  # computed below for every such column in one call
         if max(len(a), len(b)) <= stats.EXACT_KS_MAX_N:  # SciPy's exact p-value; its per-call cost is small here
             d, p = stats.ks_exact(a, b)
@@ -482,7 +474,7 @@ def _stored_hist(col: NumericColumn, b: np.ndarray) -> dict[str, Any]:
 
 
 def _numeric_hist(merged: stats.Merged) -> dict[str, Any]:
-    lo, hi = float(merged.values[0]), float(merged.values[-1])
+    lo, hi = merged.low, merged.high
     edges = np.linspace(lo, hi, HIST_BINS + 1) if hi > lo else np.array([lo, lo])
     ref, cur = merged.shares_below(edges)
     return {"type": "numeric", "edges": [float(e) for e in edges],
