@@ -160,8 +160,8 @@ def ks_wasserstein(merged: Merged) -> tuple[float, float]:
     integers (numerators over ``n m``), and ``l`` is searched only where the samples share a
     value. W: the area between the CDFs equals the area between the quantile functions,
     ``W = integral_0^1 |Q_a(t) - Q_b(t)| dt``, a sum over the merged steps ``k/n`` and ``l/m``
-    of ``[0, 1]``, whose order follows from integer arithmetic: ``mean |a - b|`` when
-    ``n == m``.
+    of ``[0, 1]``, read per step of either sample with integer arithmetic (no merge either):
+    ``mean |a - b|`` when ``n == m``.
     """
     a, b, n, m = merged.a, merged.b, merged.n, merged.m
     right = np.searchsorted(b, a, side="right")
@@ -177,17 +177,19 @@ def ks_wasserstein(merged: Merged) -> tuple[float, float]:
         w = float(np.abs(a - b).sum()) / n
     else:
         g = math.gcd(n, m)
-        n_, m_ = n // g, m // g
-        lcm = n * m_  # steps k/n = k m_/lcm and l/m = l n_/lcm, on integers
-        steps = np.empty(n + m, dtype=np.int64)
-        ka, lb = np.arange(1, n + 1, dtype=np.int64) * m_, np.arange(1, m + 1, dtype=np.int64) * n_
-        # a step goes after the current steps below it, a current step after the reference steps at or below it
-        steps[np.arange(n) + (ka - 1) // n_] = ka
-        steps[np.arange(m) + lb // m_] = lb
-        width = np.diff(steps, prepend=0).astype(np.float64)
-        qa = a[(steps + (m_ - 1)) // m_ - 1]  # Q_a on the step ending at t: a[ceil(t n) - 1]
-        qb = b[(steps + (n_ - 1)) // n_ - 1]
-        w = float(np.dot(width, np.abs(qa - qb))) / lcm
+        n_, m_ = n // g, m // g  # steps k/n = k m_/lcm and l/m = l n_/lcm, on integers up to lcm
+        lcm = n * m_
+        # a step: b[the current steps below it] against a[k]; its width from the step before, of either sample
+        ka = np.arange(1, n + 1, dtype=np.int64) * m_
+        below = (ka - 1) // n_
+        width = ka - np.maximum(ka - m_, below * n_)
+        w = float(np.dot(width.astype(np.float64), np.abs(a - b[below])))
+        # a current step: a[the reference steps at or below it] against b[l] (a tie has width 0)
+        lb = np.arange(1, m + 1, dtype=np.int64) * n_
+        upto = lb // m_
+        width = lb - np.maximum(lb - n_, upto * m_)
+        np.minimum(upto, n - 1, out=upto)
+        w = (w + float(np.dot(width.astype(np.float64), np.abs(a[upto] - b)))) / lcm
     return d, w
 
 
