@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,3 +39,15 @@ def load_average() -> float:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return -1.0
+
+
+def generator_dir(given: str | None) -> Path:
+    """The monitoring peers' folder with the shared seeded generator (``gen_data.py``): ``given``, else
+    ``shared/peers/monitoring`` beside the repository (or beside a worktree's parent)."""
+    root = Path(__file__).resolve().parent.parent
+    candidates = [Path(given)] if given else [root.parent / "shared" / "peers" / "monitoring",
+                                              root.parents[1] / "shared" / "peers" / "monitoring"]
+    for c in candidates:
+        if (c / "gen_data.py").is_file():
+            return c.resolve()
+    sys.exit(f"gen_data.py not found in {[str(c) for c in candidates]}; pass --generator DIR")

@@ -99,15 +99,6 @@ class PeakRSS:
                 "rss_peak_mb": round(self.peak / mb, 1), "peak_delta_mb": round((self.peak - self.base) / mb, 1)}
 
 
-def generator_dir(given: str | None) -> Path:
-    candidates = [Path(given)] if given else [ROOT.parent / "shared" / "peers" / "monitoring",
-                                              ROOT.parents[1] / "shared" / "peers" / "monitoring"]
-    for c in candidates:
-        if (c / "gen_data.py").is_file():
-            return c.resolve()
-    sys.exit(f"gen_data.py not found in {[str(c) for c in candidates]}; pass --generator DIR")
-
-
 # -- the worker: one measurement in a fresh process -------------------------------
 
 
@@ -178,7 +169,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--nodrift", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    gen = generator_dir(a.generator)
+    gen = _common.generator_dir(a.generator)
     if a.worker:
         worker(gen, int(a.rows), a.seed, a.nodrift, a.threads)
         return

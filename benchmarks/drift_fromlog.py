@@ -48,15 +48,6 @@ ROOT = Path(__file__).resolve().parent.parent
 GOAL_S = 2.0
 
 
-def generator_dir(given: str | None) -> Path:
-    candidates = [Path(given)] if given else [ROOT.parent / "shared" / "peers" / "monitoring",
-                                              ROOT.parents[1] / "shared" / "peers" / "monitoring"]
-    for c in candidates:
-        if (c / "gen_data.py").is_file():
-            return c.resolve()
-    sys.exit(f"gen_data.py not found in {[str(c) for c in candidates]}; pass --generator DIR")
-
-
 def coded(ref: Any, cur: Any, numeric: list[str], categorical: list[str]) -> tuple[Any, Any]:
     """Both frames as float32 arrays: numeric columns as they are, categories as their index in the reference's levels."""
     import numpy as np
@@ -127,7 +118,7 @@ def main() -> None:
     ap.add_argument("--generator", default=None, help="folder of gen_data.py (the monitoring peers')")
     ap.add_argument("--json", default=None, help="write the figures here")
     a = ap.parse_args()
-    gen = generator_dir(a.generator)
+    gen = _common.generator_dir(a.generator)
     print(json.dumps({"versions": _common.versions("loopml", "numpy", "scipy", "pandas", "sqlalchemy"),
                       "machine": _common.machine(), "load_average": _common.load_average()}), flush=True)
     with tempfile.TemporaryDirectory(prefix="loopml-drift-fromlog-") as tmp:

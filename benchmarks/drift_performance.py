@@ -67,15 +67,6 @@ CHUNKS = 10
 RECORDED_CBPE = "within 0.003 ROC AUC under covariate shift; 0.828 estimated against 0.702 realized under concept drift"
 
 
-def generator_dir(given: str | None) -> Path:
-    candidates = [Path(given)] if given else [ROOT.parent / "shared" / "peers" / "monitoring",
-                                              ROOT.parents[1] / "shared" / "peers" / "monitoring"]
-    for c in candidates:
-        if (c / "gen_data.py").is_file():
-            return c.resolve()
-    sys.exit(f"gen_data.py not found in {[str(c) for c in candidates]}; pass --generator DIR")
-
-
 def frames(gen: Path, rows: int, seed: int, scenario: str) -> tuple[Any, Any]:
     sys.path.insert(0, str(gen))
     from gen_data import make_data  # type: ignore[import-not-found]
@@ -172,7 +163,7 @@ def main() -> None:
     ap.add_argument("--problem-seeds", default="0,1,2,3,4", help="seeds of the 3-class test problem ('' to skip)")
     ap.add_argument("--json", default=None, help="write the figures here")
     a = ap.parse_args()
-    gen = generator_dir(a.generator)
+    gen = _common.generator_dir(a.generator)
     seeds = [int(s) for s in a.seeds.split(",")]
     print(json.dumps({"versions": _common.versions("loopml", "numpy", "pandas"), "machine": _common.machine(),
                       "load_average": _common.load_average()}), flush=True)
