@@ -85,6 +85,11 @@ def test_the_row_sample_lets_the_joint_test_see_what_every_column_misses() -> No
     assert report.drifted  # the data as a whole drifted, though no column did
     assert not drift(stored, same).multivariate["drifted"]
     assert drift(stored, flipped, multivariate=False).multivariate is None
+    # more current rows than the sample: as many of them (seeded), so the held-out sides are balanced
+    many = pd.DataFrame(rng.multivariate_normal([0, 0], [[1, -0.8], [-0.8, 1]], size=50_000), columns=["a", "b"])
+    balanced = drift(stored, many).multivariate
+    assert balanced is not None and balanced["rows"] == (20_000, 20_000) and balanced["drifted"]
+    assert balanced == drift(stored, many).multivariate
     # a uniform sample: each row of the 30,000 kept at most once, in order, seeded
     assert np.array_equal(stored.rows, DriftReference.build(ref).rows)
     assert len(np.unique(stored.rows, axis=0)) == 20_000

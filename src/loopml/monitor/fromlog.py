@@ -177,6 +177,9 @@ def _image_joint(registry: RegistryStore, version: "ModelVersion", reference: np
                  seed: int) -> dict[str, Any]:
     """The multivariate test of images: on the model's penultimate features when the version has an OOD gate
     with them (what the model sees; pixels are a poor space for a classifier test), else on the pixels."""
+    if len(current) > len(reference):  # as many current rows as reference rows (seeded), as for tables
+        pick = np.sort(np.random.default_rng(seed).choice(len(current), size=len(reference), replace=False))
+        current = current[pick]
     embed = None
     if "ood_gate" in version.files:
         detector = load_version_gate(registry, version).detectors.get("mahalanobis")
