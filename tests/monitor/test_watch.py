@@ -144,6 +144,8 @@ def test_a_cycle_stores_three_kinds_and_fires_the_rules_that_crossed(served: tup
     assert perf["abstention_rate"] == pytest.approx(6 / 300) and perf["estimated_accuracy"] == result.values["estimated_accuracy"]
     preds = stored["predictions"]["payload"]
     assert preds["requests"] == 30 and preds["abstained"] == 6 and stored["predictions"]["rows"] == 300
+    # the answers' confidences tested against the validation split's (the calibration's reference)
+    assert isinstance(preds["confidence_drifted"], bool) and 0.0 <= preds["confidence_drift_p"] <= 1.0
 
     again = check("tab@production", window="1h", min_rows=50, multivariate=False)  # within the rules' cooldown
     assert again.alerts == [] and len(MonitorLog(store).results("tab", 1, "drift")) == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -111,3 +112,36 @@ def test_bad_arguments_are_refused_with_what_to_pass(pets: TrackingStore) -> Non
     with pytest.raises(ArgumentError, match="positive duration"):
         parse_duration("0s", "since")
     assert prediction_windows("nobody", 1).empty  # no requests logged: no windows, no error
+
+
+def test_the_window_s_confidences_drift_against_the_validation_split_s() -> None:
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    from loopml.monitor.performance import ConfidenceCalibration
+    from loopml.monitor.windows import summarize_answers
+
+    rng = np.random.default_rng(3)
+
+    def probabilities(n: int, sharpness: float) -> np.ndarray:
+        p1 = 1 / (1 + np.exp(-sharpness * rng.normal(size=n)))
+        return np.stack([1 - p1, p1], axis=1)
+
+    val = probabilities(2000, 3.0)
+    cal = ConfidenceCalibration.fit(val, (val[:, 1] > rng.random(2000)).astype(np.int64))
+    assert cal.confidences is not None and np.array_equal(cal.confidences, np.sort(val.max(axis=1)))
+
+    def records(p: np.ndarray) -> list[dict[str, Any]]:  # one-row answers as the server logs them
+        return [{"rows": 1, "outputs": json.dumps({"status": "ok", "prediction": str(int(r.argmax())),
+                                                   "probabilities": r.tolist()})} for r in p]
+
+    same = summarize_answers(records(probabilities(1000, 3.0)), reference=None, scores=cal.confidences)
+    assert same["confidence_drifted"] is False
+    unsure = probabilities(1000, 1.0)  # the model is less sure of what it is served: its inputs moved
+    shifted = summarize_answers(records(unsure), reference=None, scores=cal.confidences)
+    top = unsure.max(axis=1)
+    assert shifted["confidence_drifted"] is True
+    assert shifted["confidence_drift_p"] == pytest.approx(ks_2samp(top, cal.confidences, method="asymp").pvalue)
+    assert shifted["confidence_drift_effect"] == pytest.approx(wasserstein_distance(top, cal.confidences) / np.std(cal.confidences, ddof=1))
+    few = summarize_answers(records(unsure[:50]), reference=None, scores=cal.confidences)
+    assert few["confidence_drifted"] is None and math.isnan(few["confidence_drift_p"])  # not enough data
+    assert summarize_answers(records(unsure), reference=None)["confidence_drifted"] is None  # no reference

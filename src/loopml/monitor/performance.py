@@ -308,6 +308,9 @@ class ConfidenceCalibration:
     rows: int
     method: str = "atc"
     curves: tuple[tuple[tuple[float, ...], tuple[float, ...]], ...] = field(default=(), repr=False)
+    confidences: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """The validation rows' top-class probabilities, sorted (from :meth:`fit`; not stored by :meth:`to_dict`):
+    the reference the scheduled monitor tests each window's confidences against."""
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -336,7 +339,7 @@ class ConfidenceCalibration:
         wrong = int(round((1.0 - accuracy) * len(p)))  # that many rows at or below the threshold
         threshold = float(confidence[wrong - 1]) if wrong else float(np.nextafter(confidence[0], -np.inf))
         curves = tuple(_isotonic_curve(p[:, k], y == k) for k in range(p.shape[1]))
-        return cls(threshold, accuracy, len(p), method, curves)
+        return cls(threshold, accuracy, len(p), method, curves, confidence)
 
     def with_method(self, method: str) -> "ConfidenceCalibration":
         """The same calibration estimating with the other ``method`` (``"isotonic"`` needs the curves :meth:`fit` made)."""

@@ -324,7 +324,10 @@ class Watcher:
 
     def _predictions(self, version: "ModelVersion", window: WindowSample, start: float, end: float) -> dict[str, Any]:
         # classes, confidence and their drift from the sampled answers; the sums exact over the whole window
-        summary = summarize_answers(window.answers, reference=self._balance(version), min_rows=self.min_rows)
+        calibration = self._calibration(version)  # its validation confidences: the reference of the window's
+        scores = None if isinstance(calibration, str) else calibration.confidences
+        summary = summarize_answers(window.answers, reference=self._balance(version), min_rows=self.min_rows,
+                                    scores=scores)
         row = {k: _plain(v) for k, v in summary.items()}
         rows = window.counts["rows"]
         row.update(requests=window.counts["requests"], rows=rows, abstained=window.abstained,

@@ -147,11 +147,17 @@ def class_balance(profile: Mapping[str, Any] | None) -> dict[str, float] | None:
 
 
 def summarize_answers(records: Sequence[Mapping[str, Any]], *, reference: Mapping[str, float] | None,
-                      alpha: float = 0.01, min_js: float = 0.1, min_rows: int = 100) -> dict[str, Any]:
+                      alpha: float = 0.01, min_js: float = 0.1, min_rows: int = 100,
+                      scores: np.ndarray | None = None, min_score_effect: float = 0.05) -> dict[str, Any]:
     """One window's row of :func:`prediction_windows` from its records (``rows`` and ``outputs`` of each).
 
     ``requests``, ``rows``, ``abstained``, ``abstention_rate``, ``mean_confidence``,
     ``classes`` and the drift of the classes against ``reference`` (None: not tested).
+    With ``scores`` (the validation split's top-class probabilities), the drift of the
+    window's top-class probabilities too: SciPy's two-sample KS test (``p < alpha``)
+    **and** a Wasserstein distance of at least ``min_score_effect`` validation sds, as
+    for a numeric input column (``confidence_drift_p``, ``confidence_drift_effect``,
+    ``confidence_drifted``; None below ``min_rows`` answers or without ``scores``).
     """
     counts: Counter[str] = Counter()
     rows = abstained = 0
@@ -173,13 +179,28 @@ def summarize_answers(records: Sequence[Mapping[str, Any]], *, reference: Mappin
     drifted: bool | None = None
     if reference and answered >= min_rows:
         p, js, drifted = _compare(counts, reference, alpha, min_js)
+    score_p = score_effect = math.nan
+    score_drifted: bool | None = None
+    if scores is not None and len(scores) > 1 and len(confidences) >= min_rows:
+        score_p, score_effect, score_drifted = _compare_scores(np.asarray(confidences), np.asarray(scores), alpha,
+                                                               min_score_effect)
     return {
         "requests": len(records), "rows": rows, "abstained": abstained,
         "abstention_rate": abstained / rows if rows else math.nan,
         "mean_confidence": float(np.mean(confidences)) if confidences else math.nan,
         "classes": dict(sorted(counts.items())),
         "prediction_drift_p": p, "prediction_drift_js": js, "prediction_drifted": drifted,
+        "confidence_drift_p": score_p, "confidence_drift_effect": score_effect, "confidence_drifted": score_drifted,
     }
+
+
+def _compare_scores(current: np.ndarray, reference: np.ndarray, alpha: float, min_effect: float) -> tuple[float, float, bool]:
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    sd = float(np.std(reference, ddof=1))
+    p = float(ks_2samp(current, reference, method="asymp").pvalue)
+    effect = float(wasserstein_distance(current, reference)) / sd if sd > 0 else math.inf
+    return p, effect, bool(p < alpha and effect >= min_effect)
 
 
 def answer_rows(outputs: str) -> list[dict[str, Any]]:
