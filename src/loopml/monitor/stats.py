@@ -40,6 +40,7 @@ __all__ = [
     "finite",
     "holm",
     "jensen_shannon",
+    "json_scalar",
     "ks_exact",
     "ks_pvalues",
     "ks_wasserstein",
@@ -356,3 +357,12 @@ def holm(p: np.ndarray) -> np.ndarray:
     adjusted = np.maximum.accumulate(p[order] * (m - np.arange(m)))
     out[order] = np.minimum(adjusted, 1.0)
     return out
+
+
+def json_scalar(v: object) -> object:
+    """A JSON-ready scalar for a stored result: NumPy types unwrapped, NaN and infinities as None."""
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v

@@ -135,12 +135,12 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: settings, ``drifted``, one record per feature, ``multivariate``, ``histograms``."""
-        records = [{k: _plain(v) for k, v in row.items()} for row in self.features.to_dict(orient="records")]
+        records = [{k: stats.json_scalar(v) for k, v in row.items()} for row in self.features.to_dict(orient="records")]
         return {
             "drifted": self.drifted, "drifted_features": self.drifted_features, "alpha": self.alpha,
             "correction": self.correction, "min_effect": dict(self.min_effect),
             "n_reference": self.n_reference, "n_current": self.n_current, "features": records,
-            "multivariate": None if self.multivariate is None else {k: _plain(v) for k, v in self.multivariate.items()},
+            "multivariate": None if self.multivariate is None else {k: stats.json_scalar(v) for k, v in self.multivariate.items()},
             "histograms": self.histograms,
         }
 
@@ -154,13 +154,6 @@ class DriftReport:
                 + (f": {', '.join(flagged[:5])}{', ...' if len(flagged) > 5 else ''}" if flagged else "") + ">")
 
 
-def _plain(v: Any) -> Any:
-    """A JSON-ready scalar: NumPy types unwrapped, NaN and infinities as None."""
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 # -- reading the inputs -------------------------------------------------------
@@ -397,6 +390,15 @@ def _row(name: str, kind: str, **values: Any) -> dict[str, Any]:
     return row
 
 
+
+def _discrete(row: dict[str, Any], values: np.ndarray, ca: np.ndarray, cb: np.ndarray) -> float:
+    """A few-valued column's chi-square test of its counts into ``row``; returns the Wasserstein distance."""
+    stat, dof, pooled = stats.chi2_homogeneity(ca, cb)
+    row.update(kind="discrete", test="chi2", statistic=stat, _dof=dof)
+    if pooled:
+        row["note"] = f"{pooled} rare values pooled"
+    return stats.wasserstein_counts(values, ca, cb)
+
 def _numeric(name: str, ref: pd.Series, cur: pd.Series, min_rows: int) -> tuple[dict[str, Any], dict[str, Any]]:
     a, miss_a = stats.finite(ref.to_numpy(dtype=np.float64, na_value=np.nan))
     b, miss_b = stats.finite(cur.to_numpy(dtype=np.float64, na_value=np.nan))
@@ -408,12 +410,7 @@ def _numeric(name: str, ref: pd.Series, cur: pd.Series, min_rows: int) -> tuple[
     sd = float(a.std(ddof=1))
     distinct = merged.ref_distinct
     if distinct <= MAX_LEVELS and len(a) >= 5 * distinct:  # few values, many ties: compare counts
-        values, ca, cb = merged.counts_at_ends()
-        stat, dof, pooled = stats.chi2_homogeneity(ca, cb)
-        w = stats.wasserstein_counts(values, ca, cb)
-        row.update(kind="discrete", test="chi2", statistic=stat, _dof=dof)
-        if pooled:
-            row["note"] = f"{pooled} rare values pooled"
+        w = _discrete(row, *merged.counts_at_ends())
     else:
         d, w = stats.ks_wasserstein(merged)
         p = math.nan  # computed below for every such column in one call
@@ -447,11 +444,7 @@ def _against_stored(name: str, kind: str, col: NumericColumn | CategoricalColumn
         uniq, cnt = np.unique(b, return_counts=True)
         cb = np.zeros(len(values), dtype=np.int64)
         cb[np.searchsorted(values, uniq)] = cnt
-        stat, dof, pooled = stats.chi2_homogeneity(ca, cb)
-        w = stats.wasserstein_counts(values, ca, cb)
-        row.update(kind="discrete", test="chi2", statistic=stat, _dof=dof)
-        if pooled:
-            row["note"] = f"{pooled} rare values pooled"
+        w = _discrete(row, values, ca, cb)
     else:
         if col.exact and max(n, len(b)) <= stats.EXACT_KS_MAX_N:  # the sample itself: SciPy's exact p-value
             d, p = stats.ks_exact(col.sample(), b)

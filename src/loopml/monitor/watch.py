@@ -61,6 +61,7 @@ from ..store.predictions import PredictionLog, stack_inputs
 from ..store.registry import RegistryStore
 from ..tracking.api import database_for
 from .performance import calibrate_version, estimated_accuracy, live_accuracy
+from .stats import json_scalar
 from .windows import (
     abstained_rows,
     answer_rows,
@@ -224,12 +225,6 @@ def _check_rows(value: Any, what: str) -> int:
     return value
 
 
-def _plain(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
 
 
 class Watcher:
@@ -328,7 +323,7 @@ class Watcher:
         scores = None if isinstance(calibration, str) else calibration.confidences
         summary = summarize_answers(window.answers, reference=self._balance(version), min_rows=self.min_rows,
                                     scores=scores)
-        row = {k: _plain(v) for k, v in summary.items()}
+        row = {k: json_scalar(v) for k, v in summary.items()}
         rows = window.counts["rows"]
         row.update(requests=window.counts["requests"], rows=rows, abstained=window.abstained,
                    abstention_rate=window.abstained / rows if rows else None, abstained_exact=window.abstained_exact,
@@ -376,8 +371,8 @@ class Watcher:
             if len(acc):
                 w = acc.iloc[0]
                 answered = int(w["answered"])
-                payload.update(accuracy=_plain(float(w["accuracy"])), accuracy_low=_plain(float(w["ci_low"])),
-                               accuracy_high=_plain(float(w["ci_high"])), labelled=int(w["labelled"]))
+                payload.update(accuracy=json_scalar(float(w["accuracy"])), accuracy_low=json_scalar(float(w["ci_low"])),
+                               accuracy_high=json_scalar(float(w["ci_high"])), labelled=int(w["labelled"]))
             else:
                 notes["accuracy"] = "no labelled request in the window"
         calibration = self._calibration(version)
@@ -392,7 +387,7 @@ class Watcher:
                 notes["estimated_accuracy"] = f"the answers have probabilities of {sorted(widths)} classes"
             elif probabilities:
                 estimated_rows = len(probabilities)
-                payload.update(estimated_accuracy=_plain(estimated_accuracy(np.asarray(probabilities, dtype=np.float64),
+                payload.update(estimated_accuracy=json_scalar(estimated_accuracy(np.asarray(probabilities, dtype=np.float64),
                                                                             calibration)),
                                estimated_rows=estimated_rows)
             else:

@@ -45,6 +45,7 @@ from ..store.monitoring import MonitorLog
 from ..store.predictions import PredictionLog
 from ..store.registry import RegistryStore
 from ..tracking.api import database_for
+from .stats import json_scalar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -274,7 +275,7 @@ def prediction_windows(
         rows = row["rows"]
         out.append(row)
         if store and version is not None:
-            payload = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            payload = {k: json_scalar(v) for k, v in row.items()}
             MonitorLog(backend).save_result(model, int(version), "predictions", window=(w_start, w_end),
                             rows=rows, flagged=drifted, payload=payload)
     columns = ["window_start", "window_end", "requests", "rows", "abstained", "abstention_rate", "mean_confidence",
