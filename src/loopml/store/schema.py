@@ -41,11 +41,14 @@ __all__ = [
     "alert_rules",
     "alerts",
     "artifacts",
+    "dataset_predictions",
     "datasets",
     "experiments",
     "alias_events",
     "feedback",
+    "label_queue",
     "latest_metrics",
+    "loop_events",
     "metadata",
     "metric_blocks",
     "model_aliases",
@@ -64,7 +67,7 @@ __all__ = [
 # the user to run `loopml db upgrade`. Kept here (not read from the migration
 # scripts) so that opening a store does not import Alembic; a test pins it to
 # the script directory's head.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 from .validation import KEY_LENGTH, RUN_STATUSES  # noqa: E402 - one number for columns and checks; one status list
 
@@ -185,6 +188,23 @@ datasets = Table(
     Column("profile", Text, nullable=False),
     Column("source", Text, nullable=True),
     Column("created_at", Double, nullable=False),
+    # revision 0006: the rows themselves, once per content, in the artifact store
+    # (`_datasets/<fingerprint>.npz`, relative to the artifact root); NULL when not kept
+    Column("stored_path", String(1024), nullable=True),
+    Column("stored_size", BigInteger, nullable=True),
+    Column("stored_sha256", String(64), nullable=True),  # of the file's bytes
+    Column("origin", Text, nullable=True),  # JSON: how it was made (a file, labels of a model's requests, a merge)
+)
+
+# Which logged predictions (request id, row of its batch) a dataset's rows came from (revision
+# 0006): a label dataset knows its answers, and a request knows the datasets it went into.
+dataset_predictions = Table(
+    "dataset_predictions",
+    metadata,
+    Column("fingerprint", String(64), ForeignKey("datasets.fingerprint", ondelete="CASCADE"), primary_key=True),
+    Column("request_id", String(64), primary_key=True),
+    Column("row", Integer, primary_key=True),
+    Index(None, "request_id"),
 )
 
 # Which dataset a run used in which role (train, val, test, eval, ...).
@@ -304,7 +324,33 @@ feedback = Table(
     Column("request_id", String(64), nullable=False),
     Column("label", Text, nullable=False),  # JSON
     Column("created_at", Double, nullable=False),
+    # revision 0006: who labelled which row, how
+    Column("row", Integer, nullable=True),  # the row of the request's batch; NULL: the whole request
+    Column("annotator", String(KEY_LENGTH), nullable=True),
+    Column("kind", String(8), nullable=False, server_default="label"),  # label | skip | none (none of the classes)
+    Column("seconds", Double, nullable=True),  # time the annotator took (the labeling page)
+    Column("source", String(16), nullable=True),  # api | http | file | page
     Index(None, "request_id"),
+)
+
+# The labeling queue (revision 0006): one row per (model, request, row of the batch) picked for a
+# person to label, with why it was picked; building the queue again never adds an item twice.
+label_queue = Table(
+    "label_queue",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("model", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("reason", String(16), nullable=False),  # abstained | uncertain | disagreement | audit
+    Column("score", Double, nullable=True),  # the uncertainty (margin or entropy) or disagreement that picked it
+    Column("status", String(16), nullable=False),  # open | labelled | disputed | skipped
+    Column("details", Text, nullable=False),  # JSON
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    UniqueConstraint("model", "request_id", "row"),
+    Index(None, "model", "status", "id"),
 )
 
 
@@ -358,4 +404,24 @@ alerts = Table(
     Column("delivered", Boolean, nullable=True),  # NULL: no webhook
     Column("delivery_error", Text, nullable=True),
     Index(None, "model", "fired_at"),
+)
+
+
+# -- the closed loop (revision 0006) ----------------------------------------------------
+# One row per step of `loopml loop run`, `loopml retrain`, a comparison, a promotion or a
+# rollback: what was done to which target, why (`cause`: the alert, the command, the rule),
+# and its outcome; the cooldown and the label budget are read from here.
+loop_events = Table(
+    "loop_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("target", String(160), nullable=False),  # as the user wrote it: "digits@production"
+    Column("model", String(128), nullable=False),
+    Column("version", Integer, nullable=True),
+    Column("step", String(32), nullable=False),  # monitor | queue | retrain | compare | promote | rollback | shadow
+    Column("status", String(16), nullable=False),  # done | skipped | failed
+    Column("cause", Text, nullable=False),  # JSON
+    Column("details", Text, nullable=False),  # JSON
+    Column("at", Double, nullable=False),
+    Index(None, "target", "id"),
 )
