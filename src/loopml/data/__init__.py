@@ -8,8 +8,10 @@
 True
 >>> pre = data.Preprocessor().fit(data.load("wine"))   # tabular: impute, standardise, one-hot, in the model
 >>> with loopml.start_run(experiment="digits") as run:
-...     data.log_dataset(run, parts.train, role="train")        # its fingerprint
+...     data.log_dataset(run, parts.train, role="train")        # its fingerprint; the rows stored once
 '701273ed...'
+>>> data.lineage("701273ed1131")["runs"][0]["role"]            # which runs used it, which predictions made it
+'train'
 
 See docs/data.md. This package needs torch (and scikit-learn for ``load``).
 """
@@ -25,6 +27,7 @@ from .preprocess import Preprocessor
 from .profile import profile
 from .sources import read_file, resolve
 from .split import Split, split
+from .stored import datasets_of_request, lineage, store_dataset  # after .lineage: `lineage` is the function
 
 __all__ = [
     "CODES",
@@ -43,9 +46,11 @@ __all__ = [
     "Transform",
     "check",
     "dataset_record",
+    "datasets_of_request",
     "fingerprint",
     "from_arrays",
     "from_frame",
+    "lineage",
     "load",
     "log_check",
     "log_dataset",
@@ -53,4 +58,5 @@ __all__ = [
     "read_file",
     "resolve",
     "split",
+    "store_dataset",
 ]

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import torch
 
 # fingerprint(ds), the function on a Dataset, lives in loopml.data.dataset next to the class.
-__all__ = ["FINGERPRINT_VERSION", "canonical_bytes", "fingerprint_tensors"]
+__all__ = ["FINGERPRINT_VERSION", "canonical_bytes", "fingerprint_arrays", "fingerprint_tensors"]
 
 FINGERPRINT_VERSION = 1
 
@@ -61,9 +61,14 @@ def fingerprint_tensors(x: torch.Tensor, y: torch.Tensor) -> str:
 
         fingerprint_tensors(ds.x, ds.y) == ds.fingerprint  # True
     """
+    return fingerprint_arrays(x.detach().cpu().numpy(), y.detach().cpu().numpy())
+
+
+def fingerprint_arrays(x: np.ndarray, y: np.ndarray) -> str:
+    """The same digest from NumPy arrays already in the Dataset's dtypes (stored rows, an upload)."""
     h = hashlib.sha256(b"loopml-dataset-v1\n")
-    for tag, t in (("x", x), ("y", y)):
-        a = canonical_bytes(t.detach().cpu().numpy())
+    for tag, arr in (("x", x), ("y", y)):
+        a = canonical_bytes(arr)
         h.update(_header(tag, a))
         h.update(a.data.cast("B") if a.size else b"")
     return h.hexdigest()

@@ -14,8 +14,9 @@ The link also becomes the run tag ``dataset.<role>`` (the fingerprint), so
 runs can be searched by data: ``loopml.runs(filter="tags.`dataset.train` = '...'")``.
 
 Rows up to :data:`loopml.data.sources.KEEP_ROWS_BYTES` (32 MiB of ``x`` and
-``y``) are also kept with the run, as the artifact ``datasets/<fingerprint>.npz``,
-so that quantizing or fitting the OOD gate of a version registered from the run
+``y``) are also kept, by content (:func:`loopml.data.store_dataset`: the file
+``_datasets/<fingerprint>.npz`` under the artifact root, once however many runs
+log them), so that quantizing or fitting the OOD gate of a version registered from the run
 later finds its data without being told (:func:`loopml.data.sources.stored`). A
 ``train`` dataset's drift reference (:mod:`loopml.data.reference`) is kept at any size.
 """
@@ -33,7 +34,8 @@ from .checks import CheckReport
 from .dataset import Dataset
 from .profile import profile
 from .reference import save_reference
-from .sources import KEEP_ROWS_BYTES, save_rows
+from .sources import KEEP_ROWS_BYTES
+from .stored import store_rows
 
 if TYPE_CHECKING:
     from ..store.protocols import TrackingBackend
@@ -66,8 +68,8 @@ def _backend(run: "Run") -> "TrackingBackend":
 def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool | None = None) -> str:
     """Store ``ds``'s record and link it to ``run`` as ``role``; returns the fingerprint.
 
-    ``keep_rows``: also keep the rows with the run (``datasets/<fingerprint>.npz``);
-    default: when ``x`` and ``y`` take at most 32 MiB. A ``train`` dataset's drift
+    ``keep_rows``: also keep the rows, by content (``_datasets/<fingerprint>.npz``
+    under the artifact root, stored once); default: when ``x`` and ``y`` take at most 32 MiB. A ``train`` dataset's drift
     reference is kept whatever its size (``datasets/<fingerprint>.reference.npz``,
     :mod:`loopml.data.reference`): a version registered from the run stores it.
 
@@ -81,7 +83,7 @@ def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool
     record = dataset_record(ds)
     backend.log_dataset(run.id, record, role)
     if keep_rows or (keep_rows is None and ds.x.nbytes + ds.y.nbytes <= KEEP_ROWS_BYTES):
-        save_rows(run, ds)
+        store_rows(backend, ds)
     if role == "train":
         save_reference(run, ds)
     run.set_tags({f"dataset.{role}": record["fingerprint"]})

@@ -19,10 +19,10 @@ Nothing is ever assumed: with no data the caller decides what to do (the
 registry looks for the datasets logged with the version's run, then says what
 to pass).
 
-:func:`log_dataset <loopml.data.log_dataset>` keeps a dataset's rows with the
-run (the artifact ``datasets/<fingerprint>.npz``) when they take at most
-:data:`KEEP_ROWS_BYTES`; :func:`stored` reads them back, checked against the
-fingerprint.
+:func:`log_dataset <loopml.data.log_dataset>` keeps a dataset's rows by
+content (``_datasets/<fingerprint>.npz`` under the artifact root, once
+however many runs use them) when they take at most :data:`KEEP_ROWS_BYTES`;
+:func:`stored` reads them back, checked against the fingerprint.
 
 >>> ds = resolve((np.zeros((4, 3)), [0, 1, 0, 1]))
 >>> ds.x.shape
@@ -63,7 +63,7 @@ __all__ = ["FILE_SUFFIXES", "KEEP_ROWS_BYTES", "read_file", "resolve", "rows_art
 
 FILE_SUFFIXES = (".npz", ".csv", ".parquet")
 KEEP_ROWS_BYTES = 32 * 2**20
-"""Datasets up to this size (x and y) keep their rows with the run that logged them (32 MiB: digits is 0.4 MB)."""
+"""Datasets up to this size (x and y) logged with a run keep their rows in the store (32 MiB: digits is 0.4 MB)."""
 
 FORMS = (
     "a loopml Dataset or Split, arrays (x, y), a file (train.npz with arrays x and y, or table.csv / "
@@ -169,12 +169,13 @@ def resolve(data: Any, *, target: str | None = None, tracking_uri: str | None = 
 
 
 def rows_artifact(fingerprint: str) -> str:
-    """The run artifact that holds a dataset's rows: ``datasets/<fingerprint>.npz``."""
+    """The run artifact where loopml before 0006 kept a dataset's rows: ``datasets/<fingerprint>.npz``."""
     return f"datasets/{fingerprint}.npz"
 
 
 def save_rows(run: "Run", ds: Dataset) -> str:
-    """Keep ``ds``'s rows with ``run`` (see :func:`rows_artifact`); returns the artifact path."""
+    """Keep ``ds``'s rows with ``run`` the way loopml did before 0006 (see :func:`rows_artifact`): stores that
+    hold such artifacts are still read; new rows are stored by content (:func:`loopml.data.store_dataset`)."""
     name = rows_artifact(ds.fingerprint)
     with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
         path = Path(tmp) / "rows.npz"
@@ -194,24 +195,32 @@ def _runs_linked(backend: "TrackingBackend", fingerprint: str) -> list[str]:
 
 
 def stored(backend: "TrackingBackend", fingerprint: str, *, run_ids: list[str] | None = None) -> Dataset:
-    """The dataset ``fingerprint`` rebuilt from the rows a run keeps (``run_ids``: where to look first).
+    """The dataset ``fingerprint`` rebuilt from its stored rows, checked against the fingerprint.
+
+    The rows stored by content (``_datasets/<fingerprint>.npz``, :func:`loopml.data.store_dataset`)
+    are read first; stores written by earlier loopml kept them as a run's artifact
+    ``datasets/<fingerprint>.npz``, looked for next (``run_ids``: where to look first).
 
     Raises :class:`~loopml.errors.NotFound` when the store has no such dataset,
     :class:`~loopml.errors.DataError` when it has the record (schema, profile)
-    but no run keeps its rows, :class:`~loopml.errors.IntegrityError` when the
-    rows no longer match the fingerprint.
+    but not its rows, :class:`~loopml.errors.IntegrityError` when the rows no
+    longer match the fingerprint (or the stored file its sha256).
 
     >>> from loopml.tracking.api import backend_for
     >>> stored(backend_for(None), "701273ed113105829dae267939703c6b49303ef68aaf384f73ed6dc3c1fb7704")  # a logged train split
     <Dataset ...>
     """
+    from .stored import load_stored, rebuild
+
     if not isinstance(fingerprint, str) or not _FINGERPRINT.match(fingerprint):
         raise ArgumentError(f"Argument fingerprint should be 64 lowercase hex digits (a sha256), got {fingerprint!r}")
     try:
         record = backend.get_dataset(fingerprint)
     except NotFound as exc:
         raise NotFound(f"No dataset {fingerprint[:12]}... is stored; pass the data itself ({FORMS})") from exc
-    schema = record.get("schema") or {}
+    if record.get("stored_path") is not None:
+        return load_stored(backend, record)
+    # stores written before the rows were kept by content: a run's artifact
     candidates = list(run_ids or [])
     candidates += [r for r in _runs_linked(backend, fingerprint) if r not in candidates]
     name = rows_artifact(fingerprint)
@@ -222,16 +231,12 @@ def stored(backend: "TrackingBackend", fingerprint: str, *, run_ids: list[str] |
             local = backend.download_artifact(run_id, name, Path(tmp))
             with np.load(local, allow_pickle=False) as archive:
                 x, y = archive["x"], archive["y"]
-        ds = Dataset(
-            x, y, feature_names=schema.get("feature_names") if x.ndim == 2 else None,
-            class_names=schema.get("class_names"), task=schema.get("task"), name=record.get("name") or "dataset",
-            source=record.get("source") or "stored", categories=schema.get("categories"),
-        )
+        ds = rebuild(record, x, y)
         if ds.fingerprint != fingerprint:
             raise IntegrityError(f"The rows of dataset {fingerprint[:12]}... kept by run {run_id} no longer match its fingerprint")
         return ds
     raise DataError(
         f"The store keeps dataset {fingerprint[:12]}... ({record.get('name')}, {record.get('n_rows')} rows) as a record "
         f"(schema and profile) but not its rows (they are kept only when logged at most {KEEP_ROWS_BYTES // 2**20} MiB "
-        f"and keep_rows is not False); pass the data itself ({FORMS})"
+        f"and keep_rows is not False, or stored with loopml.data.store_dataset); pass the data itself ({FORMS})"
     )

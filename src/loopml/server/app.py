@@ -41,6 +41,7 @@ from ..access import read_token_file
 from ..errors import ArgumentError, ConfigError
 from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
+from .routes_datasets import ROWS_UPLOAD
 from .routes_datasets import router as datasets_router
 from .routes_models import router as models_router
 from .routes_tracking import ARTIFACT_UPLOAD
@@ -102,7 +103,7 @@ def create_app(
         SecurityMiddleware,
         auth_token=auth_token,
         allowed_hosts=list(allowed_hosts),
-        binary_uploads=[ARTIFACT_UPLOAD],
+        binary_uploads=[ARTIFACT_UPLOAD, ROWS_UPLOAD],
         public_paths=ui_public_paths(),  # the UI's pages and scripts only: they hold no data
         **extra,
     )

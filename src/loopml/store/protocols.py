@@ -16,8 +16,9 @@ Where the two sides differ, it is said here:
 
 - :meth:`TrackingBackend.heartbeat`: ``at`` is the local store's clock; a server
   stamps its own (a client's clock cannot keep a dead run alive).
-- Only on the database: ``TrackingStore.artifact_path`` (a file on this machine's
-  disk; over HTTP use :meth:`ArtifactStore.download_artifact`), and the
+- Only on the database: ``TrackingStore.artifact_path`` and
+  ``TrackingStore.dataset_rows_path`` (files on this machine's disk; over HTTP use
+  :meth:`ArtifactStore.download_artifact` and :meth:`TrackingBackend.download_dataset_rows`), and the
   registry's file writers ``RegistryStore.create_version`` / ``add_file`` /
   ``model_dir`` / ``versions_of_run``: a server only registers versions from a
   run's artifacts (:meth:`Registry.create_version_from_run`) and adds formats
@@ -164,6 +165,30 @@ class TrackingBackend(ArtifactStore, Protocol):
     def get_dataset(self, fingerprint: str) -> dict[str, Any]: ...
 
     def run_datasets(self, run_id: str) -> dict[str, str]: ...
+
+    def put_dataset(
+        self,
+        record: Mapping[str, Any],
+        *,
+        origin: Mapping[str, Any] | None = None,
+        predictions: Sequence[tuple[str, int]] | None = None,
+    ) -> None:
+        """Store a record without a run, its ``origin`` (the first one stays) and the ``(request_id, row)`` it came from."""
+        ...
+
+    def put_dataset_rows(self, fingerprint: str, local_path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Keep a stored record's rows (an ``.npz``) once per content; a server checks them against the fingerprint."""
+        ...
+
+    def download_dataset_rows(self, fingerprint: str, dest: str | os.PathLike[str]) -> Path:
+        """Copy the rows file into the folder ``dest``, checked against its sha256 (IntegrityError if altered)."""
+        ...
+
+    def list_datasets(self, *, prefix: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]: ...
+
+    def dataset_lineage(self, fingerprint: str, *, limit: int = 100) -> dict[str, Any]: ...
+
+    def datasets_of_request(self, request_id: str) -> list[dict[str, Any]]: ...
 
 
 @runtime_checkable

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import ArgumentError, LoopMLError, NotFound, StoreError
+from ..errors import ArgumentError, ArtifactPathError, IntegrityError, LoopMLError, NotFound, StoreError
 from ..files import atomic_path
 from . import datasets as d
 from . import schema as s
@@ -561,6 +561,127 @@ class TrackingStore:
         with self.read() as conn:
             self._require_run(conn, run_id)
             return d.run_datasets(conn, run_id)
+
+    def put_dataset(
+        self,
+        record: Mapping[str, Any],
+        *,
+        origin: Mapping[str, Any] | None = None,
+        predictions: Sequence[tuple[str, int]] | None = None,
+    ) -> None:
+        """Store a dataset record without a run (kept if its fingerprint is known), how it was made
+        (``origin``, kept if one is recorded) and the ``(request_id, row)`` predictions its rows came from."""
+        row = d.check_record(record)
+        origin_text = d.check_origin(origin)
+        links = d.check_predictions(predictions)
+        with self.transaction() as conn:
+            d.insert_dataset(conn, row, self.upsert)
+            d.set_origin(conn, row["fingerprint"], origin_text)
+            d.link_predictions(conn, row["fingerprint"], links, self.upsert)
+
+    def _rows_file(self, fingerprint: str) -> tuple[str, Path]:
+        rel = d.rows_relpath(fingerprint)  # checks the fingerprint: 64 hex digits, no path in it
+        folder = self.artifacts.root / d.ROWS_DIR
+        target = folder / f"{fingerprint}.npz"
+        real_root = self.artifacts.root.resolve()
+        if folder.exists() and real_root not in folder.resolve().parents:  # a planted symlink
+            raise ArtifactPathError(f"{folder} leads outside the artifact root; remove it")
+        if target.is_symlink():
+            raise ArtifactPathError(f"{target} is a symlink; dataset rows are regular files, remove it")
+        return rel, target
+
+    def put_dataset_rows(self, fingerprint: str, local_path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Keep the rows file of a stored record as ``_datasets/<fingerprint>.npz``, once per content.
+
+        The caller vouches that the file holds the rows of ``fingerprint`` (loopml.data writes
+        it; a server checks an upload first). A file already recorded is not written again;
+        returns ``{"stored_path", "stored_size", "stored_sha256", "created"}``.
+        """
+        import shutil
+
+        from .artifacts import sha256_file
+
+        rel, target = self._rows_file(fingerprint)
+        src = Path(local_path)
+        if not src.is_file():
+            raise NotFound(f"Cannot store the rows of {fingerprint[:12]}...: no file {str(src)!r}")
+        record = self.get_dataset(fingerprint)  # NotFound before anything is written
+        if record.get("stored_path") is not None:
+            self.dataset_rows_path(fingerprint)  # the recorded file is still whole (IntegrityError if not)
+            return {k: record[k] for k in ("stored_path", "stored_size", "stored_sha256")} | {"created": False}
+        sha = sha256_file(src)
+        # the file may exist unrecorded (a store sharing this artifact root, a write cut short before
+        # its record): keep it when it is these bytes, else replace it, whole, by the checked ones
+        if not (target.is_file() and sha256_file(target) == sha):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._rows_file(fingerprint)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(src, tmp)
+        size = target.stat().st_size
+        with self.transaction() as conn:
+            created = d.set_rows(conn, fingerprint, rel, size, sha)
+        if not created:  # another writer recorded the same content first
+            record = self.get_dataset(fingerprint)
+            return {k: record[k] for k in ("stored_path", "stored_size", "stored_sha256")} | {"created": False}
+        return {"stored_path": rel, "stored_size": size, "stored_sha256": sha, "created": True}
+
+    def dataset_rows_path(self, fingerprint: str) -> Path:
+        """The local rows file of a stored dataset, checked against its recorded sha256.
+
+        :class:`~loopml.errors.NotFound` when the record keeps no rows,
+        :class:`~loopml.errors.IntegrityError` when the file is gone or altered.
+        """
+        from .artifacts import sha256_file
+
+        record = self.get_dataset(fingerprint)
+        if record.get("stored_path") is None:
+            raise NotFound(
+                f"Dataset {fingerprint[:12]}... ({record['name']}) is stored as a record only, not its rows; "
+                "store them with loopml.data.store_dataset(ds)"
+            )
+        rel, target = self._rows_file(fingerprint)
+        if record["stored_path"] != rel:
+            raise IntegrityError(f"Dataset {fingerprint[:12]}... records its rows at {record['stored_path']!r}, not {rel!r}")
+        if not target.is_file():
+            raise IntegrityError(f"The rows of dataset {fingerprint[:12]}... are missing from the artifact root ({rel})")
+        if sha256_file(target) != record["stored_sha256"]:
+            raise IntegrityError(f"The rows file of dataset {fingerprint[:12]}... ({rel}) changed after it was stored")
+        return target
+
+    def download_dataset_rows(self, fingerprint: str, dest: str | os.PathLike[str]) -> Path:
+        """Copy a stored dataset's rows file (checked) into the folder ``dest``; returns the new file's path."""
+        import shutil
+
+        src = self.dataset_rows_path(fingerprint)
+        folder = Path(dest)
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / src.name
+        with atomic_path(target) as tmp:
+            shutil.copyfile(src, tmp)
+        return target
+
+    def list_datasets(self, *, prefix: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Dataset records without schema and profile, newest first (``prefix``: of the fingerprint)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= MAX_PAGE_SIZE:
+            raise ArgumentError(f"Argument limit should be an integer from 1 to {MAX_PAGE_SIZE}, got {limit!r}")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ArgumentError(f"Argument offset should be a non-negative integer, got {offset!r}")
+        with self.read() as conn:
+            return d.list_datasets(conn, prefix=prefix, limit=limit, offset=offset)
+
+    def dataset_lineage(self, fingerprint: str, *, limit: int = 100) -> dict[str, Any]:
+        """Which runs (by role) and model versions used the dataset, which predictions its rows came from, its origin."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= d.MAX_LINEAGE:
+            raise ArgumentError(f"Argument limit should be an integer from 1 to {d.MAX_LINEAGE}, got {limit!r}")
+        with self.read() as conn:
+            return d.lineage(conn, d.check_fingerprint(fingerprint), limit=limit)
+
+    def datasets_of_request(self, request_id: str) -> list[dict[str, Any]]:
+        """The datasets whose rows came from the logged request: ``[{"fingerprint", "name", "origin", "rows"}]``."""
+        if not isinstance(request_id, str) or not request_id:
+            raise ArgumentError(f"Argument request_id should be a logged request's id, got {request_id!r}")
+        with self.read() as conn:
+            return d.datasets_of_request(conn, request_id, limit=MAX_PAGE_SIZE)
 
     # -- artifacts ------------------------------------------------------------
 

@@ -411,3 +411,63 @@ class RemoteStore:
 
     def run_datasets(self, run_id: str) -> dict[str, str]:
         return dict(self.request_json("GET", f"/runs/{_q(run_id)}/datasets")["datasets"])
+
+    def put_dataset(
+        self,
+        record: Mapping[str, Any],
+        *,
+        origin: Mapping[str, Any] | None = None,
+        predictions: Sequence[tuple[str, int]] | None = None,
+    ) -> None:
+        body = {
+            "dataset": dict(record),
+            "origin": None if origin is None else dict(origin),
+            "predictions": None if predictions is None else [list(p) for p in predictions],
+        }
+        self.request_json("POST", "/datasets", body)
+
+    def put_dataset_rows(self, fingerprint: str, local_path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Upload the rows file; the server checks it against the fingerprint before keeping it."""
+        src = Path(local_path)
+        if not src.is_file():
+            raise NotFound(f"Cannot store the rows of {fingerprint[:12]}...: no file {str(src)!r}")
+        with open(src, "rb") as fh:
+            response = self.request("PUT", f"/datasets/{_q(fingerprint)}/rows", content=fh, headers=_BINARY)
+        return dict(orjson.loads(response.content))
+
+    def download_dataset_rows(self, fingerprint: str, dest: str | os.PathLike[str]) -> Path:
+        """Download the rows file into the folder ``dest``, checked here too against the recorded sha256."""
+        import hashlib
+
+        record = self.get_dataset(fingerprint)
+        dest = Path(dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / f"{fingerprint}.npz"
+        response = self.request("GET", f"/datasets/{_q(fingerprint)}/rows", stream=True)
+        h = hashlib.sha256()
+        try:
+            with atomic_path(target) as tmp, open(tmp, "wb") as f:
+                for chunk in response.iter_bytes():
+                    h.update(chunk)
+                    f.write(chunk)
+                if h.hexdigest() != record.get("stored_sha256"):
+                    raise IntegrityError(f"The rows of dataset {fingerprint[:12]}... downloaded from {self.uri} do not match their sha256")
+        except httpx.HTTPError as exc:
+            raise StoreError(f"Downloading the rows of {fingerprint[:12]}... from {self.uri} failed: {exc}", transient=True) from exc
+        finally:
+            response.close()
+        return target
+
+    def list_datasets(self, *, prefix: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, "offset": offset}
+        if prefix:
+            params["prefix"] = prefix
+        return list(self.request_json("GET", "/datasets", params=params)["datasets"])
+
+    def dataset_lineage(self, fingerprint: str, *, limit: int = 100) -> dict[str, Any]:
+        return dict(self.request_json("GET", f"/datasets/{_q(fingerprint)}/lineage", params={"limit": limit}))
+
+    def datasets_of_request(self, request_id: str) -> list[dict[str, Any]]:
+        if not isinstance(request_id, str) or not request_id:
+            raise ArgumentError(f"Argument request_id should be a logged request's id, got {request_id!r}")
+        return list(self.request_json("GET", f"/requests/{_q(request_id)}/datasets")["datasets"])

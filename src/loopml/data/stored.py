@@ -1,0 +1,159 @@
+"""Datasets stored by content: the rows themselves, once per fingerprint, with their lineage both ways.
+
+:func:`store_dataset` keeps a dataset's record (schema, profile) and its rows,
+as the file ``_datasets/<fingerprint>.npz`` under the artifact root
+(:mod:`loopml.data.rows`: a compact, reproducible ``.npz``). The same content
+is stored once, however many runs or calls store it; the file is checked
+against its sha256 and the fingerprint whenever it is read
+(:func:`loopml.data.sources.stored`), so an altered file raises
+:class:`~loopml.errors.IntegrityError` instead of training on other data.
+
+``origin`` says how the dataset was made (a JSON object, e.g. ``{"kind":
+"labels", "model": "digits", "version": 3}``) and ``predictions`` which logged
+predictions its rows came from (``(request_id, row)`` pairs), so that
+:func:`lineage` answers both ways: which runs and model versions used a
+dataset, and which predictions made it; :func:`datasets_of_request` the reverse.
+
+>>> fp = store_dataset(parts.train, origin={"kind": "split", "of": "digits"})
+>>> stored(backend_for(None), fp).fingerprint == fp
+True
+>>> sorted(lineage(fp))
+['fingerprint', 'origin', 'predictions', 'runs', 'stored', 'versions']
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ArgumentError, ArgumentTypeError, DataError, IntegrityError, NotFound
+from .dataset import Dataset
+
+if TYPE_CHECKING:
+    from ..store.protocols import TrackingBackend
+
+__all__ = ["datasets_of_request", "lineage", "load_stored", "resolve_prefix", "store_dataset", "store_rows"]
+
+MIN_PREFIX = 12  # hex digits of a fingerprint that name one dataset, as `loopml data list` prints them
+
+
+def _backend(backend: "TrackingBackend | None", tracking_uri: str | None = None) -> "TrackingBackend":
+    from ..tracking.api import backend_for
+
+    return backend if backend is not None else backend_for(tracking_uri)
+
+
+def store_rows(backend: "TrackingBackend", ds: Dataset) -> dict[str, Any]:
+    """Keep ``ds``'s rows (its record must be stored); nothing is written when they already are."""
+    try:
+        record = backend.get_dataset(ds.fingerprint)
+    except NotFound:
+        record = {}
+    if record.get("stored_sha256"):
+        return {k: record[k] for k in ("stored_path", "stored_size", "stored_sha256")} | {"created": False}
+    from .rows import write_rows
+
+    with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
+        path = write_rows(Path(tmp) / f"{ds.fingerprint}.npz", ds)
+        return backend.put_dataset_rows(ds.fingerprint, path)
+
+
+def store_dataset(
+    ds: Dataset,
+    *,
+    origin: Mapping[str, Any] | None = None,
+    predictions: Sequence[tuple[str, int]] | None = None,
+    backend: "TrackingBackend | None" = None,
+) -> str:
+    """Store ``ds``'s record and rows by content; returns its fingerprint.
+
+    ``origin``: how it was made, a JSON object (the first origin recorded stays).
+    ``predictions``: the ``(request_id, row)`` pairs of the logged predictions its
+    rows came from. ``backend``: the store (default: the current tracking URI's).
+
+    >>> store_dataset(parts.train)
+    '701273ed113105829dae267939703c6b49303ef68aaf384f73ed6dc3c1fb7704'
+    """
+    from .lineage import dataset_record
+
+    if not isinstance(ds, Dataset):
+        raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
+    b = _backend(backend)
+    b.put_dataset(dataset_record(ds), origin=origin, predictions=predictions)
+    store_rows(b, ds)
+    return ds.fingerprint
+
+
+def rebuild(record: Mapping[str, Any], x: Any, y: Any) -> Dataset:
+    """The Dataset of a stored record's rows (names, classes and categories from its schema)."""
+    schema = record.get("schema") or {}
+    return Dataset(
+        x, y, feature_names=schema.get("feature_names") if x.ndim == 2 else None,
+        class_names=schema.get("class_names"), task=schema.get("task"), name=record.get("name") or "dataset",
+        source=record.get("source") or "stored", categories=schema.get("categories"),
+    )
+
+
+def load_stored(backend: "TrackingBackend", record: Mapping[str, Any]) -> Dataset:
+    """The content-addressed rows of ``record``, checked (sha256 by the store, then the fingerprint)."""
+    from .rows import read_rows
+
+    fingerprint = str(record["fingerprint"])
+    with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
+        local = backend.download_dataset_rows(fingerprint, Path(tmp))
+        try:
+            x, y = read_rows(local, fingerprint)
+        except DataError as exc:  # the file is whole (its sha256 matched) but does not hold these rows
+            raise IntegrityError(f"The stored rows of dataset {fingerprint[:12]}... do not match its fingerprint: {exc}") from exc
+    ds = rebuild(record, x, y)
+    if ds.fingerprint != fingerprint:
+        raise IntegrityError(f"The stored rows of dataset {fingerprint[:12]}... no longer match its fingerprint")
+    return ds
+
+
+def resolve_prefix(backend: "TrackingBackend", fp_or_prefix: str) -> str:
+    """The whole fingerprint that ``fp_or_prefix`` (64 hex digits, or a unique prefix of 12 or more) names."""
+    import re
+
+    if not isinstance(fp_or_prefix, str) or not re.fullmatch(r"[0-9a-f]{12,64}", fp_or_prefix):
+        raise ArgumentError(
+            f"Argument fingerprint should be a dataset's fingerprint or its first {MIN_PREFIX}+ lowercase hex digits "
+            f"(as `loopml data list` prints it), got {fp_or_prefix!r}"
+        )
+    matches = [r["fingerprint"] for r in backend.list_datasets(prefix=fp_or_prefix, limit=2)]
+    if not matches:
+        raise NotFound(f"No dataset's fingerprint starts with {fp_or_prefix!r}; `loopml data list` shows the stored ones")
+    if len(matches) > 1:
+        raise ArgumentError(
+            f"Argument fingerprint {fp_or_prefix!r} names more than one dataset ({matches[0][:16]}..., {matches[1][:16]}...); "
+            "give more of its hex digits"
+        )
+    return str(matches[0])
+
+
+def lineage(fingerprint: str, *, backend: "TrackingBackend | None" = None, limit: int = 100) -> dict[str, Any]:
+    """Where a dataset came from and where it went.
+
+    ``{"fingerprint", "origin", "stored", "runs": [{"run_id", "role", "run_name",
+    "experiment", "start_time"}], "versions": [{"name", "version", "roles"}],
+    "predictions": {"rows", "request_ids", "truncated"}}``: the runs that used it by
+    role, the model versions whose lineage records it, and the logged predictions
+    its rows came from (their count, and at most ``limit`` request ids).
+    ``fingerprint`` may be a unique prefix of 12+ hex digits.
+
+    >>> lineage(fp)["runs"][0]["role"]
+    'train'
+    """
+    b = _backend(backend)
+    return b.dataset_lineage(resolve_prefix(b, fingerprint), limit=limit)
+
+
+def datasets_of_request(request_id: str, *, backend: "TrackingBackend | None" = None) -> list[dict[str, Any]]:
+    """The datasets whose rows came from the logged request ``request_id``: ``[{"fingerprint", "name", "origin", "rows"}]``.
+
+    >>> [d["rows"] for d in datasets_of_request(request_id)]
+    [[0]]
+    """
+    return _backend(backend).datasets_of_request(request_id)
