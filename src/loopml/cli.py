@@ -15,6 +15,7 @@ import typer
 from . import config
 from .access import read_token_file
 from .cli_common import StoreOpt, console, fail, fmt_time, friendly
+from .cli_data import data_app
 from .cli_models import models_app, quantize_command
 from .cli_monitor import monitor_app
 
@@ -266,6 +267,7 @@ def _add_registry_commands() -> None:
     app.command("quantize")(friendly(quantize_command))
 
     app.add_typer(monitor_app, name="monitor")
+    app.add_typer(data_app, name="data")
 
 
 _add_registry_commands()

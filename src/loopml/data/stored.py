@@ -23,6 +23,7 @@ True
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +35,18 @@ from .dataset import Dataset
 if TYPE_CHECKING:
     from ..store.protocols import TrackingBackend
 
-__all__ = ["datasets_of_request", "lineage", "load_stored", "resolve_prefix", "store_dataset", "store_rows"]
+__all__ = [
+    "EXPORT_SUFFIXES",
+    "datasets_of_request",
+    "export_dataset",
+    "lineage",
+    "load_stored",
+    "resolve_prefix",
+    "store_dataset",
+    "store_rows",
+]
+
+EXPORT_SUFFIXES = (".npz", ".csv", ".parquet")
 
 MIN_PREFIX = 12  # hex digits of a fingerprint that name one dataset, as `loopml data list` prints them
 
@@ -157,3 +169,53 @@ def datasets_of_request(request_id: str, *, backend: "TrackingBackend | None" = 
     [[0]]
     """
     return _backend(backend).datasets_of_request(request_id)
+
+
+def export_dataset(
+    fingerprint: str,
+    out: str | os.PathLike[str],
+    *,
+    target: str = "label",
+    backend: "TrackingBackend | None" = None,
+) -> Path:
+    """Write a stored dataset's rows to ``out``: ``.npz`` (arrays ``x`` and ``y``), or for a table
+    ``.csv`` / ``.parquet`` (its columns, then the label column ``target``: class names, or the
+    regression target). ``fingerprint`` may be a unique prefix of 12+ hex digits. Each form reads
+    back with :func:`loopml.data.read_file` (``target=`` for a table).
+
+    >>> export_dataset(fp, "train.npz")
+    PosixPath('train.npz')
+    """
+    from ..files import atomic_path
+    from .sources import stored
+
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise ArgumentError(f"Argument out should end in .npz, .csv or .parquet, got {str(path)!r}; e.g. --out train.npz")
+    b = _backend(backend)
+    ds = stored(b, resolve_prefix(b, fingerprint))
+    if suffix == ".npz":
+        from .rows import write_rows
+
+        return write_rows(path, ds)
+    if ds.x.ndim != 2:
+        raise ArgumentError(f"Argument out should be an .npz for images ({tuple(ds.x.shape)}); a table (.csv, .parquet) holds 2-D rows only")
+    if not isinstance(target, str) or not target or target in ds.feature_names:
+        raise ArgumentError(f"Argument target should name a new column for the labels (not a feature), got {target!r}")
+    import pandas as pd
+
+    frame = pd.DataFrame(ds.x.numpy(), columns=ds.feature_names)
+    y = ds.y.numpy()
+    frame[target] = [ds.class_names[i] for i in y] if ds.task == "classification" else y
+    if suffix == ".parquet":
+        try:
+            import pyarrow  # noqa: F401  # pandas writes parquet through pyarrow
+        except ModuleNotFoundError as exc:
+            raise ModuleNotFoundError("Writing .parquet files needs pyarrow: pip install 'loopml[parquet]'") from exc
+    with atomic_path(path) as tmp:
+        if suffix == ".csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+    return path

@@ -158,6 +158,17 @@ def _logged_train_dataset(backend: "TrackingBackend", run_id: str) -> Mapping[st
         return None
 
 
+def _data_lineage(backend: "TrackingBackend", run_id: str) -> dict[str, Any]:
+    """The run's datasets by role, and the roles whose rows the store keeps (a retrain or an evaluation
+    finds them with :func:`loopml.data.sources.stored`)."""
+    try:
+        roles = dict(backend.run_datasets(run_id))
+    except NotFound:
+        return {}
+    kept = sorted(role for role, fp in roles.items() if backend.get_dataset(fp).get("stored_path") is not None)
+    return {"datasets": roles, "stored": kept}
+
+
 def register(
     model: "torch.nn.Module",
     name: str,
@@ -287,6 +298,7 @@ def register(
                 "profile": reference,
                 "tags": {str(k): str(v) for k, v in (tags or {}).items()},
                 "description": description,
+                "lineage": _data_lineage(backend, run.id),
             }
             (folder / MANIFEST).write_text(json.dumps(manifest, allow_nan=False), encoding="utf-8")
             run.log_artifact(folder, f"models/{name}")

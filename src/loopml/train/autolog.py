@@ -99,11 +99,11 @@ class Tracking(Callback):
             self._log_datasets(trainer)
 
     def _log_datasets(self, trainer: Trainer) -> None:
-        """Link loopml datasets and their quality report to the run."""
+        """Link loopml datasets (their rows too unless ``fit(store_data=False)``) and their quality report to the run."""
         assert self.run is not None
         for role, ds in trainer.state.datasets.items():
             if isinstance(ds, Dataset):
-                log_dataset(self.run, ds, role=role)
+                log_dataset(self.run, ds, role=role, keep_rows=trainer.state.store_data)
         if trainer.state.data_report is not None:  # the quality report of what fit checked
             log_check(self.run, trainer.state.data_report)
 

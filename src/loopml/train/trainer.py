@@ -47,6 +47,7 @@ class State:
     eval_result: dict[str, Any] = field(default_factory=dict)  # the last evaluate()
     fingerprints: dict[str, str] = field(default_factory=dict)
     datasets: dict[str, Any] = field(default_factory=dict)  # train/val data that have a fingerprint
+    store_data: bool = True  # the tracking callback stores the datasets' rows too, not only their records
     data_report: Any = None  # the loopml.data.CheckReport of train/val, when fit checked them
     should_stop: bool = False
     exception: BaseException | None = None
@@ -173,19 +174,27 @@ class Trainer:
     # -- the loop ---------------------------------------------------------
 
     def fit(self, train: Any, val: Any = None, *, epochs: int, batch_size: int = 32,
-            resume_from: Any = None, check_data: bool = True) -> Trainer:
-        """Train for ``epochs`` epochs (in total: a resumed fit runs the remaining ones)."""
+            resume_from: Any = None, check_data: bool = True, store_data: bool = True) -> Trainer:
+        """Train for ``epochs`` epochs (in total: a resumed fit runs the remaining ones).
+
+        ``store_data``: with tracking, store the rows of loopml datasets ``train`` and
+        ``val`` (by content, once: :func:`loopml.data.store_dataset`) so that a version
+        registered from the run can be retrained or evaluated later; ``False`` for data
+        too large to copy: then only their records (fingerprint, schema, profile) are kept.
+        """
         for name, value in (("epochs", epochs), ("batch_size", batch_size)):
             if type(value) is not int or value < 1:
                 raise ArgumentError(f"Argument {name} should be an integer >= 1, got {value!r}; "
                                  f"e.g. trainer.fit((x, y), epochs=10, batch_size=64)")
+        if not isinstance(store_data, bool):
+            raise ArgumentTypeError(f"Argument store_data should be True or False, got {store_data!r}")
         report = run_data_check(train, val, model=self.model) if check_data else None
         loader = as_loader(train, name="train", batch_size=batch_size, shuffle=True, generator=self.generator,
                            sampler=None if self._dist is None else self._dist.train_sampler(self.seed))
         if val is not None:
             as_loader(val, name="val", batch_size=batch_size, shuffle=False)  # fail on bad val now, not after an epoch
         datasets = {k: d for k, d in (("train", train), ("val", val)) if data_fingerprint(d) is not None}
-        self.state = State(epochs=epochs, batch_size=batch_size, datasets=datasets, data_report=report,
+        self.state = State(epochs=epochs, batch_size=batch_size, datasets=datasets, data_report=report, store_data=store_data,
                            fingerprints={k: str(data_fingerprint(d)) for k, d in datasets.items()},
                            batches=len(loader) if hasattr(loader, "__len__") else None)
         if resume_from is not None:
