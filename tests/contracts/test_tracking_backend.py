@@ -12,6 +12,7 @@ import struct
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from loopml.errors import ArtifactPathError, FilterError, NotFound
@@ -355,3 +356,50 @@ def test_datasets_are_kept_once_and_linked_by_role(backend: TrackingBackend) -> 
         backend.run_datasets("0" * 32)
     with pytest.raises(ValueError):
         backend.log_dataset(a.id, RECORD, role="not a role!")
+
+
+def test_dataset_rows_are_stored_once_with_lineage_both_ways(backend: TrackingBackend, tmp_path: Path) -> None:
+    from loopml.data import from_arrays
+    from loopml.data.lineage import dataset_record
+    from loopml.data.rows import read_rows, write_rows
+
+    ds = from_arrays(np.arange(12, dtype=np.float32).reshape(4, 3), [0, 1, 0, 1], name="tiny")
+    fp = ds.fingerprint
+    backend.put_dataset(dataset_record(ds), origin={"kind": "labels", "model": "m", "version": 1},
+                        predictions=[("r1", 0), ("r1", 1), ("r2", 0), ("r1", 0)])
+    backend.put_dataset(dataset_record(ds), origin={"kind": "other"})  # the first origin stays
+    rows = write_rows(tmp_path / "rows.npz", ds)
+    first = backend.put_dataset_rows(fp, rows)
+    again = backend.put_dataset_rows(fp, rows)  # the same content: nothing written
+    assert first["created"] and not again["created"]
+    assert again["stored_sha256"] == first["stored_sha256"] and first["stored_path"] == f"_datasets/{fp}.npz"
+
+    got = backend.get_dataset(fp)
+    assert got["origin"] == {"kind": "labels", "model": "m", "version": 1} and got["stored_size"] == rows.stat().st_size
+    x, y = read_rows(backend.download_dataset_rows(fp, tmp_path / "back"), fp)
+    assert x.tolist() == ds.x.tolist() and y.tolist() == [0, 1, 0, 1]
+    assert [d["fingerprint"] for d in backend.list_datasets(prefix=fp[:12])] == [fp]
+    assert backend.list_datasets(prefix="f" * 12 if not fp.startswith("f" * 12) else "0" * 12) == []
+
+    run = backend.create_run(experiment="data")
+    backend.log_dataset(run.id, dataset_record(ds), role="val")
+    lineage = backend.dataset_lineage(fp)
+    assert [(r["run_id"], r["role"], r["experiment"]) for r in lineage["runs"]] == [(run.id, "val", "data")]
+    assert lineage["predictions"] == {"rows": 3, "request_ids": ["r1", "r2"], "truncated": False}
+    assert lineage["origin"]["kind"] == "labels" and lineage["stored"] is True and lineage["versions"] == []
+    assert [(d["fingerprint"], d["rows"]) for d in backend.datasets_of_request("r1")] == [(fp, [0, 1])]
+    assert backend.datasets_of_request("nobody") == []
+
+    backend.put_dataset(RECORD)  # a record without rows
+    with pytest.raises(NotFound, match="record only"):
+        backend.download_dataset_rows(RECORD["fingerprint"], tmp_path)  # type: ignore[arg-type]
+    with pytest.raises(NotFound):
+        backend.put_dataset_rows("cd" * 32, rows)  # no such record
+    with pytest.raises(NotFound):
+        backend.dataset_lineage("cd" * 32)
+    with pytest.raises(ValueError, match="origin"):
+        backend.put_dataset(RECORD, origin={"bad": float("nan")})
+    with pytest.raises(ValueError, match="predictions"):
+        backend.put_dataset(RECORD, predictions=[("r1", -1)])
+    with pytest.raises(ValueError):
+        backend.list_datasets(prefix="not hex")

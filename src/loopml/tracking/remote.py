@@ -57,6 +57,7 @@ from ..errors import (
 from ..files import atomic_path
 from . import wire
 from ..store.artifacts import files_to_log, safe_relpath
+from ..store.datasets import check_origin, check_predictions
 from ..store.records import ArtifactInfo, Experiment, History, RunRecord
 from ..store.validation import check_key, check_status, check_text_value
 
@@ -419,10 +420,12 @@ class RemoteStore:
         origin: Mapping[str, Any] | None = None,
         predictions: Sequence[tuple[str, int]] | None = None,
     ) -> None:
+        check_origin(origin)  # the same errors as the database's, NaN included (JSON would send it as null)
+        links = check_predictions(predictions)
         body = {
             "dataset": dict(record),
             "origin": None if origin is None else dict(origin),
-            "predictions": None if predictions is None else [list(p) for p in predictions],
+            "predictions": None if predictions is None else [[p["request_id"], p["row"]] for p in links],
         }
         self.request_json("POST", "/datasets", body)
 
