@@ -14,6 +14,8 @@ predictions its rows came from (``(request_id, row)`` pairs), so that
 :func:`lineage` answers both ways: which runs and model versions used a
 dataset, and which predictions made it; :func:`datasets_of_request` the reverse.
 
+>>> from loopml.data.sources import stored
+>>> from loopml.tracking.api import backend_for
 >>> fp = store_dataset(parts.train, origin={"kind": "split", "of": "digits"})
 >>> stored(backend_for(None), fp).fingerprint == fp
 True
@@ -85,7 +87,7 @@ def store_dataset(
     ``predictions``: the ``(request_id, row)`` pairs of the logged predictions its
     rows came from. ``backend``: the store (default: the current tracking URI's).
 
-    >>> store_dataset(parts.train)
+    >>> store_dataset(parts.train, origin={"kind": "split", "of": "digits", "seed": 0})
     '701273ed113105829dae267939703c6b49303ef68aaf384f73ed6dc3c1fb7704'
     """
     from .lineage import dataset_record
@@ -155,8 +157,8 @@ def lineage(fingerprint: str, *, backend: "TrackingBackend | None" = None, limit
     its rows came from (their count, and at most ``limit`` request ids).
     ``fingerprint`` may be a unique prefix of 12+ hex digits.
 
-    >>> lineage(fp)["runs"][0]["role"]
-    'train'
+    >>> "train" in {r["role"] for r in lineage(parts.train.fingerprint[:12])["runs"]}
+    True
     """
     b = _backend(backend)
     return b.dataset_lineage(resolve_prefix(b, fingerprint), limit=limit)
@@ -165,7 +167,8 @@ def lineage(fingerprint: str, *, backend: "TrackingBackend | None" = None, limit
 def datasets_of_request(request_id: str, *, backend: "TrackingBackend | None" = None) -> list[dict[str, Any]]:
     """The datasets whose rows came from the logged request ``request_id``: ``[{"fingerprint", "name", "origin", "rows"}]``.
 
-    >>> [d["rows"] for d in datasets_of_request(request_id)]
+    >>> fp = store_dataset(parts.test.subset([0, 1]), predictions=[("3f2a9c", 0), ("77b1e0", 0)])
+    >>> [d["rows"] for d in datasets_of_request("3f2a9c")]
     [[0]]
     """
     return _backend(backend).datasets_of_request(request_id)
@@ -183,7 +186,7 @@ def export_dataset(
     regression target). ``fingerprint`` may be a unique prefix of 12+ hex digits. Each form reads
     back with :func:`loopml.data.read_file` (``target=`` for a table).
 
-    >>> export_dataset(fp, "train.npz")
+    >>> export_dataset(parts.train.fingerprint[:12], "train.npz")
     PosixPath('train.npz')
     """
     from ..files import atomic_path
