@@ -27,7 +27,7 @@ from .preprocess import Preprocessor
 from .profile import profile
 from .sources import read_file, resolve
 from .split import Split, split
-from .stored import datasets_of_request, lineage, store_dataset  # after .lineage: `lineage` is the function
+from .stored import datasets_of_request, lineage, store_dataset  # after .lineage: the function wins
 
 __all__ = [
     "CODES",

@@ -34,8 +34,8 @@ from .checks import CheckReport
 from .dataset import Dataset
 from .profile import profile
 from .reference import save_reference
+from .rows import store_rows
 from .sources import KEEP_ROWS_BYTES
-from .stored import store_rows
 
 if TYPE_CHECKING:
     from ..store.protocols import TrackingBackend

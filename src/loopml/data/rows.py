@@ -7,6 +7,10 @@ content always gives the same bytes: :func:`numpy.savez_compressed` stamps
 each member with the clock, which would make two writers of one dataset
 disagree on the file's sha256. ``numpy.load`` reads it as any ``.npz``.
 
+:func:`store_rows` hands such a file to the store (unless it keeps the rows
+already); :func:`load_stored` reads it back through any
+:class:`~loopml.store.protocols.TrackingBackend`, checked against the fingerprint.
+
 >>> ds = loopml.data.load("iris")
 >>> write_rows("rows.npz", ds)
 PosixPath('rows.npz')
@@ -18,25 +22,28 @@ PosixPath('rows.npz')
 from __future__ import annotations
 
 import os
+import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, IntegrityError, NotFound
 from ..files import atomic_path
+from .dataset import Dataset
 from .fingerprint import canonical_bytes, fingerprint_arrays
 
 if TYPE_CHECKING:
-    from .dataset import Dataset
+    from ..store.protocols import TrackingBackend
 
-__all__ = ["read_rows", "write_rows"]
+__all__ = ["load_stored", "read_rows", "rebuild", "store_rows", "write_rows"]
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: a fixed stamp, so the bytes depend on content only
 
 
-def write_rows(path: str | os.PathLike[str], ds: "Dataset") -> Path:
+def write_rows(path: str | os.PathLike[str], ds: Dataset) -> Path:
     """Write ``ds``'s ``x`` and ``y`` to ``path`` (whole or not at all); returns the path."""
     target = Path(path)
     with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
@@ -68,3 +75,41 @@ def read_rows(path: str | os.PathLike[str], fingerprint: str | None = None) -> t
         if got != fingerprint:
             raise DataError(f"The rows in {Path(path).name} have the fingerprint {got[:12]}..., not {fingerprint[:12]}...")
     return x, y
+
+
+def store_rows(backend: "TrackingBackend", ds: Dataset) -> dict[str, Any]:
+    """Keep ``ds``'s rows (its record must be stored); nothing is written when they already are."""
+    try:
+        record = backend.get_dataset(ds.fingerprint)
+    except NotFound:
+        record = {}
+    if record.get("stored_sha256"):
+        return {k: record[k] for k in ("stored_path", "stored_size", "stored_sha256")} | {"created": False}
+    with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
+        path = write_rows(Path(tmp) / f"{ds.fingerprint}.npz", ds)
+        return backend.put_dataset_rows(ds.fingerprint, path)
+
+
+def rebuild(record: Mapping[str, Any], x: Any, y: Any) -> Dataset:
+    """The Dataset of a stored record's rows (names, classes and categories from its schema)."""
+    schema = record.get("schema") or {}
+    return Dataset(
+        x, y, feature_names=schema.get("feature_names") if x.ndim == 2 else None,
+        class_names=schema.get("class_names"), task=schema.get("task"), name=record.get("name") or "dataset",
+        source=record.get("source") or "stored", categories=schema.get("categories"),
+    )
+
+
+def load_stored(backend: "TrackingBackend", record: Mapping[str, Any]) -> Dataset:
+    """The content-addressed rows of ``record``, checked (sha256 by the store, then the fingerprint)."""
+    fingerprint = str(record["fingerprint"])
+    with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
+        local = backend.download_dataset_rows(fingerprint, Path(tmp))
+        try:
+            x, y = read_rows(local, fingerprint)
+        except DataError as exc:  # the file is whole (its sha256 matched) but does not hold these rows
+            raise IntegrityError(f"The stored rows of dataset {fingerprint[:12]}... do not match its fingerprint: {exc}") from exc
+    ds = rebuild(record, x, y)
+    if ds.fingerprint != fingerprint:
+        raise IntegrityError(f"The stored rows of dataset {fingerprint[:12]}... no longer match its fingerprint")
+    return ds

@@ -53,6 +53,7 @@ from ..errors import (
 from ..tracking.api import backend_for
 from .dataset import Dataset, from_arrays, from_frame
 from .loaders import NAMES, load
+from .rows import load_stored, rebuild
 from .split import Split
 
 if TYPE_CHECKING:
@@ -210,8 +211,6 @@ def stored(backend: "TrackingBackend", fingerprint: str, *, run_ids: list[str] |
     >>> stored(backend_for(None), "701273ed113105829dae267939703c6b49303ef68aaf384f73ed6dc3c1fb7704")  # a logged train split
     <Dataset ...>
     """
-    from .stored import load_stored, rebuild
-
     if not isinstance(fingerprint, str) or not _FINGERPRINT.match(fingerprint):
         raise ArgumentError(f"Argument fingerprint should be 64 lowercase hex digits (a sha256), got {fingerprint!r}")
     try:

@@ -26,13 +26,21 @@ True
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ArgumentError, ArgumentTypeError, DataError, IntegrityError, NotFound
+from ..errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    NotFound,
+)
+from ..files import atomic_path
+from ..tracking.api import backend_for
 from .dataset import Dataset
+from .lineage import dataset_record
+from .rows import store_rows, write_rows
+from .sources import stored
 
 if TYPE_CHECKING:
     from ..store.protocols import TrackingBackend
@@ -42,10 +50,8 @@ __all__ = [
     "datasets_of_request",
     "export_dataset",
     "lineage",
-    "load_stored",
     "resolve_prefix",
     "store_dataset",
-    "store_rows",
 ]
 
 EXPORT_SUFFIXES = (".npz", ".csv", ".parquet")
@@ -54,24 +60,7 @@ MIN_PREFIX = 12  # hex digits of a fingerprint that name one dataset, as `loopml
 
 
 def _backend(backend: "TrackingBackend | None", tracking_uri: str | None = None) -> "TrackingBackend":
-    from ..tracking.api import backend_for
-
     return backend if backend is not None else backend_for(tracking_uri)
-
-
-def store_rows(backend: "TrackingBackend", ds: Dataset) -> dict[str, Any]:
-    """Keep ``ds``'s rows (its record must be stored); nothing is written when they already are."""
-    try:
-        record = backend.get_dataset(ds.fingerprint)
-    except NotFound:
-        record = {}
-    if record.get("stored_sha256"):
-        return {k: record[k] for k in ("stored_path", "stored_size", "stored_sha256")} | {"created": False}
-    from .rows import write_rows
-
-    with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
-        path = write_rows(Path(tmp) / f"{ds.fingerprint}.npz", ds)
-        return backend.put_dataset_rows(ds.fingerprint, path)
 
 
 def store_dataset(
@@ -90,41 +79,12 @@ def store_dataset(
     >>> store_dataset(parts.train, origin={"kind": "split", "of": "digits", "seed": 0})
     '701273ed113105829dae267939703c6b49303ef68aaf384f73ed6dc3c1fb7704'
     """
-    from .lineage import dataset_record
-
     if not isinstance(ds, Dataset):
         raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
     b = _backend(backend)
     b.put_dataset(dataset_record(ds), origin=origin, predictions=predictions)
     store_rows(b, ds)
     return ds.fingerprint
-
-
-def rebuild(record: Mapping[str, Any], x: Any, y: Any) -> Dataset:
-    """The Dataset of a stored record's rows (names, classes and categories from its schema)."""
-    schema = record.get("schema") or {}
-    return Dataset(
-        x, y, feature_names=schema.get("feature_names") if x.ndim == 2 else None,
-        class_names=schema.get("class_names"), task=schema.get("task"), name=record.get("name") or "dataset",
-        source=record.get("source") or "stored", categories=schema.get("categories"),
-    )
-
-
-def load_stored(backend: "TrackingBackend", record: Mapping[str, Any]) -> Dataset:
-    """The content-addressed rows of ``record``, checked (sha256 by the store, then the fingerprint)."""
-    from .rows import read_rows
-
-    fingerprint = str(record["fingerprint"])
-    with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
-        local = backend.download_dataset_rows(fingerprint, Path(tmp))
-        try:
-            x, y = read_rows(local, fingerprint)
-        except DataError as exc:  # the file is whole (its sha256 matched) but does not hold these rows
-            raise IntegrityError(f"The stored rows of dataset {fingerprint[:12]}... do not match its fingerprint: {exc}") from exc
-    ds = rebuild(record, x, y)
-    if ds.fingerprint != fingerprint:
-        raise IntegrityError(f"The stored rows of dataset {fingerprint[:12]}... no longer match its fingerprint")
-    return ds
 
 
 def resolve_prefix(backend: "TrackingBackend", fp_or_prefix: str) -> str:
@@ -189,9 +149,6 @@ def export_dataset(
     >>> export_dataset(parts.train.fingerprint[:12], "train.npz")
     PosixPath('train.npz')
     """
-    from ..files import atomic_path
-    from .sources import stored
-
     path = Path(out)
     suffix = path.suffix.lower()
     if suffix not in EXPORT_SUFFIXES:
@@ -199,8 +156,6 @@ def export_dataset(
     b = _backend(backend)
     ds = stored(b, resolve_prefix(b, fingerprint))
     if suffix == ".npz":
-        from .rows import write_rows
-
         return write_rows(path, ds)
     if ds.x.ndim != 2:
         raise ArgumentError(f"Argument out should be an .npz for images ({tuple(ds.x.shape)}); a table (.csv, .parquet) holds 2-D rows only")

@@ -26,11 +26,18 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import ArgumentError, ArtifactPathError, IntegrityError, LoopMLError, NotFound, StoreError
+from ..errors import (
+    ArgumentError,
+    ArtifactPathError,
+    IntegrityError,
+    LoopMLError,
+    NotFound,
+    StoreError,
+)
 from ..files import atomic_path
 from . import datasets as d
 from . import schema as s
-from .artifacts import ArtifactRoot, safe_relpath
+from .artifacts import ArtifactRoot, safe_relpath, sha256_file
 from .engine import open_engine
 from .points import decode_history, encode_blocks
 from .protocols import MetricPoint
@@ -599,8 +606,6 @@ class TrackingStore:
         """
         import shutil
 
-        from .artifacts import sha256_file
-
         rel, target = self._rows_file(fingerprint)
         src = Path(local_path)
         if not src.is_file():
@@ -631,8 +636,6 @@ class TrackingStore:
         :class:`~loopml.errors.NotFound` when the record keeps no rows,
         :class:`~loopml.errors.IntegrityError` when the file is gone or altered.
         """
-        from .artifacts import sha256_file
-
         record = self.get_dataset(fingerprint)
         if record.get("stored_path") is None:
             raise NotFound(
