@@ -165,7 +165,8 @@ def export_dataset(
 
     frame = pd.DataFrame(ds.x.numpy(), columns=ds.feature_names)
     y = ds.y.numpy()
-    frame[target] = [ds.class_names[i] for i in y] if ds.task == "classification" else y
+    names = ds.class_names
+    frame[target] = [names[i] for i in y] if names is not None else y  # classes by name; a regression's targets
     if suffix == ".parquet":
         try:
             import pyarrow  # noqa: F401  # pandas writes parquet through pyarrow
