@@ -175,3 +175,30 @@ def test_an_ambiguous_prefix_is_refused(store: Any) -> None:
     assert resolve_prefix(store, prefix + "1") == prefix + "1" * 52  # unique
     with pytest.raises(NotFound):
         resolve_prefix(store, "0" * 12)
+
+
+def test_rows_routes_need_the_token_a_known_host_and_a_fingerprint(live_server: Any, iris: Dataset, tmp_path: Path) -> None:
+    import httpx
+
+    from loopml.data.rows import write_rows
+    from loopml.server import create_app
+    from loopml.store import TrackingStore
+    from loopml.tracking.remote import RemoteStore
+
+    sqlite_store = TrackingStore(f"sqlite:///{tmp_path / 'loopml.db'}", artifact_root=tmp_path / "artifacts")
+    srv = live_server(create_app(sqlite_store, auth_token="s3cret"))
+    fp = data.store_dataset(iris, backend=sqlite_store)
+    body = write_rows(tmp_path / "rows.npz", iris).read_bytes()
+    url = f"{srv.url}/api/v1/datasets/{fp}/rows"
+    octet = {"Content-Type": "application/octet-stream"}
+    assert httpx.get(url).status_code == 401
+    assert httpx.put(url, content=body, headers=octet).status_code == 401
+    token = {"Authorization": "Bearer s3cret"}
+    assert httpx.get(url, headers={**token, "Host": "evil.example"}).status_code == 400  # DNS rebinding
+    bad = httpx.get(f"{srv.url}/api/v1/datasets/{'..%2F' * 3}etc/rows", headers=token)
+    assert bad.status_code in (400, 404) and bad.json()["error"]["code"] in ("bad_request", "not_found")
+    assert httpx.put(url, content=body, headers={**token, "Content-Type": "application/json"}).status_code == 415
+    with RemoteStore(srv.url, token="s3cret") as remote:
+        assert stored(remote, fp).fingerprint == fp
+        assert remote.put_dataset_rows(fp, tmp_path / "rows.npz")["created"] is False  # stored once
+    sqlite_store.close()
