@@ -82,7 +82,11 @@ def store_dataset(
     if not isinstance(ds, Dataset):
         raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
     b = _backend(backend)
-    b.put_dataset(dataset_record(ds), origin=origin, predictions=predictions)
+    try:  # known content: its record stands (profiling large data again would take seconds)
+        record = b.get_dataset(ds.fingerprint)
+    except NotFound:
+        record = dataset_record(ds)
+    b.put_dataset(record, origin=origin, predictions=predictions)
     store_rows(b, ds)
     return ds.fingerprint
 
