@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, LoopMLError, NotFound, warn_user
+from ..store.loopevents import LoopEvents
 from ..store.registry import (
     MANIFEST,
     AliasEvent,
@@ -73,6 +74,7 @@ __all__ = [
     "list_versions",
     "load_model",
     "register",
+    "rollback",
     "set_alias",
 ]
 
@@ -184,6 +186,8 @@ def register(
     ood: None = None,
     tracking_uri: str | None = None,
     feature_names: Sequence[str] | None = None,
+    lineage: Mapping[str, Any] | None = None,
+    parent_version: int | None = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name``; returns the new :class:`ModelVersion`.
 
@@ -217,6 +221,9 @@ def register(
     class names of ``train_data`` or of the run's logged train dataset, when it is
     a classification set with one class per output column); a version with class
     names is measured (accuracy) and served (probabilities) as a classifier.
+    ``lineage``: more lineage to keep beside the run id and datasets (a retrained
+    version's cause and label set, :mod:`loopml.loop.retrain`); ``parent_version``:
+    the version of ``name`` it was derived from.
 
     >>> v = loopml.register(model, "digits-cnn", input_example=x[:8], class_names=list("0123456789"))
     >>> v.ref
@@ -298,7 +305,8 @@ def register(
                 "profile": reference,
                 "tags": {str(k): str(v) for k, v in (tags or {}).items()},
                 "description": description,
-                "lineage": _data_lineage(backend, run.id),
+                "lineage": {**_data_lineage(backend, run.id), **dict(lineage or {})},
+                "parent_version": parent_version,
             }
             (folder / MANIFEST).write_text(json.dumps(manifest, allow_nan=False), encoding="utf-8")
             run.log_artifact(folder, f"models/{name}")
@@ -546,6 +554,38 @@ def delete_alias(name: str, alias: str, *, tracking_uri: str | None = None) -> A
 
 def alias_history(name: str, alias: str | None = None, *, tracking_uri: str | None = None) -> list[AliasEvent]:
     return registry_for(tracking_uri).alias_history(name, alias)
+
+
+def rollback(name: str, alias: str, *, cause: Mapping[str, Any] | None = None,
+             tracking_uri: str | None = None) -> AliasEvent:
+    """Move ``alias`` back to the version it pointed at before its latest move; recorded in the alias history.
+
+    A second rollback undoes the first (it is a move like any other). In a store (not over
+    HTTP) a ``rollback`` loop event keeps ``cause`` (default: the command).
+
+    >>> rollback("digits", "production").to_version      # production was moved 1 -> 2
+    1
+    """
+    return rollback_alias(registry_for(tracking_uri), name, alias, cause=cause)
+
+
+def rollback_alias(registry: "Registry", name: str, alias: str, *, by: str | None = None,
+                   cause: Mapping[str, Any] | None = None) -> AliasEvent:
+    """:func:`rollback` on a given registry."""
+    current = registry.resolve(f"{check_model_name(name)}@{alias}").version  # NotFound names how to set it
+    moves = [e for e in registry.alias_history(name, alias) if e.to_version == current]
+    previous = moves[-1].from_version if moves else None
+    if previous is None:
+        raise NotFound(
+            f"{name}@{alias} has no previous version to roll back to: its history has no move to version {current} "
+            f"from another one. Point it at a version yourself: loopml models alias {name} {alias} VERSION"
+        )
+    event = registry.set_alias(name, alias, previous, by=by if by is not None else current_user())
+    if isinstance(registry, RegistryStore):
+        LoopEvents(registry.store).record(f"{name}@{alias}", name, previous, "rollback", "done",
+                                          cause=dict(cause or {"command": "rollback"}),
+                                          details={"from": current, "to": previous, "by": event.by})
+    return event
 
 
 def delete_version(ref: "str | ModelVersion", *, tracking_uri: str | None = None) -> None:
