@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch  # noqa: E402
 from scipy.stats import binomtest
 
-import torch  # noqa: E402
 from loopml import data  # noqa: E402
 from loopml.errors import ArgumentError, Conflict, DataError, NotFound, StoreError  # noqa: E402
 from loopml.loop.compare import compare, comparison_of, mcnemar  # noqa: E402
@@ -29,6 +28,7 @@ from loopml.loop.retrain import retrain  # noqa: E402
 from loopml.loop.shadow import shadow  # noqa: E402
 from loopml.models.nets import MLP  # noqa: E402
 from loopml.models.registry import alias_history, get_version, register, set_alias  # noqa: E402
+from loopml.monitor.versions import fit_ood  # noqa: E402
 from loopml.store.loopevents import LoopEvents  # noqa: E402
 from loopml.store.predictions import PredictionLog  # noqa: E402
 from loopml.tracking import api  # noqa: E402
@@ -71,7 +71,9 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
     with api.start_run(experiment="blobs", tracking_uri=uri) as run:
         Trainer(model, metrics=["accuracy"], seed=0).fit(parts.train, val=parts.val, epochs=8, batch_size=32)
         data.log_dataset(run, parts.test, role="test")
-        register(model.eval(), NAME, input_example=parts.train.x[:8], formats=("torch",), run=run)
+        v = register(model.eval(), NAME, input_example=parts.train.x[:8], formats=("torch",), run=run)
+    fit_ood(v.ref, model=model, train=parts.train, val=parts.val, detectors=("mahalanobis",), target_false_abstain=0.05,
+            tracking_uri=uri)
     set_alias(NAME, "production", 1, tracking_uri=uri)
     try:
         yield Store(uri, tmp / "artifacts", parts)
@@ -100,6 +102,9 @@ def test_retrain_registers_a_child_with_its_lineage(store: Store, challenger: tu
     assert report.labels == 150 and report.recent == 45 and report.replay == len(store.parts.train)
     assert version.signature == get_version(f"{NAME}/1", tracking_uri=store.uri).signature
     assert "drift_reference" in version.files, "the drift reference is fitted again on the new training set"
+    gate = version.files["ood_gate"].details
+    assert report.ood_gate and gate["detectors"] == ["mahalanobis"] and gate["requested_false_abstain"] == 0.05
+    assert gate["train_fingerprint"] == version.lineage["datasets"]["train"], "fitted on the challenger's training set"
     events = LoopEvents(api.backend_for(store.uri)).events(f"{NAME}@production", step="retrain")
     assert events[-1]["status"] == "done" and events[-1]["cause"] == {"alert": 7} and events[-1]["version"] == 2
 
@@ -261,5 +266,3 @@ def api_versions(store: Store) -> list:
 
     return list_versions(NAME, tracking_uri=store.uri)
 
-
-_ = shutil

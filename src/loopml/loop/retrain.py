@@ -136,8 +136,11 @@ def _replay_rows(registry: "RegistryStore", champion: ModelVersion, replay: floa
     from ..data.split import Split
     from ..models.evaldata import version_data
 
-    if replay == 0 and replay_data is None:
-        return None, None
+    if replay == 0 and replay_data is None:  # no replay; still validate on the champion's stored val rows if kept
+        try:
+            return None, version_data(registry, champion).val
+        except DataError:
+            return None, None
     fix = ("pass its training data as replay_data= (--replay-data FILE) in any form loopml.data.resolve takes, "
            "or replay=0 (--replay 0) to train on the labels alone")
     if replay_data is not None:
@@ -304,10 +307,12 @@ def retrain(
             model.eval()
             gate = None
             if refit_ood and gate_spec is not None:
-                from ..monitor.ood import fit_gate
+                from ..monitor.ood import DETECTORS, fit_gate
 
-                rate = gate_spec.details.get("target_false_abstain", 0.01)
-                gate = fit_gate(model, train=train, val=val, target_false_abstain=float(rate))
+                kept = gate_spec.details  # the champion's detectors and the rate asked for, again
+                rate = kept.get("requested_false_abstain") or kept.get("target_false_abstain") or 0.01
+                detectors = tuple(kept.get("detectors") or ()) or DETECTORS
+                gate = fit_gate(model, train=train, val=val, detectors=detectors, target_false_abstain=float(rate))
             report = RetrainReport(
                 champion=champion.ref, challenger="", run_id=run.id, labels=len(labels_ds), labels_fingerprint=labels_fp,
                 recent=0 if recent is None else len(recent),
