@@ -16,6 +16,7 @@ from . import config
 from .access import read_token_file
 from .cli_common import StoreOpt, console, fail, fmt_time, friendly
 from .cli_data import data_app
+from .cli_loop import add_loop_commands
 from .cli_models import models_app, quantize_command
 from .cli_monitor import monitor_app
 
@@ -251,7 +252,9 @@ def serve_command(
     Example: loopml serve digits@production --port 8080   (then POST /v1/models/digits/predict)
     Example: loopml serve digits@production --monitor --monitor-every 5m   (drift, accuracy and alerts every 5 minutes)
     """
-    from .serve import serve  # the model server's stack (uvloop, httptools, NumPy) only when serving
+    from .serve import (
+        serve,  # the model server's stack (uvloop, httptools, NumPy) only when serving
+    )
 
     token = read_token_file(auth_token_file) if auth_token_file else config.settings().server_token
     serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
@@ -268,6 +271,7 @@ def _add_registry_commands() -> None:
 
     app.add_typer(monitor_app, name="monitor")
     app.add_typer(data_app, name="data")
+    add_loop_commands(app)  # retrain, compare, shadow
 
 
 _add_registry_commands()

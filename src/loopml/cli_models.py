@@ -165,6 +165,27 @@ def models_alias(
     typer.echo(f"{name}@{alias} moved {moved}to {event.to_version}")
 
 
+@models_app.command("rollback")
+@friendly
+def models_rollback(
+    target: str = typer.Argument(..., help="NAME@ALIAS, e.g. digits@production."),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Move an alias back to the version it pointed at before its latest move (recorded in its history).
+
+    A second rollback undoes the first. `loopml serve` following the alias swaps back.
+
+    Example: loopml models rollback digits@production
+    """
+    from .models.registry import rollback
+
+    name, sep, alias = target.partition("@")
+    if not sep or not name or not alias:
+        raise ArgumentError(f"Argument target should be NAME@ALIAS, e.g. digits@production; got {target!r}")
+    event = rollback(name, alias, cause={"command": f"loopml models rollback {target}"}, tracking_uri=store)
+    typer.echo(f"{name}@{alias} rolled back from {event.from_version} to {event.to_version}")
+
+
 @models_app.command("export")
 @friendly
 def models_export(

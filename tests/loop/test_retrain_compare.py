@@ -266,3 +266,36 @@ def api_versions(store: Store) -> list:
 
     return list_versions(NAME, tracking_uri=store.uri)
 
+
+
+def test_the_commands(store: Store, labels: data.Dataset, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from loopml.cli import app
+
+    run = CliRunner()
+    np.savez(tmp_path / "labels.npz", x=labels.x.numpy(), y=labels.y.numpy())
+    np.savez(tmp_path / "few.npz", x=labels.x.numpy()[:5], y=labels.y.numpy()[:5])
+    wide = {"COLUMNS": "250"}
+    out = run.invoke(app, ["retrain", f"{NAME}@production", "--labels", str(tmp_path / "labels.npz"), "--epochs", "15",
+                           "--promote-if-better", "--store", store.uri], env=wide)
+    assert out.exit_code == 0, out.output
+    new = max(v.version for v in api_versions(store))
+    assert f"{NAME}/{new} registered, retrained from {NAME}/1 on 150 labels (45 held out)" in out.output
+    assert "decision: promote" in out.output and f"{NAME}@production moved from 1 to {new}" in out.output
+    lineage = get_version(f"{NAME}/{new}", tracking_uri=store.uri).lineage
+    assert lineage["cause"]["command"].startswith("loopml retrain blobs@production --labels")
+
+    out = run.invoke(app, ["compare", f"{NAME}/1", f"{NAME}/{new}", "--json", "--store", store.uri])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["decision"] == "promote"
+    out = run.invoke(app, ["shadow", f"{NAME}/1", f"{NAME}/2", "--store", store.uri], env=wide)
+    assert out.exit_code == 0 and "agreement" in out.output and "disagreements (first 10)" in out.output, out.output
+
+    out = run.invoke(app, ["models", "rollback", f"{NAME}@production", "--store", store.uri])
+    assert out.exit_code == 0 and f"{NAME}@production rolled back from {new} to 1" in out.output, out.output
+
+    out = run.invoke(app, ["retrain", f"{NAME}@production", "--labels", str(tmp_path / "few.npz"), "--store", store.uri])
+    assert out.exit_code == 2 and "error: Argument labels should hold at least 20 rows" in out.output, out.output
+    out = run.invoke(app, ["models", "rollback", f"{NAME}@nosuch", "--store", store.uri])
+    assert out.exit_code == 2 and "error: Model 'blobs' has no alias 'nosuch'" in out.output, out.output

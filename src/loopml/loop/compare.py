@@ -273,11 +273,10 @@ def compare(
     ``min_gain`` in accuracy (default: the labels its retrain held out). Both are
     one-sided exact McNemar tests at level ``alpha`` (see the module docstring). Signatures
     that differ are refused (:class:`~loopml.errors.Conflict`). A ``compare`` loop event
-    records it.
+    records it. Example::
 
-    >>> c = compare("churn@production", "churn/2")
-    >>> c.decision, round(c.recent.p_value, 4)
-    ('promote', 0.0001)
+        c = compare("churn@production", "churn/2")
+        c.decision, c.recent.p_value                  # ('promote', 6.1e-05)
     """
     import time
 

@@ -47,10 +47,9 @@ def promote(
     ``comparison``: a :class:`~loopml.loop.compare.Comparison`, or a challenger whose
     stored comparison is read (:func:`~loopml.loop.compare.comparison_of`). Refused
     (:class:`~loopml.errors.Conflict`) when the decision is ``keep`` (the reasons are
-    named), or when ``alias`` no longer points at the comparison's champion.
+    named), or when ``alias`` no longer points at the comparison's champion. Example::
 
-    >>> promote("churn/2").to_version
-    2
+        promote("churn/2").to_version                 # 2
     """
     check_alias(alias)
     if isinstance(comparison, (str, ModelVersion)):
@@ -89,10 +88,9 @@ def promote(
 
 def rollback(name: str, alias: str = "production", *, cause: Mapping[str, Any] | None = None,
              tracking_uri: str | None = None) -> AliasEvent:
-    """Move ``name@alias`` back to its previous version (:func:`loopml.models.registry.rollback`).
+    """Move ``name@alias`` back to its previous version (:func:`loopml.models.registry.rollback`). Example::
 
-    >>> rollback("churn", "production").to_version
-    1
+        rollback("churn", "production").to_version    # 1
     """
     if not isinstance(name, str) or "@" in name or "/" in name:
         raise ArgumentError(f"Argument name should be a model name such as 'digits' (the alias apart); got {name!r}")

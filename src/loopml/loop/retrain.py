@@ -246,11 +246,10 @@ def retrain(
     ``register=False`` trains and measures without registering: ``(None, report)``. ``callbacks``: more Trainer callbacks;
     ``progress``: show the Trainer's progress bar.
 
-    Returns ``(challenger, report)``; a ``retrain`` loop event records it (or its failure).
+    Returns ``(challenger, report)``; a ``retrain`` loop event records it (or its failure). Example::
 
-    >>> challenger, report = retrain("churn@production", labels, epochs=5, cause={"alert": 3})
-    >>> challenger.parent_version, report.labels
-    (1, 120)
+        challenger, report = retrain("churn@production", labels, epochs=5, cause={"alert": 3})
+        challenger.parent_version, report.labels      # (1, 120)
     """
     import torch
 

@@ -91,11 +91,10 @@ def shadow(
 
     Requests whose inputs were not kept are counted, not scored. Signatures that differ
     are refused (:class:`~loopml.errors.Conflict`); a champion with no logged inputs in the
-    window is a :class:`~loopml.errors.DataError`. A ``shadow`` loop event records it.
+    window is a :class:`~loopml.errors.DataError`. A ``shadow`` loop event records it. Example::
 
-    >>> report = shadow("churn@production", "churn/2", last=500)
-    >>> round(report.agreement, 2)
-    0.97
+        report = shadow("churn@production", "churn/2", last=500)
+        report.agreement, len(report.disagreements)   # (0.97, 15)
     """
     if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
         raise ArgumentError(f"Argument last should be a number of requests >= 1, got {last!r}")

@@ -561,10 +561,9 @@ def rollback(name: str, alias: str, *, cause: Mapping[str, Any] | None = None,
     """Move ``alias`` back to the version it pointed at before its latest move; recorded in the alias history.
 
     A second rollback undoes the first (it is a move like any other). In a store (not over
-    HTTP) a ``rollback`` loop event keeps ``cause`` (default: the command).
+    HTTP) a ``rollback`` loop event keeps ``cause`` (default: the command). Example::
 
-    >>> rollback("digits", "production").to_version      # production was moved 1 -> 2
-    1
+        rollback("digits", "production").to_version   # 1, when production was moved 1 -> 2
     """
     return rollback_alias(registry_for(tracking_uri), name, alias, cause=cause)
 

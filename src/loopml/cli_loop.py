@@ -1,0 +1,197 @@
+"""``loopml retrain``, ``loopml compare`` and ``loopml shadow``: the loop's commands (see :mod:`loopml.loop`)."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Optional
+
+import typer
+
+from .cli_common import StoreOpt, console, friendly
+
+if TYPE_CHECKING:
+    from .loop.compare import Comparison
+
+__all__ = ["add_loop_commands", "compare_command", "retrain_command", "shadow_command"]
+
+
+def _cause(*words: Any) -> dict[str, Any]:
+    """The command as the loop events and the lineage keep it (its arguments, not the process's argv)."""
+    return {"command": " ".join(["loopml", *(str(w) for w in words if w is not None)])[:400]}
+
+
+def _interval(acc: float, ci: Any) -> str:
+    return f"{acc:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def show_comparison(c: "Comparison") -> None:
+    """The comparison as a table (both sets), the decision and its reasons."""
+    from rich.table import Table
+
+    con = console()
+    t = Table("set", "rows", f"{c.champion} (95% CI)", f"{c.challenger} (95% CI)", "right only: champion",
+              "right only: challenger", "one-sided p", "asked", "passed",
+              title=f"{c.challenger} against {c.champion}: exact McNemar, alpha {c.alpha}, minimum gain {c.min_gain}")
+    for r in (c.test, c.recent):
+        if r is None:
+            continue
+        asked = "not worse" if r.set == "test" else "better"
+        t.add_row(r.set, str(r.rows), _interval(r.champion_accuracy, r.champion_interval),
+                  _interval(r.challenger_accuracy, r.challenger_interval), str(r.champion_only), str(r.challenger_only),
+                  f"{r.p_value:.3g}", asked, "yes" if r.passed else "no")
+    con.print(t)
+    style = "green" if c.promote else "yellow"
+    con.print(f"decision: [bold {style}]{c.decision}[/bold {style}]")
+    for reason in c.reasons:
+        con.print(f"  - {reason}", markup=False)
+
+
+def retrain_command(
+    ref: str = typer.Argument(..., help="The champion: NAME@ALIAS or NAME/VERSION."),
+    labels: Optional[str] = typer.Option(None, "--labels", help="The labeled rows: a .npz file (x, y), a .csv/.parquet "
+                                         "file with --target, or a stored dataset's fingerprint."),
+    target: Optional[str] = typer.Option(None, "--target", help="The label column of a .csv/.parquet --labels file."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Train the same class from fresh weights."),
+    epochs: int = typer.Option(10, "--epochs", help="Epochs over labels + replay."),
+    lr: float = typer.Option(1e-3, "--lr", help="Adam's learning rate."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    replay: float = typer.Option(1.0, "--replay", help="Fraction of the champion's stored training rows mixed in (0: none)."),
+    replay_data: Optional[str] = typer.Option(None, "--replay-data", help="The champion's training data, when its run "
+                                              "did not store the rows."),
+    holdout: float = typer.Option(0.3, "--holdout", help="Fraction of the labels kept out of training: the recent "
+                                  "rows the challenger must be better on."),
+    min_labels: int = typer.Option(20, "--min-labels", help="Refuse fewer labels than this."),
+    seed: int = typer.Option(0, "--seed"),
+    promote_if_better: bool = typer.Option(False, "--promote-if-better", help="Compare, and move --alias to the "
+                                           "challenger when the comparison says promote."),
+    alias: str = typer.Option("production", "--alias", help="The alias --promote-if-better moves."),
+    recent: Optional[str] = typer.Option(None, "--recent", help="Audit-labeled recent rows for the comparison "
+                                         "(default: the held-out labels)."),
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (no progress bar)."),
+) -> None:
+    """Retrain a version on new labels plus a replay of its stored training data; register the challenger.
+
+    Fine-tunes the champion's weights (or, with --from-scratch, the same class from fresh
+    weights), refits its OOD gate and drift reference, and registers the challenger under
+    the same name with its lineage (parent, labels, replay, this command). With
+    --promote-if-better it is compared with the champion (loopml compare) and promoted
+    when it is not worse on the test split and better on the recent rows.
+
+    Example: loopml retrain digits@production --labels labels.npz
+
+    Example: loopml retrain digits@production --labels labels.npz --epochs 5 --promote-if-better
+    """
+    from .data.sources import resolve
+    from .loop.compare import compare
+    from .loop.promote import promote
+    from .loop.retrain import retrain
+    from .tracking.api import backend_for
+
+    data = resolve(labels, target=target, backend=backend_for(store)) if labels is not None else None
+    cause = _cause("retrain", ref, "--labels", labels, "--from-scratch" if from_scratch else None,
+                   "--promote-if-better" if promote_if_better else None)
+    challenger, report = retrain(
+        ref, data, replay=replay, replay_data=replay_data, holdout=holdout, from_scratch=from_scratch, epochs=epochs,
+        lr=lr, batch_size=batch_size, seed=seed, min_labels=min_labels, cause=cause, progress=not as_json,
+        tracking_uri=store,
+    )
+    assert challenger is not None  # registered
+    out: dict[str, Any] = {"challenger": challenger.ref, "report": report.to_dict()}
+    if not as_json:
+        con = console()
+        con.print(f"[bold]{challenger.ref}[/bold] registered, retrained from {report.champion} on {report.labels} labels "
+                  f"({report.recent} held out) + {report.replay} replayed rows; val accuracy "
+                  f"{'-' if report.val_accuracy is None else format(report.val_accuracy, '.4f')}; run {report.run_id}")
+    if promote_if_better:
+        comparison = compare(report.champion, challenger, recent=recent, cause=cause, tracking_uri=store)
+        out["comparison"] = comparison.to_dict()
+        if not as_json:
+            show_comparison(comparison)
+        if comparison.promote:
+            event = promote(comparison, alias, cause=cause, tracking_uri=store)
+            out["promoted"] = event.to_dict()
+            if not as_json:
+                console().print(f"{challenger.name}@{alias} moved from {event.from_version} to {event.to_version}")
+        elif not as_json:
+            console().print(f"{challenger.name}@{alias} left where it was")
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+
+
+def compare_command(
+    champion: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION."),
+    challenger: str = typer.Argument(..., help="NAME/VERSION."),
+    test: Optional[str] = typer.Option(None, "--test", help="Rows it must not be worse on (default: the champion's "
+                                       "stored test split): a .npz file or a fingerprint."),
+    recent: Optional[str] = typer.Option(None, "--recent", help="Audit-labeled recent rows it must be better on "
+                                         "(default: the labels its retrain held out)."),
+    alpha: float = typer.Option(0.01, "--alpha", help="Level of both one-sided tests."),
+    min_gain: float = typer.Option(0.02, "--min-gain", help="Smallest accuracy gain on the recent rows that counts."),
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Champion against challenger on the same rows: exact one-sided McNemar tests, the decision and why.
+
+    The challenger must not be worse on the champion's test split and must be better on
+    the recent audit-labeled rows. The result is stored with the challenger
+    (loopml models show) and `loopml retrain --promote-if-better` acts on it.
+
+    Example: loopml compare digits@production digits/4
+
+    Example: loopml compare digits@production digits/4 --recent audit.npz --json
+    """
+    from .loop.compare import compare
+
+    result = compare(champion, challenger, test=test, recent=recent, alpha=alpha, min_gain=min_gain,
+                     cause=_cause("compare", champion, challenger),
+                     tracking_uri=store)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    show_comparison(result)
+
+
+def shadow_command(
+    champion: str = typer.Argument(..., help="NAME@ALIAS or NAME/VERSION whose logged traffic is scored."),
+    challenger: str = typer.Argument(..., help="NAME/VERSION to score it with (not served)."),
+    since: Optional[str] = typer.Option(None, "--since", help="The requests of the last 30m, 1h, 7d, ..."),
+    last: Optional[int] = typer.Option(None, "--last", help="The newest N requests."),
+    show: int = typer.Option(10, "--show", help="Disagreements to list."),
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (every disagreement)."),
+) -> None:
+    """Score a challenger on the champion's logged inputs without serving it; agreement and disagreements.
+
+    Example: loopml shadow digits@production digits/4 --since 1h
+    """
+    from rich.table import Table
+
+    from .loop.shadow import shadow
+
+    report = shadow(champion, challenger, since=since, last=last, cause=_cause("shadow", champion, challenger),
+                    tracking_uri=store)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+        return
+    con = console()
+    agreement = "-" if report.agreement is None else f"{report.agreement:.3f}"
+    con.print(f"{report.challenger} on {report.champion}'s traffic: {report.requests} requests, {report.rows} rows "
+              f"answered, agreement [bold]{agreement}[/bold] ({len(report.disagreements)} disagreements; "
+              f"{report.abstained} abstained rows and {report.without_inputs} requests without kept inputs left out)")
+    t = Table("champion's answer", "rows", "disagree", "rate", title="per class")
+    for cls, entry in report.per_class.items():
+        t.add_row(cls, str(entry["rows"]), str(entry["disagree"]), f"{entry['rate']:.3f}")
+    con.print(t)
+    if report.disagreements and show > 0:
+        d = Table("request id", "row", "champion", "challenger", title=f"disagreements (first {show})")
+        for x in report.disagreements[:show]:
+            d.add_row(x.request_id, str(x.row), x.champion, x.challenger)
+        con.print(d)
+
+
+def add_loop_commands(app: typer.Typer) -> None:
+    """Register ``retrain``, ``compare`` and ``shadow`` on the top-level app."""
+    app.command("retrain")(friendly(retrain_command))
+    app.command("compare")(friendly(compare_command))
+    app.command("shadow")(friendly(shadow_command))
