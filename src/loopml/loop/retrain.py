@@ -36,6 +36,7 @@ from ..errors import (
     LoopMLError,
     StoreError,
 )
+from ..models.evaldata import version_data
 from ..models.registry import (
     current_user,
     load_version,
@@ -45,9 +46,13 @@ from ..models.registry import (
     version_example,
 )
 from ..models.registry import register as register_model
+from ..models.runtime import import_class
 from ..models.signature import Signature
+from ..monitor.ood import DETECTORS, fit_gate
+from ..monitor.versions import store_version_gate
 from ..store.loopevents import LoopEvents
 from ..store.registry import ModelVersion
+from ..tracking import api
 
 if TYPE_CHECKING:
     import torch
@@ -134,7 +139,6 @@ def _replay_rows(registry: "RegistryStore", champion: ModelVersion, replay: floa
     """(a seeded sample of the champion's training rows, its validation rows), from its lineage or ``replay_data``."""
     from ..data.sources import resolve
     from ..data.split import Split
-    from ..models.evaldata import version_data
 
     if replay == 0 and replay_data is None:  # no replay; still validate on the champion's stored val rows if kept
         try:
@@ -162,7 +166,6 @@ def _replay_rows(registry: "RegistryStore", champion: ModelVersion, replay: floa
 def _rebuild(registry: "RegistryStore", champion: ModelVersion, from_scratch: bool) -> "torch.nn.Module":
     import torch
 
-    from ..models.runtime import import_class
 
     fix = (f"register {champion.ref} with the 'torch' format (its class importable, e.g. loopml.models.nets.MLP or a "
            "class decorated with @loopml.models.keep_init_args), then retrain it")
@@ -254,7 +257,6 @@ def retrain(
     import torch
 
     from ..data.lineage import log_dataset
-    from ..tracking import api
     from ..train.progress import ProgressBar
     from ..train.trainer import Trainer
 
@@ -306,7 +308,6 @@ def retrain(
             model.eval()
             gate = None
             if refit_ood and gate_spec is not None:
-                from ..monitor.ood import DETECTORS, fit_gate
 
                 kept = gate_spec.details  # the champion's detectors and the rate asked for, again
                 rate = kept.get("requested_false_abstain") or kept.get("target_false_abstain") or 0.01
@@ -353,7 +354,6 @@ class _GateNotStored(StoreError):
 
 def _store_gate(registry: "RegistryStore", challenger: ModelVersion, gate: Any, train: Any) -> None:
     """Store the gate with the new version; on failure delete the version again, so no half-registered one stays."""
-    from ..monitor.versions import store_version_gate
 
     try:
         store_version_gate(registry, challenger, gate, train)
