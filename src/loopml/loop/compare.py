@@ -40,12 +40,11 @@ from ..errors import ArgumentError, Conflict, DataError, LoopMLError, NotFound
 from ..models.registry import (
     current_user,
     load_version,
-    local_registry,
     registry_for,
     resolve_version,
 )
 from ..store.loopevents import LoopEvents
-from ..store.registry import ModelVersion
+from ..store.registry import ModelVersion, local_registry
 
 if TYPE_CHECKING:
     from ..data.dataset import Dataset

@@ -22,13 +22,12 @@ from typing import Any
 from ..errors import ArgumentError, ArgumentTypeError, Conflict, NotFound
 from ..models.registry import (
     current_user,
-    local_registry,
     registry_for,
     resolve_version,
     rollback_alias,
 )
 from ..store.loopevents import LoopEvents
-from ..store.registry import AliasEvent, ModelVersion, check_alias
+from ..store.registry import AliasEvent, ModelVersion, check_alias, local_registry
 from .compare import Comparison, comparison_of
 
 __all__ = ["promote", "rollback"]

@@ -40,7 +40,6 @@ from ..models.evaldata import version_data
 from ..models.registry import (
     current_user,
     load_version,
-    local_registry,
     registry_for,
     resolve_version,
     version_example,
@@ -51,7 +50,7 @@ from ..models.signature import Signature
 from ..monitor.ood import DETECTORS, fit_gate
 from ..monitor.versions import store_version_gate
 from ..store.loopevents import LoopEvents
-from ..store.registry import ModelVersion
+from ..store.registry import ModelVersion, local_registry
 from ..tracking import api
 
 if TYPE_CHECKING:

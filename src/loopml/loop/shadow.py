@@ -22,13 +22,13 @@ import orjson
 from ..errors import ArgumentError, DataError
 from ..models.registry import (
     current_user,
-    local_registry,
     registry_for,
     resolve_version,
 )
 from ..monitor.windows import parse_duration
 from ..store.loopevents import LoopEvents
 from ..store.predictions import PredictionLog, inputs_array
+from ..store.registry import local_registry
 from .compare import check_signatures, scoring_model
 
 __all__ = ["Disagreement", "ShadowReport", "shadow"]
