@@ -252,9 +252,7 @@ def serve_command(
     Example: loopml serve digits@production --port 8080   (then POST /v1/models/digits/predict)
     Example: loopml serve digits@production --monitor --monitor-every 5m   (drift, accuracy and alerts every 5 minutes)
     """
-    from .serve import (
-        serve,  # the model server's stack (uvloop, httptools, NumPy) only when serving
-    )
+    from .serve import serve  # the model server's stack (uvloop, httptools, NumPy) only when serving
 
     token = read_token_file(auth_token_file) if auth_token_file else config.settings().server_token
     serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
