@@ -55,6 +55,7 @@ import orjson
 from ..errors import ArgumentError, ArgumentTypeError
 from ..models.evaldata import version_data
 from ..models.registry import load_version, registry_for, resolve_version
+from ..store.labels import LabelStore, consensus
 from ..store.predictions import PredictionLog
 from ..store.registry import ModelVersion, RegistryStore
 from ..store.tracking import TrackingStore
@@ -112,8 +113,11 @@ def feedback_outcomes(
     """One row per labelled input row of a classifier's requests, oldest first: was it answered, was it right.
 
     A request of one row is labelled with one value, a batch with a list (one label
-    per row). ``prediction`` is the class name the server sent, ``label`` the newest
-    label given, compared as text (``3`` and ``"3"`` are the same class).
+    per row) or row by row (``row=``; where a row has row-level labels they count, not the
+    request's). Each annotator's newest answer counts, and a row counts only when they
+    agree (:func:`~loopml.store.labels.consensus`): a disputed or skipped row, or one
+    labelled "none of these classes", is left out. ``prediction`` is the class name the
+    server sent, ``label`` the agreed label, compared as text (``3`` and ``"3"`` are the same class).
     ``answered`` is False for a row the OOD gate abstained on, and ``correct`` is then
     False too (use it only where ``answered``). Columns: :data:`OUTCOME_COLUMNS`.
     A model whose answers have no class (a regressor) raises ``ArgumentError``.
@@ -126,23 +130,23 @@ def feedback_outcomes(
     log = _log(store, tracking_uri)
     name, number = _model(model, version, log)
     rows: list[tuple[Any, ...]] = []
-    for rec in log.labelled(name, number, since=since, until=until):
-        out = orjson.loads(rec["outputs"])
-        items = out["results"] if "results" in out else [out]
-        label = rec["label"]
-        labels = label if "results" in out and (isinstance(label, list) or len(items) != 1) else [label]
-        if not isinstance(labels, list) or len(labels) != len(items):
-            raise ArgumentError(f"The label of request {rec['request_id']!r} should be a list of {len(items)} labels "
-                                f"(one per row of the batch); got {rec['label']!r}")
-        for i, (item, label) in enumerate(zip(items, labels)):
-            pred = item.get("prediction")
-            answered = item.get("status", "ok") == "ok"
-            if answered and (isinstance(pred, (list, dict)) or "probabilities" not in item):
-                raise ArgumentError(f"Accuracy needs a classifier's answers; request {rec['request_id']!r} of {name!r} "
-                                    f"answered {pred!r} with no class probabilities")
-            correct = answered and str(pred) == str(label)
-            rows.append((rec["request_id"], rec["version"], rec["created_at"], rec["labelled_at"], i,
-                         item.get("status", "ok"), pred, label, answered, correct))
+    outputs: tuple[str, list[Any]] | None = None
+    for rec in LabelStore(log.store).labelled_rows(name, number, since=since, until=until):
+        status, label = consensus(rec["votes"])
+        if status != "labelled" or label == "none":  # disputed, skipped, "none of these classes": no truth to score
+            continue
+        if outputs is None or outputs[0] != rec["request_id"]:
+            out = orjson.loads(rec["outputs"])
+            outputs = (rec["request_id"], out["results"] if "results" in out else [out])
+        item = outputs[1][rec["row"]]
+        pred = item.get("prediction")
+        answered = item.get("status", "ok") == "ok"
+        if answered and (isinstance(pred, (list, dict)) or "probabilities" not in item):
+            raise ArgumentError(f"Accuracy needs a classifier's answers; request {rec['request_id']!r} of {name!r} "
+                                f"answered {pred!r} with no class probabilities")
+        correct = answered and str(pred) == str(label)
+        rows.append((rec["request_id"], rec["version"], rec["created_at"], rec["labelled_at"], rec["row"],
+                     item.get("status", "ok"), pred, label, answered, correct))
     return pd.DataFrame(rows, columns=OUTCOME_COLUMNS).astype({"answered": bool, "correct": bool})
 
 

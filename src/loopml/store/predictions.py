@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import sqlalchemy as sa
 
-from ..errors import ArgumentError, NotFound
+from ..errors import NotFound
 from . import schema as s
+from .labels import LabelStore
 
 if TYPE_CHECKING:
     from .tracking import TrackingStore
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["COLUMNS", "PredictionLog", "inputs_array", "stack_inputs"]
 
 COLUMNS = ("request_id", "model", "version", "created_at", "status", "rows", "latency_ms", "ood_score", "inputs", "outputs")
-MAX_LABEL_BYTES = 4096
 _IDENTITY = tuple(range(len(COLUMNS)))
 _UNSEEN: Any = object()
 
@@ -272,20 +272,20 @@ class PredictionLog:
         with self.store.read() as conn:
             return set(conn.execute(q).scalars())
 
-    def add_feedback(self, request_id: str, label: Any, *, at: float | None = None) -> dict[str, Any]:
-        """Store the true ``label`` (any JSON value) of a logged prediction; NotFound for an unknown id."""
-        text = json.dumps(label, allow_nan=False, separators=(",", ":"))
-        if len(text.encode()) > MAX_LABEL_BYTES:
-            raise ArgumentError(f"Argument label should be at most {MAX_LABEL_BYTES} bytes of JSON; got {len(text.encode())}")
-        when = time.time() if at is None else at
-        with self.store.transaction() as conn:
-            known = conn.execute(
-                sa.select(s.predictions.c.request_id).where(s.predictions.c.request_id == request_id)
-            ).first()
-            if known is None:
-                raise NotFound(f"No prediction has request id {request_id!r}; send feedback for an id the server answered with")
-            conn.execute(s.feedback.insert().values(request_id=request_id, label=text, created_at=when))
-        return {"request_id": request_id, "label": label, "created_at": when}
+    def add_feedback(self, request_id: str, label: Any, *, row: int | None = None, annotator: str | None = None,
+                     kind: str = "label", seconds: float | None = None, source: str = "api",
+                     at: float | None = None) -> dict[str, Any]:
+        """Store the true ``label`` of a logged prediction (``row`` of its batch; None: the whole request, a list for a batch).
+
+        ``annotator``: who labelled it (their newest answer per row counts; a later one
+        supersedes theirs, the history is kept); ``kind``: ``"label"``, ``"skip"`` or
+        ``"none"`` (none of the classes); ``seconds``: the time it took; ``source``: api,
+        http, file or page. An unknown id raises NotFound; a row outside the batch or a class the
+        version does not know, ArgumentError (see :class:`~loopml.store.labels.LabelStore`).
+        """
+        doc = {"request_id": request_id, "label": label, "row": row, "annotator": annotator, "kind": kind,
+               "seconds": seconds, "source": source, "at": at}
+        return LabelStore(self.store).add([doc])[0]
 
     def labelled(
         self, model: str, version: int | None = None, *, since: float | None = None, until: float | None = None
@@ -415,35 +415,11 @@ class PredictionLog:
 
         Every id is checked first; one unknown id stores nothing (``NotFound`` names it). Returns the count stored.
         """
-        when = time.time() if at is None else at
-        rows: list[dict[str, Any]] = []
-        wanted: set[str] = set()
-        for request_id, label in labels:
-            text = json.dumps(label, allow_nan=False, separators=(",", ":"))
-            if len(text.encode()) > MAX_LABEL_BYTES:
-                raise ArgumentError(f"Argument labels should hold labels of at most {MAX_LABEL_BYTES} bytes of JSON; "
-                                    f"got {len(text.encode())} for {request_id!r}")
-            rows.append({"request_id": request_id, "label": text, "created_at": when})
-            wanted.add(request_id)
-        with self.store.transaction() as conn:
-            ids = sorted(wanted)
-            known: set[str] = set()
-            for i in range(0, len(ids), 500):  # bounded IN lists
-                known.update(conn.execute(sa.select(s.predictions.c.request_id)
-                                          .where(s.predictions.c.request_id.in_(ids[i : i + 500]))).scalars())
-            missing = sorted(wanted - known)
-            if missing:
-                raise NotFound(f"No prediction has request id {missing[0]!r} ({len(missing)} unknown); nothing was stored")
-            if rows:
-                conn.execute(s.feedback.insert(), rows)
-        return len(rows)
+        return len(LabelStore(self.store).add([{"request_id": rid, "label": label, "at": at} for rid, label in labels]))
 
     def feedback(self, request_id: str) -> list[dict[str, Any]]:
-        """Every label given for a request, oldest first."""
-        with self.store.read() as conn:
-            rows = conn.execute(
-                sa.select(s.feedback.c.label, s.feedback.c.created_at)
-                .where(s.feedback.c.request_id == request_id)
-                .order_by(s.feedback.c.id)
-            ).all()
-        return [{"request_id": request_id, "label": json.loads(r.label), "created_at": r.created_at} for r in rows]
+        """Every label given for a request, oldest first (undone and superseded ones too: the history):
+        ``{"request_id", "label", "created_at", "row", "annotator", "kind", "seconds", "source"}``."""
+        rows = LabelStore(self.store).feedback_rows([request_id]).get(request_id, [])
+        return [{"request_id": request_id, "label": json.loads(r["label"]), "created_at": r["created_at"], "row": r["row"],
+                 "annotator": r["annotator"], "kind": r["kind"], "seconds": r["seconds"], "source": r["source"]} for r in rows]
