@@ -123,7 +123,13 @@ def document(
                                     "type": "object",
                                     "required": ["request_id", "label"],
                                     "additionalProperties": False,
-                                    "properties": {"request_id": {"type": "string"}, "label": {}},
+                                    "properties": {
+                                        "request_id": {"type": "string"}, "label": {},
+                                        "row": {"type": ["integer", "null"], "minimum": 0, "description": "the row of a batch"},
+                                        "annotator": {"type": ["string", "null"]},
+                                        "kind": {"enum": ["label", "skip", "none"], "description": "none: none of these classes"},
+                                        "seconds": {"type": ["number", "null"], "minimum": 0, "description": "time taken"},
+                                    },
                                 }
                             }
                         },

@@ -4,7 +4,7 @@
 let in (Host and token checked)::
 
     POST /v1/models/{name}/predict   parse (JSON or .npy), validate, queue, answer (OOD abstain)
-    POST /v1/feedback                the true label of a past prediction
+    POST /v1/feedback                the true label of a past prediction (optionally of one row, by an annotator)
     GET  /health /ready /metrics /v1/models /v1/models/{name} /openapi.json /docs
 
 Every refusal is one JSON shape, ``{"error": {"code": ..., "message": ...}}``;
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import math
 import random
 import time
 import uuid
@@ -54,6 +55,7 @@ log = logging.getLogger("loopml.serve")
 NPY = b"application/x-npy"
 TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 RETRY = ((b"retry-after", b"1"),)
+FEEDBACK_FIELDS = frozenset({"request_id", "label", "row", "annotator", "kind", "seconds"})
 """The header every 503 carries: the server is loading or at capacity, try again in a second."""
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 _INTERNAL = "Internal server error; the server log has the details"
@@ -390,15 +392,29 @@ class Routes:
             body = orjson.loads(req.body)
         except orjson.JSONDecodeError as exc:
             raise Refused(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
-        if type(body) is not dict or set(body) != {"request_id", "label"}:
-            raise Refused(422, "invalid_request", 'The body should be {"request_id": "...", "label": ...} with exactly those fields')
+        if type(body) is not dict or not {"request_id", "label"} <= set(body) or set(body) - FEEDBACK_FIELDS:
+            raise Refused(422, "invalid_request", 'The body should be {"request_id": "...", "label": ...} with exactly those fields, '
+                          'and optionally "row" (the row of a batch), "annotator", "kind" ("label", "skip" or "none") and "seconds"')
         request_id, label = body["request_id"], body["label"]
         if not isinstance(request_id, str) or not 0 < len(request_id) <= 64:
             raise Refused(422, "invalid_request", f"request_id should be the id a prediction answered with (a string); got {request_id!r}")
-        if label is None:
+        kind = body.get("kind", "label")
+        if kind not in ("label", "skip", "none"):
+            raise Refused(422, "invalid_request", f'kind should be "label", "skip" or "none" (none of these classes); got {kind!r}')
+        if label is None and kind == "label":
             raise Refused(422, "invalid_request", "label should be the true label (a class name, number or list), not null")
+        row = body.get("row")
+        if row is not None and (type(row) is not int or row < 0):
+            raise Refused(422, "invalid_request", f"row should be the row of the request's batch (0, 1, ...) or null; got {row!r}")
+        annotator = body.get("annotator")
+        if annotator is not None and (not isinstance(annotator, str) or not annotator.strip() or len(annotator) > 250):
+            raise Refused(422, "invalid_request", f"annotator should be a name of 1 to 250 characters or null; got {annotator!r}")
+        seconds = body.get("seconds")
+        if seconds is not None and (type(seconds) not in (int, float) or not math.isfinite(seconds) or seconds < 0):
+            raise Refused(422, "invalid_request", f"seconds should be the time taken, a number >= 0, or null; got {seconds!r}")
+        extra = {"row": row, "annotator": annotator, "kind": kind, "seconds": seconds}
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(None, self._store_feedback, request_id, label)
+        fut = loop.run_in_executor(None, self._store_feedback, request_id, label, extra)
 
         def done(f: "asyncio.Future[dict[str, Any]]") -> None:
             exc = f.exception()
@@ -409,7 +425,7 @@ class Routes:
 
         fut.add_done_callback(done)
 
-    def _store_feedback(self, request_id: str, label: Any) -> dict[str, Any]:
+    def _store_feedback(self, request_id: str, label: Any, extra: dict[str, Any]) -> dict[str, Any]:
         if request_id.startswith(self.prefix) and not self.predictions.exists(request_id):
             self.requestlog.flush(timeout=10.0)  # answered moments ago: its record may still be buffered
-        return self.predictions.add_feedback(request_id, label)
+        return self.predictions.add_feedback(request_id, label, source="http", **extra)

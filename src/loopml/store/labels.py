@@ -473,6 +473,23 @@ class LabelStore:
                 out.setdefault(reason, {})[status] = int(n)
         return out
 
+    def requests(self, model: str, version: int | None = None, *, since: float | None = None,
+                 last: int | None = None) -> list[tuple[str, int]]:
+        """``(request_id, rows)`` of ``model``'s logged requests (one version, or all), oldest first (ties by id),
+        the newest ``last`` only: what a queue draws from, no blob or JSON read."""
+        p = s.predictions
+        q = sa.select(p.c.request_id, p.c.rows, p.c.created_at).where(p.c.model == model)
+        if version is not None:
+            q = q.where(p.c.version == int(version))
+        if since is not None:
+            q = q.where(p.c.created_at >= float(since))
+        q = q.order_by(p.c.created_at.desc(), p.c.request_id.desc())
+        if last is not None:
+            q = q.limit(int(last))
+        with self.store.read() as conn:
+            rows = conn.execute(q).all()
+        return [(r.request_id, int(r.rows)) for r in reversed(rows)]
+
     def queued_keys(self, model: str, request_ids: Sequence[str]) -> set[tuple[str, int]]:
         """Which (request, row) of these requests are queued for ``model`` already."""
         q = s.label_queue
