@@ -43,6 +43,7 @@ from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
 from .routes_datasets import ROWS_UPLOAD
 from .routes_datasets import router as datasets_router
+from .routes_labels import router as labels_router
 from .routes_models import router as models_router
 from .routes_tracking import ARTIFACT_UPLOAD
 from .routes_tracking import router as tracking_router
@@ -97,6 +98,7 @@ def create_app(
     app.include_router(tracking_router)
     app.include_router(datasets_router)
     app.include_router(models_router)
+    app.include_router(labels_router)  # the labeling queue and labels (docs/loop.md)
     app.include_router(ui_router)  # the web UI (docs/ui.md): /ui pages, /ui/api data
     extra: dict[str, Any] = {} if max_json_body is None else {"max_json_body": max_json_body}
     app.add_middleware(
