@@ -238,7 +238,7 @@ def agreement(model: str, *, version: int | None = None, store: TrackingStore | 
     ``{"items", "agreed", "disputed", "percent_agreement", "annotators", "kappa", "kappa_method"}``:
     ``kappa_method`` is ``"cohen"`` (scikit-learn's ``cohen_kappa_score``, on the rows both
     answered) when two annotators answered, ``"fleiss"`` (:func:`fleiss_kappa`) for more,
-    None when no row has two answers. "None of these classes" counts as an answer.
+    None when no row has two answers; ``kappa`` is None where it is undefined (every answer the same class). "None of these classes" counts as an answer.
 
     >>> agreement("digits")          # doctest: +SKIP
     {'items': 25, 'agreed': 24, 'disputed': 1, 'percent_agreement': 96.0, 'annotators': ['ann', 'bob'], 'kappa': 0.955, 'kappa_method': 'cohen'}
@@ -261,14 +261,17 @@ def agreement(model: str, *, version: int | None = None, store: TrackingStore | 
                            "annotators": annotators, "kappa": None, "kappa_method": None}
     if not items:
         return out
+    cats = sorted({v for a in items for v in a.values()})
+    if len(cats) < 2:  # every answer the same class: chance agreement is 1 and kappa is undefined
+        out["kappa_method"] = "cohen" if len(annotators) == 2 else "fleiss"
+        return out
     if len(annotators) == 2:
         from sklearn.metrics import cohen_kappa_score
 
         a, b = annotators
-        k = float(cohen_kappa_score([i[a] for i in items], [i[b] for i in items]))
+        k = float(cohen_kappa_score([i[a] for i in items], [i[b] for i in items], labels=cats))
         out.update(kappa=None if math.isnan(k) else round(k, 4), kappa_method="cohen")
     else:
-        cats = sorted({v for a in items for v in a.values()})
         table = [[list(a.values()).count(c) for c in cats] for a in items]
         out.update(kappa=round(fleiss_kappa(table), 4), kappa_method="fleiss")
     return out

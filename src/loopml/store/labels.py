@@ -299,7 +299,7 @@ class LabelStore:
         def read(c: Any) -> None:
             for part in _chunks(ids):
                 for r in c.execute(sa.select(*cols).where(f.c.request_id.in_(part)).order_by(f.c.id)).mappings():
-                    out.setdefault(r["request_id"], []).append(dict(r))
+                    out.setdefault(r["request_id"], []).append(_plain(r))
 
         if conn is not None:
             read(conn)
@@ -348,7 +348,7 @@ class LabelStore:
         if until is not None:
             q = q.where(p.c.created_at < float(until))
         with self.store.read() as conn:
-            recs = [dict(r) for r in conn.execute(q).mappings()]
+            recs = [_plain(r) for r in conn.execute(q).mappings()]
         for i in range(0, len(recs), chunk):
             part = recs[i : i + chunk]
             fb = self.feedback_rows([r["request_id"] for r in part])
@@ -444,7 +444,7 @@ class LabelStore:
             page = limit if not_by is None else (limit or 100) * 4
             cursor = sel
             while True:
-                rows = [dict(r) for r in conn.execute(cursor.limit(page) if page else cursor).mappings()]
+                rows = [_plain(r) for r in conn.execute(cursor.limit(page) if page else cursor).mappings()]
                 if not_by is not None and rows:
                     mine = conn.execute(sa.select(f.c.request_id, f.c.row, f.c.kind).where(
                         f.c.annotator == not_by, f.c.request_id.in_([r["request_id"] for r in rows])).order_by(f.c.id)).all()
@@ -499,6 +499,11 @@ class LabelStore:
                 out.update((r.request_id, r.row) for r in conn.execute(
                     sa.select(q.c.request_id, q.c.row).where(q.c.model == model, q.c.request_id.in_(part))))
         return out
+
+
+def _plain(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A result row as a dict of plain ``str`` keys (SQLAlchemy's may be a ``str`` subclass, which orjson refuses)."""
+    return {str(k): v for k, v in row.items()}
 
 
 def _chunks(ids: Sequence[str]) -> Iterable[Sequence[str]]:
