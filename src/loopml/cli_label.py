@@ -10,6 +10,7 @@ import typer
 
 from .cli_common import StoreOpt, console, fmt_time, friendly
 from .errors import ArgumentError
+from .files import atomic_write
 
 if TYPE_CHECKING:
     from .store.tracking import TrackingStore
@@ -155,7 +156,6 @@ def export_command(
 
     import numpy as np
 
-    from .files import atomic_write
     from .loop.labels import label_dataset
 
     if out.suffix != ".npz":

@@ -15,7 +15,14 @@ from typer.testing import CliRunner
 
 from loopml.cli import app
 from loopml.errors import ArgumentError, DataError, NotFound
-from loopml.loop.labels import agreement, fleiss_kappa, import_labels, label, label_dataset, undo
+from loopml.loop.labels import (
+    agreement,
+    fleiss_kappa,
+    import_labels,
+    label,
+    label_dataset,
+    undo,
+)
 from loopml.loop.queue import build_queue, queue_items
 from loopml.monitor import feedback_outcomes
 from loopml.serve import ModelServer
@@ -202,6 +209,7 @@ def test_tracking_server_label_routes(mlp_store: TrackingStore, live_server: Cal
 
 
 def test_cli_label_commands(mlp_store: TrackingStore, tmp_path: Path) -> None:  # noqa: F811
+    need("sklearn", extra="data")  # Cohen's kappa
     log_requests(mlp_store)
     uri = str(mlp_store.engine.url.render_as_string(hide_password=False))
     run = CliRunner().invoke
@@ -230,4 +238,3 @@ def test_cli_label_commands(mlp_store: TrackingStore, tmp_path: Path) -> None:  
                         (["label", "export", "mlp@production", "--out", str(tmp_path / "x.txt")], ".npz")]:
         r = run(app, [*argv, "--store", uri])
         assert r.exit_code == 2 and words in r.output, (argv, r.output)
-    need("sklearn", extra="data")

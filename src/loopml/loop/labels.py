@@ -11,9 +11,12 @@
   :class:`~loopml.data.Dataset` with the version's class names (``reasons=("audit",)``:
   the unbiased audit slice only).
 
->>> label("9f2c...-1a", "3", row=0, annotator="ann")                # doctest: +SKIP
->>> agreement("digits")["percent_agreement"]                         # doctest: +SKIP
-96.0
+>>> label("no-such-id", "3", row=0, annotator="ann")
+Traceback (most recent call last):
+...
+loopml.errors.NotFound: No prediction has request id 'no-such-id'; send feedback for an id the server answered with
+>>> agreement("digits")["items"]                   # no item has two annotators' answers yet
+0
 """
 
 from __future__ import annotations
@@ -49,8 +52,9 @@ def label(request_id: str, label: Any, *, row: int | None = 0, annotator: str | 
     supersedes theirs. NotFound for an unknown request id; ArgumentError for a row outside
     the batch or an unknown class.
 
-    >>> label("9f2c...-1a", "3", annotator="ann", seconds=1.2)["kind"]     # doctest: +SKIP
-    'label'
+    Example (an id the server answered with)::
+
+        label("9f2c1a-1a", "3", annotator="ann", seconds=1.2)["kind"]      # 'label'
     """
     return LabelStore(open_store(store, tracking_uri)).add([{"request_id": request_id, "label": label, "row": row,
                                                           "annotator": annotator, "kind": kind, "seconds": seconds,
@@ -106,8 +110,9 @@ def import_labels(path: str | Path, *, annotator: str, store: TrackingStore | No
     A missing ``row`` is row 0. Every line is checked before anything is stored; the error
     names the line. Returns how many labels were stored.
 
-    >>> import_labels("labels.csv", annotator="ann")                # doctest: +SKIP
-    120
+    Example::
+
+        import_labels("labels.csv", annotator="ann")        # 120
     """
     if not isinstance(annotator, str) or not annotator.strip():
         raise ArgumentError(f"Argument annotator should be the name of who gave the labels; got {annotator!r}")
@@ -188,7 +193,9 @@ def label_dataset(ref: str | ModelVersion, *, reasons: Sequence[str] | None = No
     whose inputs the server did not log cannot be used (serve with ``--log-inputs 1``);
     none at all raises ArgumentError.
 
-    >>> ds = label_dataset("digits@production", reasons=("audit",))     # doctest: +SKIP
+    Example::
+
+        ds = label_dataset("digits@production", reasons=("audit",))     # the audit slice, for an unbiased accuracy
     """
     from ..data import Dataset
 
@@ -240,8 +247,11 @@ def agreement(model: str, *, version: int | None = None, store: TrackingStore | 
     answered) when two annotators answered, ``"fleiss"`` (:func:`fleiss_kappa`) for more,
     None when no row has two answers; ``kappa`` is None where it is undefined (every answer the same class). "None of these classes" counts as an answer.
 
-    >>> agreement("digits")          # doctest: +SKIP
-    {'items': 25, 'agreed': 24, 'disputed': 1, 'percent_agreement': 96.0, 'annotators': ['ann', 'bob'], 'kappa': 0.955, 'kappa_method': 'cohen'}
+    Example (two annotators, 25 rows both answered)::
+
+        agreement("digits")
+        # {'items': 25, 'agreed': 24, 'disputed': 1, 'percent_agreement': 96.0, 'annotators': ['ann', 'bob'],
+        #  'kappa': 0.955, 'kappa_method': 'cohen'}
     """
     if not isinstance(model, str) or not model:
         raise ArgumentTypeError(f"Argument model should be a model name such as 'digits'; got {model!r}")

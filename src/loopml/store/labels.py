@@ -21,10 +21,8 @@ An item's **consensus** (:func:`consensus`) over the annotators' current answers
 ``disputed`` when they disagree, ``skipped`` when everyone skipped, ``open`` when no
 answer stands. The queue item of a labelled row takes that status in the same
 transaction as the label (the queue rows are locked first, so two annotators
-labelling one item at once both count).
+labelling one item at once both count). ``LabelStore(store)`` holds the SQL.
 
->>> from loopml.store import TrackingStore
->>> labels = LabelStore(TrackingStore("sqlite:///./.loopml/loopml.db", artifact_root="./.loopml/artifacts"))
 >>> consensus({"ann": ("label", "3"), "bob": ("label", 3)})    # compared as text: 3 and "3" agree
 ('labelled', '3')
 >>> consensus({"ann": ("label", "3"), "bob": ("label", "5")})
