@@ -83,7 +83,7 @@ def uncertainty_scores(probabilities: Any, method: str = "margin") -> np.ndarray
 
     >>> uncertainty_scores([[0.5, 0.5], [1.0, 0.0]]).tolist()
     [1.0, 0.0]
-    >>> [round(v, 3) for v in uncertainty_scores([[0.5, 0.5, 0.0], [1/3, 1/3, 1/3]], "entropy")]
+    >>> uncertainty_scores([[0.5, 0.5, 0.0], [1/3, 1/3, 1/3]], "entropy").round(3).tolist()
     [0.631, 1.0]
     """
     if method not in UNCERTAINTIES:
