@@ -88,17 +88,17 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path}: a CSV of labels should have a header with request_id, row and label (kind, seconds optional); "
                         f"got {sorted(fields)}")
     for n, rec in enumerate(reader, 2):
-        doc: dict[str, Any] = {"request_id": rec["request_id"], "label": rec["label"]}
+        item: dict[str, Any] = {"request_id": rec["request_id"], "label": rec["label"]}
         for key, conv in (("row", int), ("seconds", float)):
             value = (rec.get(key) or "").strip()
             if value:
                 try:
-                    doc[key] = conv(value)
+                    item[key] = conv(value)
                 except ValueError:
                     raise DataError(f"{path}:{n}: {key} should be a number; got {value!r}") from None
         if (rec.get("kind") or "").strip():
-            doc["kind"] = rec["kind"].strip()
-        docs.append(doc)
+            item["kind"] = rec["kind"].strip()
+        docs.append(item)
     return docs
 
 

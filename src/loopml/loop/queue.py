@@ -96,7 +96,8 @@ def uncertainty_scores(probabilities: Any, method: str = "margin") -> np.ndarray
         return np.clip(1.0 - (top[:, 0] - top[:, 1]), 0.0, 1.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(p > 0, p * np.log(p), 0.0).sum(axis=1)
-    return np.clip(h / math.log(p.shape[1]), 0.0, 1.0)
+    out: np.ndarray = np.clip(h / math.log(p.shape[1]), 0.0, 1.0)
+    return out
 
 
 def _items(outputs: str) -> list[dict[str, Any]]:
@@ -374,7 +375,7 @@ def item_views(store: TrackingStore, items: list[dict[str, Any]]) -> list[dict[s
                     if kind == "table" and not features:
                         features = [f"x{j}" for j in range(x.shape[0])]
                     view["input"] = {"kind": kind, "shape": list(x.shape), "values": x.tolist(),
-                                     "feature_names": list(features) if kind == "table" else None}
+                                     "feature_names": list(features or ()) if kind == "table" else None}
             votes = item_votes(fb.get(it["request_id"], []), int(rec["rows"])).get(it["row"], {})
             view["votes"] = {(w or "(anonymous)"): {"kind": k, "label": lab} for w, (k, lab) in votes.items()}
         out.append(view)

@@ -239,8 +239,8 @@ class LabelStore:
                     if not isinstance(c["label"], list) or len(c["label"]) != rec.rows:
                         raise ArgumentError(f"Argument label should be a list of {rec.rows} labels for request {c['request_id']!r} "
                                             f"(one per row of its batch), or give row=N; got {c['label']!r}")
-                    for r, value in enumerate(c["label"]):
-                        _check_class(value, classes, c["request_id"], r)
+                    for j, value in enumerate(c["label"]):
+                        _check_class(value, classes, c["request_id"], j)
             conn.execute(f.insert(), [{"request_id": c["request_id"], "label": c["text"], "created_at": c["created_at"],
                                        "row": c["row"], "annotator": c["annotator"], "kind": c["kind"],
                                        "seconds": c["seconds"], "source": c["source"]} for c in checked])
