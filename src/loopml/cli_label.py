@@ -160,7 +160,7 @@ def export_command(
 
     if out.suffix != ".npz":
         raise ArgumentError(f"--out should be a .npz file; got {str(out)!r}")
-    ds = label_dataset(ref, reasons=tuple(reason) or None, store=_db(store))
+    ds = label_dataset(ref, reasons=tuple(reason) or None, backend=_db(store))
     keys = ds.predictions  # type: ignore[attr-defined]
     buf = io.BytesIO()
     np.savez(buf, x=ds.x.numpy(), y=ds.y.numpy(), class_names=np.asarray(ds.class_names),

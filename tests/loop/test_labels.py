@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from loopml.cli import app
+from loopml.data import datasets_of_request
 from loopml.errors import ArgumentError, DataError, NotFound
 from loopml.loop.labels import (
     agreement,
@@ -83,11 +84,14 @@ def test_annotators_agreement_disputes_supersede_and_undo(mlp_store: TrackingSto
     assert sorted(outcomes.request_id.unique()) == ["b", "q040", "q041", "q042", "q044", "q045", "q046", "q047", "q048"]
     assert outcomes[outcomes.request_id == "b"].row.tolist() == [0]
 
-    ds = label_dataset("mlp@production", store=mlp_store)
+    ds = label_dataset("mlp@production", store=True, backend=mlp_store)
     assert len(ds) == 9 and ds.class_names == [str(i) for i in range(10)] and ds.x.shape == (9, 64)
     assert ("b", 0) in ds.predictions and dict(zip(ds.predictions, ds.y.tolist()))[("q048", 0)] == 9  # type: ignore[attr-defined]
+    record = mlp_store.get_dataset(ds.fingerprint)
+    assert record["origin"]["kind"] == "labels" and record["origin"]["version"] == 1 and record["origin"]["rows"] == 9
+    assert [(d["fingerprint"], d["rows"]) for d in datasets_of_request("b", backend=mlp_store)] == [(ds.fingerprint, [0])]
     with pytest.raises(ArgumentError, match="no agreed label with a logged input for reasons"):
-        label_dataset("mlp@production", reasons=("audit",), store=mlp_store)
+        label_dataset("mlp@production", reasons=("audit",), backend=mlp_store)
 
 
 def test_fleiss_kappa_against_statsmodels_numbers() -> None:

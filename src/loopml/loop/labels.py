@@ -184,22 +184,27 @@ def labelled_examples(ref: str | ModelVersion, *, reasons: Sequence[str] | None 
 
 
 def label_dataset(ref: str | ModelVersion, *, reasons: Sequence[str] | None = None, since: float | None = None,
-                  store: TrackingStore | None = None, tracking_uri: str | None = None) -> "Dataset":
+                  store: bool = False, backend: TrackingStore | None = None, tracking_uri: str | None = None) -> "Dataset":
     """The agreed labels of a version's answers and their logged inputs, as a :class:`~loopml.data.Dataset`
     with the version's class names (skipped, "none of these classes" and disputed rows left out).
 
     ``reasons``: only rows queued for these reasons (``("audit",)``: the uniform audit
     slice, for an unbiased accuracy); ``since``: only requests logged from then on. Rows
     whose inputs the server did not log cannot be used (serve with ``--log-inputs 1``);
-    none at all raises ArgumentError.
+    none at all raises ArgumentError. ``store=True`` also stores the dataset by content
+    (:func:`loopml.data.store_dataset`) with its origin (``{"kind": "labels", "model",
+    "version", "reasons", "since", "rows", "without_inputs"}``) and the ``(request_id,
+    row)`` each row came from; ``ds.fingerprint`` names it. ``backend``: the database
+    (default: the current tracking URI's). ``ds.predictions`` is that list of pairs.
 
     Example::
 
         ds = label_dataset("digits@production", reasons=("audit",))     # the audit slice, for an unbiased accuracy
+        label_dataset("digits@production", store=True).fingerprint       # stored: loopml data lineage shows it
     """
-    from ..data import Dataset
+    from ..data import Dataset, store_dataset
 
-    db = open_store(store, tracking_uri)
+    db = open_store(backend, tracking_uri)
     mv = version_of(db, ref)
     x, y, keys, missing = labelled_examples(mv, reasons=reasons, since=since, store=db)
     if not len(y):
@@ -214,6 +219,11 @@ def label_dataset(ref: str | ModelVersion, *, reasons: Sequence[str] | None = No
     ds = Dataset(x, y, class_names=mv.signature["class_names"], feature_names=features, task="classification",
                  name=f"{mv.name}-labels", source=f"labels:{mv.ref}")
     ds.predictions = keys  # type: ignore[attr-defined]  # where each row came from: (request_id, row)
+    if store:
+        origin = {"kind": "labels", "model": mv.name, "version": mv.version,
+                  "reasons": None if reasons is None else list(reasons), "since": since, "rows": len(keys),
+                  "without_inputs": missing}
+        store_dataset(ds, origin=origin, predictions=keys, backend=db)
     return ds
 
 
