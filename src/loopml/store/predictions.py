@@ -293,7 +293,9 @@ class PredictionLog:
         """The predictions of ``model`` (one ``version``, or all) that have a label, oldest first, in one query.
 
         Each is ``{"request_id", "version", "created_at", "status", "rows", "outputs", "label", "labelled_at"}``:
-        ``outputs`` the JSON text the server sent, ``label`` the newest label given for the request (decoded JSON).
+        ``outputs`` the JSON text the server sent, ``label`` the newest label given for the request (decoded JSON),
+        whatever its row, annotator or kind: the request-level view. Accuracy reads the row-level consensus
+        (:meth:`~loopml.store.labels.LabelStore.labelled_rows`, :func:`~loopml.store.labels.consensus`).
         ``since`` and ``until`` (seconds since the epoch) bound the prediction's ``created_at``: ``since <= t < until``.
         """
         p, f = s.predictions, s.feedback
