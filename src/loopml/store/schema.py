@@ -327,7 +327,7 @@ feedback = Table(
     # revision 0006: who labelled which row, how
     Column("row", Integer, nullable=True),  # the row of the request's batch; NULL: the whole request
     Column("annotator", String(KEY_LENGTH), nullable=True),
-    Column("kind", String(8), nullable=False, server_default="label"),  # label | skip | none (none of the classes)
+    Column("kind", String(8), nullable=False, server_default="label"),  # label | skip | none (none of the classes) | undo (withdraws the annotator's answer: store.labels)
     Column("seconds", Double, nullable=True),  # time the annotator took (the labeling page)
     Column("source", String(16), nullable=True),  # api | http | file | page
     Index(None, "request_id"),
