@@ -22,6 +22,9 @@ from .models.test_version_data import files, register_mlp  # noqa: F401  # files
 need("onnxruntime", extra="export")
 
 WIDE = {"COLUMNS": "250"}
+# SQLite only: the subject is the command line (file kinds, output), not the store; tests/models/test_version_data.py
+# quantizes and fits gates from each file kind on both stores
+SQLITE_ONLY = pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 
 
 def invoke(*args: str) -> object:
@@ -37,6 +40,7 @@ def assert_one_error_line(result: object, *messages: str) -> None:
         assert message in err, err
 
 
+@SQLITE_ONLY
 def test_quantize_a_64_input_mlp_from_each_file_kind(use_store: str, files: dict[str, Path]) -> None:
     register_mlp()
     ok = invoke("quantize", "mlp/1", "--method", "dynamic", "--data", str(files["npz"]))
@@ -49,6 +53,7 @@ def test_quantize_a_64_input_mlp_from_each_file_kind(use_store: str, files: dict
     assert all(v.measurements["accuracy"] > 0.6 for v in R.list_versions("mlp"))
 
 
+@SQLITE_ONLY
 def test_fit_ood_of_a_64_input_mlp_from_a_csv(use_store: str, files: dict[str, Path]) -> None:
     register_mlp()
     ok = invoke("monitor", "fit-ood", "mlp/1", "--data", str(files["csv"]), "--target", "label",
@@ -86,6 +91,7 @@ def test_no_data_at_all_says_what_to_pass(use_store: str) -> None:
                           "loopml monitor fit-ood mlp/1 --data train.npz")
 
 
+@SQLITE_ONLY
 def test_the_installed_command_prints_one_line_without_a_traceback(use_store: str) -> None:
     register_mlp()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

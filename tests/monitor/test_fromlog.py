@@ -112,6 +112,9 @@ def test_the_cli_reads_a_version_s_log_or_two_files_never_both(use_store: str, t
     assert missing.exit_code == 2 and missing.output.startswith("error:") and "Traceback" not in missing.output
 
 
+# SQLite only: the joint test on the model's features does not depend on the store; reading the request log and
+# a stored reference without rows run on both (above, and tests/monitor/test_reference.py)
+@pytest.mark.parametrize("db_uri", ["sqlite"], indirect=True)
 def test_images_drift_jointly_on_the_model_s_own_features(use_store: str) -> None:
     # mirrored digits keep every image's mean and sd (what the per-feature tests compare), so only the joint
     # test can see them; it runs on the penultimate features of the version's OOD gate
