@@ -45,7 +45,6 @@ from ..store.monitoring import MonitorLog
 from ..store.predictions import PredictionLog
 from ..store.registry import RegistryStore
 from ..tracking.api import database_for
-from .stats import json_scalar
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -275,6 +274,9 @@ def prediction_windows(
         rows = row["rows"]
         out.append(row)
         if store and version is not None:
+            # here, not at import time: .stats imports scipy.stats, and loopml.client (every CLI command) imports this module
+            from .stats import json_scalar
+
             payload = {k: json_scalar(v) for k, v in row.items()}
             MonitorLog(backend).save_result(model, int(version), "predictions", window=(w_start, w_end),
                             rows=rows, flagged=drifted, payload=payload)
