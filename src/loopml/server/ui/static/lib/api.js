@@ -68,9 +68,10 @@ function query(params) {
   return s ? "?" + s : "";
 }
 
-async function request(path, params) {
+async function request(path, params, init) {
   for (;;) {
-    const resp = await fetch(path + query(params), { headers: headers(), cache: "no-store" });
+    const extra = (init && init.headers) || {};
+    const resp = await fetch(path + query(params), { cache: "no-store", ...(init || {}), headers: { ...headers(), ...extra } });
     if (resp.status === 401) {
       await askToken(Boolean(sessionStorage.getItem(TOKEN_KEY)));
       continue;
@@ -90,6 +91,12 @@ async function request(path, params) {
 
 export async function api(path, params) {
   return (await request(path, params)).json();
+}
+
+// POST a JSON body (the server takes state-changing requests as application/json only) and read the JSON answer.
+export async function apiPost(path, body) {
+  const init = { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json" } };
+  return (await request(path, {}, init)).json();
 }
 
 export async function apiBlob(path, params) {

@@ -1,5 +1,6 @@
 // One model: its versions (kind, formats and file sizes, accuracy, size, latency, aliases, run),
-// the selected version (signature, files, metrics, measurements, lineage, tags) and the alias history.
+// the selected version (signature, files, metrics, measurements, lineage, tags, and for a challenger the
+// comparison with its champion that `loopml compare` stored with it) and the alias history.
 
 import { api } from "../lib/api.js";
 import { el, clear, main, fmtNum, fmtTime, runLink, showError, setTitle } from "../lib/dom.js";
@@ -102,6 +103,7 @@ function lineage(v) {
 function measurements(m) {
   const flat = {};
   for (const [k, val] of Object.entries(m || {})) {
+    if (k === COMPARISON) continue; // its own section
     if (k === "latency_ms" && val && typeof val === "object") {
       for (const [b, t] of Object.entries(val)) flat["latency (batch " + b + "), ms"] = ms(t);
     } else if (k === "size_bytes") {
@@ -109,6 +111,52 @@ function measurements(m) {
     } else flat[k] = text(val);
   }
   return kv("Measurements", flat, "measurements");
+}
+
+// The champion-vs-challenger report stored with a challenger (loopml.loop.compare: the "comparison" measurement).
+const COMPARISON = "comparison";
+const SETS = { test: "the champion's test split: the challenger must not be worse",
+  recent: "recent audit-labelled data: the challenger must be better" };
+
+function pct(v) {
+  return typeof v === "number" ? (100 * v).toFixed(1) + "%" : "–";
+}
+
+function accuracy(v, interval) {
+  const band = Array.isArray(interval) && interval.length === 2 ? " [" + pct(interval[0]) + ", " + pct(interval[1]) + "]" : "";
+  return pct(v) + band;
+}
+
+// a ref "name/3" as a link to that version's page (another model's too); anything else as text
+function refLink(ref) {
+  const m = /^(.+)\/(\d+)$/.exec(String(ref ?? ""));
+  if (!m) return String(ref ?? "");
+  return el("a", { href: "/ui/model?name=" + encodeURIComponent(m[1]) + "&version=" + encodeURIComponent(m[2]), class: "ref" }, String(ref));
+}
+
+function comparison(c) {
+  if (!c || typeof c !== "object") return "";
+  const sets = ["test", "recent"].map((k) => [k, c[k]]);
+  const heads = [["set"], ["rows", true], ["champion", true], ["challenger", true], ["right only for the champion", true],
+    ["right only for the challenger", true], ["one-sided p", true], ["passed"]];
+  const decision = String(c.decision ?? "");
+  return el("section", { id: "comparison" }, el("h2", {}, "Champion vs challenger"),
+    el("p", {}, refLink(c.challenger), " against the champion ", refLink(c.champion), ": ",
+      el("strong", { id: "comparison-decision", class: "decision decision-" + (decision === "promote" ? "promote" : "keep") }, decision),
+      c.at ? el("span", { class: "muted" }, " (" + fmtTime(c.at) + ")") : ""),
+    el("table", { class: "grid", id: "comparison-table" },
+      el("thead", {}, el("tr", {}, heads.map(([h, num]) => el("th", { class: num ? "num" : undefined }, h)))),
+      el("tbody", {}, sets.map(([k, r]) => r ? el("tr", { dataset: { set: k } },
+        el("td", { title: SETS[k] }, k), el("td", { class: "num" }, text(r.rows)),
+        el("td", { class: "num" }, accuracy(r.champion_accuracy, r.champion_interval)),
+        el("td", { class: "num" }, accuracy(r.challenger_accuracy, r.challenger_interval)),
+        el("td", { class: "num" }, text(r.champion_only)), el("td", { class: "num" }, text(r.challenger_only)),
+        el("td", { class: "num" }, text(r.p_value)), el("td", { class: "passed" }, r.passed ? "yes" : "no")) :
+        el("tr", { dataset: { set: k } }, el("td", {}, k), el("td", { colspan: heads.length - 1, class: "muted" }, "no such set"))))),
+    el("p", { class: "muted" }, "Accuracy with its Wilson 95% interval. Exact McNemar tests on the rows where the two models " +
+      "disagree, at level " + text(c.alpha) + "; the challenger is promoted when it is not worse on the test split and better on " +
+      "recent data by at least " + text(c.min_gain) + " in accuracy."),
+    el("ul", { id: "comparison-reasons" }, (Array.isArray(c.reasons) ? c.reasons : []).map((r) => el("li", {}, String(r)))));
 }
 
 function versionDetail(v) {
@@ -121,12 +169,14 @@ function versionDetail(v) {
     ["run", v.run_id ? runLink(v.run_id, v.run_id) : ""],
     ["monitoring", el("a", { id: "monitoring-link", href: "/ui/monitoring?name=" + encodeURIComponent(name) + "&version=" + encodeURIComponent(v.version) },
       "drift, accuracy, abstention and alerts")],
+    ["labeling", el("a", { id: "labeling-link", href: "/ui/labeling?name=" + encodeURIComponent(name) + "&version=" + encodeURIComponent(v.version) },
+      "label the queued requests")],
     ["rebuilt from", v.model_spec ? el("code", {}, v.model_spec.class_path + "(**" + JSON.stringify(v.model_spec.init_args || {}) + ")") : "the exported program (no class needed)"],
   ];
   return el("section", { id: "version" },
     el("h2", { id: "version-title" }, "Version " + v.version),
     el("table", { class: "grid kv overview" }, el("tbody", {}, overview.map(([k, val]) => el("tr", {}, el("th", {}, k), el("td", {}, val))))),
-    signature(v.signature || {}), files(v.files), kv("Metrics", v.metrics, "metrics"), measurements(v.measurements),
+    comparison((v.measurements || {})[COMPARISON]), signature(v.signature || {}), files(v.files), kv("Metrics", v.metrics, "metrics"), measurements(v.measurements),
     lineage(v), kv("Tags", v.tags, "tags"));
 }
 

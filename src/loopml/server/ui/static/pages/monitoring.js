@@ -222,7 +222,9 @@ async function render() {
   const modelHref = "/ui/model?name=" + encodeURIComponent(name) + "&version=" + encodeURIComponent(version);
   root.append(
     el("p", {}, el("a", { href: "/ui/models" }, "Models"), " / ", el("a", { href: modelHref, id: "model-link" }, name + "/" + version), " /"),
-    el("h1", { id: "monitoring-title" }, "Monitoring: " + name + "/" + version));
+    el("h1", { id: "monitoring-title" }, "Monitoring: " + name + "/" + version),
+    el("p", {}, el("a", { id: "labeling-link", href: "/ui/labeling?name=" + encodeURIComponent(name) + "&version=" + encodeURIComponent(version) },
+      "Label the queued requests"), el("span", { class: "muted" }, " (labels give the accuracy below and the data to retrain on)")));
   if (data.empty) {
     root.append(emptyState());
     root.dataset.ready = "true";
