@@ -290,7 +290,7 @@ def test_every_route_needs_the_token(sqlite_store: TrackingStore, live_server: C
     # static files, which hold no data (docs/ui.md). Adding one here is a decision.
     public = {
         "/", "/ui/", "/ui/runs", "/ui/run", "/ui/compare", "/ui/static/{path:path}", "/ui/vendor/plotly.min.js",
-        "/ui/models", "/ui/model", "/ui/monitoring",
+        "/ui/models", "/ui/model", "/ui/monitoring", "/ui/labeling",
     }  # fmt: skip
     assert public <= {path for path, _m, _r in routes}
     checked = 0

@@ -11,6 +11,7 @@ installed ``plotly`` package). What is where:
 - :mod:`.api`: the JSON the pages read (``/ui/api/...``).
 - :mod:`.assets`: ``/ui/static/...`` and ``/ui/vendor/plotly.min.js``.
 - :mod:`.models`, :mod:`.monitoring`: the registry pages and a version's monitoring page.
+- :mod:`.labeling`: the labeling page (the queue labelled with the keyboard).
 - :mod:`.downsample`: min/max per bucket, so a 100,000-point history draws at once.
 
 **Auth.** The shells and static files hold no data, so they are public
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import api, assets, models, monitoring, pages
+from . import api, assets, labeling, models, monitoring, pages
 from .pages import NAV, Page, add_page, public_paths
 
 __all__ = ["NAV", "Page", "add_page", "public_paths", "router"]
@@ -43,3 +44,4 @@ router.include_router(assets.router)
 router.include_router(api.router)
 router.include_router(models.router)  # the Models and Model pages and /ui/api/models
 router.include_router(monitoring.router)  # a version's monitoring page and its JSON
+router.include_router(labeling.router)  # the labeling page and /ui/api/labeling
