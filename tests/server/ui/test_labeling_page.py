@@ -32,7 +32,7 @@ from ..conftest import LiveServer
 from .test_browser import XSS, XSS_IMG, ready, shot
 
 DIGITS = [str(d) for d in range(10)]
-SHOP_CLASSES = [XSS_IMG, "stays", "leaves"]
+SHOP_CLASSES = [XSS_IMG, "stays", "leaves", *(f"plan {i}" for i in range(3, 12))]  # 12: two-digit keys
 SHOP_FEATURES = [XSS, "age", "fee"]
 N_DIGITS = 60  # logged requests; the queue holds 45 of them: 20 labelled one by one, then a grid page of 20
 
@@ -104,7 +104,7 @@ class Site:
         self.records = {r["request_id"]: r for r in answers("digits", 1, digits.images[:N_DIGITS], digits.target[:N_DIGITS],
                                                               DIGITS, seed=1)}  # fmt: skip
         table = np.column_stack([rng.normal(size=12), rng.integers(18, 80, 12), rng.uniform(0, 50, 12)])
-        self.shop_records = {r["request_id"]: r for r in answers("shop", 1, table, rng.integers(0, 3, 12), SHOP_CLASSES, seed=2)}
+        self.shop_records = {r["request_id"]: r for r in answers("shop", 1, table, rng.integers(0, 12, 12), SHOP_CLASSES, seed=2)}
         log.insert_many(list(self.records.values()))
         log.insert_many(list(self.shop_records.values()))
         self.queue = build_queue("digits/1", size=45, store=store)
@@ -257,6 +257,11 @@ def test_label_20_items_with_the_keyboard_alone(site: Site, page: Any) -> None:
         assert site.current(request_id) == {"ann": want}, (i, request_id)
         assert all(r["seconds"] > 0 for r in site.labels.feedback_rows([request_id])[request_id])
     assert page.problems == []
+    page.reload()  # the name is kept; what ann answered is not offered again
+    page.wait_for_selector("#item")
+    assert page.locator("#annotator").inner_text() == "ann" and page.locator("#annotator-form").count() == 0
+    left = {it["request_id"] for it in site.labels.items("digits", status="open", limit=None)}
+    assert len(left) == 5 and page.locator("#item").get_attribute("data-request-id") in left
 
 
 def test_hostile_class_and_feature_names_are_text(site: Site, page: Any) -> None:
@@ -266,14 +271,24 @@ def test_hostile_class_and_feature_names_are_text(site: Site, page: Any) -> None
     page.keyboard.press("Enter")
     page.wait_for_selector("#item")
     assert page.locator("#classes li .cls").all_inner_texts() == SHOP_CLASSES
-    assert page.locator("#classes li kbd").all_inner_texts() == ["1", "2", "3"]  # names of many characters: numbered keys
+    # names of many characters, 12 classes: a two-digit code each
+    assert page.locator("#classes li kbd").all_inner_texts() == [f"{i:02d}" for i in range(12)]
     assert page.locator("#item table.features th").all_inner_texts()[2:] == SHOP_FEATURES
     assert page.locator("#annotator").inner_text() == XSS
     rid = str(page.locator("#item").get_attribute("data-request-id"))
-    page.keyboard.press("1")
+    page.keyboard.press("0")
+    assert page.locator("#classes li.typed").count() == 10 and page.locator("#classes li.picked").count() == 0
+    page.keyboard.press("0")
+    assert page.locator("#classes li.picked .cls").inner_text() == XSS_IMG
     page.keyboard.press("Enter")
     page.wait_for_selector("main[data-answered='1'][data-pending='0']")
     assert site.current(rid) == {XSS: ("label", XSS_IMG)}
+    page.keyboard.press("g")  # the grid shows the model's answers as text too
+    page.wait_for_selector("main[data-mode='grid']")
+    shown = page.locator("#grid .cell-answer").all_inner_texts()
+    assert shown and set(shown) <= {*SHOP_CLASSES, "skip"}
+    page.keyboard.press("Escape")
+    page.wait_for_selector("main[data-mode='single']")
     assert page.locator("main script, main img").count() == 0
     assert page.evaluate("window.__xss") is None
     assert page.problems == []

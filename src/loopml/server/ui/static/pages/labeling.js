@@ -442,7 +442,8 @@ function gridMove(delta) {
 function onKey(ev) {
   if (!state.meta || !state.annotator || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   const t = ev.target;
-  if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
+  if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable)) return;
+  if (t && (t.tagName === "A" || t.tagName === "BUTTON") && (ev.key === "Enter" || ev.key === " ")) return; // the link's own
   const key = ev.key;
   const handled = state.grid ? gridKey(key) : singleKey(key);
   if (handled) ev.preventDefault();
