@@ -292,3 +292,10 @@ def test_hostile_class_and_feature_names_are_text(site: Site, page: Any) -> None
     assert page.locator("main script, main img").count() == 0
     assert page.evaluate("window.__xss") is None
     assert page.problems == []
+    page.goto(f"{site.url}/ui/labeling?name=digits&version=2")  # nothing queued for version 2
+    page.wait_for_selector("#queue-done")
+    assert "no open item" in page.locator("#queue-done").inner_text()
+    page.locator("header nav a", has_text="Labeling").click()  # the bar's entry lists the models
+    page.wait_for_selector("#label-models")
+    assert page.locator("#label-models a").all_inner_texts() == ["digits", "shop"]
+    assert page.problems == []

@@ -272,11 +272,12 @@ function answer(kind, label) {
   const seconds = elapsed(state.shownAt);
   const entry = { item, kind, label };
   remember(item, entry);
-  send(queueApi(), doc(item, kind, label, seconds), () => {
+  send(queueApi(), doc(item, kind, label, seconds), () => {  // refused (the error shows): back to the item
     state.answers.delete(item.id);
     state.history = state.history.filter((e) => e !== entry);
     state.session.labels -= 1;
-    draw();
+    if (!state.grid && state.items.indexOf(item) >= 0) state.index = state.items.indexOf(item);
+    show();
   });
   state.message = "";
   next(true);
