@@ -52,13 +52,11 @@ const status = el("p", { id: "progress", class: "progress" });
 const notice = el("p", { id: "notice", class: "notice", role: "status" });
 const errors = el("div", { id: "errors" });
 
-function queueApi() {
-  return "/api/v1/labels";
-}
+const LABELS = "/api/v1/labels"; // POST a label or a list; POST /undo
 
 // ---- classes and their keys ------------------------------------------------------------------------------------
 
-export function classKeys(names) {
+function classKeys(names) {
   const byKey = new Map();
   const one = names.length > 0 && names.every((n) => [...n].length === 1 && n.trim() && !RESERVED.has(n.toLowerCase())) &&
     new Set(names).size === names.length;
@@ -272,7 +270,7 @@ function answer(kind, label) {
   const seconds = elapsed(state.shownAt);
   const entry = { item, kind, label };
   remember(item, entry);
-  send(queueApi(), doc(item, kind, label, seconds), () => {  // refused (the error shows): back to the item
+  send(LABELS, doc(item, kind, label, seconds), () => {  // refused (the error shows): back to the item
     state.answers.delete(item.id);
     state.history = state.history.filter((e) => e !== entry);
     state.session.labels -= 1;
@@ -292,7 +290,7 @@ function undo() {
   state.answers.delete(last.item.id);
   state.session.labels -= 1;
   // the server withdraws this annotator's newest standing answer: the one on top of this tab's history
-  send(queueApi() + "/undo", { annotator: state.annotator }, null, (body) => {
+  send(LABELS + "/undo", { annotator: state.annotator }, null, (body) => {
     const u = body && body.undone;
     if (!u || u.request_id !== last.item.request_id || (u.row ?? 0) !== (last.item.row ?? 0)) {
       say("The server took back another answer than this tab's last one (labelled in another tab?): " +
@@ -419,7 +417,7 @@ function gridConfirm() {
     entries.push(entry);
     docs.push(doc(item, a.kind, a.label, each));
   });
-  send(queueApi(), docs, () => {
+  send(LABELS, docs, () => {
     for (const e of entries) state.answers.delete(e.item.id);
     state.history = state.history.filter((e) => !entries.includes(e));
     state.session.labels -= entries.length;
