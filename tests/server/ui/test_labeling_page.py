@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
+from loopml.loop.compare import MEASUREMENT, Comparison, PairedResult
 from loopml.loop.queue import build_queue
 from loopml.server import create_app
 from loopml.store import TrackingStore
@@ -47,16 +48,16 @@ def _sig(shape: list[int | None], classes: list[str], features: list[str] | None
 
 
 def comparison_doc(champion: str, challenger: str) -> dict[str, Any]:
-    """A stored comparison as ``loopml.loop.compare.Comparison.to_dict`` writes it, with a hostile reason."""
-    def paired(which: str, b: int, c: int, p: float, passed: bool) -> dict[str, Any]:
-        return {"set": which, "fingerprint": "ab" * 32, "rows": 360, "champion_accuracy": 0.9, "champion_interval": [0.865, 0.927],
-                "challenger_accuracy": 0.95, "challenger_interval": [0.922, 0.968], "champion_only": b, "challenger_only": c,
-                "alternative": "worse" if which == "test" else "better", "p_value": p, "passed": passed}  # fmt: skip
+    """A stored comparison, as :func:`loopml.loop.compare.compare` stores it with the challenger, with a hostile reason."""
+    def paired(which: str, b: int, c: int, p: float) -> PairedResult:
+        return PairedResult(set=which, fingerprint="ab" * 32, rows=360, champion_accuracy=0.9, champion_interval=(0.865, 0.927),
+                            challenger_accuracy=0.95, challenger_interval=(0.922, 0.968), champion_only=b, challenger_only=c,
+                            alternative="worse" if which == "test" else "better", p_value=p, passed=True)  # fmt: skip
 
-    return {"champion": champion, "challenger": challenger, "alpha": 0.01, "min_gain": 0.02,
-            "test": paired("test", 4, 6, 0.83, True), "recent": paired("recent", 2, 20, 0.0001, True),
-            "decision": "promote", "reasons": ["test: not worse (4 rows right only for the champion)", f"recent: better {XSS}"],
-            "at": time.time()}  # fmt: skip
+    return Comparison(champion=champion, challenger=challenger, alpha=0.01, min_gain=0.02, test=paired("test", 4, 6, 0.83),
+                      recent=paired("recent", 2, 20, 0.0001), decision="promote",
+                      reasons=["test: not worse (4 rows right only for the champion)", f"recent: better {XSS}"],
+                      at=time.time()).to_dict()  # fmt: skip
 
 
 def npy(x: np.ndarray) -> bytes:
@@ -96,7 +97,7 @@ class Site:
         reg = self.registry = RegistryStore(store)
         reg.create_version("digits", files={"torch": (weights, {})}, signature=_sig([None, 8, 8], DIGITS))
         reg.create_version("digits", files={"torch": (weights, {})}, signature=_sig([None, 8, 8], DIGITS), parent_version=1,
-                           measurements={"comparison": comparison_doc("digits/1", "digits/2"), "size_bytes": 1234})  # fmt: skip
+                           measurements={MEASUREMENT: comparison_doc("digits/1", "digits/2"), "size_bytes": 1234})  # fmt: skip
         reg.create_version("shop", files={"torch": (weights, {})}, signature=_sig([None, 3], SHOP_CLASSES, SHOP_FEATURES))
         log = PredictionLog(store)
         digits = need("sklearn.datasets", extra="data").load_digits()
@@ -137,6 +138,8 @@ def test_a_challengers_comparison_on_its_model_page(site: Site, page: Any) -> No
     page.goto(f"{site.url}/ui/model?name=digits&version=2")
     ready(page)
     section = page.locator("#comparison")
+    stored = Comparison.from_dict(site.registry.get_version("digits", 2).measurements[MEASUREMENT])  # as comparison_of reads it
+    assert stored.promote and stored.recent is not None and stored.recent.challenger_only == 20
     assert page.locator("#comparison-decision").inner_text() == "promote"
     assert [r.get_attribute("data-set") for r in page.locator("#comparison-table tbody tr").all()] == ["test", "recent"]
     test_row = page.locator("#comparison-table tr[data-set='test'] td").all_inner_texts()
