@@ -92,8 +92,6 @@ def queue(
         registry.get_version(name, version)
     labels = LabelStore(registry.store)
     items = labels.items(name, status=["open", "disputed"], limit=limit, after_id=after, version=version, not_by=annotator)
-    # plain str keys: a row's keys can be SQLAlchemy's quoted_name (a str subclass), which orjson refuses as a key
-    items = [{str(k): v for k, v in it.items()} for it in items]
     by_reason = labels.counts(name, version=version)
     return json_response({"model": name, "version": version, "items": item_views(registry.store, items),
                           "next_after": items[-1]["id"] if len(items) == limit else None,
