@@ -1,4 +1,4 @@
-"""``loopml retrain``, ``loopml compare`` and ``loopml shadow``: the loop's commands (see :mod:`loopml.loop`)."""
+"""``loopml retrain``, ``compare``, ``shadow`` and ``loop run|history``: the loop's commands (see :mod:`loopml.loop`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from .cli_common import StoreOpt, console, friendly
 
 if TYPE_CHECKING:
     from .loop.compare import Comparison
+    from .loop.run import LoopReport
 
-__all__ = ["add_loop_commands", "compare_command", "retrain_command", "shadow_command"]
+__all__ = ["add_loop_commands", "compare_command", "loop_app", "retrain_command", "shadow_command"]
 
 
 def _cause(*words: Any) -> dict[str, Any]:
@@ -190,8 +191,199 @@ def shadow_command(
         con.print(d)
 
 
+loop_app = typer.Typer(
+    help="The whole loop in one command: monitor -> queue -> retrain -> compare -> promote, safe to run from cron.\n\n"
+    "Example:\n\n"
+    "  loopml loop run digits@production\n\n"
+    "  loopml loop run digits@production --every 10m\n\n"
+    "  loopml loop history digits@production",
+    no_args_is_help=True,
+)
+
+
+@loop_app.callback()
+def _loop_group() -> None:
+    """The whole loop in one command: monitor -> queue -> retrain -> compare -> promote."""
+
+
+_STYLE = {"done": "green", "skipped": "yellow", "failed": "red", "running": "cyan"}
+
+
+def _show_report(report: "LoopReport") -> None:
+    from rich.table import Table
+
+    from .cli_common import fmt_time
+
+    con = console()
+    if report.locked_by is not None:
+        d = report.locked_by
+        con.print(f"{report.target}: another run holds the lock (pid {d.get('pid')} on {d.get('host')}, since "
+                  f"{fmt_time(d.get('started'))}); nothing done", markup=False)
+        return
+    t = Table("step", "status", "why", "cause", title=f"loopml loop run {report.target} (champion {report.champion}, "
+              f"{report.seconds:.1f} s)")
+    for st in report.steps:
+        style = _STYLE.get(st.status, "")
+        t.add_row(st.step, f"[{style}]{st.status}[/{style}]", st.why, _cause_text(st.cause))
+    con.print(t)
+    if report.promoted:
+        con.print(f"[bold green]{report.target} now serves {report.promoted}[/bold green]")
+    elif report.challenger:
+        con.print(f"{report.challenger} registered; {report.target} left where it was")
+
+
+def _cause_text(cause: dict[str, Any]) -> str:
+    parts = []
+    for a in cause.get("alerts", [])[:3]:
+        parts.append(f"alert #{a['id']} {a['rule']}" if isinstance(a, dict) else f"alert #{a}")
+    if cause.get("flagged"):
+        parts.append(f"{len(cause['flagged'])} flagged result(s)")
+    if cause.get("short"):
+        parts.append(f"queue short ({cause['short']['open']} open)")
+    if "new_labels" in cause:
+        parts.append(f"{cause['new_labels']} new labels")
+    if not parts and cause.get("command"):
+        parts.append(str(cause["command"])[:60])
+    return ", ".join(parts)
+
+
+def loop_run_command(
+    target: str = typer.Argument(..., help="NAME@ALIAS: the loop promotes by moving the alias."),
+    every: Optional[str] = typer.Option(None, "--every", help="Run a pass every 10m, 1h, ... until Ctrl-C "
+                                        "(default: one pass)."),
+    once: bool = typer.Option(False, "--once", help="One pass and exit (the default; with --every, its first pass only)."),
+    queue_size: int = typer.Option(200, "--queue-size", help="Open items the labeling queue aims for."),
+    audit: float = typer.Option(0.1, "--audit", help="The audit slice's share of the queue (unbiased accuracy)."),
+    min_labels: int = typer.Option(20, "--min-labels", help="New agreed labels a retrain needs."),
+    label_budget: int = typer.Option(1000, "--label-budget", help="Queue items per --budget-period, open ones included."),
+    budget_period: str = typer.Option("7d", "--budget-period", help="The label budget's period: 1d, 7d, ..."),
+    cooldown: str = typer.Option("6h", "--cooldown", help="Least time between two retrains of the model (0: none)."),
+    promote: bool = typer.Option(True, "--promote/--no-promote", help="Move the alias when the comparison says promote."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Retrain the same class from fresh weights."),
+    epochs: int = typer.Option(10, "--epochs", help="Retraining epochs."),
+    holdout: float = typer.Option(0.3, "--holdout", help="Share of the labels kept for the comparison's recent set."),
+    window: str = typer.Option("1h", "--window", help="The monitoring cycle's window."),
+    monitor: bool = typer.Option(True, "--monitor/--no-monitor", help="Run a monitoring cycle first."),
+    lock_ttl: str = typer.Option("30m", "--lock-ttl", help="A lock not refreshed for this long expires (a killed run)."),
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per pass."),
+) -> None:
+    """One pass of the loop: monitor -> queue -> retrain -> compare -> promote, each step recorded with its cause.
+
+    The queue is built when an alert fired or drift was flagged since the last queue step
+    (or the queue is short), within the label budget; a retrain needs --min-labels new
+    labels and the cooldown passed; the alias moves only when the comparison says so.
+    Running it again with nothing new changes nothing. Two runs at once on one target: one
+    works, the other records a skip. Exit status 1 when a step failed.
+
+    Example: loopml loop run digits@production
+
+    Example: loopml loop run digits@production --every 10m --label-budget 500 --cooldown 12h
+
+    Example (cron): */10 * * * * loopml loop run digits@production --json >> loop.log
+    """
+    import time
+
+    from .loop.run import check_options, run
+    from .monitor.windows import parse_duration
+
+    check_options(queue_size=queue_size, audit=audit, min_labels=min_labels, label_budget=label_budget,
+                  budget_period=budget_period, cooldown=cooldown, window=window, lock_ttl=lock_ttl, holdout=holdout,
+                  epochs=epochs)
+    period = parse_duration(every, "--every") if every is not None else None
+    words = ["loop", "run", target, *(["--every", every] if every else []), *([] if promote else ["--no-promote"])]
+    kwargs: dict[str, Any] = dict(queue_size=queue_size, audit=audit, min_labels=min_labels, label_budget=label_budget,
+                                  budget_period=budget_period, cooldown=cooldown, promote=promote,
+                                  from_scratch=from_scratch, epochs=epochs, holdout=holdout, window=window,
+                                  monitor=monitor, lock_ttl=lock_ttl, tracking_uri=store)
+
+    def one() -> "LoopReport":
+        report = run(target, cause=_cause(*words), **kwargs)
+        if as_json:
+            typer.echo(json.dumps(report.to_dict()))
+        else:
+            _show_report(report)
+        return report
+
+    if period is None or once:
+        if one().status == "failed":
+            raise typer.Exit(1)
+        return
+    if not as_json:
+        typer.echo(f"running the loop on {target} every {every}; Ctrl-C stops")
+    from .errors import LoopMLError
+
+    passes = failed = 0
+    start = time.monotonic()
+    try:
+        while True:
+            try:
+                failed += one().status == "failed"
+            except LoopMLError as exc:  # one failed pass must not end the schedule (a store away for a while)
+                failed += 1
+                typer.echo(f"pass failed: {exc}", err=True)
+            passes += 1
+            time.sleep(max(0.0, start + passes * period - time.monotonic()))
+    except KeyboardInterrupt:
+        typer.echo(f"stopped after {passes} pass{'es' if passes != 1 else ''} ({failed} with a failed step)",
+                   err=as_json)
+
+
+def loop_history_command(
+    target: str = typer.Argument(..., help="NAME@ALIAS (the loop's target), or NAME for every target of the model."),
+    last: int = typer.Option(50, "--last", help="How many events."),
+    step: Optional[str] = typer.Option(None, "--step", help="Only this step: run, monitor, queue, retrain, compare, "
+                                       "promote, rollback, shadow."),
+    store: Optional[str] = StoreOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The loop's journal (loop_events), newest first: each step, its status, why and its cause.
+
+    Example: loopml loop history digits@production
+
+    Example: loopml loop history digits --step retrain --json
+    """
+    from rich.table import Table
+
+    from .cli_common import fmt_time
+    from .errors import ArgumentError
+    from .store.loopevents import STEPS, LoopEvents
+    from .tracking.api import database_for
+
+    if last < 1:
+        raise ArgumentError(f"Argument --last should be a number of events >= 1; got {last}")
+    if step is not None and step not in STEPS:
+        raise ArgumentError(f"Argument --step should be one of {', '.join(STEPS)}; got {step!r}")
+    events = LoopEvents(database_for(store, "The loop's history"))
+    if "@" in target:
+        rows = events.events(target, step=step, limit=last)
+    else:
+        rows = events.events(model=target, step=step, limit=last)
+    rows = rows[::-1]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        console().print(f"no loop events for {target}", markup=False)
+        return
+    t = Table("id", "at", "target", "step", "version", "status", "why", "cause", title=f"loop history of {target} (newest first)")
+    for r in rows:
+        style = _STYLE.get(r["status"], "")
+        d = r["details"]
+        why = d.get("why") or d.get("error") or d.get("refused") or ("" if r["step"] != "run" else
+                                                                     ", ".join(f"{k} {v}" for k, v in (d.get("steps") or {}).items()))
+        t.add_row(str(r["id"]), fmt_time(r["at"]), r["target"], r["step"], "-" if r["version"] is None else str(r["version"]),
+                  f"[{style}]{r['status']}[/{style}]", str(why)[:120], _cause_text(r["cause"]))
+    console().print(t)
+
+
+loop_app.command("run")(friendly(loop_run_command))
+loop_app.command("history")(friendly(loop_history_command))
+
+
 def add_loop_commands(app: typer.Typer) -> None:
-    """Register ``retrain``, ``compare`` and ``shadow`` on the top-level app."""
+    """Register ``retrain``, ``compare``, ``shadow`` and the ``loop`` group on the top-level app."""
     app.command("retrain")(friendly(retrain_command))
     app.command("compare")(friendly(compare_command))
     app.command("shadow")(friendly(shadow_command))
+    app.add_typer(loop_app, name="loop")
