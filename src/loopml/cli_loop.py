@@ -50,7 +50,8 @@ def show_comparison(c: "Comparison") -> None:
 def retrain_command(
     ref: str = typer.Argument(..., help="The champion: NAME@ALIAS or NAME/VERSION."),
     labels: Optional[str] = typer.Option(None, "--labels", help="The labeled rows: a .npz file (x, y), a .csv/.parquet "
-                                         "file with --target, or a stored dataset's fingerprint."),
+                                         "file with --target, or a stored dataset's fingerprint (default: the "
+                                         "version's agreed labels, loopml label)."),
     target: Optional[str] = typer.Option(None, "--target", help="The label column of a .csv/.parquet --labels file."),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Train the same class from fresh weights."),
     epochs: int = typer.Option(10, "--epochs", help="Epochs over labels + replay."),
@@ -78,6 +79,8 @@ def retrain_command(
     the same name with its lineage (parent, labels, replay, this command). With
     --promote-if-better it is compared with the champion (loopml compare) and promoted
     when it is not worse on the test split and better on the recent rows.
+
+    Example: loopml retrain digits@production     (the labels given with loopml label)
 
     Example: loopml retrain digits@production --labels labels.npz
 
@@ -159,19 +162,23 @@ def shadow_command(
     since: Optional[str] = typer.Option(None, "--since", help="The requests of the last 30m, 1h, 7d, ..."),
     last: Optional[int] = typer.Option(None, "--last", help="The newest N requests."),
     show: int = typer.Option(10, "--show", help="Disagreements to list."),
+    to_queue: bool = typer.Option(False, "--to-queue", help="Add the disagreements to the champion's labeling queue "
+                                  "(reason disagreement)."),
     store: Optional[str] = StoreOpt,
     as_json: bool = typer.Option(False, "--json", help="Print JSON (every disagreement)."),
 ) -> None:
     """Score a challenger on the champion's logged inputs without serving it; agreement and disagreements.
 
     Example: loopml shadow digits@production digits/4 --since 1h
+
+    Example: loopml shadow digits@production digits/4 --last 1000 --to-queue
     """
     from rich.table import Table
 
     from .loop.shadow import shadow
 
-    report = shadow(champion, challenger, since=since, last=last, cause=_cause("shadow", champion, challenger),
-                    tracking_uri=store)
+    report = shadow(champion, challenger, since=since, last=last, to_queue=to_queue,
+                    cause=_cause("shadow", champion, challenger, "--to-queue" if to_queue else None), tracking_uri=store)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
         return
@@ -180,6 +187,9 @@ def shadow_command(
     con.print(f"{report.challenger} on {report.champion}'s traffic: {report.requests} requests, {report.rows} rows "
               f"answered, agreement [bold]{agreement}[/bold] ({len(report.disagreements)} disagreements; "
               f"{report.abstained} abstained rows and {report.without_inputs} requests without kept inputs left out)")
+    if report.queued is not None:
+        con.print(f"{report.queued} disagreements added to the labeling queue of {report.champion} "
+                  f"({len(report.disagreements) - report.queued} were queued already)")
     t = Table("champion's answer", "rows", "disagree", "rate", title="per class")
     for cls, entry in report.per_class.items():
         t.add_row(cls, str(entry["rows"]), str(entry["disagree"]), f"{entry['rate']:.3f}")

@@ -196,6 +196,13 @@ def _concat(labels: "Dataset", replay: "Dataset | None", sig: Signature) -> "Dat
                    task="classification", name="retrain", source="loopml.loop.retrain")
 
 
+def _version_labels(registry: "RegistryStore", champion: ModelVersion) -> "Dataset":
+    """The champion's agreed labels with their logged inputs, stored by content with the (request_id, row) of each row."""
+    from .labels import label_dataset
+
+    return label_dataset(champion, store=True, backend=registry.store)
+
+
 def _resolve_labels(registry: "RegistryStore", labels: Any) -> "Dataset":
     from ..data.dataset import Dataset
     from ..data.sources import resolve
@@ -235,7 +242,8 @@ def retrain(
     """Fine-tune (or retrain from scratch) the version ``ref`` on ``labels`` plus a replay sample; register the challenger.
 
     ``labels``: a loopml Dataset, ``(x, y)``, a ``.npz`` file or a stored dataset's
-    fingerprint, checked against the champion's signature (shape, classes) and refused
+    fingerprint; None: the version's agreed labels with their logged inputs
+    (:func:`loopml.loop.labels.label_dataset`, stored with the requests they came from). Checked against the champion's signature (shape, classes) and refused
     with fewer than ``min_labels`` rows. ``replay``: the fraction of the champion's
     stored training rows mixed in (seeded by ``seed``; 0: none); ``replay_data``: its
     training data when its run did not store the rows. ``holdout``: the fraction of the
@@ -275,7 +283,7 @@ def retrain(
     target = ref if isinstance(ref, str) else champion.ref
     why = dict(cause or {"command": "retrain"})
     events = LoopEvents(registry.store)
-    labels_ds = _resolve_labels(registry, labels)
+    labels_ds = _resolve_labels(registry, labels) if labels is not None else _version_labels(registry, champion)
     check_labels(champion, labels_ds, min_labels=min_labels)
     model = _rebuild(registry, champion, from_scratch)  # the clear error for a version without weights, before any work
     sig = Signature.from_dict(champion.signature)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -61,6 +61,7 @@ class ShadowReport:
     agreement: float | None
     per_class: dict[str, dict[str, Any]] = field(default_factory=dict)  # champion's class -> rows, disagree, rate
     disagreements: list[Disagreement] = field(default_factory=list)
+    queued: int | None = None  # disagreements added to the labeling queue (to_queue=True); None: not asked
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -84,6 +85,7 @@ def shadow(
     *,
     since: float | str | None = None,
     last: int | None = None,
+    to_queue: bool = False,
     cause: Mapping[str, Any] | None = None,
     tracking_uri: str | None = None,
 ) -> ShadowReport:
@@ -91,13 +93,17 @@ def shadow(
 
     Requests whose inputs were not kept are counted, not scored. Signatures that differ
     are refused (:class:`~loopml.errors.Conflict`); a champion with no logged inputs in the
-    window is a :class:`~loopml.errors.DataError`. A ``shadow`` loop event records it. Example::
+    window is a :class:`~loopml.errors.DataError`. ``to_queue=True`` adds each disagreement
+    to the champion's labeling queue (reason ``disagreement``; an item already queued is left
+    as it is), ``report.queued`` says how many were new. A ``shadow`` loop event records it. Example::
 
         report = shadow("churn@production", "churn/2", last=500)
         report.agreement, len(report.disagreements)   # (0.97, 15)
     """
     if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
         raise ArgumentError(f"Argument last should be a number of requests >= 1, got {last!r}")
+    if not isinstance(to_queue, bool):
+        raise ArgumentError(f"Argument to_queue should be True or False, got {to_queue!r}")
     registry = local_registry(registry_for(tracking_uri), "shadow")
     champ_v, chall_v = resolve_version(registry, champion), resolve_version(registry, challenger)
     check_signatures(champ_v, chall_v)
@@ -143,10 +149,16 @@ def shadow(
         rows=rows, abstained=abstained, agreement=None if rows == 0 else 1 - len(disagreements) / rows,
         per_class=dict(sorted(per_class.items())), disagreements=disagreements,
     )
+    if to_queue:
+        from ..store.labels import LabelStore
+
+        added = LabelStore(registry.store).add_items(champ_v.name, champ_v.version, report.queue_items(),
+                                                     reason="disagreement")
+        report = replace(report, queued=added)
     target = champion if isinstance(champion, str) else champ_v.ref
     LoopEvents(registry.store).record(
         target, champ_v.name, chall_v.version, "shadow", "done", cause=dict(cause or {"command": "shadow"}),
         details={"champion": champ_v.ref, "challenger": chall_v.ref, "rows": rows, "agreement": report.agreement,
-                 "disagreements": len(disagreements), "at": time.time(), "by": current_user()})
+                 "disagreements": len(disagreements), "queued": report.queued, "at": time.time(), "by": current_user()})
     return report
 
