@@ -107,7 +107,7 @@ class Site:
         return backend
 
     def versions(self) -> list[int]:
-        return [v.version for v in list_versions(NAME, tracking_uri=self.uri)]
+        return sorted(v.version for v in list_versions(NAME, tracking_uri=self.uri))
 
     def production(self) -> int:
         return get_version(TARGET, tracking_uri=self.uri).version
@@ -212,8 +212,9 @@ def test_the_wirings_labels_by_default_and_disagreements_to_the_queue(site: Site
     assert report.labels == 40, "no labels given: the version's agreed labels"
     report_ = shadow(TARGET, f"{NAME}/3", to_queue=True, tracking_uri=site.uri)
     queued = LabelStore(site.db).items(NAME, status=None, limit=None, reasons=("disagreement",))
-    assert report_.queued == len(queued) == len([d for d in report_.disagreements
-                                                 if not d.request_id.startswith("c") or int(d.request_id[1:]) >= 40])
+    assert report_.queued == len(queued) == len(report_.disagreements) > 0
+    assert {(q["request_id"], q["row"]) for q in queued} == {(d.request_id, d.row) for d in report_.disagreements}
+    assert shadow(TARGET, f"{NAME}/3", to_queue=True, tracking_uri=site.uri).queued == 0, "nothing queued twice"
     from loopml.errors import ArgumentError
 
     torch.manual_seed(1)
@@ -251,7 +252,9 @@ def test_a_failing_step_is_recorded_and_moves_nothing(site: Site) -> None:
     assert site.versions() == before and site.production() == 2
     events = LoopEvents(site.db)
     failed = [e for e in events.events(TARGET, step="retrain") if e["status"] == "failed"]
-    assert len(failed) == 1 and "nothing was registered" in failed[0]["details"]["error"], "recorded once"
+    assert len(failed) == 1 and failed[0]["id"] == report.step("retrain").event, "recorded once"  # type: ignore[union-attr]
+    assert "Not a directory" in failed[0]["details"]["error"]
+    assert "nothing was registered" in report.step("retrain").why  # type: ignore[union-attr]
     assert next(e for e in events.events(TARGET, step="run") if e["id"] == report.run_event)["status"] == "failed"
 
 
@@ -345,7 +348,7 @@ def test_two_runs_at_once_retrain_once(db_uri: str, tmp_path: Path) -> None:
             assert len(retrained) == 1, reports
             other = next(r for r in reports if r is not retrained[0])
             assert other["locked_by"] is not None or "no new information" in json.dumps(other["steps"]), other
-            assert [v.version for v in list_versions(NAME, tracking_uri=db_uri)] == [1, 2]
+            assert sorted(v.version for v in list_versions(NAME, tracking_uri=db_uri)) == [1, 2]
             done = [e for e in LoopEvents(db).events(TARGET, step="retrain") if e["status"] == "done"]
             assert len(done) == 1
         finally:
