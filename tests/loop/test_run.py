@@ -4,7 +4,8 @@ The champion learns population A (three classes, eight features); the logged tra
 from population B (other means, far from A's), so the drift rule fires. The queue is
 labelled from the ground truth with :func:`loopml.loop.labels.label`, as an annotator would.
 One SQLite store for the module; the tests build on each other, in order. The lock is
-tested on SQLite and PostgreSQL, with two processes running at once.
+tested on SQLite and PostgreSQL (processes racing for it), and two ``loopml loop run``
+processes at once on PostgreSQL retrain once.
 """
 
 from __future__ import annotations
@@ -325,6 +326,30 @@ def test_the_lock(store: TrackingStore) -> None:
     assert sixth is None and held is not None and held["id"] == fifth, "this process is alive: its lock holds"
 
 
+_RACE = """
+import json, sys
+from loopml.store import TrackingStore
+from loopml.store.loopevents import LoopEvents
+store = TrackingStore(sys.argv[1], artifact_root=sys.argv[2])
+got, held = LoopEvents(store).acquire("race@production", "race", 1, ttl=600, holder={"host": "test", "pid": int(sys.argv[3])})
+print(json.dumps({"got": got, "held": None if held is None else held["id"]}))
+"""
+
+
+def test_processes_racing_for_the_lock_one_wins(db_uri: str, tmp_path: Path) -> None:
+    TrackingStore(db_uri, artifact_root=tmp_path / "artifacts").close()  # the schema, before the race
+    env = {**os.environ, "PYTHONPATH": SRC}
+    procs = [subprocess.Popen([sys.executable, "-c", _RACE, db_uri, str(tmp_path / "artifacts"), str(i)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    results = [json.loads(o) for o, _ in outs]
+    winners = [r["got"] for r in results if r["got"] is not None]
+    assert len(winners) == 1 and all(r["held"] == winners[0] for r in results if r["got"] is None), results
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("db_uri", ["postgres"], indirect=True)  # two processes importing torch: ~20 s, run once
 def test_two_runs_at_once_retrain_once(db_uri: str, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": SRC, "LOOPML_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
            "LOOPML_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
@@ -338,7 +363,7 @@ def test_two_runs_at_once_retrain_once(db_uri: str, tmp_path: Path) -> None:
             for rid, y in truth.items():
                 label(rid, y, row=0, annotator="oracle", store=db)
             cmd = [sys.executable, "-m", "loopml", "loop", "run", TARGET, "--no-monitor", "--cooldown", "0", "--epochs",
-                   "3", "--json", "--store", db_uri]
+                   "1", "--json", "--store", db_uri]
             procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                      for _ in range(2)]
             outs = [p.communicate(timeout=240) for p in procs]
