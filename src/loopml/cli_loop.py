@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
-from .cli_common import StoreOpt, console, friendly
+from .cli_common import StoreOpt, console, fmt_time, friendly
+from .errors import ArgumentError, LoopMLError
 
 if TYPE_CHECKING:
     from .loop.compare import Comparison
@@ -222,8 +223,6 @@ _STYLE = {"done": "green", "skipped": "yellow", "failed": "red", "running": "cya
 def _show_report(report: "LoopReport") -> None:
     from rich.table import Table
 
-    from .cli_common import fmt_time
-
     con = console()
     if report.locked_by is not None:
         d = report.locked_by
@@ -321,8 +320,6 @@ def loop_run_command(
         return
     if not as_json:
         typer.echo(f"running the loop on {target} every {every}; Ctrl-C stops")
-    from .errors import LoopMLError
-
     passes = failed = 0
     start = time.monotonic()
     try:
@@ -355,8 +352,6 @@ def loop_history_command(
     """
     from rich.table import Table
 
-    from .cli_common import fmt_time
-    from .errors import ArgumentError
     from .store.loopevents import STEPS, LoopEvents
     from .tracking.api import database_for
 

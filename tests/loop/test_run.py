@@ -312,9 +312,9 @@ def test_the_lock(store: TrackingStore) -> None:
     assert old["status"] == "failed" and "not refreshed" in old["details"]["error"]
     assert not events.refresh(first) and not events.release(first, "done"), "a lost lock stays lost"
     # a holder on this machine whose process has ended is taken over at once
-    from loopml.loop.run import _this_host_dead
-
     import socket
+
+    from loopml.loop.run import _this_host_dead
 
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     assert events.release(third, "done")

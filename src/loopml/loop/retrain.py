@@ -52,6 +52,7 @@ from ..monitor.versions import store_version_gate
 from ..store.loopevents import LoopEvents
 from ..store.registry import ModelVersion, local_registry
 from ..tracking import api
+from .labels import label_dataset
 
 if TYPE_CHECKING:
     import torch
@@ -198,8 +199,6 @@ def _concat(labels: "Dataset", replay: "Dataset | None", sig: Signature) -> "Dat
 
 def _version_labels(registry: "RegistryStore", champion: ModelVersion) -> "Dataset":
     """The champion's agreed labels with their logged inputs, stored by content with the (request_id, row) of each row."""
-    from .labels import label_dataset
-
     return label_dataset(champion, store=True, backend=registry.store)
 
 

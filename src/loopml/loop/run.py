@@ -51,16 +51,22 @@ from ..errors import ArgumentError, ArgumentTypeError, Conflict, LoopMLError, No
 from ..models.registry import current_user, registry_for
 from ..monitor.windows import parse_duration
 from ..store import schema as s
+from ..store.labels import LabelStore
 from ..store.loopevents import LoopEvents
+from ..store.monitoring import MonitorLog
 from ..store.registry import ModelVersion, check_alias, local_registry
-from .compare import ALPHA, MIN_GAIN
+from .compare import ALPHA, MIN_GAIN, Comparison
+from .compare import compare as compare_versions
+from .labels import label_dataset
+from .promote import promote as move_alias
+from .queue import build_queue
 from .retrain import MIN_LABELS
+from .retrain import retrain as retrain_version
 
 if TYPE_CHECKING:
     from ..store.registry import RegistryStore
     from ..store.tracking import TrackingStore
     from ..train.callbacks import Callback
-    from .compare import Comparison
 
 __all__ = ["LABEL_BUDGET", "LOCK_TTL", "LoopReport", "StepResult", "check_options", "run"]
 
@@ -235,7 +241,6 @@ class _Pass:
 
     def monitor(self) -> None:
         from ..monitor.watch import check
-        from ..store.monitoring import MonitorLog
 
         if not self.opts["monitor"]:
             self.record("monitor", "skipped", "monitor=False (--no-monitor): no cycle run")
@@ -262,9 +267,6 @@ class _Pass:
             return int(conn.execute(sel).scalar_one())
 
     def queue(self) -> None:
-        from ..store.labels import LabelStore
-        from ..store.monitoring import MonitorLog
-        from .queue import build_queue
 
         v = self.champion
         last = next((e for e in reversed(self.events.events(self.target, step="queue", limit=200))
@@ -332,8 +334,6 @@ class _Pass:
         return out
 
     def retrain(self) -> ModelVersion | None:
-        from .labels import label_dataset
-        from .retrain import retrain
 
         v = self.champion
         now = time.time()
@@ -377,7 +377,7 @@ class _Pass:
                  "labels_fingerprint": ds.fingerprint, **({"alerts": alerts} if alerts else {})}
         mark = self.mark()
         try:
-            challenger, report = retrain(
+            challenger, report = retrain_version(
                 self.target, ds, cause=cause, min_labels=self.opts["min_labels"], from_scratch=self.opts["from_scratch"],
                 epochs=self.opts["epochs"], holdout=self.opts["holdout"], replay=self.opts["replay"],
                 seed=self.opts["seed"], callbacks=[_heartbeat(self), *self.opts["callbacks"]], tracking_uri=self.uri)
@@ -413,8 +413,7 @@ class _Pass:
         stored = (chall.measurements or {}).get("comparison")
         return ref, stored if stored and stored.get("champion") == v.ref else None
 
-    def compare(self, challenger: ModelVersion | None) -> "Comparison | None":
-        from .compare import Comparison, compare
+    def compare(self, challenger: ModelVersion | None) -> Comparison | None:
 
         v = self.champion
         ref = challenger.ref if challenger is not None else None
@@ -433,7 +432,7 @@ class _Pass:
         cause = {**self.cause, "loop": self.target, "challenger": ref, **({"recovered": True} if recovered else {})}
         mark = self.mark()
         try:
-            result = compare(self.target, ref, alpha=self.opts["alpha"], min_gain=self.opts["min_gain"], cause=cause,
+            result = compare_versions(self.target, ref, alpha=self.opts["alpha"], min_gain=self.opts["min_gain"], cause=cause,
                              tracking_uri=self.uri)
         except LoopMLError as exc:
             self.record("compare", "failed", f"{type(exc).__name__}: {exc}", cause=cause,
@@ -444,8 +443,7 @@ class _Pass:
                     details={"challenger": ref, "decision": result.decision}, event=None if own is None else int(own["id"]))
         return result
 
-    def promote(self, comparison: "Comparison | None", fresh: bool) -> None:
-        from .promote import promote
+    def promote(self, comparison: Comparison | None, fresh: bool) -> None:
 
         if comparison is None:
             self.record("promote", "skipped", "no comparison to act on")
@@ -473,7 +471,7 @@ class _Pass:
         cause = {**self.cause, "loop": self.target, "challenger": comparison.challenger}
         mark = self.mark()
         try:
-            event = promote(comparison, self.alias, cause=cause, tracking_uri=self.uri)
+            event = move_alias(comparison, self.alias, cause=cause, tracking_uri=self.uri)
         except Conflict as exc:  # refused (stale comparison): promote() recorded it as skipped
             own = self.newest("promote", after=mark)
             self.record("promote", "skipped", str(exc), cause=cause, details={"challenger": comparison.challenger},

@@ -26,6 +26,7 @@ from ..models.registry import (
     resolve_version,
 )
 from ..monitor.windows import parse_duration
+from ..store.labels import LabelStore
 from ..store.loopevents import LoopEvents
 from ..store.predictions import PredictionLog, inputs_array
 from ..store.registry import local_registry
@@ -150,8 +151,6 @@ def shadow(
         per_class=dict(sorted(per_class.items())), disagreements=disagreements,
     )
     if to_queue:
-        from ..store.labels import LabelStore
-
         added = LabelStore(registry.store).add_items(champ_v.name, champ_v.version, report.queue_items(),
                                                      reason="disagreement")
         report = replace(report, queued=added)
