@@ -219,7 +219,7 @@ class _Pass:
         """The newest loop event of this target and step (after the event id ``after``; of ``status``)."""
         for e in reversed(self.events.events(self.target, step=step, limit=50)):
             if e["id"] > after and (status is None or e["status"] == status):
-                return e
+                return dict(e)
         return None
 
     def mark(self) -> int:
