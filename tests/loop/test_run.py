@@ -372,7 +372,8 @@ def test_two_runs_at_once_retrain_once(db_uri: str, tmp_path: Path) -> None:
             retrained = [r for r in reports if any(s["step"] == "retrain" and s["status"] == "done" for s in r["steps"])]
             assert len(retrained) == 1, reports
             other = next(r for r in reports if r is not retrained[0])
-            assert other["locked_by"] is not None or "no new information" in json.dumps(other["steps"]), other
+            # it found the lock held, or came after the first had finished and found nothing new to retrain on
+            assert other["locked_by"] is not None or other["steps"][2]["status"] == "skipped", other
             assert sorted(v.version for v in list_versions(NAME, tracking_uri=db_uri)) == [1, 2]
             done = [e for e in LoopEvents(db).events(TARGET, step="retrain") if e["status"] == "done"]
             assert len(done) == 1
