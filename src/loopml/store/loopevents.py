@@ -9,6 +9,10 @@ it) and what it found (JSON). Example::
     events.record("digits@production", "digits", 4, "retrain", "done", cause={"command": "loopml retrain"},
                   details={"parent": 3, "labels": 120})
     events.events("digits@production")[-1]["step"]    # 'retrain'
+
+The table also holds the loop's lock (:meth:`LoopEvents.acquire`): while ``loopml loop run``
+works on a target, its ``run`` row has the status ``running`` and an expiry it refreshes;
+when the run ends the row gets its final status and a summary of its steps.
 """
 
 from __future__ import annotations
