@@ -178,6 +178,8 @@ def test_labels_lead_to_retrain_compare_and_promote(site: Site) -> None:
     challenger = get_version(f"{NAME}/2", tracking_uri=site.uri)
     assert challenger.lineage["cause"]["alerts"] == cause["alerts"], "the challenger knows the alert that caused it"
     assert challenger.lineage["labels"] == cause["labels_fingerprint"]
+    # the 15 audit rows are never trained on: they join the comparison's recent set with 30% of the other 135
+    assert site.db.get_dataset(challenger.lineage["recent"])["n_rows"] == 15 + int(0.3 * 135)
     assert held.step("compare").details["decision"] == "promote"  # type: ignore[union-attr]
     assert "--no-promote" in held.step("promote").why  # type: ignore[union-attr]
 

@@ -202,6 +202,16 @@ def _version_labels(registry: "RegistryStore", champion: ModelVersion) -> "Datas
     return label_dataset(champion, store=True, backend=registry.store)
 
 
+def _audit_rows(registry: "RegistryStore", champion: ModelVersion, labels_ds: "Dataset") -> "np.ndarray":
+    """Which rows of the version's label set were drawn for the audit slice (a boolean mask)."""
+    try:
+        audit = label_dataset(champion, reasons=("audit",), backend=registry.store)
+    except ArgumentError:  # no labelled audit item yet
+        return np.zeros(len(labels_ds), dtype=bool)
+    drawn = {tuple(k) for k in getattr(audit, "predictions", ())}
+    return np.array([tuple(k) in drawn for k in getattr(labels_ds, "predictions", ())], dtype=bool)
+
+
 def _resolve_labels(registry: "RegistryStore", labels: Any) -> "Dataset":
     from ..data.dataset import Dataset
     from ..data.sources import resolve
@@ -246,9 +256,11 @@ def retrain(
     with fewer than ``min_labels`` rows. ``replay``: the fraction of the champion's
     stored training rows mixed in (seeded by ``seed``; 0: none); ``replay_data``: its
     training data when its run did not store the rows. ``holdout``: the fraction of the
-    labels kept out of training and stored as the challenger's ``recent`` set, the
-    audit-labeled rows :func:`loopml.loop.compare.compare` asks it to be better on
-    (seeded; 0: none, then pass ``recent=`` to compare). ``from_scratch``: the same class
+    labels kept out of training and stored as the challenger's ``recent`` set, the rows
+    :func:`loopml.loop.compare.compare` asks it to be better on (seeded; 0: none, then
+    pass ``recent=`` to compare); with labels from the version's request log
+    (``labels=None`` or a :func:`~loopml.loop.labels.label_dataset`) the audit slice's
+    rows are always kept out too and join that set, never trained on. ``from_scratch``: the same class
     with fresh weights instead of the champion's. ``cause``: why (``{"alert": 12}``,
     ``{"command": "loopml retrain ..."}``), kept in the challenger's lineage and the
     loop event. ``refit_ood``: fit an OOD gate again when the champion has one.
@@ -287,10 +299,22 @@ def retrain(
     model = _rebuild(registry, champion, from_scratch)  # the clear error for a version without weights, before any work
     sig = Signature.from_dict(champion.signature)
     replay_ds, val = _replay_rows(registry, champion, float(replay), replay_data, seed)
-    order = np.random.default_rng(seed).permutation(len(labels_ds))
-    n_recent = int(len(labels_ds) * holdout)
-    recent = labels_ds.subset(np.sort(order[:n_recent]), name="recent") if n_recent else None
-    fit_labels = labels_ds.subset(np.sort(order[n_recent:]), name=labels_ds.name) if n_recent else labels_ds
+    # rows from the request log (label_dataset keeps where each came from) may hold the audit slice
+    from_log = getattr(labels_ds, "predictions", None) is not None
+    audit = _audit_rows(registry, champion, labels_ds) if from_log else np.zeros(len(labels_ds), dtype=bool)
+    rest = np.flatnonzero(~audit)
+    order = rest[np.random.default_rng(seed).permutation(len(rest))]
+    n_holdout = int(len(rest) * holdout)
+    # the recent set: the audit slice (drawn uniformly from the traffic: never trained on, so the comparison keeps an
+    # unbiased sample of what the model now sees) and a seeded holdout of the other labels
+    keep_out = np.sort(np.concatenate([np.flatnonzero(audit), order[:n_holdout]]))
+    recent = labels_ds.subset(keep_out, name="recent") if len(keep_out) else None
+    fit_labels = labels_ds.subset(np.sort(order[n_holdout:]), name=labels_ds.name) if len(keep_out) else labels_ds
+    if len(fit_labels) < min_labels:
+        raise ArgumentError(f"{champion.ref} has {len(fit_labels)} labels to train on once the audit slice "
+                            f"({int(audit.sum())}) and the holdout ({n_holdout}) are kept for the comparison; at least "
+                            f"{min_labels} are needed: label more items (loopml label queue {champion.name}@ALIAS), "
+                            "or lower holdout / min_labels")
     train = _concat(fit_labels, replay_ds, sig)
     if val is None:  # no stored validation rows: hold out part of the new set (seeded, stratified)
         from ..data.split import split
