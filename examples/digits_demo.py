@@ -20,14 +20,22 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 import loopml
 from loopml import data
 from loopml.models import registry
+from loopml.models.nets import (
+    DigitsCNN,  # importable, so the version keeps its torch format (TQT fine-tunes it)
+)
 from loopml.models.report import versions_table
-from loopml.models.nets import DigitsCNN  # importable, so the version keeps its torch format (TQT fine-tunes it)
 from loopml.train import Checkpoint, EarlyStopping, ProgressBar, Trainer
 
 EPOCHS = int(os.environ.get("LOOPML_DEMO_EPOCHS", "8"))
@@ -39,22 +47,14 @@ SHARE = 0.25            # the new office's share of the traffic after the shift
 REQUEST_ROWS = 4        # digits per request
 AFTER_REPEAT = 2        # the traffic after the shift sends each traffic digit this many times
 ABSTAIN_ALERT = 0.05    # the alert line on the abstention rate (the gate abstains on 1% of normal digits)
-QUEUE_SIZE = int(os.environ.get("LOOPML_DEMO_QUEUE", "200"))
-RETRAIN_EPOCHS = int(os.environ.get("LOOPML_DEMO_RETRAIN_EPOCHS", "10"))
+QUEUE_SIZE = 200        # items the labeling queue aims for (10% of them the random audit slice)
+RETRAIN_EPOCHS = 10     # fine-tuning the champion on the labels plus a replay of its training rows
 ANNOTATOR = "simulated-annotator"
 
 if TYPE_CHECKING:
     import httpx
 
     from loopml.serve import ModelServer
-
-
-_T0 = time.perf_counter()
-
-
-def tick(what: str) -> None:  # TEMP
-    if os.environ.get("DEMO_TIMES"):
-        print(f"TIME {time.perf_counter() - _T0:6.1f} {what}", file=sys.stderr, flush=True)
 
 
 def _progress(console: Console) -> Progress:
@@ -188,7 +188,6 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
     console.print(f"sent {len(before)} digits before the shift and {len(after)} after ({int(is_new.sum())} from the new "
                   f"office) in requests of {REQUEST_ROWS}; {abstained} answers after the shift were \"I don't know\"")
 
-    tick("traffic sent")
     server.requestlog.flush(timeout=30)  # the request log is written in the background: all of it, before the check
     result = check("digits@production", window=None, last=-(-len(after) // REQUEST_ROWS))  # the requests after the shift
     table = Table("metric", "value", title=f"monitor: one check cycle over the newest {result.requests} requests")
@@ -201,12 +200,10 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
         raise SystemExit("the monitor fired no alert: the demo's shift is too weak for its rule")
     alert = result.alerts[0]
 
-    tick("monitor")
     queue = build_queue("digits@production", size=QUEUE_SIZE, audit=0.1, since=since, seed=SEED)
     console.print(f"labeling queue: {sum(queue.open.values())} items, by reason: "
                   + ", ".join(f"{reason} {n}" for reason, n in queue.open.items() if n))
 
-    tick("queue")
     from loopml.loop.queue import queue_items
 
     items = queue_items("digits", status="open", limit=QUEUE_SIZE + 50)
@@ -219,7 +216,6 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
             progress.advance(task)
     console.print(f"{len(items)} labels by {ANNOTATOR}, answered from the ground truth")
 
-    tick("labelled")
     labels = label_dataset("digits@production", store=True)
     cause = {"alert": alert.rule, "metric": alert.metric, "value": alert.value, "message": alert.message}
     challenger, report = retrain("digits@production", labels, epochs=RETRAIN_EPOCHS, cause=cause, seed=SEED,
@@ -227,7 +223,6 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
     console.print(f"retrained [bold]{challenger.ref}[/bold] from {report.champion}: fine-tuned on {report.labels - report.recent} "
                   f"labels + {report.replay} replayed training rows ({report.recent} labels held out to compare on)")
 
-    tick("retrained")
     comparison = compare("digits@production", challenger.ref)
     table = Table("set", "rows", f"{comparison.champion}", f"{comparison.challenger}", "only champion right",
                   "only challenger right", "p-value", "passed", title="champion vs challenger (exact McNemar, one-sided)")
@@ -238,7 +233,6 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
                           "yes" if part.passed else "no")
     console.print(table)
     console.print(f"decision: [bold]{comparison.decision}[/bold] ({escape('; '.join(comparison.reasons))})")
-    tick("compared")
     swap: dict[str, Any] = {}
     if comparison.promote:
         event = promote(comparison, cause=cause)
@@ -248,7 +242,6 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
                       f"meanwhile ({swap['requests']} requests, {swap['failed']} failed)")
     else:
         console.print(f"{challenger.ref} is not promoted: digits@production stays at {comparison.champion}")
-    tick("promoted+swapped")
     champion_ref, challenger_ref = f"digits/{comparison.champion.split('/')[-1]}", challenger.ref
     table = Table("held-out digits", "rows", champion_ref, challenger_ref, title="accuracy before and after the loop")
     mixed_new = rng.random(len(x_held)) < SHARE
@@ -259,7 +252,6 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
         scores[name] = (accuracy(champion_ref, x, y_held), accuracy(challenger_ref, x, y_held))
         table.add_row(name, str(len(x)), f"{scores[name][0]:.3f}", f"{scores[name][1]:.3f}")
     console.print(table)
-    tick("evaluated")
     return {"alert": alert, "queue": queue, "labels": len(items), "challenger": challenger, "comparison": comparison,
             "swap": swap, "accuracy": scores}
 
@@ -282,7 +274,6 @@ def main() -> None:
     console.print(report)
     report.raise_if_errors(override_hint="fix the data, or pass check_data=False to Trainer.fit")
 
-    tick("data")
     model = DigitsCNN()
     with loopml.start_run(experiment="digits-demo", tags={"source": "examples/digits_demo.py"}) as run:
         console.print(f"run [bold]{run.id}[/bold] in experiment digits-demo, tracking at {loopml.get_tracking_uri()}")
@@ -306,7 +297,6 @@ def main() -> None:
             description="examples/digits_demo.py",
             ood=(parts.train, parts.val),  # fit the out-of-distribution gate: "I don't know" instead of a guess
         )
-    tick("trained+registered")
     registry.set_alias("digits", "production", version.version)
     console.print(f"registered [bold]{version.ref}[/bold] (@production) with formats {', '.join(sorted(version.files))}")
     console.print("quantizing: static int8 (ONNX Runtime QDQ), TQT int4 (trained power-of-2 thresholds, fine-tuned)")
@@ -314,15 +304,12 @@ def main() -> None:
     variants = [loopml.models.quantize(version.ref, method="static", bits=8, data=parts, seed=SEED),
                 loopml.models.quantize(version.ref, method="tqt", bits=4, data=parts, seed=SEED)]
 
-    tick("quantized")
     from loopml.serve import ModelServer
 
     # follows the alias: a promotion swaps the served version (polled every 0.2 s; the default is 5 s)
     server = ModelServer("digits@production", port=0, poll_interval=0.2).start().wait_ready(120)
     try:
-        tick("server ready")
         serve_and_probe(server, parts.test.x.numpy(), console)
-        tick("probed")
         loop = closed_loop(server, traffic, held, console)
     finally:
         server.stop()
@@ -353,7 +340,8 @@ def main() -> None:
     console.print("  the UI/API .venv/bin/loopml ui --port 5000   (experiments, runs, curves, models in a browser), then:")
     console.print("    labeling   http://127.0.0.1:5000/ui/labeling?name=digits   (the queue, the labels, keyboard only)")
     console.print(f"    monitoring http://127.0.0.1:5000/ui/monitoring?name=digits&version={alert.version}   (the alert, the drift)")
-    console.print(f"  the loop   .venv/bin/loopml models show digits   ({challenger.ref}: parent, labels, cause; the alias history)")
+    console.print(f"  the loop   .venv/bin/loopml models show {challenger.ref}   (the challenger: retrained from digits/{version.version}, its run)")
+    console.print(f"             .venv/bin/loopml compare digits/{version.version} {challenger.ref}   (the comparison, with 95% intervals)")
     console.print("  labels     .venv/bin/loopml label list digits --status labelled")
 
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.deps import need
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,9 +25,8 @@ def noise(text: str) -> list[str]:
 
 
 def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
-    # cheap: 2 epochs for the champion, 3 for the challenger (the demo: 8 and 10); the loop's steps are all run
-    env = {**os.environ, "LOOPML_HOME": str(tmp_path / "home"), "LOOPML_DEMO_EPOCHS": "2",
-           "LOOPML_DEMO_RETRAIN_EPOCHS": "3", "OMP_NUM_THREADS": "1"}
+    # cheap: 2 epochs for the champion (the demo: 8); the loop's retrain is mostly ONNX exports, not epochs
+    env = {**os.environ, "LOOPML_HOME": str(tmp_path / "home"), "LOOPML_DEMO_EPOCHS": "2", "OMP_NUM_THREADS": "1"}
     env.pop("LOOPML_TRACKING_URI", None)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "digits_demo.py")],
@@ -67,7 +64,7 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     assert [(v.tags["quantization.method"], v.tags["quantization.bits"], v.parent_version) for v in (versions[2], versions[3])] == [
         ("static", "8", 1), ("tqt", "4", 1)
     ]
-    for v in versions.values():
+    for v in (versions[1], versions[2], versions[3]):
         m = v.measurements
         assert 0 <= m["accuracy"] <= 1 and m["size_bytes"] > 0 and set(m["latency_ms"]) == {"1", "64"}
     assert versions[2].measurements["size_bytes"] < versions[1].measurements["size_bytes"]
