@@ -45,6 +45,9 @@ from loopml.models.report import versions_table
 from loopml.train import Checkpoint, EarlyStopping, ProgressBar, Trainer
 
 EPOCHS = int(os.environ.get("LOOPML_DEMO_EPOCHS", "8"))
+# the champion's formats; tests/test_demo.py leaves out pte (its ExecuTorch export alone takes 10-17 s here;
+# tests/models/test_export_pte.py tests it)
+FORMATS = tuple(os.environ.get("LOOPML_DEMO_FORMATS", "pt2,torch,onnx,pte").split(","))
 BATCH_SIZE = 64
 LR = 3e-3
 SEED = 0
@@ -297,7 +300,7 @@ def main() -> None:
         run.log({f"test_{k}": v for k, v in test.items() if isinstance(v, float)})
         version = loopml.register(
             model, "digits", input_example=parts.train.x[:8], class_names=[str(d) for d in range(10)],
-            init_args={"channels": 16}, formats=("pt2", "torch", "onnx", "pte"),
+            init_args={"channels": 16}, formats=FORMATS,
             description="examples/digits_demo.py",
             ood=(parts.train, parts.val),  # fit the out-of-distribution gate: "I don't know" instead of a guess
         )
