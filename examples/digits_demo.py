@@ -347,6 +347,8 @@ def main() -> None:
     console.print("  the UI/API .venv/bin/loopml ui --port 5000   (experiments, runs, curves, models in a browser), then:")
     console.print("    labeling   http://127.0.0.1:5000/ui/labeling?name=digits   (the queue, the labels, keyboard only)")
     console.print(f"    monitoring http://127.0.0.1:5000/ui/monitoring?name=digits&version={alert.version}   (the alert, the drift)")
+    console.print(f"    model      http://127.0.0.1:5000/ui/model?name=digits&version={challenger.version}   "
+                  "(the challenger, its comparison, the alias history)")
     console.print(f"  the loop   .venv/bin/loopml models show {challenger.ref}   (the challenger: retrained from digits/{version.version}, its run)")
     console.print(f"             .venv/bin/loopml compare digits/{version.version} {challenger.ref}   (the comparison, with 95% intervals)")
     console.print("  labels     .venv/bin/loopml label list digits --status labelled")

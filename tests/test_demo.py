@@ -117,5 +117,6 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     # the others': not worse beyond 5 of 270 rows (the comparison's "not worse" is a test at 1%, not a guarantee per row)
     assert office[1] > office[0] and mixed[1] > mixed[0] and old[1] >= old[0] - 5 / 270
     assert "/ui/labeling?name=digits" in proc.stdout and "/ui/monitoring?name=digits&version=1" in proc.stdout
+    assert "/ui/model?name=digits&version=4" in proc.stdout
     assert "loopml label list digits" in proc.stdout
     store.close()
