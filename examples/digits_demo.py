@@ -166,12 +166,13 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
     import httpx
 
     from loopml.loop.compare import compare
-    from loopml.loop.labels import label_dataset
     from loopml.loop.promote import promote
     from loopml.loop.queue import build_queue, queue_items
     from loopml.loop.retrain import retrain
     from loopml.monitor import alerts
     from loopml.monitor.watch import check
+    from loopml.store.monitoring import MonitorLog
+    from loopml.tracking.api import database_for
 
     rng = np.random.default_rng(SEED + 1)
     x_traffic, y_traffic = traffic.x.numpy(), traffic.y.numpy()
@@ -223,14 +224,17 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
             progress.advance(task)
     console.print(f"{len(items)} labels by {ANNOTATOR}, answered from the ground truth")
 
-    labels = label_dataset("digits@production", store=True)
-    cause = {"alert": alert.rule, "metric": alert.metric, "value": alert.value, "message": alert.message}
-    challenger, report = retrain("digits@production", labels, epochs=RETRAIN_EPOCHS, cause=cause, seed=SEED,
+    # the cause, as `loopml loop run` records it: the alert (its stored id) that started the loop
+    (fired,) = [a for a in MonitorLog(database_for(None, "The demo's loop")).alerts("digits", version=alert.version)
+                if a["name"] == alert.rule]
+    cause = {"alerts": [{"id": int(fired["id"]), "rule": alert.rule, "metric": alert.metric, "value": alert.value}]}
+    # labels=None: the champion's agreed labels with their logged inputs (stored as a dataset, lineage both ways)
+    challenger, report = retrain("digits@production", None, epochs=RETRAIN_EPOCHS, cause=cause, seed=SEED,
                                  progress=True)
     console.print(f"retrained [bold]{challenger.ref}[/bold] from {report.champion}: fine-tuned on {report.labels - report.recent} "
                   f"labels + {report.replay} replayed training rows ({report.recent} labels held out to compare on)")
 
-    comparison = compare("digits@production", challenger.ref)
+    comparison = compare("digits@production", challenger.ref, cause=cause)
     table = Table("set", "rows", f"{comparison.champion}", f"{comparison.challenger}", "only champion right",
                   "only challenger right", "p-value", "passed", title="champion vs challenger (exact McNemar, one-sided)")
     for part in (comparison.test, comparison.recent):
@@ -349,8 +353,9 @@ def main() -> None:
     console.print(f"    monitoring http://127.0.0.1:5000/ui/monitoring?name=digits&version={alert.version}   (the alert, the drift)")
     console.print(f"    model      http://127.0.0.1:5000/ui/model?name=digits&version={challenger.version}   "
                   "(the challenger, its comparison, the alias history)")
-    console.print(f"  the loop   .venv/bin/loopml models show {challenger.ref}   (the challenger: retrained from digits/{version.version}, its run)")
+    console.print("  the loop   .venv/bin/loopml loop history digits@production   (each step, its cause)")
     console.print(f"             .venv/bin/loopml compare digits/{version.version} {challenger.ref}   (the comparison, with 95% intervals)")
+    console.print("             .venv/bin/loopml loop run digits@production   (all the steps at once, from cron)")
     console.print("  labels     .venv/bin/loopml label list digits --status labelled")
 
 

@@ -101,7 +101,8 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     assert len(votes) == 200 and all(set(v) == {"simulated-annotator"} for v in votes)
     challenger = versions[4]
     assert challenger.parent_version == 1 and challenger.lineage["parent"] == "digits/1"
-    assert challenger.lineage["cause"]["alert"] == "abstentions" and challenger.lineage["labels"]
+    (cause,) = challenger.lineage["cause"]["alerts"]
+    assert (cause["rule"], cause["metric"]) == ("abstentions", "abstention_rate") and challenger.lineage["labels"]
     assert challenger.aliases == ("production",) and versions[1].aliases == ()
     moves = [(e.from_version, e.to_version) for e in RegistryStore(store).alias_history("digits", "production")]
     assert moves == [(None, 1), (1, 4)]
@@ -118,5 +119,5 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     assert office[1] > office[0] and mixed[1] > mixed[0] and old[1] >= old[0] - 5 / 270
     assert "/ui/labeling?name=digits" in proc.stdout and "/ui/monitoring?name=digits&version=1" in proc.stdout
     assert "/ui/model?name=digits&version=4" in proc.stdout
-    assert "loopml label list digits" in proc.stdout
+    assert "loopml label list digits" in proc.stdout and "loopml loop history digits@production" in proc.stdout
     store.close()
