@@ -54,9 +54,9 @@ SEED = 0
 FUTURE = 0.3            # digits kept apart from training: the traffic of the future and the held-out digits
 SHARE = 0.25            # the new office's share of the traffic after the shift
 REQUEST_ROWS = 4        # digits per request
-AFTER_REPEAT = 2        # the traffic after the shift sends each traffic digit this many times
+AFTER_REPEAT = 3        # the traffic after the shift sends each traffic digit this many times
 ABSTAIN_ALERT = 0.05    # the alert line on the abstention rate (the gate abstains on 1% of normal digits)
-QUEUE_SIZE = 200        # items the labeling queue aims for (10% of them the random audit slice)
+QUEUE_SIZE = 300        # items the labeling queue aims for (10% of them the random audit slice)
 RETRAIN_EPOCHS = 10     # fine-tuning the champion on the labels plus a replay of its training rows
 ANNOTATOR = "simulated-annotator"
 

@@ -95,10 +95,10 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     labels = LabelStore(store)
     items = labels.items("digits", status=None, limit=None)
     reasons = {it["reason"] for it in items}
-    assert len(items) == 200 and reasons == {"abstained", "uncertain", "audit"}, reasons
+    assert len(items) == 300 and reasons == {"abstained", "uncertain", "audit"}, reasons
     assert all(it["version"] == 1 and it["status"] == "labelled" for it in items)
     votes = [row["votes"] for row in labels.labelled_rows("digits", 1)]
-    assert len(votes) == 200 and all(set(v) == {"simulated-annotator"} for v in votes)
+    assert len(votes) == 300 and all(set(v) == {"simulated-annotator"} for v in votes)
     challenger = versions[4]
     assert challenger.parent_version == 1 and challenger.lineage["parent"] == "digits/1"
     (cause,) = challenger.lineage["cause"]["alerts"]
