@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -150,6 +151,56 @@ def test_hot_swap_under_load_fails_no_request(serve: Callable[..., ModelServer])
     assert versions[0] == 1 and versions[-1] == 2
     assert _metrics(server)['loopml_model_swaps_total{model="mlp"}'] == 1
     assert httpx.get(f"{server.url}/v1/models/mlp").json()["version"] == 2
+
+
+def test_promotion_and_rollback_while_a_version_is_loading_fail_no_request(serve: Callable[..., ModelServer]) -> None:
+    """The alias moves to a new version and straight back (a promotion, then ``loopml models rollback``) while the
+    server may still be loading the first move: it keeps answering, fails no request, and ends on where the alias is."""
+    from loopml.models.registry import rollback
+
+    server = serve(poll_interval=0.05)
+    url = f"{server.url}/v1/models/mlp/predict"
+    stop = threading.Event()
+    versions: list[int] = []
+    failures: list[str] = []
+
+    def client() -> None:
+        with httpx.Client(timeout=60) as c:
+            while not stop.is_set():
+                try:
+                    r = c.post(url, content=BODY, headers={"content-type": "application/json"})
+                    if r.status_code != 200:
+                        failures.append(r.text)
+                    else:
+                        versions.append(r.json()["version"])
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    for t in threads:
+        t.start()
+    before = loopml.models.get_version("mlp@production").version
+    new = register_mlp(seed=2)
+    loopml.models.set_alias("mlp", "production", new)  # promote ...
+    event = rollback("mlp", "production")  # ... and roll back at once, before or while the server loads `new`
+    assert (event.from_version, event.to_version) == (new, before)
+    n_after = len(versions) + 300  # requests answered after both moves, whatever the follower saw of them
+    deadline = time.monotonic() + 120  # a bound, not a wait: the loop ends as soon as the server settles
+
+    def settled() -> bool:
+        if len(versions) < n_after or versions[-1] != before:
+            return False
+        return bool(httpx.get(f"{server.url}/v1/models/mlp").json()["version"] == before)
+
+    while not failures and time.monotonic() < deadline and not settled():
+        pass
+    stop.set()
+    for t in threads:
+        t.join(60)
+
+    assert failures == []
+    assert versions[-1] == before, "the server ends on the version the alias names"
+    assert httpx.get(f"{server.url}/v1/models/mlp").json()["version"] == before
 
 
 def _request(port: int) -> bytes:
