@@ -57,8 +57,6 @@ import logging
 import math
 import os
 import shutil
-import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -68,9 +66,8 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
-
 import _common  # benchmarks/_common.py: these run as `python benchmarks/<name>.py`
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 
