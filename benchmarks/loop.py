@@ -97,7 +97,9 @@ def jitter(img: np.ndarray, rng: np.random.Generator, *, degrees: float = 3.0, s
     m = np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]]) / s
     c = (np.array(img.shape) - 1) / 2.0
     offset = c - m @ c + rng.uniform(-shift, shift, 2)
-    return np.clip(ndimage.affine_transform(img, m, offset=offset, order=1), 0.0, 1.0)
+    # grid-constant: blank paper beyond the edge, interpolated; "constant" would blank a whole border row for any
+    # shift below zero (a sample at -0.3 px is "outside"), erasing ink the scanner saw
+    return np.clip(ndimage.affine_transform(img, m, offset=offset, order=1, mode="grid-constant"), 0.0, 1.0)
 
 
 def new_office(img: np.ndarray, *, slant: float = 0.3, pen: float = 1.0) -> np.ndarray:
@@ -105,7 +107,8 @@ def new_office(img: np.ndarray, *, slant: float = 0.3, pen: float = 1.0) -> np.n
     from scipy import ndimage
 
     c = (img.shape[1] - 1) / 2.0
-    slanted = ndimage.affine_transform(img, np.array([[1.0, 0.0], [slant, 1.0]]), offset=(0.0, -slant * c), order=1)
+    slanted = ndimage.affine_transform(img, np.array([[1.0, 0.0], [slant, 1.0]]), offset=(0.0, -slant * c), order=1,
+                                      mode="grid-constant")
     thick = ndimage.grey_dilation(slanted, size=(2, 2))
     return np.clip(np.maximum(slanted, pen * thick), 0.0, 1.0)
 
@@ -192,6 +195,121 @@ def ratio_line(ratios: Sequence[float | None]) -> tuple[bool, str]:
     return worst <= GOAL_RATIO, (f"queue/random labels per seed {', '.join(f'{r:.2f}' for r in known)}; worst {worst:.2f} "
                                  f"(goal at most {GOAL_RATIO:g} in every seed, never above 1: "
                                  f"{'never above 1' if worst <= 1 else 'ABOVE 1 in a seed'})")
+
+
+# ---------------------------------------------------------------- --plain: the same protocol, written out
+
+def farthest_first(features: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """``k`` of ``candidates`` spread out: farthest-first traversal (the k-center greedy) in ``features`` space.
+
+    >>> farthest_first(np.array([[0.0], [0.1], [5.0], [9.0]]), np.arange(4), 2).tolist()
+    [0, 3]
+    """
+    if k <= 0 or not len(candidates):
+        return np.array([], dtype=int)
+    if k >= len(candidates):
+        return np.asarray(candidates)
+    f = features[candidates]
+    chosen = [0]
+    dist = ((f - f[0]) ** 2).sum(1)
+    while len(chosen) < k:
+        j = int(dist.argmax())
+        chosen.append(j)
+        dist = np.minimum(dist, ((f - f[j]) ** 2).sum(1))
+    return np.asarray(candidates)[chosen]
+
+
+def plain_queue(n: int, abstained: np.ndarray, score: np.ndarray, margin: np.ndarray, features: np.ndarray,
+                rng: np.random.Generator, *, audit: float = 0.1) -> np.ndarray:
+    """The queue's rule written out: abstained rows (spread out), then the lowest margins spread out, then a random audit.
+
+    ``round(audit * n)`` rows are a uniform sample of the rest; the remaining ones come first from the
+    abstained rows (farthest-first among them, highest OOD score first), then from the 3x as many
+    lowest-margin answers (farthest-first).
+    """
+    n_audit = int(round(audit * n))
+    rest = n - n_audit
+    out = np.flatnonzero(abstained)
+    out = farthest_first(features, out[np.argsort(-score[out])], min(rest, len(out)))
+    left = np.setdiff1d(np.arange(len(margin)), out)
+    need = rest - len(out)
+    out = np.concatenate([out, farthest_first(features, left[np.argsort(margin[left])][: 3 * need], need)]).astype(int)
+    left = np.setdiff1d(np.arange(len(margin)), out)
+    return np.concatenate([out, rng.choice(left, n_audit, replace=False)]).astype(int)
+
+
+def plain_fit(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch: int, seed: int) -> Any:
+    """Adam and cross-entropy over shuffled batches, seeded: the Trainer's loop without its callbacks."""
+    import torch
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(yt), generator=g)
+        for i in range(0, len(yt), batch):
+            b = order[i : i + batch]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt[b]), yt[b]).backward()
+            opt.step()
+    return model.eval()
+
+
+def plain_seed(seed: int, a: argparse.Namespace, bar: Any) -> dict[str, Any]:
+    """Figure 1 for one seed without the store or the server: the champion, its gate, the queue rule and retrain's
+    procedure (30% of the labels held out, every training row replayed, 10 epochs of Adam at 1e-3, batches of 32)."""
+    import copy
+
+    import torch
+
+    from loopml.models.nets import DigitsCNN
+    from loopml.monitor.ood import fit_gate
+
+    w = world(seed, stream=a.stream, before=a.before, evaluate=a.eval, share=a.share)
+    xt, yt = w["train"]
+    champ = plain_fit(DigitsCNN(), xt, yt, epochs=8, lr=3e-3, batch=64, seed=seed)
+    pre, post = accuracy(champ, w["eval_pre"]), accuracy(champ, w["eval"])
+    new = w["eval"][2]
+    out: dict[str, Any] = {"seed": seed, "pre": pre, "post": post, "goal": RECOVER * pre,
+                           "post_old": accuracy(champ, (w["eval"][0][~new], w["eval"][1][~new])),
+                           "post_new": accuracy(champ, (w["eval"][0][new], w["eval"][1][new]))}
+    xs, ys, snew = w["stream"]
+    if a.no_gate:
+        abstained, score = np.zeros(len(xs), dtype=bool), np.zeros(len(xs))
+    else:
+        gate = fit_gate(champ, train=(xt, yt), val=w["val"][0], target_false_abstain=0.01)
+        score = gate.score(xs)
+        abstained = score > gate.threshold
+    with torch.inference_mode():
+        p = torch.softmax(champ(torch.from_numpy(xs)), 1).numpy()
+    top2 = np.sort(p, 1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    features = xs.reshape(len(xs), -1)
+    out.update(abstained=int(abstained.sum()), abstained_new=int((abstained & snew).sum()), new_rows=int(snew.sum()),
+               alerts=["(no monitor in --plain)"])
+    curves: dict[str, Any] = {}
+    for policy in ("random", "queue"):
+        means = []
+        for n in a.budgets:
+            accs, shares = [], []
+            for f in range(a.ft_seeds):
+                rng = np.random.default_rng(10_000 * seed + 100 * f + n)
+                pick = (rng.choice(len(xs), n, replace=False) if policy == "random"
+                        else plain_queue(n, abstained, score, margin, features, rng))
+                shares.append(float(snew[pick].mean()))
+                keep = pick[np.random.default_rng(7 * f + seed).permutation(n)[int(n * 0.3):]]  # 30% held out
+                model = plain_fit(copy.deepcopy(champ), np.concatenate([xs[keep], xt]), np.concatenate([ys[keep], yt]),
+                                  epochs=10, lr=1e-3, batch=32, seed=7 * f + seed)
+                accs.append(accuracy(model, w["eval"]))
+                bar.advance(bar.task, 1)
+            means.append(float(np.mean(accs)))
+            curves.setdefault(policy, {})[n] = {"accuracy": accs, "new_share": float(np.mean(shares))}
+        curves[policy]["mean"] = means
+        curves[policy]["needs"] = labels_needed(a.budgets, means, RECOVER * pre)
+    out["curves"] = curves
+    return out
 
 
 # ---------------------------------------------------------------- loopml's parts
@@ -462,6 +580,10 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=EVAL, help="evaluation requests (default 3,000)")
     ap.add_argument("--trials", type=int, default=20, help="promotion trials (default 20)")
     ap.add_argument("--only", default="labels,alert,promotions,page", help="figures to measure")
+    ap.add_argument("--share", type=float, default=SHARE, help="the new office's share of the traffic (--plain; default 0.2)")
+    ap.add_argument("--plain", action="store_true",
+                    help="figure 1 only, without the store or the server: the queue's rule and retrain's procedure written out")
+    ap.add_argument("--no-gate", action="store_true", help="--plain: a queue without the OOD gate's abstentions")
     ap.add_argument("--quick", action="store_true", help="1 seed, 5 budgets, 1 fine-tune, 4 trials: a smoke run")
     ap.add_argument("--json", default=None, help="write the figures here")
     a = ap.parse_args()
@@ -477,12 +599,15 @@ def main() -> None:
     torch.set_num_threads(1)
     print(json.dumps({"versions": _common.versions("loopml", "torch", "numpy", "scipy", "scikit-learn"),
                       "machine": _common.machine(), "load_average": _common.load_average()}), flush=True)
-    figures: dict[str, Any] = {"seeds": seeds, "budgets": a.budgets, "ft_seeds": a.ft_seeds, "load": [_common.load_average()]}
-    steps = len(seeds) * ((a.before + a.stream) + (2 * len(a.budgets) * a.ft_seeds if "labels" in a.only else 0))
+    figures: dict[str, Any] = {"plain": a.plain, "share": a.share, "no_gate": a.no_gate, "seeds": seeds, "budgets": a.budgets, "ft_seeds": a.ft_seeds, "load": [_common.load_average()]}
+    if a.plain:
+        a.only = {"labels"}
+    curve_steps = 2 * len(a.budgets) * a.ft_seeds if "labels" in a.only else 0
+    steps = len(seeds) * (curve_steps + (0 if a.plain else a.before + a.stream))
     with tempfile.TemporaryDirectory(prefix="loopml-loop-") as tmp, Progress(transient=True) as progress:
         task = progress.add_task("the loop", total=steps)
         progress.task = task  # type: ignore[attr-defined]
-        per_seed = [one_seed(s, a, Path(tmp), progress) for s in seeds]
+        per_seed = [plain_seed(s, a, progress) if a.plain else one_seed(s, a, Path(tmp), progress) for s in seeds]
     figures["per_seed"] = per_seed
     figures["load"].append(_common.load_average())
     report(figures, a)
@@ -508,6 +633,12 @@ def report(figures: dict[str, Any], a: argparse.Namespace) -> None:
             ratio = q / r if q is not None and r is not None else None
             ratios.append(ratio)
             print(f"| {s['seed']} | {s['goal']:.3f} | {_n(r)} | {_n(q)} | {'-' if ratio is None else f'{ratio:.2f}'} |")
+        print("\n| labels | " + " | ".join(f"random s{s['seed']} | queue s{s['seed']}" for s in seeds) + " |")
+        print("|---:|" + "---:|---:|" * len(seeds))
+        for i, n in enumerate(a.budgets):
+            print(f"| {n} | " + " | ".join(f"{s['curves']['random']['mean'][i]:.3f} | {s['curves']['queue']['mean'][i]:.3f}"
+                                           for s in seeds) + " |")
+        print(f"\n(mean accuracy on the evaluation traffic over {a.ft_seeds} fine-tunes per cell)")
         met, words = ratio_line(ratios)
         print(f"\n{'PASS' if met else 'MISS'}: {words}")
     if "alert" in a.only:
