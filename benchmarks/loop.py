@@ -219,23 +219,23 @@ def farthest_first(features: np.ndarray, candidates: np.ndarray, k: int) -> np.n
     return np.asarray(candidates)[chosen]
 
 
-def plain_queue(n: int, abstained: np.ndarray, score: np.ndarray, margin: np.ndarray, features: np.ndarray,
-                rng: np.random.Generator, *, audit: float = 0.1) -> np.ndarray:
-    """The queue's rule written out: abstained rows (spread out), then the lowest margins spread out, then a random audit.
+def plain_queue(n: int, abstained: np.ndarray, margin: np.ndarray, features: np.ndarray, rng: np.random.Generator,
+                *, audit: float = 0.1, pool: int = 5) -> np.ndarray:
+    """``loopml.loop.queue.build_queue``'s rule written out over rows in log order (oldest first).
 
-    ``round(audit * n)`` rows are a uniform sample of the rest; the remaining ones come first from the
-    abstained rows (farthest-first among them, highest OOD score first), then from the 3x as many
-    lowest-margin answers (farthest-first).
+    First the audit slice, ``round(audit * n)`` rows drawn uniformly from the answered (not abstained)
+    rows; then every abstained row, oldest first, while there is room; then the rest from the ``pool`` x as
+    many least-certain answered rows (smallest margin), spread out by farthest-first from the least certain.
     """
     n_audit = int(round(audit * n))
-    rest = n - n_audit
-    out = np.flatnonzero(abstained)
-    out = farthest_first(features, out[np.argsort(-score[out])], min(rest, len(out)))
-    left = np.setdiff1d(np.arange(len(margin)), out)
-    need = rest - len(out)
-    out = np.concatenate([out, farthest_first(features, left[np.argsort(margin[left])][: 3 * need], need)]).astype(int)
-    left = np.setdiff1d(np.arange(len(margin)), out)
-    return np.concatenate([out, rng.choice(left, n_audit, replace=False)]).astype(int)
+    answered = np.flatnonzero(~abstained)
+    picked = rng.choice(answered, min(n_audit, len(answered)), replace=False)
+    room = n - len(picked)
+    first = np.flatnonzero(abstained)[:room]
+    need = room - len(first)
+    left = np.setdiff1d(answered, picked)
+    candidates = left[np.argsort(margin[left], kind="stable")][: pool * need]
+    return np.concatenate([picked, first, farthest_first(features, candidates, need)]).astype(int)
 
 
 def plain_fit(model: Any, x: np.ndarray, y: np.ndarray, *, epochs: int, lr: float, batch: int, seed: int) -> Any:
@@ -297,7 +297,7 @@ def plain_seed(seed: int, a: argparse.Namespace, bar: Any) -> dict[str, Any]:
             for f in range(a.ft_seeds):
                 rng = np.random.default_rng(10_000 * seed + 100 * f + n)
                 pick = (rng.choice(len(xs), n, replace=False) if policy == "random"
-                        else plain_queue(n, abstained, score, margin, features, rng))
+                        else plain_queue(n, abstained, margin, features, rng))
                 shares.append(float(snew[pick].mean()))
                 keep = pick[np.random.default_rng(7 * f + seed).permutation(n)[int(n * 0.3):]]  # 30% held out
                 model = plain_fit(copy.deepcopy(champ), np.concatenate([xs[keep], xt]), np.concatenate([ys[keep], yt]),
@@ -446,7 +446,7 @@ def one_seed(seed: int, a: argparse.Namespace, folder: Path, bar: Any) -> dict[s
     os.environ["LOOPML_ARTIFACT_ROOT"] = f"{home}/artifacts"
     out: dict[str, Any] = {"seed": seed}
     t = time.perf_counter()
-    w = world(seed, stream=a.stream, before=a.before, evaluate=a.eval)
+    w = world(seed, stream=a.stream, before=a.before, evaluate=a.eval, share=a.share)
     champion_v = register_champion(w)
     out["set_up_s"] = time.perf_counter() - t
     alerts.add_rule(REF, "abstentions", metric="abstention_rate", above=ABSTAIN_RULE)
@@ -570,6 +570,23 @@ def alert_to_serving(seed: int, server: Any, truth: dict[str, int], alert_at: fl
     return parts
 
 
+def other_figures(a: argparse.Namespace) -> list[str]:
+    """Figures 2 and 4, or why they are not measured in this run (said, never silently left out)."""
+    lines = []
+    if "promotions" in a.only:
+        here = Path(__file__).with_name("loop_promotions.py")
+        lines.append("promotions of a challenger that is not better: measured by benchmarks/loop_promotions.py "
+                     "(one function for both benchmarks); " + ("run it beside this one" if here.is_file()
+                                                                else "NOT MEASURED: that file is not in this build"))
+    if "page" in a.only:
+        chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+        if chromium is None:
+            lines.append("label page: SKIPPED, no Chromium here (set it up as benchmarks/ui.py says)")
+        else:
+            lines.append("label page: NOT MEASURED: the keyboard session waits for the labeling page (/ui/labeling)")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2,3,4", help="scenario seeds (default 0-4)")
@@ -580,7 +597,7 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=EVAL, help="evaluation requests (default 3,000)")
     ap.add_argument("--trials", type=int, default=20, help="promotion trials (default 20)")
     ap.add_argument("--only", default="labels,alert,promotions,page", help="figures to measure")
-    ap.add_argument("--share", type=float, default=SHARE, help="the new office's share of the traffic (--plain; default 0.2)")
+    ap.add_argument("--share", type=float, default=SHARE, help="the new office's share of the traffic (default 0.2)")
     ap.add_argument("--plain", action="store_true",
                     help="figure 1 only, without the store or the server: the queue's rule and retrain's procedure written out")
     ap.add_argument("--no-gate", action="store_true", help="--plain: a queue without the OOD gate's abstentions")
@@ -611,6 +628,9 @@ def main() -> None:
     figures["per_seed"] = per_seed
     figures["load"].append(_common.load_average())
     report(figures, a)
+    if not a.plain:
+        figures["not_measured"] = other_figures(a)
+        print("\n" + "\n".join(figures["not_measured"]))
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=2, default=str))
 

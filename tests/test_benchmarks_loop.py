@@ -48,17 +48,16 @@ def test_farthest_first_spreads_out_and_plain_queue_follows_the_rule(loop: Modul
     rng = np.random.default_rng(0)
     n = 200
     abstained = np.zeros(1000, dtype=bool)
-    abstained[:50] = True
-    score = np.linspace(2, 1, 1000)
+    abstained[100:150] = True
     margin = np.linspace(0, 1, 1000)
     features = rng.random((1000, 4))
-    picked = loop.plain_queue(n, abstained, score, margin, features, rng)
+    picked = loop.plain_queue(n, abstained, margin, features, rng)
     assert len(picked) == n and len(set(picked.tolist())) == n
-    assert set(picked[:50].tolist()) == set(range(50))  # every abstained row first
-    uncertain = picked[50:180]
-    assert uncertain.max() < 50 + 3 * 130  # from the 3x lowest margins after them
-    audit = picked[180:]
-    assert len(audit) == 20 and not set(audit.tolist()) & set(picked[:180].tolist())
+    audit, first, uncertain = picked[:20], picked[20:70], picked[70:]
+    assert not abstained[audit].any()  # the audit slice: answered rows only
+    assert first.tolist() == list(range(100, 150))  # every abstained row, oldest first
+    assert not abstained[uncertain].any() and not set(uncertain.tolist()) & set(audit.tolist())
+    assert np.sort(uncertain)[-1] < 150 + 5 * 130 + 20  # among the 5x lowest margins (after the audit's)
 
 
 def test_the_new_office_writes_thicker_and_slanted_and_jitter_stays_small(loop: ModuleType) -> None:
