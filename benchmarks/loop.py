@@ -57,6 +57,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -395,29 +396,31 @@ def keep_model() -> Any:
     return KeepModel()
 
 
-def queue_keys(size: int, seed: int) -> list[tuple[str, int, str]]:
-    """The labeling queue of ``size`` items built from the served version's request log: (request id, row, reason)."""
-    from loopml.loop.queue import build_queue
+def queue_keys(size: int, seed: int, since: float | None) -> list[tuple[str, int, str]]:
+    """Build the labeling queue (``size`` items) from the served version's log since ``since``; its open items.
 
-    items = build_queue(REF, size=size, audit=0.1, uncertainty="margin", seed=seed)
-    return [(str(it["request_id"]), int(it.get("row", 0) or 0), str(it.get("reason", ""))) for it in items]
+    Each trial starts from a copy of the store with an empty queue, so the open items are this build's.
+    """
+    from loopml.loop.queue import build_queue, queue_items
+
+    build_queue(REF, size=size, audit=0.1, uncertainty="margin", seed=seed, since=since)
+    items = queue_items(NAME, status="open", limit=size + 100)
+    return [(str(it["request_id"]), int(it["row"]), str(it["reason"])) for it in items]
 
 
 def annotate(keys: Sequence[tuple[str, int]], truth: dict[str, int], annotator: str) -> None:
-    """The simulated annotator: the true class of each (request id, row), stored as feedback with its name."""
-    from loopml.store.predictions import PredictionLog
-    from loopml.tracking.api import backend_for
+    """The simulated annotator: the true class of each (request id, row), stored as a label with its name."""
+    from loopml.loop.labels import label
 
-    log = PredictionLog(backend_for())
     for request_id, row in keys:
-        log.add_feedback(request_id, truth[request_id], row=row, annotator=annotator)
+        label(request_id, str(truth[request_id]), row=row, annotator=annotator)
 
 
-def labelled_dataset(keys: Sequence[tuple[str, int]], truth: dict[str, int], inputs: dict[str, np.ndarray]) -> Any:
-    """The labelled rows of ``keys`` as a Dataset, read back through the label store (``label_dataset``)."""
+def labelled_dataset() -> Any:
+    """Every agreed label of the served version with its logged input, read back from the store."""
     from loopml.loop.labels import label_dataset
 
-    return label_dataset(REF, keys=[(r, row) for r, row in keys])
+    return label_dataset(REF)
 
 
 def finetune(labels: Any, seed: int) -> Any:
@@ -465,8 +468,10 @@ def one_seed(seed: int, a: argparse.Namespace, folder: Path, bar: Any) -> dict[s
     server = ModelServer(REF, port=0, poll_interval=0.2).start().wait_ready(120)
     try:
         before = send(server.url, w["before"][0], progress=lambda k: bar.advance(bar.task, k))
+        since = time.time()  # the shift begins: the queue and the random sample read the requests from here on
         answers = send(server.url, w["stream"][0], progress=lambda k: bar.advance(bar.task, k))
         server_requests = [a_["request_id"] for a_ in before + answers]
+        shifted = [a_["request_id"] for a_ in answers]
         truth = {rid: int(lab) for rid, lab in zip(server_requests, np.concatenate([w["before"][1], w["stream"][1]]))}
         out["abstained"] = sum(r["results"][0]["status"] == "abstain" for r in answers)
         api.close_all()
@@ -475,35 +480,45 @@ def one_seed(seed: int, a: argparse.Namespace, folder: Path, bar: Any) -> dict[s
         result = check(REF, window=None, last=a.stream)
         out["monitor_cycle_s"] = time.perf_counter() - t
         out["alerts"] = [al.rule for al in result.alerts]
-        alert_at = time.perf_counter()
         if not result.alerts:
             out["alert"] = None
         else:
             out["alert"] = result.values
-        if "labels" in a.only:
-            out["curves"] = labels_curve(seed, a, w, truth, home, bar, goal=RECOVER * pre)
+        copy_db(home / "loopml.db", home / "after-traffic.db")  # the store as the traffic left it
         if "alert" in a.only:
-            out["alert_to_serving"] = alert_to_serving(seed, server, truth, alert_at, result)
+            out["alert_to_serving"] = alert_to_serving(seed, server, truth, result, since)
     finally:
         server.stop()
         api.close_all()
+    if "labels" in a.only:
+        out["curves"] = labels_curve(seed, a, w, truth, home, bar, goal=RECOVER * pre, shifted=shifted, since=since)
     return out
 
 
+def copy_db(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database (its backup API: the log's WAL included, other connections open)."""
+    import sqlite3
+
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
 def labels_curve(seed: int, a: argparse.Namespace, w: dict[str, Any], truth: dict[str, int], home: Path,
-                 bar: Any, *, goal: float) -> dict[str, Any]:
+                 bar: Any, *, goal: float, shifted: list[str], since: float) -> dict[str, Any]:
     """Figure 1 for one seed: mean accuracy per budget and policy, and the labels each needs.
 
-    Each (policy, budget, fine-tune) starts from a copy of the store as the traffic left it, so labels
-    given for one trial are never seen by another.
+    Each (policy, budget, fine-tune) starts from a copy of the store as the traffic left it (the server
+    stopped), so labels given for one trial are never seen by another.
     """
     from loopml.tracking import api
 
     db = home / "loopml.db"
     pristine = home / "after-traffic.db"
-    api.close_all()
-    shutil.copyfile(db, pristine)
-    ids = list(truth)
+    ids = list(shifted)  # the random sample: from the same requests the queue reads (logged since the shift)
     curves: dict[str, Any] = {}
     for policy in ("random", "queue"):
         means, shares = [], []
@@ -511,14 +526,14 @@ def labels_curve(seed: int, a: argparse.Namespace, w: dict[str, Any], truth: dic
             accs, new_share = [], []
             for f in range(a.ft_seeds):
                 api.close_all()
-                shutil.copyfile(pristine, db)
+                copy_db(pristine, db)
                 rng = np.random.default_rng(10_000 * seed + 100 * f + n)
                 if policy == "random":
                     keys = [(ids[i], 0) for i in rng.choice(len(ids), n, replace=False)]
                 else:
-                    keys = [(r, row) for r, row, _ in queue_keys(n, seed=100 * f + n)]
+                    keys = [(r, row) for r, row, _ in queue_keys(n, seed=100 * f + n, since=since)]
                 annotate(keys, truth, annotator=f"sim-{policy}")
-                labels = labelled_dataset(keys, truth, {})
+                labels = labelled_dataset()
                 model = finetune(labels, seed=7 * f + seed)
                 accs.append(accuracy(model, w["eval"]))
                 bar.advance(bar.task, 1)
@@ -527,11 +542,10 @@ def labels_curve(seed: int, a: argparse.Namespace, w: dict[str, Any], truth: dic
         curves[policy]["mean"] = means
         curves[policy]["needs"] = labels_needed(a.budgets, means, goal)
     api.close_all()
-    shutil.copyfile(pristine, db)
     return curves
 
 
-def alert_to_serving(seed: int, server: Any, truth: dict[str, int], alert_at: float, result: Any) -> dict[str, float]:
+def alert_to_serving(seed: int, server: Any, truth: dict[str, int], result: Any, since: float) -> dict[str, Any]:
     """Figure 3: from the alert to the server answering with the promoted version; the labeling timed apart."""
     from loopml.loop.compare import compare
     from loopml.loop.promote import promote
@@ -539,13 +553,13 @@ def alert_to_serving(seed: int, server: Any, truth: dict[str, int], alert_at: fl
 
     parts: dict[str, float] = {}
     t = time.perf_counter()
-    keys = queue_keys(QUEUE_SIZE, seed=seed)
+    keys = queue_keys(QUEUE_SIZE, seed=seed, since=since)
     parts["queue"] = time.perf_counter() - t
     t = time.perf_counter()
     annotate([(r, row) for r, row, _ in keys], truth, annotator="sim-live")
     parts["labeling (excluded)"] = time.perf_counter() - t
     t = time.perf_counter()
-    labels = labelled_dataset([(r, row) for r, row, _ in keys], truth, {})
+    labels = labelled_dataset()
     parts["label set"] = time.perf_counter() - t
     t = time.perf_counter()
     cause = {"alert": result.alerts[0].rule} if result.alerts else {"command": "benchmarks/loop.py"}
@@ -575,9 +589,18 @@ def other_figures(a: argparse.Namespace) -> list[str]:
     lines = []
     if "promotions" in a.only:
         here = Path(__file__).with_name("loop_promotions.py")
-        lines.append("promotions of a challenger that is not better: measured by benchmarks/loop_promotions.py "
-                     "(one function for both benchmarks); " + ("run it beside this one" if here.is_file()
-                                                                else "NOT MEASURED: that file is not in this build"))
+        if not here.is_file():
+            lines.append("promotions of a challenger that is not better: NOT MEASURED: benchmarks/loop_promotions.py "
+                         "is not in this build")
+        else:  # the retrain/compare benchmark's own trials, run as they are rather than copied here
+            import subprocess
+
+            env = {k: v for k, v in os.environ.items() if not k.startswith("LOOPML_")}
+            done = subprocess.run([sys.executable, str(here), "--trials", str(a.trials)], env=env, cwd=ROOT,
+                                  capture_output=True, text=True, check=False)
+            lines.append(f"promotions of a challenger that is not better ({here.name}, {a.trials} trials a kind):\n"
+                         + done.stdout.strip() + (f"\n(exit {done.returncode}: {done.stderr.strip()[-400:]})"
+                                                  if done.returncode else ""))
     if "page" in a.only:
         chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
         if chromium is None:
