@@ -485,6 +485,7 @@ def one_seed(seed: int, a: argparse.Namespace, folder: Path, bar: Any) -> dict[s
         else:
             out["alert"] = result.values
         copy_db(home / "loopml.db", home / "after-traffic.db")  # the store as the traffic left it
+        out["_truth"], out["_home"] = truth, home  # for the page session; not written to --json
         if "alert" in a.only:
             out["alert_to_serving"] = alert_to_serving(seed, server, truth, result, since)
     finally:
@@ -588,6 +589,82 @@ def alert_to_serving(seed: int, server: Any, truth: dict[str, int], result: Any,
     return parts
 
 
+def page_session(home: Path, truth: dict[str, int], labels: int, chromium: str) -> dict[str, Any]:
+    """Figure 4: a keyboard-only session on the labeling page over the seed's queue, in headless Chromium.
+
+    A copy of the store as the traffic left it is served by ``loopml server``; the queue is built
+    (``labels`` items); the simulated annotator reads each shown item's request id, presses the true class's
+    key and Enter, and waits for the page to draw the next item. Per label: the seconds the page recorded
+    (from the item shown to the confirm) and the session's wall time over the labels.
+    """
+    from loopml.loop.queue import build_queue
+    from loopml.store.labels import LabelStore
+    from playwright.sync_api import sync_playwright
+    from tracking import (  # benchmarks/tracking.py: the server as it starts it
+        start_loopml_server,
+        stop_process,
+    )
+
+    from loopml.store import TrackingStore
+
+    folder = home / "page"
+    folder.mkdir()
+    db = folder / "loopml-server.db"
+    copy_db(home / "after-traffic.db", db)
+    store = TrackingStore(f"sqlite:///{db}", artifact_root=folder / "artifacts")
+    try:
+        build_queue(f"{NAME}/1", size=labels, store=store)
+    finally:
+        store.close()
+    proc, url = start_loopml_server(argparse.Namespace(tmp=folder))
+    answered: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.goto(f"{url}/ui/labeling?name={NAME}&version=1")
+            page.wait_for_selector("#annotator-input:focus")
+            page.keyboard.type("sim-page")
+            page.keyboard.press("Enter")
+            page.wait_for_selector("#item")
+            started = time.perf_counter()
+            for i in range(labels):
+                rid = str(page.locator("#item").get_attribute("data-request-id"))
+                page.keyboard.press(str(truth[rid]))
+                page.keyboard.press("Enter")
+                answered.append(rid)
+                if i + 1 < labels:
+                    page.wait_for_selector(f"main[data-answered='{i + 1}'][data-mode='single']")
+            page.wait_for_selector("main[data-pending='0']")
+            wall = time.perf_counter() - started
+            browser.close()
+    finally:
+        stop_process(proc)
+    store = TrackingStore(f"sqlite:///{db}", artifact_root=folder / "artifacts")
+    try:
+        rows = LabelStore(store).feedback_rows(answered)
+    finally:
+        store.close()
+    recorded = [r["seconds"] for rid in answered for r in rows.get(rid, []) if r.get("seconds")]
+    right = sum(any(str(r.get("label")).strip('"') == str(truth[rid]) for r in rows.get(rid, [])) for rid in answered)  # JSON text
+    return {"labels": labels, "stored": len(recorded), "right": right, "wall_s": wall, "wall_per_label_s": wall / labels,
+            "recorded_median_s": float(np.median(recorded)) if recorded else None}
+
+
+def label_page(a: argparse.Namespace, first: dict[str, Any]) -> dict[str, Any]:
+    """Figure 4 on the first seed's store, or why it was not measured (no Chromium, no Playwright)."""
+    import importlib.util
+
+    chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
+    if chromium is None:
+        return {"skipped": "no Chromium here (apt-get install chromium; benchmarks/ui.py uses the same)"}
+    if importlib.util.find_spec("playwright") is None:
+        return {"skipped": "Playwright is not installed (pip install -c constraints.txt -e '.[bench]')"}
+    return page_session(first["_home"], first["_truth"], a.page_labels, chromium)
+
+
 def other_figures(a: argparse.Namespace) -> list[str]:
     """Figures 2 and 4, or why they are not measured in this run (said, never silently left out)."""
     lines = []
@@ -605,12 +682,6 @@ def other_figures(a: argparse.Namespace) -> list[str]:
             lines.append(f"promotions of a challenger that is not better ({here.name}, {a.trials} trials a kind):\n"
                          + done.stdout.strip() + (f"\n(exit {done.returncode}: {done.stderr.strip()[-400:]})"
                                                   if done.returncode else ""))
-    if "page" in a.only:
-        chromium = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)
-        if chromium is None:
-            lines.append("label page: SKIPPED, no Chromium here (set it up as benchmarks/ui.py says)")
-        else:
-            lines.append("label page: NOT MEASURED: the keyboard session waits for the labeling page (/ui/labeling)")
     return lines
 
 
@@ -623,6 +694,7 @@ def main() -> None:
     ap.add_argument("--before", type=int, default=BEFORE, help="requests before the shift (default 500)")
     ap.add_argument("--eval", type=int, default=EVAL, help="evaluation requests (default 3,000)")
     ap.add_argument("--trials", type=int, default=20, help="promotion trials (default 20)")
+    ap.add_argument("--page-labels", type=int, default=50, help="labels given on the labeling page (default 50)")
     ap.add_argument("--only", default="labels,alert,promotions,page", help="figures to measure")
     ap.add_argument("--share", type=float, default=SHARE, help="the new office's share of the traffic (default 0.2)")
     ap.add_argument("--plain", action="store_true",
@@ -652,12 +724,25 @@ def main() -> None:
         task = progress.add_task("the loop", total=steps)
         progress.task = task  # type: ignore[attr-defined]
         per_seed = [plain_seed(s, a, progress) if a.plain else one_seed(s, a, Path(tmp), progress) for s in seeds]
+        if "page" in a.only and not a.plain:
+            figures["page"] = label_page(a, per_seed[0])
+        for s in per_seed:
+            s.pop("_truth", None), s.pop("_home", None)
     figures["per_seed"] = per_seed
     figures["load"].append(_common.load_average())
     report(figures, a)
+    if "page" in figures:
+        pg = figures["page"]
+        print("\n## The labeling page, keyboard only (headless Chromium, a simulated annotator)\n")
+        if "skipped" in pg:
+            print(f"SKIPPED: {pg['skipped']}")
+        else:
+            print(f"{pg['labels']} labels in {pg['wall_s']:.1f} s: {pg['wall_per_label_s']:.3f} s per label over the session; "
+                  f"the page recorded a median of {pg['recorded_median_s']:.3f} s per label from the item shown to the "
+                  f"confirm; {pg['stored']} stored, {pg['right']} with the true class")
     if not a.plain:
-        figures["not_measured"] = other_figures(a)
-        print("\n" + "\n".join(figures["not_measured"]))
+        figures["other"] = other_figures(a)
+        print("\n" + "\n".join(figures["other"]))
     if a.json:
         Path(a.json).write_text(json.dumps(figures, indent=2, default=str))
 
