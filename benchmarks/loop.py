@@ -723,7 +723,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="loopml-loop-") as tmp, Progress(transient=True) as progress:
         task = progress.add_task("the loop", total=steps)
         progress.task = task  # type: ignore[attr-defined]
-        per_seed = [plain_seed(s, a, progress) if a.plain else one_seed(s, a, Path(tmp), progress) for s in seeds]
+        per_seed = []
+        for seed in seeds:
+            per_seed.append(plain_seed(seed, a, progress) if a.plain else one_seed(seed, a, Path(tmp), progress))
+            progress.console.print(seed_line(per_seed[-1]))  # each seed as it ends: a long run shows what it has
         if "page" in a.only and not a.plain:
             figures["page"] = label_page(a, per_seed[0])
         for s in per_seed:
@@ -793,6 +796,18 @@ def report(figures: dict[str, Any], a: argparse.Namespace) -> None:
         print(f"\n{'PASS' if worst < GOAL_ALERT_S and promoted == len(seeds) else 'MISS'}: alert to the promoted, serving "
               f"version without the labeling, at most {worst:.1f} s over {len(seeds)} seeds ({promoted} promoted; "
               f"goal under {GOAL_ALERT_S:g} s)")
+
+
+def seed_line(s: dict[str, Any]) -> str:
+    """One line per finished seed: the scenario's accuracies and, when measured, the labels each policy needed."""
+    line = (f"seed {s['seed']}: pre-shift {s['pre']:.3f}, after the shift {s['post']:.3f} (new office {s['post_new']:.3f}), "
+            f"goal {s['goal']:.3f}")
+    if "curves" in s:
+        r, q = s["curves"]["random"]["needs"], s["curves"]["queue"]["needs"]
+        line += f"; labels needed: random {_n(r)}, queue {_n(q)}" + (f", ratio {q / r:.2f}" if r and q else "")
+    if "alert_to_serving" in s:
+        line += f"; alert to serving {s['alert_to_serving']['total, without labeling']:.1f} s"
+    return line
 
 
 def _n(v: float | None) -> str:
