@@ -36,10 +36,13 @@ def test_labels_needed_interpolates_in_log_budget_and_smooths_a_dip(loop: Module
 
 
 def test_ratio_line_needs_every_seed_at_most_half(loop: ModuleType) -> None:
-    assert loop.ratio_line([0.3, 0.5])[0] is True
-    met, words = loop.ratio_line([0.3, 1.2])
+    assert loop.ratio(None, 64.0, 320) == (0.2, True)  # random never reached: an upper bound
+    assert loop.ratio_line([(0.3, False), (0.5, False)])[0] is True
+    met, words = loop.ratio_line([(0.3, False), (1.2, False)])
     assert not met and "ABOVE 1" in words
-    assert loop.ratio_line([0.3, None])[0] is False
+    met, words = loop.ratio_line([(0.3, False), (0.2, True)])
+    assert met and "<0.20" in words
+    assert loop.ratio_line([(0.3, False), (None, False)])[0] is False
 
 
 def test_farthest_first_spreads_out_and_plain_queue_follows_the_rule(loop: ModuleType) -> None:
