@@ -491,16 +491,13 @@ def one_seed(seed: int, a: argparse.Namespace, folder: Path, bar: Any) -> dict[s
         shifted = [a_["request_id"] for a_ in answers]
         truth = {rid: int(lab) for rid, lab in zip(server_requests, np.concatenate([w["before"][1], w["stream"][1]]))}
         out["abstained"] = sum(r["results"][0]["status"] == "abstain" for r in answers)
-        api.close_all()
+        logged(NAME, len(before) + len(answers))  # the server's log writer is asynchronous
         # the monitor's cycle over the shifted traffic: the alert that starts the loop
         t = time.perf_counter()
         result = check(REF, window=None, last=a.stream)
         out["monitor_cycle_s"] = time.perf_counter() - t
         out["alerts"] = [al.rule for al in result.alerts]
-        if not result.alerts:
-            out["alert"] = None
-        else:
-            out["alert"] = result.values
+        out["monitor_values"] = result.values
         copy_db(home / "loopml.db", home / "after-traffic.db")  # the store as the traffic left it
         out["_truth"], out["_home"] = truth, home  # for the page session; not written to --json
         if "alert" in a.only:
@@ -511,6 +508,19 @@ def one_seed(seed: int, a: argparse.Namespace, folder: Path, bar: Any) -> dict[s
     if "labels" in a.only:
         out["curves"] = labels_curve(seed, a, w, truth, home, bar, goal=RECOVER * pre, shifted=shifted, since=since)
     return out
+
+
+def logged(model: str, requests: int, timeout: float = 60.0) -> None:
+    """Wait until the request log holds ``requests`` requests of ``model`` (polled, at most ``timeout`` seconds)."""
+    from loopml.store.predictions import PredictionLog
+    from loopml.tracking.api import backend_for
+
+    log = PredictionLog(backend_for())
+    deadline = time.perf_counter() + timeout
+    while log.count(model) < requests:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"the request log holds {log.count(model)} of {requests} requests after {timeout:g} s")
+        time.sleep(0.05)
 
 
 def copy_db(source: Path, target: Path) -> None:
