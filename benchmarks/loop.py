@@ -624,15 +624,15 @@ def page_session(home: Path, truth: dict[str, int], labels: int, chromium: str) 
     key and Enter, and waits for the page to draw the next item. Per label: the seconds the page recorded
     (from the item shown to the confirm) and the session's wall time over the labels.
     """
-    from loopml.loop.queue import build_queue
-    from loopml.store.labels import LabelStore
     from playwright.sync_api import sync_playwright
     from tracking import (  # benchmarks/tracking.py: the server as it starts it
         start_loopml_server,
         stop_process,
     )
 
+    from loopml.loop.queue import build_queue
     from loopml.store import TrackingStore
+    from loopml.store.labels import LabelStore
 
     folder = home / "page"
     folder.mkdir()
