@@ -33,7 +33,8 @@ from loopml.store.loopevents import LoopEvents  # noqa: E402
 from loopml.store.predictions import PredictionLog  # noqa: E402
 from loopml.tracking import api  # noqa: E402
 from loopml.train import Trainer  # noqa: E402
-from loopml.train.callbacks import Callback  # noqa: E402
+
+from .faults import BreakTheStore
 
 torch.set_num_threads(1)
 NAME = "blobs"
@@ -236,24 +237,11 @@ def test_a_version_without_weights_or_stored_rows_says_what_to_pass(site: Store,
     assert trained is None and report.replay == 0 and report.labels == 150
 
 
-class _BreakTheStore(Callback):
-    """At the end of training, put a file where the artifact root was: every later write of files fails."""
-
-    order = 90
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def on_fit_end(self, trainer: Trainer) -> None:
-        self.root.rename(self.root.with_name("artifacts-away"))
-        self.root.write_text("not a folder")
-
-
 def test_the_store_failing_after_training_registers_nothing(site: Store, labels: data.Dataset) -> None:
     before = [v.version for v in api_versions(site)]
     try:
         with pytest.raises(StoreError, match="nothing was registered|failed"):
-            retrain(f"{NAME}/1", labels, epochs=2, callbacks=[_BreakTheStore(site.root)], tracking_uri=site.uri)
+            retrain(f"{NAME}/1", labels, epochs=2, callbacks=[BreakTheStore(site.root)], tracking_uri=site.uri)
     finally:
         site.root.unlink()
         site.root.with_name("artifacts-away").rename(site.root)

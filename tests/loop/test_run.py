@@ -38,7 +38,8 @@ from loopml.store.loopevents import LoopEvents
 from loopml.store.predictions import PredictionLog
 from loopml.tracking import api
 from loopml.train import Trainer
-from loopml.train.callbacks import Callback
+
+from .faults import BreakTheStore
 
 torch.set_num_threads(1)
 NAME = "loopy"
@@ -227,25 +228,12 @@ def test_the_wirings_labels_by_default_and_disagreements_to_the_queue(site: Site
         retrain(bare.ref, tracking_uri=site.uri)
 
 
-class _BreakTheStore(Callback):
-    """At the end of training, put a file where the artifact root was: every later write of files fails."""
-
-    order = 90
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def on_fit_end(self, trainer: Trainer) -> None:
-        self.root.rename(self.root.with_name("artifacts-away"))
-        self.root.write_text("not a folder")
-
-
 def test_a_failing_step_is_recorded_and_moves_nothing(site: Site) -> None:
     for rid in [r for r in site.truth if r.startswith("c")][40:]:
         label(rid, site.truth[rid], row=0, annotator="oracle", store=site.db)
     before = site.versions()
     try:
-        report = run(TARGET, **{**OPTS, "epochs": 2}, cooldown=0, min_labels=10, callbacks=[_BreakTheStore(site.root)],
+        report = run(TARGET, **{**OPTS, "epochs": 2}, cooldown=0, min_labels=10, callbacks=[BreakTheStore(site.root)],
                      tracking_uri=site.uri)
     finally:
         site.root.unlink()

@@ -114,28 +114,40 @@ def test_a_full_queue_answers_503_with_retry_after(serve: Callable[..., ModelSer
     assert [a.status_code for a in answers] == [200, 200]
 
 
+class Clients:
+    """``n`` threads posting BODY to ``url`` until stopped: the version of each answer, and every failure."""
+
+    def __init__(self, url: str, n: int) -> None:
+        self.url, self.stop_event = url, threading.Event()
+        self.versions: list[int] = []
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self._client) for _ in range(n)]
+        for th in self.threads:
+            th.start()
+
+    def _client(self) -> None:
+        with httpx.Client(timeout=60) as c:
+            while not self.stop_event.is_set():
+                try:
+                    r = c.post(self.url, content=BODY, headers={"content-type": "application/json"})
+                    if r.status_code != 200:
+                        self.failures.append(r.text)
+                    else:
+                        self.versions.append(r.json()["version"])
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for th in self.threads:
+            th.join(60)
+
+
 def test_hot_swap_under_load_fails_no_request(serve: Callable[..., ModelServer]) -> None:
     server = serve(poll_interval=0.05)
     url = f"{server.url}/v1/models/mlp/predict"
-    stop = threading.Event()
-    versions: list[int] = []
-    failures: list[str] = []
-
-    def client() -> None:
-        with httpx.Client(timeout=60) as c:
-            while not stop.is_set():
-                try:
-                    r = c.post(url, content=BODY, headers={"content-type": "application/json"})
-                    if r.status_code != 200:
-                        failures.append(r.text)
-                    else:
-                        versions.append(r.json()["version"])
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-
-    threads = [threading.Thread(target=client) for _ in range(8)]
-    for t in threads:
-        t.start()
+    clients = Clients(url, 8)
+    versions, failures = clients.versions, clients.failures
     v2 = register_mlp(seed=1)
     loopml.models.set_alias("mlp", "production", v2)
     while 2 not in versions[-8:] and not failures:
@@ -143,9 +155,7 @@ def test_hot_swap_under_load_fails_no_request(serve: Callable[..., ModelServer])
     n_after = len(versions) + 200
     while len(versions) < n_after and not failures:
         pass
-    stop.set()
-    for t in threads:
-        t.join(60)
+    clients.stop()
 
     assert failures == []
     assert versions[0] == 1 and versions[-1] == 2
@@ -160,25 +170,8 @@ def test_promotion_and_rollback_while_a_version_is_loading_fail_no_request(serve
 
     server = serve(poll_interval=0.05)
     url = f"{server.url}/v1/models/mlp/predict"
-    stop = threading.Event()
-    versions: list[int] = []
-    failures: list[str] = []
-
-    def client() -> None:
-        with httpx.Client(timeout=60) as c:
-            while not stop.is_set():
-                try:
-                    r = c.post(url, content=BODY, headers={"content-type": "application/json"})
-                    if r.status_code != 200:
-                        failures.append(r.text)
-                    else:
-                        versions.append(r.json()["version"])
-                except httpx.HTTPError as exc:
-                    failures.append(repr(exc))
-
-    threads = [threading.Thread(target=client) for _ in range(4)]
-    for t in threads:
-        t.start()
+    clients = Clients(url, 4)
+    versions, failures = clients.versions, clients.failures
     before = loopml.models.get_version("mlp@production").version
     new = register_mlp(seed=2)
     loopml.models.set_alias("mlp", "production", new)  # promote ...
@@ -194,9 +187,7 @@ def test_promotion_and_rollback_while_a_version_is_loading_fail_no_request(serve
 
     while not failures and time.monotonic() < deadline and not settled():
         pass
-    stop.set()
-    for t in threads:
-        t.join(60)
+    clients.stop()
 
     assert failures == []
     assert versions[-1] == before, "the server ends on the version the alias names"
