@@ -61,12 +61,20 @@ def test_static_int8_is_close_to_fp32(digits: tuple[nn.Module, data.Dataset, dat
     assert measure.accuracy(q.predictor(), test.x, test.y) >= fp32 - 0.02  # within 2 points (360 test rows)
     assert q.details["calibration_samples"] == 256
     assert measure.file_size(q.files["onnx"]) * 2 < measure.file_size(tmp_path / "fp32.onnx")  # tiny: headers weigh
+    # an existing fp32 export of the model (a registered version's model.onnx) is quantized instead of exporting
+    again = quantize(model, method="static", example=train.x[:8], calibration=train.x[:256], out_dir=tmp_path / "g",
+                     fp32_onnx=tmp_path / "fp32.onnx")
+    assert (q.details["fp32_onnx"], again.details["fp32_onnx"]) == ("exported", "given")
+    assert again.files["onnx"].read_bytes() == q.files["onnx"].read_bytes()  # the same graph, the same variant
 
 
 def test_dynamic_int8_quantizes_matmuls(digits: tuple[nn.Module, data.Dataset, data.Dataset],
                                         tmp_path: Path) -> None:
     model, train, test = digits
-    q = quantize(model, method="dynamic", example=train.x[:8], calibration=train.x[:64], out_dir=tmp_path)
+    (tmp_path / "junk.onnx").write_bytes(b"not an ONNX file")  # an fp32_onnx that does not fit: the model is exported
+    q = quantize(model, method="dynamic", example=train.x[:8], calibration=train.x[:64], out_dir=tmp_path,
+                 fp32_onnx=tmp_path / "junk.onnx")
+    assert q.details["fp32_onnx"] == "exported"
     assert "MatMulInteger" in _ops(q.files["onnx"]) or "DynamicQuantizeMatMul" in _ops(q.files["onnx"])
     with torch.no_grad():
         expected = model(test.x).numpy()

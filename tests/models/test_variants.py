@@ -35,12 +35,26 @@ def test_dynamic_variant_is_a_measured_child_version(wine_version: data.Split) -
     assert v.ref == "wine/2" and v.parent_version == 1
     assert v.tags["quantization.method"] == "dynamic" and v.tags["quantization.bits"] == "8"
     assert v.lineage["parent"] == "wine/1" and v.lineage["quantization"]["data_matches_lineage"] is True
+    assert v.lineage["quantization"]["fp32_onnx"] == "exported"  # wine/1 has no onnx file (pt2 and torch)
     parent = R.get_version("wine/1")
     for m in (v.measurements, parent.measurements):
         assert set(m) >= {"accuracy", "size_bytes", "latency_ms"} and set(m["latency_ms"]) == {"1", "64"}
     assert abs(v.measurements["accuracy"] - parent.measurements["accuracy"]) <= 0.1
     loaded = R.load_model("wine/2")
     assert loaded.format == "onnx" and loaded.predict(wine_version.test.x.numpy()).shape == (len(wine_version.test),)
+
+
+def test_static_variant_quantizes_the_parents_stored_onnx_file(wine_version: data.Split) -> None:
+    R.export("wine/1", ["onnx"])
+    v = quantize("wine/1", method="static", data=wine_version)
+    assert v.lineage["quantization"]["fp32_onnx"] == "given"  # wine/1's model.onnx, not a second export
+    stored = R.registry_for(None).file_path("wine", 1, "onnx")
+    stored.write_bytes(stored.read_bytes() + b"\0")  # changed after registration: not used, the model is exported
+    w = quantize("wine/1", method="static", data=wine_version)
+    assert w.lineage["quantization"]["fp32_onnx"] == "exported"
+    assert R.registry_for(None).file_path("wine", 3, "onnx").read_bytes() == R.registry_for(None).file_path(
+        "wine", 2, "onnx").read_bytes()  # the same variant either way
+    assert w.measurements["accuracy"] == v.measurements["accuracy"]
 
 
 def test_quantize_refusals(wine_version: data.Split) -> None:

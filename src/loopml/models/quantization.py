@@ -41,7 +41,7 @@ import numpy as np
 from ..errors import ArgumentError, ArgumentTypeError
 from ..files import atomic_path
 from ..quiet import import_onnxruntime, ort_errors_only
-from .exporting import INPUT_NAME, export_onnx
+from .exporting import INPUT_NAME, OUTPUT_NAME, export_onnx
 from .qdq import compact
 from .runtime import load_predictor
 
@@ -137,6 +137,7 @@ def quantize(
     metrics: Sequence[str] = ("accuracy",),
     experiment: str = "quantize",
     track: bool = True,
+    fp32_onnx: str | os.PathLike[str] | None = None,
 ) -> QuantizedModel:
     """Quantize ``model`` with ``method`` at ``bits`` and write the result under ``out_dir``.
 
@@ -146,7 +147,10 @@ def quantize(
     ``"mse"`` for ``tqt`` and ``"max"`` (min/max calibration, the baseline) for ``ptq``. ``train``/``val`` (``tqt`` only): loopml Datasets or ``(x, y)`` arrays for the
     fine-tuning, which runs ``epochs`` epochs of :class:`loopml.train.Trainer` (Adam:
     weights at ``lr``, thresholds at ``threshold_lr``), tracked to the active run or a
-    new one in ``experiment``. ``model`` is not changed. Example::
+    new one in ``experiment``. ``fp32_onnx`` (``dynamic``/``static``): an ONNX file of ``model`` as
+    :func:`loopml.models.exporting.export_onnx` wrote it (e.g. a registered version's ``model.onnx``),
+    quantized instead of exporting ``model`` again; a file with other input/output names, a fixed batch
+    or an opset below 18 is not used (``model`` is exported). ``model`` is not changed. Example::
 
         q = quantize(model, method="tqt", bits=4, example=x[:8], calibration=x_train[:512],
                      train=parts.train, val=parts.val, epochs=3, out_dir=Path("out/tqt4"))
@@ -167,7 +171,8 @@ def quantize(
     out.mkdir(parents=True, exist_ok=True)
     details: dict[str, Any] = {"method": method, "bits": bits, "calibration_samples": len(calib)}
     if method in ("dynamic", "static"):
-        path = _ort_quantize(model, method, example, calib, out / "model.onnx", details)
+        path = _ort_quantize(model, method, example, calib, out / "model.onnx", details,
+                             _fitting_onnx(fp32_onnx) if fp32_onnx is not None else None)
     else:
         path = _tqt_quantize(model, method, bits, example, calib, out / "model.onnx", details, train=train,
                              val=val, epochs=epochs, lr=lr, threshold_lr=threshold_lr, batch_size=batch_size,
@@ -186,15 +191,41 @@ class _Reader:
         return next(self._batches, None)
 
 
-def _ort_quantize(model: nn.Module, method: str, example: torch.Tensor, calib: np.ndarray, path: Path,
-                  details: dict[str, Any]) -> Path:
+def _fitting_onnx(path: str | os.PathLike[str]) -> Path | None:
+    """``path`` when it is an fp32 ONNX file the quantizers can take as :func:`export_onnx` writes it (one input
+    ``x`` with a dynamic batch, one output ``output``, opset >= 18); else None (the model is exported)."""
     import onnx
+    from onnx.external_data_helper import uses_external_data
 
+    path = Path(path)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - missing or unreadable: onnx raises several types; export instead
+        return None
+    graph = proto.graph
+    inits = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in inits]
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if ([i.name for i in inputs] != [INPUT_NAME] or [o.name for o in graph.output] != [OUTPUT_NAME]
+            or opset < 18 or any(uses_external_data(i) for i in graph.initializer)):
+        return None
+    dims = inputs[0].type.tensor_type.shape.dim
+    if not dims or dims[0].HasField("dim_value"):  # a fixed batch: the calibration batches would not fit
+        return None
+    return path
+
+
+def _ort_quantize(model: nn.Module, method: str, example: torch.Tensor, calib: np.ndarray, path: Path,
+                  details: dict[str, Any], fp32_onnx: Path | None = None) -> Path:
+    import onnx
 
     ortq = _require_ort()
     # the quantizers' own calibration sessions and root-logger warnings are noise to the user; errors still raise
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp, ort_errors_only():
-        fp32 = export_onnx(model, example, Path(tmp) / "float.onnx")
+        # the export is the costliest step after calibration (torch.export + the ONNX translation, ~2-8 s):
+        # an existing export of the same model is quantized as it is
+        fp32 = fp32_onnx if fp32_onnx is not None else export_onnx(model, example, Path(tmp) / "float.onnx")
+        details["fp32_onnx"] = "given" if fp32_onnx is not None else "exported"
         prepped = Path(tmp) / "prepped.onnx"
         try:
             ortq.quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)

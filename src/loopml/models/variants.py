@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, IntegrityError
 from ..store.registry import ModelVersion, local_registry
 from ..tracking.api import start_run
 from . import measure
@@ -188,6 +188,10 @@ def quantize_version(
         kwargs: dict[str, Any] = {}
         if epochs is not None:
             kwargs["epochs"] = epochs
+        if method in ("dynamic", "static") and "onnx" in parent.files:
+            # the parent's own fp32 export, its sha256 checked: quantized as it is instead of exporting again
+            with contextlib.suppress(IntegrityError):
+                kwargs["fp32_onnx"] = registry.file_path(parent.name, parent.version, "onnx")
         if method == "tqt":
             # the fine-tuning is a run in the registry's own store, next to the versions it produces
 
