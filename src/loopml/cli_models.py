@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from .cli_common import StoreOpt, console, fmt_time, friendly
+from .config import settings
 from .errors import ArgumentError
 from .models.report import mb as _mb
 from .models.report import versions_table as _version_rows
@@ -210,6 +212,20 @@ DATA_HELP = ("What to calibrate, fine-tune and measure on: a .npz file (arrays x
              "Default: the datasets logged with the version's run.")
 
 
+# loopml.data.sources.FILE_SUFFIXES (importing that module loads torch and pandas: seconds; test_cli_models checks)
+DATA_FILE_SUFFIXES = (".npz", ".csv", ".parquet")
+
+
+def _check_data_file(data: str | None, store: str | None) -> None:
+    """A ``--data`` file that does not exist, said before torch, pandas and the version load (7-12 s of imports);
+    loopml.data.sources.read_file says the same later. A loopml server refuses files with its own message."""
+    if data is None or Path(data).suffix.lower() not in DATA_FILE_SUFFIXES or Path(data).is_file():
+        return
+    if (store or settings().tracking_uri).startswith(("http://", "https://")):
+        return
+    raise ArgumentError(f"Argument data should be an existing file; {str(Path(data))!r} does not exist")
+
+
 def quantize_command(
     ref: str = typer.Argument(..., help="The fp32 version: NAME/VERSION, NAME@VERSION or NAME@ALIAS."),
     method: str = typer.Option(..., "--method", "-m", help="dynamic, static, tqt (trained thresholds) or ptq (min/max)."),
@@ -226,6 +242,7 @@ def quantize_command(
     Example: loopml quantize churn@production --method tqt --bits 4 --data churn.csv --target churned
     Example: loopml quantize digits@production --method static     (the data logged with its run)
     """
+    _check_data_file(data, store)
     from .client import Client
 
     client = Client(store)

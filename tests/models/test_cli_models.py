@@ -69,3 +69,11 @@ def test_bad_input_is_one_line_and_exit_2(two_versions: str, args: tuple[str, ..
     assert r.exit_code == 2, r.stdout  # type: ignore[attr-defined]
     assert r.stderr.startswith("error: ") and message in r.stderr  # type: ignore[attr-defined]
     assert "Traceback" not in r.stderr  # type: ignore[attr-defined]
+
+
+def test_the_early_data_file_check_knows_the_same_suffixes() -> None:
+    # `loopml quantize --data missing.npz` is refused before torch loads, with read_file's suffixes and words
+    from loopml.cli_models import DATA_FILE_SUFFIXES
+    from loopml.data.sources import FILE_SUFFIXES
+
+    assert DATA_FILE_SUFFIXES == FILE_SUFFIXES
