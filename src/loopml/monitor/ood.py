@@ -67,8 +67,8 @@ from ..errors import (
     NotFound,
     warn_user,
 )
-from ..files import atomic_write
-from ..models.exporting import OUTPUT_NAME, export_onnx, export_pt2
+from ..files import atomic_path, atomic_write
+from ..models.exporting import INPUT_NAME, OUTPUT_NAME, export_onnx, export_pt2
 from ..models.runtime import OnnxPredictor, load_predictor
 from ..store.artifacts import sha256_file
 from .detectors import (
@@ -260,10 +260,15 @@ class OODGate:
                 if _is_module(features) and example is not None:
                     import torch
 
-                    fpath, runtime = _save_features(features, torch.from_numpy(example), folder)
+                    # the joint file first: the features graph is cut out of it (one export instead of two)
+                    jpath = _save_joint(features, example, folder)
+                    fpath = _features_of_joint(jpath, example, folder) if jpath is not None else None
+                    if fpath is not None:
+                        runtime = "onnx"
+                    else:
+                        fpath, runtime = _save_features(features, torch.from_numpy(example), folder)
                     entry["features"] = {"format": "ood_features", "file": fpath.name, "sha256": sha256_file(fpath),
                                          "runtime": runtime}
-                    jpath = _save_joint(features, example, folder)
                     if jpath is not None:
                         entry["joint"] = {"format": "ood_joint", "file": jpath.name, "sha256": sha256_file(jpath)}
                 else:
@@ -359,6 +364,39 @@ def _save_joint(features: Any, example: np.ndarray, folder: Path) -> Path | None
         want = [t.numpy() for t in joint(torch.from_numpy(example))]
     if any(g.shape != w.shape or not np.allclose(g, w, atol=1e-4) for g, w in zip(got, want)):
         log.warning("OOD gate: the joint ONNX file does not match the model within 1e-4; not stored")
+        path.unlink(missing_ok=True)
+        return None
+    return path
+
+
+def _features_of_joint(joint: Path, example: np.ndarray, folder: Path) -> Path | None:
+    """The features graph cut out of the joint ONNX file (its ``features`` output, renamed ``output``): what
+    exporting the feature extractor writes, without a second export (2-4 s each, torch.export and the ONNX
+    translation). Checked with ``onnx.checker`` and against the joint file's features on ``example``
+    (the same kernels: equal); None when it cannot be cut (the caller exports the extractor instead)."""
+    import onnx
+    from onnx.utils import Extractor
+
+    path = folder / _FEATURES_ONNX
+    try:
+        proto = Extractor(onnx.load(str(joint))).extract_model([INPUT_NAME], ["features"])
+        graph = proto.graph
+        if not any("features" in n.output for n in graph.node) or any(OUTPUT_NAME in n.output for n in graph.node):
+            return None
+        for node in graph.node:  # the name export_onnx gives the one output, which the loaders expect
+            node.output[:] = [OUTPUT_NAME if o == "features" else o for o in node.output]
+            node.input[:] = [OUTPUT_NAME if i == "features" else i for i in node.input]
+        graph.output[0].name = OUTPUT_NAME
+        with atomic_path(path) as tmp:
+            onnx.save(proto, str(tmp))
+            onnx.checker.check_model(str(tmp), full_check=True)
+        got = OnnxPredictor(path, threads=1).run_all(example)[0]
+        want = OnnxPredictor(joint, threads=1, outputs=2).run_all(example)[1]
+    except Exception as exc:  # noqa: BLE001 - onnx raises several types; exporting the extractor still works
+        log.info("OOD gate: features not cut from the joint ONNX file (%s: %s)", type(exc).__name__, exc)
+        path.unlink(missing_ok=True)
+        return None
+    if got.shape != want.shape or not np.array_equal(got, want):
         path.unlink(missing_ok=True)
         return None
     return path
