@@ -62,8 +62,8 @@ def test_static_int8_is_close_to_fp32(digits: tuple[nn.Module, data.Dataset, dat
     assert q.details["calibration_samples"] == 256
     assert measure.file_size(q.files["onnx"]) * 2 < measure.file_size(tmp_path / "fp32.onnx")  # tiny: headers weigh
     # an existing fp32 export of the model (a registered version's model.onnx) is quantized instead of exporting
-    again = quantize(model, method="static", example=train.x[:8], calibration=train.x[:256], out_dir=tmp_path / "g",
-                     fp32_onnx=tmp_path / "fp32.onnx")
+    again = quantize(None, method="static", example=train.x[:8], calibration=train.x[:256], out_dir=tmp_path / "g",
+                     fp32_onnx=tmp_path / "fp32.onnx")  # no model needed then
     assert (q.details["fp32_onnx"], again.details["fp32_onnx"]) == ("exported", "given")
     assert again.files["onnx"].read_bytes() == q.files["onnx"].read_bytes()  # the same graph, the same variant
 
@@ -128,4 +128,6 @@ def test_bad_arguments(digits: tuple[nn.Module, data.Dataset, data.Dataset], tmp
         quantize(model, method="tqt", epochs=0, train=train, **kw)
     with pytest.raises(TypeError, match="Argument model should be a torch.nn.Module"):
         quantize("model", method="ptq", **kw)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Argument model should be a torch.nn.Module"):  # no fitting file to quantize
+        quantize(None, method="static", fp32_onnx=tmp_path / "missing.onnx", **kw)
     assert METHODS == {"dynamic": (8,), "static": (8,), "tqt": (8, 4), "ptq": (8, 4)}

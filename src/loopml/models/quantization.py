@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
     from .runtime import Predictor
 
-__all__ = ["METHODS", "QuantizedModel", "quantize"]
+__all__ = ["METHODS", "QuantizedModel", "fitting_onnx", "quantize"]
 
 METHODS: dict[str, tuple[int, ...]] = {"dynamic": (8,), "static": (8,), "tqt": (8, 4), "ptq": (8, 4)}
 """Each method and the bit widths it supports."""
@@ -118,7 +118,7 @@ def _as_array(data: Any, what: str) -> np.ndarray:
 
 
 def quantize(
-    model: nn.Module,
+    model: nn.Module | None,
     *,
     method: str,
     bits: int = 8,
@@ -150,7 +150,8 @@ def quantize(
     new one in ``experiment``. ``fp32_onnx`` (``dynamic``/``static``): an ONNX file of ``model`` as
     :func:`loopml.models.exporting.export_onnx` wrote it (e.g. a registered version's ``model.onnx``),
     quantized instead of exporting ``model`` again; a file with other input/output names, a fixed batch
-    or an opset below 18 is not used (``model`` is exported). ``model`` is not changed. Example::
+    or an opset below 18 is not used (``model`` is exported; ``model`` may be None only when the file
+    fits, see :func:`fitting_onnx`). ``model`` is not changed. Example::
 
         q = quantize(model, method="tqt", bits=4, example=x[:8], calibration=x_train[:512],
                      train=parts.train, val=parts.val, epochs=3, out_dir=Path("out/tqt4"))
@@ -159,7 +160,8 @@ def quantize(
     import torch
 
     _check(method, bits, epochs, lr, seed)
-    if not isinstance(model, torch.nn.Module):
+    fp32 = fitting_onnx(fp32_onnx) if fp32_onnx is not None and method in ("dynamic", "static") else None
+    if not isinstance(model, torch.nn.Module) and not (model is None and fp32 is not None):
         raise ArgumentTypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}; {_EXAMPLE}")
     if not isinstance(example, torch.Tensor):
         raise ArgumentTypeError(f"Argument example should be a torch.Tensor batch, got {type(example).__name__}; {_EXAMPLE}")
@@ -171,9 +173,9 @@ def quantize(
     out.mkdir(parents=True, exist_ok=True)
     details: dict[str, Any] = {"method": method, "bits": bits, "calibration_samples": len(calib)}
     if method in ("dynamic", "static"):
-        path = _ort_quantize(model, method, example, calib, out / "model.onnx", details,
-                             _fitting_onnx(fp32_onnx) if fp32_onnx is not None else None)
+        path = _ort_quantize(model, method, example, calib, out / "model.onnx", details, fp32)
     else:
+        assert model is not None  # checked above: only dynamic/static take a file instead
         path = _tqt_quantize(model, method, bits, example, calib, out / "model.onnx", details, train=train,
                              val=val, epochs=epochs, lr=lr, threshold_lr=threshold_lr, batch_size=batch_size,
                              init=init, seed=seed, loss=loss, metrics=metrics, experiment=experiment,
@@ -191,12 +193,14 @@ class _Reader:
         return next(self._batches, None)
 
 
-def _fitting_onnx(path: str | os.PathLike[str]) -> Path | None:
+def fitting_onnx(path: str | os.PathLike[str]) -> Path | None:
     """``path`` when it is an fp32 ONNX file the quantizers can take as :func:`export_onnx` writes it (one input
     ``x`` with a dynamic batch, one output ``output``, opset >= 18); else None (the model is exported)."""
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
+    try:
+        import onnx
+        from onnx.external_data_helper import uses_external_data
+    except ModuleNotFoundError:  # quantizing says which extra to install
+        return None
     path = Path(path)
     try:
         proto = onnx.load(str(path), load_external_data=False)
@@ -215,7 +219,7 @@ def _fitting_onnx(path: str | os.PathLike[str]) -> Path | None:
     return path
 
 
-def _ort_quantize(model: nn.Module, method: str, example: torch.Tensor, calib: np.ndarray, path: Path,
+def _ort_quantize(model: nn.Module | None, method: str, example: torch.Tensor, calib: np.ndarray, path: Path,
                   details: dict[str, Any], fp32_onnx: Path | None = None) -> Path:
     import onnx
 
@@ -224,8 +228,11 @@ def _ort_quantize(model: nn.Module, method: str, example: torch.Tensor, calib: n
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp, ort_errors_only():
         # the export is the costliest step after calibration (torch.export + the ONNX translation, ~2-8 s):
         # an existing export of the same model is quantized as it is
-        fp32 = fp32_onnx if fp32_onnx is not None else export_onnx(model, example, Path(tmp) / "float.onnx")
-        details["fp32_onnx"] = "given" if fp32_onnx is not None else "exported"
+        if fp32_onnx is not None:
+            fp32, details["fp32_onnx"] = fp32_onnx, "given"
+        else:
+            assert model is not None  # quantize() checked: a model, or a fitting fp32_onnx
+            fp32, details["fp32_onnx"] = export_onnx(model, example, Path(tmp) / "float.onnx"), "exported"
         prepped = Path(tmp) / "prepped.onnx"
         try:
             ortq.quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)

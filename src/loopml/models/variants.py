@@ -38,7 +38,7 @@ from ..store.registry import ModelVersion, local_registry
 from ..tracking.api import start_run
 from . import measure
 from .evaldata import version_data
-from .quantization import METHODS
+from .quantization import METHODS, fitting_onnx
 from .quantization import quantize as run_quantize
 from .registry import (
     EXAMPLE,
@@ -171,7 +171,13 @@ def quantize_version(
     _held_out(parts, parent.ref, _example(parent.ref, method))
     train_fp = fingerprint(parts.train)
     lineage_fp = (parent.lineage.get("datasets") or {}).get("train")
-    module = source_module(registry, parent)
+    fp32_onnx = None
+    if method in ("dynamic", "static") and "onnx" in parent.files:
+        # the parent's own fp32 export, its sha256 checked: quantized as it is, without loading the model
+        # (a pt2 program takes seconds to load) or exporting it again
+        with contextlib.suppress(IntegrityError):
+            fp32_onnx = fitting_onnx(registry.file_path(parent.name, parent.version, "onnx"))
+    module = source_module(registry, parent) if fp32_onnx is None else None
     if method in ("tqt", "ptq") and type(module).__name__ == "_Program":
         raise ArgumentError(
             f"{method} rewrites the model's Linear/Conv2d layers, so it needs {parent.ref}'s torch format "
@@ -188,10 +194,8 @@ def quantize_version(
         kwargs: dict[str, Any] = {}
         if epochs is not None:
             kwargs["epochs"] = epochs
-        if method in ("dynamic", "static") and "onnx" in parent.files:
-            # the parent's own fp32 export, its sha256 checked: quantized as it is instead of exporting again
-            with contextlib.suppress(IntegrityError):
-                kwargs["fp32_onnx"] = registry.file_path(parent.name, parent.version, "onnx")
+        if fp32_onnx is not None:
+            kwargs["fp32_onnx"] = fp32_onnx
         if method == "tqt":
             # the fine-tuning is a run in the registry's own store, next to the versions it produces
 
