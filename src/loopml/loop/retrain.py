@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     from ..store.registry import RegistryStore
     from ..train.callbacks import Callback
 
-__all__ = ["MIN_LABELS", "RetrainReport", "check_labels", "retrain"]
+__all__ = ["MIN_LABELS", "RetrainReport", "check_count", "check_holdout", "check_labels", "retrain"]
 
 MIN_LABELS = 20
 """Fewest labels a retrain takes by default: fewer hardly move the weights, and the comparison on
@@ -92,10 +92,19 @@ class RetrainReport:
         return asdict(self)
 
 
-def _check_count(value: Any, what: str, low: int) -> int:
+def check_count(value: Any, what: str, low: int) -> int:
+    """``value`` when it is a whole number >= ``low``; else an ArgumentError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ArgumentError(f"Argument {what} should be an integer >= {low}, got {value!r}")
+        raise ArgumentError(f"Argument {what} should be a whole number >= {low}; got {value!r}")
     return value
+
+
+def check_holdout(holdout: Any) -> float:
+    """The share of the labels kept out of training for the comparison: 0 to below 1."""
+    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
+        raise ArgumentError(f"Argument holdout should be the fraction of the labels kept out for the comparison, 0 to "
+                            f"below 1, e.g. 0.3; got {holdout!r}")
+    return float(holdout)
 
 
 def check_labels(version: ModelVersion, labels: "Dataset", *, min_labels: int = MIN_LABELS) -> None:
@@ -278,15 +287,13 @@ def retrain(
     from ..train.progress import ProgressBar
     from ..train.trainer import Trainer
 
-    _check_count(epochs, "epochs", 1)
-    _check_count(batch_size, "batch_size", 1)
-    _check_count(seed, "seed", 0)
-    _check_count(min_labels, "min_labels", 1)
+    check_count(epochs, "epochs", 1)
+    check_count(batch_size, "batch_size", 1)
+    check_count(seed, "seed", 0)
+    check_count(min_labels, "min_labels", 1)
     if isinstance(replay, bool) or not isinstance(replay, (int, float)) or not 0 <= replay <= 1:
         raise ArgumentError(f"Argument replay should be the fraction of the stored training rows to mix in, 0 to 1; got {replay!r}")
-    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
-        raise ArgumentError(f"Argument holdout should be the fraction of the labels kept out for the comparison, 0 to "
-                            f"below 1, e.g. 0.3; got {holdout!r}")
+    check_holdout(holdout)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < 10:
         raise ArgumentError(f"Argument lr should be a learning rate above 0, e.g. 1e-3; got {lr!r}")
     registry = local_registry(registry_for(tracking_uri), "retrain")

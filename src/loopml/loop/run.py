@@ -60,7 +60,7 @@ from .compare import compare as compare_versions
 from .labels import label_dataset
 from .promote import promote as move_alias
 from .queue import build_queue
-from .retrain import MIN_LABELS
+from .retrain import MIN_LABELS, check_count, check_holdout
 from .retrain import retrain as retrain_version
 
 if TYPE_CHECKING:
@@ -132,27 +132,19 @@ def _duration(value: Any, what: str, *, zero: bool = False) -> float:
     return parse_duration(value, what)
 
 
-def _count(value: Any, what: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ArgumentError(f"Argument {what} should be a whole number >= {low}; got {value!r}")
-    return value
-
-
 def check_options(*, queue_size: int = 200, audit: float = 0.1, min_labels: int = MIN_LABELS,
                   label_budget: int = LABEL_BUDGET, budget_period: str | float = BUDGET_PERIOD,
                   cooldown: str | float = COOLDOWN, window: str | float = "1h", lock_ttl: str | float = LOCK_TTL,
                   holdout: float = 0.3, epochs: int = 10, seed: int = 0) -> dict[str, float]:
     """Check :func:`run`'s options before any work; the durations in seconds (``ArgumentError`` says which is wrong)."""
-    _count(queue_size, "queue_size", 1)
-    _count(min_labels, "min_labels", 1)
-    _count(label_budget, "label_budget", 0)
-    _count(epochs, "epochs", 1)
-    _count(seed, "seed", 0)
+    check_count(queue_size, "queue_size", 1)
+    check_count(min_labels, "min_labels", 1)
+    check_count(label_budget, "label_budget", 0)
+    check_count(epochs, "epochs", 1)
+    check_count(seed, "seed", 0)
     if isinstance(audit, bool) or not isinstance(audit, (int, float)) or not 0 <= audit <= 1:
         raise ArgumentError(f"Argument audit should be the audit slice's share of the queue, 0 to 1; got {audit!r}")
-    if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0 <= holdout < 1:
-        raise ArgumentError(f"Argument holdout should be the share of the labels kept out for the comparison, 0 to "
-                            f"below 1; got {holdout!r}")
+    check_holdout(holdout)
     return {"budget_period": _duration(budget_period, "budget_period"), "cooldown": _duration(cooldown, "cooldown", zero=True),
             "window": _duration(window, "window"), "lock_ttl": _duration(lock_ttl, "lock_ttl")}
 
