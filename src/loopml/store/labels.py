@@ -42,6 +42,7 @@ import sqlalchemy as sa
 from ..errors import ArgumentError, ArgumentTypeError, NotFound
 from . import schema as s
 from .validation import KEY_LENGTH
+from .window import in_window
 
 if TYPE_CHECKING:
     from .tracking import TrackingStore
@@ -336,15 +337,9 @@ class LabelStore:
         requests at a time: ``{"request_id", "version", "created_at", "labelled_at", "rows", "outputs", "row", "votes"}``
         (``votes``: annotator -> (kind, label); ``labelled_at``: the request's newest label)."""
         p, f = s.predictions, s.feedback
-        q = (sa.select(p.c.request_id, p.c.version, p.c.created_at, p.c.rows, p.c.outputs)
-             .where(p.c.model == model, p.c.request_id.in_(sa.select(f.c.request_id).distinct()))
-             .order_by(p.c.created_at, p.c.request_id))
-        if version is not None:
-            q = q.where(p.c.version == int(version))
-        if since is not None:
-            q = q.where(p.c.created_at >= float(since))
-        if until is not None:
-            q = q.where(p.c.created_at < float(until))
+        q = in_window(sa.select(p.c.request_id, p.c.version, p.c.created_at, p.c.rows, p.c.outputs)
+                      .where(p.c.request_id.in_(sa.select(f.c.request_id).distinct()))
+                      .order_by(p.c.created_at, p.c.request_id), model, version, since, until)
         with self.store.read() as conn:
             recs = [_plain(r) for r in conn.execute(q).mappings()]
         for i in range(0, len(recs), chunk):

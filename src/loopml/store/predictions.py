@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from ..errors import NotFound
 from . import schema as s
 from .labels import LabelStore
+from .window import in_window
 
 if TYPE_CHECKING:
     from .tracking import TrackingStore
@@ -180,19 +181,6 @@ def stack_inputs(blobs: Sequence[bytes]) -> np.ndarray:
     return np.concatenate([inputs_array(b) for b in blobs])
 
 
-def _in_window(q: Any, model: str, version: int | None, since: float | None, until: float | None) -> Any:
-    """``q`` limited to ``model`` (one ``version``, or all) and ``since <= created_at < until``."""
-    p = s.predictions
-    q = q.where(p.c.model == model)
-    if version is not None:
-        q = q.where(p.c.version == int(version))
-    if since is not None:
-        q = q.where(p.c.created_at >= float(since))
-    if until is not None:
-        q = q.where(p.c.created_at < float(until))
-    return q
-
-
 class PredictionLog:
     """Predictions and feedback in a :class:`~loopml.store.TrackingStore`'s database."""
 
@@ -308,7 +296,7 @@ class PredictionLog:
             .order_by(p.c.created_at, p.c.request_id)
         )
         with self.store.read() as conn:
-            rows = conn.execute(_in_window(q, model, version, since, until)).mappings().all()
+            rows = conn.execute(in_window(q, model, version, since, until)).mappings().all()
         return [{**r, "label": json.loads(r["label"])} for r in rows]
 
     def answers(
@@ -322,7 +310,7 @@ class PredictionLog:
             .order_by(p.c.created_at, p.c.request_id)
         )
         with self.store.read() as conn:
-            return [dict(r) for r in conn.execute(_in_window(q, model, version, since, until)).mappings()]
+            return [dict(r) for r in conn.execute(in_window(q, model, version, since, until)).mappings()]
 
     def logged_inputs(self, model: str, version: int | None = None, *, since: float | None = None,
                       until: float | None = None, last: int | None = None) -> tuple[list[bytes], int]:
@@ -331,7 +319,7 @@ class PredictionLog:
         ``last``: only the newest ``last`` requests (those with and without inputs).
         """
         p = s.predictions
-        q = _in_window(sa.select(p.c.inputs), model, version, since, until).order_by(p.c.created_at.desc())
+        q = in_window(sa.select(p.c.inputs), model, version, since, until).order_by(p.c.created_at.desc())
         if last is not None:
             q = q.limit(int(last))
         with self.store.read() as conn:
@@ -354,7 +342,7 @@ class PredictionLog:
         def total(value: Any, when: Any) -> Any:
             return sa.func.coalesce(sa.func.sum(sa.case((when, value), else_=0)), 0)
 
-        q = _in_window(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(p.c.rows), 0), total(1, kept),
+        q = in_window(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(p.c.rows), 0), total(1, kept),
                                  total(p.c.rows, kept), total(1, abstain), total(1, abstain & (p.c.rows == 1))),
                        model, version, since, until)
         with self.store.read() as conn:
@@ -370,7 +358,7 @@ class PredictionLog:
         ``with_inputs``: only the requests whose inputs were kept.
         """
         p = s.predictions
-        q = _in_window(sa.select(p.c.request_id), model, version, since, until).order_by(p.c.created_at, p.c.request_id)
+        q = in_window(sa.select(p.c.request_id), model, version, since, until).order_by(p.c.created_at, p.c.request_id)
         if abstained_batches:
             q = q.where(p.c.status == "abstain", p.c.rows > 1)
         if with_inputs:
@@ -405,7 +393,7 @@ class PredictionLog:
         What a window of the newest N requests spans (``loopml monitor watch --last N``).
         """
         p = s.predictions
-        newest = _in_window(sa.select(p.c.created_at), model, version, None, until).order_by(p.c.created_at.desc())
+        newest = in_window(sa.select(p.c.created_at), model, version, None, until).order_by(p.c.created_at.desc())
         sub = newest.limit(int(last)).subquery()
         q = sa.select(sa.func.min(sub.c.created_at), sa.func.max(sub.c.created_at), sa.func.count())
         with self.store.read() as conn:
