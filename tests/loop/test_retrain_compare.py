@@ -34,21 +34,10 @@ from loopml.store.predictions import PredictionLog  # noqa: E402
 from loopml.tracking import api  # noqa: E402
 from loopml.train import Trainer  # noqa: E402
 
-from .faults import BreakTheStore
+from .helpers import MEANS_A, MEANS_B, BreakTheStore, population
 
 torch.set_num_threads(1)
 NAME = "blobs"
-
-
-def population(n: int, means: np.ndarray, seed: int) -> data.Dataset:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, len(means), n)
-    x = means[y] + rng.normal(size=(n, means.shape[1]))
-    return data.Dataset(x.astype(np.float32), y, class_names=["a", "b", "c"], name="blobs")
-
-
-MEANS_A = np.random.default_rng(42).normal(scale=2.0, size=(3, 8))
-MEANS_B = np.random.default_rng(43).normal(scale=2.0, size=(3, 8)) + 8.0  # another population, far from A
 
 
 @dataclass

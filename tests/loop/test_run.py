@@ -39,22 +39,12 @@ from loopml.store.predictions import PredictionLog
 from loopml.tracking import api
 from loopml.train import Trainer
 
-from .faults import BreakTheStore
+from .helpers import CLASSES, MEANS_A, MEANS_B, BreakTheStore, population
 
 torch.set_num_threads(1)
 NAME = "loopy"
 TARGET = f"{NAME}@production"
-CLASSES = ["a", "b", "c"]
-MEANS_A = np.random.default_rng(42).normal(scale=2.0, size=(3, 8))
-MEANS_B = np.random.default_rng(43).normal(scale=2.0, size=(3, 8)) + 8.0  # the shifted traffic
 SRC = str(Path(__file__).resolve().parents[2] / "src")
-
-
-def population(n: int, means: np.ndarray, seed: int) -> data.Dataset:
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, len(means), n)
-    x = means[y] + rng.normal(size=(n, means.shape[1]))
-    return data.Dataset(x.astype(np.float32), y, class_names=CLASSES, name="blobs")
 
 
 def champion(uri: str) -> data.Split:
