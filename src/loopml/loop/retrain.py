@@ -49,6 +49,7 @@ from ..models.runtime import import_class
 from ..models.signature import Signature
 from ..monitor.ood import DETECTORS, fit_gate
 from ..monitor.versions import store_version_gate
+from ..store.labels import LabelStore
 from ..store.loopevents import LoopEvents
 from ..store.registry import ModelVersion, local_registry
 from ..tracking import api
@@ -212,12 +213,11 @@ def _version_labels(registry: "RegistryStore", champion: ModelVersion) -> "Datas
 
 
 def _audit_rows(registry: "RegistryStore", champion: ModelVersion, labels_ds: "Dataset") -> "np.ndarray":
-    """Which rows of the version's label set were drawn for the audit slice (a boolean mask)."""
-    try:
-        audit = label_dataset(champion, reasons=("audit",), backend=registry.store)
-    except ArgumentError:  # no labelled audit item yet
-        return np.zeros(len(labels_ds), dtype=bool)
-    drawn = {tuple(k) for k in getattr(audit, "predictions", ())}
+    """Which rows of the version's label set were drawn for the audit slice (a boolean mask), from the queue's
+    items alone (no second read of the logged inputs)."""
+    drawn = {(it["request_id"], it["row"])
+             for it in LabelStore(registry.store).items(champion.name, status=None, limit=None, version=champion.version)
+             if it["reason"] == "audit" or it["details"].get("audit")}
     return np.array([tuple(k) in drawn for k in getattr(labels_ds, "predictions", ())], dtype=bool)
 
 
