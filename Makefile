@@ -17,16 +17,16 @@ $(VENV)/.base: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain]'
 	@$(NPM_CI)
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,test]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain,test]'
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,bench]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain,bench]'
 	touch $@
 
 demo: $(VENV)/.base

@@ -37,6 +37,7 @@ LAYERS: list[set[str]] = [
     {"data"},
     {"train"},
     {"models"},
+    {"explanations"},  # attributions (Captum) of a module or a registered version: loopml.explain
     {"monitor"},
     {"loop"},  # the closed loop: labeling queue, labels, retrain, compare, promote, shadow, `loop run`
     {"client"},  # loopml.Client: the public API on one store, over models and monitor

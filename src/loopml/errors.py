@@ -44,6 +44,8 @@ class                      status  exit  error_code
 ``ArtifactPathError``      400     2     ``invalid_artifact_path``
 ``DataError``              400     2     ``invalid_data``
 ``ExportError``            422     2     ``export_failed``
+``ExplainError``           422     2     ``cannot_explain``
+``OverBudget``             422     2     ``over_budget``
 ``AuthError``              401     2     ``unauthorized``
 ``NotFound``               404     2     ``not_found``
 ``Conflict``               409     2     ``conflict``
@@ -70,6 +72,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "DataError",
+    "ExplainError",
     "ExportError",
     "FilterError",
     "IntegrityError",
@@ -77,6 +80,7 @@ __all__ = [
     "LoopMLWarning",
     "MigrationRequired",
     "NotFound",
+    "OverBudget",
     "RemoteError",
     "StoreError",
     "exit_status",
@@ -211,6 +215,31 @@ class ExportError(LoopMLError):
 
     def __init__(self, message: str, *, max_abs_diff: float | None = None) -> None:
         self.max_abs_diff = max_abs_diff
+        super().__init__(message)
+
+
+class ExplainError(LoopMLError):
+    """A model or version cannot be explained as asked (:mod:`loopml.explanations`).
+
+    A version stored only as ONNX or ExecuTorch asked for a gradient method (those
+    formats give no gradients), DeepLIFT on a program without its layers, a target
+    the model does not have.
+    """
+
+    http_status = 422  # the request was understood; this model cannot answer it that way
+    error_code = "cannot_explain"
+
+
+class OverBudget(ExplainError):
+    """An explanation would cost more than the budget allows (evaluations x rows x input size).
+
+    ``cost`` and ``budget`` are the two numbers; the message names both and how to fit.
+    """
+
+    error_code = "over_budget"
+
+    def __init__(self, message: str, *, cost: int, budget: int) -> None:
+        self.cost, self.budget = cost, budget
         super().__init__(message)
 
 
