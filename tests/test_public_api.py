@@ -34,6 +34,7 @@ EXPECTED = [
     "active_run",
     "data",
     "experiments",
+    "explain",
     "get_run",
     "get_tracking_uri",
     "load_model",

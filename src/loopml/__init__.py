@@ -54,6 +54,7 @@ _LAZY = {
     "Experiment": "loopml.store.records",
     "Trainer": "loopml.train.trainer",
     "load_model": "loopml.models.registry",
+    "explain": "loopml.explanations",
     "register": "loopml.client",
 }
 # Stages reachable as attributes (``loopml.data.load``), imported on first use: they need torch.
@@ -98,6 +99,7 @@ if TYPE_CHECKING:
     from .tracking.run import Run
     from .client import Client, register
     from .models.registry import load_model
+    from .explanations import explain
     from .train.trainer import Trainer
     from . import data, models, train
 

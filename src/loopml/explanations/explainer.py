@@ -1,0 +1,488 @@
+"""Explain a live module or a registered version: the model, the baseline, the target, the Captum call.
+
+:class:`Explainer` holds one model ready to explain many batches (the servers keep
+one per served version); :func:`explain` makes one for a single call. Which stored
+format of a version is used:
+
+- ``torch`` (the model's class and its ``state_dict``) when the class imports here:
+  the real module, so every method works, DeepLIFT's layer rules included;
+- else ``pt2`` (the ``torch.export`` program as a module): gradients flow through it,
+  so saliency, integrated gradients, GradientSHAP, occlusion and feature ablation
+  work; DeepLIFT does not (the program calls its activations as functions, and
+  DeepLIFT's rules attach to activation modules);
+- else (only ``onnx`` or ``pte``, which give no gradients): occlusion and feature
+  ablation, which only run the model, through the stored format; a gradient method
+  raises :class:`~loopml.errors.ExplainError` saying so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import ArgumentError, ExplainError, LoopMLError, OverBudget
+from .explanation import Explanation, feature_names_for
+from ..models.signature import Signature
+from .methods import GRADIENT_METHODS, ROWS_PER_FORWARD, Options, cost
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..store.protocols import Registry
+    from ..store.registry import ModelVersion
+
+__all__ = ["Explainer", "explain"]
+
+BASELINES = ("zeros", "mean", "blur")
+IG_ROWS_PER_PASS = 1 << 22  # integrated gradients' rows x values per forward: past it Captum's internal_batch_size splits the steps
+
+
+def _import_captum() -> Any:
+    try:
+        import captum.attr
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(f"Explanations need {exc.name}: pip install 'loopml[explain]'") from exc
+    return captum.attr
+
+
+class Explainer:
+    """One model, ready to explain batches of its inputs (see the module docstring for the formats).
+
+    Build with :meth:`for_version` (a registered version) or :meth:`for_module` (a live
+    ``nn.Module``). ``module`` is the differentiable model (None for a version stored
+    only as ONNX or ExecuTorch); ``forward`` runs the model on a float32 tensor batch.
+    Thread-safe: one explanation runs at a time per explainer (a module's hooks and
+    gradients are not shareable between threads).
+
+    >>> ex = Explainer.for_version(registry, registry.get_version("digits", 3))   # doctest: +SKIP
+    >>> ex.explain(x[:4], method="ig").delta                                      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *,
+        module: "torch.nn.Module | None",
+        forward: "Callable[[torch.Tensor], torch.Tensor] | None" = None,
+        signature: "Signature | None" = None,
+        ref: str | None = None,
+        format: str | None = None,
+        layers: bool = True,
+        mean: np.ndarray | None = None,
+    ) -> None:
+        if module is None and forward is None:
+            raise ArgumentError("Explainer needs a module or a forward function")
+        self.module = module
+        self._forward = forward
+        self.signature = signature
+        self.ref = ref
+        self.format = format
+        self.layers = layers  # False for a pt2 program: no activation modules for DeepLIFT
+        self.mean = mean
+        self._lock = threading.Lock()
+
+    # -- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def for_module(cls, module: "torch.nn.Module", signature: "Signature | None" = None, *,
+                   mean: Any = None) -> "Explainer":
+        """A live module; ``signature`` (optional) checks inputs and names classes and features;
+        ``mean`` (optional) is the training mean for ``baseline="mean"``."""
+        import torch
+
+        if not isinstance(module, torch.nn.Module):
+            raise ArgumentError(f"Argument model should be a torch.nn.Module, a loaded or registered version, or a reference like 'digits@production'; got {type(module).__name__}")
+        return cls(module=module, signature=signature, format="module",
+                   mean=None if mean is None else np.asarray(mean, dtype=np.float32))
+
+    @classmethod
+    def for_version(cls, registry: "Registry", version: "ModelVersion | str", *, format: str | None = None) -> "Explainer":
+        """A registered version, from its most capable stored format (see the module docstring), or from ``format``."""
+        from ..models.reference import load_reference
+        from ..models.registry import load_version, resolve_version
+
+        version = resolve_version(registry, version)
+        signature = Signature.from_dict(version.signature)
+        mean = _reference_mean(registry, version, signature, load_reference)
+        if format is not None and format not in version.files:
+            raise ExplainError(f"{version.ref} has no {format!r} format; it has {', '.join(sorted(version.files))}")
+        fmt = format
+        if fmt is None:
+            if "torch" in version.files and version.model_spec:
+                try:
+                    loaded = load_version(registry, version, format="torch")
+                    return cls(module=loaded.module(), signature=signature, ref=version.ref, format="torch", mean=mean)
+                except LoopMLError:
+                    pass  # the class does not import here: the program needs no code
+            fmt = "pt2" if "pt2" in version.files else None
+        loaded = load_version(registry, version, format=fmt)  # None: onnx or pte, which run but give no gradients
+        inner = getattr(loaded.predictor, "model", None)
+        if inner is not None:
+            return cls(module=inner, signature=signature, ref=version.ref, format=loaded.format,
+                       layers=loaded.format == "torch", mean=mean)
+        predictor = loaded.predictor
+
+        def forward(x: "torch.Tensor") -> "torch.Tensor":
+            import torch
+
+            return torch.from_numpy(np.asarray(predictor(x.detach().cpu().numpy()), dtype=np.float32))
+
+        return cls(module=None, forward=forward, signature=signature, ref=version.ref, format=loaded.format, mean=mean)
+
+    # -- the work -------------------------------------------------------------------------------
+
+    def cost(self, batch_shape: Sequence[int], method: object = "integrated_gradients", **options: Any) -> int:
+        """Evaluations x rows x input size of explaining a batch of ``batch_shape`` (see :func:`~loopml.explanations.cost`)."""
+        return cost(method, batch_shape, **options)
+
+    def prepare(self, inputs: Any) -> tuple[np.ndarray, bool]:
+        """The inputs as the model's float32 batch, and whether they were one row (the signature's rules)."""
+        if self.signature is not None:
+            x, single = self.signature.parse(inputs)
+        else:
+            import torch
+
+            arr = inputs.detach().cpu().numpy() if isinstance(inputs, torch.Tensor) else np.asarray(inputs)
+            if arr.dtype.kind not in "fiub" or arr.ndim < 2:
+                raise ArgumentError(
+                    f"Argument inputs should be a numeric batch (rows first, e.g. x[:1] for one row); got shape {arr.shape} of {arr.dtype}"
+                )
+            x, single = arr, False
+        if len(x) == 0:
+            raise ArgumentError("Argument inputs should hold at least one row")
+        return np.ascontiguousarray(x, dtype=np.float32), single
+
+    def explain(
+        self,
+        inputs: Any,
+        *,
+        method: object = "integrated_gradients",
+        target: Any = None,
+        baseline: Any = "zeros",
+        steps: object = None,
+        samples: object = None,
+        stdevs: object = None,
+        window: object = None,
+        stride: object = None,
+        feature_groups: object = None,
+        seed: object = 0,
+        budget: int | None = None,
+    ) -> Explanation:
+        """Attributions of ``inputs`` (see :func:`loopml.explain` for every argument)."""
+        import torch
+
+        x, _ = self.prepare(inputs)
+        row_shape = tuple(x.shape[1:])
+        names = self.signature.feature_names if self.signature is not None else None
+        opts = Options.make(method, row_shape, steps=steps, samples=samples, stdevs=stdevs, window=window,
+                            stride=stride, feature_groups=feature_groups, feature_names=names, seed=seed)
+        evals = opts.evaluations(row_shape)
+        check_budget(opts.method, evals, x.shape, budget)
+        if opts.method in GRADIENT_METHODS and self.module is None:
+            raise ExplainError(
+                f"{self.ref or 'This model'} is stored only as {self.format}, which gives no gradients, so {opts.method} cannot run; "
+                "use method='occlusion' or 'feature_ablation' (they only run the model), or register the version with its "
+                "torch or pt2 format (loopml.register keeps both by default)"
+            )
+        if opts.method == "deeplift" and not self.layers:
+            raise ExplainError(
+                f"DeepLIFT needs the model's activation layers, and {self.ref or 'this model'} is loaded from its pt2 program, "
+                "which calls them as functions; use integrated_gradients (the same completeness property), or make the "
+                "model's class importable here so that its torch format loads"
+            )
+        base_name, base = self._baseline(baseline, x)
+        started = time.perf_counter()
+        with self._lock, _eval_mode(self.module), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(opts.seed)
+            xt = torch.from_numpy(x)
+            with torch.no_grad():
+                outputs = self.run(xt).detach().cpu().numpy()
+            tgt = self._target(target, outputs)
+            attr, delta = run_method(opts, self.module, self.run, xt, torch.from_numpy(base), tgt, row_shape)
+        seconds = time.perf_counter() - started
+        class_names = list(self.signature.class_names) if self.signature is not None and self.signature.class_names else None
+        target_arr = None if tgt is None else np.asarray(tgt if isinstance(tgt, list) else [tgt] * len(x), dtype=np.int64)
+        return Explanation(
+            method=opts.method, baseline=base_name, inputs=x, attributions=attr, outputs=outputs,
+            target=target_arr,
+            target_names=None if target_arr is None or class_names is None else [class_names[int(t)] for t in target_arr],
+            delta=delta, evaluations=evals, seconds=seconds, options=opts.describe(), ref=self.ref, format=self.format,
+            feature_names=feature_names_for(row_shape, names), class_names=class_names,
+        )  # fmt: skip
+
+    def run(self, x: "torch.Tensor") -> "torch.Tensor":
+        """The model's raw outputs for a float32 batch (the module, else the stored format)."""
+        if self.module is not None:
+            out = self.module(x)
+        else:
+            assert self._forward is not None
+            out = self._forward(x)
+        if isinstance(out, (tuple, list)) and len(out) == 1:
+            out = out[0]
+        return out  # type: ignore[no-any-return]
+
+    # -- the pieces ------------------------------------------------------------------------------
+
+    def _baseline(self, baseline: Any, x: np.ndarray) -> tuple[str, np.ndarray]:
+        """(its name, the baseline as a batch like ``x``)."""
+        if isinstance(baseline, str):
+            if baseline == "zeros":
+                return "zeros", np.zeros_like(x)
+            if baseline == "mean":
+                if self.mean is None:
+                    where = (f"{self.ref} has no drift reference to take it from (loopml.models.store_reference adds one)"
+                             if self.ref else "pass Explainer.for_module(model, mean=X_train.mean(axis=0)) or baseline=X_train.mean(axis=0)")
+                    raise ExplainError(f"baseline='mean' needs the training mean: {where}")
+                if self.mean.shape != x.shape[1:]:
+                    raise ExplainError(f"The training mean has shape {list(self.mean.shape)}, the inputs' rows {list(x.shape[1:])}")
+                return "mean", np.broadcast_to(self.mean, x.shape).copy()
+            if baseline == "blur":
+                if x.ndim < 3:
+                    raise ArgumentError("baseline='blur' blurs images; these inputs are table rows: use 'zeros' or 'mean'")
+                return "blur", blur(x)
+            raise ArgumentError(f"Argument baseline should be one of {', '.join(BASELINES)}, a number or an array shaped like one input; got {baseline!r}")
+        if isinstance(baseline, bool):
+            raise ArgumentError(f"Argument baseline should be one of {', '.join(BASELINES)}, a number or an array; got {baseline!r}")
+        if isinstance(baseline, (int, float)):
+            if not math.isfinite(baseline):
+                raise ArgumentError(f"Argument baseline should be a finite number; got {baseline!r}")
+            return f"constant {baseline:g}", np.full_like(x, float(baseline))
+        arr = np.asarray(baseline, dtype=np.float32)
+        if arr.shape == x.shape[1:]:
+            arr = np.broadcast_to(arr, x.shape).copy()
+        if arr.shape != x.shape or not np.isfinite(arr).all():
+            raise ArgumentError(
+                f"Argument baseline should be finite and shaped like one input {list(x.shape[1:])} or like the batch {list(x.shape)}; got {list(arr.shape)}"
+            )
+        return "custom", np.ascontiguousarray(arr)
+
+    def _target(self, target: Any, outputs: np.ndarray) -> int | list[int] | None:
+        """Captum's target: one class index per row (None: each row's predicted class; None for a 1-D output)."""
+        n = len(outputs)
+        if outputs.ndim == 1 or (outputs.ndim == 2 and outputs.shape[1] == 1):
+            if target not in (None, 0):
+                raise ExplainError(f"The model has one output; target should be None (or 0); got {target!r}")
+            return None if outputs.ndim == 1 else 0
+        if outputs.ndim != 2:
+            raise ExplainError(f"loopml explains models whose output is (rows, classes); this one returns {list(outputs.shape)}")
+        classes = outputs.shape[1]
+        if target is None:
+            return [int(i) for i in outputs.argmax(axis=1)]
+        if isinstance(target, (list, tuple, np.ndarray)):
+            values = list(target)
+            if len(values) != n:
+                raise ArgumentError(f"Argument target should give one class per row ({n}); got {len(values)}")
+            return [self._class_index(t, classes) for t in values]
+        return [self._class_index(target, classes)] * n
+
+    def _class_index(self, value: Any, classes: int) -> int:
+        names = self.signature.class_names if self.signature is not None else None
+        if isinstance(value, str):
+            if names is not None and value in names:
+                return names.index(value)
+            if value.strip().lstrip("-").isdigit() and names is None:
+                value = int(value)
+            else:
+                known = f"one of {', '.join(names[:20])}" if names else f"a class index from 0 to {classes - 1}"
+                raise ExplainError(f"Argument target should be {known}; got {value!r}")
+        if isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= int(value) < classes:
+            return int(value)
+        raise ExplainError(f"Argument target should be a class index from 0 to {classes - 1}" +
+                           (" or a class name" if names else "") + f"; got {value!r}")
+
+
+def check_budget(method: str, evals: int, shape: Sequence[int], budget: int | None) -> None:
+    """Raise :class:`~loopml.errors.OverBudget` when evaluations x rows x input size is over ``budget``."""
+    if budget is None:
+        return
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ArgumentError(f"Argument budget should be an int >= 1 (evaluations x rows x input size) or None; got {budget!r}")
+    rows, size = int(shape[0]), math.prod(int(d) for d in shape[1:])
+    total = evals * rows * size
+    if total > budget:
+        fits = max(0, budget // max(1, evals * size))
+        hint = f"send at most {fits:,} rows per request" if fits >= 1 else "this method does not fit even one row"
+        raise OverBudget(
+            f"This explanation costs {total:,} ({evals:,} evaluations x {rows:,} rows x {size:,} values), over the budget of "
+            f"{budget:,}; {hint}, use fewer steps or samples, or a cheaper method (saliency costs {rows * size:,})",
+            cost=total, budget=budget,
+        )
+
+
+def run_method(opts: Options, module: "torch.nn.Module | None", forward: "Callable[[torch.Tensor], torch.Tensor]",
+               x: "torch.Tensor", base: "torch.Tensor", target: int | list[int] | None,
+               row_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Captum's method on the batch: (attributions, delta per row or None)."""
+    attr_mod = _import_captum()
+    m = opts.method
+    n = x.shape[0]
+    size = math.prod(row_shape)
+    delta: Any = None
+    if m in GRADIENT_METHODS:
+        x = x.detach().clone().requires_grad_()  # Captum warns about (and then sets) it otherwise
+    if m == "saliency":
+        attr = attr_mod.Saliency(forward).attribute(x, target=target)
+    elif m == "integrated_gradients":
+        steps = int(opts.steps or 50)
+        internal = None if n * steps * size <= IG_ROWS_PER_PASS else max(n, IG_ROWS_PER_PASS // size)
+        attr, delta = attr_mod.IntegratedGradients(forward).attribute(
+            x, baselines=base, target=target, n_steps=steps, internal_batch_size=internal, return_convergence_delta=True)
+    elif m == "gradient_shap":
+        samples = int(opts.samples or 20)
+        attr, delta = attr_mod.GradientShap(forward).attribute(
+            x, baselines=base[:1] if bool((base == base[:1]).all()) else base, target=target, n_samples=samples,
+            stdevs=opts.stdevs, return_convergence_delta=True)
+        delta = delta.reshape(n, samples).mean(dim=1)  # Captum repeats each row `samples` times in a row
+    elif m == "deeplift":
+        assert module is not None
+        with warnings.catch_warnings():  # "Setting forward, backward hooks ... on non-linear activations": its own, removed after
+            warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
+            attr, delta = attr_mod.DeepLift(module).attribute(x, baselines=base, target=target, return_convergence_delta=True)
+    elif m == "occlusion":
+        assert opts.window is not None
+        per = max(1, min(opts.evaluations(row_shape), ROWS_PER_FORWARD // max(1, n)))
+        attr = attr_mod.Occlusion(forward).attribute(
+            x, sliding_window_shapes=opts.window, strides=opts.stride, baselines=base, target=target,
+            perturbations_per_eval=per)
+    else:
+        per = max(1, min(opts.evaluations(row_shape), ROWS_PER_FORWARD // max(1, n)))
+        attr = attr_mod.FeatureAblation(forward).attribute(
+            x, baselines=base, target=target, feature_mask=opts.feature_mask(row_shape), perturbations_per_eval=per)
+    out = attr.detach().cpu().numpy().astype(np.float32)
+    deltas: np.ndarray | None = None if delta is None else delta.detach().cpu().numpy().astype(np.float64).reshape(n)
+    return out, deltas
+
+
+def blur(x: np.ndarray, sigma: float | None = None) -> np.ndarray:
+    """Each image of ``x`` (N, [C,] H, W) blurred by a Gaussian (sigma: a quarter of the shorter side by default).
+
+    The blurred-input baseline: the image with its detail removed, so that the
+    attributions show which details mattered (a black image would instead credit
+    every bright pixel).
+    """
+    import torch
+
+    h, w = x.shape[-2:]
+    s = float(sigma) if sigma is not None else max(0.5, min(h, w) / 4)
+    radius = max(1, int(math.ceil(2 * s)))
+    k = torch.exp(-(torch.arange(-radius, radius + 1, dtype=torch.float32) ** 2) / (2 * s * s))
+    k = k / k.sum()
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).reshape(-1, 1, h, w)
+    pad = torch.nn.functional.pad(t, (radius, radius, radius, radius), mode="replicate")
+    out = torch.nn.functional.conv2d(pad, k.reshape(1, 1, 1, -1))
+    out = torch.nn.functional.conv2d(out, k.reshape(1, 1, -1, 1))
+    return out.reshape(x.shape).numpy()
+
+
+@contextlib.contextmanager
+def _eval_mode(module: "torch.nn.Module | None") -> Iterator[None]:
+    """The module in eval mode for the explanation (dropout off, batch norm frozen), its mode restored after."""
+    if module is None:
+        yield
+        return
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        for m, _ in modes:
+            m.training = False  # not .eval(): an exported program's module refuses it
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _reference_mean(registry: "Registry", version: "ModelVersion", signature: "Signature",
+                    load_reference: Callable[..., Any]) -> np.ndarray | None:
+    """The training mean of a version's inputs, from its drift reference's row sample (None without one)."""
+    try:
+        ref = load_reference(registry, version)
+    except LoopMLError:
+        return None
+    if ref is None or ref.rows is None or len(ref.rows) == 0:
+        return None
+    rows = np.asarray(ref.rows, dtype=np.float64)
+    shape = tuple(d for d in signature.input.shape[1:])
+    mean = rows.mean(axis=0).astype(np.float32)
+    if None in shape or mean.size != math.prod(int(d) for d in shape if d is not None):
+        return None
+    return np.asarray(mean.reshape(tuple(int(d) for d in shape if d is not None)), dtype=np.float32)
+
+
+def explain(
+    model: Any,
+    inputs: Any,
+    *,
+    method: object = "integrated_gradients",
+    target: Any = None,
+    baseline: Any = "zeros",
+    steps: object = None,
+    samples: object = None,
+    stdevs: object = None,
+    window: object = None,
+    stride: object = None,
+    feature_groups: object = None,
+    seed: object = 0,
+    budget: int | None = None,
+    format: str | None = None,
+    tracking_uri: str | None = None,
+) -> Explanation:
+    """Why the model answered what it answered: attributions of ``inputs`` by one of Captum's methods.
+
+    ``model``: a ``torch.nn.Module``, a loaded version (``loopml.load_model``), a
+    :class:`~loopml.store.registry.ModelVersion`, or a reference (``"digits@production"``,
+    ``"digits/3"``). A version is explained from its ``torch`` format (class importable)
+    or its ``pt2`` program; one stored only as ONNX or ExecuTorch takes occlusion and
+    feature ablation only.
+
+    ``inputs``: a batch (a live module takes rows first: ``x[:1]`` for one row); a
+    version also takes one row, records by column name, anything its signature parses.
+    ``method``: ``saliency``, ``integrated_gradients`` (``ig``), ``gradient_shap``,
+    ``deeplift``, ``occlusion``, ``feature_ablation`` (see :mod:`loopml.explanations.methods`
+    for their cost and options: ``steps``, ``samples``, ``stdevs``, ``window``, ``stride``,
+    ``feature_groups``). ``target``: the class explained: None (each row's predicted
+    class), an index, a class name, or one per row. ``baseline``: the input that means
+    "nothing": ``"zeros"``, ``"mean"`` (the training mean, from a version's drift
+    reference), ``"blur"`` (images), a number, or an array shaped like one input.
+    ``seed`` makes GradientSHAP's draws repeatable. ``budget``: refuse (``OverBudget``)
+    an explanation costing more than this many evaluations x rows x input size.
+    ``format`` picks a version's stored format (``"torch"``, ``"pt2"``, ``"onnx"``).
+
+    >>> e = loopml.explain("digits@production", x[:4], method="ig")      # doctest: +SKIP
+    >>> e.attributions.shape, e.target, e.delta                          # doctest: +SKIP
+    >>> e.top(5); e.plot()                                               # doctest: +SKIP
+    """
+    explainer = explainer_of(model, format=format, tracking_uri=tracking_uri)
+    return explainer.explain(inputs, method=method, target=target, baseline=baseline, steps=steps, samples=samples,
+                             stdevs=stdevs, window=window, stride=stride, feature_groups=feature_groups, seed=seed,
+                             budget=budget)  # fmt: skip
+
+
+def explainer_of(model: Any, *, format: str | None = None, tracking_uri: str | None = None) -> Explainer:
+    """The :class:`Explainer` for anything :func:`explain` takes as ``model``."""
+    import torch
+
+    from ..models.registry import LoadedModel, registry_for
+    from ..store.registry import ModelVersion
+
+    if isinstance(model, Explainer):
+        return model
+    if isinstance(model, torch.nn.Module):
+        return Explainer.for_module(model)
+    if isinstance(model, LoadedModel):
+        inner = getattr(model.predictor, "model", None)
+        if inner is not None and format in (None, model.format):
+            return Explainer(module=inner, signature=model.signature, ref=model.version.ref, format=model.format,
+                             layers=model.format == "torch")
+        model = model.version
+    if isinstance(model, (str, ModelVersion)):
+        return Explainer.for_version(registry_for(tracking_uri), model, format=format)
+    raise ArgumentError(
+        "Argument model should be a torch.nn.Module, a loaded model (loopml.load_model), a ModelVersion, or a "
+        f"reference like 'digits@production'; got {type(model).__name__}"
+    )
+
