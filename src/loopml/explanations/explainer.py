@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["Explainer", "explain"]
 
 BASELINES = ("zeros", "mean", "blur")
+_NUMPY_RNG = threading.Lock()
 IG_ROWS_PER_PASS = 1 << 22  # integrated gradients' rows x values per forward: past it Captum's internal_batch_size splits the steps
 
 
@@ -61,8 +62,10 @@ class Explainer:
     Thread-safe: one explanation runs at a time per explainer (a module's hooks and
     gradients are not shareable between threads).
 
-    >>> ex = Explainer.for_version(registry, registry.get_version("digits", 3))   # doctest: +SKIP
-    >>> ex.explain(x[:4], method="ig").delta                                      # doctest: +SKIP
+    >>> from loopml.models.registry import registry_for
+    >>> ex = Explainer.for_version(registry_for(), "digits@production")
+    >>> ex.format, ex.explain(x[:2], method="saliency").attributions.shape
+    ('torch', (2, 1, 8, 8))
     """
 
     def __init__(
@@ -335,9 +338,17 @@ def run_method(opts: Options, module: "torch.nn.Module | None", forward: "Callab
             x, baselines=base, target=target, n_steps=steps, internal_batch_size=internal, return_convergence_delta=True)
     elif m == "gradient_shap":
         samples = int(opts.samples or 20)
-        attr, delta = attr_mod.GradientShap(forward).attribute(
-            x, baselines=base[:1] if bool((base == base[:1]).all()) else base, target=target, n_samples=samples,
-            stdevs=opts.stdevs, return_convergence_delta=True)
+        # Captum draws the points along each path from NumPy's global generator (np.random.uniform) and the noise
+        # from torch's: both seeded for a repeatable answer, NumPy's state put back after (one at a time: it is global)
+        with _NUMPY_RNG:
+            state = np.random.get_state()
+            np.random.seed(opts.seed)
+            try:
+                attr, delta = attr_mod.GradientShap(forward).attribute(
+                    x, baselines=base[:1] if bool((base == base[:1]).all()) else base, target=target, n_samples=samples,
+                    stdevs=opts.stdevs, return_convergence_delta=True)
+            finally:
+                np.random.set_state(state)
         delta = delta.reshape(n, samples).mean(dim=1)  # Captum repeats each row `samples` times in a row
     elif m == "deeplift":
         assert module is not None
@@ -452,9 +463,15 @@ def explain(
     an explanation costing more than this many evaluations x rows x input size.
     ``format`` picks a version's stored format (``"torch"``, ``"pt2"``, ``"onnx"``).
 
-    >>> e = loopml.explain("digits@production", x[:4], method="ig")      # doctest: +SKIP
-    >>> e.attributions.shape, e.target, e.delta                          # doctest: +SKIP
-    >>> e.top(5); e.plot()                                               # doctest: +SKIP
+    >>> e = loopml.explain("digits@production", x[:4], method="ig")
+    >>> e.attributions.shape, e.ref, len(e.target)
+    ((4, 1, 8, 8), 'digits/1', 4)
+    >>> bool(abs(e.delta).max() < 0.05)          # sum(attributions) = F(x) - F(baseline), within delta
+    True
+    >>> list(e.top(5).columns)
+    ['feature', 'value', 'attribution', 'sign']
+    >>> e.plot()                                 # a matplotlib Figure: the heat map over the image
+    <Figure size 420x420 with 1 Axes>
     """
     explainer = explainer_of(model, format=format, tracking_uri=tracking_uri)
     return explainer.explain(inputs, method=method, target=target, baseline=baseline, steps=steps, samples=samples,

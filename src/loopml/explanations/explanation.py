@@ -110,10 +110,10 @@ class Explanation:
         Columns ``feature``, ``value`` (the input), ``attribution`` and ``sign`` (``+``
         or ``-``): the positive ones first, strongest first, then the negative ones.
 
-        >>> e.top(3)                                                    # doctest: +SKIP
-              feature  value  attribution sign
-        0   c0 y3 x4  0.812        0.214    +
-        ...
+        >>> e = loopml.explain(model, x[:1], method="saliency")
+        >>> top = e.top(3)
+        >>> list(top.columns), list(top.sign[:1])
+        (['feature', 'value', 'attribution', 'sign'], ['+'])
         """
         import pandas as pd
 

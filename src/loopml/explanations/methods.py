@@ -173,7 +173,10 @@ class Options:
             assert self.window is not None and self.stride is not None
             return math.prod(windows(row_shape, self.window, self.stride)) + 1
         size = math.prod(row_shape)
-        return (len(self.groups) if self.groups is not None else size) + 1
+        if self.groups is None:
+            return size + 1
+        grouped = sum(len(g) for g in self.groups)
+        return len(self.groups) + (size - grouped) + 1  # each ungrouped value is a feature of its own
 
     def describe(self) -> dict[str, Any]:
         """The options as JSON (what an answer reports alongside the attributions)."""
