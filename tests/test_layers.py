@@ -42,7 +42,7 @@ LAYERS: list[set[str]] = [
     {"loop"},  # the closed loop: labeling queue, labels, retrain, compare, promote, shadow, `loop run`
     {"client"},  # loopml.Client: the public API on one store, over models and monitor
     {"serve", "server"},  # the model server and the tracking server; never each other
-    {"cli", "cli_common", "cli_models", "cli_monitor", "cli_alerts", "cli_data", "cli_label", "cli_loop", "__main__"},
+    {"cli", "cli_common", "cli_models", "cli_monitor", "cli_alerts", "cli_data", "cli_label", "cli_loop", "cli_explain", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 SIBLINGS_APART = {("serve", "server"), ("server", "serve")}

@@ -16,6 +16,7 @@ from . import config
 from .access import read_token_file
 from .cli_common import StoreOpt, console, fail, fmt_time, friendly
 from .cli_data import data_app
+from .cli_explain import explain_command
 from .cli_label import label_app
 from .cli_loop import add_loop_commands
 from .cli_models import models_app, quantize_command
@@ -272,6 +273,7 @@ def _add_registry_commands() -> None:
     app.add_typer(data_app, name="data")
     add_loop_commands(app)  # retrain, compare, shadow
     app.add_typer(label_app, name="label")
+    app.command("explain")(explain_command)
 
 
 _add_registry_commands()
