@@ -2,7 +2,7 @@
 
 The layers, lowest first:
 
-    base < store < tracking < data < train < models < monitor < loop < client < serve / server < cli
+    base < store < tracking < data < train < models < monitor < loop < explanations < client < serve / server < cli
 
 `base` is the package's own top-level modules that everything may use (errors, config, files,
 access, quiet, lazy). `client` is ``loopml.Client`` and ``loopml.register``, which join the
@@ -37,9 +37,9 @@ LAYERS: list[set[str]] = [
     {"data"},
     {"train"},
     {"models"},
-    {"explanations"},  # attributions (Captum) of a module or a registered version: loopml.explain
     {"monitor"},
     {"loop"},  # the closed loop: labeling queue, labels, retrain, compare, promote, shadow, `loop run`
+    {"explanations"},  # attributions (Captum) of a module or a registered version: loopml.explain
     {"client"},  # loopml.Client: the public API on one store, over models and monitor
     {"serve", "server"},  # the model server and the tracking server; never each other
     {"cli", "cli_common", "cli_models", "cli_monitor", "cli_alerts", "cli_data", "cli_label", "cli_loop", "cli_explain", "__main__"},
@@ -188,7 +188,7 @@ def test_imports_point_down():
             if message not in broken:
                 broken.append(message)
     assert not broken, (
-        "imports that point up the layers (store < tracking < data < train < models < monitor"
+        "imports that point up the layers (store < tracking < data < train < models < monitor < loop < explanations"
         " < client < serve / server < cli; see docs/architecture.md):\n  " + "\n  ".join(broken)
     )
     stale = sorted(set(ALLOWED_UPWARD) - used)
