@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ArgumentError, ExplainError, LoopMLError, OverBudget
-from .explanation import Explanation, feature_names_for
+from .explanation import Explanation
 from ..models.signature import Signature
 from .methods import GRADIENT_METHODS, ROWS_PER_FORWARD, Options, cost
 
@@ -89,6 +89,7 @@ class Explainer:
         self.layers = layers  # False for a pt2 program: no activation modules for DeepLIFT
         self.mean = mean
         self._lock = threading.Lock()
+        self._modules = [] if module is None else list(module.modules())  # their training flags, set per explanation
 
     # -- construction -----------------------------------------------------------------------
 
@@ -201,8 +202,7 @@ class Explainer:
             )
         base_name, base = self._baseline(baseline, x)
         started = time.perf_counter()
-        with self._lock, _eval_mode(self.module), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(opts.seed)
+        with self._lock, _eval_mode(self._modules):
             xt = torch.from_numpy(x)
             with torch.no_grad():
                 outputs = self.run(xt).detach().cpu().numpy()
@@ -216,7 +216,7 @@ class Explainer:
             target=target_arr,
             target_names=None if target_arr is None or class_names is None else [class_names[int(t)] for t in target_arr],
             delta=delta, evaluations=evals, seconds=seconds, options=opts.describe(), ref=self.ref, format=self.format,
-            feature_names=feature_names_for(row_shape, names), class_names=class_names,
+            names=names, class_names=class_names,
         )  # fmt: skip
 
     def run(self, x: "torch.Tensor") -> "torch.Tensor":
@@ -340,9 +340,12 @@ def run_method(opts: Options, module: "torch.nn.Module | None", forward: "Callab
         samples = int(opts.samples or 20)
         # Captum draws the points along each path from NumPy's global generator (np.random.uniform) and the noise
         # from torch's: both seeded for a repeatable answer, NumPy's state put back after (one at a time: it is global)
-        with _NUMPY_RNG:
+        import torch
+
+        with _NUMPY_RNG, torch.random.fork_rng(devices=[]):
             state = np.random.get_state()
             np.random.seed(opts.seed)
+            torch.default_generator.manual_seed(opts.seed)  # torch.manual_seed would also seed CUDA lazily, slowly
             try:
                 attr, delta = attr_mod.GradientShap(forward).attribute(
                     x, baselines=base[:1] if bool((base == base[:1]).all()) else base, target=target, n_samples=samples,
@@ -392,12 +395,12 @@ def blur(x: np.ndarray, sigma: float | None = None) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _eval_mode(module: "torch.nn.Module | None") -> Iterator[None]:
-    """The module in eval mode for the explanation (dropout off, batch norm frozen), its mode restored after."""
-    if module is None:
+def _eval_mode(modules: "list[torch.nn.Module]") -> Iterator[None]:
+    """The modules in eval mode for the explanation (dropout off, batch norm frozen), their modes restored after."""
+    if not any(m.training for m in modules):
         yield
         return
-    modes = [(m, m.training) for m in module.modules()]
+    modes = [(m, m.training) for m in modules]
     try:
         for m, _ in modes:
             m.training = False  # not .eval(): an exported program's module refuses it

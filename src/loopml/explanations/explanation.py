@@ -11,6 +11,7 @@ can draw one without a display.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from dataclasses import dataclass, field
@@ -77,8 +78,13 @@ class Explanation:
     options: dict[str, Any] = field(default_factory=dict)
     ref: str | None = None
     format: str | None = None
-    feature_names: list[str] = field(default_factory=list)
+    names: tuple[str, ...] | None = None
     class_names: list[str] | None = None
+
+    @functools.cached_property
+    def feature_names(self) -> list[str]:
+        """One name per flattened input value: the signature's feature names, else positions (``c0 y3 x4``)."""
+        return feature_names_for(tuple(self.inputs.shape[1:]), self.names)
 
     def __repr__(self) -> str:
         where = f" of {self.ref}" if self.ref else ""
