@@ -58,26 +58,6 @@ def _parse_target(value: Optional[str]) -> Any:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def _heat_text(e: "Explanation", row: int) -> Any:
-    """The attributions of an image row as coloured blocks (red up, blue down), for images up to 48 pixels wide."""
-    import numpy as np
-    from rich.text import Text
-
-    a = e.attributions[row].astype(np.float64)
-    heat = a if a.ndim == 2 else a.reshape(-1, *a.shape[-2:]).sum(axis=0)
-    if heat.shape[1] > 48:
-        return None
-    top = float(np.abs(heat).max()) or 1.0
-    text = Text()
-    for line in heat:
-        for v in line:
-            level = int(255 * min(1.0, abs(float(v)) / top))
-            colour = f"rgb(255,{255 - level},{255 - level})" if v > 0 else f"rgb({255 - level},{255 - level},255)"
-            text.append("██", style=colour)
-        text.append("\n")
-    return text
-
-
 def _show(e: "Explanation", rows: list[int], k: int) -> None:
     import numpy as np
     from rich.table import Table
@@ -99,10 +79,9 @@ def _show(e: "Explanation", rows: list[int], k: int) -> None:
         if e.delta is not None:
             head += f", delta {float(e.delta[row]):.3g}"
         con.print(head, markup=False)
-        if e.image:
-            heat = _heat_text(e, row)
-            if heat is not None:
-                con.print(heat, end="")
+        heat = e.heatmap_text(row)
+        if heat is not None:
+            con.print(heat, end="")
         top = e.top(k, row)
         t = Table("", "feature", "value", "attribution")
         for r in top.itertuples():

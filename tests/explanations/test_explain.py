@@ -221,6 +221,12 @@ def test_top_plot_and_json_read_the_same_attributions(cnn: CNN, mlp: MLP) -> Non
     rgba = img.heatmap_rgba(0)
     assert rgba.shape == (8, 8, 4) and np.all((0 <= rgba) & (rgba <= 1))
     assert img.png(0).startswith(b"\x89PNG")
+    text = img.heatmap_text(0)  # a terminal's heat map: two blocks per pixel, one line per image row
+    assert text.plain == ("\u2588" * 16 + "\n") * 8
+    strongest = np.unravel_index(np.abs(img.attributions[0, 0]).argmax(), (8, 8))
+    span = text.spans[int(strongest[0]) * 8 + int(strongest[1])]
+    assert str(span.style) in ("rgb(255,0,0)", "rgb(0,0,255)")  # the strongest pixel at full colour
+    assert e.heatmap_text(0) is None  # a table row has bars, not a heat map
 
 
 @pytest.mark.parametrize(

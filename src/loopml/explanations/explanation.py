@@ -242,6 +242,28 @@ class Explanation:
             out[..., :3] = (1 - w) * out[..., :3] + w * colour
         return out
 
+    def heatmap_text(self, row: int = 0, *, max_width: int = 48) -> Any:
+        """The attributions of an image row as coloured blocks for a terminal (a ``rich.text.Text``): red pushes the
+        explained output up, blue down, stronger the deeper. None for a table row or an image wider than ``max_width``."""
+        from rich.text import Text
+
+        row = self._row(row)
+        if not self.image:
+            return None
+        a = self.attributions[row].astype(np.float64)
+        heat = a if a.ndim == 2 else a.reshape(-1, *a.shape[-2:]).sum(axis=0)
+        if heat.shape[1] > max_width:
+            return None
+        top = float(np.abs(heat).max()) or 1.0
+        text = Text()
+        for line in heat:
+            for v in line:
+                level = int(255 * min(1.0, abs(float(v)) / top))
+                colour = f"rgb(255,{255 - level},{255 - level})" if v > 0 else f"rgb({255 - level},{255 - level},255)"
+                text.append("\u2588\u2588", style=colour)
+            text.append("\n")
+        return text
+
     def png(self, row: int = 0) -> bytes:
         """:meth:`plot` of ``row`` as PNG bytes (what ``loopml explain --png`` writes)."""
         buf = io.BytesIO()
