@@ -263,8 +263,31 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
         scores[name] = (accuracy(champion_ref, x, y_held), accuracy(challenger_ref, x, y_held))
         table.add_row(name, str(len(x)), f"{scores[name][0]:.3f}", f"{scores[name][1]:.3f}")
     console.print(table)
+    why(after, x_after, is_new, comparison.champion, challenger_ref, console)
     return {"alert": alert, "queue": queue, "labels": len(items), "challenger": challenger, "comparison": comparison,
             "swap": swap, "accuracy": scores}
+
+
+def why(after: list[dict[str, Any]], x_after: "np.ndarray", is_new: "np.ndarray", champion: str, challenger: str,
+        console: Console) -> None:
+    """One of the new office's digits the champion said "I don't know" to, explained by both versions (integrated
+    gradients): the pixels that pushed each toward its answer (red) and against it (blue)."""
+    picks = [i for i, a in enumerate(after) if is_new[i] and a["status"] == "abstain"] or [int(np.flatnonzero(is_new)[0])]
+    i = picks[0]
+    row = x_after[i : i + 1]
+    home = Path(os.environ.get("LOOPML_HOME", ".loopml"))
+    np.save(home / "new_office_digit.npy", row)
+    table = Table(title=f"why: a digit from the new office (request {after[i]['request_id']}, row {after[i]['row']}), "
+                  "integrated gradients; red pushed toward the answer, blue against it")
+    cells = []
+    for ref in (champion, challenger):
+        e = loopml.explain(ref, row, method="integrated_gradients")
+        p = np.exp(e.outputs[0] - e.outputs[0].max())
+        table.add_column(f"{ref} answers {e.target_label(0)} ({p[int(e.target[0])] / p.sum():.2f}), delta {e.delta[0]:.1e}")
+        cells.append(e.heatmap_text(0))
+        (home / f"why-{ref.replace('/', '-')}.png").write_bytes(e.png(0))
+    table.add_row(*cells)
+    console.print(table)
 
 
 def main() -> None:
@@ -353,6 +376,8 @@ def main() -> None:
     console.print(f"    monitoring http://127.0.0.1:5000/ui/monitoring?name=digits&version={alert.version}   (the alert, the drift)")
     console.print(f"    model      http://127.0.0.1:5000/ui/model?name=digits&version={challenger.version}   "
                   "(the challenger, its comparison, the alias history)")
+    console.print(f"  why        .venv/bin/loopml explain digits@production --input {home / 'new_office_digit.npy'} --png why.png"
+                  f"   (and {home}/why-digits-*.png)")
     console.print("  the loop   .venv/bin/loopml loop history digits@production   (each step, its cause)")
     console.print(f"             .venv/bin/loopml compare digits/{version.version} {challenger.ref}   (the comparison, with 95% intervals)")
     console.print("             .venv/bin/loopml loop run digits@production   (all the steps at once, from cron)")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from tests.deps import need
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,4 +122,9 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     assert "/ui/labeling?name=digits" in proc.stdout and "/ui/monitoring?name=digits&version=1" in proc.stdout
     assert "/ui/model?name=digits&version=4" in proc.stdout
     assert "loopml label list digits" in proc.stdout and "loopml loop history digits@production" in proc.stdout
+    # why: one of the new office's digits explained by both versions, as text and pictures
+    assert re.search(r"digits/1 answers \d \([\d.]+\), delta", proc.stdout) and "digits/4 answers" in proc.stdout
+    home = tmp_path / "home"
+    assert all((home / f"why-digits-{v}.png").read_bytes().startswith(b"\x89PNG") for v in (1, 4))
+    assert np.load(home / "new_office_digit.npy").shape == (1, 1, 8, 8) and "loopml explain digits@production" in proc.stdout
     store.close()

@@ -192,6 +192,7 @@ class Explanation:
             ax.imshow(self.heatmap_rgba(row), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
+            ax.set_xlabel("red: toward the class, blue: against it", fontsize=8)
         else:
             pos, neg = self.top_indices(k, row)
             idx = pos + neg[::-1]
