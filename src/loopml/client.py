@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import config
 from .errors import ArgumentError, ArgumentTypeError, LoopMLError, warn_user
+from .explanations import Explainer, Explanation
 from .models.evaldata import version_data
 from .models.registry import (
     current_user,
@@ -346,6 +347,12 @@ class Client:
     def load_model(self, version: "str | ModelVersion", *, format: str | None = None, threads: int = 1) -> "LoadedModel":
         """:func:`loopml.load_model` in this store: a version loaded from one of its formats (sha256 checked)."""
         return load_version(self._registry, self._version(version), format=format, threads=threads)
+
+    def explain(self, version: "str | ModelVersion", inputs: Any, *, method: str = "integrated_gradients",
+                format: str | None = None, **options: Any) -> "Explanation":
+        """:func:`loopml.explain` of a version in this store (``options``: target, baseline, steps, ...; see there)."""
+        explainer = Explainer.for_version(self._registry, self._version(version), format=format)
+        return explainer.explain(inputs, method=method, **options)
 
     def input_example(self, version: "str | ModelVersion") -> "np.ndarray":
         """The input example stored with a version (read without pickle)."""

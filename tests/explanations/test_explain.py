@@ -286,3 +286,11 @@ def test_a_module_in_training_mode_is_explained_in_eval_mode_and_left_as_it_was(
     b = loopml.explain(model, x, method="saliency")
     np.testing.assert_array_equal(a.attributions, b.attributions)  # dropout off while explaining
     assert model.training and model[1].training
+
+
+def test_a_client_explains_the_versions_of_its_own_store(cnn: CNN, registry_uri: str) -> None:
+    x = _images(2, seed=13)
+    e = loopml.Client(registry_uri).explain("cnn@latest", x, method="saliency")
+    assert e.ref == "cnn/1" and e.format == "torch"
+    np.testing.assert_array_equal(e.attributions, loopml.explain(cnn, x, method="saliency").attributions)
+    assert loopml.Client(registry_uri).explain("cnn_onnx/1", x, method="occlusion").format == "onnx"
