@@ -29,6 +29,7 @@ import numpy as np
 
 from ..errors import ArgumentError, ExplainError, LoopMLError, OverBudget
 from .explanation import Explanation
+from ..models.exporting import FORMATS
 from ..models.signature import Signature
 from .methods import GRADIENT_METHODS, ROWS_PER_FORWARD, Options, cost
 
@@ -115,7 +116,8 @@ class Explainer:
         signature = Signature.from_dict(version.signature)
         mean = _reference_mean(registry, version, signature, load_reference)
         if format is not None and format not in version.files:
-            raise ExplainError(f"{version.ref} has no {format!r} format; it has {', '.join(sorted(version.files))}")
+            have = ", ".join(sorted(f for f in version.files if f in FORMATS)) or "no model file"
+            raise ExplainError(f"{version.ref} has no {format!r} format; it has {have}")
         fmt = format
         if fmt is None:
             if "torch" in version.files and version.model_spec:
