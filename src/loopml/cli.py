@@ -248,11 +248,18 @@ def serve_command(
         False, "--monitor", help="Also run the scheduled monitor (loopml monitor watch) in a process of its own, stopped with the server."
     ),
     monitor_every: str = typer.Option("5m", "--monitor-every", help="With --monitor: how often a cycle runs (30s, 5m, 1h)."),
+    explain_budget: Optional[int] = typer.Option(
+        None, "--explain-budget", show_default=False,
+        help="Most one explanation may cost, evaluations x rows x input size (integrated gradients: steps x rows x values); "
+        "over it a request is answered 422 over_budget. Default 20,000,000.",
+    ),
+    explain_queue: int = typer.Option(8, "--explain-queue", help="Explanations queued or running in their worker thread before 503."),
 ) -> None:
-    """Serve a registered model over HTTP: batching, validation, request log, metrics, hot swap.
+    """Serve a registered model over HTTP: batching, validation, request log, metrics, hot swap, explanations.
 
     Example: loopml serve digits@production --port 8080   (then POST /v1/models/digits/predict)
     Example: loopml serve digits@production --monitor --monitor-every 5m   (drift, accuracy and alerts every 5 minutes)
+    Example: loopml serve digits@production --explain-budget 5000000   (POST /v1/models/digits/explain: at most 5,000,000 per explanation)
     """
     from .serve import serve  # the model server's stack (uvloop, httptools, NumPy) only when serving
 
@@ -260,7 +267,8 @@ def serve_command(
     serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
           max_queue=max_queue, store=store, auth_token=token, allowed_hosts=allowed_host or [], log_inputs=log_inputs,
           log_buffer=log_buffer, header_timeout=header_timeout, use_stored_gate=gate, monitor=monitor,
-          monitor_every=monitor_every)
+          monitor_every=monitor_every, explain_queue=explain_queue,
+          **({} if explain_budget is None else {"explain_budget": explain_budget}))  # None: the server's default
 
 
 def _add_registry_commands() -> None:

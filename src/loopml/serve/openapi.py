@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
+from ..explanations import METHODS
 
 __all__ = ["DOCS_HTML", "document"]
 
@@ -86,6 +87,45 @@ def document(
     }
     name_param = [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}]
     any_object = {"type": "object"}
+    options = _explain_options()
+    explain_body = {
+        "type": "object",
+        "required": ["inputs"],
+        "additionalProperties": False,
+        "properties": {**predict_body["properties"], **options},
+    }
+    explained_row = {
+        "type": "object",
+        "properties": {
+            "target": {"type": ["string", "null"], "description": "the explained class (its name)"},
+            "target_index": {"type": ["integer", "null"]},
+            "attributions": {"type": "array", "description": "shaped like one input"},
+            "delta": {"type": ["number", "null"], "description": "sum(attributions) - (F(x) - F(baseline)): IG, GradientSHAP, DeepLIFT"},
+            "top": {"type": "object", "description": '{"positive": [{"feature", "value", "attribution"}, ...], "negative": [...]}'},
+        },
+    }
+    explanation = {
+        "type": "object",
+        "required": ["request_id", "model", "version", "method", "baseline", "evaluations"],
+        "properties": {
+            **answer["properties"],
+            **explained_row["properties"],
+            "method": {"type": "string", "enum": list(METHODS)},
+            "baseline": {"type": "string"},
+            "options": {"type": "object"},
+            "evaluations": {"type": "integer", "description": "forward passes over the batch"},
+            "seconds": {"type": "number"},
+            "format": {"type": "string", "description": "the stored format explained (torch, pt2, onnx)"},
+            "results": {"type": "array", "items": {"type": "object", "properties": {**answer["properties"], **explained_row["properties"]}}},
+        },
+    }
+    query = [
+        {"name": k, "in": "query", "required": False, "schema": v if k != "feature_groups" else {"type": "string"},
+         "description": v.get("description", "")}
+        for k, v in options.items()
+    ]
+    query = [q if q["name"] not in ("window", "stride") else {**q, "schema": {"type": "string"}, "description": q["description"] + ", e.g. 2,2"}
+             for q in query]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -102,6 +142,31 @@ def document(
                     "parameters": name_param,
                     "requestBody": {"required": True, "content": {"application/json": {"schema": predict_body}}},
                     "responses": {"200": _json(answer), **_errors(400, 401, 404, 413, 415, 422, 503)},
+                }
+            },
+            "/v1/models/{name}/explain": {
+                "post": {
+                    "summary": "Predict and explain one row or a batch (attributions by a Captum method)",
+                    "description": "The predict body plus the method and its options; a .npy body takes them in the query "
+                    "string. Saliency answers at once; the other methods run in the server's explanation thread. A request "
+                    "costing more than the server's budget (evaluations x rows x input size, loopml serve --explain-budget) "
+                    "is refused with 422 over_budget; a gradient method on a version stored only as ONNX with 422 cannot_explain.",
+                    "parameters": name_param,
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": explain_body}}},
+                    "responses": {"200": _json(explanation), **_errors(400, 401, 404, 413, 415, 422, 503)},
+                }
+            },
+            "/v1/predictions/{request_id}/explanation": {
+                "get": {
+                    "summary": "Explain a logged request, by the version that answered it",
+                    "description": "404: no such request; 409 no_inputs: its inputs were not logged (--log-inputs).",
+                    "parameters": [
+                        {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                        {"name": "row", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0},
+                         "description": "one row of the request's batch (answered at the top level); default: every row"},
+                        *query,
+                    ],
+                    "responses": {"200": _json(explanation), **_errors(401, 404, 409, 422, 503)},
                 }
             },
             "/v1/models": {"get": {"summary": "The served model", "responses": {"200": _json(any_object), **_errors(401)}}},
@@ -150,6 +215,25 @@ def document(
             "schemas": {"Error": _ERROR},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
+    }
+
+
+def _explain_options() -> dict[str, Any]:
+    """The explanation's fields (JSON body) and query parameters."""
+    positive = {"type": "integer", "minimum": 1}
+    sizes = {"oneOf": [positive, {"type": "array", "items": positive}]}
+    return {
+        "method": {"type": "string", "enum": list(METHODS), "default": "integrated_gradients",
+                   "description": "or ig, shap, gs, dl, ablation"},
+        "target": {"description": "the explained class (index or name, or one per row); default: each row's prediction"},
+        "baseline": {"description": 'the input meaning "nothing": zeros (default), mean, blur, a number, or an array shaped like one input'},
+        "steps": {**positive, "description": "integrated gradients' steps (50)"},
+        "samples": {**positive, "description": "GradientSHAP's samples (20)"},
+        "stdevs": {"type": "number", "minimum": 0, "description": "GradientSHAP's noise"},
+        "seed": {"type": "integer", "description": "GradientSHAP's draws"},
+        "window": {**sizes, "description": "occlusion's window, one size per input dimension"},
+        "stride": {**sizes, "description": "occlusion's stride"},
+        "feature_groups": {"description": 'feature ablation\'s groups: {"name": [features]} or [[features], ...] (JSON in a query)'},
     }
 
 

@@ -4,6 +4,8 @@
 let in (Host and token checked)::
 
     POST /v1/models/{name}/predict   parse (JSON or .npy), validate, queue, answer (OOD abstain)
+    POST /v1/models/{name}/explain   the prediction and its attributions (saliency at once, the rest in a worker)
+    GET  /v1/predictions/{id}/explanation   the attributions of a logged request, by the version that answered it
     POST /v1/feedback                the true label of a past prediction (optionally of one row, by an annotator)
     GET  /health /ready /metrics /v1/models /v1/models/{name} /openapi.json /docs
 
@@ -37,7 +39,10 @@ import numpy as np
 import orjson
 
 from ..errors import ArgumentError, LoopMLError, NotFound, StoreError, http_answer
+from ..explanations import CHEAP, Explainer, Explanation
+from ..models.signature import Signature
 from .batcher import Batcher, Gate, Job
+from .explaining import Explanations, answer_body, check_request, json_options, logged_items, query_options
 from .http import JSON, Connection, Request
 from .metrics import Metrics
 from .openapi import DOCS_HTML, document
@@ -48,6 +53,8 @@ if TYPE_CHECKING:
     from ..store.registry import ModelVersion
     from .backends import Backend
 
+    Explain = Callable[[Explainer], Explanation]
+
 __all__ = ["NPY", "RETRY", "TEXT", "Refused", "Routes", "error_body", "error_status"]
 
 log = logging.getLogger("loopml.serve")
@@ -56,6 +63,8 @@ NPY = b"application/x-npy"
 TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 RETRY = ((b"retry-after", b"1"),)
 FEEDBACK_FIELDS = frozenset({"request_id", "label", "row", "annotator", "kind", "seconds"})
+EXPLAIN_FIELDS = ("inputs", "include_prediction", "method", "target", "baseline", "steps", "samples", "stdevs", "window",
+                  "stride", "feature_groups", "seed")
 """The header every 503 carries: the server is loading or at capacity, try again in a second."""
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 _INTERNAL = "Internal server error; the server log has the details"
@@ -108,7 +117,8 @@ class Routes:
 
     ``batcher``, ``requestlog`` and ``predictions`` are the server's, made once its loop
     runs; ``gate`` is the gate given to the server (None: each version's stored gate, if any);
-    ``log_inputs`` is the fraction of requests whose inputs the request log keeps.
+    ``log_inputs`` is the fraction of requests whose inputs the request log keeps;
+    ``explanations`` is the server's explanation worker (None: the explain routes answer 404).
     ``backend`` is the version being served (None while the first one loads), set by
     :meth:`install`; ``load_error`` says why the last load failed, ``version_info`` is
     what the followed reference resolved to last.
@@ -125,8 +135,10 @@ class Routes:
         predictions: "PredictionLog",
         gate: Gate | None = None,
         log_inputs: float = 1.0,
+        explanations: Explanations | None = None,
     ) -> None:
         self.name, self.ref = name, ref
+        self.explanations = explanations
         self.metrics = metrics
         self.batcher = batcher
         self.requestlog = requestlog
@@ -175,6 +187,9 @@ class Routes:
             if path.startswith("/v1/models/") and path.endswith("/predict"):
                 self.predict(req, conn, path[11:-8])
                 return
+            if path.startswith("/v1/models/") and path.endswith("/explain"):
+                self.explain(req, conn, path[11:-8])
+                return
             if path == "/v1/feedback":
                 self.feedback(req, conn)
                 return
@@ -186,6 +201,9 @@ class Routes:
                 return
             if path.startswith("/v1/models/") and "/" not in path[11:]:
                 self.respond(conn, 200, self.model_info(path[11:]))
+                return
+            if _logged_explanation(path):
+                self.logged_explanation(req, conn, path[16:-12])
                 return
         self._not_routed(req)
 
@@ -213,8 +231,8 @@ class Routes:
 
     def _not_routed(self, req: Request) -> None:
         path = req.path
-        known_post = (path.startswith("/v1/models/") and path.endswith("/predict")) or path == "/v1/feedback"
-        known_get = path in self.gets or (path.startswith("/v1/models/") and "/" not in path[11:])
+        known_post = (path.startswith("/v1/models/") and path.endswith(("/predict", "/explain"))) or path == "/v1/feedback"
+        known_get = path in self.gets or (path.startswith("/v1/models/") and "/" not in path[11:]) or _logged_explanation(path)
         if known_post or known_get:
             allowed = "POST" if known_post else "GET"
             raise Refused(405, "method_not_allowed", f"Method {req.method} is not allowed on {path}; use {allowed}")
@@ -328,6 +346,32 @@ class Routes:
 
     def _answer(self, conn: Connection, req: Request, backend: "Backend", request_id: str, x: np.ndarray, single: bool,
                 include: bool, out: np.ndarray, scores: np.ndarray | None) -> None:
+        results, abstained = self._rows(backend, x, include, out, scores)
+        head = {"request_id": request_id, "model": backend.name, "version": backend.number}
+        if single:
+            head.update(results[0])
+            doc = head
+        else:
+            head["results"] = results
+            doc = head
+        body = orjson.dumps(doc, option=_OPTS)
+        latency = time.perf_counter() - req.t0
+        self.metrics.request(200, latency)
+        conn.respond(200, body)
+        self._log(backend, request_id, x, out, scores, abstained, latency, body)
+
+    def _log(self, backend: "Backend", request_id: str, x: np.ndarray, out: np.ndarray, scores: np.ndarray | None,
+             abstained: int, latency: float, body: bytes) -> None:
+        if abstained:
+            self.metrics.abstentions += abstained
+        keep = self.log_inputs >= 1.0 or (self.log_inputs > 0.0 and random.random() < self.log_inputs)
+        top = None if scores is None else float(scores.max())
+        self.requestlog.add((request_id, backend.name, backend.number, time.time(), "abstain" if abstained else "ok", len(out),
+                             latency * 1000.0, top, backend.npy_bytes(x) if keep else None, body.decode()))
+
+    def _rows(self, backend: "Backend", x: np.ndarray, include: bool, out: np.ndarray,
+              scores: np.ndarray | None) -> tuple[list[dict[str, Any]], int]:
+        """Each row's answer (status, prediction, probabilities, OOD score) and how many abstained."""
         gate = self.batcher.gate
         threshold = gate.threshold if gate is not None and scores is not None else None
         names = backend.class_names
@@ -358,28 +402,208 @@ class Routes:
                         item["prediction"] = None
                         item.pop("probabilities", None)
             results.append(item)
-        head = {"request_id": request_id, "model": backend.name, "version": backend.number}
-        if single:
-            head.update(results[0])
-            doc = head
-        else:
-            head["results"] = results
-            doc = head
-        body = orjson.dumps(doc, option=_OPTS)
-        now = time.perf_counter()
-        latency = now - req.t0
-        self.metrics.request(200, latency)
-        if abstained:
-            self.metrics.abstentions += abstained
-        conn.respond(200, body)
-        keep = self.log_inputs >= 1.0 or (self.log_inputs > 0.0 and random.random() < self.log_inputs)
-        top = None if scores is None else float(scores.max())
-        self.requestlog.add((request_id, backend.name, backend.number, time.time(), "abstain" if abstained else "ok", len(out),
-                             latency * 1000.0, top, backend.npy_bytes(x) if keep else None, body.decode()))
+        return results, abstained
 
     def _failed(self, conn: Connection, backend: "Backend", exc: BaseException) -> None:
         log.error("loopml serve: %s failed on a batch: %s: %s", backend.version.ref, type(exc).__name__, exc)
         self.respond(conn, 500, error_body(500, "internal_error", f"The model failed on this batch ({type(exc).__name__}); the server log has the details"))
+
+    # -- explanations ------------------------------------------------------------------
+
+    def _explanations(self) -> Explanations:
+        if self.explanations is None:
+            raise Refused(404, "not_found", "This server does not explain its predictions")
+        return self.explanations
+
+    def explain(self, req: Request, conn: Connection, name: str) -> None:
+        """``POST /v1/models/{name}/explain``: the predict body plus ``method`` and its options; answers the prediction
+        (through the batcher, like predict, and logged like it) and the attributions (:mod:`~loopml.serve.explaining`)."""
+        ex = self._explanations()
+        backend = self.backend
+        if name != self.name:
+            raise Refused(404, "not_found", f"This server serves the model {self.name!r}, not {name!r}: POST /v1/models/{self.name}/explain")
+        if backend is None:
+            raise Refused(503, "not_ready", f"{self.ref} is still loading; try again shortly")
+        if not self.batcher.admit():
+            self.respond(conn, 503, self._overloaded, headers=RETRY)
+            return
+        ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        sig = backend.signature
+        try:
+            if ctype == JSON:
+                try:
+                    body = orjson.loads(req.body)
+                except orjson.JSONDecodeError as exc:
+                    raise Refused(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+                if type(body) is not dict or "inputs" not in body:
+                    raise Refused(422, "invalid_request",
+                                  'The body should be a JSON object with "inputs" (as for predict) and "method", e.g. '
+                                  '{"inputs": [[0.1, 0.2, ...]], "method": "integrated_gradients", "steps": 50}')
+                extra = set(body) - set(EXPLAIN_FIELDS)
+                if extra:
+                    raise Refused(422, "invalid_request", f"Unknown fields {sorted(extra)}; expected {', '.join(EXPLAIN_FIELDS)}")
+                include = body.get("include_prediction", False)
+                opts = json_options(body)
+                raw = body["inputs"]
+            elif ctype == NPY:
+                try:
+                    raw = np.load(io.BytesIO(req.body), allow_pickle=False)
+                except Exception as exc:  # numpy raises ValueError, OSError, EOFError, ... for a bad file
+                    raise Refused(400, "invalid_npy", f"The body is not a .npy array without objects ({type(exc).__name__}: {exc})") from None
+                opts = query_options(req.query, extra=("include_prediction",), class_names=sig.class_names)
+                include = opts.pop("include_prediction", "false")
+                include = {"true": True, "false": False}.get(include, include)
+            else:
+                raise Refused(415, "unsupported_media_type",
+                              f"POST {req.path} should send Content-Type: application/json or application/x-npy; got {ctype.decode('latin-1') or 'none'!r}")
+            if type(include) is not bool:
+                raise Refused(422, "invalid_request", f"include_prediction should be true or false; got {include!r}")
+            try:
+                x, single = sig.parse(raw)
+            except ValueError as exc:
+                raise Refused(422, "invalid_input", str(exc)) from None
+            except (TypeError, OverflowError) as exc:
+                raise Refused(422, "invalid_input", f"input {sig.input.name!r} should be numbers in shape {sig.input.shape}: {exc}") from None
+            method, kwargs = check_request(opts, tuple(x.shape), backend.version, ex.budget, sig.feature_names)
+        except ArgumentError as exc:
+            raise Refused(422, "invalid_request", str(exc)) from None
+        cheap = method in CHEAP
+        if not cheap and not ex.reserve():  # before the prediction runs: a refusal costs nothing
+            raise Refused(503, "overloaded", f"{ex.max_pending} explanations are queued or running; retry later",
+                          headers=RETRY)
+        self._counter += 1
+        request_id = self.prefix + format(self._counter, "x")
+        budget = ex.budget
+
+        def work(explainer: Explainer) -> Explanation:
+            return explainer.explain(x, budget=budget, **kwargs)
+
+        def predicted(out: np.ndarray, scores: np.ndarray | None) -> None:
+            results, abstained = self._rows(backend, x, include, out, scores)
+            latency = time.perf_counter() - req.t0
+            head = {"request_id": request_id, "model": backend.name, "version": backend.number}
+            logged = orjson.dumps({**head, **results[0]} if single else {**head, "results": results}, option=_OPTS)
+            self._log(backend, request_id, x, out, scores, abstained, latency, logged)
+            self._explain_now(conn, req, backend.version.ref, work, head, results, single, cheap=cheap, reserved=not cheap)
+
+        def failed(exc: BaseException) -> None:
+            if not cheap:
+                ex.release()
+            self._failed(conn, backend, exc)
+
+        if not self.batcher.submit(Job(backend, x, req.t0, predicted, failed)):
+            if not cheap:
+                ex.release()
+            raise Refused(503, "overloaded", f"The server is at capacity ({self.batcher.max_queue} requests queued); retry after 1 s")
+
+    def _explain_now(self, conn: Connection, req: Request, ref: str, work: "Explain", head: dict[str, Any],
+                     items: list[dict[str, Any]] | None, single: bool, *, cheap: bool, reserved: bool) -> None:
+        """Answer with ``work``'s explanation: at once on the loop for a cheap method whose explainer is loaded and
+        free, else from the worker thread (in the place ``reserved`` for it, or one taken now)."""
+        ex = self._explanations()
+        if not reserved:
+            explainer = ex.ready(ref) if cheap else None
+            if explainer is not None:  # a cheap method, its model loaded and idle: one forward and backward pass here
+                try:
+                    ex.torch_threads()
+                    body = answer_body(head, items, work(explainer), single)
+                except Exception as exc:
+                    self._explain_failed(conn, req, exc)
+                    return
+                self.respond(conn, 200, body)
+                return
+            if not ex.reserve():
+                self.respond(conn, 503, error_body(503, "overloaded", f"{ex.max_pending} explanations are queued or running; retry later"),
+                             headers=RETRY)
+                return
+        fut = ex.submit(ref, lambda explainer: answer_body(head, items, work(explainer), single))
+
+        def done(f: "asyncio.Future[bytes]") -> None:
+            if f.cancelled():  # the server is stopping
+                return
+            exc = f.exception()
+            if exc is None:
+                self.respond(conn, 200, f.result())
+            else:
+                self._explain_failed(conn, req, exc)
+
+        fut.add_done_callback(done)
+
+    def _explain_failed(self, conn: Connection, req: Request, exc: BaseException) -> None:
+        # a bad option the explainer found (a baseline's shape, a target): 422 as for the others; ExplainError is a 422
+        if isinstance(exc, ArgumentError):
+            exc = Refused(422, "invalid_request", str(exc))
+        self.fail(conn, req, exc)
+
+    def logged_explanation(self, req: Request, conn: Connection, request_id: str) -> None:
+        """``GET /v1/predictions/{request_id}/explanation?method=...&row=...``: a logged request's attributions, by the
+        version that answered it (read from the store in a thread, explained in the worker)."""
+        ex = self._explanations()
+        if not 0 < len(request_id) <= 64:
+            raise Refused(404, "not_found", f"No prediction has request id {request_id!r}")
+        class_names = self.backend.signature.class_names if self.backend is not None else None
+        try:
+            opts = query_options(req.query, extra=("row",), class_names=class_names)
+        except ArgumentError as exc:
+            raise Refused(422, "invalid_request", str(exc)) from None
+        row = opts.pop("row", None)
+        if row is not None and row < 0:
+            raise Refused(422, "invalid_request", f"row should be a row of the request's batch (0, 1, ...); got {row}")
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(None, self._read_logged, request_id)
+
+        def read(f: "asyncio.Future[tuple[dict[str, Any], np.ndarray, ModelVersion]]") -> None:
+            if f.cancelled():  # the server is stopping
+                return
+            try:
+                record, logged, version = f.result()
+                total = len(logged)
+                if row is not None and row >= total:
+                    raise Refused(422, "invalid_request", f"row should be a row of the request's batch, 0 to {total - 1}; got {row}")
+                rows = list(range(total)) if row is None else [row]
+                x = logged[rows]
+                sig = Signature.from_dict(version.signature)
+                try:
+                    method, kwargs = check_request(opts, tuple(x.shape), version, ex.budget, sig.feature_names)
+                except ArgumentError as exc:
+                    raise Refused(422, "invalid_request", str(exc)) from None
+            except Exception as exc:
+                self._explain_failed(conn, req, exc)
+                return
+            head = {"request_id": request_id, "model": version.name, "version": version.version}
+            items = logged_items(record.get("outputs"), rows, total)
+            budget = ex.budget
+
+            def work(explainer: Explainer) -> Explanation:
+                return explainer.explain(x, budget=budget, **kwargs)
+
+            self._explain_now(conn, req, version.ref, work, head, items, row is not None, cheap=method in CHEAP, reserved=False)
+
+        fut.add_done_callback(read)
+
+    def _read_logged(self, request_id: str) -> tuple[dict[str, Any], np.ndarray, "ModelVersion"]:
+        """The logged record, its inputs and the version that answered it (in a thread: the store may be slow)."""
+        from ..store.predictions import inputs_array
+
+        if request_id.startswith(self.prefix) and not self.predictions.exists(request_id):
+            self.requestlog.flush(timeout=10.0)  # answered moments ago: its record may still be buffered
+        try:
+            record = self.predictions.get(request_id)
+        except StoreError as exc:
+            if isinstance(exc, NotFound):
+                raise
+            raise Refused(503, "store_unavailable", "The store could not be read; retry later", headers=RETRY) from exc
+        if record["model"] != self.name:
+            raise Refused(404, "not_found", f"Request {request_id!r} was answered by the model {record['model']!r}; "
+                                            f"this server explains {self.name!r}")
+        if record["inputs"] is None:
+            raise Refused(409, "no_inputs", f"The inputs of request {request_id!r} were not logged (the server keeps a "
+                                            "--log-inputs fraction of them), so it cannot be explained; send them to "
+                                            f"POST /v1/models/{self.name}/explain instead")
+        x = inputs_array(bytes(record["inputs"]))
+        registry = self._explanations().registry
+        version = registry.get_version(self.name, int(record["version"]))
+        return record, x, version
 
     # -- feedback ------------------------------------------------------------------------
 
@@ -429,3 +653,8 @@ class Routes:
         if request_id.startswith(self.prefix) and not self.predictions.exists(request_id):
             self.requestlog.flush(timeout=10.0)  # answered moments ago: its record may still be buffered
         return self.predictions.add_feedback(request_id, label, source="http", **extra)
+
+
+def _logged_explanation(path: str) -> bool:
+    """``/v1/predictions/{request_id}/explanation``."""
+    return path.startswith("/v1/predictions/") and path.endswith("/explanation") and "/" not in path[16:-12] and len(path) > 28

@@ -32,9 +32,11 @@ import numpy as np
 from .. import config
 from ..access import HostAllowList, bearer_ok
 from ..errors import ArgumentError, ArgumentTypeError, LoopMLError
+from ..explanations import DEFAULT_BUDGET
 from ..monitor.ood import load_version_gate
 from .backends import BACKENDS, Backend, load_backend
 from .batcher import Batcher, Gate
+from .explaining import Explanations
 from .http import Connection, Limits, Request
 from .metrics import Metrics
 from .requestlog import CHUNK, RequestLog
@@ -67,6 +69,11 @@ class ModelServer:
     ``sock``: an already bound listening socket (``--workers`` shares one).
     ``header_timeout``: seconds a client has to send a request's line and headers (from its
     first byte, or from connecting); a slower one gets 408 and is closed (slowloris).
+    ``threads``: torch's (and ONNX Runtime's) intra-op threads for the model, and for explanations.
+    ``explain_budget``: the most one explanation may cost, evaluations x rows x input size
+    (:func:`loopml.explanations.cost`; None: no limit); a request over it is answered 422
+    ``over_budget`` before it is queued. ``explain_queue``: explanations queued or running in
+    the explanation worker thread; past it 503 with ``Retry-After`` (see :mod:`~loopml.serve.explaining`).
     """
 
     def __init__(
@@ -92,6 +99,8 @@ class ModelServer:
         threads: int = 1,
         sock: socket.socket | None = None,
         header_timeout: float = 10.0,
+        explain_budget: int | None = DEFAULT_BUDGET,
+        explain_queue: int = 8,
     ) -> None:
         from ..store.registry import parse_ref
 
@@ -108,6 +117,11 @@ class ModelServer:
             raise ArgumentError("Argument auth_token should be a non-empty string, or None for no token")
         if isinstance(header_timeout, bool) or not isinstance(header_timeout, (int, float)) or not header_timeout > 0:
             raise ArgumentError(f"Argument header_timeout should be a number of seconds > 0, like 10.0; got {header_timeout!r}")
+        if explain_budget is not None and (isinstance(explain_budget, bool) or not isinstance(explain_budget, int) or explain_budget < 1):
+            raise ArgumentError("Argument explain_budget should be an int >= 1 (evaluations x rows x input size) or None "
+                                f"for no limit; got {explain_budget!r}")
+        if isinstance(explain_queue, bool) or not isinstance(explain_queue, int) or explain_queue < 1:
+            raise ArgumentError(f"Argument explain_queue should be an int >= 1 (explanations queued or running); got {explain_queue!r}")
         if gate is not None:
             _check_gate(gate)
         self.ref = ref
@@ -122,6 +136,7 @@ class ModelServer:
         self.poll_interval = poll_interval
         self.inline = inline
         self.threads = threads
+        self.explain_budget, self.explain_queue = explain_budget, explain_queue
         self._sock = sock
         self._token = auth_token.encode() if auth_token else None
         self._hosts = HostAllowList(allowed_hosts)
@@ -135,6 +150,7 @@ class ModelServer:
         self.batcher: Batcher | None = None
         self.requestlog: RequestLog | None = None
         self.predictions: "PredictionLog | None" = None
+        self.explanations: Explanations | None = None
         self.follower: "Follower | None" = None
         self.url = ""
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -239,9 +255,11 @@ class ModelServer:
         self.batcher.gate = self.gate
         self.requestlog = RequestLog(functools.partial(PredictionLog(self.store).insert_rows, chunk=CHUNK), max_buffer=self.log_buffer)
         self.predictions = PredictionLog(self.store)
+        self.explanations = Explanations(registry, loop, budget=self.explain_budget, threads=self.threads,
+                                         max_pending=self.explain_queue)
         routes = self.routes = Routes(name=self.name, ref=self.ref, metrics=self.metrics, batcher=self.batcher,
                                       requestlog=self.requestlog, predictions=self.predictions, gate=self.gate,
-                                      log_inputs=self.log_inputs)
+                                      log_inputs=self.log_inputs, explanations=self.explanations)
         Connection.registry = None
 
         def factory() -> Connection:
@@ -292,6 +310,7 @@ class ModelServer:
             await asyncio.sleep(0)  # let the transports close
             follower.stop(wait=False)  # the loop must not wait for a version being loaded; joined below
             self.batcher.close()
+            self.explanations.close()
             await loop.run_in_executor(None, self._close_store, follower, self.requestlog)
 
     def _close_store(self, follower: "Follower", requestlog: RequestLog) -> None:
