@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -54,6 +55,8 @@ __all__ = ["KEEP", "OPTIONS", "Explanations", "answer_body", "check_request", "j
 
 KEEP = 2
 """Explainers kept loaded: the served version's and the one before a hot swap (its logged requests)."""
+NICE = 10
+"""How much lower the explanation thread's CPU priority is than the server's (nice, Linux)."""
 OPTIONS = ("method", "target", "baseline", "steps", "samples", "stdevs", "window", "stride", "feature_groups", "seed")
 """The explanation's fields of a request (beside the predict body's ``inputs`` and ``include_prediction``)."""
 _PREDICTION_FIELDS = ("status", "prediction", "probabilities", "ood_score", "reason")
@@ -143,6 +146,9 @@ class Explanations:
             self._local.done = True
 
     def _run(self, ref: str, work: Callable[[Explainer], T]) -> T:
+        if not getattr(self._local, "niced", False):
+            self._local.niced = True
+            _lower_priority()
         self.torch_threads()
         return work(self.explainer(ref))
 
@@ -164,6 +170,18 @@ class Explanations:
         """The versions whose explainers are loaded, least recently used first."""
         with self._lock:
             return list(self._explainers)
+
+
+def _lower_priority() -> None:
+    """Give this thread (Linux: a thread has its own nice value) a lower CPU priority than the event loop's.
+
+    When the cores are busy the kernel then runs the loop first, so that an explanation takes
+    the CPU the predictions leave rather than sharing it evenly with them.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE))
+    except (AttributeError, OSError):  # not Linux/Unix, or not allowed: the thread runs at the loop's priority
+        pass
 
 
 # -- the request -------------------------------------------------------------------------------
