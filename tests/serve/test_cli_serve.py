@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 
 import httpx
@@ -27,3 +29,17 @@ def test_loopml_serve_with_two_workers(mlp_store: TrackingStore) -> None:
         assert {a["status"] for a in answers} == {"ok"} and {a["version"] for a in answers} == {1}
         probs = np.array([a["probabilities"] for a in answers])
         np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+def test_loopml_serve_explain_budget(mlp_store: TrackingStore) -> None:
+    from loopml.explanations import DEFAULT_BUDGET
+
+    help_text = subprocess.run([sys.executable, "-m", "loopml", "serve", "--help"], capture_output=True, text=True,
+                               env={**os.environ, "COLUMNS": "200"}, check=True).stdout
+    assert "--explain-budget" in help_text and f"Default {DEFAULT_BUDGET:,}." in help_text, help_text
+    assert "loopml serve digits@production --explain-budget" in help_text, help_text
+    argv = [sys.executable, "-m", "loopml", "serve", "mlp@production", "--port", "0", "--explain-budget", "100"]
+    with serve_process(argv) as (_, url, _ready):
+        r = httpx.post(f"{url}/v1/models/mlp/explain", json={"inputs": rows(1).tolist(), "method": "ig"}, timeout=30)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "over_budget", r.text
+        assert "over the budget of 100;" in r.json()["error"]["message"], r.text

@@ -26,7 +26,7 @@ from loopml.serve import ModelServer
 from loopml.store import TrackingStore
 
 from ..models.nets import MLP
-from .conftest import CLASSES, register_mlp, rows
+from .conftest import CLASSES, AbsGate, register_mlp, rows
 
 ENTERED = threading.Event()  # the explanation thread is inside GatedMLP.forward
 RELEASE = threading.Event()  # ... and may leave it
@@ -154,6 +154,18 @@ def test_bad_requests_are_4xx_never_500(serve: Callable[..., ModelServer]) -> No
     for query in ("method=ig&steps=x", "method=ig&colour=red", "method=ig&steps=1&steps=2", "method=occlusion&window=a"):
         _error(httpx.post(f"{server.url}/v1/models/mlp/explain?{query}", content=buf.getvalue(),
                           headers={"Content-Type": "application/x-npy"}), 422, "invalid_request")
+
+
+def test_an_abstaining_row_is_explained_with_its_ood_status(serve: Callable[..., ModelServer]) -> None:
+    server = serve(gate=AbsGate())
+    x = np.stack([rows(1, seed=9)[0], np.full(64, 8.0, dtype=np.float32)])  # the second is out of distribution
+    answer = _explain(server, {"inputs": x.tolist(), "method": "saliency"}).json()
+    inside, outside = answer["results"]
+    assert inside["status"] == "ok" and outside["status"] == "abstain" and "ood_score" in outside
+    assert outside["prediction"] is None and "probabilities" not in outside  # as predict answers an abstention
+    np.testing.assert_array_equal(_attr(outside), loopml.explain("mlp/1", x, method="saliency").attributions[1])
+    shown = _explain(server, {"inputs": x[1].tolist(), "method": "saliency", "include_prediction": True}).json()
+    assert shown["status"] == "abstain" and shown["prediction"] in CLASSES
 
 
 def test_the_routes_are_behind_the_token(serve: Callable[..., ModelServer]) -> None:

@@ -29,7 +29,7 @@ from .conftest import CLASSES, serve_process
 CHILD = """
 import atexit, json, runpy, sys
 report, sys.argv = sys.argv[1], ["loopml", *sys.argv[2:]]
-heavy = ("torch", "fastapi", "starlette", "uvicorn", "pandas", "scipy", "sklearn", "executorch")
+heavy = ("torch", "fastapi", "starlette", "uvicorn", "pandas", "scipy", "sklearn", "executorch", "captum", "matplotlib")
 atexit.register(lambda: open(report, "w").write(json.dumps({m: m in sys.modules for m in heavy})))
 runpy.run_module("loopml", run_name="__main__", alter_sys=True)
 """

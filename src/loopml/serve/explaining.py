@@ -45,16 +45,18 @@ import numpy as np
 import orjson
 
 from ..errors import ArgumentError, ExplainError, OverBudget
-from ..explanations import GRADIENT_METHODS, Explainer, Explanation, Options, check_budget, method_name
+from ..explanations import CHEAP, GRADIENT_METHODS, Explainer, Explanation, Options, check_budget, method_name
 
 if TYPE_CHECKING:
     from ..store.protocols import Registry
     from ..store.registry import ModelVersion
 
-__all__ = ["KEEP", "OPTIONS", "Explanations", "answer_body", "check_request", "json_options", "logged_items", "query_options"]
+__all__ = ["INLINE_COST", "KEEP", "OPTIONS", "Explanations", "answer_body", "check_request", "json_options", "logged_items", "query_options"]
 
 KEEP = 2
 """Explainers kept loaded: the served version's and the one before a hot swap (its logged requests)."""
+INLINE_COST = 200_000
+"""The most a cheap method may cost (rows x input size) to run on the event loop; a bigger one goes to the worker."""
 NICE = 10
 """How much lower the explanation thread's CPU priority is than the server's (nice, Linux)."""
 OPTIONS = ("method", "target", "baseline", "steps", "samples", "stdevs", "window", "stride", "feature_groups", "seed")
@@ -105,6 +107,10 @@ class Explanations:
         """Give back a place taken by :meth:`reserve` that :meth:`submit` will not use (the request failed first)."""
         self.pending -= 1
 
+    def inline(self, method: str, cost: int) -> bool:
+        """Whether an explanation may run on the event loop: a cheap method (saliency) costing at most :data:`INLINE_COST`."""
+        return method in CHEAP and cost <= INLINE_COST
+
     def ready(self, ref: str) -> Explainer | None:
         """``ref``'s explainer when it is loaded and no worker job uses it (a cheap method may run on the loop)."""
         if self._busy.get(ref):
@@ -130,10 +136,11 @@ class Explanations:
         fut.add_done_callback(done)
         return fut
 
-    def close(self) -> None:
-        """Drop what is queued; an explanation already running finishes in its thread, unanswered."""
+    def close(self, *, wait: bool = False) -> None:
+        """Drop what is queued (from the loop); ``wait``: also wait for the explanation running now (from a thread,
+        before the loop closes, so that its answer finds the loop open)."""
         if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor.shutdown(wait=wait, cancel_futures=True)
 
     # -- the work ----------------------------------------------------------------------------
 
@@ -277,8 +284,9 @@ def _float(key: str, text: str, alternatives: str = "") -> float:
 
 
 def check_request(opts: dict[str, Any], shape: tuple[int, ...], version: "ModelVersion", budget: int | None,
-                  feature_names: Sequence[str] | None) -> tuple[str, dict[str, Any]]:
-    """The method's canonical name and the keyword arguments for ``Explainer.explain``, checked before anything is queued.
+                  feature_names: Sequence[str] | None) -> tuple[str, dict[str, Any], int]:
+    """The method's canonical name, the keyword arguments for ``Explainer.explain`` and the cost, checked before anything
+    is queued.
 
     Raises ``ArgumentError`` (the routes answer 422 ``invalid_request``) for an unknown method
     (listing the methods) or options the method does not take or of the wrong type;
@@ -292,7 +300,8 @@ def check_request(opts: dict[str, Any], shape: tuple[int, ...], version: "ModelV
         made = Options.make(name, shape[1:], **{k: kwargs.get(k) for k in ("steps", "samples", "stdevs", "window", "stride",
                                                                             "feature_groups")},
                             feature_names=feature_names, seed=kwargs.get("seed", 0))
-        check_budget(name, made.evaluations(shape[1:]), shape, budget)
+        evaluations = made.evaluations(shape[1:])
+        check_budget(name, evaluations, shape, budget)
     except OverBudget as exc:
         raise OverBudget(f"{exc} (this server's budget is set by loopml serve --explain-budget)", cost=exc.cost,
                          budget=exc.budget) from None
@@ -301,7 +310,7 @@ def check_request(opts: dict[str, Any], shape: tuple[int, ...], version: "ModelV
         raise ExplainError(f"{version.ref} is stored only as {have}, which gives no gradients, so {name} cannot run; use method "
                            "occlusion or feature_ablation (they only run the model), or register the version with its torch "
                            "or pt2 format")
-    return name, {"method": name, **kwargs}
+    return name, {"method": name, **kwargs}, evaluations * math.prod(shape)
 
 
 def answer_body(head: dict[str, Any], items: Sequence[Mapping[str, Any]] | None, e: Explanation, single: bool) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from ..explanations import METHODS
+from ..explanations import ALIASES, METHODS
 
 __all__ = ["DOCS_HTML", "document"]
 
@@ -61,7 +61,7 @@ def document(
                    "properties": {n: {"type": "array", "items": cell, "minItems": 1} for n in feature_names}}
         forms += [record, {"type": "array", "items": record, "minItems": 1}, columns]
     inputs = {"oneOf": forms}
-    predict_body = {
+    predict_body: dict[str, Any] = {
         "type": "object",
         "required": ["inputs"],
         "additionalProperties": False,
@@ -70,7 +70,7 @@ def document(
             "include_prediction": {"type": "boolean", "description": "answer the prediction with an abstention too"},
         },
     }
-    answer = {
+    answer: dict[str, Any] = {
         "type": "object",
         "required": ["request_id", "model", "version"],
         "properties": {
@@ -94,7 +94,7 @@ def document(
         "additionalProperties": False,
         "properties": {**predict_body["properties"], **options},
     }
-    explained_row = {
+    explained_row: dict[str, Any] = {
         "type": "object",
         "properties": {
             "target": {"type": ["string", "null"], "description": "the explained class (its name)"},
@@ -119,13 +119,10 @@ def document(
             "results": {"type": "array", "items": {"type": "object", "properties": {**answer["properties"], **explained_row["properties"]}}},
         },
     }
-    query = [
-        {"name": k, "in": "query", "required": False, "schema": v if k != "feature_groups" else {"type": "string"},
-         "description": v.get("description", "")}
-        for k, v in options.items()
-    ]
-    query = [q if q["name"] not in ("window", "stride") else {**q, "schema": {"type": "string"}, "description": q["description"] + ", e.g. 2,2"}
-             for q in query]
+    # in a query string: window and stride as "2,2", feature groups as JSON text
+    text = {"window": ", e.g. 2,2", "stride": ", e.g. 2,2", "feature_groups": ""}
+    query = [{"name": k, "in": "query", "required": False, "schema": {"type": "string"} if k in text else v,
+              "description": v["description"] + text.get(k, "")} for k, v in options.items()]
     return {
         "openapi": "3.1.0",
         "info": {
@@ -222,9 +219,9 @@ def _explain_options() -> dict[str, Any]:
     """The explanation's fields (JSON body) and query parameters."""
     positive = {"type": "integer", "minimum": 1}
     sizes = {"oneOf": [positive, {"type": "array", "items": positive}]}
-    return {
-        "method": {"type": "string", "enum": list(METHODS), "default": "integrated_gradients",
-                   "description": "or ig, shap, gs, dl, ablation"},
+    out: dict[str, dict[str, Any]] = {
+        "method": {"type": "string", "enum": [*METHODS, *ALIASES], "default": "integrated_gradients",
+                   "description": "the attribution method (or an alias: ig, shap, gs, dl, ablation)"},
         "target": {"description": "the explained class (index or name, or one per row); default: each row's prediction"},
         "baseline": {"description": 'the input meaning "nothing": zeros (default), mean, blur, a number, or an array shaped like one input'},
         "steps": {**positive, "description": "integrated gradients' steps (50)"},
@@ -235,6 +232,7 @@ def _explain_options() -> dict[str, Any]:
         "stride": {**sizes, "description": "occlusion's stride"},
         "feature_groups": {"description": 'feature ablation\'s groups: {"name": [features]} or [[features], ...] (JSON in a query)'},
     }
+    return out
 
 
 DOCS_HTML = b"""<!doctype html>

@@ -39,7 +39,7 @@ import numpy as np
 import orjson
 
 from ..errors import ArgumentError, LoopMLError, NotFound, StoreError, http_answer
-from ..explanations import CHEAP, Explainer, Explanation
+from ..explanations import Explainer, Explanation
 from ..models.signature import Signature
 from .batcher import Batcher, Gate, Job
 from .explaining import Explanations, answer_body, check_request, json_options, logged_items, query_options
@@ -464,10 +464,10 @@ class Routes:
                 raise Refused(422, "invalid_input", str(exc)) from None
             except (TypeError, OverflowError) as exc:
                 raise Refused(422, "invalid_input", f"input {sig.input.name!r} should be numbers in shape {sig.input.shape}: {exc}") from None
-            method, kwargs = check_request(opts, tuple(x.shape), backend.version, ex.budget, sig.feature_names)
+            method, kwargs, cost = check_request(opts, tuple(x.shape), backend.version, ex.budget, sig.feature_names)
         except ArgumentError as exc:
             raise Refused(422, "invalid_request", str(exc)) from None
-        cheap = method in CHEAP
+        cheap = ex.inline(method, cost)
         if not cheap and not ex.reserve():  # before the prediction runs: a refusal costs nothing
             raise Refused(503, "overloaded", f"{ex.max_pending} explanations are queued or running; retry later",
                           headers=RETRY)
@@ -479,11 +479,17 @@ class Routes:
             return explainer.explain(x, budget=budget, **kwargs)
 
         def predicted(out: np.ndarray, scores: np.ndarray | None) -> None:
-            results, abstained = self._rows(backend, x, include, out, scores)
-            latency = time.perf_counter() - req.t0
-            head = {"request_id": request_id, "model": backend.name, "version": backend.number}
-            logged = orjson.dumps({**head, **results[0]} if single else {**head, "results": results}, option=_OPTS)
-            self._log(backend, request_id, x, out, scores, abstained, latency, logged)
+            try:
+                results, abstained = self._rows(backend, x, include, out, scores)
+                latency = time.perf_counter() - req.t0
+                head = {"request_id": request_id, "model": backend.name, "version": backend.number}
+                logged = orjson.dumps({**head, **results[0]} if single else {**head, "results": results}, option=_OPTS)
+                self._log(backend, request_id, x, out, scores, abstained, latency, logged)
+            except Exception as exc:  # a bug: answered 500 (logged), and the place in the queue given back
+                if not cheap:
+                    ex.release()
+                self.fail(conn, req, exc)
+                return
             self._explain_now(conn, req, backend.version.ref, work, head, results, single, cheap=cheap, reserved=not cheap)
 
         def failed(exc: BaseException) -> None:
@@ -564,7 +570,7 @@ class Routes:
                 x = logged[rows]
                 sig = Signature.from_dict(version.signature)
                 try:
-                    method, kwargs = check_request(opts, tuple(x.shape), version, ex.budget, sig.feature_names)
+                    method, kwargs, cost = check_request(opts, tuple(x.shape), version, ex.budget, sig.feature_names)
                 except ArgumentError as exc:
                     raise Refused(422, "invalid_request", str(exc)) from None
             except Exception as exc:
@@ -577,7 +583,7 @@ class Routes:
             def work(explainer: Explainer) -> Explanation:
                 return explainer.explain(x, budget=budget, **kwargs)
 
-            self._explain_now(conn, req, version.ref, work, head, items, row is not None, cheap=method in CHEAP, reserved=False)
+            self._explain_now(conn, req, version.ref, work, head, items, row is not None, cheap=ex.inline(method, cost), reserved=False)
 
         fut.add_done_callback(read)
 

@@ -314,6 +314,8 @@ class ModelServer:
             await loop.run_in_executor(None, self._close_store, follower, self.requestlog)
 
     def _close_store(self, follower: "Follower", requestlog: RequestLog) -> None:
+        if self.explanations is not None:
+            self.explanations.close(wait=True)  # the one running now answers while the loop still runs
         follower.stop()
         requestlog.close(timeout=10.0)
         if self._own_store and self.store is not None:
