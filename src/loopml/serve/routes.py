@@ -539,6 +539,9 @@ class Routes:
         # a bad option the explainer found (a baseline's shape, a target): 422 as for the others; ExplainError is a 422
         if isinstance(exc, ArgumentError):
             exc = Refused(422, "invalid_request", str(exc))
+        elif isinstance(exc, StoreError) and not isinstance(exc, NotFound):  # reading the registry or the request log
+            status, code = error_status(exc)
+            exc = Refused(status, code, "The store could not be read; retry later", headers=RETRY if status == 503 else ())
         self.fail(conn, req, exc)
 
     def logged_explanation(self, req: Request, conn: Connection, request_id: str) -> None:
@@ -593,12 +596,7 @@ class Routes:
 
         if request_id.startswith(self.prefix) and not self.predictions.exists(request_id):
             self.requestlog.flush(timeout=10.0)  # answered moments ago: its record may still be buffered
-        try:
-            record = self.predictions.get(request_id)
-        except StoreError as exc:
-            if isinstance(exc, NotFound):
-                raise
-            raise Refused(503, "store_unavailable", "The store could not be read; retry later", headers=RETRY) from exc
+        record = self.predictions.get(request_id)
         if record["model"] != self.name:
             raise Refused(404, "not_found", f"Request {request_id!r} was answered by the model {record['model']!r}; "
                                             f"this server explains {self.name!r}")
