@@ -290,6 +290,35 @@ def test_predictions_are_answered_while_integrated_gradients_runs(mlp_store: Tra
     assert server.explanations.pending == 0
 
 
+def test_saliency_is_answered_on_the_loop_while_the_worker_is_busy(mlp_store: TrackingStore,
+                                                                  serve: Callable[..., ModelServer]) -> None:
+    server = serve(poll_interval=0.1)
+    x = rows(2, seed=10)
+    first = httpx.post(f"{server.url}/v1/models/mlp/predict", json={"inputs": x.tolist()}, timeout=30).json()
+    assert _logged(server, first["request_id"], "?method=saliency").status_code == 200  # mlp/1's explainer loaded
+    torch.manual_seed(1)
+    v = loopml.register(GatedMLP(hidden=16).eval(), "mlp", input_example=torch.randn(8, 64), class_names=CLASSES,
+                        init_args={"hidden": 16}, formats=("onnx", "torch")).version
+    loopml.models.set_alias("mlp", "production", v)
+    for _ in range(100_000):
+        if httpx.get(f"{server.url}/ready", timeout=30).json()["version"] == v:
+            break
+    ENTERED.clear()
+    RELEASE.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            ig = pool.submit(_explain, server, {"inputs": x.tolist(), "method": "ig", "steps": 8})
+            assert ENTERED.wait(60), ig.result() if ig.done() else "the explanation never started"
+            # the worker is held inside mlp/2's model: mlp/1's saliency is answered all the same, on the loop
+            r = _logged(server, first["request_id"], "?method=saliency&row=1")
+            assert r.status_code == 200 and r.json()["version"] == 1, r.text
+            np.testing.assert_array_equal(_attr(r.json()), loopml.explain("mlp/1", x[1:], method="saliency").attributions[0])
+            assert not ig.done()
+        finally:
+            RELEASE.set()
+        assert ig.result().status_code == 200 and ig.result().json()["version"] == v
+
+
 def test_the_openapi_document_describes_the_routes(serve: Callable[..., ModelServer]) -> None:
     server = serve()
     doc = httpx.get(f"{server.url}/openapi.json", timeout=30).json()
