@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ from loopml.serve import ModelServer
 from loopml.store import TrackingStore
 
 from ..models.nets import MLP
-from .conftest import CLASSES, AbsGate, register_mlp, rows
+from .conftest import CLASSES, AbsGate, register_mlp, rows, serve_process
 
 ENTERED = threading.Event()  # the explanation thread is inside GatedMLP.forward
 RELEASE = threading.Event()  # ... and may leave it
@@ -337,3 +338,14 @@ def test_the_server_refuses_a_bad_budget() -> None:
     with pytest.raises(ValueError, match="explain_queue should be an int >= 1"):
         ModelServer("mlp@production", explain_queue=0)
     assert ModelServer("mlp@production").explain_budget == DEFAULT_BUDGET
+
+
+def test_a_server_without_captum_says_it_cannot_explain(mlp_store: TrackingStore) -> None:
+    # `loopml serve` in a Python where Captum cannot be imported (None in sys.modules stops an import)
+    child = "import runpy, sys; sys.modules['captum'] = None; sys.argv = ['loopml', *sys.argv[1:]]; " \
+            "runpy.run_module('loopml', run_name='__main__', alter_sys=True)"
+    with serve_process([sys.executable, "-c", child, "serve", "mlp@production", "--port", "0"]) as (_, url, _ready):
+        body = {"inputs": rows(1).tolist(), "method": "saliency"}
+        r = httpx.post(f"{url}/v1/models/mlp/explain", json=body, timeout=60)
+        assert "pip install 'loopml[explain]'" in _error(r, 501, "explain_unavailable")
+        assert httpx.post(f"{url}/v1/models/mlp/predict", json={"inputs": body["inputs"]}, timeout=30).status_code == 200

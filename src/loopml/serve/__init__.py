@@ -1,12 +1,14 @@
 """The model server (``loopml serve``): one registered model behind HTTP on one machine.
 
 Adaptive batching, signature validation, an optional OOD gate, a background
-request log, Prometheus metrics and hot swap when the followed alias moves.
+request log, Prometheus metrics, hot swap when the followed alias moves, and
+explanations of its answers (with the ``explain`` extra).
 Needs the ``serve`` extra (``pip install 'loopml[serve]'``). See docs/serving.md.
 Inside: ``server`` (``ModelServer``: lifecycle, Host/token checks), ``routes`` (the
 HTTP API and its one error shape), ``workers`` (``--workers N``, a dead worker
-replaced), ``http`` (the HTTP/1.1 transport), ``batcher``, ``backends``, ``swap``
-(hot swap), ``requestlog``, ``metrics``, ``openapi``.
+replaced), ``explaining`` (the explain routes' worker thread), ``http`` (the
+HTTP/1.1 transport), ``batcher``, ``backends``, ``swap`` (hot swap), ``requestlog``,
+``metrics``, ``openapi``.
 
 >>> from loopml.serve import ModelServer
 >>> import httpx

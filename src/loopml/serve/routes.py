@@ -539,6 +539,8 @@ class Routes:
         # a bad option the explainer found (a baseline's shape, a target): 422 as for the others; ExplainError is a 422
         if isinstance(exc, ArgumentError):
             exc = Refused(422, "invalid_request", str(exc))
+        elif isinstance(exc, ModuleNotFoundError):  # torch or Captum not installed here: the server cannot explain at all
+            exc = Refused(501, "explain_unavailable", f"This server cannot explain: {exc}")
         elif isinstance(exc, StoreError) and not isinstance(exc, NotFound):  # reading the registry or the request log
             status, code = error_status(exc)
             exc = Refused(status, code, "The store could not be read; retry later", headers=RETRY if status == 503 else ())
