@@ -263,18 +263,28 @@ def closed_loop(server: "ModelServer", traffic: "data.Dataset", held: "data.Data
         scores[name] = (accuracy(champion_ref, x, y_held), accuracy(challenger_ref, x, y_held))
         table.add_row(name, str(len(x)), f"{scores[name][0]:.3f}", f"{scores[name][1]:.3f}")
     console.print(table)
-    why(after, x_after, is_new, comparison.champion, challenger_ref, console)
+    why(server, after, x_after, is_new, comparison.champion, challenger_ref, console)
     return {"alert": alert, "queue": queue, "labels": len(items), "challenger": challenger, "comparison": comparison,
             "swap": swap, "accuracy": scores}
 
 
-def why(after: list[dict[str, Any]], x_after: "np.ndarray", is_new: "np.ndarray", champion: str, challenger: str,
-        console: Console) -> None:
+def why(server: "ModelServer", after: list[dict[str, Any]], x_after: "np.ndarray", is_new: "np.ndarray", champion: str,
+        challenger: str, console: Console) -> None:
     """One of the new office's digits the champion said "I don't know" to, explained by both versions (integrated
-    gradients): the pixels that pushed each toward its answer (red) and against it (blue)."""
+    gradients): the pixels that pushed each toward its answer (red) and against it (blue).
+
+    The server explains the logged request with the version that answered it (the champion, swapped out since); the
+    library gives the same numbers and draws them."""
+    import httpx
+
     picks = [i for i, a in enumerate(after) if is_new[i] and a["status"] == "abstain"] or [int(np.flatnonzero(is_new)[0])]
     i = picks[0]
     row = x_after[i : i + 1]
+    logged = httpx.get(f"{server.url}/v1/predictions/{after[i]['request_id']}/explanation",
+                       params={"method": "ig", "row": after[i]["row"]}, timeout=60)
+    logged.raise_for_status()
+    served = logged.json()
+    served = served["results"][0] if "results" in served else served
     home = Path(os.environ.get("LOOPML_HOME", ".loopml"))
     np.save(home / "new_office_digit.npy", row)
     table = Table(title=f"why: a digit from the new office (request {after[i]['request_id']}, row {after[i]['row']}), "
@@ -286,8 +296,13 @@ def why(after: list[dict[str, Any]], x_after: "np.ndarray", is_new: "np.ndarray"
         table.add_column(f"{ref} answers {e.target_label(0)} ({p[int(e.target[0])] / p.sum():.2f}), delta {e.delta[0]:.1e}")
         cells.append(e.heatmap_text(0))
         (home / f"why-{ref.replace('/', '-')}.png").write_bytes(e.png(0))
+        if ref == champion:
+            diff = float(np.abs(np.asarray(served["attributions"], dtype=np.float32) - e.attributions[0]).max())
     table.add_row(*cells)
     console.print(table)
+    console.print(f"GET /v1/predictions/{after[i]['request_id']}/explanation?method=ig&row={after[i]['row']} explained the "
+                  f"logged request with {served.get('ref', champion)}, the version that answered it: the same attributions "
+                  f"(largest difference {diff:.1e})")
 
 
 def main() -> None:

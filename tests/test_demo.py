@@ -124,6 +124,10 @@ def test_demo_trains_and_logs_a_run(tmp_path: Path) -> None:
     assert "loopml label list digits" in proc.stdout and "loopml loop history digits@production" in proc.stdout
     # why: one of the new office's digits explained by both versions, as text and pictures
     assert re.search(r"digits/1 answers \d \([\d.]+\), delta", proc.stdout) and "digits/4 answers" in proc.stdout
+    # the server explained the logged request with the version that answered it, as the library does
+    same = re.search(r"/explanation\?method=ig&row=\d+ explained the logged request with digits/1, .* the same attributions "
+                     r"\(largest difference ([\d.e+-]+)\)", proc.stdout)
+    assert same is not None and float(same[1]) < 1e-6, proc.stdout[-2000:]  # same module, inputs and thread count: 0 here
     home = tmp_path / "home"
     assert all((home / f"why-digits-{v}.png").read_bytes().startswith(b"\x89PNG") for v in (1, 4))
     assert np.load(home / "new_office_digit.npy").shape == (1, 1, 8, 8) and "loopml explain digits@production" in proc.stdout
