@@ -103,6 +103,8 @@ def explain_command(
     window: Optional[str] = typer.Option(None, "--window", help="Occlusion's window, e.g. 2,2 (default: a quarter of each side)."),
     row: int = typer.Option(0, "--row", help="The row to show and draw (--png); --json has them all."),
     top: int = typer.Option(5, "--top", help="Strongest positive and negative features to list."),
+    check: bool = typer.Option(False, "--check", help="Also test the attributions' faithfulness: does removing the top 10% "
+                               "of values move the output more than removing random ones?"),
     as_json: bool = typer.Option(False, "--json", help="Print the explanation as JSON (the servers' shape)."),
     png: Optional[Path] = typer.Option(None, "--png", help="Write --row's picture here: the heat map over the image, or signed bars."),
     fmt: Optional[str] = typer.Option(None, "--format", help="The stored format to explain (default: torch, else pt2, else the first)."),
@@ -114,7 +116,7 @@ def explain_command(
 
       loopml explain digits@production --input x.npy --method ig
 
-      loopml explain digits@production -i x.npy -m occlusion --png why.png
+      loopml explain digits@production -i x.npy -m occlusion --png why.png --check
 
       loopml explain churn/3 -i customers.csv -m feature_ablation --target yes --json
     """
@@ -131,7 +133,7 @@ def explain_command(
 
     with Console(stderr=True).status(f"explaining with {method}...", spinner="dots"):  # silent when not a terminal
         e = explain(ref, inputs, method=method, target=_parse_target(target), baseline=baseline, steps=steps,
-                    samples=samples, window=win, format=fmt, tracking_uri=store)
+                    samples=samples, window=win, check=check, format=fmt, tracking_uri=store)
     if not 0 <= row < len(e.inputs):
         raise ArgumentError(f"--row should be a row of the input, 0 to {len(e.inputs) - 1}; got {row}")
     if png is not None:
@@ -140,5 +142,7 @@ def explain_command(
         typer.echo(json.dumps(e.to_dict(k=top)))
     else:
         _show(e, [row], top)
+        if e.faithfulness is not None:
+            console().print(f"faithfulness: {e.faithfulness}", markup=False)
         if png is not None:
             console().print(f"wrote {png}", markup=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,13 +44,14 @@ def versions(use_store: str, tmp_path: Path) -> dict[str, object]:
 
 def test_explain_prints_the_class_delta_and_top_features(versions: dict[str, object], tmp_path: Path) -> None:
     code, out = _cli("explain", "cnn@latest", "--input", str(tmp_path / "x.npy"), "--method", "ig", "--row", "1",
-                     "--png", str(tmp_path / "why.png"), "--store", versions and loopml.get_tracking_uri())
+                     "--png", str(tmp_path / "why.png"), "--check", "--store", loopml.get_tracking_uri())
     assert code == 0, out
     e = loopml.explain(versions["cnn"], versions["x"], method="ig")  # type: ignore[arg-type]
     assert f"row 1: explained class {e.target_label(1)}" in out and "delta" in out
     best = e.top(5, row=1)
     assert best.feature.iloc[0] in out  # the strongest feature is listed
     assert (tmp_path / "why.png").read_bytes().startswith(b"\x89PNG")
+    assert re.search(r"faithfulness: removing the top 10% of values \(6\) lowers .* faithful on \d of 4 rows", out)
 
 
 def test_explain_json_is_the_servers_shape_and_equals_the_library(versions: dict[str, object], tmp_path: Path) -> None:

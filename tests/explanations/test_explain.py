@@ -294,3 +294,34 @@ def test_a_client_explains_the_versions_of_its_own_store(cnn: CNN, registry_uri:
     assert e.ref == "cnn/1" and e.format == "torch"
     np.testing.assert_array_equal(e.attributions, loopml.explain(cnn, x, method="saliency").attributions)
     assert loopml.Client(registry_uri).explain("cnn_onnx/1", x, method="occlusion").format == "onnx"
+
+
+def test_the_faithfulness_check_tells_real_attributions_from_random_ones() -> None:
+    from sklearn.datasets import load_digits
+
+    from loopml.explanations import Explanation
+
+    digits = load_digits()
+    x, y = (digits.data / 16).astype(np.float32), torch.from_numpy(digits.target)
+    torch.manual_seed(0)
+    model = MLP(n_in=64, hidden=32, n_out=10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):  # full batch: 0.97+ training accuracy, enough for attributions to mean something
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.from_numpy(x)), y).backward()
+        opt.step()
+    model.eval()
+    e = loopml.explain(model, x[:40], method="ig", check=True)
+    f = e.faithfulness
+    assert f is not None and f.removed == 6 and f.trials == 20  # 10% of 64 values
+    assert f.faithful.all() and (f.top_drop > 3 * f.random_drop).all()
+    noise = np.random.default_rng(0).normal(size=e.attributions.shape).astype(np.float32)
+    shuffled = Explanation(**{**e.__dict__, "attributions": noise, "faithfulness": None})
+    g = Explainer.for_module(model).faithfulness(shuffled)
+    assert g.faithful.mean() < 0.3 and g.top_drop.mean() < 0.5 * f.top_drop.mean()  # random attributions: no better than chance
+    row = e.to_dict()["results"][0]["faithfulness"]
+    assert row["faithful"] is True and row["removed"] == 6 and row["top_drop"] == pytest.approx(float(f.top_drop[0]))
+    assert "faithful on 40 of 40 rows" in str(f)
+    assert loopml.explain(model, x[:2], method="saliency").faithfulness is None  # only when asked
+    with pytest.raises(ArgumentError, match="fraction should be between 0 and 1"):
+        Explainer.for_module(model).faithfulness(e, fraction=1.5)

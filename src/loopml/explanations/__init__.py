@@ -17,7 +17,7 @@ Needs ``pip install 'loopml[explain]'`` (Captum and matplotlib).
 from __future__ import annotations
 
 from .explainer import Explainer, check_budget, explain, explainer_of
-from .explanation import Explanation, feature_names_for
+from .explanation import Explanation, Faithfulness, feature_names_for
 from .methods import ALIASES, CHEAP, DEFAULT_BUDGET, GRADIENT_METHODS, METHODS, Options, cost, evaluations, method_name
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "METHODS",
     "Explainer",
     "Explanation",
+    "Faithfulness",
     "Options",
     "check_budget",
     "cost",

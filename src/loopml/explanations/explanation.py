@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["Explanation", "feature_names_for"]
+__all__ = ["Explanation", "Faithfulness", "feature_names_for"]
 
 POSITIVE = "#c0392b"  # red: pushes the output up (toward the explained class)
 NEGATIVE = "#2471a3"  # blue: pushes it down
@@ -54,6 +54,39 @@ def feature_names_for(row_shape: tuple[int, ...], names: tuple[str, ...] | list[
     return out
 
 
+@dataclass(frozen=True, eq=False)
+class Faithfulness:
+    """The deletion test of an explanation (:meth:`~loopml.explanations.Explainer.faithfulness`), per row.
+
+    ``top_drop``: how far the explained output fell when the ``removed`` values with the
+    largest attributions were set to the baseline; ``random_drop`` and ``random_sd``: the
+    mean and standard deviation of the fall over ``trials`` random sets of as many values.
+    """
+
+    fraction: float
+    removed: int
+    trials: int
+    top_drop: np.ndarray
+    random_drop: np.ndarray
+    random_sd: np.ndarray
+
+    @property
+    def faithful(self) -> np.ndarray:
+        """Per row: the top values moved the output more than random ones (beyond two standard deviations)."""
+        return np.asarray(self.top_drop > self.random_drop + 2 * self.random_sd)
+
+    def row_dict(self, row: int) -> dict[str, Any]:
+        return {"fraction": self.fraction, "removed": self.removed, "top_drop": float(self.top_drop[row]),
+                "random_drop": float(self.random_drop[row]), "random_sd": float(self.random_sd[row]),
+                "faithful": bool(self.faithful[row])}
+
+    def __str__(self) -> str:
+        ok = int(self.faithful.sum())
+        return (f"removing the top {self.fraction:.0%} of values ({self.removed}) lowers the explained output by "
+                f"{float(np.mean(self.top_drop)):.3g} on average, {self.trials} random sets of as many by "
+                f"{float(np.mean(self.random_drop)):.3g}: faithful on {ok} of {len(self.top_drop)} rows")
+
+
 @dataclass(eq=False)
 class Explanation:
     """Attributions of a batch of inputs (see :func:`loopml.explain`).
@@ -80,6 +113,8 @@ class Explanation:
     format: str | None = None
     names: tuple[str, ...] | None = None
     class_names: list[str] | None = None
+    baseline_values: np.ndarray | None = field(default=None, repr=False)
+    faithfulness: "Faithfulness | None" = None
 
     @functools.cached_property
     def feature_names(self) -> list[str]:
@@ -156,13 +191,16 @@ class Explanation:
         def entries(idx: list[int]) -> list[dict[str, Any]]:
             return [{"feature": self.feature_names[i], "value": float(vals[i]), "attribution": float(flat[i])} for i in idx]
 
-        return {
+        out = {
             "target": self.target_label(row),
             "target_index": None if self.target is None else int(self.target[row]),
             "attributions": attr.astype(np.float64).tolist(),
             "delta": None if self.delta is None else float(self.delta[row]),
             "top": {"positive": entries(pos), "negative": entries(neg)},
         }
+        if self.faithfulness is not None:
+            out["faithfulness"] = self.faithfulness.row_dict(row)
+        return out
 
     def to_dict(self, *, k: int = 5) -> dict[str, Any]:
         """The whole explanation as JSON: method, baseline, options, cost and one entry per row."""
