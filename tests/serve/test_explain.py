@@ -115,6 +115,10 @@ def test_saliency_is_answered_and_equals_the_librarys(serve: Callable[..., Model
         assert [res["delta"] for res in r.json()["results"]] == [None, None]
         np.testing.assert_array_equal(np.array([_attr(res) for res in r.json()["results"]]), e.attributions)
     assert server.explanations is not None and server.explanations.loaded() == ["mlp/1"]
+    checked = _explain(server, {"inputs": x.tolist(), "method": "ig", "check": True}).json()["results"]
+    want = loopml.explain("mlp/1", x, method="ig", check=True).to_dict()["results"]
+    assert [r["faithfulness"] for r in checked] == [w["faithfulness"] for w in want]  # the faithfulness check, asked for
+    _error(_explain(server, {"inputs": x.tolist(), "method": "ig", "check": "yes"}), 422, "invalid_request")
 
 
 def test_a_request_over_the_budget_is_refused_before_it_runs(serve: Callable[..., ModelServer]) -> None:

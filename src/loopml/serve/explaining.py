@@ -59,7 +59,7 @@ INLINE_COST = 200_000
 """The most a cheap method may cost (rows x input size) to run on the event loop; a bigger one goes to the worker."""
 NICE = 10
 """How much lower the explanation thread's CPU priority is than the server's (nice, Linux)."""
-OPTIONS = ("method", "target", "baseline", "steps", "samples", "stdevs", "window", "stride", "feature_groups", "seed")
+OPTIONS = ("method", "target", "baseline", "steps", "samples", "stdevs", "window", "stride", "feature_groups", "seed", "check")
 """The explanation's fields of a request (beside the predict body's ``inputs`` and ``include_prediction``)."""
 _PREDICTION_FIELDS = ("status", "prediction", "probabilities", "ood_score", "reason")
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -206,6 +206,8 @@ def json_options(body: Mapping[str, Any]) -> dict[str, Any]:
             raise invalid(f"target should be a class (its index or name), a list of one per row, or null; got {target!r}")
     if "baseline" in opts:
         opts["baseline"] = _baseline(opts["baseline"])
+    if type(opts.get("check", False)) is not bool:
+        raise invalid(f"check should be true or false (test the attributions' faithfulness); got {opts['check']!r}")
     return opts
 
 
@@ -257,6 +259,11 @@ def query_options(query: str, *, extra: Sequence[str] = (), class_names: Sequenc
         text = raw.pop("target")
         named = class_names is not None and text in class_names
         out["target"] = int(text) if not named and text.lstrip("-").isdigit() else text
+    if "check" in raw:
+        text = raw.pop("check").lower()
+        if text not in ("true", "false"):
+            raise invalid(f"check should be true or false (test the attributions' faithfulness); got {text!r}")
+        out["check"] = text == "true"
     if "feature_groups" in raw:
         try:
             out["feature_groups"] = orjson.loads(raw.pop("feature_groups"))

@@ -231,6 +231,8 @@ def _explain_options() -> dict[str, Any]:
         "window": {**sizes, "description": "occlusion's window, one size per input dimension"},
         "stride": {**sizes, "description": "occlusion's stride"},
         "feature_groups": {"description": 'feature ablation\'s groups: {"name": [features]} or [[features], ...] (JSON in a query)'},
+        "check": {"type": "boolean", "default": False,
+                  "description": "also test the attributions' faithfulness (the top 10% removed against random sets)"},
     }
     return out
 

@@ -64,7 +64,7 @@ TEXT = b"text/plain; version=0.0.4; charset=utf-8"
 RETRY = ((b"retry-after", b"1"),)
 FEEDBACK_FIELDS = frozenset({"request_id", "label", "row", "annotator", "kind", "seconds"})
 EXPLAIN_FIELDS = ("inputs", "include_prediction", "method", "target", "baseline", "steps", "samples", "stdevs", "window",
-                  "stride", "feature_groups", "seed")
+                  "stride", "feature_groups", "seed", "check")
 """The header every 503 carries: the server is loading or at capacity, try again in a second."""
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 _INTERNAL = "Internal server error; the server log has the details"
