@@ -41,6 +41,31 @@ def load_average() -> float:
         return -1.0
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (the servers a benchmark starts bind there only)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def stop_process(proc: Any, *, timeout: float = 30.0) -> None:
+    """SIGTERM a server started in its own process group, then SIGKILL the group if it has not exited in ``timeout``."""
+    import signal
+    import subprocess
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def generator_dir(given: str | None) -> Path:
     """The monitoring peers' folder with the shared seeded generator (``gen_data.py``): ``given``, else
     ``shared/peers/monitoring`` beside the repository (or beside a worktree's parent)."""

@@ -27,8 +27,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # one intra-op thread on 2 shared
 import argparse
 import asyncio
 import json
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,10 +43,7 @@ sys.path.insert(0, str(HERE / "serving_peers"))
 import loadgen  # noqa: E402
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = _common.free_port
 
 
 def images(n: int, seed: int) -> tuple["object", "object"]:
@@ -154,12 +149,7 @@ def run_once(home: Path, explain: bool, a: argparse.Namespace, bodies: list[byte
             asyncio.run(explain_loop(f"{base}/explain", explain_bodies[:1], 1, 0.0, 0.5))
         return asyncio.run(both(f"{base}/predict", f"{base}/explain", bodies, explain_bodies, a, proc.pid, explain))
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _common.stop_process(proc)
         log.close()
 
 

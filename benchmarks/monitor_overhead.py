@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,10 +46,7 @@ import loadgen  # noqa: E402
 FEATURES, CLASSES = 20, 10
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = _common.free_port
 
 
 def prepare(home: Path) -> None:

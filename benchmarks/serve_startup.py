@@ -35,8 +35,6 @@ import argparse
 import http.client
 import json
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -89,10 +87,7 @@ def prepare(home: Path) -> None:
     }))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+free_port = _common.free_port
 
 
 def _request(port: int, method: str, path: str, body: bytes | None = None) -> int:
@@ -154,15 +149,7 @@ def one_start(label: str, prepared: dict, env: dict[str, str], logs: Path) -> di
             raise RuntimeError(f"{label} answered {sorted(set(statuses))}; log: {log.name}")
         return {"ready_s": ready, **memory_mb(proc.pid), "torch": torch_mapped(proc.pid)}
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _common.stop_process(proc)
         log.close()
 
 
