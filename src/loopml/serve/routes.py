@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
     Explain = Callable[[Explainer], Explanation]
 
-__all__ = ["NPY", "RETRY", "TEXT", "Refused", "Routes", "error_body", "error_status"]
+__all__ = ["NPY", "RETRY", "TEXT", "Refused", "Routes", "error_body", "error_status", "json_body", "npy_body"]
 
 log = logging.getLogger("loopml.serve")
 
@@ -110,6 +110,22 @@ def error_status(exc: BaseException) -> tuple[int, str]:
     """
     status, code, _ = http_answer(exc)
     return status, code
+
+
+def json_body(req: Request) -> Any:
+    """The request's JSON body; a 400 ``invalid_json`` that says where it broke."""
+    try:
+        return orjson.loads(req.body)
+    except orjson.JSONDecodeError as exc:
+        raise Refused(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+
+
+def npy_body(req: Request) -> np.ndarray:
+    """The request's ``.npy`` body (no pickled objects); a 400 ``invalid_npy`` otherwise."""
+    try:
+        return np.asarray(np.load(io.BytesIO(req.body), allow_pickle=False))
+    except Exception as exc:  # numpy raises ValueError, OSError, EOFError, ... for a bad file
+        raise Refused(400, "invalid_npy", f"The body is not a .npy array without objects ({type(exc).__name__}: {exc})") from None
 
 
 class Routes:
@@ -303,10 +319,7 @@ class Routes:
         ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         include = False
         if ctype == JSON:
-            try:
-                body = orjson.loads(req.body)
-            except orjson.JSONDecodeError as exc:
-                raise Refused(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+            body = json_body(req)
             if type(body) is not dict or "inputs" not in body:
                 raise Refused(422, "invalid_request",
                               'The body should be a JSON object with "inputs": one row or a list of rows, '
@@ -321,10 +334,7 @@ class Routes:
                     raise Refused(422, "invalid_request", f"include_prediction should be true or false; got {include!r}")
             raw = body["inputs"]
         elif ctype == NPY:
-            try:
-                raw = np.load(io.BytesIO(req.body), allow_pickle=False)
-            except Exception as exc:  # numpy raises ValueError, OSError, EOFError, ... for a bad file
-                raise Refused(400, "invalid_npy", f"The body is not a .npy array without objects ({type(exc).__name__}: {exc})") from None
+            raw = npy_body(req)
             include = "include_prediction=true" in req.query
         else:
             raise Refused(415, "unsupported_media_type",
@@ -431,10 +441,7 @@ class Routes:
         sig = backend.signature
         try:
             if ctype == JSON:
-                try:
-                    body = orjson.loads(req.body)
-                except orjson.JSONDecodeError as exc:
-                    raise Refused(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+                body = json_body(req)
                 if type(body) is not dict or "inputs" not in body:
                     raise Refused(422, "invalid_request",
                                   'The body should be a JSON object with "inputs" (as for predict) and "method", e.g. '
@@ -446,10 +453,7 @@ class Routes:
                 opts = json_options(body)
                 raw = body["inputs"]
             elif ctype == NPY:
-                try:
-                    raw = np.load(io.BytesIO(req.body), allow_pickle=False)
-                except Exception as exc:  # numpy raises ValueError, OSError, EOFError, ... for a bad file
-                    raise Refused(400, "invalid_npy", f"The body is not a .npy array without objects ({type(exc).__name__}: {exc})") from None
+                raw = npy_body(req)
                 opts = query_options(req.query, extra=("include_prediction",), class_names=sig.class_names)
                 include = opts.pop("include_prediction", "false")
                 include = {"true": True, "false": False}.get(include, include)
@@ -618,10 +622,7 @@ class Routes:
         ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         if ctype != JSON:
             raise Refused(415, "unsupported_media_type", f"POST /v1/feedback should send Content-Type: application/json; got {ctype.decode('latin-1') or 'none'!r}")
-        try:
-            body = orjson.loads(req.body)
-        except orjson.JSONDecodeError as exc:
-            raise Refused(400, "invalid_json", f"The request body is not valid JSON: {exc}") from None
+        body = json_body(req)
         if type(body) is not dict or not {"request_id", "label"} <= set(body) or set(body) - FEEDBACK_FIELDS:
             raise Refused(422, "invalid_request", 'The body should be {"request_id": "...", "label": ...} with exactly those fields, '
                           'and optionally "row" (the row of a batch), "annotator", "kind" ("label", "skip" or "none") and "seconds"')
