@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 
+from loopml.errors import ArgumentError
 from loopml.store.predictions import PredictionLog, inputs_array, stack_inputs
 
 
@@ -41,6 +42,60 @@ def test_insert_many_skips_request_ids_already_stored(store) -> None:  # type: i
 
     assert log.request_ids("mlp") == {f"req-{i}" for i in range(5)}
     assert log.get("req-1")["status"] == "ok"
+
+
+def test_newest_pages_through_a_models_requests_newest_first(store) -> None:  # type: ignore[no-untyped-def]
+    log = PredictionLog(store)
+    records = [_record(i, b"\x93NUMPY" if i % 3 == 0 else None) for i in range(40)]
+    for r in records:
+        r["version"] = 1 + int(r["request_id"][4:]) % 3  # three versions, interleaved in time
+    records[10]["created_at"] = records[11]["created_at"]  # a tie, broken by the id
+    other = {**_record(99), "request_id": "other-99", "model": "cnn", "created_at": 1_800_000_000.0}
+    log.insert_many([*records, other])
+    want = sorted(records, key=lambda r: (r["created_at"], r["request_id"]), reverse=True)
+
+    pages, before = [], None
+    while True:
+        page = log.newest("mlp", before=before, limit=7)
+        if not page:
+            break
+        pages.append(page)
+        before = (page[-1]["created_at"], page[-1]["request_id"])
+    got = [r for page in pages for r in page]
+    assert [r["request_id"] for r in got] == [r["request_id"] for r in want]  # each once, newest first, across versions
+    assert [len(p) for p in pages] == [7, 7, 7, 7, 7, 5]
+    first = got[0]
+    assert first["request_id"] == "req-39" and first["version"] == 1 + 39 % 3 and first["has_inputs"] is True
+    assert first["outputs"] == '{"prediction": 39}' and "inputs" not in first and first["latency_ms"] == 39.5
+    assert got[1]["has_inputs"] is False
+
+    two = log.newest("mlp", 2, limit=100)
+    assert [r["request_id"] for r in two] == [r["request_id"] for r in want if r["version"] == 2]
+    assert log.newest("mlp", versions=[3], limit=2) == log.newest("mlp", 3, limit=2)
+    assert log.newest("nope") == [] and log.newest("mlp", 9) == []
+    with pytest.raises(ArgumentError, match="limit"):
+        log.newest("mlp", limit=0)
+
+
+def test_newest_walks_the_index_without_sorting_the_log(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlalchemy as sa
+
+    from loopml.store import TrackingStore
+    from loopml.store import schema as s
+
+    st = TrackingStore(f"sqlite:///{(tmp_path / 'loopml.db').as_posix()}", artifact_root=tmp_path / "artifacts")
+    try:
+        p = s.predictions
+        q = (sa.select(p.c.request_id).where(p.c.model == "mlp", p.c.version == 1, p.c.created_at <= 5.0,
+                                             sa.or_(p.c.created_at < 5.0, p.c.request_id < "x"))
+             .order_by(p.c.created_at.desc(), p.c.request_id.desc()).limit(50))  # what newest() runs per version
+        sql = str(q.compile(st.engine, compile_kwargs={"literal_binds": True}))
+        with st.read() as conn:
+            plan = " | ".join(str(r[-1]) for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+        assert "USING INDEX ix_predictions_model_version_created_at" in plan, plan
+        assert "TEMP B-TREE FOR ORDER BY" not in plan, plan  # at most a sort of equal times ("RIGHT PART")
+    finally:
+        st.close()
 
 
 @pytest.mark.parametrize("array", [

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import sqlalchemy as sa
 
-from ..errors import NotFound
+from ..errors import ArgumentError, NotFound
 from . import schema as s
 from .labels import LabelStore
 from .window import in_window
@@ -399,6 +399,54 @@ class PredictionLog:
         with self.store.read() as conn:
             oldest, latest, count = conn.execute(q).one()
         return None if not count else (float(oldest), float(latest), int(count))
+
+    def newest(self, model: str, version: int | None = None, *, before: tuple[float, str] | None = None,
+               limit: int = 50, versions: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """One page of ``model``'s logged requests (one ``version``, or all), newest first (ties: the larger id first).
+
+        ``before``: the ``(created_at, request_id)`` of the last request of the previous page (keyset paging:
+        each page costs the same however deep). Each record has ``request_id``, ``version``, ``created_at``,
+        ``status``, ``rows``, ``latency_ms``, ``ood_score``, ``outputs`` and ``has_inputs`` (the blob itself is
+        not read). Every query walks the ``(model, version, created_at)`` index backwards and stops after
+        ``limit`` rows: without ``version``, one such walk per version (``versions``, else the versions the log
+        holds, found by one index seek each) merged here, rather than sorting every request of the model.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ArgumentError(f"Argument limit should be an int >= 1, got {limit!r}")
+        p = s.predictions
+        cols = [p.c.request_id, p.c.version, p.c.created_at, p.c.status, p.c.rows, p.c.latency_ms, p.c.ood_score,
+                p.c.outputs, p.c.inputs.is_not(None).label("has_inputs")]
+        out: list[dict[str, Any]] = []
+        with self.store.read() as conn:
+            wanted = [int(version)] if version is not None else (
+                [int(v) for v in versions] if versions is not None else self._versions(conn, model))
+            for v in wanted:
+                q = sa.select(*cols).where(p.c.model == model, p.c.version == v)
+                if before is not None:
+                    t, rid = float(before[0]), str(before[1])
+                    # created_at <= t is the index's range; the tie on t is broken by the id
+                    q = q.where(p.c.created_at <= t, sa.or_(p.c.created_at < t, p.c.request_id < rid))
+                q = q.order_by(p.c.created_at.desc(), p.c.request_id.desc()).limit(limit)
+                out.extend(dict(r) for r in conn.execute(q).mappings())
+        out.sort(key=lambda r: (r["created_at"], r["request_id"]), reverse=True)
+        return [{**r, "has_inputs": bool(r["has_inputs"])} for r in out[:limit]]
+
+    @staticmethod
+    def _versions(conn: Any, model: str) -> list[int]:
+        """The versions ``model``'s requests were answered by: the next larger one, one index seek at a time
+        (a loose index scan; ``SELECT DISTINCT`` would read every request of the model)."""
+        p = s.predictions
+        found: list[int] = []
+        last: int | None = None
+        while True:
+            q = sa.select(sa.func.min(p.c.version)).where(p.c.model == model)
+            if last is not None:
+                q = q.where(p.c.version > last)
+            nxt = conn.execute(q).scalar()
+            if nxt is None:
+                return found
+            last = int(nxt)
+            found.append(last)
 
     def add_feedback_many(self, labels: Sequence[tuple[str, Any]], *, at: float | None = None) -> int:
         """:meth:`add_feedback` for many ``(request_id, label)`` pairs in one transaction (a backfill of labels).
