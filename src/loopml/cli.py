@@ -195,14 +195,21 @@ def server(
     allowed_host: Optional[list[str]] = typer.Option(
         None, "--allowed-host", help="Extra Host header values to accept (repeatable)."
     ),
+    explain_budget: Optional[int] = typer.Option(
+        None, "--explain-budget", show_default=False,
+        help="Most one explanation may cost, evaluations x rows x input size (integrated gradients: steps x rows x values); "
+        "over it a request is answered 422 over_budget. Default 20,000,000.",
+    ),
 ) -> None:
     """Start the tracking server: a REST API (OpenAPI at /docs) over a store.
 
     Example: loopml server --port 5000 --store sqlite:///./.loopml/loopml.db
+    Example: loopml server --explain-budget 5000000   (POST /api/v1/models/NAME/versions/REF/explain: at most 5,000,000)
     """
     from .server.app import serve
 
-    serve(host=host, port=port, store=store, auth_token_file=auth_token_file, allowed_hosts=allowed_host or [])
+    serve(host=host, port=port, store=store, auth_token_file=auth_token_file, allowed_hosts=allowed_host or [],
+          **({} if explain_budget is None else {"explain_budget": explain_budget}))  # None: the server's default
 
 
 @app.command("ui")

@@ -12,8 +12,9 @@ or from a shell (binds 127.0.0.1 unless told otherwise)::
 What is where:
 
 - ``/api/v1/...``: the tracking API (:mod:`loopml.server.routes_tracking`),
-  datasets and lineage (:mod:`loopml.server.routes_datasets`) and the model
-  registry (:mod:`loopml.server.routes_models`).
+  datasets and lineage (:mod:`loopml.server.routes_datasets`), the model
+  registry (:mod:`loopml.server.routes_models`) and explanations of versions
+  and logged requests (:mod:`loopml.server.routes_explain`).
 - ``/ui/...``: the web UI (:mod:`loopml.server.ui`); its pages and static
   files are the only routes that answer without the token (they hold no data).
 - ``/health``: ``{"status": "ok"}`` for readiness checks.
@@ -39,10 +40,12 @@ from starlette.responses import Response
 from .. import __version__, config
 from ..access import read_token_file
 from ..errors import ArgumentError, ConfigError
+from ..explanations import DEFAULT_BUDGET
 from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
 from .routes_datasets import ROWS_UPLOAD
 from .routes_datasets import router as datasets_router
+from .routes_explain import router as explain_router
 from .routes_labels import router as labels_router
 from .routes_models import router as models_router
 from .routes_tracking import ARTIFACT_UPLOAD
@@ -67,6 +70,7 @@ def create_app(
     auth_token: str | None = None,
     allowed_hosts: Sequence[str] = (),
     max_json_body: int | None = None,
+    explain_budget: int | None = DEFAULT_BUDGET,
 ) -> FastAPI:
     """The server's ASGI app over ``store``.
 
@@ -74,6 +78,9 @@ def create_app(
     ``allowed_hosts``: Host header values accepted besides the loopback names
     (``"name"``, ``"name:port"``, or ``"*"`` for any).
     ``max_json_body``: largest JSON body in bytes (default 64 MiB).
+    ``explain_budget``: the most one explanation may cost (evaluations x rows x input
+    size, :mod:`loopml.explanations`); over it the explain routes answer 422
+    ``over_budget``. None: no limit.
 
     >>> from loopml.store import TrackingStore
     >>> store = TrackingStore("sqlite:///loopml.db", artifact_root="artifacts")
@@ -82,6 +89,8 @@ def create_app(
     if auth_token is not None and (not isinstance(auth_token, str) or not auth_token.strip()):
         raise ArgumentError("Argument auth_token should be a non-empty string, or None for no token")
     check_allowed_hosts(allowed_hosts)  # fail here, not at the first request
+    if explain_budget is not None and (isinstance(explain_budget, bool) or not isinstance(explain_budget, int) or explain_budget < 1):
+        raise ArgumentError(f"Argument explain_budget should be an int >= 1 or None for no limit, got {explain_budget!r}")
     app = FastAPI(
         title="loopml tracking server",
         version=__version__,
@@ -93,12 +102,14 @@ def create_app(
     )
     app.state.store = store
     app.state.known_runs = set()
+    app.state.explain_budget = explain_budget
     install_error_handlers(app)
     app.include_router(_meta)
     app.include_router(tracking_router)
     app.include_router(datasets_router)
     app.include_router(models_router)
     app.include_router(labels_router)  # the labeling queue and labels (docs/loop.md)
+    app.include_router(explain_router)  # explanations of versions and logged requests (docs/explain.md)
     app.include_router(ui_router)  # the web UI (docs/ui.md): /ui pages, /ui/api data
     extra: dict[str, Any] = {} if max_json_body is None else {"max_json_body": max_json_body}
     app.add_middleware(
@@ -129,6 +140,7 @@ def serve(
     artifact_root: str | Path | None = None,
     log_level: str = "warning",
     announce_ui: bool = False,
+    explain_budget: int | None = DEFAULT_BUDGET,
 ) -> None:
     """Run the server until interrupted; prints ``loopml server listening on http://HOST:PORT`` once it listens.
 
@@ -138,6 +150,7 @@ def serve(
     ``LOOPML_SERVER_TOKEN``. Binding to all interfaces (``0.0.0.0``, ``::``)
     needs ``allowed_hosts``: the names clients use to reach the server.
     ``announce_ui``: also print ``loopml UI at http://HOST:PORT/ui/``.
+    ``explain_budget``: see :func:`create_app`.
 
     >>> serve(port=0, store="sqlite:///./.loopml/loopml.db")  # doctest: +SKIP
     loopml server listening on http://127.0.0.1:43121
@@ -174,7 +187,7 @@ def serve(
             artifact_root=artifact_root if artifact_root is not None else settings.artifact_root,
             heartbeat_timeout=settings.heartbeat_timeout,
         )
-    app = create_app(tracking_store, auth_token=token, allowed_hosts=allowed)
+    app = create_app(tracking_store, auth_token=token, allowed_hosts=allowed, explain_budget=explain_budget)
     server = _AnnouncingServer(
         uvicorn.Config(
             app,
