@@ -197,10 +197,11 @@ def test_loopback_host_headers_are_accepted(sqlite_server: LiveServer, host: str
     ],
 )
 def test_other_host_headers_are_refused(sqlite_server: LiveServer, host: str) -> None:
-    status, doc, _ = raw(
-        sqlite_server, "GET", "/api/v1/experiments", headers={"Host": host.format(port=sqlite_server.port)}
-    )
-    assert status == 400 and doc is not None and doc["error"]["code"] == "invalid_host"
+    for method, path in (("GET", "/api/v1/experiments"), ("GET", "/api/v1/predictions/x/explanation"),
+                         ("POST", "/api/v1/models/m/versions/1/explain"), ("GET", "/ui/api/predictions/m")):
+        status, doc, _ = raw(sqlite_server, method, path, body=b"{}",
+                             headers={"Host": host.format(port=sqlite_server.port), **JSON})
+        assert status == 400 and doc is not None and doc["error"]["code"] == "invalid_host", (method, path)
 
 
 def test_allowed_hosts_extend_the_list(sqlite_store: TrackingStore, live_server: Callable[..., LiveServer]) -> None:
@@ -239,6 +240,8 @@ def test_state_changing_requests_must_be_json(client: httpx.Client, run_id: str,
         "unsupported_media_type",
     )
     assert_error(client.delete(f"/api/v1/runs/{run_id}/artifacts/x", headers=headers), 415, "unsupported_media_type")
+    explain = b'{"inputs": [[0.0]], "method": "saliency"}'  # a cross-site form cannot make the server load and run a model
+    assert_error(client.post("/api/v1/models/m/versions/1/explain", content=explain, headers=headers), 415, "unsupported_media_type")
     assert client.get("/api/v1/runs/count").json() == {"count": 1}  # nothing was created
     assert client.get(f"/api/v1/runs/{run_id}").json()["tags"] == {}
 
@@ -285,12 +288,14 @@ def test_every_route_needs_the_token(sqlite_store: TrackingStore, live_server: C
     assert len(routes) >= 20  # the walk below cannot pass by walking nothing
     api_routes = {path for path, _m, r in routes if isinstance(r, APIRoute)}
     assert {"/api/v1/metrics", "/api/v1/runs/{run_id}/artifacts/{path:path}", "/health"} <= api_routes
+    assert {"/api/v1/models/{name}/versions/{ref}/explain", "/api/v1/predictions/{request_id}/explanation"} <= api_routes
+    assert {"/ui/api/predictions/{name}", "/ui/api/models/{name}/versions/{version}/explain"} <= {p for p, _m, _r in routes}
     assert {"/docs", "/openapi.json"} <= {path for path, _m, _r in routes}
     # The only routes a GET reaches without the token: the web UI's HTML shells and
     # static files, which hold no data (docs/ui.md). Adding one here is a decision.
     public = {
         "/", "/ui/", "/ui/runs", "/ui/run", "/ui/compare", "/ui/static/{path:path}", "/ui/vendor/plotly.min.js",
-        "/ui/models", "/ui/model", "/ui/monitoring", "/ui/labeling",
+        "/ui/models", "/ui/model", "/ui/monitoring", "/ui/labeling", "/ui/predictions",
     }  # fmt: skip
     assert public <= {path for path, _m, _r in routes}
     checked = 0

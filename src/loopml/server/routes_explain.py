@@ -58,7 +58,8 @@ from .errors import error_response
 from .routes_models import Registry, _version_number
 from .routes_tracking import PREFIX, Store, StrictBody
 
-__all__ = ["KEEP", "ExplainIn", "ExplainerCache", "explain_rows", "explainers", "logged_explanation", "router"]
+__all__ = ["KEEP", "ExplainIn", "ExplainerCache", "budget_of", "explain_rows", "explainers", "logged_explanation", "predicted",
+           "query_baseline", "query_target", "router", "run_explanation"]
 
 KEEP = 4
 """Explainers kept loaded (versions), the least recently used dropped first."""
@@ -93,7 +94,12 @@ class ExplainerCache:
             with self._lock:
                 found = self._items.get(key)
             if found is None:
-                found = Explainer.for_version(registry, version)
+                try:
+                    found = Explainer.for_version(registry, version)
+                except LoopMLError:
+                    raise
+                except Exception as exc:  # a stored file torch cannot read: the version's fault, not a bug here
+                    raise ExplainError(f"{version.ref} could not be loaded to explain it: {type(exc).__name__}: {str(exc)[:300]}") from exc
             with self._lock:
                 self._items[key] = found
                 self._items.move_to_end(key)
@@ -144,7 +150,7 @@ class ExplainIn(StrictBody):
         return self.model_dump(exclude={"inputs"})
 
 
-def _run(explain: Callable[[], Explanation], ref: str) -> Explanation:
+def run_explanation(explain: Callable[[], Explanation], ref: str) -> Explanation:
     """``explain()``, with torch's own errors (a shape the signature let through, a model that fails on it) as 422."""
     try:
         return explain()
@@ -197,14 +203,14 @@ def explain_version(name: str, ref: str, body: ExplainIn, request: Request, regi
     explainer = explainers(request).get(registry, version)
     budget = budget_of(request)
     opts = body.options()
-    e = _run(lambda: explainer.explain(body.inputs, budget=budget, **opts), version.ref)
+    e = run_explanation(lambda: explainer.explain(body.inputs, budget=budget, **opts), version.ref)
     _, single = explainer.prepare(body.inputs)
     head = {"model": version.name, "version": version.version}
     items = predicted(e, explainer.signature.class_names if explainer.signature is not None else None)
     return _json(explain_rows(e, head, items, single))
 
 
-def _target(text: str | None, class_names: Sequence[str] | None) -> int | str | None:
+def query_target(text: str | None, class_names: Sequence[str] | None) -> int | str | None:
     if text is None or not text.strip():
         return None
     text = text.strip()
@@ -223,7 +229,7 @@ def _ints(key: str, text: str | None) -> int | list[int] | None:
     return values[0] if len(values) == 1 else values
 
 
-def _baseline(text: str | None) -> str | float:
+def query_baseline(text: str | None) -> str | float:
     if text is None or not text.strip():
         return "zeros"
     text = text.strip()
@@ -255,8 +261,8 @@ def logged_explanation(store: Any, registry: RegistryProtocol, cache: ExplainerC
     rows = list(range(total)) if row is None else [row]
     opts = dict(options)
     sig = Signature.from_dict(version.signature)
-    opts["target"] = _target(opts.get("target"), sig.class_names)
-    e = _run(lambda: explainer.explain(x[rows], budget=budget, **opts), version.ref)
+    opts["target"] = query_target(opts.get("target"), sig.class_names)
+    e = run_explanation(lambda: explainer.explain(x[rows], budget=budget, **opts), version.ref)
     items = _logged_items(record.get("outputs"), rows, total)
     if total == 1 and "ood_score" not in items[0]:
         items[0]["ood_score"] = record.get("ood_score")  # the log's column: one row's score is the request's
@@ -298,7 +304,7 @@ def explain_logged(
     stride: str | None = None,
     seed: int = 0,
 ) -> Response:
-    options = {"method": method, "target": target, "baseline": _baseline(baseline), "steps": steps, "samples": samples,
+    options = {"method": method, "target": target, "baseline": query_baseline(baseline), "steps": steps, "samples": samples,
                "stdevs": stdevs, "window": _ints("window", window), "stride": _ints("stride", stride), "seed": seed}
     return logged_explanation(store, registry, explainers(request), request_id, row=row, options=options,
                               budget=budget_of(request))

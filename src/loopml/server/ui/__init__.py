@@ -12,6 +12,7 @@ installed ``plotly`` package). What is where:
 - :mod:`.assets`: ``/ui/static/...`` and ``/ui/vendor/plotly.min.js``.
 - :mod:`.models`, :mod:`.monitoring`: the registry pages and a version's monitoring page.
 - :mod:`.labeling`: the labeling page (the queue labelled with the keyboard).
+- :mod:`.predictions`: the prediction log page, with each request's explanation.
 - :mod:`.downsample`: min/max per bucket, so a 100,000-point history draws at once.
 
 **Auth.** The shells and static files hold no data, so they are public
@@ -33,7 +34,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from . import api, assets, labeling, models, monitoring, pages
+from . import api, assets, labeling, models, monitoring, pages, predictions
 from .pages import NAV, Page, add_page, public_paths
 
 __all__ = ["NAV", "Page", "add_page", "public_paths", "router"]
@@ -45,3 +46,4 @@ router.include_router(api.router)
 router.include_router(models.router)  # the Models and Model pages and /ui/api/models
 router.include_router(monitoring.router)  # a version's monitoring page and its JSON
 router.include_router(labeling.router)  # the labeling page and /ui/api/labeling
+router.include_router(predictions.router)  # the prediction log page, explanations of requests and examples

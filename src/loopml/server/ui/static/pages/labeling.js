@@ -3,7 +3,8 @@
 // Keys (the table on the page says the same): a class key picks a class, Enter confirms it (the model's top class
 // when none was picked), s skips, n answers "none of these classes", Backspace takes the last answer back (the server
 // keeps it as history and an `undo` row supersedes it), the arrows move between items, g toggles the grid, Escape
-// clears a pick. Class keys: the class names themselves when every name is one character (digits 0-9), else 1-9 and
+// clears a pick, w shows why (the heat map of the model's predicted class over the image, or its strongest features as
+// signed bars: GET /api/v1/predictions/{id}/explanation, drawn by lib/explain.js). Class keys: the class names themselves when every name is one character (digits 0-9), else 1-9 and
 // 0 for up to 10 classes, else a code of two (or three) digits typed in a row: class 12 is "1" then "2".
 //
 // Each answer is sent at once (POST /api/v1/labels, source "page") with the seconds from the moment the item was
@@ -12,6 +13,7 @@
 
 import { api, apiPost } from "../lib/api.js";
 import { el, clear, main, fmtNum, showError, setTitle } from "../lib/dom.js";
+import { explainRequest, explanationView } from "../lib/explain.js";
 
 const args = new URL(location.href).searchParams;
 const name = args.get("name");
@@ -22,7 +24,8 @@ const FETCH = 50; // queue items fetched at once
 const REFILL = 10; // fetch more when fewer unanswered items than this are left ahead
 const GRID = 20; // items on a grid page
 const GRID_COLUMNS = 5;
-const RESERVED = new Set(["s", "n", "g"]); // keys that are commands, never classes
+const RESERVED = new Set(["s", "n", "g", "w"]); // keys that are commands, never classes
+const WHY_METHOD = "integrated_gradients";
 const VIEW = 256; // pixels of the large image; a grid cell's image is a third of it
 
 const state = {
@@ -45,6 +48,8 @@ const state = {
   sent: 0,
   chain: Promise.resolve(),
   message: "",
+  why: false, // show the explanation over the item
+  explained: new Map(), // "request_id/row" -> { answer } or { error }, fetched once
 };
 
 const view = el("div", { id: "labeling" });
@@ -200,6 +205,34 @@ function inputView(item, size) {
     return featureTable(input.feature_names ?? (state.meta && state.meta.feature_names), input.values);
   }
   return el("pre", { class: "raw-input" }, JSON.stringify(input.values));
+}
+
+// The item's input, or with "why" on its explanation: the heat map blended over the image, the bars beside a table.
+function whyKey(item) {
+  return item.request_id + "/" + (item.row ?? 0);
+}
+
+function explainItem(item) {
+  const key = whyKey(item);
+  if (state.explained.has(key)) return;
+  state.explained.set(key, { loading: true });
+  explainRequest(item.request_id, item.row ?? 0, WHY_METHOD).then((answer) => {
+    state.explained.set(key, { answer });
+  }, (err) => {
+    state.explained.set(key, { error: err });
+  }).then(() => {
+    const shown = state.grid ? null : state.items[state.index];
+    if (state.why && shown && whyKey(shown) === key) draw();
+  });
+}
+
+function whyView(item) {
+  if (!state.why || !item.input || item.input.values === undefined || item.input.values === null) return null;
+  const got = state.explained.get(whyKey(item));
+  if (!got) explainItem(item);
+  if (!got || got.loading) return el("p", { class: "muted", id: "why-loading" }, "Explaining the model's answer…");
+  if (got.error) return el("p", { class: "error", id: "why-error" }, "No explanation: " + (got.error.message || String(got.error)));
+  return el("div", { id: "why" }, explanationView(got.answer, item.input.values, VIEW));
 }
 
 const SHOWN = new Set(["top", "prediction", "ood_score", "probabilities"]); // beside the item already
@@ -454,6 +487,11 @@ function singleKey(key) {
     openGrid();
     return true;
   }
+  if (key === "w") {
+    state.why = !state.why;
+    draw();
+    return true;
+  }
   if (key === "ArrowRight" || key === "ArrowDown") {
     if (item) next(false);
     return true;
@@ -580,8 +618,12 @@ function singleView() {
   const choice = state.picked !== null ? state.classes[state.picked] : null;
   const pending = choice !== null ? "Enter confirms \u201c" + choice + "\u201d" :
     model !== null ? "Enter confirms the model's \u201c" + model + "\u201d" : "press a class key, then Enter";
+  const why = whyView(item);
+  const image = item.input && item.input.kind === "image";
+  const toggle = el("button", { type: "button", id: "why-toggle", "aria-pressed": String(state.why) }, state.why ? "hide why (w)" : "why? (w)");
+  toggle.addEventListener("click", () => { state.why = !state.why; draw(); });
   return el("section", { id: "item", class: "label-item", dataset: { queueId: String(item.id), requestId: String(item.request_id), row: String(item.row ?? 0) } },
-    el("div", { class: "label-view" }, inputView(item, VIEW),
+    el("div", { class: "label-view" + (why && image && state.explained.get(whyKey(item))?.answer ? " why" : "") }, inputView(item, VIEW), why ?? "", toggle,
       el("p", { class: "muted" }, "item " + (state.index + 1) + " of " + state.items.length + (state.exhausted ? "" : "+") +
         " · request " + item.request_id + (item.row ? " row " + item.row : "") + (item.version ? " · version " + item.version : ""))),
     el("aside", { class: "label-side" },
@@ -620,7 +662,7 @@ function keysTable() {
     "its " + k.width + "-digit code, typed in a row (shown beside each class)";
   const rows = [[classKey, "pick that class (grid: set the item under the cursor)"], ["Enter", "confirm (the model's answer when no class was picked; grid: the whole page)"],
     ["s", "skip"], ["n", "none of these classes"], ["Backspace", "take the last answer back (grid: reset the item)"],
-    ["\u2190 \u2192 \u2191 \u2193", "previous / next item (grid: move the cursor)"], ["g", "grid mode on / off"], ["Escape", "clear the pick"]];
+    ["\u2190 \u2192 \u2191 \u2193", "previous / next item (grid: move the cursor)"], ["g", "grid mode on / off"], ["w", "why: the model's reasons for its answer on / off"], ["Escape", "clear the pick"]];
   return el("table", { class: "grid keys", id: "keys" }, el("tbody", {}, rows.map(([a, b]) => el("tr", {}, el("th", {}, el("kbd", {}, a)), el("td", {}, b)))));
 }
 

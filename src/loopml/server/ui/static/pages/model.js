@@ -1,9 +1,11 @@
 // One model: its versions (kind, formats and file sizes, accuracy, size, latency, aliases, run),
 // the selected version (signature, files, metrics, measurements, lineage, tags, and for a challenger the
-// comparison with its champion that `loopml compare` stored with it) and the alias history.
+// comparison with its champion that `loopml compare` stored with it), the explanation of its stored input example
+// (a row of it, by a method chosen: lib/explain.js draws it) and the alias history.
 
 import { api } from "../lib/api.js";
 import { el, clear, main, fmtNum, fmtTime, runLink, showError, setTitle } from "../lib/dom.js";
+import { explanationView, methodSelect } from "../lib/explain.js";
 
 const args = new URL(location.href).searchParams;
 const name = args.get("name");
@@ -169,6 +171,8 @@ function versionDetail(v) {
     ["run", v.run_id ? runLink(v.run_id, v.run_id) : ""],
     ["monitoring", el("a", { id: "monitoring-link", href: "/ui/monitoring?name=" + encodeURIComponent(name) + "&version=" + encodeURIComponent(v.version) },
       "drift, accuracy, abstention and alerts")],
+    ["predictions", el("a", { id: "predictions-link", href: "/ui/predictions?name=" + encodeURIComponent(name) + "&version=" + encodeURIComponent(v.version) },
+      "the logged requests, each explained")],
     ["labeling", el("a", { id: "labeling-link", href: "/ui/labeling?name=" + encodeURIComponent(name) + "&version=" + encodeURIComponent(v.version) },
       "label the queued requests")],
     ["rebuilt from", v.model_spec ? el("code", {}, v.model_spec.class_path + "(**" + JSON.stringify(v.model_spec.init_args || {}) + ")") : "the exported program (no class needed)"],
@@ -176,8 +180,48 @@ function versionDetail(v) {
   return el("section", { id: "version" },
     el("h2", { id: "version-title" }, "Version " + v.version),
     el("table", { class: "grid kv overview" }, el("tbody", {}, overview.map(([k, val]) => el("tr", {}, el("th", {}, k), el("td", {}, val))))),
-    comparison((v.measurements || {})[COMPARISON]), signature(v.signature || {}), files(v.files), kv("Metrics", v.metrics, "metrics"), measurements(v.measurements),
+    comparison((v.measurements || {})[COMPARISON]), signature(v.signature || {}), exampleExplanation(v), files(v.files), kv("Metrics", v.metrics, "metrics"), measurements(v.measurements),
     lineage(v), kv("Tags", v.tags, "tags"));
+}
+
+// Why the version answers its stored input example (row 0 first; the row and the method selectable), on a click.
+function exampleExplanation(v) {
+  const section = el("section", { id: "example-explanation" }, el("h2", {}, "Explanation of the input example"));
+  if (!v.files.some((f) => f.format === "input_example")) {
+    section.append(el("p", { class: "muted" }, "This version has no stored input example to explain."));
+    return section;
+  }
+  const choice = { row: 0, method: "integrated_gradients", seq: 0 };
+  const rowSelect = el("select", { id: "example-row" }, el("option", { value: "0" }, "row 0"));
+  rowSelect.addEventListener("change", () => { choice.row = Number(rowSelect.value); if (choice.seq) run(); });
+  const out = el("div", { id: "example-body" });
+  // on demand: the first explanation loads the model (seconds), which a look at the page should not cost
+  const go = el("button", { type: "button", id: "example-explain" }, "Explain");
+  go.addEventListener("click", () => run());
+  section.append(el("div", { class: "explain-controls" }, methodSelect(choice.method, (m) => { choice.method = m; if (choice.seq) run(); }, "example-method"),
+    el("label", {}, "row ", rowSelect), go), out);
+  async function run() {
+    const seq = ++choice.seq;
+    section.dataset.state = "loading";
+    clear(out).append(el("p", { class: "muted" }, "Explaining…"));
+    try {
+      const answer = await api("/ui/api/models/" + encodeURIComponent(name) + "/versions/" + encodeURIComponent(v.version) + "/explain",
+        { row: choice.row, method: choice.method });
+      if (seq !== choice.seq) return;
+      if (rowSelect.options.length !== answer.rows) {
+        clear(rowSelect).append(...Array.from({ length: answer.rows }, (_, i) => el("option", { value: String(i), selected: i === choice.row }, "row " + i)));
+      }
+      clear(out).append(el("p", { class: "muted" }, "The model answers " + (typeof answer.prediction === "number" ? fmtNum(answer.prediction) : String(answer.prediction)) + "."),
+        explanationView(answer, answer.input, 256));
+      section.dataset.state = "explained";
+    } catch (err) {
+      if (seq !== choice.seq) return;
+      clear(out);
+      showError(out, err);
+      section.dataset.state = "error";
+    }
+  }
+  return section;
 }
 
 function aliasHistory(events) {
