@@ -55,7 +55,7 @@ from ..store.predictions import PredictionLog, inputs_array
 from ..store.protocols import Registry as RegistryProtocol
 from ..store.registry import ModelVersion
 from .errors import error_response
-from .routes_models import Registry, _version_number
+from .routes_models import Registry, version_number
 from .routes_tracking import PREFIX, Store, StrictBody
 
 __all__ = ["KEEP", "ExplainIn", "ExplainerCache", "budget_of", "explain_rows", "explainers", "logged_explanation", "predicted",
@@ -199,7 +199,7 @@ def _json(doc: dict[str, Any]) -> Response:
 
 @router.post("/models/{name}/versions/{ref}/explain", summary="Explain inputs with a version: attributions and the prediction")
 def explain_version(name: str, ref: str, body: ExplainIn, request: Request, registry: Registry) -> Response:
-    version = registry.get_version(name, _version_number(registry, name, ref))
+    version = registry.get_version(name, version_number(registry, name, ref))
     explainer = explainers(request).get(registry, version)
     budget = budget_of(request)
     opts = body.options()

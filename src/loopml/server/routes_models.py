@@ -38,7 +38,7 @@ from ..store.registry import RegistryStore
 from .errors import json_response
 from .routes_tracking import PREFIX, StrictBody
 
-__all__ = ["router"]
+__all__ = ["router", "version_number"]
 
 router = APIRouter(prefix=f"{PREFIX}/models", tags=["models"])
 
@@ -86,7 +86,7 @@ class QuantizeIn(StrictBody):
     epochs: int | None = Field(None, description="TQT fine-tuning epochs")
 
 
-def _version_number(registry: RegistryStore, name: str, ref: str) -> int:
+def version_number(registry: RegistryStore, name: str, ref: str) -> int:
     return int(ref) if ref.isdigit() else registry.resolve(f"{name}@{ref}").version
 
 
@@ -117,7 +117,7 @@ async def create_version(name: str, body: RegisterIn, registry: Registry) -> Res
 
 @router.get("/{name}/versions/{ref}", summary="A version by number, alias or 'latest'")
 def get_version(name: str, ref: str, registry: Registry) -> Response:
-    return json_response(registry.get_version(name, _version_number(registry, name, ref)).to_dict())
+    return json_response(registry.get_version(name, version_number(registry, name, ref)).to_dict())
 
 
 @router.delete("/{name}/versions/{version}", status_code=204, summary="Delete a version (refused while an alias points at it)")
