@@ -206,10 +206,11 @@ def server(
     Example: loopml server --port 5000 --store sqlite:///./.loopml/loopml.db
     Example: loopml server --explain-budget 5000000   (POST /api/v1/models/NAME/versions/REF/explain: at most 5,000,000)
     """
+    from .explanations.methods import DEFAULT_BUDGET
     from .server.app import serve
 
     serve(host=host, port=port, store=store, auth_token_file=auth_token_file, allowed_hosts=allowed_host or [],
-          **({} if explain_budget is None else {"explain_budget": explain_budget}))  # None: the server's default
+          explain_budget=DEFAULT_BUDGET if explain_budget is None else explain_budget)
 
 
 @app.command("ui")

@@ -128,7 +128,9 @@ _STATE_LOCK = threading.Lock()
 
 
 def budget_of(request: Request) -> int | None:
-    return getattr(request.app.state, "explain_budget", DEFAULT_BUDGET)  # type: ignore[no-any-return]
+    """The app's explanation budget (``create_app(explain_budget=)``; None: no limit)."""
+    budget: int | None = getattr(request.app.state, "explain_budget", DEFAULT_BUDGET)
+    return budget
 
 
 class ExplainIn(StrictBody):

@@ -64,7 +64,8 @@ def _answer(outputs: str | None) -> dict[str, Any]:
         doc = json.loads(outputs) if outputs else {}
     except ValueError:
         return {}
-    rows = doc.get("results") if isinstance(doc, dict) and isinstance(doc.get("results"), list) else [doc]
+    found = doc.get("results") if isinstance(doc, dict) else None
+    rows: list[Any] = found if isinstance(found, list) else [doc]
     preds, confs = [], []
     for r in rows:
         r = r if isinstance(r, dict) else {}
