@@ -21,6 +21,7 @@ from loopml.server import create_app
 from loopml.store import TrackingStore
 from loopml.tracking.remote import RemoteStore
 
+from ..deps import need
 from .conftest import LiveServer
 
 LISTENING = re.compile(r"loopml server listening on (http://127\.0\.0\.1:\d+)")
@@ -150,3 +151,27 @@ def test_eight_processes_write_through_one_server(
         np.testing.assert_array_equal(h.steps, np.arange(n))
         assert h.values.sum() == expected_sum
     assert sqlite_store.count_runs(experiments="many") == procs
+
+
+def test_the_cli_servers_explain_budget(cli_server: Callable[..., tuple[subprocess.Popen[str], str]], db_uri: str,
+                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    need("captum.attr", extra="explain")
+    import torch
+
+    import loopml
+    from loopml.tracking import api
+    from tests.models.nets import CNN
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)
+    monkeypatch.setenv("LOOPML_ARTIFACT_ROOT", str(tmp_path / "server-artifacts"))  # where the server reads the files
+    loopml.Client(db_uri).register(CNN().eval(), "digits", input_example=x, formats=["torch"])
+    api.close_all()
+    _proc, url = cli_server("--explain-budget", "100")
+    one = {"inputs": x[:1].tolist()}
+    with httpx.Client(base_url=url, timeout=60) as c:
+        r = c.post("/api/v1/models/digits/versions/1/explain", json={**one, "method": "saliency"})  # costs 64
+        assert r.status_code == 200 and np.asarray(r.json()["results"][0]["attributions"]).shape == (1, 8, 8)
+        r = c.post("/api/v1/models/digits/versions/1/explain", json={**one, "method": "ig", "steps": 2})  # costs 128
+        assert r.status_code == 422 and r.json()["error"]["code"] == "over_budget"
+        assert "budget of 100" in r.json()["error"]["message"]
