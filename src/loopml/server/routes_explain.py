@@ -205,8 +205,8 @@ def explain_version(name: str, ref: str, body: ExplainIn, request: Request, regi
     explainer = explainers(request).get(registry, version)
     budget = budget_of(request)
     opts = body.options()
-    e = run_explanation(lambda: explainer.explain(body.inputs, budget=budget, **opts), version.ref)
-    _, single = explainer.prepare(body.inputs)
+    x, single = explainer.prepare(body.inputs)  # the signature's checks (400); one row sent as one row answers as one
+    e = run_explanation(lambda: explainer.explain(x, budget=budget, **opts), version.ref)
     head = {"model": version.name, "version": version.version}
     items = predicted(e, explainer.signature.class_names if explainer.signature is not None else None)
     return _json(explain_rows(e, head, items, single))
