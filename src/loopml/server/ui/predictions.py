@@ -22,6 +22,7 @@ is ``"<created_at>~<request_id>"`` of the last request shown.
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any
 
 import numpy as np
@@ -53,7 +54,7 @@ def _cursor(text: str | None) -> tuple[float, str] | None:
         at = float(t)
     except ValueError:
         at = float("nan")
-    if not sep or not rid or at != at:
+    if not sep or not rid or math.isnan(at):
         raise ArgumentError(f"Argument before should be the 'next' of the previous page (<created_at>~<request_id>); got {text!r}")
     return at, rid
 
