@@ -33,7 +33,8 @@ function text(v) {
 }
 
 function confidence(c) {
-  return Array.isArray(c) ? c.map(pct).join(", ") : pct(c);
+  // an abstained row has no prediction, so no confidence: a dash, as in the prediction column
+  return Array.isArray(c) ? c.map((p) => (typeof p === "number" ? pct(p) : "–")).join(", ") : pct(c);
 }
 
 function rowOf(r) {
@@ -121,6 +122,7 @@ function open(r) {
   state.row = 0;
   for (const tr of tbody.children) tr.classList.toggle("selected", tr.dataset.requestId === r.request_id);
   explain(r);
+  detail.scrollIntoView({ block: "start" }); // the panel is below the page of requests
 }
 
 async function chooseModel() {
