@@ -88,6 +88,11 @@ def test_one_row_answers_at_the_top_level_and_options_reach_the_method(site: Exp
     features = [e["feature"] for e in body["top"]["positive"] + body["top"]["negative"]]
     assert features and set(features) <= set(SHOP_FEATURES)
     assert body["prediction"] in SHOP_CLASSES
+    checked = client.post("/api/v1/models/shop/versions/1/explain", json={"inputs": x.tolist(), "method": "ig", "check": True})
+    want = loopml.explain("shop/1", x[None], method="ig", check=True, tracking_uri=site.uri).to_dict()["results"][0]
+    assert checked.json()["faithfulness"] == want["faithfulness"]  # the faithfulness check, asked for
+    logged = client.get("/api/v1/predictions/digits-002/explanation", params={"method": "saliency", "row": 0, "check": "true"})
+    assert logged.json()["faithfulness"]["removed"] == 6  # 10% of the 64 pixels
 
 
 def test_a_logged_request_is_explained_by_the_version_that_answered_it(site: Explained, client: httpx.Client) -> None:

@@ -147,6 +147,7 @@ class ExplainIn(StrictBody):
     stride: int | list[int] | None = None
     feature_groups: dict[str, list[str]] | list[list[str]] | None = None
     seed: int = 0
+    check: bool = Field(False, description="Also test the attributions' faithfulness (the top 10% removed against random sets)")
 
     def options(self) -> dict[str, Any]:
         return self.model_dump(exclude={"inputs"})
@@ -305,8 +306,10 @@ def explain_logged(
     window: Annotated[str | None, Query(description="Occlusion's window, e.g. 1,2,2")] = None,
     stride: str | None = None,
     seed: int = 0,
+    check: bool = False,
 ) -> Response:
     options = {"method": method, "target": target, "baseline": query_baseline(baseline), "steps": steps, "samples": samples,
-               "stdevs": stdevs, "window": _ints("window", window), "stride": _ints("stride", stride), "seed": seed}
+               "stdevs": stdevs, "window": _ints("window", window), "stride": _ints("stride", stride), "seed": seed,
+               "check": check}
     return logged_explanation(store, registry, explainers(request), request_id, row=row, options=options,
                               budget=budget_of(request))
