@@ -90,6 +90,10 @@ def test_the_prediction_log_explains_an_image_request(site: tuple[Explained, str
     summary = page.locator("#request .explain-summary").inner_text()
     assert summary.startswith("integrated gradients · class " + str(want.target_names[0]))  # type: ignore[index]
     assert "delta" in summary and "red" in page.locator("#request .explain-legend").inner_text()
+    checked = loopml.explain("digits/1", s.logged("digits-002"), method="ig", check=True, tracking_uri=s.uri).faithfulness
+    line = page.locator("#request p.faithfulness")  # the deletion test rides along with the explanation
+    assert line.get_attribute("data-faithful") == str(bool(checked.faithful[0])).lower()  # type: ignore[union-attr]
+    assert "removing the 6 values with the largest attributions" in line.inner_text()
     page.select_option("#method", "saliency")
     page.wait_for_selector("#request .explanation[data-method='saliency']")
     assert page.locator("#request canvas.heatmap").evaluate(COLOURED)["coloured"] > 0

@@ -144,7 +144,17 @@ export function explanationView(answer, input, size) {
   const values = input ?? answer.input;
   const canvas = heatmapCanvas(values, answer.attributions, size || 256);
   return el("div", { class: "explanation", dataset: { method: String(answer.method), target: String(answer.target ?? "") } },
-    summary(answer), canvas || barsView(answer.top), legend(Boolean(canvas)));
+    summary(answer), canvas || barsView(answer.top), legend(Boolean(canvas)), faithfulness(answer.faithfulness));
+}
+
+// The deletion test of the row (loopml.explanations.Explainer.faithfulness), when the answer has it.
+export function faithfulness(f) {
+  if (!f) return "";
+  const n = (v) => Number(Number(v).toPrecision(3));
+  return el("p", { class: "faithfulness muted", dataset: { faithful: String(f.faithful) } },
+    (f.faithful ? "Faithful: " : "Not shown faithful: ") + "removing the " + f.removed + " values with the largest " +
+    "attributions lowers the class's output by " + n(f.top_drop) + "; removing as many at random, by " + n(f.random_drop) +
+    " ± " + n(f.random_sd) + ".");
 }
 
 export function methodSelect(current, onChange, id) {
@@ -156,5 +166,6 @@ export function methodSelect(current, onChange, id) {
 
 // GET a logged request's explanation (row `row`) by `method`.
 export function explainRequest(requestId, row, method) {
-  return api("/api/v1/predictions/" + encodeURIComponent(requestId) + "/explanation", { method, row });
+  // check: the faithfulness test rides along (one batched forward pass)
+  return api("/api/v1/predictions/" + encodeURIComponent(requestId) + "/explanation", { method, row, check: true });
 }
