@@ -139,7 +139,8 @@ def explain_example(
         raise ArgumentError(f"Argument row should be a row of the stored input example, 0 to {max(0, len(x) - 1)}; got {row}")
     explainer = explainers(request).get(registry, v)
     classes = explainer.signature.class_names if explainer.signature is not None else None
-    opts = {"method": method, "target": query_target(target, classes), "baseline": query_baseline(baseline), "steps": steps}
+    opts: dict[str, Any] = {"method": method, "target": query_target(target, classes), "baseline": query_baseline(baseline),
+                            "steps": steps}
     e = run_explanation(lambda: explainer.explain(x[row : row + 1], budget=budget_of(request), **opts), v.ref)
     items = predicted(e, classes)
     items[0]["row"] = row
