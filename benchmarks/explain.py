@@ -45,6 +45,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # NOTES.md: one intra-op thread on 2 shared cores
 
 import argparse
+import functools
 import gc
 import http.client
 import json
@@ -61,9 +62,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import _common  # benchmarks/_common.py: these run as `python benchmarks/<name>.py`
+import numpy as np
 
 for _var in ("LOOPML_TRACKING_URI", "LOOPML_ARTIFACT_ROOT", "LOOPML_SERVER_TOKEN", "LOOPML_HOME"):  # a temporary store only
     os.environ.pop(_var, None)
@@ -272,9 +272,9 @@ def library(spec: dict[str, dict[str, Any]], a: argparse.Namespace) -> list[dict
                     same(e.delta, delta, f"{method} {name} batch {batch}: loopml's delta", OUTPUT_ATOL)
                     same(ev.delta, delta, f"{method} {name} batch {batch}: the version's delta", OUTPUT_ATOL)
                 t = interleave({
-                    "captum": lambda: captum_call(method, module, x, opts),
-                    "loopml": lambda: loopml.explain(module, x, method=method),
-                    "version": lambda: explainer.explain(x, method=method),
+                    "captum": functools.partial(captum_call, method, module, x, opts),
+                    "loopml": functools.partial(loopml.explain, module, x, method=method),
+                    "version": functools.partial(explainer.explain, x, method=method),
                 }, seconds=a.seconds, min_rounds=a.min_rounds, max_rounds=a.max_rounds)
                 med = {k: statistics.median(v) for k, v in t.items()}
                 row = {"method": method, "model": name, "batch": batch, "rounds": len(t["captum"]),
@@ -329,6 +329,14 @@ class Client:
         return r.status, r.read()
 
 
+def ask(client: Client, path: str, body: bytes, seconds: list[float]) -> None:
+    """One explain request; the answer's own ``seconds`` (the explanation inside the server) kept in ms."""
+    status, raw = client.post(path, body)
+    if status != 200:
+        raise RuntimeError(f"{status}: {raw[:300]!r}")
+    seconds.append(float(json.loads(raw)["seconds"]) * 1000.0)
+
+
 def server(spec: dict[str, dict[str, Any]], a: argparse.Namespace, home: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name, m in spec.items():
@@ -351,7 +359,7 @@ def server(spec: dict[str, dict[str, Any]], a: argparse.Namespace, home: Path) -
                     if status != 200:
                         sys.exit(f"POST {path} ({method}, batch {batch}) answered {status}: {raw[:500]!r}")
                     answer = json.loads(raw)
-                    results = answer["results"] if "results" in answer else [answer]
+                    results = answer.get("results", [answer])
                     got = np.array([r["attributions"] for r in results], dtype=np.float32)
                     opts = {"steps": 50, "samples": 20, "stdevs": 0.0, "seed": 0, **answer.get("options", {})}
                     if method == "occlusion" and "window" not in opts:
@@ -363,14 +371,8 @@ def server(spec: dict[str, dict[str, Any]], a: argparse.Namespace, home: Path) -
                     diff = same(got, want, f"{method} {name} batch {batch}: the server",
                                 OUTPUT_ATOL if method in PERTURBATION else ATOL)
                     seconds: list[float] = []
-
-                    def ask() -> None:
-                        status, raw = client.post(path, body)
-                        if status != 200:
-                            raise RuntimeError(f"{status}: {raw[:300]!r}")
-                        seconds.append(float(json.loads(raw)["seconds"]) * 1000.0)
-
-                    t = interleave({"captum": lambda: captum_call(method, module, x, opts), "server": ask},
+                    t = interleave({"captum": functools.partial(captum_call, method, module, x, opts),
+                                    "server": functools.partial(ask, client, path, body, seconds)},
                                    seconds=a.seconds, min_rounds=a.min_rounds, max_rounds=a.max_rounds)
                     med = {k: statistics.median(v) for k, v in t.items()}
                     inside = statistics.median(seconds[1:]) if len(seconds) > 1 else float("nan")
