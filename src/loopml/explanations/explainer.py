@@ -210,10 +210,12 @@ class Explainer:
             with torch.no_grad():
                 outputs = self.run(xt).detach().cpu().numpy()
             tgt = self._target(target, outputs)
-            attr, delta = run_method(opts, self.module, self.run, xt, torch.from_numpy(base), tgt, row_shape)
+            # a tensor, as Captum would make of a list (zero-copy from the int64 array)
+            attr, delta = run_method(opts, self.module, self.run, xt, torch.from_numpy(base),
+                                     torch.from_numpy(tgt) if isinstance(tgt, np.ndarray) else tgt, row_shape)
         seconds = time.perf_counter() - started
         class_names = list(self.signature.class_names) if self.signature is not None and self.signature.class_names else None
-        target_arr = None if tgt is None else np.asarray(tgt if isinstance(tgt, list) else [tgt] * len(x), dtype=np.int64)
+        target_arr = None if tgt is None else (tgt if isinstance(tgt, np.ndarray) else np.full(len(x), tgt, dtype=np.int64))
         if not isinstance(check, bool):
             raise ArgumentError(f"Argument check should be True or False; got {check!r}")
         e = Explanation(
@@ -314,8 +316,8 @@ class Explainer:
             )
         return "custom", np.ascontiguousarray(arr)
 
-    def _target(self, target: Any, outputs: np.ndarray) -> int | list[int] | None:
-        """Captum's target: one class index per row (None: each row's predicted class; None for a 1-D output)."""
+    def _target(self, target: Any, outputs: np.ndarray) -> int | np.ndarray | None:
+        """Captum's target: one class index per row, int64 (None: each row's predicted class; None for a 1-D output)."""
         n = len(outputs)
         if outputs.ndim == 1 or (outputs.ndim == 2 and outputs.shape[1] == 1):
             if target not in (None, 0):
@@ -325,13 +327,13 @@ class Explainer:
             raise ExplainError(f"loopml explains models whose output is (rows, classes); this one returns {list(outputs.shape)}")
         classes = outputs.shape[1]
         if target is None:
-            return [int(i) for i in outputs.argmax(axis=1)]
+            return np.asarray(outputs.argmax(axis=1), dtype=np.int64)
         if isinstance(target, (list, tuple, np.ndarray)):
             values = list(target)
             if len(values) != n:
                 raise ArgumentError(f"Argument target should give one class per row ({n}); got {len(values)}")
-            return [self._class_index(t, classes) for t in values]
-        return [self._class_index(target, classes)] * n
+            return np.array([self._class_index(t, classes) for t in values], dtype=np.int64)
+        return np.full(n, self._class_index(target, classes), dtype=np.int64)
 
     def _class_index(self, value: Any, classes: int) -> int:
         names = self.signature.class_names if self.signature is not None else None
@@ -368,7 +370,7 @@ def check_budget(method: str, evals: int, shape: Sequence[int], budget: int | No
 
 
 def run_method(opts: Options, module: "torch.nn.Module | None", forward: "Callable[[torch.Tensor], torch.Tensor]",
-               x: "torch.Tensor", base: "torch.Tensor", target: int | list[int] | None,
+               x: "torch.Tensor", base: "torch.Tensor", target: "int | torch.Tensor | None",
                row_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
     """Captum's method on the batch: (attributions, delta per row or None)."""
     attr_mod = _import_captum()

@@ -172,18 +172,20 @@ class Explanation:
             "sign": ["+"] * len(pos) + ["-"] * len(neg),
         })  # fmt: skip
 
-    def top_indices(self, k: int, row: int = 0) -> tuple[list[int], list[int]]:
-        """Flat indices of the ``k`` strongest positive and negative attributions of ``row`` (strongest first)."""
-        attr = self.attributions[self._row(row)].reshape(-1).astype(np.float64)
-        order = np.argsort(-attr, kind="stable")
+    def top_indices(self, k: int, row: int = 0, *, order: np.ndarray | None = None) -> tuple[list[int], list[int]]:
+        """Flat indices of the ``k`` strongest positive and negative attributions of ``row`` (strongest first);
+        ``order``: the row's indices by attribution, strongest positive first, when already sorted."""
+        attr = self.attributions[self._row(row)].reshape(-1)
+        if order is None:
+            order = np.argsort(-attr, kind="stable")
         pos = [int(i) for i in order[:k] if attr[i] > 0]
         neg = [int(i) for i in order[::-1][:k] if attr[i] < 0]
         return pos, neg
 
-    def row_dict(self, row: int, *, k: int = 5) -> dict[str, Any]:
+    def row_dict(self, row: int, *, k: int = 5, order: np.ndarray | None = None) -> dict[str, Any]:
         """One row as JSON: target, attributions (nested lists, the input's shape), delta and the top features."""
         row = self._row(row)
-        pos, neg = self.top_indices(k, row)
+        pos, neg = self.top_indices(k, row, order=order)
         attr = self.attributions[row]
         vals = self.inputs[row].reshape(-1)
         flat = attr.reshape(-1)
@@ -204,6 +206,8 @@ class Explanation:
 
     def to_dict(self, *, k: int = 5) -> dict[str, Any]:
         """The whole explanation as JSON: method, baseline, options, cost and one entry per row."""
+        # every row's order in one sort (the servers answer batches: one argsort per row cost 15 us each)
+        orders = np.argsort(-self.attributions.reshape(len(self.inputs), -1), axis=1, kind="stable")
         return {
             "method": self.method,
             "baseline": self.baseline,
@@ -212,7 +216,7 @@ class Explanation:
             "seconds": self.seconds,
             "ref": self.ref,
             "format": self.format,
-            "results": [self.row_dict(i, k=k) for i in range(len(self.inputs))],
+            "results": [self.row_dict(i, k=k, order=orders[i]) for i in range(len(self.inputs))],
         }
 
     def plot(self, row: int = 0, *, k: int = 10) -> "Figure":

@@ -27,6 +27,7 @@ method                 evaluations                     options
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,15 @@ class Options:
     ) -> "Options":
         name = method_name(method)
         shape = tuple(int(d) for d in row_shape)
+        if (steps, samples, stdevs, window, stride, feature_groups) == (None,) * 6 and type(seed) is int and seed == 0:
+            return _defaults(name, shape)  # the common call: every option at its default, made once per shape
+        return cls._make(name, shape, steps=steps, samples=samples, stdevs=stdevs, window=window, stride=stride,
+                         feature_groups=feature_groups, feature_names=feature_names, seed=seed)
+
+    @classmethod
+    def _make(cls, name: str, shape: tuple[int, ...], *, steps: object = None, samples: object = None,
+              stdevs: object = None, window: object = None, stride: object = None, feature_groups: object = None,
+              feature_names: Sequence[str] | None = None, seed: object = 0) -> "Options":
         given = {"steps": steps, "samples": samples, "stdevs": stdevs, "window": window, "stride": stride,
                  "feature_groups": feature_groups}  # fmt: skip
         allowed = {
@@ -204,6 +214,12 @@ class Options:
         rest = (mask < 0).nonzero().flatten()
         mask[rest] = torch.arange(len(self.groups), len(self.groups) + len(rest))  # ungrouped: each its own
         return mask.reshape(1, *row_shape)
+
+
+@functools.lru_cache(maxsize=256)
+def _defaults(method: str, shape: tuple[int, ...]) -> Options:
+    """A method's options at their defaults for rows of ``shape`` (frozen, so one object serves every call)."""
+    return Options._make(method, shape)
 
 
 def windows(row_shape: Sequence[int], window: Sequence[int], stride: Sequence[int]) -> tuple[int, ...]:
