@@ -50,7 +50,6 @@ import gc
 import http.client
 import json
 import math
-import signal
 import socket
 import statistics
 import subprocess
@@ -385,12 +384,7 @@ def server(spec: dict[str, dict[str, Any]], a: argparse.Namespace, home: Path) -
                           f"server {row['server_ms']:8.3f} ms (+{row['overhead_ms']:.3f} ms; its own explanation "
                           f"{inside:.3f} ms)  {row['rounds']} rounds", flush=True)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            _common.stop_process(proc)
     return rows
 
 
