@@ -242,7 +242,11 @@ def test_the_cli_runs_once_refuses_bad_input_and_stops_on_ctrl_c(use_store: str)
     if not use_store.startswith("sqlite"):
         return  # the loop's Ctrl-C below is the CLI's, not the store's: once is enough
     # Ctrl-C: the loop ends with exit 0 and a one-line summary
-    proc = subprocess.Popen([sys.executable, "-m", "loopml", "monitor", "watch", "tab@production", "--every", "1h"],
+    # Ctrl-C's own handler first: a test run started in the background (`make test &`) hands its children SIGINT
+    # ignored, and a Python started so keeps ignoring it, as a nohup'ed program should
+    child = ("import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+             "sys.argv = ['loopml', *sys.argv[1:]]; runpy.run_module('loopml', run_name='__main__', alter_sys=True)")
+    proc = subprocess.Popen([sys.executable, "-c", child, "monitor", "watch", "tab@production", "--every", "1h"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "200"})
     assert proc.stdout is not None
     try:
