@@ -529,7 +529,7 @@ def watch(
     slot = 1 if wait_first else 0
     start = since
     try:
-        while not _wait(stop, mono0 + slot * period):
+        while not stop.wait(max(0.0, mono0 + slot * period - time.monotonic())):
             try:
                 result = watcher.check(now=wall0 + slot * period, start=start)
             except Exception as exc:  # noqa: BLE001 - one failed cycle must not end the watch; it is logged
@@ -553,20 +553,4 @@ def watch(
     except KeyboardInterrupt:
         summary.interrupted = True
     return summary
-
-
-def _wait(stop: threading.Event, until: float) -> bool:
-    """Wait for ``stop`` until the monotonic time ``until``; True when stopped.
-
-    In slices of at most a second: Ctrl-C (SIGINT) may be delivered to any thread of the
-    process (torch's, the store's), and then it interrupts no wait of the main thread, whose
-    handler runs only when the main thread next returns to Python; a one-hour wait would
-    leave Ctrl-C unanswered for an hour.
-    """
-    while True:
-        left = until - time.monotonic()
-        if left <= 0:
-            return stop.is_set()
-        if stop.wait(min(left, 1.0)):
-            return True
 
