@@ -16,7 +16,7 @@ Needs ``pip install 'loopml[explain]'`` (Captum and matplotlib).
 
 from __future__ import annotations
 
-from .explainer import Explainer, check_budget, explain, explainer_of
+from .explainer import Explainer, check_budget, explain, explainer_of, preflight
 from .explanation import Explanation, Faithfulness, feature_names_for
 from .methods import ALIASES, CHEAP, DEFAULT_BUDGET, GRADIENT_METHODS, METHODS, Options, cost, evaluations, method_name
 
@@ -37,4 +37,5 @@ __all__ = [
     "explainer_of",
     "feature_names_for",
     "method_name",
+    "preflight",
 ]

@@ -31,7 +31,7 @@ from ..errors import ArgumentError, ExplainError, LoopMLError, OverBudget
 from .explanation import Explanation, Faithfulness
 from ..models.exporting import FORMATS
 from ..models.signature import Signature
-from .methods import GRADIENT_METHODS, ROWS_PER_FORWARD, Options, cost
+from .methods import GRADIENT_METHODS, ROWS_PER_FORWARD, Options
 
 if TYPE_CHECKING:
     import torch
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ..store.protocols import Registry
     from ..store.registry import ModelVersion
 
-__all__ = ["Explainer", "explain"]
+__all__ = ["Explainer", "explain", "preflight"]
 
 BASELINES = ("zeros", "mean", "blur")
 _NUMPY_RNG = threading.Lock()
@@ -109,12 +109,11 @@ class Explainer:
     @classmethod
     def for_version(cls, registry: "Registry", version: "ModelVersion | str", *, format: str | None = None) -> "Explainer":
         """A registered version, from its most capable stored format (see the module docstring), or from ``format``."""
-        from ..models.reference import load_reference
         from ..models.registry import load_version, resolve_version
 
         version = resolve_version(registry, version)
         signature = Signature.from_dict(version.signature)
-        mean = _reference_mean(registry, version, signature, load_reference)
+        mean = _reference_mean(registry, version, signature)
         if format is not None and format not in version.files:
             have = ", ".join(sorted(f for f in version.files if f in FORMATS)) or "no model file"
             raise ExplainError(f"{version.ref} has no {format!r} format; it has {have}")
@@ -142,10 +141,6 @@ class Explainer:
         return cls(module=None, forward=forward, signature=signature, ref=version.ref, format=loaded.format, mean=mean)
 
     # -- the work -------------------------------------------------------------------------------
-
-    def cost(self, batch_shape: Sequence[int], method: object = "integrated_gradients", **options: Any) -> int:
-        """Evaluations x rows x input size of explaining a batch of ``batch_shape`` (see :func:`~loopml.explanations.cost`)."""
-        return cost(method, batch_shape, **options)
 
     def prepare(self, inputs: Any) -> tuple[np.ndarray, bool]:
         """The inputs as the model's float32 batch, and whether they were one row (the signature's rules)."""
@@ -187,16 +182,10 @@ class Explainer:
         x, _ = self.prepare(inputs)
         row_shape = tuple(x.shape[1:])
         names = self.signature.feature_names if self.signature is not None else None
-        opts = Options.make(method, row_shape, steps=steps, samples=samples, stdevs=stdevs, window=window,
-                            stride=stride, feature_groups=feature_groups, feature_names=names, seed=seed)
+        opts = preflight(method, x.shape, budget=budget, feature_names=names, gradients=self.module is not None,
+                         ref=self.ref, stored=self.format, steps=steps, samples=samples, stdevs=stdevs, window=window,
+                         stride=stride, feature_groups=feature_groups, seed=seed)
         evals = opts.evaluations(row_shape)
-        check_budget(opts.method, evals, x.shape, budget)
-        if opts.method in GRADIENT_METHODS and self.module is None:
-            raise ExplainError(
-                f"{self.ref or 'This model'} is stored only as {self.format}, which gives no gradients, so {opts.method} cannot run; "
-                "use method='occlusion' or 'feature_ablation' (they only run the model), or register the version with its "
-                "torch or pt2 format (loopml.register keeps both by default)"
-            )
         if opts.method == "deeplift" and not self.layers:
             raise ExplainError(
                 f"DeepLIFT needs the model's activation layers, and {self.ref or 'this model'} is loaded from its pt2 program, "
@@ -351,6 +340,27 @@ class Explainer:
                            (" or a class name" if names else "") + f"; got {value!r}")
 
 
+def preflight(method: object, batch_shape: Sequence[int], *, budget: int | None = None,
+              feature_names: Sequence[str] | None = None, gradients: bool = True, ref: str | None = None,
+              stored: str | None = None, **options: Any) -> Options:
+    """Everything about a request that can be refused before a model is loaded or run: the method and its options
+    (``ArgumentError``), the cost against ``budget`` (``OverBudget``), and a gradient method asked of a model without
+    gradients (``gradients=False``: stored only as ``stored``, e.g. ONNX; ``ExplainError``). Returns the options.
+
+    :meth:`Explainer.explain` runs it first; a server runs it before queueing the work.
+    """
+    shape = tuple(int(d) for d in batch_shape)
+    opts = Options.make(method, shape[1:], feature_names=feature_names, **options)
+    check_budget(opts.method, opts.evaluations(shape[1:]), shape, budget)
+    if opts.method in GRADIENT_METHODS and not gradients:
+        raise ExplainError(
+            f"{ref or 'This model'} is stored only as {stored or 'a format without gradients'}, which gives no gradients, "
+            f"so {opts.method} cannot run; use method='occlusion' or 'feature_ablation' (they only run the model), or "
+            "register the version with its torch or pt2 format (loopml.register keeps both by default)"
+        )
+    return opts
+
+
 def check_budget(method: str, evals: int, shape: Sequence[int], budget: int | None) -> None:
     """Raise :class:`~loopml.errors.OverBudget` when evaluations x rows x input size is over ``budget``."""
     if budget is None:
@@ -461,9 +471,10 @@ def _eval_mode(modules: "list[torch.nn.Module]") -> Iterator[None]:
             m.training = mode
 
 
-def _reference_mean(registry: "Registry", version: "ModelVersion", signature: "Signature",
-                    load_reference: Callable[..., Any]) -> np.ndarray | None:
+def _reference_mean(registry: "Registry", version: "ModelVersion", signature: "Signature") -> np.ndarray | None:
     """The training mean of a version's inputs, from its drift reference's row sample (None without one)."""
+    from ..models.reference import load_reference
+
     try:
         ref = load_reference(registry, version)
     except LoopMLError:

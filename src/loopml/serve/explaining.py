@@ -44,8 +44,9 @@ from urllib.parse import parse_qs
 import numpy as np
 import orjson
 
-from ..errors import ArgumentError, ExplainError, OverBudget
-from ..explanations import CHEAP, GRADIENT_METHODS, Explainer, Explanation, Options, check_budget, method_name
+from ..errors import ArgumentError, OverBudget
+from ..explanations import CHEAP, Explainer, Explanation, preflight
+from ..models.exporting import FORMATS
 
 if TYPE_CHECKING:
     from ..store.protocols import Registry
@@ -302,22 +303,17 @@ def check_request(opts: dict[str, Any], shape: tuple[int, ...], version: "ModelV
     ``cannot_explain``) for a gradient method on a version stored without a differentiable format.
     """
     kwargs = {k: v for k, v in opts.items() if k in OPTIONS and k != "method"}
+    planned = {k: kwargs.get(k) for k in ("steps", "samples", "stdevs", "window", "stride", "feature_groups")}
+    stored = ", ".join(sorted(f for f in version.files if f in FORMATS)) or "no model file"
     try:
-        name = method_name(opts.get("method", "integrated_gradients"))
-        made = Options.make(name, shape[1:], **{k: kwargs.get(k) for k in ("steps", "samples", "stdevs", "window", "stride",
-                                                                            "feature_groups")},
-                            feature_names=feature_names, seed=kwargs.get("seed", 0))
-        evaluations = made.evaluations(shape[1:])
-        check_budget(name, evaluations, shape, budget)
+        made = preflight(opts.get("method", "integrated_gradients"), shape, budget=budget, feature_names=feature_names,
+                         gradients=bool({"torch", "pt2"} & set(version.files)), ref=version.ref, stored=stored,
+                         seed=kwargs.get("seed", 0), **planned)
     except OverBudget as exc:
         raise OverBudget(f"{exc} (this server's budget is set by loopml serve --explain-budget)", cost=exc.cost,
                          budget=exc.budget) from None
-    if name in GRADIENT_METHODS and not {"torch", "pt2"} & set(version.files):
-        have = ", ".join(sorted(f for f in version.files if f in ("onnx", "pte", "torch", "pt2"))) or "no model file"
-        raise ExplainError(f"{version.ref} is stored only as {have}, which gives no gradients, so {name} cannot run; use method "
-                           "occlusion or feature_ablation (they only run the model), or register the version with its torch "
-                           "or pt2 format")
-    return name, {"method": name, **kwargs}, evaluations * math.prod(shape)
+    name = made.method
+    return name, {"method": name, **kwargs}, made.evaluations(shape[1:]) * math.prod(shape)
 
 
 def answer_body(head: dict[str, Any], items: Sequence[Mapping[str, Any]] | None, e: Explanation, single: bool) -> bytes:
