@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ..store.protocols import Registry
     from ..store.registry import ModelVersion
 
-__all__ = ["INLINE_COST", "KEEP", "OPTIONS", "Explanations", "answer_body", "check_request", "json_options", "logged_items", "query_options"]
+__all__ = ["INLINE_COST", "KEEP", "OPTIONS", "Explanations", "answer_body", "check_request", "json_options", "query_options"]
 
 KEEP = 2
 """Explainers kept loaded: the served version's and the one before a hot swap (its logged requests)."""
@@ -62,7 +62,6 @@ NICE = 10
 """How much lower the explanation thread's CPU priority is than the server's (nice, Linux)."""
 OPTIONS = ("method", "target", "baseline", "steps", "samples", "stdevs", "window", "stride", "feature_groups", "seed", "check")
 """The explanation's fields of a request (beside the predict body's ``inputs`` and ``include_prediction``)."""
-_PREDICTION_FIELDS = ("status", "prediction", "probabilities", "ood_score", "reason")
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 T = TypeVar("T")
@@ -329,21 +328,3 @@ def answer_body(head: dict[str, Any], items: Sequence[Mapping[str, Any]] | None,
     else:
         out["results"] = rows
     return orjson.dumps(out, option=_OPTS)
-
-
-def logged_items(outputs: str | None, rows: Sequence[int], total: int) -> list[dict[str, Any]] | None:
-    """The prediction fields of the logged answer (its JSON) for ``rows`` of a batch of ``total``; None when unreadable."""
-    if not outputs:
-        return None
-    try:
-        doc = orjson.loads(outputs)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(doc, dict):
-        return None
-    results = doc.get("results")
-    if not isinstance(results, list):
-        results = [doc] if total == 1 else None
-    if results is None or len(results) != total or not all(isinstance(r, dict) for r in results):
-        return None
-    return [{k: results[i][k] for k in _PREDICTION_FIELDS if k in results[i]} for i in rows]

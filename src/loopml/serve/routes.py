@@ -42,7 +42,7 @@ from ..errors import ArgumentError, LoopMLError, NotFound, StoreError, http_answ
 from ..explanations import Explainer, Explanation
 from ..models.signature import Signature
 from .batcher import Batcher, Gate, Job
-from .explaining import Explanations, answer_body, check_request, json_options, logged_items, query_options
+from .explaining import Explanations, answer_body, check_request, json_options, query_options
 from .http import JSON, Connection, Request
 from .metrics import Metrics
 from .openapi import DOCS_HTML, document
@@ -586,7 +586,9 @@ class Routes:
                 self._explain_failed(conn, req, exc)
                 return
             head = {"request_id": request_id, "model": version.name, "version": version.version}
-            items = logged_items(record.get("outputs"), rows, total)
+            from ..store.predictions import answered_rows  # the store's module (SQLAlchemy) only once a log is read
+
+            items = answered_rows(record.get("outputs"), rows, total)
             budget = ex.budget
 
             def work(explainer: Explainer) -> Explanation:

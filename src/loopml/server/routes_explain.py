@@ -51,7 +51,7 @@ from starlette.responses import Response
 from ..errors import ArgumentError, ExplainError, LoopMLError
 from ..explanations import DEFAULT_BUDGET, Explainer, Explanation
 from ..models.signature import Signature
-from ..store.predictions import PredictionLog, inputs_array
+from ..store.predictions import PredictionLog, answered_rows, inputs_array
 from ..store.protocols import Registry as RegistryProtocol
 from ..store.registry import ModelVersion
 from .errors import error_response
@@ -63,7 +63,6 @@ __all__ = ["KEEP", "ExplainIn", "ExplainerCache", "budget_of", "explain_rows", "
 
 KEEP = 4
 """Explainers kept loaded (versions), the least recently used dropped first."""
-_PREDICTION_FIELDS = ("status", "prediction", "probabilities", "ood_score", "reason")
 
 router = APIRouter(prefix=PREFIX, tags=["explanations"])
 
@@ -266,7 +265,7 @@ def logged_explanation(store: Any, registry: RegistryProtocol, cache: ExplainerC
     sig = Signature.from_dict(version.signature)
     opts["target"] = query_target(opts.get("target"), sig.class_names)
     e = run_explanation(lambda: explainer.explain(x[rows], budget=budget, **opts), version.ref)
-    items = _logged_items(record.get("outputs"), rows, total)
+    items = answered_rows(record.get("outputs"), rows, total) or [{} for _ in rows]  # unreadable: the explanation alone
     if total == 1 and "ood_score" not in items[0]:
         items[0]["ood_score"] = record.get("ood_score")  # the log's column: one row's score is the request's
     for item, r in zip(items, rows):
@@ -274,20 +273,6 @@ def logged_explanation(store: Any, registry: RegistryProtocol, cache: ExplainerC
         item["input"] = np.asarray(x[r], dtype=np.float64).tolist()
     head = {"request_id": request_id, "model": version.name, "version": version.version, "rows": total}
     return _json(explain_rows(e, head, items, row is not None))
-
-
-def _logged_items(outputs: str | None, rows: Sequence[int], total: int) -> list[dict[str, Any]]:
-    """The prediction fields the model server answered for ``rows`` (from its logged JSON); empty where unreadable."""
-    try:
-        doc = orjson.loads(outputs) if outputs else None
-    except orjson.JSONDecodeError:
-        doc = None
-    results = doc.get("results") if isinstance(doc, dict) else None
-    if not isinstance(results, list):
-        results = [doc] if total == 1 and isinstance(doc, dict) else None
-    if results is None or len(results) != total:
-        return [{} for _ in rows]
-    return [{k: results[i][k] for k in _PREDICTION_FIELDS if isinstance(results[i], dict) and k in results[i]} for i in rows]
 
 
 @router.get("/predictions/{request_id}/explanation", summary="Explain a logged request with the version that answered it")

@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import orjson
 import sqlalchemy as sa
 
 from ..errors import ArgumentError, NotFound
@@ -39,7 +40,7 @@ from .window import in_window
 if TYPE_CHECKING:
     from .tracking import TrackingStore
 
-__all__ = ["COLUMNS", "PredictionLog", "inputs_array", "stack_inputs"]
+__all__ = ["ANSWER_FIELDS", "COLUMNS", "PredictionLog", "answered_rows", "inputs_array", "stack_inputs"]
 
 COLUMNS = ("request_id", "model", "version", "created_at", "status", "rows", "latency_ms", "ood_score", "inputs", "outputs")
 _IDENTITY = tuple(range(len(COLUMNS)))
@@ -179,6 +180,32 @@ def stack_inputs(blobs: Sequence[bytes]) -> np.ndarray:
         joined = bytearray().join(payloads)  # one copy, writable (np.load's arrays are)
         return np.frombuffer(joined, dtype=dtype).reshape((rows, *shape[1:]))
     return np.concatenate([inputs_array(b) for b in blobs])
+
+
+ANSWER_FIELDS = ("status", "prediction", "probabilities", "ood_score", "reason")
+"""The fields of each row of a logged answer (the model server's predict JSON) that say what was answered."""
+
+
+def answered_rows(outputs: str | bytes | None, rows: Sequence[int], total: int) -> list[dict[str, Any]] | None:
+    """The :data:`ANSWER_FIELDS` of ``rows`` of a logged answer (its JSON, a batch of ``total``); None when unreadable.
+
+    >>> answered_rows('{"request_id": "a", "status": "ok", "prediction": "3"}', [0], 1)
+    [{'status': 'ok', 'prediction': '3'}]
+    """
+    if not outputs:
+        return None
+    try:
+        doc = orjson.loads(outputs)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    results = doc.get("results")
+    if not isinstance(results, list):
+        results = [doc] if total == 1 else None
+    if results is None or len(results) != total or not all(isinstance(r, dict) for r in results):
+        return None
+    return [{k: results[i][k] for k in ANSWER_FIELDS if k in results[i]} for i in rows]
 
 
 class PredictionLog:
