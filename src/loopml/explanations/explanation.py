@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -218,6 +219,22 @@ class Explanation:
             "format": self.format,
             "results": [self.row_dict(i, k=k, order=orders[i]) for i in range(len(self.inputs))],
         }
+
+    def answer(self, head: Mapping[str, Any], items: Sequence[Mapping[str, Any]] | None = None, *, single: bool = False,
+               k: int = 5) -> dict[str, Any]:
+        """The servers' answer: ``head`` (request id, model, version), the method, baseline, options and cost, and per
+        row its ``items`` fields (the prediction) with its attributions; ``single``: one row sent as one row, its
+        fields at the top level (as predict answers), else a ``results`` list."""
+        doc = self.to_dict(k=k)
+        results = doc.pop("results")
+        doc.pop("ref", None)
+        out: dict[str, Any] = {**head, **doc}
+        rows = [{**(items[i] if items is not None else {}), **r} for i, r in enumerate(results)]
+        if single:
+            out.update(rows[0])
+        else:
+            out["results"] = rows
+        return out
 
     def plot(self, row: int = 0, *, k: int = 10) -> "Figure":
         """A matplotlib figure of ``row``: the heat map over the image, or the ``k`` strongest features as signed bars.

@@ -316,15 +316,5 @@ def check_request(opts: dict[str, Any], shape: tuple[int, ...], version: "ModelV
 
 
 def answer_body(head: dict[str, Any], items: Sequence[Mapping[str, Any]] | None, e: Explanation, single: bool) -> bytes:
-    """The answer: ``head`` (request id, model, version), the method and its cost, and per row the prediction's
-    fields (``items``) with the attributions; one row sent as one row has them at the top level, as predict does."""
-    doc = e.to_dict()
-    results = doc.pop("results")
-    doc.pop("ref", None)
-    out: dict[str, Any] = {**head, **doc}
-    rows = [{**(items[i] if items is not None else {}), **r} for i, r in enumerate(results)]
-    if single:
-        out.update(rows[0])
-    else:
-        out["results"] = rows
-    return orjson.dumps(out, option=_OPTS)
+    """The answer as bytes (:meth:`loopml.explanations.Explanation.answer`: the shape both servers answer)."""
+    return orjson.dumps(e.answer(head, items, single=single), option=_OPTS)

@@ -58,7 +58,7 @@ from .errors import error_response
 from .routes_models import Registry, version_number
 from .routes_tracking import PREFIX, Store, StrictBody
 
-__all__ = ["KEEP", "ExplainIn", "ExplainerCache", "budget_of", "explain_rows", "explainers", "logged_explanation", "predicted",
+__all__ = ["KEEP", "ExplainIn", "ExplainerCache", "budget_of", "explainers", "logged_explanation", "predicted",
            "query_baseline", "query_target", "router", "run_explanation"]
 
 KEEP = 4
@@ -179,21 +179,6 @@ def predicted(e: Explanation, class_names: Sequence[str] | None) -> list[dict[st
     return rows
 
 
-def explain_rows(e: Explanation, head: Mapping[str, Any], items: Sequence[Mapping[str, Any]], single: bool,
-                 *, k: int = 5) -> dict[str, Any]:
-    """The answer: ``head`` (model, version, ...), the method and its cost, each row's ``items`` fields with its attributions."""
-    doc = e.to_dict(k=k)
-    results = doc.pop("results")
-    doc.pop("ref", None)
-    out: dict[str, Any] = {**head, **doc}
-    rows = [{**items[i], **r} for i, r in enumerate(results)]
-    if single:
-        out.update(rows[0])
-    else:
-        out["results"] = rows
-    return out
-
-
 def _json(doc: dict[str, Any]) -> Response:
     # attributions can be NaN where a model's gradient is: orjson writes null for it
     return Response(orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
@@ -209,7 +194,7 @@ def explain_version(name: str, ref: str, body: ExplainIn, request: Request, regi
     e = run_explanation(lambda: explainer.explain(x, budget=budget, **opts), version.ref)
     head = {"model": version.name, "version": version.version}
     items = predicted(e, explainer.signature.class_names if explainer.signature is not None else None)
-    return _json(explain_rows(e, head, items, single))
+    return _json(e.answer(head, items, single=single))
 
 
 def query_target(text: str | None, class_names: Sequence[str] | None) -> int | str | None:
@@ -272,7 +257,7 @@ def logged_explanation(store: Any, registry: RegistryProtocol, cache: ExplainerC
         item["row"] = r
         item["input"] = np.asarray(x[r], dtype=np.float64).tolist()
     head = {"request_id": request_id, "model": version.name, "version": version.version, "rows": total}
-    return _json(explain_rows(e, head, items, row is not None))
+    return _json(e.answer(head, items, single=row is not None))
 
 
 @router.get("/predictions/{request_id}/explanation", summary="Explain a logged request with the version that answered it")

@@ -34,7 +34,7 @@ from ...models.registry import version_example
 from ...store.labels import LabelStore, consensus, item_votes
 from ...store.predictions import PredictionLog
 from ..errors import json_response
-from ..routes_explain import budget_of, explain_rows, explainers, predicted, query_baseline, query_target, run_explanation
+from ..routes_explain import budget_of, explainers, predicted, query_baseline, query_target, run_explanation
 from ..routes_models import Registry
 from . import labeling  # noqa: F401  imported first: Labeling comes before Predictions in the navigation bar
 from .pages import Page, add_page
@@ -145,4 +145,4 @@ def explain_example(
     items = predicted(e, classes)
     items[0]["row"] = row
     items[0]["input"] = np.asarray(x[row], dtype=np.float64).tolist()
-    return json_response(explain_rows(e, {"model": v.name, "version": v.version, "rows": len(x)}, items, True))
+    return json_response(e.answer({"model": v.name, "version": v.version, "rows": len(x)}, items, single=True))
