@@ -16,12 +16,13 @@ Needs ``pip install 'loopml[explain]'`` (Captum and matplotlib).
 
 from __future__ import annotations
 
-from .explainer import Explainer, check_budget, explain, explainer_of, preflight
+from .explainer import BASELINES, Explainer, baseline_from_text, check_budget, explain, explainer_of, preflight
 from .explanation import Explanation, Faithfulness, feature_names_for
 from .methods import ALIASES, CHEAP, DEFAULT_BUDGET, GRADIENT_METHODS, METHODS, Options, cost, evaluations, method_name
 
 __all__ = [
     "ALIASES",
+    "BASELINES",
     "CHEAP",
     "DEFAULT_BUDGET",
     "GRADIENT_METHODS",
@@ -30,6 +31,7 @@ __all__ = [
     "Explanation",
     "Faithfulness",
     "Options",
+    "baseline_from_text",
     "check_budget",
     "cost",
     "evaluations",

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ..store.protocols import Registry
     from ..store.registry import ModelVersion
 
-__all__ = ["Explainer", "explain", "preflight"]
+__all__ = ["BASELINES", "Explainer", "baseline_from_text", "explain", "preflight"]
 
 BASELINES = ("zeros", "mean", "blur")
 _NUMPY_RNG = threading.Lock()
@@ -359,6 +359,25 @@ def preflight(method: object, batch_shape: Sequence[int], *, budget: int | None 
             "register the version with its torch or pt2 format (loopml.register keeps both by default)"
         )
     return opts
+
+
+def baseline_from_text(text: str | None) -> str | float:
+    """A baseline given as text (a query string, a command line): a name of :data:`BASELINES` or a finite number;
+    empty means ``"zeros"``.
+
+    >>> baseline_from_text("blur"), baseline_from_text("0.5"), baseline_from_text(None)
+    ('blur', 0.5, 'zeros')
+    """
+    text = (text or "").strip() or "zeros"
+    if text in BASELINES:
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ArgumentError(f"Argument baseline should be {', '.join(BASELINES)} or a finite number; got {text!r}")
+    return value
 
 
 def check_budget(method: str, evals: int, shape: Sequence[int], budget: int | None) -> None:

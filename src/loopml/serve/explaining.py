@@ -45,7 +45,7 @@ import numpy as np
 import orjson
 
 from ..errors import ArgumentError, OverBudget
-from ..explanations import CHEAP, Explainer, Explanation, preflight
+from ..explanations import CHEAP, Explainer, Explanation, baseline_from_text, preflight
 from ..models.exporting import FORMATS
 
 if TYPE_CHECKING:
@@ -253,8 +253,7 @@ def query_options(query: str, *, extra: Sequence[str] = (), class_names: Sequenc
             values = [_int(key, p) for p in parts]
             out[key] = values[0] if len(values) == 1 else values
     if "baseline" in raw:
-        text = raw.pop("baseline")
-        out["baseline"] = text if text in ("zeros", "mean", "blur") else _float("baseline", text, 'or "zeros", "mean", "blur"')
+        out["baseline"] = baseline_from_text(raw.pop("baseline"))
     if "target" in raw:
         text = raw.pop("target")
         named = class_names is not None and text in class_names
@@ -280,13 +279,13 @@ def _int(key: str, text: str) -> int:
         raise invalid(f"{key} should be an integer; got {text!r}") from None
 
 
-def _float(key: str, text: str, alternatives: str = "") -> float:
+def _float(key: str, text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         value = math.nan
     if not math.isfinite(value):
-        raise invalid(f"{key} should be a finite number{(' ' + alternatives) if alternatives else ''}; got {text!r}")
+        raise invalid(f"{key} should be a finite number; got {text!r}")
     return value
 
 

@@ -36,7 +36,6 @@ time (:class:`~loopml.explanations.Explainer` locks itself).
 
 from __future__ import annotations
 
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -49,7 +48,7 @@ from pydantic import Field
 from starlette.responses import Response
 
 from ..errors import ArgumentError, ExplainError, LoopMLError
-from ..explanations import DEFAULT_BUDGET, Explainer, Explanation
+from ..explanations import DEFAULT_BUDGET, Explainer, Explanation, baseline_from_text
 from ..models.signature import Signature
 from ..store.predictions import PredictionLog, answered_rows, inputs_array
 from ..store.protocols import Registry as RegistryProtocol
@@ -59,7 +58,7 @@ from .routes_models import Registry, version_number
 from .routes_tracking import PREFIX, Store, StrictBody
 
 __all__ = ["KEEP", "ExplainIn", "ExplainerCache", "budget_of", "explainers", "logged_explanation", "predicted",
-           "query_baseline", "query_target", "router", "run_explanation"]
+           "query_target", "router", "run_explanation"]
 
 KEEP = 4
 """Explainers kept loaded (versions), the least recently used dropped first."""
@@ -216,21 +215,6 @@ def _ints(key: str, text: str | None) -> int | list[int] | None:
     return values[0] if len(values) == 1 else values
 
 
-def query_baseline(text: str | None) -> str | float:
-    if text is None or not text.strip():
-        return "zeros"
-    text = text.strip()
-    if text in ("zeros", "mean", "blur"):
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
-        raise ArgumentError(f'Argument baseline should be "zeros", "mean", "blur" or a finite number; got {text!r}')
-    return value
-
-
 def logged_explanation(store: Any, registry: RegistryProtocol, cache: ExplainerCache, request_id: str, *,
                        row: int | None, options: Mapping[str, Any], budget: int | None) -> Response:
     """A logged request explained by the version that answered it (the GET route's work, shared with the UI)."""
@@ -278,7 +262,7 @@ def explain_logged(
     seed: int = 0,
     check: bool = False,
 ) -> Response:
-    options = {"method": method, "target": target, "baseline": query_baseline(baseline), "steps": steps, "samples": samples,
+    options = {"method": method, "target": target, "baseline": baseline_from_text(baseline), "steps": steps, "samples": samples,
                "stdevs": stdevs, "window": _ints("window", window), "stride": _ints("stride", stride), "seed": seed,
                "check": check}
     return logged_explanation(store, registry, explainers(request), request_id, row=row, options=options,

@@ -29,12 +29,13 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from ...explanations import baseline_from_text
 from ...errors import ArgumentError
 from ...models.registry import version_example
 from ...store.labels import LabelStore, consensus, item_votes
 from ...store.predictions import PredictionLog
 from ..errors import json_response
-from ..routes_explain import budget_of, explainers, predicted, query_baseline, query_target, run_explanation
+from ..routes_explain import budget_of, explainers, predicted, query_target, run_explanation
 from ..routes_models import Registry
 from . import labeling  # noqa: F401  imported first: Labeling comes before Predictions in the navigation bar
 from .pages import Page, add_page
@@ -139,7 +140,7 @@ def explain_example(
         raise ArgumentError(f"Argument row should be a row of the stored input example, 0 to {max(0, len(x) - 1)}; got {row}")
     explainer = explainers(request).get(registry, v)
     classes = explainer.signature.class_names if explainer.signature is not None else None
-    opts: dict[str, Any] = {"method": method, "target": query_target(target, classes), "baseline": query_baseline(baseline),
+    opts: dict[str, Any] = {"method": method, "target": query_target(target, classes), "baseline": baseline_from_text(baseline),
                             "steps": steps}
     e = run_explanation(lambda: explainer.explain(x[row : row + 1], budget=budget_of(request), **opts), v.ref)
     items = predicted(e, classes)
