@@ -22,11 +22,11 @@ $(VENV)/.base: pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain,test]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain,federated,test]'
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain,bench]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain,federated,bench]'
 	touch $@
 
 demo: $(VENV)/.base

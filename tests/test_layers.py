@@ -2,7 +2,7 @@
 
 The layers, lowest first:
 
-    base < store < tracking < data < train < models < monitor < loop < explanations < client < serve / server < cli
+    base < store < tracking < data < train < models < monitor < loop < explanations / federated < client < serve / server < cli
 
 `base` is the package's own top-level modules that everything may use (errors, config, files,
 access, quiet, lazy). `client` is ``loopml.Client`` and ``loopml.register``, which join the
@@ -39,10 +39,10 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"monitor"},
     {"loop"},  # the closed loop: labeling queue, labels, retrain, compare, promote, shadow, `loop run`
-    {"explanations"},  # attributions (Captum) of a module or a registered version: loopml.explain
+    {"explanations", "federated"},  # attributions (Captum): loopml.explain; federated training (Flower, Opacus)
     {"client"},  # loopml.Client: the public API on one store, over models and monitor
     {"serve", "server"},  # the model server and the tracking server; never each other
-    {"cli", "cli_common", "cli_models", "cli_monitor", "cli_alerts", "cli_data", "cli_label", "cli_loop", "cli_explain", "__main__"},
+    {"cli", "cli_common", "cli_models", "cli_monitor", "cli_alerts", "cli_data", "cli_label", "cli_loop", "cli_explain", "cli_federated", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 SIBLINGS_APART = {("serve", "server"), ("server", "serve")}

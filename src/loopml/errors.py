@@ -74,6 +74,7 @@ __all__ = [
     "DataError",
     "ExplainError",
     "ExportError",
+    "FederatedError",
     "FilterError",
     "IntegrityError",
     "LoopMLError",
@@ -241,6 +242,17 @@ class OverBudget(ExplainError):
     def __init__(self, message: str, *, cost: int, budget: int) -> None:
         self.cost, self.budget = cost, budget
         super().__init__(message)
+
+
+class FederatedError(LoopMLError):
+    """A federation could not run as asked (:mod:`loopml.federated`).
+
+    Too few clients answered a round, every round failed, the deployment engine's
+    SuperLink or SuperNodes did not start or ran past the time limit. The message
+    names what happened and the log lines that say why.
+    """
+
+    error_code = "federated_failed"
 
 
 class AuthError(LoopMLError):
