@@ -21,6 +21,7 @@ import copy
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -398,6 +399,15 @@ def make_strategy(plan: Plan, clients: int) -> Strategy:
 Sink = Callable[[dict[str, Any]], None]
 
 
+def failure_reason(text: str) -> str:
+    """The client's own error message out of the traceback Flower (and Ray) wrap it in."""
+    found = re.findall(r"Message: (.+)", text)
+    if found:
+        return found[-1].strip().removesuffix("'>")[:300]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else text)[:300]
+
+
 def _metric_dict(record: MetricRecord | None) -> dict[str, float]:
     if record is None:
         return {}
@@ -430,7 +440,7 @@ class Tracked(Strategy):
         for msg in replies:
             node = int(msg.metadata.src_node_id)
             if msg.has_error():
-                failures.append({"node": node, "client": self.names.get(node), "reason": str(msg.error.reason)[-500:]})
+                failures.append({"node": node, "client": self.names.get(node), "reason": failure_reason(str(msg.error.reason))})
                 continue
             ident = msg.content.config_records.get("client")
             pid = int(ident["partition-id"]) if ident is not None else -1

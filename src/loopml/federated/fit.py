@@ -138,7 +138,7 @@ def _quiet_flower() -> Iterator[None]:
     """Flower logs every round at INFO and Ray warns at start: the user sees loopml's output only."""
     flwr_logger = logging.getLogger("flwr")
     level, propagate = flwr_logger.level, flwr_logger.propagate
-    flwr_logger.setLevel(logging.ERROR)
+    flwr_logger.setLevel(logging.CRITICAL + 1)  # a client's failure is reported by loopml, per round
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "FLWR_TELEMETRY_ENABLED",
                                             "RAY_DEDUP_LOGS")}
     os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
@@ -380,12 +380,15 @@ def fit(
     if secure_aggregation:
         raise ArgumentError("Argument secure_aggregation: SecAgg+ is not available in this release; see docs/federated.md")
     if eval_data is None:
-        _number("eval_fraction", eval_fraction, 0.0, 1.0, open_low=True)
+        if not (isinstance(eval_fraction, float) and 0 < eval_fraction < 1):
+            raise ArgumentError(f"Argument eval_fraction should be a fraction between 0 and 1 (the rows held out for the "
+                                f"server's evaluation), got {eval_fraction!r}; or pass eval_data=")
         parts = split_data(ds, val=0.0, test=eval_fraction, seed=seed)
         train, held_out = parts.train, parts.test
         assert held_out is not None
     else:
         train, held_out = ds, _as_dataset(eval_data)
+    _preflight(model, held_out)
     parts_ = make_partition(train, clients, partition, alpha=alpha, column=column, shards=shards, seed=seed)
     n_clients = len(parts_)
     if min_clients > max(1, math.ceil(fraction * n_clients)):
@@ -503,6 +506,24 @@ def fit(
     if register is not None:
         result.register(register)
     return result
+
+
+def _preflight(model: nn.Module, data: Dataset) -> None:
+    """One forward pass of two rows before any engine starts: a model that does not take the data fails here, clearly."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(data.x[:2])
+    except Exception as exc:  # any error of the user's forward is reported with the shapes involved
+        raise ArgumentError(f"Argument model should take the data's rows: model(x[:2]) with x of shape "
+                            f"{tuple(data.x.shape[1:])} per row failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        model.train(was_training)
+    if data.task == "classification" and data.class_names is not None:
+        if out.ndim != 2 or out.shape[1] < len(data.class_names):
+            raise ArgumentError(f"Argument model should output one score per class ({len(data.class_names)}), "
+                                f"got outputs of shape {tuple(out.shape)}")
 
 
 def _log_partition(run: Run, parts: Partitions, folder: Path) -> None:
