@@ -175,7 +175,7 @@ def load_arrays(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
 _JOBS: dict[str, Job] = {}
 
 
-def _job_of(context: Context, job: Job | None) -> Job:
+def job_of(context: Context, job: Job | None) -> Job:
     if job is not None:
         return job
     folder = context.run_config.get(JOB_KEY)
@@ -195,7 +195,7 @@ class ClientDropout(RuntimeError):
     """The client left this round (Plan.dropout): the server counts it as a failure and goes on."""
 
 
-def _client_rows(job: Job, context: Context) -> tuple[int, torch.Tensor, torch.Tensor]:
+def client_rows(job: Job, context: Context) -> tuple[int, torch.Tensor, torch.Tensor]:
     pid = int(context.node_config.get("partition-id", -1))
     path = context.node_config.get("data-path")
     if not isinstance(path, str):
@@ -206,14 +206,14 @@ def _client_rows(job: Job, context: Context) -> tuple[int, torch.Tensor, torch.T
     return pid, x, y
 
 
-def _local_split(n: int, plan: Plan, pid: int) -> tuple[torch.Tensor, torch.Tensor]:
+def local_split(n: int, plan: Plan, pid: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The client's training and held-out rows: the same split in every round (seeded by the client)."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(plan.seed * 7919 + pid))
     n_val = int(round(n * plan.local_val)) if plan.client_eval and n >= 5 else 0
     return order[n_val:], order[:n_val]
 
 
-def _loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     if task == "classification":
         return nn.functional.cross_entropy
 
@@ -223,21 +223,21 @@ def _loss_fn(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     return mse
 
 
-def _optimizer(model: nn.Module, plan: Plan) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, plan: Plan) -> torch.optim.Optimizer:
     if plan.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=plan.lr)
     return torch.optim.SGD(model.parameters(), lr=plan.lr, momentum=plan.momentum)
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, batch: int = 1024) -> dict[str, float]:
+def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, batch: int = 1024) -> dict[str, float]:
     """Mean loss (and accuracy for a classifier) of ``model`` on ``x, y``."""
     model.eval()
-    loss_fn = _loss_fn(task)
+    criterion = loss_fn(task)
     total, correct = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
             out = model(x[i:i + batch])
-            total += float(loss_fn(out, y[i:i + batch])) * len(out)
+            total += float(criterion(out, y[i:i + batch])) * len(out)
             if task == "classification":
                 correct += int((out.argmax(1) == y[i:i + batch]).sum())
     n = max(len(x), 1)
@@ -247,7 +247,7 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, bat
     return metrics
 
 
-def _train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, seed: int,
+def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, seed: int,
                  global_params: list[torch.Tensor] | None) -> tuple[float, int]:
     """Local epochs of minibatch training; returns the mean training loss and the steps taken.
 
@@ -255,7 +255,7 @@ def _train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan,
     per-row collation costs more than the step itself on small models (the benchmark's
     plain Flower client uses one; see docs/benchmarks.md).
     """
-    loss_fn, opt = _loss_fn(plan.task), _optimizer(model, plan)
+    criterion, opt = loss_fn(plan.task), make_optimizer(model, plan)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     total, seen, steps = 0.0, 0, 0
@@ -264,7 +264,7 @@ def _train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan,
         for i in range(0, len(x), plan.batch_size):
             idx = order[i:i + plan.batch_size]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x[idx]), y[idx])
+            loss = criterion(model(x[idx]), y[idx])
             if global_params is not None:  # FedProx: (mu / 2) * ||w - w_global||^2 (Li et al. 2020)
                 prox = sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
                 loss = loss + plan.proximal_mu / 2 * prox
@@ -276,7 +276,7 @@ def _train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan,
     return total / max(seen, 1), steps
 
 
-def _train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, seed: int,
+def train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, seed: int,
                    global_params: list[torch.Tensor] | None, state: RecordDict, n_train_planned: int) -> tuple[float, int, float]:
     """DP-SGD with Opacus on this client's rows; returns the loss, the steps and the epsilon spent so far."""
     from . import privacy
@@ -288,11 +288,11 @@ def _train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Pla
     ledger = privacy.Ledger.from_record(dict(state.config_records.get("loopml-privacy", ConfigRecord({}))))
     noise = ledger.noise if ledger.noise is not None else privacy.local_noise(dp, sample_rate=sample_rate, steps=planned_steps)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=plan.batch_size)
-    opt = _optimizer(model, plan)
+    opt = make_optimizer(model, plan)
     torch.manual_seed(seed)
     private_model, private_opt, private_loader = privacy.make_private(
         model, opt, loader, noise_multiplier=noise, max_grad_norm=dp.max_grad_norm, seed=seed)
-    loss_fn = _loss_fn(plan.task)
+    criterion = loss_fn(plan.task)
     private_model.train()
     total, seen, steps = 0.0, 0, 0
     for _ in range(plan.local_epochs):
@@ -301,7 +301,7 @@ def _train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Pla
                 steps += 1
                 continue
             private_opt.zero_grad(set_to_none=True)
-            loss = loss_fn(private_model(xb), yb)
+            loss = criterion(private_model(xb), yb)
             if global_params is not None:
                 prox = sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
                 loss = loss + plan.proximal_mu / 2 * prox
@@ -315,9 +315,54 @@ def _train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Pla
     return total / max(seen, 1), steps, ledger.epsilon(dp.delta)
 
 
-def _identity(pid: int, job: Job) -> ConfigRecord:
+def identity_record(pid: int, job: Job) -> ConfigRecord:
     name = job.client_names[pid] if 0 <= pid < len(job.client_names) else f"node {pid}"
     return ConfigRecord({"partition-id": pid, "name": name})
+
+
+def local_update(job: Job, context: Context, weights: dict[str, torch.Tensor], config: Mapping[str, Any]
+                 ) -> tuple[int, nn.Module, dict[str, float | int]]:
+    """One client's round: the global ``weights`` trained on its rows; returns its partition id, the model, the metrics."""
+    plan = job.plan
+    pid, x, y = client_rows(job, context)
+    rnd = int(config.get("server-round", 0))
+    seed = plan.seed * 1_000_003 + rnd * 1009 + pid
+    if plan.dropout and random.Random(seed).random() < plan.dropout:
+        raise ClientDropout(f"client {pid} dropped out of round {rnd} (dropout={plan.dropout})")
+    train_idx, _ = local_split(len(x), plan, pid)
+    if len(train_idx) == 0:
+        raise FederatedError(f"client {pid} has no rows to train on")
+    xt, yt = x[train_idx], y[train_idx]
+    model = job.build_model()
+    model.load_state_dict(weights)
+    torch.manual_seed(seed)
+    mu = float(config.get("proximal-mu", 0.0))
+    global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
+    start = time.perf_counter()
+    metrics: dict[str, float | int] = {}
+    if plan.privacy is not None and plan.privacy.mechanism == "dp-sgd":
+        loss, steps, eps = train_private(model, xt, yt, plan, seed, global_params, context.state, len(xt))
+        metrics["epsilon"] = eps
+    else:
+        loss, steps = train_plain(model, xt, yt, plan, seed, global_params)
+    metrics.update({"train_loss": loss, "steps": steps, "num-examples": len(xt),
+                    "train_seconds": time.perf_counter() - start})
+    return pid, model, metrics
+
+
+def local_evaluation(job: Job, context: Context, weights: dict[str, torch.Tensor]) -> tuple[int, dict[str, float | int]]:
+    """The global ``weights`` on this client's held-out rows; returns its partition id and the metrics."""
+    plan = job.plan
+    pid, x, y = client_rows(job, context)
+    _, val_idx = local_split(len(x), plan, pid)
+    model = job.build_model()
+    model.load_state_dict(weights)
+    metrics: dict[str, float | int] = {"num-examples": len(val_idx)}
+    if len(val_idx):
+        metrics.update(evaluate_model(model, x[val_idx], y[val_idx], plan.task))
+    else:  # too few rows to hold any out: the keys stay the same for Flower's aggregation
+        metrics.update({"loss": 0.0, **({"accuracy": 0.0} if plan.task == "classification" else {})})
+    return pid, metrics
 
 
 def client_app(job: Job | None = None) -> ClientApp:
@@ -326,49 +371,18 @@ def client_app(job: Job | None = None) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        the_job = _job_of(context, job)
-        plan = the_job.plan
-        pid, x, y = _client_rows(the_job, context)
-        rnd = int(msg.content["config"].get("server-round", 0))
-        seed = plan.seed * 1_000_003 + rnd * 1009 + pid
-        if plan.dropout and random.Random(seed).random() < plan.dropout:
-            raise ClientDropout(f"client {pid} dropped out of round {rnd} (dropout={plan.dropout})")
-        train_idx, _ = _local_split(len(x), plan, pid)
-        if len(train_idx) == 0:
-            raise FederatedError(f"client {pid} has no rows to train on")
-        xt, yt = x[train_idx], y[train_idx]
-        model = the_job.build_model()
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        torch.manual_seed(seed)
-        mu = float(msg.content["config"].get("proximal-mu", 0.0))
-        global_params = [p.detach().clone() for p in model.parameters()] if mu > 0 else None
-        start = time.perf_counter()
-        metrics: dict[str, float | int] = {}
-        if plan.privacy is not None and plan.privacy.mechanism == "dp-sgd":
-            loss, steps, eps = _train_private(model, xt, yt, plan, seed, global_params, context.state, len(xt))
-            metrics["epsilon"] = eps
-        else:
-            loss, steps = _train_plain(model, xt, yt, plan, seed, global_params)
-        metrics.update({"train_loss": loss, "steps": steps, "num-examples": len(xt),
-                        "train_seconds": time.perf_counter() - start})
+        the_job = job_of(context, job)
+        pid, model, metrics = local_update(the_job, context, msg.content["arrays"].to_torch_state_dict(),
+                                           msg.content["config"])
         content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord(metrics),
-                              "client": _identity(pid, the_job)})
+                              "client": identity_record(pid, the_job)})
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        the_job = _job_of(context, job)
-        plan = the_job.plan
-        pid, x, y = _client_rows(the_job, context)
-        _, val_idx = _local_split(len(x), plan, pid)
-        model = the_job.build_model()
-        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-        metrics: dict[str, float | int] = {"num-examples": len(val_idx)}
-        if len(val_idx):
-            metrics.update(_evaluate(model, x[val_idx], y[val_idx], plan.task))
-        else:  # too few rows to hold any out: the keys stay the same for Flower's aggregation
-            metrics.update({"loss": 0.0, **({"accuracy": 0.0} if plan.task == "classification" else {})})
-        content = RecordDict({"metrics": MetricRecord(metrics), "client": _identity(pid, the_job)})
+        the_job = job_of(context, job)
+        pid, metrics = local_evaluation(the_job, context, msg.content["arrays"].to_torch_state_dict())
+        content = RecordDict({"metrics": MetricRecord(metrics), "client": identity_record(pid, the_job)})
         return Message(content=content, reply_to=msg)
 
     return app
@@ -408,7 +422,7 @@ def failure_reason(text: str) -> str:
     return (lines[-1] if lines else text)[:300]
 
 
-def _metric_dict(record: MetricRecord | None) -> dict[str, float]:
+def metric_dict(record: MetricRecord | None) -> dict[str, float]:
     if record is None:
         return {}
     return {str(k): float(v) for k, v in record.items() if isinstance(v, (int, float))}
@@ -448,7 +462,7 @@ class Tracked(Strategy):
             self.names[node] = name
             ok.append(msg)
             metrics = next(iter(msg.content.metric_records.values()), None)
-            answers.append({"node": node, "client": pid, "name": name, "metrics": _metric_dict(metrics)})
+            answers.append({"node": node, "client": pid, "name": name, "metrics": metric_dict(metrics)})
         return ok, answers, failures
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -456,18 +470,18 @@ class Tracked(Strategy):
         enough = len(ok) >= self.plan.min_clients
         arrays, metrics = self.inner.aggregate_train(server_round, ok) if enough and ok else (None, None)
         self.sink({"event": "train", "round": server_round, "time": time.time(), "answers": answers,
-                   "failures": failures, "aggregated": _metric_dict(metrics), "kept_previous": arrays is None})
+                   "failures": failures, "aggregated": metric_dict(metrics), "kept_previous": arrays is None})
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
         ok, answers, failures = self._split(replies)
         metrics = self.inner.aggregate_evaluate(server_round, ok) if ok else None
         self.sink({"event": "evaluate", "round": server_round, "time": time.time(), "answers": answers,
-                   "failures": failures, "aggregated": _metric_dict(metrics)})
+                   "failures": failures, "aggregated": metric_dict(metrics)})
         return metrics
 
 
-def _file_sink(job: Job, also: Sink | None) -> Sink:
+def file_sink(job: Job, also: Sink | None) -> Sink:
     lock = threading.Lock()
 
     def sink(event: dict[str, Any]) -> None:
@@ -484,7 +498,7 @@ def server_main(grid: Grid, context: Context, job: Job, live: Sink | None = None
     from . import privacy
 
     plan = job.plan
-    sink = _file_sink(job, live)
+    sink = file_sink(job, live)
     random.seed(plan.seed)  # Flower's strategies sample clients with the random module
     model = job.build_model()
     model.load_state_dict(job.initial_state())
@@ -500,7 +514,7 @@ def server_main(grid: Grid, context: Context, job: Job, live: Sink | None = None
 
     def central(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         evaluator.load_state_dict(arrays.to_torch_state_dict())
-        metrics: dict[str, float] = dict(_evaluate(evaluator, ex, ey, plan.task))
+        metrics: dict[str, float] = dict(evaluate_model(evaluator, ex, ey, plan.task))
         if plan.privacy is not None and plan.privacy.mechanism == "central" and plan.noise_multiplier is not None:
             metrics["epsilon"] = privacy.central_epsilon(plan.noise_multiplier, per_round / job.clients, server_round,
                                                          plan.privacy.delta) if server_round else 0.0
@@ -522,7 +536,7 @@ def server_app(job: Job | None = None, live: Sink | None = None) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        server_main(grid, context, _job_of(context, job), live)
+        server_main(grid, context, job_of(context, job), live)
 
     return app
 
