@@ -190,6 +190,11 @@ def test_bad_arguments_say_what_to_do(kwargs: dict[str, Any], error: type[Except
         partition(data, **call)
 
 
+def test_no_client_is_ever_empty() -> None:
+    with pytest.raises(ArgumentError, match=r"every client rows; clients \[1\] have none"):
+        Partitions(indices=[np.arange(3), np.array([], dtype=np.int64)], how="iid", params={}, n_rows=3)
+
+
 def test_data_must_be_a_dataset() -> None:
     with pytest.raises(ArgumentTypeError, match=r"loopml Dataset, got ndarray; build one with loopml\.data\.from_arrays"):
         partition(np.zeros((4, 2)), 2)  # type: ignore[arg-type]

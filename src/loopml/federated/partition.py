@@ -94,6 +94,9 @@ class Partitions:
         self.params = dict(params)
         self.n_rows = int(n_rows)
         self.sizes = np.array([len(i) for i in self.indices], dtype=np.int64)
+        if (self.sizes == 0).any():  # a client with no rows would fail its first round, far from this cause
+            empty = np.flatnonzero(self.sizes == 0).tolist()
+            raise ArgumentError(f"Argument indices should give every client rows; clients {empty} have none")
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.client_names = (
             [f"client {i}" for i in range(len(self.indices))] if client_names is None else [str(c) for c in client_names]
