@@ -221,7 +221,8 @@ def test_subsets_are_the_clients_rows(digits: Dataset) -> None:
     parts = partition(digits, 4, "dirichlet", alpha=0.3, seed=2)
     subsets = parts.subsets(digits)
     assert [d.name for d in subsets] == [f"digits/client-{i}" for i in range(4)]
-    for d, idx, row in zip(subsets, parts.indices, parts.counts, strict=True):  # type: ignore[arg-type]
+    assert parts.counts is not None
+    for d, idx, row in zip(subsets, parts.indices, parts.counts, strict=True):
         assert np.array_equal(d.x.numpy(), digits.x.numpy()[idx])
         assert np.array_equal(np.bincount(d.y.numpy(), minlength=10), row)
         assert d.class_names == digits.class_names
@@ -232,15 +233,15 @@ def test_subsets_are_the_clients_rows(digits: Dataset) -> None:
 def test_table_summary_and_to_dict(digits: Dataset) -> None:
     parts = partition(digits, 5, "shards", shards=2, seed=0)
     frame = parts.table()
-    assert list(frame.index) == parts.client_names and list(frame.columns) == ["rows", *digits.class_names]  # type: ignore[misc]
+    assert parts.counts is not None and digits.class_names is not None
+    assert list(frame.index) == parts.client_names and list(frame.columns) == ["rows", *digits.class_names]
     assert frame["rows"].tolist() == parts.sizes.tolist()
-    assert np.array_equal(frame[digits.class_names].to_numpy(), parts.counts)  # type: ignore[index]
+    assert np.array_equal(frame[digits.class_names].to_numpy(), parts.counts)
     summary = parts.summary()
     assert summary["sizes"] == {"min": int(parts.sizes.min()), "median": float(np.median(parts.sizes)),
                                 "max": int(parts.sizes.max())}
     assert summary["rows"] == len(digits) and summary["clients"] == 5
     # label skew by hand: mean total-variation distance of each client's class mix from the whole data's
-    assert parts.counts is not None
     glob = np.bincount(digits.y.numpy()) / len(digits)
     local = parts.counts / parts.counts.sum(axis=1, keepdims=True)
     assert summary["label_skew"] == pytest.approx(np.mean(0.5 * np.abs(local - glob).sum(axis=1)), abs=1e-6)
@@ -272,7 +273,7 @@ def test_plot_draws_the_clients_by_classes_picture(digits: Dataset) -> None:
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     image = ax.images[0].get_array()
-    assert image is not None and image.shape == (6, 10)
+    assert image is not None and image.shape == (6, 10) and parts.counts is not None
     assert np.array_equal(np.asarray(image), parts.counts)
     assert len(ax.texts) == 60  # counts written in the cells
     buffer = io.BytesIO()
