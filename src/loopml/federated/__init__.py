@@ -20,11 +20,11 @@ from ..lazy import lazy_exports
 
 _LAZY = {
     "DP": "loopml.federated.privacy",
-    "FederatedResult": "loopml.federated.fit",
-    "fit": "loopml.federated.fit",
-    "PARTITIONS": "loopml.federated.partition",
-    "Partitions": "loopml.federated.partition",
-    "partition": "loopml.federated.partition",
+    "FederatedResult": "loopml.federated.federation",
+    "fit": "loopml.federated.federation",
+    "PARTITIONS": "loopml.federated.partitions",
+    "Partitions": "loopml.federated.partitions",
+    "partition": "loopml.federated.partitions",
 }
 __all__ = sorted(_LAZY)
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__)

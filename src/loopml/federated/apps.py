@@ -5,7 +5,7 @@ strategy, local training, privacy), each client's partition as an ``.npz`` file,
 held-out split the server evaluates on, the initial weights, and the model (the live
 module in the simulation engine; its class and arguments, rebuilt in each process, in the
 deployment engine). The ServerApp writes what happens to ``events.jsonl`` in that folder
-and the global weights to ``global.pt``; the layer above (:mod:`loopml.federated.fit`)
+and the global weights to ``global.pt``; the layer above (:mod:`loopml.federated.federation`)
 turns the events into tracked runs, live in the simulation engine and after the run in
 the deployment engine.
 
@@ -39,6 +39,7 @@ from torch import nn
 
 from ..errors import ArgumentError, FederatedError
 from ..models.runtime import import_class
+from . import privacy
 from .privacy import DP
 
 __all__ = ["STRATEGIES", "Job", "Plan", "clientapp", "client_app", "serverapp", "server_app"]
@@ -277,42 +278,55 @@ def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
 
 
 def train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, seed: int,
-                   global_params: list[torch.Tensor] | None, state: RecordDict, n_train_planned: int) -> tuple[float, int, float]:
-    """DP-SGD with Opacus on this client's rows; returns the loss, the steps and the epsilon spent so far."""
-    from . import privacy
+                  global_params: list[torch.Tensor] | None, state: RecordDict) -> tuple[float, int, float]:
+    """DP-SGD with Opacus on this client's rows; returns the loss, the steps and the epsilon spent so far.
 
+    The noise is chosen once, in the client's first round, to spend the target epsilon over every
+    round of the plan (a client that sits rounds out spends less); the steps taken are kept in a
+    :class:`~loopml.federated.privacy.Ledger` in Flower's per-node state between rounds.
+    """
     dp = plan.privacy
     assert dp is not None
-    sample_rate = min(1.0, plan.batch_size / max(n_train_planned, 1))
-    planned_steps = plan.rounds * plan.local_epochs * max(1, math.ceil(1 / sample_rate))
+    sample_rate = privacy.poisson_rate(rows=len(x), batch_size=plan.batch_size)
+    planned_steps = plan.rounds * plan.local_epochs * max(1, math.ceil(len(x) / plan.batch_size))
     ledger = privacy.Ledger.from_record(dict(state.config_records.get("loopml-privacy", ConfigRecord({}))))
     noise = ledger.noise if ledger.noise is not None else privacy.local_noise(dp, sample_rate=sample_rate, steps=planned_steps)
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=plan.batch_size)
     opt = make_optimizer(model, plan)
-    torch.manual_seed(seed)
     private_model, private_opt, private_loader = privacy.make_private(
         model, opt, loader, noise_multiplier=noise, max_grad_norm=dp.max_grad_norm, seed=seed)
-    criterion = loss_fn(plan.task)
+    expected_batch = sample_rate * len(x)
+    sum_loss = _sum_loss(plan.task)
     private_model.train()
     total, seen, steps = 0.0, 0, 0
     for _ in range(plan.local_epochs):
         for xb, yb in private_loader:
-            if len(xb) == 0:  # Poisson sampling may draw an empty batch; it still counts as a step
-                steps += 1
-                continue
+            # A Poisson batch may be empty; the accounting counts a noisy step for every batch, so every
+            # batch takes one: the summed loss over the expected batch size is zero for an empty batch,
+            # and the optimizer still adds the noise.
             private_opt.zero_grad(set_to_none=True)
-            loss = criterion(private_model(xb), yb)
-            if global_params is not None:
-                prox = sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
-                loss = loss + plan.proximal_mu / 2 * prox
+            loss = sum_loss(private_model(xb), yb) / expected_batch
             loss.backward()
             private_opt.step()
-            total += float(loss) * len(xb)
+            if global_params is not None:
+                # FedProx's pull toward the global weights, applied after the private step: Opacus replaces
+                # the gradient with the clipped, noised per-row sum, which would drop the proximal term's
+                # gradient. The pull does not read the data, so it costs no privacy.
+                with torch.no_grad():
+                    for p, g in zip(model.parameters(), global_params):
+                        p -= plan.lr * plan.proximal_mu * (p - g)
+            total += float(loss) * expected_batch
             seen += len(xb)
             steps += 1
-    ledger.record(noise=noise, sample_rate=sample_rate, steps=steps)
+    ledger.record(noise=noise, sample_rate=float(getattr(private_loader, "sample_rate", sample_rate)), steps=steps)
     state.config_records["loopml-privacy"] = ConfigRecord(ledger.to_record())
     return total / max(seen, 1), steps, ledger.epsilon(dp.delta)
+
+
+def _sum_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    if task == "classification":
+        return lambda out, y: nn.functional.cross_entropy(out, y, reduction="sum")
+    return lambda out, y: nn.functional.mse_loss(out.reshape(y.shape), y, reduction="sum")
 
 
 def identity_record(pid: int, job: Job) -> ConfigRecord:
@@ -341,12 +355,14 @@ def local_update(job: Job, context: Context, weights: dict[str, torch.Tensor], c
     start = time.perf_counter()
     metrics: dict[str, float | int] = {}
     if plan.privacy is not None and plan.privacy.mechanism == "dp-sgd":
-        loss, steps, eps = train_private(model, xt, yt, plan, seed, global_params, context.state, len(xt))
+        loss, steps, eps = train_private(model, xt, yt, plan, seed, global_params, context.state)
         metrics["epsilon"] = eps
     else:
         loss, steps = train_plain(model, xt, yt, plan, seed, global_params)
     metrics.update({"train_loss": loss, "steps": steps, "num-examples": len(xt),
                     "train_seconds": time.perf_counter() - start})
+    if central_dp(plan):
+        metrics[EQUAL_WEIGHT] = 1  # see make_strategy
     return pid, model, metrics
 
 
@@ -391,8 +407,20 @@ def client_app(job: Job | None = None) -> ClientApp:
 # -- the server ---------------------------------------------------------------------------------------
 
 
+def central_dp(plan: Plan) -> bool:
+    return plan.privacy is not None and plan.privacy.mechanism == "central"
+
+
+EQUAL_WEIGHT = "equal-weight"
+
+
 def make_strategy(plan: Plan, clients: int) -> Strategy:
-    """Flower's strategy for ``plan.strategy``, sampling ``plan.fraction`` of the clients each round."""
+    """Flower's strategy for ``plan.strategy``, sampling ``plan.fraction`` of the clients each round.
+
+    Under central DP every answer weighs the same: the noise is calibrated to one clipped update
+    among ``clients_per_round`` (McMahan et al. 2018), which a client weighted by its row count
+    would exceed.
+    """
     per_round = max(1, math.ceil(plan.fraction * clients))
     common: dict[str, Any] = {
         "fraction_train": plan.fraction,
@@ -401,6 +429,8 @@ def make_strategy(plan: Plan, clients: int) -> Strategy:
         "min_evaluate_nodes": per_round if plan.client_eval else 0,
         "min_available_nodes": clients,
     }
+    if central_dp(plan):
+        common["weighted_by_key"] = EQUAL_WEIGHT
     if plan.strategy == "fedavg":
         return FedAvg(**common)
     if plan.strategy == "fedprox":
@@ -436,8 +466,11 @@ class Tracked(Strategy):
     round that fewer than ``plan.min_clients`` clients answered.
     """
 
-    def __init__(self, inner: Strategy, sink: Sink, plan: Plan) -> None:
+    def __init__(self, inner: Strategy, sink: Sink, plan: Plan, per_round: int) -> None:
         self.inner, self.sink, self.plan = inner, sink, plan
+        # Under central DP a round with fewer answers than asked would average fewer clipped updates than
+        # the noise was calibrated for (a weaker guarantee than recorded): such a round keeps the old model.
+        self.required = per_round if central_dp(plan) else plan.min_clients
         self.names: dict[int, str] = {}  # Flower's node id -> the client's name, learnt from its answers
 
     def summary(self) -> None:
@@ -467,7 +500,7 @@ class Tracked(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         ok, answers, failures = self._split(replies)
-        enough = len(ok) >= self.plan.min_clients
+        enough = len(ok) >= self.required
         arrays, metrics = self.inner.aggregate_train(server_round, ok) if enough and ok else (None, None)
         self.sink({"event": "train", "round": server_round, "time": time.time(), "answers": answers,
                    "failures": failures, "aggregated": metric_dict(metrics), "kept_previous": arrays is None})
@@ -495,8 +528,6 @@ def file_sink(job: Job, also: Sink | None) -> Sink:
 
 def server_main(grid: Grid, context: Context, job: Job, live: Sink | None = None) -> None:
     """The federation: the strategy's rounds, central evaluation, the global weights written to the job folder."""
-    from . import privacy
-
     plan = job.plan
     sink = file_sink(job, live)
     random.seed(plan.seed)  # Flower's strategies sample clients with the random module
@@ -504,11 +535,11 @@ def server_main(grid: Grid, context: Context, job: Job, live: Sink | None = None
     model.load_state_dict(job.initial_state())
     strategy: Strategy = make_strategy(plan, job.clients)
     per_round = max(1, math.ceil(plan.fraction * job.clients))
-    if plan.privacy is not None and plan.privacy.mechanism == "central":
-        assert plan.noise_multiplier is not None
+    if central_dp(plan):
+        assert plan.privacy is not None and plan.noise_multiplier is not None
         strategy = privacy.central_strategy(strategy, plan.privacy, noise_multiplier=plan.noise_multiplier,
                                             clients_per_round=per_round)
-    tracked = Tracked(strategy, sink, plan)
+    tracked = Tracked(strategy, sink, plan, per_round)
     ex, ey = load_arrays(job.eval_path)
     evaluator = job.build_model()
 

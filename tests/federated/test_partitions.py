@@ -13,7 +13,7 @@ from sklearn.datasets import load_digits
 
 from loopml.data import Dataset, from_arrays, from_frame
 from loopml.errors import ArgumentError, ArgumentTypeError
-from loopml.federated.partition import DIRICHLET_TRIES, PARTITIONS, Partitions, partition
+from loopml.federated.partitions import DIRICHLET_TRIES, PARTITIONS, Partitions, partition
 from tests.deps import need
 
 SCHEMES: list[tuple[str, dict[str, Any]]] = [("iid", {}), ("dirichlet", {"alpha": 0.5}), ("shards", {"shards": 2})]
@@ -291,6 +291,10 @@ def test_the_schemes_are_public() -> None:
     import loopml.federated
 
     assert PARTITIONS == ("iid", "dirichlet", "column", "shards")
-    # loopml.federated.partition (the function) is not checked here: once this submodule has been
-    # imported, Python binds the package attribute of that name to the module (see the report)
     assert loopml.federated.PARTITIONS is PARTITIONS and loopml.federated.Partitions is Partitions
+    # the modules are named apart from the functions (partitions.py, federation.py): importing a submodule
+    # binds its name on the package, which would hide a function of the same name
+    assert loopml.federated.partition is partition
+    import loopml.federated.federation
+
+    assert callable(loopml.federated.fit) and loopml.federated.fit is loopml.federated.federation.fit

@@ -194,3 +194,20 @@ def test_a_federation_no_client_answers_fails_clearly_and_the_run_says_so(digits
                progress=False, tracking_uri=uri)
     (run,) = api.runs("fed-fail", filter="tags.loopml.federated = 'true'", tracking_uri=uri).itertuples()
     assert run.status == "FAILED"
+
+
+def test_central_dp_clips_and_noises_on_the_server_and_accounts_per_round(digits: loopml.data.Dataset, tmp_path: Path) -> None:
+    from loopml.federated import privacy
+
+    uri = f"sqlite:///{tmp_path / 'loopml.db'}"
+    dp = lf.DP(epsilon=50.0, delta=1e-3, max_grad_norm=5.0, mechanism="central")
+    result = lf.fit(TinyNet(), digits, clients=3, rounds=2, lr=0.1, privacy=dp, client_eval=False,
+                    experiment="fed-central", progress=False, tracking_uri=uri)
+    run = api.get_run(result.run_id, tracking_uri=uri)
+    noise = float(run.params["privacy.noise_multiplier"])
+    # every client answers every round (sample rate 1): the epsilon after round r is the RDP accountant's
+    expected = [privacy.central_epsilon(noise, 1.0, r, 1e-3) for r in (1, 2)]
+    np.testing.assert_allclose(run.history("epsilon").values[1:], expected, rtol=1e-9)
+    assert result.mechanism == "central" and result.epsilon == pytest.approx(expected[-1])
+    assert result.epsilon <= 50.0 and run.tags["privacy.mechanism"] == "central"
+    assert list(result.history["clients_ok"].iloc[1:]) == [3, 3]

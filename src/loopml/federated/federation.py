@@ -35,9 +35,10 @@ from ..models.rebuild import model_spec
 from ..tracking import api
 from ..tracking.run import Run
 from . import apps
+from . import privacy as dp_module
 from .apps import STRATEGIES, Job, Plan
-from .partition import PARTITIONS, Partitions
-from .partition import partition as make_partition
+from .partitions import PARTITIONS, Partitions
+from .partitions import partition as make_partition
 from .privacy import DP
 
 if TYPE_CHECKING:
@@ -397,10 +398,9 @@ def fit(
     per_round = max(1, math.ceil(fraction * n_clients))
     noise: float | None = None
     if privacy is not None:
-        from . import privacy as dp_module
-
-        dp_module.check_model(model)
-        if privacy.mechanism == "central":
+        if privacy.mechanism == "dp-sgd":  # central DP clips whole updates: any layer will do
+            dp_module.check_model(model)
+        else:
             noise = dp_module.central_noise(privacy, sample_rate=per_round / n_clients, rounds=rounds)
     spec, why = model_spec(model, init_args)
     if engine == "deployment" and spec is None:
@@ -468,8 +468,6 @@ def fit(
                 epsilon = max(recorder.epsilons.values()) if recorder.epsilons else 0.0
             else:
                 assert noise is not None
-                from . import privacy as dp_module
-
                 epsilon = dp_module.central_epsilon(noise, per_round / n_clients, rounds, privacy.delta)
         lineage = {"rounds": rounds, "clients": n_clients, "strategy": strategy, "engine": engine,
                    "partition": parts_.params, "failures": len(recorder.failures),
@@ -531,11 +529,5 @@ def _log_partition(run: Run, parts: Partitions, folder: Path) -> None:
     out = folder / "partition"
     out.mkdir()
     (out / "partition.json").write_text(json.dumps(parts.to_dict(), allow_nan=False), encoding="utf-8")
-    figure = parts.plot()
-    try:
-        figure.savefig(out / "partition.png", dpi=100, bbox_inches="tight")
-    finally:
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
+    parts.plot().savefig(out / "partition.png", dpi=100, bbox_inches="tight")  # a bare Figure: pyplot never holds it
     run.log_artifact(out, "federated")
