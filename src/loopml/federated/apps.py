@@ -269,7 +269,7 @@ def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
             if global_params is not None:  # FedProx: (mu / 2) * ||w - w_global||^2 (Li et al. 2020)
                 prox = sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
                 loss = loss + plan.proximal_mu / 2 * prox
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             total += float(loss) * len(idx)
             seen += len(idx)
@@ -306,7 +306,7 @@ def train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
             # and the optimizer still adds the noise.
             private_opt.zero_grad(set_to_none=True)
             loss = sum_loss(private_model(xb), yb) / expected_batch
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             private_opt.step()
             if global_params is not None:
                 # FedProx's pull toward the global weights, applied after the private step: Opacus replaces
@@ -314,7 +314,7 @@ def train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
                 # gradient. The pull does not read the data, so it costs no privacy.
                 with torch.no_grad():
                     for p, g in zip(model.parameters(), global_params):
-                        p -= plan.lr * plan.proximal_mu * (p - g)
+                        p.sub_(plan.lr * plan.proximal_mu * (p - g))
             total += float(loss) * expected_batch
             seen += len(xb)
             steps += 1
@@ -388,17 +388,17 @@ def client_app(job: Job | None = None) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         the_job = job_of(context, job)
-        pid, model, metrics = local_update(the_job, context, msg.content["arrays"].to_torch_state_dict(),
-                                           msg.content["config"])
-        content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord(metrics),
+        pid, model, metrics = local_update(the_job, context, msg.content.array_records["arrays"].to_torch_state_dict(),
+                                           msg.content.config_records["config"])
+        content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": MetricRecord(dict(metrics)),
                               "client": identity_record(pid, the_job)})
         return Message(content=content, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
         the_job = job_of(context, job)
-        pid, metrics = local_evaluation(the_job, context, msg.content["arrays"].to_torch_state_dict())
-        content = RecordDict({"metrics": MetricRecord(metrics), "client": identity_record(pid, the_job)})
+        pid, metrics = local_evaluation(the_job, context, msg.content.array_records["arrays"].to_torch_state_dict())
+        content = RecordDict({"metrics": MetricRecord(dict(metrics)), "client": identity_record(pid, the_job)})
         return Message(content=content, reply_to=msg)
 
     return app
@@ -447,7 +447,7 @@ def failure_reason(text: str) -> str:
     """The client's own error message out of the traceback Flower (and Ray) wrap it in."""
     found = re.findall(r"Message: (.+)", text)
     if found:
-        return found[-1].strip().removesuffix("'>")[:300]
+        return str(found[-1]).strip().removesuffix("'>")[:300]
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return (lines[-1] if lines else text)[:300]
 
@@ -490,7 +490,7 @@ class Tracked(Strategy):
                 failures.append({"node": node, "client": self.names.get(node), "reason": failure_reason(str(msg.error.reason))})
                 continue
             ident = msg.content.config_records.get("client")
-            pid = int(ident["partition-id"]) if ident is not None else -1
+            pid = int(str(ident["partition-id"])) if ident is not None else -1
             name = str(ident["name"]) if ident is not None else f"node {node}"
             self.names[node] = name
             ok.append(msg)
@@ -550,7 +550,7 @@ def server_main(grid: Grid, context: Context, job: Job, live: Sink | None = None
             metrics["epsilon"] = privacy.central_epsilon(plan.noise_multiplier, per_round / job.clients, server_round,
                                                          plan.privacy.delta) if server_round else 0.0
         sink({"event": "central", "round": server_round, "time": time.time(), "metrics": metrics})
-        return MetricRecord(metrics)
+        return MetricRecord(dict(metrics))
 
     config = ConfigRecord({"lr": plan.lr, "local-epochs": plan.local_epochs})
     sink({"event": "start", "time": time.time(), "clients": job.clients, "rounds": plan.rounds})

@@ -44,7 +44,7 @@ from .privacy import DP
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..models.registry import ModelVersion
+    from ..store.registry import ModelVersion
 
 __all__ = ["ENGINES", "FederatedResult", "fit"]
 
