@@ -17,10 +17,10 @@ from tests.deps import need
 
 need("flwr", extra="federated")
 
-from loopml.errors import ArgumentError, FederatedError  # noqa: E402
-from loopml.federated.deployment import Deployment, alive, run_deployment, write_app  # noqa: E402
+from loopml.errors import ArgumentError, FederatedError
+from loopml.federated.deployment import Deployment, alive, run_deployment, write_app
 
-from ._toy_fed_app import FAILURE  # noqa: E402
+from ._toy_fed_app import FAILURE
 
 ROOT = Path(__file__).resolve().parents[2]
 TOY = "tests.federated._toy_fed_app"

@@ -65,7 +65,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import Any, Self
 
 from ..errors import ArgumentError, FederatedError
 
@@ -376,7 +376,7 @@ class Deployment:
                                  + (" (its port on 127.0.0.1 was taken by another program; run again)" if taken else ""),
                                  proc)
 
-    def __enter__(self) -> Deployment:
+    def __enter__(self) -> Self:
         try:
             self.start()
         except BaseException:
