@@ -72,29 +72,20 @@ def test_bad_arguments_fail_before_any_process_starts(app: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_a_run_end_to_end_on_127_0_0_1(app: Path, tmp_path: Path) -> None:
+def test_a_run_end_to_end_then_a_failing_serverapp_then_a_run_past_its_time_limit(app: Path, tmp_path: Path) -> None:
+    """One deployment (starting one costs ~10 s) runs the three: loopml's own apps run through
+    fit(engine="deployment") in tests/federated/test_federation.py."""
     out, lines = tmp_path / "result.json", list[str]()
-    report = run_deployment(app, node_configs=NODES, run_config={"out": str(out)}, timeout=300,
-                            workdir=tmp_path / "deployment", env=ENV, log=lines.append)
-
-    result = json.loads(out.read_text())
-    assert sorted(r["partition-id"] for r in result["replies"]) == [0, 1]  # both SuperNodes trained
-    assert all(r["num-partitions"] == 2 for r in result["replies"])  # and saw their node config
-    assert result["weights"] == [0.0, 0.0, 0.0]
-    assert report.status == "finished:completed" and report.run_id
-    assert 0 < report.superlink_ready_s and 0 < report.nodes_connected_s and 0 < report.run_s <= report.total_s
-    assert len({report.port, *report.node_ports}) == 3
-    assert any("SuperLink ready" in line for line in lines) and any("ROUND 1/1" in line for line in lines)
-    assert set(report.logs) == {"superlink", "supernode-0", "supernode-1", "run-1"}
-    # the SuperLink, the SuperNodes, their SuperExecs (the SuperLink's in a session of its own), `flwr run`
-    assert len(report.pids) >= 5
-    assert _all_gone(report.pids) == []
-
-
-@pytest.mark.slow
-def test_a_failing_serverapp_then_a_run_past_its_time_limit(app: Path, tmp_path: Path) -> None:
-    fed = Deployment(node_configs=NODES, workdir=tmp_path / "deployment", timeout=300, env=ENV)
+    fed = Deployment(node_configs=NODES, workdir=tmp_path / "deployment", timeout=300, env=ENV, log=lines.append)
     with fed:
+        report = fed.run(app, run_config={"out": str(out)}, timeout=300)
+        result = json.loads(out.read_text())
+        assert sorted(r["partition-id"] for r in result["replies"]) == [0, 1]  # both SuperNodes trained
+        assert all(r["num-partitions"] == 2 for r in result["replies"])  # and saw their node config
+        assert result["weights"] == [0.0, 0.0, 0.0]
+        assert report.status == "finished:completed" and report.run_id
+        assert any("SuperLink ready" in line for line in lines) and any("ROUND 1/1" in line for line in lines)
+
         with pytest.raises(FederatedError, match=rf"ended as 'finished:failed': .*{FAILURE}") as failed:
             fed.run(app, run_config={"mode": "raise"}, timeout=300)
         assert "RuntimeError" in str(failed.value)  # the traceback's end, from the run's log

@@ -211,3 +211,18 @@ def test_central_dp_clips_and_noises_on_the_server_and_accounts_per_round(digits
     assert result.mechanism == "central" and result.epsilon == pytest.approx(expected[-1])
     assert result.epsilon <= 50.0 and run.tags["privacy.mechanism"] == "central"
     assert list(result.history["clients_ok"].iloc[1:]) == [3, 3]
+
+
+@pytest.mark.slow
+def test_the_deployment_engine_runs_the_same_apps_on_a_local_superlink(digits: loopml.data.Dataset, tmp_path: Path) -> None:
+    """A SuperLink and one SuperNode per client on 127.0.0.1 (about 25 s): the same ClientApp and ServerApp."""
+    uri = f"sqlite:///{tmp_path / 'loopml.db'}"
+    result = lf.fit(TinyNet(), digits, clients=2, rounds=1, engine="deployment", optimizer="adam", client_eval=False,
+                    experiment="fed-deploy", progress=False, tracking_uri=uri, workdir=tmp_path)
+    h = result.history
+    assert list(h["clients_ok"].iloc[1:]) == [2] and h["central_accuracy"].iloc[-1] > h["central_accuracy"].iloc[0] + 0.3
+    run = api.get_run(result.run_id, tracking_uri=uri)
+    assert run.params["engine"] == "deployment" and run.status == "FINISHED"
+    children = [r for r in api.runs("fed-deploy", tracking_uri=uri).itertuples() if r.parent_id == result.run_id]
+    assert len(children) == 2
+    assert not list(tmp_path.glob("loopml-fed-*"))  # the job folder (partitions, logs) is removed afterwards

@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -36,6 +37,7 @@ from ..tracking import api
 from ..tracking.run import Run
 from . import apps
 from . import privacy as dp_module
+from .deployment import run_deployment, write_app
 from .apps import STRATEGIES, Job, Plan
 from .partitions import PARTITIONS, Partitions
 from .partitions import partition as make_partition
@@ -178,15 +180,52 @@ def _simulate(job: Job, live: apps.Sink) -> None:
             raise FederatedError(f"The federation failed: {type(cause).__name__}: {cause}") from exc
 
 
-def _deploy(job: Job, timeout: float) -> None:
-    from .deployment import run_deployment, write_app
-
+def _deploy(job: Job, timeout: float, recorder: Callable[[dict[str, Any]], None]) -> None:
+    """Run the job on a local SuperLink and SuperNodes; the ServerApp's events are followed as they are written."""
     app_dir = write_app(job.folder / "app", serverapp="loopml.federated.apps:serverapp",
                         clientapp="loopml.federated.apps:clientapp", config={apps.JOB_KEY: str(job.folder)})
-    nodes = [{"partition-id": i, "num-partitions": job.clients, "data-path": str(job.partition_path(i))}
-             for i in range(job.clients)]
-    run_deployment(app_dir, node_configs=nodes, run_config={apps.JOB_KEY: str(job.folder)}, timeout=timeout,
-                   workdir=job.folder / "deployment")
+    nodes: list[dict[str, str | int]] = [{"partition-id": i, "num-partitions": job.clients,
+                                          "data-path": str(job.partition_path(i))} for i in range(job.clients)]
+    # the SuperLink's and SuperNodes' app processes import the model's class as this process does
+    path = os.pathsep.join([p for p in sys.path if p] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+    failure: list[BaseException] = []
+
+    def launch() -> None:
+        try:
+            run_deployment(app_dir, node_configs=nodes, run_config={apps.JOB_KEY: str(job.folder)}, timeout=timeout,
+                           workdir=job.folder / "deployment", env={"PYTHONPATH": path})
+        except BaseException as exc:  # handed to the caller's thread below
+            failure.append(exc)
+
+    worker = threading.Thread(target=launch, name="loopml-federated-deployment", daemon=True)
+    worker.start()
+    follower = _EventFollower(job.events_path, recorder)
+    while worker.is_alive():
+        worker.join(0.25)  # the ServerApp runs in another process: its events file is the only channel
+        follower.poll()
+    follower.poll()
+    if failure:
+        raise failure[0]
+
+
+class _EventFollower:
+    """Reads the complete lines a ServerApp appended to its events file since the last poll."""
+
+    def __init__(self, path: Path, recorder: Callable[[dict[str, Any]], None]) -> None:
+        self.path, self.recorder, self.offset = path, recorder, 0
+
+    def poll(self) -> None:
+        try:
+            with self.path.open("rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        end = chunk.rfind(b"\n") + 1
+        for line in chunk[:end].splitlines():
+            if line.strip():
+                self.recorder(json.loads(line))
+        self.offset += end
 
 
 # -- the recorder: events -> tracked runs ---------------------------------------------------------
@@ -254,14 +293,6 @@ class _Recorder:
         import pandas as pd
 
         return pd.DataFrame([self.rows[k] for k in sorted(self.rows)])
-
-
-def _replay(path: Path, recorder: _Recorder) -> None:
-    if not path.exists():
-        return
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            recorder(json.loads(line))
 
 
 class _Progress:
@@ -450,8 +481,7 @@ def fit(
             if engine == "simulation":
                 _simulate(job, recorder)
             else:
-                _deploy(job, timeout)
-                _replay(job.events_path, recorder)
+                _deploy(job, timeout, recorder)
         if not job.global_path.exists():
             raise FederatedError(f"The federation ended without a global model (its log: {job.events_path})")
         history = recorder.history()
