@@ -35,6 +35,7 @@ EXPECTED = [
     "data",
     "experiments",
     "explain",
+    "federated",
     "get_run",
     "get_tracking_uri",
     "load_model",

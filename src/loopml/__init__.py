@@ -58,7 +58,7 @@ _LAZY = {
     "register": "loopml.client",
 }
 # Stages reachable as attributes (``loopml.data.load``), imported on first use: they need torch.
-_SUBMODULES = ("data", "models", "train")
+_SUBMODULES = ("data", "federated", "models", "train")
 
 __all__ = sorted(
     [
