@@ -62,9 +62,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import _common  # benchmarks/_common.py: these run as `python benchmarks/<name>.py`
+import numpy as np
 
 SEED = 0
 CLIENTS = 10
@@ -247,7 +246,14 @@ def centralised(d: Data, epochs: int) -> Run:
 
 def plain_flower(d: Data, rounds: int, strategy: str, local_epochs: int) -> Run:
     import torch
-    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.app import (
+        ArrayRecord,
+        ConfigRecord,
+        Context,
+        Message,
+        MetricRecord,
+        RecordDict,
+    )
     from flwr.clientapp import ClientApp
     from flwr.serverapp import Grid, ServerApp
     from flwr.serverapp.strategy import FedAvg, FedProx
@@ -480,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "repeats": a.repeats, "partitioner": d.partitioner, "commit": commit(), "machine": _common.machine(),
         "versions": _common.versions("loopml", "flwr", "ray", "opacus", "torch", "numpy", "scikit-learn"),
         "sizes": {"train": len(d.y_train), "test": len(d.y_test), "client_rows": [len(p) for p in d.parts],
-                  "client_classes": [int(len(np.unique(d.y_train[p]))) for p in d.parts]},
+                  "client_classes": [len(np.unique(d.y_train[p])) for p in d.parts]},
         "load_start": _common.load_average(),
     }
     print(f"federated: {info['mode']}, {a.rounds} rounds, {a.repeats} repeats; {len(d.y_train)} training rows dealt by "
@@ -512,12 +518,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         attempt("centralised", lambda: centralised(d, a.rounds * a.local_epochs))
         for strategy, label in (("fedavg", "FedAvg"), ("fedprox", "FedProx")):
             for _ in range(a.repeats):
-                attempt(f"plain Flower {label}", lambda: plain_flower(d, a.rounds, strategy, a.local_epochs))
+                attempt(f"plain Flower {label}", lambda s=strategy: plain_flower(d, a.rounds, s, a.local_epochs))
                 if have_loopml:
-                    attempt(f"loopml {label}", lambda: loopml_fit(d, a.rounds, strategy, a.local_epochs, None, uri))
+                    attempt(f"loopml {label}", lambda s=strategy: loopml_fit(d, a.rounds, s, a.local_epochs, None, uri))
         if have_loopml and not a.no_dp:
             for eps in (8.0, 1.0):
-                attempt(f"loopml DP eps {eps:g}", lambda: loopml_fit(d, a.rounds, "fedavg", a.local_epochs, eps, uri))
+                attempt(f"loopml DP eps {eps:g}", lambda e=eps: loopml_fit(d, a.rounds, "fedavg", a.local_epochs, e, uri))
     finally:
         shutil.rmtree(_TMP, ignore_errors=True)
     info["total_s"] = round(time.perf_counter() - t_all, 1)
