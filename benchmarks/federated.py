@@ -35,19 +35,10 @@ time per round at most 5% over plain Flower's. DP's accuracy and FedProx against
 from __future__ import annotations
 
 import os
-import tempfile
 
 # Before torch loads: one OpenMP thread (two shared cores; docs/benchmarks.md, "Threads").
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
-# Before Flower and Ray load: no telemetry, their state in a temp folder.
-_TMP = tempfile.mkdtemp(prefix="loopml-bench-federated-")
-os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
-os.environ.setdefault("FLWR_HOME", os.path.join(_TMP, "flwr"))
-os.environ.setdefault("RAY_TMPDIR", os.path.join(_TMP, "ray"))
-os.environ["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] = "0"  # Ray's FutureWarning about num_gpus=0 at every start
-os.environ["RAY_DEDUP_LOGS"] = "0"
-
 import argparse
 import json
 import logging
@@ -55,6 +46,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -455,6 +447,19 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", module=r"opacus\..*")
 
 
+def environment() -> Path:
+    """A temp folder for everything the run writes; before Flower and Ray load: no telemetry, their state there."""
+    tmp = Path(tempfile.mkdtemp(prefix="loopml-bench-federated-"))
+    os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
+    os.environ["FLWR_HOME"] = str(tmp / "flwr")
+    os.environ["RAY_TMPDIR"] = str(tmp / "ray")
+    os.environ["RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"] = "0"  # Ray's FutureWarning about num_gpus=0 at every start
+    os.environ["RAY_DEDUP_LOGS"] = "0"
+    os.environ["LOOPML_HOME"] = str(tmp / "loopml-home")  # the tracked runs' artifacts stay in the temp folder
+    os.environ.pop("LOOPML_TRACKING_URI", None)
+    return tmp
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -473,6 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         a.rounds, a.repeats = 3, 1
     if a.rounds < 1 or a.repeats < 1 or a.local_epochs < 1:
         parser.error("--rounds, --repeats and --local-epochs should be at least 1")
+    tmp = environment()
     quiet()
     import torch
 
@@ -491,10 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     print(f"federated: {info['mode']}, {a.rounds} rounds, {a.repeats} repeats; {len(d.y_train)} training rows dealt by "
           f"{d.partitioner}: {info['sizes']['client_rows']} rows, {info['sizes']['client_classes']} classes per client; "
-          f"temp folder {_TMP}", flush=True)
-    uri = f"sqlite:///{Path(_TMP) / 'loopml.db'}"
-    os.environ["LOOPML_HOME"] = str(Path(_TMP) / "loopml-home")
-    os.environ.pop("LOOPML_TRACKING_URI", None)
+          f"temp folder {tmp}", flush=True)
+    uri = f"sqlite:///{tmp / 'loopml.db'}"
 
     rows: dict[str, Row] = {}
 
@@ -525,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for eps in (8.0, 1.0):
                 attempt(f"loopml DP eps {eps:g}", lambda e=eps: loopml_fit(d, a.rounds, "fedavg", a.local_epochs, e, uri))
     finally:
-        shutil.rmtree(_TMP, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     info["total_s"] = round(time.perf_counter() - t_all, 1)
     info["load_end"] = _common.load_average()
     central = rows["centralised"].median("accuracy")
