@@ -1,9 +1,11 @@
 """``loopml.federated.fit``: partition, train on Flower, track every round, register the global model.
 
->>> result = loopml.federated.fit(model, data, clients=10, partition="dirichlet", alpha=0.5, rounds=20)
->>> result.history[["round", "central_accuracy", "clients_ok"]].tail(1)
->>> result.epsilon            # None without privacy; the largest epsilon any client spent with DP-SGD
->>> result.register("digits-fed")   # a version with lineage: rounds, clients, strategy, privacy
+Example (docs/federated.md has the guide; tests/federated/test_federation.py runs it)::
+
+    result = loopml.federated.fit(model, data, clients=10, partition="dirichlet", alpha=0.5, rounds=20)
+    result.history[["round", "central_accuracy", "clients_ok"]].tail(1)
+    result.epsilon                  # None without privacy; the largest epsilon any client spent with DP-SGD
+    result.register("digits-fed")   # a version with lineage: rounds, clients, strategy, privacy
 """
 
 from __future__ import annotations
