@@ -17,6 +17,7 @@ from .access import read_token_file
 from .cli_common import StoreOpt, console, fail, fmt_time, friendly
 from .cli_data import data_app
 from .cli_explain import explain_command
+from .cli_federated import federated_app
 from .cli_label import label_app
 from .cli_loop import add_loop_commands
 from .cli_models import models_app, quantize_command
@@ -290,6 +291,7 @@ def _add_registry_commands() -> None:
     add_loop_commands(app)  # retrain, compare, shadow
     app.add_typer(label_app, name="label")
     app.command("explain")(explain_command)
+    app.add_typer(federated_app, name="federated")
 
 
 _add_registry_commands()
