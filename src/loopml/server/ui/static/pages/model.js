@@ -1,11 +1,13 @@
 // One model: its versions (kind, formats and file sizes, accuracy, size, latency, aliases, run),
 // the selected version (signature, files, metrics, measurements, lineage, tags, and for a challenger the
 // comparison with its champion that `loopml compare` stored with it), the explanation of its stored input example
-// (a row of it, by a method chosen: lib/explain.js draws it) and the alias history.
+// (a row of it, by a method chosen: lib/explain.js draws it) and the alias history. A version trained by a
+// federation (lineage "federated") or with privacy.* tags shows its privacy and federation (lib/federated.js).
 
 import { api } from "../lib/api.js";
 import { el, clear, main, fmtNum, fmtTime, runLink, showError, setTitle } from "../lib/dom.js";
 import { explanationView, methodSelect } from "../lib/explain.js";
+import { versionFacts, federatedSection } from "../lib/federated.js";
 
 const args = new URL(location.href).searchParams;
 const name = args.get("name");
@@ -95,7 +97,7 @@ function lineage(v) {
   for (const role of Object.keys(ds).sort()) rows.push(["dataset: " + role, el("code", {}, text(ds[role]))]);
   rows.push(["parent", v.parent_version ? versionLink(v.parent_version, name + "/" + v.parent_version) : "none (trained)"]);
   for (const k of Object.keys(lin).sort()) {
-    if (!["run_id", "experiment", "datasets"].includes(k)) rows.push([k, text(lin[k])]);
+    if (!["run_id", "experiment", "datasets", "federated"].includes(k)) rows.push([k, text(lin[k])]); // federated: its own section
   }
   if (v.has_profile) rows.push(["training data profile", "stored (the drift reference)"]);
   return el("section", { id: "lineage" }, el("h2", {}, "Lineage"),
@@ -161,6 +163,11 @@ function comparison(c) {
     el("ul", { id: "comparison-reasons" }, (Array.isArray(c.reasons) ? c.reasons : []).map((r) => el("li", {}, String(r)))));
 }
 
+function privacy(v) {
+  const facts = versionFacts(v);
+  return facts ? federatedSection(facts) : "";
+}
+
 function versionDetail(v) {
   const overview = [
     ["version", name + "/" + v.version],
@@ -180,7 +187,7 @@ function versionDetail(v) {
   return el("section", { id: "version" },
     el("h2", { id: "version-title" }, "Version " + v.version),
     el("table", { class: "grid kv overview" }, el("tbody", {}, overview.map(([k, val]) => el("tr", {}, el("th", {}, k), el("td", {}, val))))),
-    comparison((v.measurements || {})[COMPARISON]), signature(v.signature || {}), exampleExplanation(v), files(v.files), kv("Metrics", v.metrics, "metrics"), measurements(v.measurements),
+    comparison((v.measurements || {})[COMPARISON]), privacy(v), signature(v.signature || {}), exampleExplanation(v), files(v.files), kv("Metrics", v.metrics, "metrics"), measurements(v.measurements),
     lineage(v), kv("Tags", v.tags, "tags"));
 }
 

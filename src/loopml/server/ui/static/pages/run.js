@@ -1,14 +1,17 @@
 // One run: status, duration, params, tags, git, command, parent and children,
-// artifacts (download, preview), and one chart per metric, live while RUNNING.
+// artifacts (download, preview), and one chart per metric, live while RUNNING. A federation's run
+// (loopml.federated) also shows its privacy, its federation and its partition's picture.
 
 import { api, apiBlob, download } from "../lib/api.js";
 import { el, clear, main, fmtNum, fmtTime, fmtDuration, statusBadge, runLink, showError, setTitle } from "../lib/dom.js";
 import { drawChart, chartControls } from "../lib/charts.js";
+import { runFacts, federatedSection } from "../lib/federated.js";
 
 const POLL_MS = 1500;
 const IMAGE = /\.(png|jpe?g|gif|webp|bmp|svg)$/i;
 const TEXT = /\.(txt|log|json|ya?ml|csv|tsv|md|py|cfg|ini|toml|out|err)$/i;
 const PREVIEW_BYTES = 200000;
+const PARTITION_PNG = "federated/partition.png"; // the clients x classes picture loopml.federated.fit logs
 
 const runId = new URL(location.href).searchParams.get("id");
 const opts = { x: "step", log: false, smoothing: 0 };
@@ -68,6 +71,26 @@ function artifacts(run) {
   return el("section", { id: "artifacts" }, el("h2", {}, "Artifacts"),
     run.artifacts.length ? el("table", { class: "grid" }, el("thead", {}, el("tr", {}, el("th", {}, "path"), el("th", { class: "num" }, "bytes"), el("th", {}, ""))), el("tbody", {}, rows)) : el("p", { class: "muted" }, "none"),
     preview);
+}
+
+function artifactUrl(run, path) {
+  return "/api/v1/runs/" + encodeURIComponent(run.id) + "/artifacts/" + path.split("/").map(encodeURIComponent).join("/");
+}
+
+// The federation's privacy and training facts, and the partition picture fetched (with the token) as a blob.
+function federated(run) {
+  const facts = runFacts(run);
+  if (!facts) return "";
+  const picture = el("div", { class: "preview", id: "partition-picture" });
+  if (run.artifacts.some((a) => a.path === PARTITION_PNG)) {
+    picture.append(el("h3", {}, "Partition: rows of each class per client"));
+    apiBlob(artifactUrl(run, PARTITION_PNG)).then((blob) => {
+      const img = el("img", { src: URL.createObjectURL(new Blob([blob], { type: "image/png" })), alt: "the partition: rows of each class per client" });
+      img.addEventListener("load", () => { picture.dataset.loaded = "true"; });
+      picture.append(img);
+    }).catch((err) => showError(picture, err));
+  }
+  return federatedSection(facts, picture);
 }
 
 function chartBox(key) {
@@ -150,6 +173,7 @@ async function render() {
       el("a", { href: "/ui/runs?experiment=" + encodeURIComponent(run.experiment) }, run.experiment), " /"),
     el("h1", { id: "run-name" }, run.name),
     overview(run),
+    federated(run),
     el("section", {}, el("h2", {}, "Metrics"),
       chartControls(opts, () => { for (const k of series.keys()) redraw(k); }),
       keys.length ? "" : el("p", { class: "muted" }, "no metrics yet"), charts),
