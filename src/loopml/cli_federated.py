@@ -12,6 +12,7 @@ import typer
 
 from .cli_common import StoreOpt, console, friendly
 from .errors import ArgumentError, ExportError
+from .files import atomic_write
 
 if TYPE_CHECKING:
     from torch import nn
@@ -330,8 +331,6 @@ def federated_partition_command(
         rows = parts.train
     dealt = make_partition(rows, clients, partition, alpha=alpha, column=_column(column), shards=shards, seed=seed)
     if png is not None:
-        from .files import atomic_write
-
         figure = dealt.plot()
         buffer = io.BytesIO()
         try:
