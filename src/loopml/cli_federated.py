@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .data.dataset import Dataset
-    from .federated.fit import FederatedResult
+    from .federated.federation import FederatedResult
     from .store.registry import ModelVersion
 
 __all__ = ["federated_app", "federated_partition_command", "federated_run_command", "run_document", "show_run"]
@@ -44,7 +44,7 @@ def _federated_group() -> None:
 def _need_extra() -> None:
     """Import the federated package's engines now, so that a missing extra is one line that names it."""
     try:
-        import loopml.federated.fit  # noqa: F401
+        import loopml.federated.federation  # noqa: F401
     except ModuleNotFoundError as exc:
         if (exc.name or "").split(".")[0] not in _EXTRA_MODULES:
             raise
@@ -53,8 +53,8 @@ def _need_extra() -> None:
 
 def _dataset(data: str, target: Optional[str], store: Optional[str]) -> tuple["Dataset", "Dataset | None"]:
     """``--data`` as (the rows to deal to clients, the server's held-out rows when the data came split)."""
-    from .data.split import Split
     from .data.sources import resolve
+    from .data.split import Split
 
     got = resolve(data, target=target, tracking_uri=store)  # a fingerprint is looked up in --store's datasets
     if isinstance(got, Split):
@@ -64,6 +64,13 @@ def _dataset(data: str, target: Optional[str], store: Optional[str]) -> tuple["D
 
 def _column(value: Optional[str]) -> Any:
     return int(value) if value is not None and value.isdigit() else value
+
+
+def _clients(clients: Optional[int], how: str) -> Optional[int]:
+    """--clients as given; left out, 10, or for natural clients one per value of --column."""
+    if clients is not None:
+        return clients
+    return None if how == "column" else 10
 
 
 def _init_args(text: Optional[str]) -> dict[str, Any] | None:
@@ -146,7 +153,7 @@ def run_document(result: "FederatedResult") -> dict[str, Any]:
 
 _ROUND_COLUMNS = (("central_accuracy", "central accuracy"), ("central_loss", "central loss"),
                   ("clients_accuracy", "clients' accuracy"), ("clients_ok", "clients ok"),
-                  ("clients_failed", "clients failed"), ("epsilon", "epsilon"), ("seconds", "seconds"))
+                  ("clients_failed", "clients failed"), ("epsilon", "epsilon"), ("seconds", "elapsed s"))
 
 
 def _cell(value: Any) -> str:
@@ -164,8 +171,7 @@ def show_run(doc: dict[str, Any]) -> None:
     from rich.table import Table
 
     con = console()
-    con.print(f"the partition over {doc['clients']} clients:", markup=False)
-    con.print(doc["partition_text"], markup=False)
+    con.print(doc["partition_text"], markup=False, end="")
     keys = [(k, title) for k, title in _ROUND_COLUMNS if any(row.get(k) is not None for row in doc["history"])]
     t = Table("round", *(title for _, title in keys), title=f"{doc['strategy']} over {doc['clients']} clients, "
               f"{doc['rounds']} rounds (round 0: the initial model)")
@@ -197,7 +203,8 @@ def federated_run_command(
                                         "e.g. loopml.models.nets:DigitsCNN."),
     init_args: Optional[str] = typer.Option(None, "--init-args", help="The --model class's arguments as JSON, "
                                             "e.g. '{\"channels\": 8}'."),
-    clients: int = typer.Option(10, "--clients", help="How many clients the rows are dealt to."),
+    clients: Optional[int] = typer.Option(None, "--clients", show_default=False, help="How many clients the rows are "
+                                          "dealt to (default 10; with --partition column: one per value)."),
     partition: str = typer.Option("iid", "--partition", help="iid, dirichlet (over classes, --alpha), column "
                                   "(natural clients, --column) or shards (--shards classes each)."),
     alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration: small is skewed, large is near iid."),
@@ -254,7 +261,7 @@ def federated_run_command(
     _need_extra()
     import torch
 
-    from .federated.fit import fit
+    from .federated.federation import fit
     from .federated.privacy import DP
 
     privacy = None if epsilon is None else DP(epsilon=epsilon, delta=delta, max_grad_norm=max_grad_norm,
@@ -269,9 +276,9 @@ def federated_run_command(
         torch.manual_seed(seed)  # the fresh weights are the seed's, like the partition
         module = _model_from_class(model, args)
     rows, held_out = _dataset(data, target, store)
-    result = fit(module, rows, clients=clients, partition=partition, alpha=alpha, column=_column(column), shards=shards,
-                 rounds=rounds, strategy=strategy, proximal_mu=proximal_mu, local_epochs=local_epochs,
-                 batch_size=batch_size, lr=lr, fraction=fraction, min_clients=min_clients, privacy=privacy,
+    result = fit(module, rows, clients=_clients(clients, partition), partition=partition, alpha=alpha,
+                 column=_column(column), shards=shards, rounds=rounds, strategy=strategy, proximal_mu=proximal_mu,
+                 local_epochs=local_epochs, batch_size=batch_size, lr=lr, fraction=fraction, min_clients=min_clients, privacy=privacy,
                  eval_data=held_out, eval_fraction=eval_fraction, dropout=dropout,
                  engine="deployment" if deployment else "simulation", experiment=experiment, init_args=args, seed=seed,
                  progress=not as_json, tracking_uri=store)
@@ -295,7 +302,8 @@ def federated_partition_command(
     data: str = typer.Option(..., "--data", "-d", help="A bundled name (digits, iris, ...), a .npz/.csv/.parquet file "
                              "(with --target) or a stored dataset's fingerprint."),
     target: Optional[str] = typer.Option(None, "--target", help="The label column of a .csv/.parquet --data file."),
-    clients: int = typer.Option(10, "--clients", help="How many clients the rows are dealt to."),
+    clients: Optional[int] = typer.Option(None, "--clients", show_default=False, help="How many clients the rows are "
+                                          "dealt to (default 10; with --partition column: one per value)."),
     partition: str = typer.Option("iid", "--partition", help="iid, dirichlet (--alpha), column (--column) or shards (--shards)."),
     alpha: float = typer.Option(0.5, "--alpha", help="Dirichlet concentration: small is skewed, large is near iid."),
     column: Optional[str] = typer.Option(None, "--column", help="With --partition column: the column that names the client."),
@@ -321,7 +329,7 @@ def federated_partition_command(
     """
     _need_extra()
     from .data.split import split
-    from .federated.partition import partition as make_partition  # the package attribute is the submodule once it is imported
+    from .federated.partitions import partition as make_partition
 
     if not (isinstance(eval_fraction, float) and 0 <= eval_fraction < 1):
         raise ArgumentError(f"--eval-fraction should be a fraction from 0 to below 1; got {eval_fraction!r}")
@@ -329,7 +337,8 @@ def federated_partition_command(
     if held_out is None and eval_fraction > 0:
         parts = split(rows, val=0.0, test=eval_fraction, seed=seed)  # the rows fit() deals: the same split and seed
         rows = parts.train
-    dealt = make_partition(rows, clients, partition, alpha=alpha, column=_column(column), shards=shards, seed=seed)
+    dealt = make_partition(rows, _clients(clients, partition), partition, alpha=alpha, column=_column(column),
+                           shards=shards, seed=seed)
     if png is not None:
         figure = dealt.plot()
         buffer = io.BytesIO()
@@ -344,8 +353,7 @@ def federated_partition_command(
         typer.echo(json.dumps(dealt.to_dict(), indent=2, allow_nan=False))
         return
     con = console()
-    con.print(f"{partition} partition of {len(rows)} rows over {len(dealt)} clients (seed {seed})", markup=False)
-    con.print(dealt.text(), markup=False)
+    con.print(dealt.text(), markup=False, end="")
     if png is not None:
         con.print(f"wrote {png}", markup=False)
 

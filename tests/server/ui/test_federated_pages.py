@@ -93,11 +93,12 @@ def test_the_run_page_shows_privacy_federation_and_partition(federation: Federat
     privacy = _rows(page, "privacy-table")
     assert privacy["epsilon spent"] == "3.21" and privacy["epsilon target"] == "8" and privacy["delta"] == "0.00001"
     assert privacy["mechanism"].startswith("dp-sgd") and privacy["max grad norm"] == "1"
+    assert privacy["protects"] == "each row of a client (sample-level)"
     assert privacy["noise multiplier"] == "1.25"
     fed = _rows(page, "federation-table")
     assert fed["rounds"] == "2" and fed["clients"] == "3" and fed["strategy"] == "fedprox" and fed["engine"] == "simulation"
     assert fed["client failures"] == "1" and fed["final central accuracy"] == "0.7"
-    assert fed["partition"].startswith("dirichlet") and XSS in fed["partition"]  # a user's string stays text
+    assert fed["partition"] == f"dirichlet: alpha 0.5, column {XSS}"  # a user's string stays text
     # the partition picture, fetched as the artifact with the page's token, drawn under the CSP
     page.wait_for_selector("#partition-picture[data-loaded='true']")
     assert page.locator("#partition-picture img").evaluate("i => i.naturalWidth") == 1
@@ -122,7 +123,7 @@ def test_the_version_page_shows_its_privacy_and_federation(federation: Federatio
     assert privacy["epsilon spent"] == "3.21" and privacy["epsilon target"] == "8" and privacy["delta"] == "0.00001"
     fed = _rows(page, "federation-table")
     assert fed["rounds"] == "2" and fed["clients"] == "3" and fed["strategy"] == "fedprox" and fed["client failures"] == "1"
-    assert fed["partition"].startswith("dirichlet")
+    assert fed["partition"] == "dirichlet: alpha 0.5, seed 0"
     assert "federated" not in page.locator("#lineage").inner_text()  # shown once, in its own section
     assert federation.run_id in page.locator("#lineage").inner_text()
     assert page.problems == []

@@ -20,6 +20,14 @@ function show(v) {
   return n === null ? String(v) : String(Number(n.toPrecision(6)));
 }
 
+// "dirichlet: alpha 0.5, seed 0": the scheme and its settings (the run keeps them as partition.* params,
+// the version as lineage.federated.partition, with how and clients beside them)
+function partitionText(how, params) {
+  const rest = Object.keys(params || {}).filter((k) => k !== "how" && k !== "clients").sort()
+    .map((k) => k + " " + show(params[k]));
+  return how ? String(how) + (rest.length ? ": " + rest.join(", ") : "") : "";
+}
+
 function table(id, rows) {
   const kept = rows.filter(([, v]) => v !== "" && v !== null && v !== undefined);
   return el("table", { class: "grid kv", id }, el("tbody", {},
@@ -46,7 +54,7 @@ export function runFacts(run) {
     clients: p.clients,
     strategy: p.strategy,
     engine: p.engine,
-    partition: p.partition ? p.partition + (Object.keys(partition).length ? " " + JSON.stringify(partition) : "") : "",
+    partition: partitionText(p.partition, partition),
     failures: metric("clients_failed_total"),
     accuracy: metric("final_accuracy"),
   };
@@ -73,7 +81,7 @@ export function versionFacts(v) {
     clients: hasFed ? fed.clients : null,
     strategy: hasFed ? fed.strategy : null,
     engine: hasFed ? fed.engine : null,
-    partition: part && typeof part === "object" ? (part.how ? part.how + " " : "") + JSON.stringify(part) : part,
+    partition: part && typeof part === "object" ? partitionText(part.how, part) : part,
     failures: hasFed ? fed.failures : null,
     accuracy: null,
   };
@@ -84,6 +92,7 @@ export function federatedSection(f, ...extra) {
   const none = f.mechanism === "none";
   const privacy = none ? [["mechanism", "none: no differential privacy"]] : [
     ["mechanism", f.mechanism === "dp-sgd" ? "dp-sgd (per-client DP-SGD, Opacus)" : f.mechanism === "central" ? "central (server-side clipping and noise, Flower)" : f.mechanism],
+    ["protects", f.mechanism === "dp-sgd" ? "each row of a client (sample-level)" : f.mechanism === "central" ? "each client's whole contribution (client-level)" : ""],
     ["epsilon spent", show(f.epsilon)],
     ["epsilon target", show(f.target)],
     ["delta", show(f.delta)],
@@ -104,7 +113,8 @@ export function federatedSection(f, ...extra) {
     el("h3", {}, "Privacy"),
     table("privacy-table", privacy),
     none ? "" : el("p", { class: "muted" }, "(epsilon, delta)-differential privacy: the smaller epsilon, the less any one " +
-      "row can change what the model learnt; epsilon spent is what the accountant measured, at most the target."),
+      (f.mechanism === "central" ? "client" : "row") + " can change what the model learnt; epsilon spent is what the " +
+      "accountant measured, at most the target."),
     f.federated ? [el("h3", {}, "Federation"), table("federation-table", training)] : "",
     extra);
 }
