@@ -7,6 +7,7 @@ One federation runs here (3 clients, 2 rounds of digits; Ray's start makes it ~1
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +58,21 @@ def test_partition_shows_the_rows_fit_would_deal_and_draws_them(tmp_path: Path) 
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], str]]:
     """``fedcnn/1`` registered, then trained further by a federation from the shell (registered as ``fedcnn/2``)."""
-    uri = f"sqlite:///{tmp_path_factory.mktemp('fedcli') / 'loopml.db'}"
-    torch.manual_seed(0)
-    x = load("digits").x[:8]
-    register(DigitsCNN(channels=4), "fedcnn", input_example=x, formats=("torch",), tracking_uri=uri)
-    code, out, err = _cli("federated", "run", "fedcnn/1", "--data", "digits", "--clients", "3", "--rounds", "2",
-                          "--lr", "0.05", "--experiment", "fed-cli", "--seed", "1", "--store", uri, "--json")
-    assert code == 0, out + err
-    return json.loads(out), uri
+    tmp = tmp_path_factory.mktemp("fedcli")
+    uri = f"sqlite:///{tmp / 'loopml.db'}"
+    # a module's fixture runs before the per-test LOOPML_HOME: the store's files go to this one's folder
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOOPML_HOME", str(tmp / "home"))
+        env.setenv("LOOPML_ARTIFACT_ROOT", str(tmp / "artifacts"))
+        torch.manual_seed(0)
+        x = load("digits").x[:8]
+        register(DigitsCNN(channels=4), "fedcnn", input_example=x, formats=("torch",), tracking_uri=uri)
+        code, out, err = _cli("federated", "run", "fedcnn/1", "--data", "digits", "--clients", "3", "--rounds", "2",
+                              "--lr", "0.05", "--experiment", "fed-cli", "--seed", "1", "--store", uri, "--json")
+        assert code == 0, out + err
+        yield json.loads(out), uri
 
 
 def test_a_run_from_a_version_is_tracked_with_child_runs(federation: tuple[dict[str, Any], str]) -> None:
