@@ -27,6 +27,7 @@ from loopml.cli_federated import show_run  # noqa: E402
 from loopml.data import load  # noqa: E402
 from loopml.data.split import split  # noqa: E402
 from loopml.federated.partitions import partition  # noqa: E402
+from loopml.federated.privacy import central_epsilon  # noqa: E402
 from loopml.models.nets import DigitsCNN  # noqa: E402
 from loopml.models.registry import register, registry_for  # noqa: E402
 from loopml.tracking import api  # noqa: E402
@@ -70,7 +71,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[
         x = load("digits").x[:8]
         register(DigitsCNN(channels=4), "fedcnn", input_example=x, formats=("torch",), tracking_uri=uri)
         code, out, err = _cli("federated", "run", "fedcnn/1", "--data", "digits", "--clients", "3", "--rounds", "2",
-                              "--lr", "0.05", "--experiment", "fed-cli", "--seed", "1", "--store", uri, "--json")
+                              "--lr", "0.05", "--experiment", "fed-cli", "--seed", "1", "--epsilon", "50", "--delta", "1e-3",
+                              "--max-grad-norm", "5", "--central-dp", "--store", uri, "--json")
         assert code == 0, out + err
         yield json.loads(out), uri
 
@@ -80,8 +82,15 @@ def test_a_run_from_a_version_is_tracked_with_child_runs(federation: tuple[dict[
     assert doc["clients"] == 3 and doc["rounds"] == 2 and doc["strategy"] == "fedavg" and doc["failures"] == 0
     assert [r["round"] for r in doc["history"]] == [0, 1, 2]
     assert [r.get("clients_ok") for r in doc["history"][1:]] == [3, 3]
-    assert doc["privacy"] == {"mechanism": "none", "epsilon": None, "delta": None}
     run = api.get_run(doc["run_id"], tracking_uri=uri)
+    # central DP (Flower's server-side clipping and noise): every client answers every round (sample rate 1),
+    # so the epsilon after round r is the RDP accountant's for r steps at the run's noise multiplier
+    noise = float(run.params["privacy.noise_multiplier"])
+    expected = [central_epsilon(noise, 1.0, r, 1e-3) for r in (1, 2)]
+    np.testing.assert_allclose(run.history("epsilon").values[1:], expected, rtol=1e-9)
+    assert doc["privacy"]["mechanism"] == "central" and doc["privacy"]["delta"] == 1e-3
+    assert doc["privacy"]["epsilon"] == pytest.approx(expected[-1]) and expected[-1] <= 50.0
+    assert run.tags["privacy.mechanism"] == "central" and run.params["privacy.max_grad_norm"] == "5.0"
     assert run.status == "FINISHED" and run.experiment == "fed-cli" and run.tags["loopml.federated"] == "true"
     assert run.params["clients"] == "3" and run.params["seed"] == "1"
     assert run.history("central_accuracy").steps.tolist() == [0, 1, 2]
@@ -108,7 +117,7 @@ def test_the_result_is_the_versions_next_version_with_its_parent(federation: tup
     assert version.parent_version == 1 and version.run_id == doc["run_id"]
     assert version.lineage["parent"] == "fedcnn/1"
     assert version.lineage["federated"]["rounds"] == 2 and version.lineage["federated"]["clients"] == 3
-    assert version.tags["privacy.mechanism"] == "none"
+    assert version.tags["privacy.mechanism"] == "central"
     assert version.model_spec is not None and version.model_spec["init_args"] == {"channels": 4}
 
 
@@ -120,7 +129,7 @@ def test_the_summary_shows_rounds_figures_run_and_version(federation: tuple[dict
     assert doc["partition_text"] in out
     assert "central accuracy" in out and "clients ok" in out
     assert f"run {doc['run_id']} (experiment fed-cli)" in out and "registered fedcnn/2" in out
-    assert "privacy: none" in out and "client failures: 0" in out
+    assert "central" in out and "client failures: 0" in out
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ tests/federated/_toy_fed_app.py (no torch), 2 nodes and 1 round, no client-side 
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from pathlib import Path
@@ -72,20 +71,13 @@ def test_bad_arguments_fail_before_any_process_starts(app: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_a_run_end_to_end_then_a_failing_serverapp_then_a_run_past_its_time_limit(app: Path, tmp_path: Path) -> None:
-    """One deployment (starting one costs ~10 s) runs the three: loopml's own apps run through
-    fit(engine="deployment") in tests/federated/test_federation.py."""
-    out, lines = tmp_path / "result.json", list[str]()
+def test_a_failing_serverapp_then_a_run_past_its_time_limit(app: Path, tmp_path: Path) -> None:
+    """One deployment (starting one costs seconds) runs both; a run that succeeds is loopml's own apps
+    through fit(engine="deployment"), in tests/federated/test_federation.py."""
+    lines = list[str]()
     fed = Deployment(node_configs=NODES, workdir=tmp_path / "deployment", timeout=300, env=ENV, log=lines.append)
     with fed:
-        report = fed.run(app, run_config={"out": str(out)}, timeout=300)
-        result = json.loads(out.read_text())
-        assert sorted(r["partition-id"] for r in result["replies"]) == [0, 1]  # both SuperNodes trained
-        assert all(r["num-partitions"] == 2 for r in result["replies"])  # and saw their node config
-        assert result["weights"] == [0.0, 0.0, 0.0]
-        assert report.status == "finished:completed" and report.run_id
-        assert any("SuperLink ready" in line for line in lines) and any("ROUND 1/1" in line for line in lines)
-
+        assert any("SuperLink ready" in line for line in lines)
         with pytest.raises(FederatedError, match=rf"ended as 'finished:failed': .*{FAILURE}") as failed:
             fed.run(app, run_config={"mode": "raise"}, timeout=300)
         assert "RuntimeError" in str(failed.value)  # the traceback's end, from the run's log

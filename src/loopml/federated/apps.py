@@ -31,10 +31,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+try:  # the `federated` extra: a missing package names the install command
+    from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(f"Federated training needs {exc.name}: pip install 'loopml[federated]'") from exc
 from torch import nn
 
 from ..errors import ArgumentError, FederatedError
@@ -378,6 +381,8 @@ def local_evaluation(job: Job, context: Context, weights: dict[str, torch.Tensor
         metrics.update(evaluate_model(model, x[val_idx], y[val_idx], plan.task))
     else:  # too few rows to hold any out: the keys stay the same for Flower's aggregation
         metrics.update({"loss": 0.0, **({"accuracy": 0.0} if plan.task == "classification" else {})})
+    if central_dp(plan):
+        metrics[EQUAL_WEIGHT] = 1  # the strategy weighs answers by one key, for training and evaluation alike
     return pid, metrics
 
 

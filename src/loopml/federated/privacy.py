@@ -52,15 +52,18 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecordValues
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
-from opacus import PrivacyEngine
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.grad_sample import GradSampleModule
-from opacus.utils.module_utils import trainable_modules
-from opacus.utils.uniform_sampler import UniformWithReplacementSampler
-from opacus.validators import ModuleValidator
+try:  # the `federated` extra: a missing package names the install command
+    from flwr.app import ConfigRecordValues
+    from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
+    from opacus import PrivacyEngine
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.grad_sample import GradSampleModule
+    from opacus.utils.module_utils import trainable_modules
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+    from opacus.validators import ModuleValidator
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(f"Federated training needs {exc.name}: pip install 'loopml[federated]'") from exc
 from torch import nn
 from torch.utils.data import DataLoader
 
