@@ -4,9 +4,22 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+
+def commit(sources: str) -> str:
+    """HEAD, and whether ``sources`` (a folder of the repository) differ from it: figures of a dirty tree say so."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", sources], cwd=root, check=False).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + (f" + uncommitted changes in {sources}" if dirty else "")
 
 
 def versions(*packages: str) -> dict[str, str]:

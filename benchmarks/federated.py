@@ -44,7 +44,6 @@ import json
 import logging
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -423,18 +422,6 @@ def goals(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src/loopml/federated"], cwd=root,
-                               check=False).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" + uncommitted changes in src/loopml/federated" if dirty else "")
-
-
 def quiet() -> None:
     """Flower logs every round at INFO and Ray and Opacus warn: the output is the benchmark's own."""
     import flwr.common.logger  # noqa: F401 - it sets the "flwr" logger to DEBUG when imported
@@ -489,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = make_data(SEED)
     info: dict[str, Any] = {
         "mode": "quick" if a.quick else "full", "rounds": a.rounds, "local_epochs": a.local_epochs,
-        "repeats": a.repeats, "partitioner": d.partitioner, "commit": commit(), "machine": _common.machine(),
+        "repeats": a.repeats, "partitioner": d.partitioner, "commit": _common.commit("src/loopml/federated"), "machine": _common.machine(),
         "versions": _common.versions("loopml", "flwr", "ray", "opacus", "torch", "numpy", "scikit-learn"),
         "sizes": {"train": len(d.y_train), "test": len(d.y_test), "client_rows": [len(p) for p in d.parts],
                   "client_classes": [len(np.unique(d.y_train[p])) for p in d.parts]},

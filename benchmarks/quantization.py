@@ -39,7 +39,6 @@ import io
 import json
 import logging
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -465,18 +464,6 @@ def print_tables(rows: list[Row], goals: list[Goal], info: Info) -> None:
         console.print(f"  {note}", highlight=False)
 
 
-def commit() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src/loopml/models"], cwd=root,
-                               check=False).returncode != 0
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" + uncommitted changes in src/loopml/models" if dirty else "")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -491,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     info = Info(versions=_common.versions("loopml", "torch", "onnx", "onnxruntime", "torchao", "executorch",
                                           "numpy", "scikit-learn"),
-                machine=_common.machine(), commit=commit(), mode="quick" if args.quick else "full",
+                machine=_common.machine(), commit=_common.commit("src/loopml/models"), mode="quick" if args.quick else "full",
                 load_start=_common.load_average())
     tmp = Path(tempfile.mkdtemp(prefix="loopml-bench-quantization-"))
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(tmp / "inductor-cache")  # a cold compile, as on a first run

@@ -46,7 +46,6 @@ import json
 import logging
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -378,19 +377,6 @@ def versions() -> dict[str, str]:
     return _common.versions("loopml", "torch", "lightning", "numpy", "scikit-learn")
 
 
-def commit() -> str:
-    """HEAD, and whether the loop's sources differ from it (figures of a dirty tree say so)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "src/loopml/train"], cwd=root,
-                               check=False).returncode != 0  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + (" + uncommitted changes in src/loopml/train" if dirty else "")
-
-
 def print_table(results: list[Result], info: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -476,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mode": "quick" if args.quick else "full",
         "versions": versions(),
         "machine": _common.machine(),
-        "commit": commit(),
+        "commit": _common.commit("src/loopml/train"),
         "sizes": sizes.__dict__,
         "batch_size": BATCH_SIZE,
         "workloads": [{"key": w.key, "title": w.title, "epochs": w.epochs,
