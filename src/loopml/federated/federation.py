@@ -163,8 +163,15 @@ def _quiet_flower() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _simulate(job: Job, live: apps.Sink) -> None:
+def _simulate(job: Job, live: apps.Sink, secure: bool = False) -> None:
     from flwr.simulation import run_simulation
+
+    if secure:
+        from . import secagg
+
+        server_app, client_app = secagg.secure_server_app(job, live), secagg.secure_client_app(job)
+    else:
+        server_app, client_app = apps.server_app(job, live), apps.client_app(job)
 
     # One CPU per client actor: Ray runs as many clients at once as the machine has cores.
     cpus = max(1, os.cpu_count() or 1)
@@ -173,7 +180,7 @@ def _simulate(job: Job, live: apps.Sink) -> None:
                              "log_to_driver": False, "configure_logging": True}}
     with _quiet_flower():
         try:
-            run_simulation(server_app=apps.server_app(job, live), client_app=apps.client_app(job),
+            run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=job.clients, backend_config=backend)  # type: ignore[arg-type]
         except LoopMLError:
             raise
@@ -182,10 +189,11 @@ def _simulate(job: Job, live: apps.Sink) -> None:
             raise FederatedError(f"The federation failed: {type(cause).__name__}: {cause}") from exc
 
 
-def _deploy(job: Job, timeout: float, recorder: Callable[[dict[str, Any]], None]) -> None:
+def _deploy(job: Job, timeout: float, recorder: Callable[[dict[str, Any]], None], secure: bool = False) -> None:
     """Run the job on a local SuperLink and SuperNodes; the ServerApp's events are followed as they are written."""
-    app_dir = write_app(job.folder / "app", serverapp="loopml.federated.apps:serverapp",
-                        clientapp="loopml.federated.apps:clientapp", config={apps.JOB_KEY: str(job.folder)})
+    module = "loopml.federated.secagg" if secure else "loopml.federated.apps"
+    app_dir = write_app(job.folder / "app", serverapp=f"{module}:serverapp",
+                        clientapp=f"{module}:clientapp", config={apps.JOB_KEY: str(job.folder)})
     nodes: list[dict[str, str | int]] = [{"partition-id": i, "num-partitions": job.clients,
                                           "data-path": str(job.partition_path(i))} for i in range(job.clients)]
     # the SuperLink's and SuperNodes' app processes import the model's class as this process does
@@ -411,8 +419,12 @@ def fit(
     _number("timeout", timeout, 0.0, open_low=True)
     if privacy is not None and not isinstance(privacy, DP):
         raise ArgumentTypeError(f"Argument privacy should be loopml.federated.DP(epsilon=..., delta=...) or None, got {privacy!r}")
-    if secure_aggregation:
-        raise ArgumentError("Argument secure_aggregation: SecAgg+ is not available in this release; see docs/federated.md")
+    if not isinstance(secure_aggregation, bool):
+        raise ArgumentTypeError(f"Argument secure_aggregation should be True or False, got {secure_aggregation!r}")
+    if secure_aggregation:  # the checks that need no partition; the clients per round are checked below
+        from . import secagg
+
+        secagg.check(clients if isinstance(clients, int) else secagg.MIN_CLIENTS, privacy)
     if eval_data is None:
         if not (isinstance(eval_fraction, float) and 0 < eval_fraction < 1):
             raise ArgumentError(f"Argument eval_fraction should be a fraction between 0 and 1 (the rows held out for the "
@@ -429,6 +441,10 @@ def fit(
         raise ArgumentError(f"Argument min_clients ({min_clients}) should be at most the clients asked per round "
                             f"({math.ceil(fraction * n_clients)} = fraction {fraction} x {n_clients} clients)")
     per_round = max(1, math.ceil(fraction * n_clients))
+    secure: dict[str, Any] = {}
+    if secure_aggregation:
+        secagg.check(per_round, privacy)
+        secure = secagg.protocol(per_round, int(parts_.sizes.max())).to_params()
     noise: float | None = None
     if privacy is not None:
         if privacy.mechanism == "dp-sgd":  # central DP clips whole updates: any layer will do
@@ -465,6 +481,7 @@ def fit(
     params.update(privacy.to_dict() if privacy is not None else {"privacy.mechanism": "none"})
     if noise is not None:
         params["privacy.noise_multiplier"] = noise
+    params.update({"secure_aggregation": secure_aggregation, **secure})
     run = api.start_run(experiment, name=run_name or f"federated {strategy} x{n_clients}", params=params,
                         tags={"loopml.federated": "true"}, tracking_uri=tracking_uri)
     children: dict[int, Run] = {}
@@ -481,9 +498,9 @@ def fit(
         with _Progress(rounds, progress) as bar:
             recorder = _Recorder(run, children, job, bar)
             if engine == "simulation":
-                _simulate(job, recorder)
+                _simulate(job, recorder, secure_aggregation)
             else:
-                _deploy(job, timeout, recorder)
+                _deploy(job, timeout, recorder, secure_aggregation)
         if not job.global_path.exists():
             raise FederatedError(f"The federation ended without a global model (its log: {job.events_path})")
         history = recorder.history()
@@ -503,6 +520,7 @@ def fit(
                 epsilon = dp_module.central_epsilon(noise, per_round / n_clients, rounds, privacy.delta)
         lineage = {"rounds": rounds, "clients": n_clients, "strategy": strategy, "engine": engine,
                    "partition": parts_.params, "failures": len(recorder.failures),
+                   "secure_aggregation": {"protocol": "secagg+", **secure} if secure_aggregation else None,
                    "privacy": None if privacy is None else {**privacy.to_dict(), "privacy.epsilon_spent": epsilon}}
         summary = {"final_" + k.removeprefix("central_"): float(v) for k, v in history.iloc[-1].items()
                    if str(k).startswith("central_") and isinstance(v, (int, float, np.floating))}
