@@ -41,16 +41,28 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 import numpy as np
 import torch
 from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
-from flwr.common import (Code, EvaluateIns, EvaluateRes, FitIns, FitRes, NDArrays, Parameters, Scalar, Status,
-                         ndarrays_to_parameters, parameters_to_ndarrays)
+from flwr.common import (
+    Code,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    NDArrays,
+    Parameters,
+    Scalar,
+    Status,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext, ServerConfig
@@ -61,7 +73,6 @@ from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
-from flwr.client.mod import secaggplus_mod
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
@@ -165,13 +176,14 @@ class Layout:
         return state
 
 
-_LAYOUTS: dict[int, Layout] = {}
+_LAYOUTS: dict[str, Layout] = {}  # by job folder (one per federation): a client answers many messages
 
 
 def layout_of(job: Job) -> Layout:
-    if id(job) not in _LAYOUTS:
-        _LAYOUTS[id(job)] = Layout(job)
-    return _LAYOUTS[id(job)]
+    key = str(job.folder)
+    if key not in _LAYOUTS:
+        _LAYOUTS[key] = Layout(job)
+    return _LAYOUTS[key]
 
 
 # -- the client ---------------------------------------------------------------------------------------
@@ -201,7 +213,7 @@ def secure_client_app(job: Job | None = None) -> ClientApp:
     the metrics, where the client's identity travels too (the workflow hands the strategy a
     FitRes, not the message, so a separate record would not reach it).
     """
-    app = ClientApp(mods=[cast(Any, secaggplus_mod)])
+    app = ClientApp(mods=[secaggplus_mod])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -233,8 +245,10 @@ def secure_client_app(job: Job | None = None) -> ClientApp:
 # -- the server ---------------------------------------------------------------------------------------
 
 
-def legacy_strategy(plan: Plan, clients: int, initial: Parameters,
-                    evaluate_fn: Any) -> Strategy:
+CentralEvaluation = Callable[[int, NDArrays, dict[str, Scalar]], tuple[float, dict[str, Scalar]] | None]
+
+
+def legacy_strategy(plan: Plan, clients: int, initial: Parameters, evaluate_fn: CentralEvaluation) -> Strategy:
     """Flower's legacy strategy for ``plan.strategy``, with apps.make_strategy's settings."""
     per_round = max(1, math.ceil(plan.fraction * clients))
 
@@ -312,15 +326,17 @@ class TrackedLegacy(Strategy):
 
     def _split(self, kind: str, server_round: int, results: list[tuple[ClientProxy, Any]],
                failures: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        answers = []
+        answers: list[dict[str, Any]] = []
+        answered: set[int] = set()
         for proxy, res in results:
             node, metrics = int(proxy.node_id), res.metrics
             pid = int(metrics.get("partition-id", -1))
             name = str(metrics.get("client-name", f"node {node}"))
             self.names[node] = name
+            answered.add(node)
             answers.append({"node": node, "client": pid, "name": name,
                             "metrics": {**_numbers(metrics), WEIGHTS: float(res.num_examples)}})
-        return answers, self.failed(kind, server_round, {a["node"] for a in answers}, [_reason(f) for f in failures])
+        return answers, self.failed(kind, server_round, answered, [_reason(f) for f in failures])
 
     def failed(self, kind: str, server_round: int, answered: set[int], reasons: list[str]) -> list[dict[str, Any]]:
         missing = [n for n in self.asked.get((kind, server_round), []) if n not in answered]
