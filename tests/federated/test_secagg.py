@@ -25,7 +25,7 @@ from loopml.federated import secagg  # noqa: E402
 from loopml.tracking import api  # noqa: E402
 from tests.federated._models import TinyNet  # noqa: E402
 
-SETTINGS = {"clients": 3, "rounds": 2, "optimizer": "adam", "lr": 0.01, "seed": 5, "progress": False}
+SETTINGS = {"clients": 3, "rounds": 2, "lr": 0.1, "momentum": 0.9, "seed": 5, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_a_secure_federation_learns_and_is_tracked_like_a_plain_one(runs: tuple[
     secure, _, uri = runs
     h = secure.history
     assert list(h["round"]) == [0, 1, 2]
-    # chance is ~0.1; 2 rounds of Adam over 3 clients reach 0.89 (measured)
+    # chance is ~0.1; 2 rounds of SGD with momentum over 3 clients reach 0.80 (measured)
     assert h["central_accuracy"].iloc[0] < 0.25 and h["central_accuracy"].iloc[-1] > 0.6, h
     assert list(h["clients_ok"].iloc[1:]) == [3, 3] and list(h["clients_failed"].iloc[1:]) == [0, 0]
     assert not h["kept_previous"].iloc[1:].any()
@@ -76,13 +76,14 @@ def test_secure_aggregation_gives_plain_fedavgs_model_within_its_quantization(
     # SecAgg+ clips each weight x (examples / max_weight) to +-clipping_range and rounds it
     # stochastically to one of quantization_range levels: one round's aggregate is off by at
     # most clients x (2 clipping_range / quantization_range) / sum of (examples / max_weight),
-    # here 3 x 16 / 2**22 / 2.7 = 4.2e-6. Measured: 3.1e-6 after one round, 7.0e-6 after two
-    # (the first round's error goes on through the second round's training); 4 bounds leave
-    # room for the unseeded rounding.
+    # here 3 x 16 / 2**22 / 2.7 = 4.2e-6 (measured: 3.1e-6 after one round). After two rounds
+    # the error is the second round's plus the first's carried through the second round's
+    # training: measured 1.0 to 1.5 bounds over 7 runs with SGD (with Adam, which rescales
+    # tiny gradients, up to 4), so 3 bounds; the rounding is unseeded (Flower's numpy global).
     examples = [size - round(size * 0.1) for size in secure.partitions.sizes]  # less apps' local held-out 10%
     bound = len(examples) * 2 * clip / levels / sum(n / max_weight for n in examples)
     worst = max(float((secure.model.state_dict()[k] - v).abs().max()) for k, v in plain.model.state_dict().items())
-    assert worst < 4 * bound, (worst, bound)
+    assert worst < 3 * bound, (worst, bound)
     np.testing.assert_allclose(secure.history["central_loss"], plain.history["central_loss"], atol=1e-4)
 
 

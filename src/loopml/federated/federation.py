@@ -37,7 +37,7 @@ from ..data.split import split as split_data
 from ..models.rebuild import model_spec
 from ..tracking import api
 from ..tracking.run import Run
-from . import apps
+from . import apps, secagg
 from . import privacy as dp_module
 from .deployment import run_deployment, write_app
 from .apps import STRATEGIES, Job, Plan
@@ -167,8 +167,6 @@ def _simulate(job: Job, live: apps.Sink, secure: bool = False) -> None:
     from flwr.simulation import run_simulation
 
     if secure:
-        from . import secagg
-
         server_app, client_app = secagg.secure_server_app(job, live), secagg.secure_client_app(job)
     else:
         server_app, client_app = apps.server_app(job, live), apps.client_app(job)
@@ -422,8 +420,6 @@ def fit(
     if not isinstance(secure_aggregation, bool):
         raise ArgumentTypeError(f"Argument secure_aggregation should be True or False, got {secure_aggregation!r}")
     if secure_aggregation:  # the checks that need no partition; the clients per round are checked below
-        from . import secagg
-
         secagg.check(clients if isinstance(clients, int) else secagg.MIN_CLIENTS, privacy)
     if eval_data is None:
         if not (isinstance(eval_fraction, float) and 0 < eval_fraction < 1):
