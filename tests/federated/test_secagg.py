@@ -17,13 +17,13 @@ from tests.deps import need
 need("flwr", extra="federated")
 need("opacus", extra="federated")
 
-import loopml  # noqa: E402
-import loopml.federated as lf  # noqa: E402
-from loopml.data import load  # noqa: E402
-from loopml.errors import ArgumentError  # noqa: E402
-from loopml.federated import secagg  # noqa: E402
-from loopml.tracking import api  # noqa: E402
-from tests.federated._models import TinyNet  # noqa: E402
+import loopml
+import loopml.federated as lf
+from loopml.data import load
+from loopml.errors import ArgumentError
+from loopml.federated import secagg
+from loopml.tracking import api
+from tests.federated._models import TinyNet
 
 SETTINGS = {"clients": 3, "rounds": 2, "lr": 0.1, "momentum": 0.9, "seed": 5, "progress": False}
 
