@@ -388,6 +388,8 @@ def fit(
     (with ``server_lr``). Each round ``fraction`` of the clients train ``local_epochs`` with
     ``optimizer`` at ``lr``; a round that fewer than ``min_clients`` answer keeps the old model.
     ``privacy``: :class:`DP` (DP-SGD on every client with Opacus, or ``mechanism="central"``).
+    ``secure_aggregation``: Flower's SecAgg+ (the server learns only the sum of the updates; at
+    least 3 clients a round; not with central DP; :mod:`loopml.federated.secagg`).
     ``engine``: ``"simulation"`` (Flower's simulation engine, in-process) or ``"deployment"``
     (a SuperLink and one SuperNode per client on 127.0.0.1). ``dropout``: the chance that a
     client drops out of a round, to rehearse faults. ``register``: a model name to register
