@@ -48,6 +48,7 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/serving.py --peer-root $(PEERS)   # peers without a venv are skipped and named: make bench-peers
 	$(PY) benchmarks/serve_startup.py
 	$(PY) benchmarks/ood.py                            # alibi-detect runs from .venv-alibi when present
+	$(PY) benchmarks/federated.py                      # plain Flower and centralised training beside loopml.federated.fit
 
 # The peers of benchmarks/serving.py and benchmarks/ood.py, each in its own virtualenv (several GB;
 # TorchServe also needs Java 17: apt-get install openjdk-17-jre-headless), and the monitoring peers of
