@@ -224,8 +224,10 @@ def federated_run_command(
     max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="With --epsilon: the clipping norm."),
     central_dp: bool = typer.Option(False, "--central-dp", help="With --epsilon: Flower's central DP (clipping and noise "
                                     "on the server) instead of DP-SGD on the clients."),
-    deployment: bool = typer.Option(False, "--deployment", help="Run on Flower's deployment engine (a SuperLink and a "
-                                    "SuperNode per client on 127.0.0.1) instead of the in-process simulation."),
+    engine: str = typer.Option("simulation", "--engine", help="simulation: Flower's simulation engine (clients in Ray "
+                               "workers); local: the same apps in this process, the clients in turn (no start-up "
+                               "cost); deployment: a SuperLink and a SuperNode per client on 127.0.0.1."),
+    deployment: bool = typer.Option(False, "--deployment", help="The same as --engine deployment."),
     dropout: float = typer.Option(0.0, "--dropout", help="The chance a client drops out of a round (rehearses faults)."),
     eval_fraction: float = typer.Option(0.2, "--eval-fraction", help="Share of --data held out for the server's "
                                         "evaluation before the rest is dealt."),
@@ -280,7 +282,7 @@ def federated_run_command(
                  column=_column(column), shards=shards, rounds=rounds, strategy=strategy, proximal_mu=proximal_mu,
                  local_epochs=local_epochs, batch_size=batch_size, lr=lr, fraction=fraction, min_clients=min_clients, privacy=privacy,
                  eval_data=held_out, eval_fraction=eval_fraction, dropout=dropout,
-                 engine="deployment" if deployment else "simulation", experiment=experiment, init_args=args, seed=seed,
+                 engine="deployment" if deployment else engine, experiment=experiment, init_args=args, seed=seed,
                  progress=not as_json, tracking_uri=store)
     name = register if register is not None else (parent.name if parent is not None and not no_register else None)
     if name is not None:

@@ -72,7 +72,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[
         register(DigitsCNN(channels=4), "fedcnn", input_example=x, formats=("torch",), tracking_uri=uri)
         code, out, err = _cli("federated", "run", "fedcnn/1", "--data", "digits", "--clients", "3", "--rounds", "2",
                               "--lr", "0.05", "--experiment", "fed-cli", "--seed", "1", "--epsilon", "50", "--delta", "1e-3",
-                              "--max-grad-norm", "5", "--central-dp", "--store", uri, "--json")
+                              "--max-grad-norm", "5", "--central-dp", "--engine", "local", "--store", uri,
+                              "--json")
         assert code == 0, out + err
         yield json.loads(out), uri
 

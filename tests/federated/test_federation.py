@@ -1,7 +1,8 @@
-"""loopml.federated.fit on Flower's simulation engine: it learns, it is tracked and registered, faults are counted.
+"""loopml.federated.fit: it learns, it is tracked and registered, faults are counted, on each engine.
 
-Two federations run here (Ray's start costs ~7 s each): a plain one that must learn, and
-one with DP-SGD in which clients drop out. Every other case fails before any engine starts.
+One federation runs on Flower's simulation engine (Ray: its start costs seconds), and again on the
+local engine, which must give the same model; the others run on the local engine (the same apps in
+this process), and one on the deployment engine. Every bad setting fails before any engine starts.
 """
 
 from __future__ import annotations
@@ -104,6 +105,20 @@ def test_the_global_model_is_registered_with_its_lineage_and_serves(learned: tup
     np.testing.assert_allclose(loaded(x.numpy()), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_the_local_engine_gives_the_simulation_engines_model(learned: tuple[lf.FederatedResult, str],
+                                                             digits: loopml.data.Dataset, tmp_path: Path) -> None:
+    result, _ = learned
+    torch.manual_seed(0)
+    local = lf.fit(TinyNet(), digits, clients=4, partition="dirichlet", alpha=1.0, rounds=4, optimizer="adam", lr=0.01,
+                   experiment="fed-local", progress=False, tracking_uri=f"sqlite:///{tmp_path / 'loopml.db'}",
+                   engine="local")
+    # the same clients train the same way from the same seeds; only the order in which Flower sums
+    # their answers differs (it samples node ids at random), which moves the weights by float rounding
+    for (name, a), b in zip(result.model.state_dict().items(), local.model.state_dict().values()):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(local.history["central_accuracy"], result.history["central_accuracy"], atol=1e-9)
+
+
 @pytest.fixture(scope="module")
 def private(tmp_path_factory: pytest.TempPathFactory, digits: loopml.data.Dataset) -> tuple[lf.FederatedResult, str]:
     tmp = tmp_path_factory.mktemp("fedp")
@@ -112,7 +127,7 @@ def private(tmp_path_factory: pytest.TempPathFactory, digits: loopml.data.Datase
         torch.manual_seed(0)
         result = lf.fit(TinyNet(), digits, clients=4, rounds=3, lr=0.1, privacy=lf.DP(epsilon=8.0, delta=1e-5),
                         dropout=0.3, min_clients=2, client_eval=False, seed=3, experiment="fed-private",
-                        progress=False, tracking_uri=uri)
+                        progress=False, tracking_uri=uri, engine="local")
     return result, uri
 
 
@@ -162,7 +177,7 @@ def test_dp_sgd_spends_at_most_the_target_epsilon_and_records_it(private: tuple[
     [
         ({"partition": "random"}, ArgumentError, "iid, dirichlet"),
         ({"strategy": "fedsgd"}, ArgumentError, "fedavg, fedprox, fedadam"),
-        ({"engine": "cloud"}, ArgumentError, "simulation, deployment"),
+        ({"engine": "cloud"}, ArgumentError, "simulation, local, deployment"),
         ({"rounds": 0}, ArgumentError, "rounds should be an integer >= 1"),
         ({"fraction": 0.0}, ArgumentError, "fraction should be a number > 0"),
         ({"lr": -1.0}, ArgumentError, "lr should be a number > 0"),
@@ -206,7 +221,7 @@ def test_a_federation_no_client_answers_fails_clearly_and_the_run_says_so(digits
     uri = f"sqlite:///{tmp_path / 'loopml.db'}"
     with pytest.raises(FederatedError, match=r"No round of the federation had enough answers.*client 0 dropped out of round 1"):
         lf.fit(TinyNet(), digits, clients=2, rounds=1, dropout=1.0, client_eval=False, experiment="fed-fail",
-               progress=False, tracking_uri=uri)
+               progress=False, tracking_uri=uri, engine="local")
     (run,) = api.runs("fed-fail", filter="tags.loopml.federated = 'true'", tracking_uri=uri).itertuples()
     assert run.status == "FAILED"
 

@@ -1,7 +1,7 @@
 """loopml.federated.fit with secure_aggregation=True: Flower's SecAgg+ gives plain FedAvg's model, tracked alike.
 
-Two federations run here, the same but for the aggregation (Ray's start costs most of their
-~20-30 s each): one on SecAgg+, one on plain FedAvg. Every refusal happens before any engine.
+Two federations run here on the local engine (the same apps in this process), the same but for
+the aggregation: one on SecAgg+, one on plain FedAvg. Every refusal happens before any engine.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from loopml.federated import secagg
 from loopml.tracking import api
 from tests.federated._models import TinyNet
 
-SETTINGS = {"clients": 3, "rounds": 2, "lr": 0.1, "momentum": 0.9, "seed": 5, "progress": False}
+SETTINGS = {"clients": 3, "rounds": 2, "lr": 0.1, "momentum": 0.9, "seed": 5, "progress": False, "engine": "local"}
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import random
 import re
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -274,7 +275,7 @@ def train_plain(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan, 
                 loss = loss + plan.proximal_mu / 2 * prox
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             seen += len(idx)
             steps += 1
     return total / max(seen, 1), steps
@@ -301,6 +302,21 @@ def train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
     expected_batch = sample_rate * len(x)
     sum_loss = _sum_loss(plan.task)
     private_model.train()
+    with warnings.catch_warnings():
+        # Opacus's per-row gradient hooks sit on every layer, the first one included, whose inputs need no
+        # gradient; torch says so at each backward. Nothing is lost: the hooks read the layer's own inputs.
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        steps, total, seen = _private_epochs(private_model, private_opt, private_loader, model, plan, global_params,
+                                             sum_loss, expected_batch)
+    ledger.record(noise=noise, sample_rate=float(getattr(private_loader, "sample_rate", sample_rate)), steps=steps)
+    state.config_records["loopml-privacy"] = ConfigRecord(ledger.to_record())
+    return total / max(seen, 1), steps, ledger.epsilon(dp.delta)
+
+
+def _private_epochs(private_model: nn.Module, private_opt: torch.optim.Optimizer, private_loader: Any, model: nn.Module,
+                    plan: Plan, global_params: list[torch.Tensor] | None,
+                    sum_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], expected_batch: float
+                    ) -> tuple[int, float, int]:
     total, seen, steps = 0.0, 0, 0
     for _ in range(plan.local_epochs):
         for xb, yb in private_loader:
@@ -318,12 +334,10 @@ def train_private(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plan: Plan
                 with torch.no_grad():
                     for p, g in zip(model.parameters(), global_params):
                         p.sub_(plan.lr * plan.proximal_mu * (p - g))
-            total += float(loss) * expected_batch
+            total += float(loss.detach()) * expected_batch
             seen += len(xb)
             steps += 1
-    ledger.record(noise=noise, sample_rate=float(getattr(private_loader, "sample_rate", sample_rate)), steps=steps)
-    state.config_records["loopml-privacy"] = ConfigRecord(ledger.to_record())
-    return total / max(seen, 1), steps, ledger.epsilon(dp.delta)
+    return steps, total, seen
 
 
 def _sum_loss(task: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -449,10 +463,14 @@ Sink = Callable[[dict[str, Any]], None]
 
 
 def failure_reason(text: str) -> str:
-    """The client's own error message out of the traceback Flower (and Ray) wrap it in."""
+    """The client's own error message out of what Flower (and Ray) wrap it in: ``<class 'E'>:<'message'>``
+    around a traceback, or ``... Message: message``."""
     found = re.findall(r"Message: (.+)", text)
     if found:
         return str(found[-1]).strip().removesuffix("'>")[:300]
+    wrapped = re.fullmatch(r"<class '[\w.]+'>:<'(.*)'>", text.strip(), flags=re.DOTALL)
+    if wrapped:
+        text = wrapped.group(1)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return (lines[-1] if lines else text)[:300]
 

@@ -40,6 +40,7 @@ from ..tracking.run import Run
 from . import apps, secagg
 from . import privacy as dp_module
 from .deployment import run_deployment, write_app
+from .local import LocalGrid, local_identity
 from .apps import STRATEGIES, Job, Plan
 from .partitions import PARTITIONS, Partitions
 from .partitions import partition as make_partition
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ENGINES", "FederatedResult", "fit"]
 
-ENGINES = ("simulation", "deployment")
+ENGINES = ("simulation", "local", "deployment")
 
 
 @dataclass
@@ -185,6 +186,20 @@ def _simulate(job: Job, live: apps.Sink, secure: bool = False) -> None:
         except Exception as exc:  # the ServerApp's own error, re-raised by Flower in this thread
             cause = exc.__cause__ or exc
             raise FederatedError(f"The federation failed: {type(cause).__name__}: {cause}") from exc
+
+
+def _run_local(job: Job, live: apps.Sink, secure: bool = False) -> None:
+    """The same apps on :class:`~loopml.federated.local.LocalGrid`: in this process, the clients in turn."""
+    client_app = secagg.secure_client_app(job) if secure else apps.client_app(job)
+    main = secagg.secure_server_main if secure else apps.server_main
+    grid = LocalGrid(client_app, job.clients)
+    with _quiet_flower(), local_identity() as context:
+        try:
+            main(grid, context, job, live)
+        except LoopMLError:
+            raise
+        except Exception as exc:  # the ServerApp's own error
+            raise FederatedError(f"The federation failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _deploy(job: Job, timeout: float, recorder: Callable[[dict[str, Any]], None], secure: bool = False) -> None:
@@ -390,8 +405,9 @@ def fit(
     ``privacy``: :class:`DP` (DP-SGD on every client with Opacus, or ``mechanism="central"``).
     ``secure_aggregation``: Flower's SecAgg+ (the server learns only the sum of the updates; at
     least 3 clients a round; not with central DP; :mod:`loopml.federated.secagg`).
-    ``engine``: ``"simulation"`` (Flower's simulation engine, in-process) or ``"deployment"``
-    (a SuperLink and one SuperNode per client on 127.0.0.1). ``dropout``: the chance that a
+    ``engine``: ``"simulation"`` (Flower's simulation engine: the clients in Ray workers, one per
+    core), ``"local"`` (the same apps in this process, the clients in turn: no start-up cost, for
+    small federations) or ``"deployment"`` (a SuperLink and one SuperNode per client on 127.0.0.1). ``dropout``: the chance that a
     client drops out of a round, to rehearse faults. ``register``: a model name to register
     the global model under (or call ``result.register(name)`` later).
     """
@@ -460,7 +476,7 @@ def fit(
                 privacy=privacy, noise_multiplier=noise, client_eval=client_eval, dropout=float(dropout),
                 timeout=float(timeout))
     folder = Path(tempfile.mkdtemp(prefix="loopml-fed-", dir=workdir))
-    job = Job(folder, plan, n_clients, list(parts_.client_names), spec, model if engine == "simulation" else None)
+    job = Job(folder, plan, n_clients, list(parts_.client_names), spec, model if engine != "deployment" else None)
     subsets = parts_.subsets(train)
     for i, sub in enumerate(subsets):
         apps.save_arrays(job.partition_path(i), sub.x.numpy(), sub.y.numpy())
@@ -497,6 +513,8 @@ def fit(
             recorder = _Recorder(run, children, job, bar)
             if engine == "simulation":
                 _simulate(job, recorder, secure_aggregation)
+            elif engine == "local":
+                _run_local(job, recorder, secure_aggregation)
             else:
                 _deploy(job, timeout, recorder, secure_aggregation)
         if not job.global_path.exists():
