@@ -42,7 +42,8 @@ def learned(tmp_path_factory: pytest.TempPathFactory, digits: loopml.data.Datase
     with _own_home(tmp):
         torch.manual_seed(0)
         result = lf.fit(TinyNet(), digits, clients=4, partition="dirichlet", alpha=1.0, rounds=4, optimizer="adam",
-                        lr=0.01, experiment="fed-digits", register="fed-digits", progress=False, tracking_uri=uri)
+                        lr=0.01, experiment="fed-digits", register="fed-digits", progress=False, tracking_uri=uri,
+                        workers=1)  # one Ray worker: the suite's other worker keeps its core
     return result, uri
 
 

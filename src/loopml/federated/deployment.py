@@ -73,7 +73,7 @@ __all__ = ["Deployment", "DeploymentReport", "RunReport", "run_deployment", "wri
 
 CONNECTION = "loopml-local"  # the SuperLink's name in $FLWR_HOME/config.toml
 HOST = "127.0.0.1"
-GRACE_S = 5.0  # SIGTERM, then SIGKILL after this; SuperNodes took 3-7 s to stop here
+GRACE_S = 2.0  # SIGTERM, then SIGKILL after this: SuperNodes took 3-7 s to stop here, with nothing left to save once a run ended
 TAIL = 20  # log lines quoted in an error
 _KEY = re.compile(r"[A-Za-z0-9_-]+")  # TOML's bare keys: Flower nests dotted keys, loopml keeps them flat
 _REF = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_.]*")

@@ -164,7 +164,7 @@ def _quiet_flower() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _simulate(job: Job, live: apps.Sink, secure: bool = False) -> None:
+def _simulate(job: Job, live: apps.Sink, secure: bool = False, workers: int | None = None) -> None:
     from flwr.simulation import run_simulation
 
     if secure:
@@ -172,8 +172,8 @@ def _simulate(job: Job, live: apps.Sink, secure: bool = False) -> None:
     else:
         server_app, client_app = apps.server_app(job, live), apps.client_app(job)
 
-    # One CPU per client actor: Ray runs as many clients at once as the machine has cores.
-    cpus = max(1, os.cpu_count() or 1)
+    # One CPU per client actor: Ray runs as many clients at once as it has CPUs (every core by default).
+    cpus = workers or max(1, os.cpu_count() or 1)
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": logging.ERROR,
                              "log_to_driver": False, "configure_logging": True}}
@@ -383,6 +383,7 @@ def fit(
     client_eval: bool = True,
     dropout: float = 0.0,
     engine: str = "simulation",
+    workers: int | None = None,
     experiment: str = "federated",
     run_name: str | None = None,
     register: str | None = None,
@@ -407,7 +408,8 @@ def fit(
     least 3 clients a round; not with central DP; :mod:`loopml.federated.secagg`).
     ``engine``: ``"simulation"`` (Flower's simulation engine: the clients in Ray workers, one per
     core), ``"local"`` (the same apps in this process, the clients in turn: no start-up cost, for
-    small federations) or ``"deployment"`` (a SuperLink and one SuperNode per client on 127.0.0.1). ``dropout``: the chance that a
+    small federations) or ``"deployment"`` (a SuperLink and one SuperNode per client on 127.0.0.1).
+    ``workers``: the simulation engine's Ray workers, clients trained at once (default: one per core). ``dropout``: the chance that a
     client drops out of a round, to rehearse faults. ``register``: a model name to register
     the global model under (or call ``result.register(name)`` later).
     """
@@ -424,7 +426,7 @@ def fit(
     if optimizer not in ("sgd", "adam"):
         raise ArgumentError(f"Argument optimizer should be 'sgd' or 'adam', got {optimizer!r}")
     for name, value, low in (("rounds", rounds, 1), ("local_epochs", local_epochs, 1), ("batch_size", batch_size, 1),
-                             ("min_clients", min_clients, 1), ("seed", seed, 0)):
+                             ("min_clients", min_clients, 1), ("seed", seed, 0)) + ((("workers", workers, 1),) if workers is not None else ()):
         _int(name, value, low)
     _number("lr", lr, 0.0, open_low=True)
     _number("momentum", momentum, 0.0, 1.0)
@@ -512,7 +514,7 @@ def fit(
         with _Progress(rounds, progress) as bar:
             recorder = _Recorder(run, children, job, bar)
             if engine == "simulation":
-                _simulate(job, recorder, secure_aggregation)
+                _simulate(job, recorder, secure_aggregation, workers)
             elif engine == "local":
                 _run_local(job, recorder, secure_aggregation)
             else:

@@ -55,13 +55,6 @@ import torch
 try:  # the `federated` extra: a missing package names the install command
     from flwr.app import ConfigRecordValues
     from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, Strategy
-    from opacus import PrivacyEngine
-    from opacus.accountants import RDPAccountant
-    from opacus.accountants.utils import get_noise_multiplier
-    from opacus.grad_sample import GradSampleModule
-    from opacus.utils.module_utils import trainable_modules
-    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
-    from opacus.validators import ModuleValidator
 except ModuleNotFoundError as exc:
     raise ModuleNotFoundError(f"Federated training needs {exc.name}: pip install 'loopml[federated]'") from exc
 from torch import nn
@@ -169,6 +162,7 @@ def poisson_rate(*, rows: int, batch_size: int) -> float:
 
 def _noise_for(epsilon: float, delta: float, sample_rate: float, steps: int, *, unit: str, fix: str) -> float:
     """Opacus's binary search for the smallest noise multiplier that keeps epsilon within the target."""
+    from opacus.accountants.utils import get_noise_multiplier  # Opacus takes seconds to import: only when DP is used
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_EDGE_ORDER)
         try:
@@ -222,6 +216,7 @@ def spent_epsilon(history: Iterable[Sequence[float]], delta: float) -> float:
 
     Example: ``spent_epsilon([(1.1, 0.05, 200), (1.1, 0.05, 200)], delta=1e-5)``
     """
+    from opacus.accountants import RDPAccountant
     if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not 0 < delta < 1:
         raise ArgumentError(f"Argument delta should be in (0, 1), got {delta!r}")
     entries: list[HistoryEntry] = []
@@ -324,6 +319,9 @@ def check_model(model: nn.Module) -> None:
 
     Example: ``check_model(opacus.validators.ModuleValidator.fix(model))``
     """
+    from opacus.grad_sample import GradSampleModule
+    from opacus.utils.module_utils import trainable_modules
+    from opacus.validators import ModuleValidator
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"Argument model should be a torch.nn.Module, got {type(model).__name__}")
     if not ModuleValidator.validate(model, strict=False) and not GradSampleModule.validate(model, strict=False):
@@ -363,6 +361,8 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, loader: Dat
         model, optimizer, loader = make_private(model, optimizer, loader, noise_multiplier=1.1,
                                                 max_grad_norm=1.0, seed=0)
     """
+    from opacus import PrivacyEngine
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
     check_model(model)
     noise = _positive_finite("noise_multiplier", noise_multiplier)
     norm = _positive_finite("max_grad_norm", max_grad_norm)
