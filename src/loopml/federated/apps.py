@@ -426,6 +426,11 @@ def client_app(job: Job | None = None) -> ClientApp:
 # -- the server ---------------------------------------------------------------------------------------
 
 
+def clients_per_round(fraction: float, clients: int) -> int:
+    """How many clients a round asks: ``fraction`` of them, at least one (Flower's strategies sample so)."""
+    return max(1, math.ceil(fraction * clients))
+
+
 def central_dp(plan: Plan) -> bool:
     return plan.privacy is not None and plan.privacy.mechanism == "central"
 
@@ -440,7 +445,7 @@ def make_strategy(plan: Plan, clients: int) -> Strategy:
     among ``clients_per_round`` (McMahan et al. 2018), which a client weighted by its row count
     would exceed.
     """
-    per_round = max(1, math.ceil(plan.fraction * clients))
+    per_round = clients_per_round(plan.fraction, clients)
     common: dict[str, Any] = {
         "fraction_train": plan.fraction,
         "fraction_evaluate": plan.fraction if plan.client_eval else 0.0,
@@ -557,7 +562,7 @@ def server_main(grid: Grid, context: Context, job: Job, live: Sink | None = None
     model = job.build_model()
     model.load_state_dict(job.initial_state())
     strategy: Strategy = make_strategy(plan, job.clients)
-    per_round = max(1, math.ceil(plan.fraction * job.clients))
+    per_round = clients_per_round(plan.fraction, job.clients)
     if central_dp(plan):
         assert plan.privacy is not None and plan.noise_multiplier is not None
         strategy = privacy.central_strategy(strategy, plan.privacy, noise_multiplier=plan.noise_multiplier,

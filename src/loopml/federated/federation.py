@@ -453,10 +453,10 @@ def fit(
     _preflight(model, held_out)
     parts_ = make_partition(train, clients, partition, alpha=alpha, column=column, shards=shards, seed=seed)
     n_clients = len(parts_)
-    if min_clients > max(1, math.ceil(fraction * n_clients)):
+    per_round = apps.clients_per_round(fraction, n_clients)
+    if min_clients > per_round:
         raise ArgumentError(f"Argument min_clients ({min_clients}) should be at most the clients asked per round "
-                            f"({math.ceil(fraction * n_clients)} = fraction {fraction} x {n_clients} clients)")
-    per_round = max(1, math.ceil(fraction * n_clients))
+                            f"({per_round} = fraction {fraction} x {n_clients} clients)")
     secure: dict[str, Any] = {}
     if secure_aggregation:
         secagg.check(per_round, privacy)

@@ -138,7 +138,7 @@ def check(clients_per_round: int, privacy: DP | None) -> None:
 
 def protocol_of(job: Job) -> Protocol:
     """The job's protocol: from the clients asked per round and the largest partition in the job's folder."""
-    per_round = max(1, math.ceil(job.plan.fraction * job.clients))
+    per_round = apps.clients_per_round(job.plan.fraction, job.clients)
     rows = 0
     for i in range(job.clients):
         path = job.partition_path(i)
@@ -250,7 +250,7 @@ CentralEvaluation = Callable[[int, NDArrays, dict[str, Scalar]], tuple[float, di
 
 def legacy_strategy(plan: Plan, clients: int, initial: Parameters, evaluate_fn: CentralEvaluation) -> Strategy:
     """Flower's legacy strategy for ``plan.strategy``, with apps.make_strategy's settings."""
-    per_round = max(1, math.ceil(plan.fraction * clients))
+    per_round = apps.clients_per_round(plan.fraction, clients)
 
     def fit_config(server_round: int) -> dict[str, Scalar]:
         # the Message-API strategies put the round in the config themselves; apps' client seeds by it
