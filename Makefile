@@ -22,11 +22,11 @@ $(VENV)/.base: pyproject.toml constraints.txt
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain,federated,test]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain,federated,graph,test]'
 	touch $@
 
 $(VENV)/.bench: $(VENV)/.base
-	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain,federated,bench]'
+	$(PIP) -e '.[server,postgres,data,export,edge,quantize,serve,explain,federated,graph,bench]'
 	touch $@
 
 demo: $(VENV)/.base

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from ..data import check
 from ..data.dataset import Dataset as LoopMLDataset  # torch's Dataset is `Dataset` here
+from ..data.graph import Nodes
 from ..data.preprocess import find_preprocessor
 from ..errors import ArgumentError, ArgumentTypeError
 
@@ -28,6 +29,8 @@ def as_loader(
     """
     if isinstance(data, DataLoader):
         return data
+    if isinstance(data, Nodes):  # a graph's nodes: full-graph batches, or sampled subgraphs
+        return data.loader(batch_size=batch_size, shuffle=shuffle, generator=generator)
     if isinstance(data, (tuple, list)) and len(data) in (1, 2):
         try:
             tensors = [torch.as_tensor(t) for t in data]

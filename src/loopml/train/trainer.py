@@ -59,6 +59,23 @@ def _split(batch: Any) -> tuple[Any, Any]:
     return batch, None
 
 
+def _to(x: Any, device: torch.device) -> Any:
+    """A batch's inputs on ``device``: a tensor, or a tuple of them (``model(*inputs)``, e.g. a graph's x and edge_index)."""
+    return tuple(t.to(device) for t in x) if isinstance(x, (tuple, list)) else x.to(device)
+
+
+def _rows(batch: Any) -> Any:
+    """A graph batch's third part (``loopml.data.graph``): the output rows its targets belong to; else None."""
+    return batch[2] if isinstance(batch, (tuple, list)) and len(batch) == 3 else None
+
+
+def _labeled(out: torch.Tensor, y: torch.Tensor, rows: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """A graph batch's outputs at its target rows, without the nodes that have no label (class -1)."""
+    out = out[rows.to(out.device)]
+    keep = y >= 0
+    return out[keep], y[keep]
+
+
 class Trainer:
     """Trains a model: ``fit``, ``evaluate``, ``predict``; callbacks hook into the events of :data:`EVENTS`.
 
@@ -225,8 +242,13 @@ class Trainer:
             m.reset()
         total, seen, started = 0.0, 0.0, time.perf_counter()
         for batch in loader:
-            x, y = (t.to(self.device) for t in _split(batch))
+            x, y = _split(batch)
+            x, y, rows = _to(x, self.device), y.to(self.device), _rows(batch)
             out = self._call(x)
+            if rows is not None:
+                out, y = _labeled(out, y, rows)
+                if not len(y):
+                    continue  # a sampled batch whose seed nodes have no label
             loss = self.loss_fn(out, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -251,15 +273,16 @@ class Trainer:
         self.fire("epoch_end")
 
     def _call(self, x: Any, *, train: bool = True) -> Any:
+        args = tuple(x) if isinstance(x, tuple) else (x,)
         if not train and self._dist is not None:
-            return self.model(x)  # no DDP collectives outside training: the ranks' eval shards differ in length
+            return self.model(*args)  # no DDP collectives outside training: the ranks' eval shards differ in length
         try:
-            return self._forward(x)
+            return self._forward(*args)
         except Exception as exc:
             if self._forward is self._wrapped:
                 raise
             self._fallback(exc)  # the compiled model failed: the eager one raises the user's own errors
-            return self._wrapped(x)
+            return self._wrapped(*args)
 
     def _fallback(self, exc: Exception) -> None:
         warnings.warn(f"torch.compile failed ({type(exc).__name__}: {str(exc)[:300]}); training in eager mode",
@@ -285,8 +308,13 @@ class Trainer:
         self.model.eval()
         try:
             for batch in loader:
-                x, y = (t.to(self.device) for t in _split(batch))
+                x, y = _split(batch)
+                x, y, rows = _to(x, self.device), y.to(self.device), _rows(batch)
                 out = self._call(x, train=False)
+                if rows is not None:
+                    out, y = _labeled(out, y, rows)
+                    if not len(y):
+                        continue
                 total, seen = total + float(self.loss_fn(out, y)) * len(y), seen + len(y)
                 for m in metrics:
                     m.update(out, y)
@@ -316,7 +344,12 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            return torch.cat([self._call(_split(b)[0].to(self.device), train=False).cpu() for b in loader])
+            outs = []
+            for b in loader:
+                out = self._call(_to(_split(b)[0], self.device), train=False)
+                rows = _rows(b)
+                outs.append((out if rows is None else out[rows.to(out.device)]).cpu())
+            return torch.cat(outs)
         finally:
             self.model.train(was_training)
 
