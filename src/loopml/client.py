@@ -304,6 +304,8 @@ class Client:
         description: str | None = None,
         ood: "tuple[Any, Any] | Mapping[str, Any] | None" = None,
         feature_names: Sequence[str] | None = None,
+        store_graph: bool = False,
+        graph: Any = None,
     ) -> ModelVersion:
         """Register ``model`` as the next version of ``name`` in this store (:func:`loopml.register`).
 
@@ -325,7 +327,7 @@ class Client:
         version = register_model(
             model, name, input_example=input_example, run=run, class_names=class_names, init_args=init_args,
             train_data=train_data, formats=formats, tags=tags, description=description,
-            tracking_uri=self.tracking_uri, feature_names=feature_names,
+            tracking_uri=self.tracking_uri, feature_names=feature_names, store_graph=store_graph, graph=graph,
         )
         if options is None:
             return version
@@ -522,6 +524,8 @@ def register(
     ood: "tuple[Any, Any] | Mapping[str, Any] | None" = None,
     tracking_uri: str | None = None,
     feature_names: Sequence[str] | None = None,
+    store_graph: bool = False,
+    graph: Any = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name``; returns the new :class:`~loopml.models.ModelVersion`.
 
@@ -530,7 +534,7 @@ def register(
     holds the files) and lives in that run's store. The files, signature, lineage
     and the other arguments are those of :func:`loopml.models.registry.register`
     (``input_example``, ``formats``, ``class_names``, ``init_args``, ``train_data``,
-    ``feature_names``, ``tags``, ``description``).
+    ``feature_names``, ``tags``, ``description``; for a graph model, ``store_graph`` and ``graph``).
 
     ``ood=(train, val)``: also fit the out-of-distribution gate from the live
     ``model`` on ``train`` and calibrate it on ``val``, stored in formats that need
@@ -553,5 +557,5 @@ def register(
     return client.register(
         model, name, input_example=input_example, run=chosen, class_names=class_names, init_args=init_args,
         train_data=train_data, formats=formats, tags=tags, description=description, ood=ood,
-        feature_names=feature_names,
+        feature_names=feature_names, store_graph=store_graph, graph=graph,
     )

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ArgumentError, ArgumentTypeError, LoopMLError, NotFound, warn_user
+from ..errors import ArgumentError, ArgumentTypeError, ExportError, LoopMLError, NotFound, warn_user
 from ..store.loopevents import LoopEvents
 from ..store.registry import (
     MANIFEST,
@@ -76,6 +76,7 @@ __all__ = [
     "register",
     "rollback",
     "set_alias",
+    "stored_graph",
 ]
 
 # Formats a model can be loaded from, in the order load_model prefers them
@@ -188,6 +189,8 @@ def register(
     feature_names: Sequence[str] | None = None,
     lineage: Mapping[str, Any] | None = None,
     parent_version: int | None = None,
+    store_graph: bool = False,
+    graph: Any = None,
 ) -> ModelVersion:
     """Register ``model`` as the next version of ``name``; returns the new :class:`ModelVersion`.
 
@@ -225,6 +228,16 @@ def register(
     version's cause and label set, :mod:`loopml.loop.retrain`); ``parent_version``:
     the version of ``name`` it was derived from.
 
+    A graph model (``model(x, edge_index)``, scores per node) registers with a
+    :class:`~loopml.data.Graph` or an ``(x, edge_index)`` pair as ``input_example``: its
+    signature has the inputs ``x`` (float32, ``(None, F)``) and ``edge_index`` (int64,
+    ``(2, None)``) and ``kind="graph"``; class names default to the Graph's. Its pt2 and
+    onnx files have dynamic numbers of nodes and edges and are checked against eager; one
+    that does not export is left out with a warning that says why
+    (:mod:`loopml.models.graphs`). ``store_graph=True`` keeps the example Graph with the
+    version (``graph=``: another Graph or pair), so that ``loopml serve`` answers node ids
+    of it (transductive serving).
+
     >>> v = loopml.register(model, "digits-cnn", input_example=x[:8], class_names=list("0123456789"))
     >>> v.ref
     'digits-cnn/1'
@@ -232,6 +245,8 @@ def register(
     ['input_example', 'pt2', 'torch']
     """
     import torch
+
+    from . import graphs
 
 
     if ood is not None:
@@ -247,8 +262,24 @@ def register(
     bad = [f for f in wanted if f not in FORMATS]
     if bad or not wanted:
         raise ArgumentError(f"Argument formats should be a non-empty list of {', '.join(FORMATS)}; got {list(formats)!r}")
-    example = _as_tensor(input_example)
-    signature = infer_signature(model, example, class_names=class_names, feature_names=feature_names)
+    pair = graphs.graph_example(input_example)
+    kept_graph = None
+    if pair is None:
+        if store_graph or graph is not None:
+            raise ArgumentError("Arguments store_graph and graph are for graph models: pass input_example=a Graph or (x, edge_index)")
+        example = _as_tensor(input_example)
+        signature = infer_signature(model, example, class_names=class_names, feature_names=feature_names)
+    else:  # a graph model: two inputs, its own export and example file (loopml.models.graphs)
+        example = pair[0]
+        signature = graphs.infer_graph_signature(model, *pair, class_names=class_names)
+        if hasattr(input_example, "schema"):
+            signature = signature.classes_from(input_example.schema())
+        if graph is not None:
+            kept_graph = graphs.graph_of(graph)
+        elif store_graph:
+            kept_graph = graphs.graph_of(input_example)
+        if kept_graph is not None:
+            graphs.check_graph(signature, kept_graph[0], kept_graph[1])
     train_schema = train_data.schema() if hasattr(train_data, "schema") else None
     signature = signature.named_from(train_schema).classes_from(train_schema)
     spec, problem = model_spec(model, init_args, check="torch" in wanted)
@@ -285,16 +316,20 @@ def register(
         from ..data.reference import registration_reference
         from ..store.reference import FORMAT as REFERENCE_FORMAT
 
-        drift_reference = registration_reference(backend, run.id, train_data, signature.feature_names)
+        # a graph version keeps no drift reference: the reference summarises rows of one input
+        drift_reference = None if pair is not None else registration_reference(backend, run.id, train_data, signature.feature_names)
         with tempfile.TemporaryDirectory(prefix="loopml-register-") as tmp:
             folder = Path(tmp)
             files: dict[str, dict[str, Any]] = {}
-            for fmt in wanted:
-                details = _export_one(fmt, model, example, folder / FILE_NAMES[fmt])
-                files[fmt] = {"file": FILE_NAMES[fmt], "details": details}
-            _store_latency(files, folder, example.numpy(), spec)
-            np.save(folder / EXAMPLE_FILE, example.numpy(), allow_pickle=False)
-            files[EXAMPLE] = {"file": EXAMPLE_FILE, "details": {"rows": int(example.shape[0])}}
+            if pair is not None:
+                files.update(_graph_files(name, model, pair, wanted, folder, kept_graph))
+            else:
+                for fmt in wanted:
+                    details = _export_one(fmt, model, example, folder / FILE_NAMES[fmt])
+                    files[fmt] = {"file": FILE_NAMES[fmt], "details": details}
+                _store_latency(files, folder, example.numpy(), spec)
+                np.save(folder / EXAMPLE_FILE, example.numpy(), allow_pickle=False)
+                files[EXAMPLE] = {"file": EXAMPLE_FILE, "details": {"rows": int(example.shape[0])}}
             if drift_reference is not None:  # the training inputs' summary that drift compares live data with
                 drift_reference.save(folder / REFERENCE_FILE)
                 files[REFERENCE_FORMAT] = {"file": REFERENCE_FILE, "details": reference_details(drift_reference)}
@@ -316,6 +351,42 @@ def register(
         if own_run is not None:
             own_run.finish()
     return version
+
+
+def _graph_files(name: str, model: "torch.nn.Module", pair: Any, wanted: list[str], folder: Path,
+                 kept_graph: Any) -> dict[str, dict[str, Any]]:
+    """A graph model's files: each format that exports (the others left out with a warning), the example, the graph."""
+    import torch
+
+    from . import graphs
+
+    files: dict[str, dict[str, Any]] = {}
+    skipped = []
+    for fmt in wanted:
+        path = folder / FILE_NAMES[fmt]
+        if fmt == "torch":
+            torch.save(model.state_dict(), path)
+            files[fmt] = {"file": FILE_NAMES[fmt], "details": {}}
+            continue
+        if fmt == "pte":
+            skipped.append("pte: loopml lowers single-input models to ExecuTorch only")
+            continue
+        try:
+            files[fmt] = {"file": FILE_NAMES[fmt], "details": graphs.export_graph(fmt, model, *pair, path)}
+        except ExportError as exc:
+            skipped.append(f"{fmt}: {exc}")
+    if skipped:
+        warn_user(f"register({name!r}): left out " + "; ".join(skipped))
+    if not any(f in files for f in FORMATS):
+        raise ExportError(f"register({name!r}): no format of the graph model could be stored ({'; '.join(skipped)}); "
+                          "add 'torch' to formats= (it needs the model's class importable)")
+    x, edge_index = pair
+    files[EXAMPLE] = {"file": graphs.EXAMPLE_FILE,
+                      "details": graphs.write_graph_file(folder / graphs.EXAMPLE_FILE, x.numpy(), edge_index.numpy())}
+    if kept_graph is not None:
+        files[graphs.GRAPH] = {"file": graphs.GRAPH_FILE,
+                               "details": graphs.write_graph_file(folder / graphs.GRAPH_FILE, *kept_graph)}
+    return files
 
 
 # formats whose runtime loads in milliseconds are timed at registration; pt2 and pte take
@@ -361,6 +432,7 @@ class LoadedModel:
     ``model(x)`` returns the raw outputs (validated input in, NumPy out);
     ``predict`` gives class indices for a classifier; ``predict_proba`` the
     softmax probabilities; ``module()`` a torch module (pt2 / torch formats).
+    A graph model is called as ``model(x, edge_index)`` or ``model(graph)`` (one row per node).
     """
 
     def __init__(self, version: ModelVersion, fmt: str, predictor: "Predictor", signature: "Signature") -> None:
@@ -380,18 +452,33 @@ class LoadedModel:
     def class_names(self) -> tuple[str, ...] | None:
         return self.signature.class_names
 
-    def __call__(self, x: Any) -> np.ndarray:
+    def __call__(self, x: Any, edge_index: Any = None) -> np.ndarray:
+        if self.signature.is_graph:
+            return self._graph(x, edge_index)
+        if edge_index is not None:
+            raise ArgumentError(f"{self.version.ref} is not a graph model; call it with one batch of inputs")
         return np.asarray(self.predictor(self.signature.validate(x)))
 
-    def predict_proba(self, x: Any) -> np.ndarray:
-        out = self(x).astype(np.float64)
+    def _graph(self, x: Any, edge_index: Any) -> np.ndarray:
+        """A graph model's scores per node: ``model(graph)`` or ``model(x, edge_index)``, checked first."""
+        from .graphs import check_graph
+
+        if edge_index is None:
+            if getattr(x, "kind", None) != "graph":
+                raise ArgumentError(f"{self.version.ref} is a graph model: call it as model(x, edge_index) or model(graph)")
+            x, edge_index = x.x, x.edge_index
+        xa, ea = check_graph(self.signature, x, edge_index)
+        return np.asarray(self.predictor(xa, ea))  # type: ignore[call-arg]
+
+    def predict_proba(self, x: Any, edge_index: Any = None) -> np.ndarray:
+        out = self(x, edge_index).astype(np.float64)
         out -= out.max(axis=1, keepdims=True)
         np.exp(out, out=out)
         out /= out.sum(axis=1, keepdims=True)
         return out
 
-    def predict(self, x: Any) -> np.ndarray:
-        out = self(x)
+    def predict(self, x: Any, edge_index: Any = None) -> np.ndarray:
+        out = self(x, edge_index)
         if self.signature.is_classifier:
             return np.asarray(out.argmax(axis=1))
         return out
@@ -438,8 +525,14 @@ def load_version(
         fmt = format
     path = registry.file_path(version.name, version.version, fmt)
     runtime_format = version.files[fmt].details.get("runtime", fmt) if fmt in version.files else fmt
+    signature = Signature.from_dict(version.signature)
+    if signature.is_graph:
+        from .graphs import load_graph_predictor
+
+        graph_predictor = load_graph_predictor(runtime_format, path, threads=threads, model_spec=version.model_spec)
+        return LoadedModel(version, fmt, graph_predictor, signature)  # type: ignore[arg-type]
     predictor = load_predictor(runtime_format, path, threads=threads, model_spec=version.model_spec)
-    return LoadedModel(version, fmt, predictor, Signature.from_dict(version.signature))
+    return LoadedModel(version, fmt, predictor, signature)
 
 
 def input_example(ref: "str | ModelVersion", *, tracking_uri: str | None = None) -> np.ndarray:
@@ -448,9 +541,34 @@ def input_example(ref: "str | ModelVersion", *, tracking_uri: str | None = None)
 
 
 def version_example(registry: "Registry", version: "str | ModelVersion") -> np.ndarray:
-    """:func:`input_example` on a given registry."""
+    """:func:`input_example` on a given registry (a graph version's: its example's node features)."""
     version = resolve_version(registry, version)
-    return np.asarray(np.load(registry.file_path(version.name, version.version, EXAMPLE), allow_pickle=False))
+    path = registry.file_path(version.name, version.version, EXAMPLE)
+    if version.files[EXAMPLE].path.endswith(".npz"):  # a graph model's example (loopml.models.graphs)
+        from .graphs import read_graph_file
+
+        return read_graph_file(path)[0]
+    return np.asarray(np.load(path, allow_pickle=False))
+
+
+def stored_graph(ref: "str | ModelVersion", *, tracking_uri: str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The graph kept with a graph model's version (``register(..., store_graph=True)``): ``(x, edge_index, node_ids)``.
+
+    ``node_ids`` is None when the nodes are known by their numbers. Example::
+
+        x, edge_index, ids = stored_graph("karate@production")
+    """
+    return version_graph(registry_for(tracking_uri), ref)
+
+
+def version_graph(registry: "Registry", version: "str | ModelVersion") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`stored_graph` on a given registry."""
+    from .graphs import GRAPH, read_graph_file
+
+    version = resolve_version(registry, version)
+    if GRAPH not in version.files:
+        raise NotFound(f"{version.ref} has no stored graph; register it with store_graph=True (or graph=...) to keep one")
+    return read_graph_file(registry.file_path(version.name, version.version, GRAPH))
 
 
 def export(ref: "str | ModelVersion", formats: Iterable[str], *, tracking_uri: str | None = None) -> ModelVersion:
@@ -482,9 +600,11 @@ def export_version(registry: "Registry", ref: "str | ModelVersion", formats: Ite
     bad = [f for f in wanted if f not in ex.FORMATS or f == "torch"]
     if bad or not wanted:
         raise ArgumentError(f"Argument formats should name some of pt2, onnx, pte; got {list(formats)!r}")
+    signature = Signature.from_dict(version.signature)
+    if signature.is_graph:
+        return _export_graph_version(registry, local, version, wanted)
     module = source_module(registry, version)
     example = version_example(registry, version)
-    signature = Signature.from_dict(version.signature)
     check = np.concatenate([example, random_inputs(signature, 100, like=example)]).astype(example.dtype)
     with tempfile.TemporaryDirectory(prefix="loopml-export-") as tmp:
         for fmt in wanted:
@@ -494,6 +614,25 @@ def export_version(registry: "Registry", ref: "str | ModelVersion", formats: Ite
             diff = ex.verify(predictor, module, check, atol=1e-4)
             details["max_abs_diff"] = float(diff)
             details["latency_ms"] = measure.serving_latency(predictor, example)  # what `serve --backend auto` compares
+            local.add_file(version.name, version.version, fmt, path, details)
+    return registry.get_version(version.name, version.version)
+
+
+def _export_graph_version(registry: "Registry", local: Any, version: ModelVersion, wanted: list[str]) -> ModelVersion:
+    """Add pt2/onnx files to a graph version, exported from its torch format and checked on its example graph."""
+    import torch
+
+    from .graphs import export_graph, read_graph_file
+
+    if "torch" not in version.files or "pte" in wanted:
+        raise ArgumentError(f"{version.ref} is a graph model: formats pt2 and onnx are exported from its torch format "
+                            f"(it has {sorted(version.files)}); pte is not supported for graph models")
+    module = load_version(registry, version, format="torch").module()
+    x, edge_index, _ = read_graph_file(registry.file_path(version.name, version.version, EXAMPLE))
+    with tempfile.TemporaryDirectory(prefix="loopml-export-") as tmp:
+        for fmt in wanted:
+            path = Path(tmp) / ex.FILE_NAMES[fmt]
+            details = export_graph(fmt, module, torch.from_numpy(x), torch.from_numpy(edge_index), path)
             local.add_file(version.name, version.version, fmt, path, details)
     return registry.get_version(version.name, version.version)
 

@@ -22,7 +22,9 @@ Preprocessor's fitted values (JSON) for ``loopml models show`` and drift::
     sig.validate([{"mean radius": 17.99, ...}, {"mean radius": 20.57, ...}])  # records
     sig.validate({"mean radius": [17.99, 20.57], ...})                       # columns
 
-loopml supports models with one tensor input and one tensor output.
+loopml supports models with one tensor input and one tensor output, and graph
+models (``model(x, edge_index)``, :mod:`loopml.models.graphs`), whose signature has
+``kind="graph"`` and the two inputs ``x`` and ``edge_index``.
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ class Signature:
     categories: Mapping[str, tuple[str, ...]] | None = None
     missing: tuple[str, ...] = ()
     preprocessing: Mapping[str, Any] | None = None
+    kind: str | None = None
+    """``"graph"`` for a graph model (inputs ``x`` and ``edge_index``, :mod:`loopml.models.graphs`); else None."""
 
     def __post_init__(self) -> None:
         _check_columns(self)
@@ -135,6 +139,11 @@ class Signature:
     def is_classifier(self) -> bool:
         """True when the signature carries class names (one per output column)."""
         return self.class_names is not None
+
+    @property
+    def is_graph(self) -> bool:
+        """True for a graph model's signature (``model(x, edge_index)``, see :mod:`loopml.models.graphs`)."""
+        return self.kind == "graph"
 
     @property
     def input(self) -> TensorSpec:
@@ -200,6 +209,8 @@ class Signature:
             out["missing"] = list(self.missing)
         if self.preprocessing is not None:
             out["preprocessing"] = dict(self.preprocessing)
+        if self.kind is not None:
+            out["kind"] = self.kind
         return out
 
     @classmethod
@@ -249,8 +260,13 @@ class Signature:
         pre = data.get("preprocessing")
         if pre is not None and not isinstance(pre, Mapping):
             raise ArgumentError(f"Signature field 'preprocessing' should be an object or absent; got {pre!r}")
+        kind = data.get("kind")
+        if kind not in (None, "graph"):
+            raise ArgumentError(f"Signature field 'kind' should be \"graph\" or absent; got {kind!r}")
+        if kind == "graph" and [s.name for s in specs["inputs"]] != ["x", "edge_index"]:
+            raise ArgumentError("A graph signature's inputs should be x and edge_index")
         return cls(
-            inputs=specs["inputs"], outputs=specs["outputs"], class_names=names,
+            inputs=specs["inputs"], outputs=specs["outputs"], class_names=names, kind=kind,
             feature_names=None if features is None else tuple(features),
             categories=None if cats is None else {str(k): tuple(v) for k, v in cats.items()},
             missing=tuple(missing), preprocessing=None if pre is None else dict(pre),
@@ -442,7 +458,7 @@ class Signature:
         return out
 
 
-_FIELDS = ("inputs", "outputs", "class_names", "feature_names", "categories", "missing", "preprocessing")
+_FIELDS = ("inputs", "outputs", "class_names", "feature_names", "categories", "missing", "preprocessing", "kind")
 
 
 def _is_frame(value: Any) -> bool:

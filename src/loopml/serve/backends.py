@@ -70,6 +70,7 @@ class Backend:
     class_names: np.ndarray | None = None
     gate: Any = None  # the version's stored OOD gate, when the server uses it
     joint: Any = None  # the gate's model+features ONNX session (one forward pass for both), when used
+    graph: Any = None  # a graph model's GraphServing (loopml.serve.graphs); None for every other model
     _npy_headers: dict[tuple[int, ...], bytes] = field(default_factory=dict)
 
     @property
@@ -177,6 +178,10 @@ def load_backend(
     if backend not in BACKENDS:
         raise ArgumentError(f"Argument backend should be one of {', '.join(BACKENDS)}; got {backend!r}")
     signature = Signature.from_dict(version.signature)
+    if signature.is_graph:  # two inputs, no batching: a path of its own
+        from .graphs import load_graph_backend
+
+        return load_graph_backend(registry, version, signature, backend=backend, threads=threads)
     signature.input  # single input, single output: fail at load, not at the first request
     signature.output
     candidates = candidate_formats(version, backend)

@@ -40,13 +40,29 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 def document(
-    model: str, input_shape: list[int | None] | None = None, feature_names: list[str] | None = None
+    model: str, input_shape: list[int | None] | None = None, feature_names: list[str] | None = None,
+    *, graph: tuple[int | None, bool] | None = None,
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of a server for ``model`` (input shape with ``None`` for the batch).
 
     With ``feature_names`` (a tabular model's signature), records by column name
     are described too: one record, a list of records, or column-oriented lists.
+    ``graph=(features, stored)``: a graph model's predict body instead (a graph in the
+    request; node ids of the stored graph too when ``stored``).
     """
+    if graph is not None:
+        out = document(model)
+        post = out["paths"]["/v1/models/{name}/predict"]["post"]
+        post["summary"] = "Predict nodes of a graph (graph model)"
+        post["requestBody"]["content"]["application/json"]["schema"] = _graph_body(*graph)
+        item = {"type": "object", "properties": {"node": {"description": "the node (its number, or its id in the stored graph)"},
+                                                 "status": {"type": "string"}, "prediction": {},
+                                                 "probabilities": {"type": "array", "items": {"type": "number"}}}}
+        post["responses"]["200"] = _json({"type": "object", "required": ["request_id", "model", "version", "results"],
+                                          "properties": {"request_id": {"type": "string"}, "model": {"type": "string"},
+                                                         "version": {"type": "integer"},
+                                                         "results": {"type": "array", "items": item}}})
+        return out
     row: dict[str, Any] = {"type": "number"}
     for dim in reversed((input_shape or [None, None])[1:]):
         row = {"type": "array", "items": row}
@@ -213,6 +229,29 @@ def document(
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _graph_body(features: int | None, stored: bool) -> dict[str, Any]:
+    """A graph model's predict body: the graph inline (inductive), or node ids of the stored graph (transductive)."""
+    row: dict[str, Any] = {"type": "array", "items": {"type": "number"}}
+    if features is not None:
+        row["minItems"] = row["maxItems"] = features
+    ints = {"type": "array", "items": {"type": "integer", "minimum": 0}}
+    inline = {
+        "type": "object", "required": ["x", "edge_index"], "additionalProperties": False,
+        "properties": {
+            "x": {"type": "array", "items": row, "minItems": 1, "description": "node features, one row per node"},
+            "edge_index": {"type": "array", "items": ints, "minItems": 2, "maxItems": 2,
+                           "description": "[[sources...], [targets...]]: node numbers 0..nodes-1"},
+            "nodes": {**ints, "minItems": 1, "description": "the nodes to answer (default: all)"},
+        },
+    }
+    if not stored:
+        return inline
+    ids = {"type": "object", "required": ["nodes"], "additionalProperties": False,
+           "properties": {"nodes": {"type": "array", "items": {"type": ["integer", "string"]}, "minItems": 1,
+                                    "description": "node ids of the graph stored with the version"}}}
+    return {"oneOf": [inline, ids]}
 
 
 def _explain_options() -> dict[str, Any]:

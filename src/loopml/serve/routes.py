@@ -3,7 +3,8 @@
 :class:`Routes` answers the requests a :class:`~loopml.serve.server.ModelServer` has
 let in (Host and token checked)::
 
-    POST /v1/models/{name}/predict   parse (JSON or .npy), validate, queue, answer (OOD abstain)
+    POST /v1/models/{name}/predict   parse (JSON or .npy), validate, queue, answer (OOD abstain); a graph model's
+                                     nodes (a graph in the body, or node ids of its stored graph: serve/graphs.py)
     POST /v1/models/{name}/explain   the prediction and its attributions (saliency at once, the rest in a worker)
     GET  /v1/predictions/{id}/explanation   the attributions of a logged request, by the version that answered it
     POST /v1/feedback                the true label of a past prediction (optionally of one row, by an annotator)
@@ -185,6 +186,8 @@ class Routes:
         swapped = self.backend is not None
         if swapped:
             self.metrics.swaps += 1
+            if self.backend.graph is not None:  # type: ignore[union-attr]
+                self.backend.graph.close()  # type: ignore[union-attr]
         # swapped together with the model it was fitted on
         self.batcher.gate = self.gate if self.gate is not None else backend.gate
         self.backend = backend
@@ -278,6 +281,9 @@ class Routes:
 
     def openapi(self) -> Answer:
         sig = self.backend.signature if self.backend is not None else None
+        if sig is not None and sig.is_graph:
+            stored = self.backend.graph.scores is not None  # type: ignore[union-attr]
+            return 200, orjson.dumps(document(self.name, graph=(sig.inputs[0].shape[1], stored))), JSON
         shape = sig.input.shape if sig is not None else None
         names = list(sig.feature_names) if sig is not None and sig.feature_names else None
         return 200, orjson.dumps(document(self.name, list(shape) if shape else None, names)), JSON
@@ -293,6 +299,8 @@ class Routes:
         if b is not None:
             out.update(version=b.number, format=b.format, inline=b.inline, signature=b.signature.to_dict(),
                        aliases=list(info.aliases) if info is not None and info.version == b.number else list(b.version.aliases))
+            if b.graph is not None:
+                out["graph"] = b.graph.describe()
         batcher = self.batcher
         out.update(max_batch=batcher.max_batch, max_wait_ms=batcher.max_wait * 1000, gate=batcher.gate is not None)
         return out
@@ -315,6 +323,9 @@ class Routes:
             raise Refused(503, "not_ready", f"{self.ref} is still loading; try again shortly")
         if not self.batcher.admit():  # before parsing: a refusal must cost far less than an answer
             self.respond(conn, 503, self._overloaded, headers=RETRY)
+            return
+        if backend.graph is not None:  # a graph model: its own body and path (loopml.serve.graphs)
+            self.predict_graph(req, conn, backend)
             return
         ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         include = False
@@ -353,6 +364,63 @@ class Routes:
                   lambda exc: self._failed(conn, backend, exc))
         if not self.batcher.submit(job):
             raise Refused(503, "overloaded", f"The server is at capacity ({self.batcher.max_queue} requests queued); retry after 1 s")
+
+    def predict_graph(self, req: Request, conn: Connection, backend: "Backend") -> None:
+        """A graph version's predict: node ids of its stored graph (answered from the cache at once), or a graph in
+        the body (run in the graph worker thread); one result per node (:mod:`~loopml.serve.graphs`)."""
+        ctype = req.headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
+        if ctype != JSON:
+            raise Refused(415, "unsupported_media_type",
+                          f"{self.name} is a graph model: POST {req.path} should send Content-Type: application/json "
+                          f"with x and edge_index, or nodes; got {ctype.decode('latin-1') or 'none'!r}")
+        serving = backend.graph
+        try:
+            x, edge_index, rows, ids = serving.parse(json_body(req))
+        except ArgumentError as exc:
+            raise Refused(422, "invalid_input", str(exc)) from None
+        self._counter += 1
+        request_id = self.prefix + format(self._counter, "x")
+        if x is None:  # transductive: the stored graph's answers, computed when the version loaded
+            self._graph_answer(conn, req, backend, request_id, ids, serving.scores[rows], serving.x[rows])
+            return
+        if serving.pending >= self.batcher.max_queue:
+            raise Refused(503, "overloaded", f"The server is at capacity ({serving.pending} graphs queued); retry after 1 s",
+                          headers=RETRY)
+        serving.pending += 1
+        fut = asyncio.get_running_loop().run_in_executor(serving.pool, serving.run, x, edge_index)
+
+        def done(f: "asyncio.Future[np.ndarray]") -> None:
+            serving.pending -= 1
+            if f.cancelled():  # the server is stopping
+                return
+            exc = f.exception()
+            if exc is not None:
+                self._failed(conn, backend, exc)
+                return
+            try:
+                out = f.result()
+                picked = (out, x) if rows is None else (out[rows], x[rows])
+                self._graph_answer(conn, req, backend, request_id, ids, *picked)
+            except Exception as exc:  # a bug: answered 500 and logged
+                self.fail(conn, req, exc)
+
+        fut.add_done_callback(done)
+
+    def _graph_answer(self, conn: Connection, req: Request, backend: "Backend", request_id: str, ids: list[Any],
+                      out: np.ndarray, features: np.ndarray) -> None:
+        """Answer a graph request, one result per node, and log it as rows of the nodes' features (what drift reads)."""
+        names = backend.class_names
+        if names is not None:
+            results = [{"node": node, "status": "ok", "prediction": names[int(row.argmax())], "probabilities": row}
+                       for node, row in zip(ids, out)]
+        else:
+            results = [{"node": node, "status": "ok", "prediction": row} for node, row in zip(ids, out)]
+        body = orjson.dumps({"request_id": request_id, "model": backend.name, "version": backend.number, "results": results},
+                            option=_OPTS)
+        latency = time.perf_counter() - req.t0
+        self.metrics.request(200, latency)
+        conn.respond(200, body)
+        self._log(backend, request_id, np.ascontiguousarray(features), out, None, 0, latency, body)
 
     def _answer(self, conn: Connection, req: Request, backend: "Backend", request_id: str, x: np.ndarray, single: bool,
                 include: bool, out: np.ndarray, scores: np.ndarray | None) -> None:
@@ -434,6 +502,9 @@ class Routes:
             raise Refused(404, "not_found", f"This server serves the model {self.name!r}, not {name!r}: POST /v1/models/{self.name}/explain")
         if backend is None:
             raise Refused(503, "not_ready", f"{self.ref} is still loading; try again shortly")
+        if backend.graph is not None:
+            raise Refused(422, "cannot_explain", f"{backend.version.ref} is a graph model; the explain routes explain models "
+                                                 "of one input, not node predictions")
         if not self.batcher.admit():
             self.respond(conn, 503, self._overloaded, headers=RETRY)
             return
@@ -578,6 +649,8 @@ class Routes:
                 rows = list(range(total)) if row is None else [row]
                 x = logged[rows]
                 sig = Signature.from_dict(version.signature)
+                if sig.is_graph:
+                    raise Refused(422, "cannot_explain", f"{version.ref} is a graph model; its logged requests are not explained")
                 try:
                     method, kwargs, cost = check_request(opts, tuple(x.shape), version, ex.budget, sig.feature_names)
                 except ArgumentError as exc:

@@ -311,6 +311,8 @@ class ModelServer:
             follower.stop(wait=False)  # the loop must not wait for a version being loaded; joined below
             self.batcher.close()
             self.explanations.close()
+            if routes.backend is not None and routes.backend.graph is not None:
+                routes.backend.graph.close()
             await loop.run_in_executor(None, self._close_store, follower, self.requestlog)
 
     def _close_store(self, follower: "Follower", requestlog: RequestLog) -> None:
