@@ -392,3 +392,9 @@ def verify(
             max_abs_diff=diff,
         )
     return diff
+
+
+# the graph exporter (loopml.models.graphs) quiets the exporters, names the extra and summarises errors the same way
+quiet_exporters = _quiet
+require_extra = _require
+error_summary = _summary

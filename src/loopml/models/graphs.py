@@ -33,6 +33,9 @@ import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, ExportError
 from ..files import atomic_path, atomic_write
+from ..quiet import import_onnxruntime
+from .exporting import error_summary, quiet_exporters, require_extra
+from .runtime import TorchPredictor, load_program
 from .signature import Signature, TensorSpec, eval_mode
 
 if TYPE_CHECKING:
@@ -262,24 +265,22 @@ def export_graph(fmt: str, model: "torch.nn.Module", x: "torch.Tensor", edge_ind
     """
     import torch
 
-    from .exporting import _quiet, _require, _summary
-
     tx, tei = _trace_pair(x, edge_index)
     shapes = _dims()
     path = Path(path)
     try:
         with eval_mode(model), torch.no_grad():
             if fmt == "pt2":
-                with _quiet():
+                with quiet_exporters():
                     program = torch.export.export(model, (tx, tei), dynamic_shapes=shapes)
                 buffer = io.BytesIO()  # a buffer, so that the archive's root folder is not named after a temp file
-                with _quiet():
+                with quiet_exporters():
                     torch.export.save(program, buffer)
                 atomic_write(path, buffer.getvalue())
             elif fmt == "onnx":
-                _require("onnx", "export", "ONNX export")
-                _require("onnxscript", "export", "ONNX export")
-                with atomic_path(path) as tmp, tempfile.TemporaryDirectory() as artifacts, _quiet():
+                require_extra("onnx", "export", "ONNX export")
+                require_extra("onnxscript", "export", "ONNX export")
+                with atomic_path(path) as tmp, tempfile.TemporaryDirectory() as artifacts, quiet_exporters():
                     onnx_program = torch.onnx.export(
                         model, (tx, tei), dynamo=True, input_names=_NAMES, output_names=["output"],
                         dynamic_shapes=shapes, external_data=False, artifacts_dir=artifacts, verbose=False,
@@ -292,7 +293,7 @@ def export_graph(fmt: str, model: "torch.nn.Module", x: "torch.Tensor", edge_ind
     except (ArgumentError, ModuleNotFoundError):
         raise
     except Exception as exc:  # torch raises many types (UserError, Unsupported, RuntimeError, ...)
-        raise ExportError(f"{fmt} export of the graph model {type(model).__name__} failed: {_summary(exc)}") from exc
+        raise ExportError(f"{fmt} export of the graph model {type(model).__name__} failed: {error_summary(exc)}") from exc
     predictor = load_graph_predictor(fmt, path)
     diff = 0.0
     for gx, gei in ((x.numpy(), edge_index.numpy()), random_graph(int(x.shape[1]))):
@@ -357,8 +358,6 @@ def load_graph_predictor(fmt: str, path: str | Path, *, threads: int = 1,
         predict = load_graph_predictor("pt2", "model.pt2")
         predict(x, edge_index).argmax(axis=1)
     """
-    from .runtime import TorchPredictor, load_program
-
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"No {fmt} model file at {path}")
@@ -370,8 +369,6 @@ def load_graph_predictor(fmt: str, path: str | Path, *, threads: int = 1,
         module = program.module()
         return GraphPredictor(fmt, module, module, threads)
     if fmt == "onnx":
-        from ..quiet import import_onnxruntime
-
         try:
             ort = import_onnxruntime()
         except ModuleNotFoundError as exc:

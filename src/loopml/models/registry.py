@@ -49,6 +49,7 @@ from ..tracking import api
 from ..tracking.api import backend_for
 from . import exporting as ex
 from . import measure
+from . import graphs
 from .exporting import FILE_NAMES, FORMATS
 from .rebuild import model_spec
 from .remote import RemoteRegistry
@@ -246,8 +247,6 @@ def register(
     """
     import torch
 
-    from . import graphs
-
 
     if ood is not None:
         raise ArgumentTypeError(
@@ -358,8 +357,6 @@ def _graph_files(name: str, model: "torch.nn.Module", pair: Any, wanted: list[st
     """A graph model's files: each format that exports (the others left out with a warning), the example, the graph."""
     import torch
 
-    from . import graphs
-
     files: dict[str, dict[str, Any]] = {}
     skipped = []
     for fmt in wanted:
@@ -461,13 +458,11 @@ class LoadedModel:
 
     def _graph(self, x: Any, edge_index: Any) -> np.ndarray:
         """A graph model's scores per node: ``model(graph)`` or ``model(x, edge_index)``, checked first."""
-        from .graphs import check_graph
-
         if edge_index is None:
             if getattr(x, "kind", None) != "graph":
                 raise ArgumentError(f"{self.version.ref} is a graph model: call it as model(x, edge_index) or model(graph)")
             x, edge_index = x.x, x.edge_index
-        xa, ea = check_graph(self.signature, x, edge_index)
+        xa, ea = graphs.check_graph(self.signature, x, edge_index)
         return np.asarray(self.predictor(xa, ea))  # type: ignore[call-arg]
 
     def predict_proba(self, x: Any, edge_index: Any = None) -> np.ndarray:
@@ -525,14 +520,11 @@ def load_version(
         fmt = format
     path = registry.file_path(version.name, version.version, fmt)
     runtime_format = version.files[fmt].details.get("runtime", fmt) if fmt in version.files else fmt
-    signature = Signature.from_dict(version.signature)
-    if signature.is_graph:
-        from .graphs import load_graph_predictor
-
-        graph_predictor = load_graph_predictor(runtime_format, path, threads=threads, model_spec=version.model_spec)
-        return LoadedModel(version, fmt, graph_predictor, signature)  # type: ignore[arg-type]
+    if isinstance(version.signature, Mapping) and version.signature.get("kind") == "graph":
+        graph_predictor = graphs.load_graph_predictor(runtime_format, path, threads=threads, model_spec=version.model_spec)
+        return LoadedModel(version, fmt, graph_predictor, Signature.from_dict(version.signature))  # type: ignore[arg-type]
     predictor = load_predictor(runtime_format, path, threads=threads, model_spec=version.model_spec)
-    return LoadedModel(version, fmt, predictor, signature)
+    return LoadedModel(version, fmt, predictor, Signature.from_dict(version.signature))
 
 
 def input_example(ref: "str | ModelVersion", *, tracking_uri: str | None = None) -> np.ndarray:
@@ -545,9 +537,7 @@ def version_example(registry: "Registry", version: "str | ModelVersion") -> np.n
     version = resolve_version(registry, version)
     path = registry.file_path(version.name, version.version, EXAMPLE)
     if version.files[EXAMPLE].path.endswith(".npz"):  # a graph model's example (loopml.models.graphs)
-        from .graphs import read_graph_file
-
-        return read_graph_file(path)[0]
+        return graphs.read_graph_file(path)[0]
     return np.asarray(np.load(path, allow_pickle=False))
 
 
@@ -563,12 +553,10 @@ def stored_graph(ref: "str | ModelVersion", *, tracking_uri: str | None = None) 
 
 def version_graph(registry: "Registry", version: "str | ModelVersion") -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """:func:`stored_graph` on a given registry."""
-    from .graphs import GRAPH, read_graph_file
-
     version = resolve_version(registry, version)
-    if GRAPH not in version.files:
+    if graphs.GRAPH not in version.files:
         raise NotFound(f"{version.ref} has no stored graph; register it with store_graph=True (or graph=...) to keep one")
-    return read_graph_file(registry.file_path(version.name, version.version, GRAPH))
+    return graphs.read_graph_file(registry.file_path(version.name, version.version, graphs.GRAPH))
 
 
 def export(ref: "str | ModelVersion", formats: Iterable[str], *, tracking_uri: str | None = None) -> ModelVersion:
@@ -622,17 +610,15 @@ def _export_graph_version(registry: "Registry", local: Any, version: ModelVersio
     """Add pt2/onnx files to a graph version, exported from its torch format and checked on its example graph."""
     import torch
 
-    from .graphs import export_graph, read_graph_file
-
     if "torch" not in version.files or "pte" in wanted:
         raise ArgumentError(f"{version.ref} is a graph model: formats pt2 and onnx are exported from its torch format "
                             f"(it has {sorted(version.files)}); pte is not supported for graph models")
     module = load_version(registry, version, format="torch").module()
-    x, edge_index, _ = read_graph_file(registry.file_path(version.name, version.version, EXAMPLE))
+    x, edge_index, _ = graphs.read_graph_file(registry.file_path(version.name, version.version, EXAMPLE))
     with tempfile.TemporaryDirectory(prefix="loopml-export-") as tmp:
         for fmt in wanted:
             path = Path(tmp) / ex.FILE_NAMES[fmt]
-            details = export_graph(fmt, module, torch.from_numpy(x), torch.from_numpy(edge_index), path)
+            details = graphs.export_graph(fmt, module, torch.from_numpy(x), torch.from_numpy(edge_index), path)
             local.add_file(version.name, version.version, fmt, path, details)
     return registry.get_version(version.name, version.version)
 

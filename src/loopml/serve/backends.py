@@ -39,6 +39,7 @@ import numpy as np
 
 from ..errors import ArgumentError, LoopMLError, NotFound
 from ..models.signature import Signature, random_inputs
+from .graphs import GraphServing, load_graph_parts
 
 if TYPE_CHECKING:
     from ..models.runtime import Predictor
@@ -178,10 +179,14 @@ def load_backend(
     if backend not in BACKENDS:
         raise ArgumentError(f"Argument backend should be one of {', '.join(BACKENDS)}; got {backend!r}")
     signature = Signature.from_dict(version.signature)
-    if signature.is_graph:  # two inputs, no batching: a path of its own
-        from .graphs import load_graph_backend
-
-        return load_graph_backend(registry, version, signature, backend=backend, threads=threads)
+    if signature.is_graph:  # two inputs, no batching: a path of its own (loopml.serve.graphs)
+        graph_predictor, stored = load_graph_parts(registry, version, backend=backend, threads=threads)
+        names = signature.class_names
+        out = Backend(version=version, format=graph_predictor.format, predictor=graph_predictor,  # type: ignore[arg-type]
+                      signature=signature, inline=False, batch1_s=0.0,
+                      class_names=np.asarray(names, dtype=object) if names is not None else None)
+        out.graph = GraphServing(graph_predictor, signature, stored, out.finish)  # predicts the stored graph once
+        return out
     signature.input  # single input, single output: fail at load, not at the first request
     signature.output
     candidates = candidate_formats(version, backend)

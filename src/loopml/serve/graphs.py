@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, LoopMLError, NotFound
 from ..models.graphs import GRAPH, check_graph, load_graph_predictor, read_graph_file
 
 if TYPE_CHECKING:
@@ -29,9 +29,8 @@ if TYPE_CHECKING:
     from ..models.signature import Signature
     from ..store.protocols import Registry
     from ..store.registry import ModelVersion
-    from .backends import Backend
 
-__all__ = ["GRAPH_FIELDS", "GraphServing", "load_graph_backend"]
+__all__ = ["GRAPH_FIELDS", "GraphServing", "load_graph_parts"]
 
 GRAPH_FIELDS = frozenset({"x", "edge_index", "nodes"})
 GRAPH_ORDER = ("onnx", "torch", "pt2")  # ONNX Runtime first, as for single-input models; the program loads slowest
@@ -135,13 +134,12 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def load_graph_backend(registry: "Registry", version: "ModelVersion", signature: "Signature", *, backend: str,
-                       threads: int) -> "Backend":
-    """Load a graph version (the first of onnx, torch, pt2 that the backend allows and that loads), warm it up on its
-    example graph, and predict its stored graph once for the transductive cache."""
-    from ..errors import LoopMLError, NotFound
+def load_graph_parts(registry: "Registry", version: "ModelVersion", *, backend: str,
+                     threads: int) -> tuple["GraphPredictor", tuple[np.ndarray, np.ndarray, Any] | None]:
+    """A graph version's predictor (the first of onnx, torch, pt2 that ``backend`` allows and that loads), warmed up on
+    its example graph, and its stored graph (None without one); :func:`~loopml.serve.backends.load_backend` builds
+    the backend and the :class:`GraphServing` that predicts the stored graph once."""
     from ..models.registry import EXAMPLE
-    from .backends import Backend
 
     allowed = {"auto": GRAPH_ORDER, "torch": ("torch", "pt2"), "onnx": ("onnx",), "executorch": ()}[backend]
     candidates = [f for f in allowed if f in version.files]
@@ -151,21 +149,14 @@ def load_graph_backend(registry: "Registry", version: "ModelVersion", signature:
                        "graph models are served from onnx, torch or pt2")
     x, edge_index, _ = read_graph_file(registry.file_path(version.name, version.version, EXAMPLE))
     errors = []
-    predictor = None
     for fmt in candidates:
         try:
             predictor = load_graph_predictor(fmt, registry.file_path(version.name, version.version, fmt), threads=threads,
                                              model_spec=version.model_spec)
             predictor(x, edge_index)  # warm-up: first calls allocate and plan
-            break
         except (LoopMLError, ModuleNotFoundError) as exc:
             errors.append(f"{fmt}: {exc}")
-            predictor = None
-    if predictor is None:
-        raise LoopMLError(f"No runtime could load {version.ref}: " + "; ".join(errors))
-    names = signature.class_names
-    out = Backend(version=version, format=predictor.format, predictor=predictor, signature=signature,  # type: ignore[arg-type]
-                  inline=False, batch1_s=0.0, class_names=np.asarray(names, dtype=object) if names is not None else None)
-    stored = read_graph_file(registry.file_path(version.name, version.version, GRAPH)) if GRAPH in version.files else None
-    out.graph = GraphServing(predictor, signature, stored, out.finish)
-    return out
+            continue
+        stored = read_graph_file(registry.file_path(version.name, version.version, GRAPH)) if GRAPH in version.files else None
+        return predictor, stored
+    raise LoopMLError(f"No runtime could load {version.ref}: " + "; ".join(errors))
