@@ -206,7 +206,7 @@ def write_graph_file(path: Path, x: np.ndarray, edge_index: np.ndarray, node_ids
             raise ArgumentError("The graph's node ids should be distinct")
         arrays["node_ids"] = ids
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types the first keyword as allow_pickle
     return {"nodes": int(len(x)), "edges": int(arrays["edge_index"].shape[1]), "node_ids": node_ids is not None}
 
 

@@ -369,7 +369,7 @@ def _graph_files(name: str, model: "torch.nn.Module", pair: Any, wanted: list[st
             skipped.append("pte: loopml lowers single-input models to ExecuTorch only")
             continue
         try:
-            files[fmt] = {"file": FILE_NAMES[fmt], "details": graphs.export_graph(fmt, model, *pair, path)}
+            files[fmt] = {"file": FILE_NAMES[fmt], "details": graphs.export_graph(fmt, model, pair[0], pair[1], path)}
         except ExportError as exc:
             skipped.append(f"{fmt}: {exc}")
     if skipped:

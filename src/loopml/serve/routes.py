@@ -401,8 +401,8 @@ class Routes:
                 out = f.result()
                 picked = (out, x) if rows is None else (out[rows], x[rows])
                 self._graph_answer(conn, req, backend, request_id, ids, *picked)
-            except Exception as exc:  # a bug: answered 500 and logged
-                self.fail(conn, req, exc)
+            except Exception as err:  # a bug: answered 500 and logged
+                self.fail(conn, req, err)
 
         fut.add_done_callback(done)
 
