@@ -21,13 +21,15 @@ from __future__ import annotations
 from .augment import Compose, GaussianNoise, Mixup, RandomErasing, RandomRotation, RandomShift, Transform
 from .checks import CODES, CheckReport, Issue, check
 from .dataset import Dataset, fingerprint, from_arrays, from_frame
+from .graph import Graph, Nodes
+from .graph_sources import from_edges, from_pyg, karate_club, knn_graph, sbm
 from .lineage import dataset_record, log_check, log_dataset
 from .loaders import NAMES, load
 from .preprocess import Preprocessor
 from .profile import profile
 from .sources import read_file, resolve
-from .split import Split, split
-from .stored import datasets_of_request, lineage, store_dataset  # after .lineage: the function wins
+from .split import NodeSplit, Split, split, split_nodes
+from .stored import datasets_of_request, lineage, store_dataset, stored_graph  # after .lineage: the function wins
 
 __all__ = [
     "CODES",
@@ -35,9 +37,12 @@ __all__ = [
     "Compose",
     "Dataset",
     "GaussianNoise",
+    "Graph",
     "Issue",
     "Mixup",
     "NAMES",
+    "NodeSplit",
+    "Nodes",
     "Preprocessor",
     "RandomErasing",
     "RandomRotation",
@@ -49,7 +54,11 @@ __all__ = [
     "datasets_of_request",
     "fingerprint",
     "from_arrays",
+    "from_edges",
     "from_frame",
+    "from_pyg",
+    "karate_club",
+    "knn_graph",
     "lineage",
     "load",
     "log_check",
@@ -57,6 +66,9 @@ __all__ = [
     "profile",
     "read_file",
     "resolve",
+    "sbm",
     "split",
+    "split_nodes",
     "store_dataset",
+    "stored_graph",
 ]

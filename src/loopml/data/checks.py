@@ -14,6 +14,26 @@ code                  severity triggers when
                                most common one, or a named class has no rows
 ===================== ======== ==================================================================
 
+A :class:`~loopml.data.graph.Graph` (alone, with its masks, as a
+:class:`~loopml.data.split.NodeSplit`, or as train / val / test
+:class:`~loopml.data.graph.Nodes`) gets ``missing_values`` and ``non_finite``
+for its node features, ``leakage`` for a node in two of train / val / test
+(a test node in the train mask), and these:
+
+===================== ======== ==================================================================
+code                  severity triggers when
+===================== ======== ==================================================================
+``missing_nodes``     error    an edge points at a node the graph does not have (below 0, or N up)
+``no_train_labels``   error    a class has no labeled node in train (the train mask or set; all
+                               labeled nodes when there is none)
+``few_labels``        warning  a class has fewer than ``min_labels`` labeled train nodes
+``self_loops``        warning  an edge joins a node to itself
+``duplicate_edges``   warning  an edge repeats an earlier one
+``isolated_nodes``    warning  a node has no edge (self-loops aside): only its own features reach it
+``directed``          warning  an edge's reverse is missing (GNNs read an undirected graph as one
+                               that lists each edge both ways: ``from_edges(..., undirected=True)``)
+===================== ======== ==================================================================
+
 Errors stop training (``report.raise_if_errors()``); warnings are printed and
 logged. Any code can be ignored: ``check(ds, ignore=["duplicate_rows"])``
 moves its findings to ``report.ignored``.
@@ -35,7 +55,8 @@ import numpy as np
 from ..errors import ArgumentError, ArgumentTypeError, DataError
 from .dataset import Dataset
 from .fingerprint import canonical_bytes
-from .split import Split
+from .graph import Graph, Nodes
+from .split import NodeSplit, Split
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -52,6 +73,13 @@ CODES = {
     "constant_features": "warning",
     "duplicate_rows": "warning",
     "class_imbalance": "warning",
+    "missing_nodes": "error",
+    "no_train_labels": "error",
+    "few_labels": "warning",
+    "self_loops": "warning",
+    "duplicate_edges": "warning",
+    "isolated_nodes": "warning",
+    "directed": "warning",
 }
 
 
@@ -233,19 +261,23 @@ def _leakage(parts: Mapping[str, "Dataset"], max_examples: int) -> list[Issue]:
 
 
 def check(
-    data: "Dataset | Split",
+    data: "Dataset | Split | Graph | NodeSplit | Nodes",
     *,
-    val: "Dataset | None" = None,
-    test: "Dataset | None" = None,
+    val: "Dataset | Nodes | None" = None,
+    test: "Dataset | Nodes | None" = None,
     ignore: Iterable[str] = (),
     imbalance_ratio: float = 0.1,
+    min_labels: int = 5,
     max_examples: int = 5,
     verbose: bool = False,
 ) -> CheckReport:
-    """Check a dataset, or the parts of a split (each part, and leakage between them).
+    """Check a dataset, or the parts of a split (each part, and leakage between them); or a graph.
 
     ``check(split)`` and ``check(train, val=val, test=test)`` are the same.
+    A graph: ``check(graph)`` (its masks ``train``, ``val``, ``test`` are the node sets),
+    ``check(node_split)``, or ``check(train_nodes, val=val_nodes)``.
     ``ignore``: codes whose findings go to ``report.ignored`` instead.
+    ``min_labels``: fewer labeled train nodes in a class is a ``few_labels`` warning.
     ``verbose``: print the report's summary (rich, when a terminal shows it).
 
     >>> from loopml.data import load
@@ -259,28 +291,150 @@ def check(
         raise ArgumentError(f"Argument ignore should name checks among {sorted(CODES)}, got {sorted(unknown)}")
     if not (isinstance(imbalance_ratio, (int, float)) and 0 <= imbalance_ratio <= 1):
         raise ArgumentError(f"Argument imbalance_ratio should be a number from 0 to 1, got {imbalance_ratio!r}")
+    if isinstance(min_labels, bool) or not isinstance(min_labels, int) or min_labels < 0:
+        raise ArgumentError(f"Argument min_labels should be an integer >= 0, got {min_labels!r}")
+    if isinstance(data, (Graph, NodeSplit, Nodes)):
+        report = _check_graph(data, val, test, ignore, min_labels, max_examples)
+    else:
+        report = _check_datasets(data, val, test, ignore, float(imbalance_ratio), max_examples)
+    if verbose:
+        from rich.console import Console
+
+        Console().print(report)
+    return report
+
+
+def _check_datasets(data: Any, val: Any, test: Any, ignore: set[str], imbalance_ratio: float,
+                    max_examples: int) -> CheckReport:
     if isinstance(data, Split):
         parts = {k: v for k, v in (("train", data.train), ("val", data.val), ("test", data.test)) if v is not None}
     elif isinstance(data, Dataset):
         parts = {"train" if (val is not None or test is not None) else data.name: data}
         parts.update({k: v for k, v in (("val", val), ("test", test)) if v is not None})
     else:
-        raise ArgumentTypeError(f"Argument data should be a loopml.data.Dataset or Split, got {type(data).__name__}")
+        raise ArgumentTypeError(f"Argument data should be a loopml.data.Dataset, Split, Graph, NodeSplit or Nodes, "
+                                f"got {type(data).__name__}")
     for k, v in parts.items():
         if not isinstance(v, Dataset):
             raise ArgumentTypeError(f"Argument {k} should be a loopml.data.Dataset, got {type(v).__name__}")
     found: list[Issue] = []
     for label, ds in parts.items():
-        found += _dataset_issues(ds, label, float(imbalance_ratio), max_examples)
+        found += _dataset_issues(ds, label, imbalance_ratio, max_examples)
     if len(parts) > 1:
         found += _leakage(parts, max_examples)
-    report = CheckReport(
+    return CheckReport(
         issues=[i for i in found if i.code not in ignore],
         datasets={k: {"name": v.name, "fingerprint": v.fingerprint, "n_rows": len(v)} for k, v in parts.items()},
         ignored=[i for i in found if i.code in ignore],
     )
-    if verbose:
-        from rich.console import Console
 
-        Console().print(report)
-    return report
+
+def _check_graph(data: "Graph | NodeSplit | Nodes", val: Any, test: Any, ignore: set[str], min_labels: int,
+                 max_examples: int) -> CheckReport:
+    """The graph's own issues, then those of its node sets (train, val, test)."""
+    if isinstance(data, NodeSplit):
+        data = data.graph
+    if isinstance(data, Graph):
+        if val is not None or test is not None:
+            raise ArgumentError("Arguments val and test should be None when data is a Graph: its masks 'train', 'val' "
+                                "and 'test' are its node sets (or pass check(train_nodes, val=val_nodes))")
+        graph = data
+        sets = {k: graph.masks[k].nonzero().reshape(-1).numpy() for k in ("train", "val", "test") if k in graph.masks}
+    else:
+        graph = data.graph
+        sets = {"train": data.index.numpy()}
+        for k, nodes in (("val", val), ("test", test)):
+            if nodes is None:
+                continue
+            if not isinstance(nodes, Nodes):
+                raise ArgumentTypeError(f"Argument {k} should be a loopml.data.Nodes like train, got {type(nodes).__name__}")
+            if nodes.graph is not graph and nodes.graph.fingerprint != graph.fingerprint:
+                continue  # another graph (inductive): its nodes cannot leak into this one's
+            sets[k] = nodes.index.numpy()
+    found = _graph_issues(graph, sets, min_labels, max_examples)
+    datasets: dict[str, dict[str, Any]] = {
+        graph.name: {"name": graph.name, "fingerprint": graph.fingerprint, "n_rows": graph.num_nodes,
+                     "n_edges": graph.num_edges}}
+    for k, index in sets.items():
+        datasets[k] = {"name": f"{graph.name}/{k}", "n_rows": int(len(index)),
+                       "labeled": int((graph.y.numpy()[index] >= 0).sum())}
+    return CheckReport(issues=[i for i in found if i.code not in ignore], datasets=datasets,
+                       ignored=[i for i in found if i.code in ignore])
+
+
+def _graph_issues(graph: Graph, sets: Mapping[str, np.ndarray], min_labels: int, max_examples: int) -> list[Issue]:
+    out: list[Issue] = []
+    label = graph.name
+
+    def issue(code: str, where: str, message: str, **details: Any) -> None:
+        out.append(Issue(code, CODES[code], where, message, details))
+
+    n, ei, x, y = graph.num_nodes, graph.edge_index.numpy(), graph.x.numpy(), graph.y.numpy()
+    valid = (ei >= 0).all(axis=0) & (ei < n).all(axis=0)
+    if not valid.all():
+        bad = np.flatnonzero(~valid)
+        examples = [[int(a), int(b)] for a, b in ei[:, bad[:max_examples]].T]
+        issue("missing_nodes", label, f"{bad.size} edge(s) point at nodes the graph does not have (it has nodes "
+              f"0..{n - 1}), e.g. {examples}", count=int(bad.size), edges=[int(e) for e in bad[:max_examples]],
+              examples=examples)
+    for code, mask, what in (("missing_values", np.isnan(x), "missing"), ("non_finite", np.isinf(x), "infinite")):
+        if mask.any():
+            cols = np.flatnonzero(mask.any(axis=0))
+            rows = np.flatnonzero(mask.any(axis=1))
+            names = [graph.feature_names[c] for c in cols[:max_examples]]
+            issue(code, label, f"{int(mask.sum())} {what} node feature value(s) in {rows.size} node(s), features e.g. "
+                  f"{names}", count=int(mask.sum()), features=names, nodes=[int(r) for r in rows[:max_examples]])
+    src, dst = ei[0, valid], ei[1, valid]
+    loops = src == dst
+    if loops.any():
+        nodes = np.unique(src[loops])
+        issue("self_loops", label, f"{int(loops.sum())} edge(s) join a node to itself, e.g. nodes "
+              f"{[int(v) for v in nodes[:max_examples]]}", count=int(loops.sum()),
+              nodes=[int(v) for v in nodes[:max_examples]])
+    codes = src.astype(np.int64) * max(n, 1) + dst
+    unique_codes, first = np.unique(codes, return_index=True)
+    dups = len(codes) - len(unique_codes)
+    if dups:
+        repeated = np.setdiff1d(np.arange(len(codes)), first)[:max_examples]
+        examples = [[int(src[i]), int(dst[i])] for i in repeated]
+        issue("duplicate_edges", label, f"{dups} edge(s) repeat an earlier edge, e.g. {examples}", count=int(dups),
+              examples=examples)
+    touched = np.zeros(n, dtype=bool)
+    touched[src[~loops]] = True
+    touched[dst[~loops]] = True
+    if n and not touched.all():
+        lonely = np.flatnonzero(~touched)
+        issue("isolated_nodes", label, f"{lonely.size} node(s) have no edge, e.g. {[int(v) for v in lonely[:max_examples]]}",
+              count=int(lonely.size), nodes=[int(v) for v in lonely[:max_examples]])
+    one_way = ~np.isin(dst.astype(np.int64) * max(n, 1) + src, unique_codes)
+    if one_way.any():
+        examples = [[int(a), int(b)] for a, b in zip(src[one_way][:max_examples], dst[one_way][:max_examples])]
+        issue("directed", label, f"{int(one_way.sum())} edge(s) have no reverse edge, e.g. {examples}; "
+              "make the graph undirected if its relation is (from_edges(..., undirected=True))",
+              count=int(one_way.sum()), examples=examples)
+    names = list(sets)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            shared = np.intersect1d(sets[a], sets[b])
+            if shared.size:
+                issue("leakage", f"{a}+{b}", f"{shared.size} node(s) of {a} are also in {b}, e.g. nodes "
+                      f"{[int(v) for v in shared[:max_examples]]}", count=int(shared.size),
+                      nodes=[int(v) for v in shared[:max_examples]])
+    where = "train" if "train" in sets else label
+    train_y = y[sets["train"]] if "train" in sets else y
+    train_y = train_y[train_y >= 0]
+    counts = np.bincount(train_y, minlength=graph.num_classes) if train_y.size else np.zeros(graph.num_classes, dtype=np.int64)
+    scope = "train node" if "train" in sets else "node"
+    if not graph.num_classes:
+        issue("no_train_labels", where, f"no {scope} has a label (y is -1 everywhere): a classifier has nothing to learn",
+              classes=[])
+    empty = [graph.class_names[c] for c in np.flatnonzero(counts == 0)]
+    if empty:
+        issue("no_train_labels", where, f"{len(empty)} class(es) have no labeled {scope}, e.g. {empty[:max_examples]}: "
+              "the model cannot learn them", classes=empty)
+    few = [(graph.class_names[c], int(counts[c])) for c in np.flatnonzero((counts > 0) & (counts < min_labels))]
+    if few:
+        issue("few_labels", where, f"{len(few)} class(es) have fewer than {min_labels} labeled {scope}s, e.g. "
+              f"(class, labels) {few[:max_examples]}", min_labels=min_labels, classes=[c for c, _ in few],
+              counts=[k for _, k in few])
+    return out

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import torch
 
 # fingerprint(ds), the function on a Dataset, lives in loopml.data.dataset next to the class.
-__all__ = ["FINGERPRINT_VERSION", "canonical_bytes", "fingerprint_arrays", "fingerprint_tensors"]
+__all__ = ["FINGERPRINT_VERSION", "canonical_bytes", "fingerprint_arrays", "fingerprint_graph", "fingerprint_tensors"]
 
 FINGERPRINT_VERSION = 1
 
@@ -68,6 +68,20 @@ def fingerprint_arrays(x: np.ndarray, y: np.ndarray) -> str:
     """The same digest from NumPy arrays already in the Dataset's dtypes (stored rows, an upload)."""
     h = hashlib.sha256(b"loopml-dataset-v1\n")
     for tag, arr in (("x", x), ("y", y)):
+        a = canonical_bytes(arr)
+        h.update(_header(tag, a))
+        h.update(a.data.cast("B") if a.size else b"")
+    return h.hexdigest()
+
+
+def fingerprint_graph(x: np.ndarray, edge_index: np.ndarray, y: np.ndarray) -> str:
+    """A graph's digest (``Graph.fingerprint``) from its arrays in a Graph's dtypes (float32, int64, int64).
+
+    The same scheme with the tag ``loopml-graph-v1`` and the arrays ``x``, ``edge_index``, ``y``:
+    a function of arrays so that a stored graph's file is checked without building the Graph.
+    """
+    h = hashlib.sha256(b"loopml-graph-v1\n")
+    for tag, arr in (("x", x), ("edge_index", edge_index), ("y", y)):
         a = canonical_bytes(arr)
         h.update(_header(tag, a))
         h.update(a.data.cast("B") if a.size else b"")

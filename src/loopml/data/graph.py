@@ -23,7 +23,10 @@ PyTorch Geometric (extra ``graph``) is imported only by :meth:`Graph.to_pyg` and
 from __future__ import annotations
 
 import hashlib
+import os
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,8 +34,9 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from ..errors import ArgumentError, ArgumentTypeError
-from .fingerprint import canonical_bytes
+from ..errors import ArgumentError, ArgumentTypeError, DataError
+from .fingerprint import canonical_bytes, fingerprint_graph
+from .rows import write_arrays
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
@@ -59,7 +63,18 @@ class Graph:
 
     ``masks`` names sets of nodes (``{"train": bool tensor, ...}``), as
     :func:`split_nodes` makes them; ``graph.nodes("train")`` is one as a :class:`Nodes`.
-    Edges are directed; an undirected graph lists each edge both ways.
+    Edges are directed; an undirected graph lists each edge both ways. ``node_ids``:
+    each node's own id (a node table's ids, as :func:`from_edges` maps them to 0..N-1).
+
+    The constructor takes edges that point at nodes the graph does not have (a
+    number below 0 or from N up): :func:`loopml.data.check` reports them
+    (``missing_nodes``) and ``Trainer.fit`` refuses such a graph, instead of the
+    constructor failing before the data can be looked at.
+
+    Example::
+
+        g = Graph(np.eye(3), [[0, 1], [1, 2]], y=[0, 1, -1], masks={"train": [0, 1]})
+        g.nodes("train")          # <Nodes 'train' of 'graph': 2 nodes, 2 labeled>
     """
 
     def __init__(
@@ -73,6 +88,7 @@ class Graph:
         class_names: Sequence[str] | None = None,
         name: str = "graph",
         source: str = "arrays",
+        node_ids: Sequence[Any] | None = None,
     ) -> None:
         xa = _array(x, "x")
         if xa.ndim == 1:
@@ -107,9 +123,13 @@ class Graph:
             raise ArgumentError(f"Argument feature_names should have one name per feature ({xa.shape[1]}), got {len(feature_names)}")
         if not isinstance(name, str) or not name:
             raise ArgumentError(f"Argument name should be a non-empty string, got {name!r}")
-        self.x = torch.from_numpy(np.ascontiguousarray(xa, dtype=np.float32))
-        self.edge_index = torch.from_numpy(np.ascontiguousarray(ea, dtype=np.int64))
-        self.y = torch.from_numpy(np.ascontiguousarray(ya))
+        if node_ids is not None and len(node_ids) != n:
+            raise ArgumentError(f"Argument node_ids should have one id per node ({n}), got {len(node_ids)}")
+        self.node_ids: list[Any] | None = list(node_ids) if node_ids is not None else None
+        # "W": a read-only array (pandas' copy-on-write columns, a loaded .npz) is copied, as torch needs
+        self.x = torch.from_numpy(np.require(xa, dtype=np.float32, requirements=["C", "W"]))
+        self.edge_index = torch.from_numpy(np.require(ea, dtype=np.int64, requirements=["C", "W"]))
+        self.y = torch.from_numpy(np.require(ya, requirements=["C", "W"]))
         self.feature_names = [str(f) for f in feature_names] if feature_names is not None else [f"x{i}" for i in range(xa.shape[1])]
         self.class_names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(n_classes)]
         self.name, self.source = name, source
@@ -152,13 +172,13 @@ class Graph:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of ``x``, ``edge_index`` and ``y`` (edge order is content; masks are not)."""
-        h = hashlib.sha256(b"loopml-graph-v1\n")
-        for tag, t in (("x", self.x), ("edge_index", self.edge_index), ("y", self.y)):
-            a = canonical_bytes(t.numpy())
-            h.update(f"{tag} {a.dtype.str.lstrip('<>=|')} {'x'.join(str(d) for d in a.shape)}\n".encode())
-            h.update(a.data.cast("B") if a.size else b"")
-        return h.hexdigest()
+        """sha256 of ``x``, ``edge_index`` and ``y`` (edge order is content; masks and names are not); cached."""
+        cached = getattr(self, "_fingerprint", None)
+        if cached is None or cached[0] is not self.x or cached[1] is not self.edge_index or cached[2] is not self.y:
+            cached = (self.x, self.edge_index, self.y,
+                      fingerprint_graph(self.x.numpy(), self.edge_index.numpy(), self.y.numpy()))
+            self._fingerprint = cached
+        return cached[3]
 
     def schema(self) -> dict[str, Any]:
         return {
@@ -209,6 +229,58 @@ class Graph:
                 index = torch.from_numpy(arr.astype(np.int64).reshape(-1))
             role = "nodes"
         return Nodes(self, index, role=role)
+
+    # -- files ------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the graph to ``path`` as a reproducible ``.npz``; :meth:`load` reads it back.
+
+        Arrays ``x``, ``edge_index``, ``y``, ``masks`` (sets x nodes, bool) and ``mask_names``,
+        ``feature_names``, ``class_names`` (text) and ``node_ids`` (text, when the graph has them):
+        the same graph always gives the same bytes, so the store keeps it once by content.
+        """
+        arrays: dict[str, np.ndarray] = {
+            "x": self.x.numpy(), "edge_index": self.edge_index.numpy(), "y": self.y.numpy(),
+            "masks": (torch.stack(list(self.masks.values())).numpy() if self.masks
+                      else np.zeros((0, self.num_nodes), dtype=bool)),
+            "mask_names": np.array(list(self.masks), dtype=str),
+            "feature_names": np.array(self.feature_names, dtype=str),
+            "class_names": np.array(self.class_names, dtype=str),
+        }
+        if self.node_ids is not None:
+            arrays["node_ids"] = np.array([str(i) for i in self.node_ids], dtype=str)
+        return write_arrays(path, arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, fingerprint: str | None = None, name: str | None = None,
+             source: str | None = None) -> Graph:
+        """The graph :meth:`save` wrote (no pickle); with ``fingerprint``, checked against it.
+
+        Raises :class:`~loopml.errors.DataError` when the file is not such a graph, or has
+        another fingerprint.
+        """
+        p = Path(path)
+        need = {"x", "edge_index", "y"}
+        try:
+            with np.load(p, allow_pickle=False) as archive:
+                if not isinstance(archive, np.lib.npyio.NpzFile) or need - set(archive.files):
+                    raise DataError(f"{p.name} should be an .npz with the arrays x, edge_index and y (Graph.save writes one)")
+                arrays = {k: archive[k] for k in archive.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"{p.name} does not read as a graph's .npz: {exc}") from exc
+        if fingerprint is not None:
+            got = fingerprint_graph(arrays["x"], arrays["edge_index"], arrays["y"])
+            if got != fingerprint:
+                raise DataError(f"The graph in {p.name} has the fingerprint {got[:12]}..., not {fingerprint[:12]}...")
+        names = [str(m) for m in arrays.get("mask_names", np.zeros(0, dtype=str))]
+        masks = dict(zip(names, arrays["masks"])) if names else {}
+        text = {k: [str(v) for v in arrays[k]] for k in ("feature_names", "class_names", "node_ids") if k in arrays}
+        try:
+            return cls(arrays["x"], arrays["edge_index"], arrays["y"], masks=masks,
+                       feature_names=text.get("feature_names"), class_names=text.get("class_names") or None,
+                       node_ids=text.get("node_ids"), name=name or p.stem or "graph", source=source or f"file:{p.name}")
+        except (ArgumentError, ArgumentTypeError) as exc:
+            raise DataError(f"{p.name} does not hold a valid graph: {exc}") from exc
 
     def to_pyg(self) -> "Data":
         """A ``torch_geometric.data.Data`` with ``x``, ``edge_index``, ``y`` and the masks as ``<name>_mask``."""

@@ -19,6 +19,14 @@ Rows up to :data:`loopml.data.sources.KEEP_ROWS_BYTES` (32 MiB of ``x`` and
 log them), so that quantizing or fitting the OOD gate of a version registered from the run
 later finds its data without being told (:func:`loopml.data.sources.stored`). A
 ``train`` dataset's drift reference (:mod:`loopml.data.reference`) is kept at any size.
+
+A :class:`~loopml.data.graph.Graph` is a dataset too: its record holds its graph
+profile (:func:`loopml.data.profile`), its rows the file of
+:meth:`~loopml.data.graph.Graph.save` (``x``, ``edge_index``, ``y``, masks) under
+the same ``_datasets/<fingerprint>.npz``, read back by :func:`loopml.data.stored_graph`.
+``log_dataset(run, nodes, role="train")`` with a graph's :class:`~loopml.data.graph.Nodes`
+(what ``Trainer.fit`` logs) links the graph and tags the set's size:
+``dataset.<role>.nodes`` and ``dataset.<role>.labeled``. A graph keeps no drift reference.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from ..errors import ArgumentTypeError
 from ..tracking.run import Run
 from .checks import CheckReport
 from .dataset import Dataset
+from .graph import Graph, Nodes
 from .profile import profile
 from .reference import save_reference
 from .rows import store_rows
@@ -44,10 +53,10 @@ if TYPE_CHECKING:
 __all__ = ["dataset_record", "log_check", "log_dataset"]
 
 
-def dataset_record(ds: Dataset) -> dict[str, Any]:
-    """The JSON-ready record the store keeps for ``ds``."""
-    if not isinstance(ds, Dataset):
-        raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
+def dataset_record(ds: Dataset | Graph) -> dict[str, Any]:
+    """The JSON-ready record the store keeps for ``ds`` (a Dataset or a Graph)."""
+    if not isinstance(ds, (Dataset, Graph)):
+        raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset or Graph, got {type(ds).__name__}")
     return {
         "fingerprint": ds.fingerprint,
         "name": ds.name,
@@ -65,13 +74,14 @@ def _backend(run: "Run") -> "TrackingBackend":
     return run.backend
 
 
-def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool | None = None) -> str:
+def log_dataset(run: "Run", ds: Dataset | Graph | Nodes, role: str = "train", *, keep_rows: bool | None = None) -> str:
     """Store ``ds``'s record and link it to ``run`` as ``role``; returns the fingerprint.
 
     ``keep_rows``: also keep the rows, by content (``_datasets/<fingerprint>.npz``
     under the artifact root, stored once); default: when ``x`` and ``y`` take at most 32 MiB. A ``train`` dataset's drift
     reference is kept whatever its size (``datasets/<fingerprint>.reference.npz``,
     :mod:`loopml.data.reference`): a version registered from the run stores it.
+    A Graph, or a graph's Nodes (their graph, and their size as tags), see the module docstring.
 
     >>> with loopml.start_run(experiment="digits") as run:
     ...     log_dataset(run, parts.train, role="train")
@@ -80,13 +90,19 @@ def log_dataset(run: "Run", ds: Dataset, role: str = "train", *, keep_rows: bool
     backend = _backend(run)
     if keep_rows is not None and not isinstance(keep_rows, bool):
         raise ArgumentTypeError(f"Argument keep_rows should be True, False or None (keep up to 32 MiB), got {keep_rows!r}")
-    record = dataset_record(ds)
+    nodes = ds if isinstance(ds, Nodes) else None
+    data = ds.graph if isinstance(ds, Nodes) else ds
+    record = dataset_record(data)
     backend.log_dataset(run.id, record, role)
-    if keep_rows or (keep_rows is None and ds.x.nbytes + ds.y.nbytes <= KEEP_ROWS_BYTES):
-        store_rows(backend, ds)
-    if role == "train":
-        save_reference(run, ds)
-    run.set_tags({f"dataset.{role}": record["fingerprint"]})
+    size = data.x.nbytes + data.y.nbytes + (data.edge_index.nbytes if isinstance(data, Graph) else 0)
+    if keep_rows or (keep_rows is None and size <= KEEP_ROWS_BYTES):
+        store_rows(backend, data)
+    if role == "train" and isinstance(data, Dataset):
+        save_reference(run, data)
+    tags: dict[str, Any] = {f"dataset.{role}": record["fingerprint"]}
+    if nodes is not None:
+        tags.update({f"dataset.{role}.nodes": len(nodes), f"dataset.{role}.labeled": nodes.labeled})
+    run.set_tags(tags)
     return str(record["fingerprint"])
 
 

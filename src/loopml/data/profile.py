@@ -23,6 +23,11 @@ per-channel statistics, an intensity histogram, and per-pixel mean and std
 (C x H x W nested lists) when an image has at most ``MAX_PIXELS`` values.
 ``std`` is the sample standard deviation (ddof=1, as pandas).
 
+A graph's profile (``kind == "graph"``, :func:`graph_profile`) describes its
+structure instead: nodes and edges, the degree distribution, edge homophily,
+connected components, isolated nodes, self-loops, duplicate edges, whether it
+is undirected, its labels and its masks.
+
 >>> from loopml.data import load, profile
 >>> profile(load("iris"))["target"]["counts"]
 {'setosa': 50, 'versicolor': 50, 'virginica': 50}
@@ -38,11 +43,12 @@ import numpy as np
 
 from ..errors import ArgumentTypeError
 from .dataset import Dataset
+from .graph import Graph
 
 if TYPE_CHECKING:
     from .dataset import Dataset
 
-__all__ = ["HISTOGRAM_BINS", "MAX_PIXELS", "PROFILE_VERSION", "profile"]
+__all__ = ["HISTOGRAM_BINS", "MAX_PIXELS", "PROFILE_VERSION", "graph_profile", "profile"]
 
 PROFILE_VERSION = 1
 HISTOGRAM_BINS = 10
@@ -142,10 +148,12 @@ def _nested(a: np.ndarray) -> Any:
     return [_nested(sub) for sub in a]
 
 
-def profile(ds: "Dataset") -> dict[str, Any]:
+def profile(ds: "Dataset | Graph") -> dict[str, Any]:
     """The profile of ``ds`` as a JSON-ready dict (see the module docstring for its keys)."""
+    if isinstance(ds, Graph):
+        return graph_profile(ds)
     if not isinstance(ds, Dataset):
-        raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
+        raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset or Graph, got {type(ds).__name__}")
     x = ds.x.numpy()
     features: dict[str, Any] = {}
     image = None
@@ -163,4 +171,83 @@ def profile(ds: "Dataset") -> dict[str, Any]:
         "features": features,
         "target": _target(ds),
         "image": image,
+    }
+
+
+def graph_profile(graph: Graph) -> dict[str, Any]:
+    """The profile of a :class:`~loopml.data.graph.Graph` as a JSON-ready dict.
+
+    ``degree``: each node's out-degree (edges from it: its neighbours when the graph is
+    undirected), as min / mean / median / max and a histogram of at most 10 bins.
+    ``homophily``: the share of edges between two labeled nodes (self-loops aside) whose
+    labels agree (None without such an edge). ``components``: weakly connected
+    components (scipy's ``connected_components``), ``largest_component`` the nodes of the
+    largest. ``isolated_nodes``: nodes with no edge but self-loops. ``duplicate_edges``:
+    edges that repeat an earlier one. ``undirected``: every edge's reverse is listed.
+    ``missing_node_edges``: edges with an end outside 0..N-1, left out of every other figure.
+    ``target``: label counts per class, the labeled nodes and their fraction. ``masks``: set sizes.
+
+    Example::
+
+        p = graph_profile(karate_club())
+        p["edges"], p["degree"]["max"], p["components"]       # (156, 17, 1)
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n, ei = graph.num_nodes, graph.edge_index.numpy()
+    valid = (ei >= 0).all(axis=0) & (ei < n).all(axis=0)
+    src, dst = ei[0, valid], ei[1, valid]
+    loops = src == dst
+    degree = np.bincount(src, minlength=n)
+    codes = src.astype(np.int64) * max(n, 1) + dst
+    unique_codes = np.unique(codes)
+    reverse = dst.astype(np.int64) * max(n, 1) + src
+    touched = np.zeros(n, dtype=bool)
+    touched[src[~loops]] = True
+    touched[dst[~loops]] = True
+    if n:
+        adjacency = coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(n, n))
+        n_comp, comp = connected_components(adjacency, directed=True, connection="weak")
+        largest = int(np.bincount(comp).max())
+    else:
+        n_comp, largest = 0, 0
+    y = graph.y.numpy()
+    both = (y[src] >= 0) & (y[dst] >= 0) & ~loops
+    labeled = y >= 0
+    counts = np.bincount(y[labeled], minlength=graph.num_classes) if labeled.any() else np.zeros(graph.num_classes, dtype=np.int64)
+    bins = min(HISTOGRAM_BINS, int(degree.max()) - int(degree.min()) + 1) if n else 0
+    hist_counts, hist_edges = np.histogram(degree, bins=bins) if n else (np.zeros(0), np.zeros(0))
+    return {
+        "version": PROFILE_VERSION,
+        "kind": "graph",
+        "n_rows": n,
+        "nodes": n,
+        "edges": int(ei.shape[1]),
+        "features": graph.num_features,
+        "x": {k: v for k, v in _numeric(graph.x.numpy().reshape(-1)).items()
+              if k in ("count", "missing", "non_finite", "mean", "std", "min", "max")},
+        "degree": {
+            "min": int(degree.min()) if n else None,
+            "mean": _num(degree.mean()) if n else None,
+            "median": _num(np.median(degree)) if n else None,
+            "max": int(degree.max()) if n else None,
+            "histogram": {"edges": [_num(e) for e in hist_edges], "counts": [int(c) for c in hist_counts]},
+        },
+        "homophily": _num(np.mean(y[src[both]] == y[dst[both]])) if both.any() else None,
+        "labeled_edges": int(both.sum()),
+        "components": int(n_comp),
+        "largest_component": largest,
+        "isolated_nodes": int(n - touched.sum()),
+        "self_loops": int(loops.sum()),
+        "duplicate_edges": int(len(codes) - len(unique_codes)),
+        "undirected": bool(np.isin(reverse, unique_codes).all()),
+        "missing_node_edges": int((~valid).sum()),
+        "target": {
+            "type": "classification",
+            "counts": {name: int(c) for name, c in zip(graph.class_names, counts)},
+            "labeled": int(labeled.sum()),
+            "labeled_fraction": float(labeled.mean()) if n else 0.0,
+        },
+        "masks": {k: int(m.sum()) for k, m in graph.masks.items()},
     }

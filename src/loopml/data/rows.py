@@ -33,27 +33,33 @@ import numpy as np
 from ..errors import DataError, IntegrityError, NotFound
 from ..files import atomic_path
 from .dataset import Dataset
-from .fingerprint import canonical_bytes, fingerprint_arrays
+from .fingerprint import canonical_bytes, fingerprint_arrays, fingerprint_graph
 
 if TYPE_CHECKING:
     from ..store.protocols import TrackingBackend
+    from .graph import Graph
 
-__all__ = ["load_stored", "read_rows", "rebuild", "store_rows", "write_rows"]
+__all__ = ["load_stored", "read_rows", "rebuild", "store_rows", "write_arrays", "write_rows"]
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the zip format's earliest date: a fixed stamp, so the bytes depend on content only
 
 
 def write_rows(path: str | os.PathLike[str], ds: Dataset) -> Path:
     """Write ``ds``'s ``x`` and ``y`` to ``path`` (whole or not at all); returns the path."""
+    return write_arrays(path, {"x": ds.x.detach().cpu().numpy(), "y": ds.y.detach().cpu().numpy()})
+
+
+def write_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write ``arrays`` as a reproducible ``.npz`` (the same content, the same bytes), whole or not at all."""
     target = Path(path)
     with atomic_path(target) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
-        for key, tensor in (("x", ds.x), ("y", ds.y)):
+        for key, arr in arrays.items():
             info = zipfile.ZipInfo(f"{key}.npy", date_time=_EPOCH)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             info.create_system = 3  # the same header on every platform
             with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, canonical_bytes(tensor.detach().cpu().numpy()), allow_pickle=False)
+                np.lib.format.write_array(f, canonical_bytes(arr), allow_pickle=False)
     return target
 
 
@@ -68,17 +74,22 @@ def read_rows(path: str | os.PathLike[str], fingerprint: str | None = None) -> t
             if not isinstance(archive, np.lib.npyio.NpzFile) or {"x", "y"} - set(archive.files):
                 raise DataError(f"{Path(path).name} should be an .npz with the arrays x and y")
             x, y = archive["x"], archive["y"]
+            # a graph's file (Graph.save) also holds its edges, which are part of its fingerprint
+            edges = archive["edge_index"] if "edge_index" in archive.files else None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{Path(path).name} does not read as an .npz of the arrays x and y: {exc}") from exc
     if fingerprint is not None:
-        got = fingerprint_arrays(x, y)
+        got = fingerprint_arrays(x, y) if edges is None else fingerprint_graph(x, edges, y)
         if got != fingerprint:
             raise DataError(f"The rows in {Path(path).name} have the fingerprint {got[:12]}..., not {fingerprint[:12]}...")
     return x, y
 
 
-def store_rows(backend: "TrackingBackend", ds: Dataset) -> dict[str, Any]:
-    """Keep ``ds``'s rows (its record must be stored); nothing is written when they already are."""
+def store_rows(backend: "TrackingBackend", ds: "Dataset | Graph") -> dict[str, Any]:
+    """Keep ``ds``'s rows (its record must be stored); nothing is written when they already are.
+
+    A :class:`~loopml.data.graph.Graph` keeps its file of :meth:`~loopml.data.graph.Graph.save`.
+    """
     try:
         record = backend.get_dataset(ds.fingerprint)
     except NotFound:
@@ -86,7 +97,8 @@ def store_rows(backend: "TrackingBackend", ds: Dataset) -> dict[str, Any]:
     if record.get("stored_sha256"):
         return {k: record[k] for k in ("stored_path", "stored_size", "stored_sha256")} | {"created": False}
     with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
-        path = write_rows(Path(tmp) / f"{ds.fingerprint}.npz", ds)
+        target = Path(tmp) / f"{ds.fingerprint}.npz"
+        path = write_rows(target, ds) if isinstance(ds, Dataset) else ds.save(target)
         return backend.put_dataset_rows(ds.fingerprint, path)
 
 
@@ -103,6 +115,9 @@ def rebuild(record: Mapping[str, Any], x: Any, y: Any) -> Dataset:
 def load_stored(backend: "TrackingBackend", record: Mapping[str, Any]) -> Dataset:
     """The content-addressed rows of ``record``, checked (sha256 by the store, then the fingerprint)."""
     fingerprint = str(record["fingerprint"])
+    if (record.get("schema") or {}).get("kind") == "graph":
+        raise DataError(f"Dataset {fingerprint[:12]}... ({record.get('name')}) is a graph, not rows of x and y; "
+                        "read it with loopml.data.stored_graph(fingerprint)")
     with tempfile.TemporaryDirectory(prefix="loopml-rows-") as tmp:
         local = backend.download_dataset_rows(fingerprint, Path(tmp))
         try:

@@ -38,6 +38,7 @@ from ..errors import (
 from ..files import atomic_path
 from ..tracking.api import backend_for
 from .dataset import Dataset
+from .graph import Graph
 from .lineage import dataset_record
 from .rows import store_rows, write_rows
 from .sources import stored
@@ -52,6 +53,7 @@ __all__ = [
     "lineage",
     "resolve_prefix",
     "store_dataset",
+    "stored_graph",
 ]
 
 EXPORT_SUFFIXES = (".npz", ".csv", ".parquet")
@@ -64,7 +66,7 @@ def _backend(backend: "TrackingBackend | None", tracking_uri: str | None = None)
 
 
 def store_dataset(
-    ds: Dataset,
+    ds: Dataset | Graph,
     *,
     origin: Mapping[str, Any] | None = None,
     predictions: Sequence[tuple[str, int]] | None = None,
@@ -75,12 +77,13 @@ def store_dataset(
     ``origin``: how it was made, a JSON object (the first origin recorded stays).
     ``predictions``: the ``(request_id, row)`` pairs of the logged predictions its
     rows came from. ``backend``: the store (default: the current tracking URI's).
+    A Graph keeps its :meth:`~loopml.data.graph.Graph.save` file; :func:`stored_graph` reads it.
 
     >>> store_dataset(parts.train, origin={"kind": "split", "of": "digits", "seed": 0})
     '701273ed113105829dae267939703c6b49303ef68aaf384f73ed6dc3c1fb7704'
     """
-    if not isinstance(ds, Dataset):
-        raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset, got {type(ds).__name__}")
+    if not isinstance(ds, (Dataset, Graph)):
+        raise ArgumentTypeError(f"Argument ds should be a loopml.data.Dataset or Graph, got {type(ds).__name__}")
     b = _backend(backend)
     try:  # known content: its record stands (profiling large data again would take seconds)
         record = b.get_dataset(ds.fingerprint)
@@ -89,6 +92,37 @@ def store_dataset(
     b.put_dataset(record, origin=origin, predictions=predictions)
     store_rows(b, ds)
     return ds.fingerprint
+
+
+def stored_graph(fingerprint: str, *, backend: "TrackingBackend | None" = None) -> Graph:
+    """The graph stored as ``fingerprint`` (by :func:`store_dataset` or ``log_dataset``), checked against it.
+
+    ``fingerprint`` may be a unique prefix of 12+ hex digits. Its name, source and masks are those
+    stored with it (the first store of the content). Raises :class:`~loopml.errors.DataError` when the
+    dataset is not a graph, :class:`~loopml.errors.NotFound` when its rows are not stored,
+    :class:`~loopml.errors.IntegrityError` when the file no longer matches.
+
+    Example::
+
+        fp = store_dataset(karate_club())
+        stored_graph(fp[:12]).num_nodes        # 34
+    """
+    import tempfile
+
+    from ..errors import DataError, IntegrityError
+
+    b = _backend(backend)
+    fp = resolve_prefix(b, fingerprint)
+    record = b.get_dataset(fp)
+    if (record.get("schema") or {}).get("kind") != "graph":
+        raise DataError(f"Dataset {fp[:12]}... ({record.get('name')}) is not a graph; read it with "
+                        "loopml.data.sources.stored(backend, fingerprint)")
+    with tempfile.TemporaryDirectory(prefix="loopml-graph-") as tmp:
+        local = b.download_dataset_rows(fp, Path(tmp))
+        try:
+            return Graph.load(local, fingerprint=fp, name=record.get("name"), source=record.get("source"))
+        except DataError as exc:  # whole (its sha256 matched) but not this graph
+            raise IntegrityError(f"The stored graph {fp[:12]}... does not match its fingerprint: {exc}") from exc
 
 
 def resolve_prefix(backend: "TrackingBackend", fp_or_prefix: str) -> str:

@@ -18,7 +18,7 @@ import math
 import numbers
 from typing import TYPE_CHECKING, Any
 
-from ..data import Dataset, log_check, log_dataset
+from ..data import Dataset, Nodes, log_check, log_dataset
 from ..errors import ArgumentError
 from ..tracking import api
 from .callbacks import Callback, Checkpoint
@@ -99,10 +99,13 @@ class Tracking(Callback):
             self._log_datasets(trainer)
 
     def _log_datasets(self, trainer: Trainer) -> None:
-        """Link loopml datasets (their rows too unless ``fit(store_data=False)``) and their quality report to the run."""
+        """Link loopml datasets (their rows too unless ``fit(store_data=False)``) and their quality report to the run.
+
+        A graph's node sets (:class:`~loopml.data.Nodes`) link their graph, with the sets' sizes as tags.
+        """
         assert self.run is not None
         for role, ds in trainer.state.datasets.items():
-            if isinstance(ds, Dataset):
+            if isinstance(ds, (Dataset, Nodes)):
                 log_dataset(self.run, ds, role=role, keep_rows=trainer.state.store_data)
         if trainer.state.data_report is not None:  # the quality report of what fit checked
             log_check(self.run, trainer.state.data_report)

@@ -66,9 +66,15 @@ def run_data_check(train: Any, val: Any = None, *, model: torch.nn.Module | None
     Returns the report (the tracking callback logs it), or None for other data.
     Missing input values are no error (they are listed in ``report.ignored``) when ``model`` holds a
     :class:`~loopml.data.Preprocessor` that imputes every column that has them.
+    A graph's :class:`~loopml.data.Nodes`: its graph (edges to missing nodes, features, labels per
+    class in the train set) and leakage between the train and val nodes.
     """
     if data_fingerprint(train) is None:  # only loopml datasets carry a fingerprint
         return None
+    if isinstance(train, Nodes):
+        report = check(train, val=val if isinstance(val, Nodes) else None)
+        report.raise_if_errors(override_hint="fix the graph, or pass check_data=False to fit()")
+        return report
     if not isinstance(train, LoopMLDataset):
         return None
     val = val if isinstance(val, LoopMLDataset) else None
