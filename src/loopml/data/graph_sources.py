@@ -37,6 +37,7 @@ import torch
 from ..errors import ArgumentError, ArgumentTypeError
 from .dataset import Dataset
 from .graph import Graph
+from .sources import frame_reader
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,8 +91,6 @@ def from_pyg(data: "Data", *, name: str = "graph", source: str = "pyg",
 
 
 def _read_table(path: str | os.PathLike[str], what: str) -> "pd.DataFrame":
-    from .sources import _frame_reader  # one reader of tables, with its pyarrow hint
-
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in _TABLES:
@@ -99,7 +98,7 @@ def _read_table(path: str | os.PathLike[str], what: str) -> "pd.DataFrame":
     if not p.is_file():
         raise ArgumentError(f"Argument {what} should be an existing file; {str(p)!r} does not exist")
     try:
-        return _frame_reader(suffix)(p)  # type: ignore[no-any-return]
+        return frame_reader(suffix)(p)  # type: ignore[no-any-return]
     except ModuleNotFoundError:
         raise
     except Exception as exc:  # pandas raises many parser errors; the user's file is at fault, say which

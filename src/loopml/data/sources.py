@@ -60,7 +60,7 @@ if TYPE_CHECKING:
     from ..store.protocols import TrackingBackend
     from ..tracking.run import Run
 
-__all__ = ["FILE_SUFFIXES", "KEEP_ROWS_BYTES", "read_file", "resolve", "rows_artifact", "save_rows", "stored"]
+__all__ = ["FILE_SUFFIXES", "KEEP_ROWS_BYTES", "frame_reader", "read_file", "resolve", "rows_artifact", "save_rows", "stored"]
 
 FILE_SUFFIXES = (".npz", ".csv", ".parquet")
 KEEP_ROWS_BYTES = 32 * 2**20
@@ -74,7 +74,8 @@ FORMS = (
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
 
-def _frame_reader(suffix: str) -> Any:
+def frame_reader(suffix: str) -> Any:
+    """pandas' reader of a ``.csv`` or ``.parquet`` table (parquet: an error naming the extra without pyarrow)."""
     import pandas as pd
 
     if suffix == ".csv":
@@ -118,7 +119,7 @@ def read_file(path: str | os.PathLike[str], *, target: str | None = None) -> Dat
             )
         return from_arrays(arrays["x"], arrays["y"], name=name, source=f"file:{p.name}")
     try:
-        frame = _frame_reader(suffix)(p)
+        frame = frame_reader(suffix)(p)
     except ModuleNotFoundError:
         raise
     except Exception as exc:  # pandas raises many parser errors; the user's file is at fault, say which

@@ -26,6 +26,7 @@ True
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (
     ArgumentError,
     ArgumentTypeError,
+    DataError,
+    IntegrityError,
     NotFound,
 )
 from ..files import atomic_path
@@ -107,10 +110,6 @@ def stored_graph(fingerprint: str, *, backend: "TrackingBackend | None" = None) 
         fp = store_dataset(karate_club())
         stored_graph(fp[:12]).num_nodes        # 34
     """
-    import tempfile
-
-    from ..errors import DataError, IntegrityError
-
     b = _backend(backend)
     fp = resolve_prefix(b, fingerprint)
     record = b.get_dataset(fp)
