@@ -264,3 +264,10 @@ def test_a_tracked_fit_logs_its_graph() -> None:
         from loopml.data.sources import stored
 
         stored(run.backend, g.fingerprint)
+
+
+def test_a_graph_is_stored_through_the_server(remote, karate: Graph) -> None:  # type: ignore[no-untyped-def]
+    fp = data.store_dataset(karate, backend=remote)  # the server checks the upload against the graph's fingerprint
+    back = data.stored_graph(fp, backend=remote)
+    assert back.fingerprint == karate.fingerprint and back.name == "karate_club"
+    assert remote.get_dataset(fp)["profile"]["kind"] == "graph"

@@ -312,8 +312,8 @@ def _check_datasets(data: Any, val: Any, test: Any, ignore: set[str], imbalance_
         parts = {"train" if (val is not None or test is not None) else data.name: data}
         parts.update({k: v for k, v in (("val", val), ("test", test)) if v is not None})
     else:
-        raise ArgumentTypeError(f"Argument data should be a loopml.data.Dataset, Split, Graph, NodeSplit or Nodes, "
-                                f"got {type(data).__name__}")
+        raise ArgumentTypeError(f"Argument data should be a loopml.data.Dataset or Split (or a Graph, NodeSplit or "
+                                f"Nodes), got {type(data).__name__}")
     for k, v in parts.items():
         if not isinstance(v, Dataset):
             raise ArgumentTypeError(f"Argument {k} should be a loopml.data.Dataset, got {type(v).__name__}")
