@@ -339,7 +339,8 @@ def _check_graph(data: "Graph | NodeSplit | Nodes", val: Any, test: Any, ignore:
             raise ArgumentError("Arguments val and test should be None when data is a Graph: its masks 'train', 'val' "
                                 "and 'test' are its node sets (or pass check(train_nodes, val=val_nodes))")
         graph = data
-        sets = {k: graph.masks[k].nonzero().reshape(-1).numpy() for k in ("train", "val", "test") if k in graph.masks}
+        sets: dict[str, np.ndarray] = {k: graph.masks[k].nonzero().reshape(-1).numpy()
+                                       for k in ("train", "val", "test") if k in graph.masks}
     else:
         graph = data.graph
         sets = {"train": data.index.numpy()}

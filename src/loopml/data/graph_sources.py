@@ -98,7 +98,7 @@ def _read_table(path: str | os.PathLike[str], what: str) -> "pd.DataFrame":
     if not p.is_file():
         raise ArgumentError(f"Argument {what} should be an existing file; {str(p)!r} does not exist")
     try:
-        return frame_reader(suffix)(p)  # type: ignore[no-any-return]
+        return frame_reader(suffix)(p)
     except ModuleNotFoundError:
         raise
     except Exception as exc:  # pandas raises many parser errors; the user's file is at fault, say which
