@@ -21,6 +21,7 @@ from __future__ import annotations
 from .augment import Compose, GaussianNoise, Mixup, RandomErasing, RandomRotation, RandomShift, Transform
 from .checks import CODES, CheckReport, Issue, check
 from .dataset import Dataset, fingerprint, from_arrays, from_frame
+from .graph import NeighborNodes
 from .lineage import dataset_record, log_check, log_dataset
 from .loaders import NAMES, load
 from .preprocess import Preprocessor
@@ -38,6 +39,7 @@ __all__ = [
     "Issue",
     "Mixup",
     "NAMES",
+    "NeighborNodes",
     "Preprocessor",
     "RandomErasing",
     "RandomRotation",
