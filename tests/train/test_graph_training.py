@@ -75,15 +75,20 @@ def test_a_gcn_learns_karate_club_and_beats_the_mlp_that_ignores_the_edges(karat
     assert gcn.state.metrics["train_accuracy"] == 1.0
 
 
-@pytest.mark.parametrize("model", [GraphSAGE(34, 4, hidden=16), GAT(34, 4, hidden=16, heads=2)], ids=["sage", "gat"])
-def test_graphsage_and_gat_train(karate: Graph, model: nn.Module) -> None:
+@pytest.mark.parametrize("make", [lambda: GraphSAGE(34, 4, hidden=16), lambda: GAT(34, 4, hidden=16, heads=2)],
+                         ids=["sage", "gat"])
+def test_graphsage_and_gat_train(karate: Graph, make) -> None:  # type: ignore[no-untyped-def]
+    # measured (model seeds 0-4), eval-mode loss on the train nodes over the first epoch's: GraphSAGE < 0.01,
+    # GAT 0.20-0.29 (its attention dropout); test accuracy GraphSAGE 0.40-0.57, GAT 0.73-0.87, the MLP 0.13-0.37
+    torch.manual_seed(0)
+    model = make()
     first: list[float] = []
     trainer = Trainer(model, optimizer=torch.optim.Adam(model.parameters(), lr=0.01), metrics=["accuracy"], track=False)
     trainer.add_event_handler("epoch_end", lambda t: first.append(t.state.metrics["train_loss"]))
     trainer.fit(karate.nodes("train"), epochs=100)
-    assert trainer.evaluate(karate.nodes("train"))["loss"] < 0.25 * first[0]  # without dropout's noise
-    assert trainer.state.metrics["train_accuracy"] == 1.0
-    assert trainer.evaluate(karate.nodes("test"))["accuracy"] > 0.4  # above the MLP's 0.13-0.37
+    on_train = trainer.evaluate(karate.nodes("train"))
+    assert on_train["loss"] < 0.4 * first[0] and on_train["accuracy"] == 1.0
+    assert trainer.evaluate(karate.nodes("test"))["accuracy"] >= 0.5
 
 
 def test_pyg_own_gcn_trains_unchanged(karate: Graph) -> None:

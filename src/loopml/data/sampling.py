@@ -129,7 +129,8 @@ class NeighborSampler:
             raise ArgumentError(f"Argument batch_size should be an integer >= 1 (seed nodes per batch), got {batch_size!r}")
         gen = generator if generator is not None else torch.Generator().manual_seed(0)
         seeds = _SeedBatches(len(index), batch_size, shuffle=shuffle, generator=gen)
-        return DataLoader(_Subgraphs(self, x, y, index, gen), sampler=seeds, batch_size=None)
+        # generator=: the DataLoader's per-epoch seed comes from it too, not from torch's global RNG (dropout's)
+        return DataLoader(_Subgraphs(self, x, y, index, gen), sampler=seeds, batch_size=None, generator=gen)
 
 
 class _SeedBatches(Sampler[torch.Tensor]):
