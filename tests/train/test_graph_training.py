@@ -192,6 +192,18 @@ def test_graph_models_rebuild_from_their_recorded_arguments(karate: Graph) -> No
     assert init_args_of(GAT(34, 4, hidden=16, heads=2)) == {"in_features": 34, "classes": 4, "hidden": 16, "heads": 2}
 
 
+def test_a_trained_gcn_registers_in_the_torch_format_and_loads_back_equal(karate: Graph) -> None:
+    torch.manual_seed(0)
+    with loopml.start_run(experiment="karate") as run:
+        trainer = fit(GCN(34, 4, hidden=16), karate.nodes("train"), epochs=30, track=True)  # logs to this run
+        v = loopml.models.register(trainer.model, "karate-gcn", input_example=karate, run=run, formats=("torch",))
+    assert "torch" in v.files and v.signature["kind"] == "graph" and v.run_id == run.id
+    loaded = loopml.models.load_model(v.ref, format="torch")
+    want = trainer.predict(karate.nodes()).numpy()
+    got = loaded(karate.x, karate.edge_index)
+    assert abs(got - want).max() < 1e-5
+
+
 def test_a_three_part_batch_that_is_no_graph_trains_on_its_first_two_parts() -> None:
     x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
     weights = torch.full((40,), 99.0)  # would be out-of-range rows if read as a graph batch's rows
