@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import torch
 
 import loopml
@@ -14,9 +15,12 @@ from loopml.errors import ArgumentError, LoopMLWarning
 from loopml.models.graphs import export_graph, load_graph_predictor
 from loopml.models.registry import stored_graph
 
+from tests.deps import need
+
+need("torch_geometric", extra="graph")
+
 from .graph_nets import GraphNet, HostGraphNet
 
-pytest.importorskip("torch_geometric")
 torch.set_num_threads(1)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+
 import torch
 
 import loopml
@@ -17,9 +18,12 @@ from loopml.serve import ModelServer
 from loopml.store import TrackingStore
 from loopml.store.predictions import PredictionLog, inputs_array
 
+from tests.deps import need
+
+need("torch_geometric", extra="graph")
+
 from ..models.graph_nets import GraphNet
 
-pytest.importorskip("torch_geometric")
 torch.set_num_threads(1)
 CLASSES = ["a", "b", "c"]
 MAX_BODY = 64 * 1024

@@ -21,7 +21,7 @@ from __future__ import annotations
 from .augment import Compose, GaussianNoise, Mixup, RandomErasing, RandomRotation, RandomShift, Transform
 from .checks import CODES, CheckReport, Issue, check
 from .dataset import Dataset, fingerprint, from_arrays, from_frame
-from .graph import Graph, Nodes
+from .graph import Graph, NeighborNodes, Nodes
 from .graph_sources import from_edges, from_pyg, karate_club, knn_graph, sbm
 from .lineage import dataset_record, log_check, log_dataset
 from .loaders import NAMES, load
@@ -41,6 +41,7 @@ __all__ = [
     "Issue",
     "Mixup",
     "NAMES",
+    "NeighborNodes",
     "NodeSplit",
     "Nodes",
     "Preprocessor",

@@ -37,11 +37,12 @@ from torch.utils.data import Dataset as TorchDataset
 from ..errors import ArgumentError, ArgumentTypeError, DataError
 from .fingerprint import canonical_bytes, fingerprint_graph
 from .rows import write_arrays
+from .sampling import NeighborSampler
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
-__all__ = ["Graph", "Nodes"]
+__all__ = ["Graph", "NeighborNodes", "Nodes"]
 
 
 def _array(value: Any, what: str) -> np.ndarray:
@@ -333,3 +334,35 @@ class Nodes:
     def loader(self, *, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader[Any]:
         """What the Trainer iterates: one full-graph batch (``batch_size`` and ``shuffle`` do not apply)."""
         return DataLoader(_FullBatch(self), batch_size=None)
+
+    def sampled(self, num_neighbors: Sequence[int]) -> NeighborNodes:
+        """These nodes as the seeds of neighbour-sampled mini-batches, for a graph too large for one step.
+
+        ``num_neighbors[i]``: up to that many in-neighbours per node at hop ``i`` (-1: all);
+        ``trainer.fit(parts.train.sampled([10, 5]), epochs=20, batch_size=512)``.
+        """
+        return NeighborNodes(self.graph, self.index, num_neighbors=num_neighbors, role=self.role)
+
+
+class NeighborNodes(Nodes):
+    """A :class:`Nodes` set whose loader yields sampled subgraphs around batches of its nodes.
+
+    Each batch is ``((x_sub, edge_index_sub), y[seeds], arange(len(seeds)))``, the seeds first
+    in the subgraph (:mod:`loopml.data.sampling`, plain torch: PyG's samplers need pyg-lib or
+    torch-sparse). ``graph.nodes("train").sampled([10, 5])`` makes one.
+    """
+
+    def __init__(self, graph: Graph, index: torch.Tensor, *, num_neighbors: Sequence[int], role: str = "nodes") -> None:
+        super().__init__(graph, index, role=role)
+        if len(self) and int(torch.unique(self.index).numel()) != len(self):
+            raise ArgumentError("Argument index should name each node once: a seed node is one output row of its batch")
+        self.sampler = NeighborSampler(graph.edge_index, graph.num_nodes, num_neighbors)
+        self.num_neighbors = self.sampler.num_neighbors
+
+    def __repr__(self) -> str:
+        return f"<NeighborNodes {self.role!r} of {self.graph.name!r}: {len(self)} nodes, {self.num_neighbors} neighbours per hop>"
+
+    def loader(self, *, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader[Any]:
+        """Batches of ``batch_size`` seed nodes with their sampled neighbourhoods (``generator`` draws both)."""
+        return self.sampler.loader(self.graph.x, self.graph.y, self.index, batch_size=batch_size, shuffle=shuffle,
+                                   generator=generator)

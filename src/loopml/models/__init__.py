@@ -10,6 +10,8 @@
 - :mod:`loopml.models.reference`: a version's stored drift reference (``store_reference`` rebuilds it)
 - :mod:`loopml.models.evaldata`: which data a version is calibrated, fine-tuned and measured on
 - :mod:`loopml.models.nets`: the demo's digits CNN and an MLP, importable from any process
+- :mod:`loopml.models.gnn`: graph neural networks (GCN, GraphSAGE, GAT from PyG) and their baselines
+  (``NodeMLP``, ``propagate_labels``)
 - :mod:`loopml.models.rebuild`: ``keep_init_args``, so that a class's ``torch`` format rebuilds without ``init_args=``
 
 The calls on registered versions are attributes of this package::
@@ -30,6 +32,10 @@ from typing import TYPE_CHECKING
 from ..lazy import lazy_exports
 
 _LAZY = {
+    "GAT": "loopml.models.gnn",
+    "GCN": "loopml.models.gnn",
+    "GraphSAGE": "loopml.models.gnn",
+    "NodeMLP": "loopml.models.gnn",
     "LoadedModel": "loopml.models.registry",
     "alias_history": "loopml.models.registry",
     "delete_alias": "loopml.models.registry",
@@ -41,6 +47,8 @@ _LAZY = {
     "list_models": "loopml.models.registry",
     "list_versions": "loopml.models.registry",
     "load_model": "loopml.models.registry",
+    "node_accuracy": "loopml.models.gnn",
+    "propagate_labels": "loopml.models.gnn",
     "register": "loopml.models.registry",
     "quantize": "loopml.models.variants",
     "set_alias": "loopml.models.registry",
@@ -53,6 +61,7 @@ __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
     from ..store.registry import ModelVersion
+    from .gnn import GAT, GCN, GraphSAGE, NodeMLP, node_accuracy, propagate_labels
     from .registry import (
         LoadedModel,
         alias_history,

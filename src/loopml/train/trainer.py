@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import random
 import time
 import warnings
@@ -65,8 +66,14 @@ def _to(x: Any, device: torch.device) -> Any:
 
 
 def _rows(batch: Any) -> Any:
-    """A graph batch's third part (``loopml.data.graph``): the output rows its targets belong to; else None."""
-    return batch[2] if isinstance(batch, (tuple, list)) and len(batch) == 3 else None
+    """A graph batch's third part (``loopml.data.graph``): the output rows its targets belong to; else None.
+
+    A graph batch is ``((x, edge_index), y, rows)``: its inputs are a tuple. Other three-part
+    batches (a Dataset of ``(x, y, weight)``) keep training on their first two parts, as before.
+    """
+    if isinstance(batch, (tuple, list)) and len(batch) == 3 and isinstance(batch[0], (tuple, list)):
+        return batch[2]
+    return None
 
 
 def _labeled(out: torch.Tensor, y: torch.Tensor, rows: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,6 +81,34 @@ def _labeled(out: torch.Tensor, y: torch.Tensor, rows: Any) -> tuple[torch.Tenso
     out = out[rows.to(out.device)]
     keep = y >= 0
     return out[keep], y[keep]
+
+
+def _unlabeled(name: str) -> ArgumentError:
+    return ArgumentError(f"Argument {name} has no labeled node (y >= 0) to compute a loss on: every label of its nodes is -1. "
+                         "Pass a node set with labels (loopml.data.split_nodes makes them); trainer.predict(nodes) "
+                         "answers for unlabeled nodes")
+
+
+def _arity_error(model: nn.Module, args: tuple[Any, ...], exc: TypeError) -> ArgumentTypeError | None:
+    """A clear error when ``model.forward`` cannot take the batch's inputs (a graph model on rows, or the reverse)."""
+    try:
+        signature = inspect.signature(model.forward)
+        signature.bind(*args)
+    except TypeError:
+        pass
+    except ValueError:  # no signature to read (a builtin): the model's own error stands
+        return None
+    else:
+        return None  # the call fitted: the TypeError came from inside the model
+    name = type(model).__name__
+    if len(args) == 2:
+        return ArgumentTypeError(
+            f"{name}.forward{signature} cannot take a graph batch, called as model(x, edge_index) ({exc}); "
+            "a graph's nodes train a graph model: loopml.models.GCN, GraphSAGE, GAT, NodeMLP (which ignores the edges) "
+            "or a PyTorch Geometric model")
+    return ArgumentTypeError(
+        f"{name}.forward{signature} cannot be called with the batch's {len(args)} input(s) ({exc}); "
+        "a graph model, forward(x, edge_index), trains on a graph's nodes: trainer.fit(graph.nodes('train'))")
 
 
 class Trainer:
@@ -240,7 +275,7 @@ class Trainer:
         self.model.train()
         for m in self.metrics:
             m.reset()
-        total, seen, started = 0.0, 0.0, time.perf_counter()
+        total, seen, skipped, started = 0.0, 0.0, 0, time.perf_counter()
         for batch in loader:
             x, y = _split(batch)
             x, y, rows = _to(x, self.device), y.to(self.device), _rows(batch)
@@ -248,7 +283,8 @@ class Trainer:
             if rows is not None:
                 out, y = _labeled(out, y, rows)
                 if not len(y):
-                    continue  # a sampled batch whose seed nodes have no label
+                    skipped += 1  # a sampled batch whose seed nodes have no label
+                    continue
             loss = self.loss_fn(out, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -260,6 +296,8 @@ class Trainer:
             for m in self.metrics:
                 m.update(out.detach(), y)
             self.fire("batch_end")
+        if skipped and not seen:
+            raise _unlabeled("train")
         elapsed = time.perf_counter() - started
         if self._dist is not None:  # every rank reports the epoch over all ranks
             total, seen = self._dist.reduce(self.metrics, (total, seen))
@@ -274,12 +312,14 @@ class Trainer:
 
     def _call(self, x: Any, *, train: bool = True) -> Any:
         args = tuple(x) if isinstance(x, tuple) else (x,)
-        if not train and self._dist is not None:
-            return self.model(*args)  # no DDP collectives outside training: the ranks' eval shards differ in length
         try:
+            if not train and self._dist is not None:
+                return self.model(*args)  # no DDP collectives outside training: the ranks' eval shards differ in length
             return self._forward(*args)
         except Exception as exc:
-            if self._forward is self._wrapped:
+            if isinstance(exc, TypeError) and (error := _arity_error(self.model, args, exc)) is not None:
+                raise error from exc
+            if self._forward is self._wrapped or (not train and self._dist is not None):
                 raise
             self._fallback(exc)  # the compiled model failed: the eager one raises the user's own errors
             return self._wrapped(*args)
@@ -304,7 +344,7 @@ class Trainer:
         metrics = [copy.deepcopy(m) for m in self.metrics]
         for m in metrics:
             m.reset()
-        was_training, outputs, targets, total, seen = self.model.training, [], [], 0.0, 0.0
+        was_training, outputs, targets, total, seen, skipped = self.model.training, [], [], 0.0, 0.0, 0
         self.model.eval()
         try:
             for batch in loader:
@@ -314,6 +354,7 @@ class Trainer:
                 if rows is not None:
                     out, y = _labeled(out, y, rows)
                     if not len(y):
+                        skipped += 1
                         continue
                 total, seen = total + float(self.loss_fn(out, y)) * len(y), seen + len(y)
                 for m in metrics:
@@ -323,6 +364,8 @@ class Trainer:
                     targets.append(y.cpu())
         finally:
             self.model.train(was_training)
+        if skipped and not seen:
+            raise _unlabeled("data")
         if shard and self._dist is not None:
             total, seen = self._dist.reduce(metrics, (total, seen))
             if cost_matrix is not None:
