@@ -145,17 +145,16 @@ def test_every_graph_code_is_triggered() -> None:
     g = Graph(x, edges, y=[0, 0, 1, 2, -1], masks={"train": [0, 1, 2], "test": [2, 3]})
     report = check(g, min_labels=2)
     codes = {i.code: i for i in report.issues}
-    assert set(codes) == {"missing_nodes", "missing_values", "non_finite", "leakage", "no_train_labels", "few_labels",
+    assert set(codes) == {"missing_nodes", "missing_values", "non_finite", "leakage", "unlabeled_classes", "few_labels",
                           "self_loops", "duplicate_edges", "isolated_nodes", "directed"}
     assert set(data.CODES) >= set(codes)
     assert codes["missing_nodes"].details["examples"] == [[2, 7]]
     assert codes["leakage"].dataset == "train+test" and codes["leakage"].details["nodes"] == [2]
-    assert codes["no_train_labels"].details["classes"] == ["2"]  # class 2's only node is in test, not train
+    assert codes["unlabeled_classes"].details["classes"] == ["2"]  # class 2's only node is in test, not train
     assert codes["few_labels"].details["classes"] == ["1"]
     assert codes["isolated_nodes"].details["nodes"] == [4]
     assert codes["duplicate_edges"].details["count"] == 1 and codes["self_loops"].details["nodes"] == [1]
-    assert {i.code for i in report.errors} == {"missing_nodes", "missing_values", "non_finite", "leakage",
-                                                "no_train_labels"}
+    assert {i.code for i in report.errors} == {"missing_nodes", "missing_values", "non_finite", "leakage"}
     assert check(g, ignore=["directed"]).ignored[0].code == "directed"
     with pytest.raises(DataError, match="missing_nodes"):
         report.raise_if_errors()

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import loopml
 from loopml.data.graph import Graph, NeighborNodes
-from loopml.errors import ArgumentError, ArgumentTypeError
+from loopml.errors import ArgumentError, ArgumentTypeError, DataError
 from loopml.models import GAT, GCN, GraphSAGE, NodeMLP, node_accuracy, propagate_labels
 from loopml.models.rebuild import init_args_of
 from loopml.train import Trainer
@@ -230,8 +230,10 @@ def test_bad_arguments_are_clear_errors(karate: Graph) -> None:
     with pytest.raises(ArgumentError, match=r"heads should be an integer >= 1 that divides hidden \(64\)"):
         GAT(34, 4, heads=5)
     unlabeled = Graph(karate.x, karate.edge_index).nodes([0, 1, 2])
-    with pytest.raises(ArgumentError, match="train has no labeled node"):
+    with pytest.raises(DataError, match="no_train_labels"):  # fit's data check
         Trainer(GCN(34, 4), track=False).fit(unlabeled, epochs=1)
+    with pytest.raises(ArgumentError, match="train has no labeled node"):  # the loop's own guard
+        Trainer(GCN(34, 4), track=False).fit(unlabeled, epochs=1, check_data=False)
     with pytest.raises(ArgumentError, match="data has no labeled node"):
         Trainer(GCN(34, 4), track=False).evaluate(unlabeled)
     with pytest.raises(ArgumentError, match="should hold labeled nodes"):

@@ -24,8 +24,10 @@ for its node features, ``leakage`` for a node in two of train / val / test
 code                  severity triggers when
 ===================== ======== ==================================================================
 ``missing_nodes``     error    an edge points at a node the graph does not have (below 0, or N up)
-``no_train_labels``   error    a class has no labeled node in train (the train mask or set; all
-                               labeled nodes when there is none)
+``no_train_labels``   error    no node of train (the train mask or set; all nodes when there is
+                               none) has a label
+``unlabeled_classes`` warning  a class has no labeled train node: the model cannot learn it (as
+                               ``class_imbalance`` warns of a named class with no rows)
 ``few_labels``        warning  a class has fewer than ``min_labels`` labeled train nodes
 ``self_loops``        warning  an edge joins a node to itself
 ``duplicate_edges``   warning  an edge repeats an earlier one
@@ -75,6 +77,7 @@ CODES = {
     "class_imbalance": "warning",
     "missing_nodes": "error",
     "no_train_labels": "error",
+    "unlabeled_classes": "warning",
     "few_labels": "warning",
     "self_loops": "warning",
     "duplicate_edges": "warning",
@@ -426,12 +429,12 @@ def _graph_issues(graph: Graph, sets: Mapping[str, np.ndarray], min_labels: int,
     train_y = train_y[train_y >= 0]
     counts = np.bincount(train_y, minlength=graph.num_classes) if train_y.size else np.zeros(graph.num_classes, dtype=np.int64)
     scope = "train node" if "train" in sets else "node"
-    if not graph.num_classes:
+    if not train_y.size:
         issue("no_train_labels", where, f"no {scope} has a label (y is -1 everywhere): a classifier has nothing to learn",
-              classes=[])
+              classes=list(graph.class_names))
     empty = [graph.class_names[c] for c in np.flatnonzero(counts == 0)]
-    if empty:
-        issue("no_train_labels", where, f"{len(empty)} class(es) have no labeled {scope}, e.g. {empty[:max_examples]}: "
+    if empty and train_y.size:
+        issue("unlabeled_classes", where, f"{len(empty)} class(es) have no labeled {scope}, e.g. {empty[:max_examples]}: "
               "the model cannot learn them", classes=empty)
     few = [(graph.class_names[c], int(counts[c])) for c in np.flatnonzero((counts > 0) & (counts < min_labels))]
     if few:
