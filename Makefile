@@ -49,6 +49,7 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/serve_startup.py
 	$(PY) benchmarks/ood.py                            # alibi-detect runs from .venv-alibi when present
 	$(PY) benchmarks/federated.py                      # plain Flower and centralised training beside loopml.federated.fit
+	$(PY) benchmarks/graph.py                          # GCN/SAGE/GAT against an MLP and label propagation; the Trainer against a plain PyG loop
 
 # The peers of benchmarks/serving.py and benchmarks/ood.py, each in its own virtualenv (several GB;
 # TorchServe also needs Java 17: apt-get install openjdk-17-jre-headless), and the monitoring peers of
