@@ -157,16 +157,18 @@ class NodeSplit:
         return iter((self.train, self.val, self.test))
 
 
-def _size(value: Any, arg: str, of: int) -> int:
-    """A part's node count: a whole number is a count, a fraction from 0 to below 1 a share of ``of``."""
+def _size(value: Any, arg: str, of: int, *, whole: bool = False) -> int:
+    """A part's node count: a whole number is a count, a fraction from 0 to below 1 a share of ``of``
+    (up to 1.0 with ``whole``: every node train leaves, with ``per_class``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer)):
         raise ArgumentTypeError(f"Argument {arg} should be a fraction (0 to below 1) or a number of nodes, got {value!r}")
     if isinstance(value, (int, np.integer)):
         if value < 0:
             raise ArgumentError(f"Argument {arg} should be a number of nodes >= 0, got {value}")
         return int(value)
-    if not 0 <= value < 1:
-        raise ArgumentError(f"Argument {arg} should be a fraction from 0 to below 1 (or a whole number of nodes), got {value}")
+    if not (0 <= value <= 1 if whole else 0 <= value < 1):
+        top = "1" if whole else "below 1"
+        raise ArgumentError(f"Argument {arg} should be a fraction from 0 to {top} (or a whole number of nodes), got {value}")
     return round(of * value)
 
 
@@ -178,7 +180,7 @@ def split_nodes(graph: Graph, *, per_class: int | None = None, train: float | in
     ``train=None`` takes every labeled node that val and test leave. ``per_class=k`` puts
     exactly ``k`` labeled nodes of each class in train (the semi-supervised setting: a few
     labels, many nodes); ``val`` and ``test`` then come from the rest, as counts or fractions
-    of the rest. Test nodes are drawn first, then val, then train (train first with
+    of the rest (``test=1.0``: every node train leaves). Test nodes are drawn first, then val, then train (train first with
     ``per_class``), each class's nodes in one permutation of ``numpy.random.default_rng(seed)``,
     so the same graph and arguments give the same sets everywhere. Without ``per_class`` each
     class keeps at least one train node.
@@ -217,7 +219,7 @@ def split_nodes(graph: Graph, *, per_class: int | None = None, train: float | in
         take["train"][:] = per_class
         rest = counts - per_class
         n_rest = int(rest.sum())
-        n_test, n_val = _size(test, "test", n_rest), _size(val, "val", n_rest)
+        n_test, n_val = _size(test, "test", n_rest, whole=True), _size(val, "val", n_rest, whole=True)
         if n_test + n_val > n_rest:
             raise ArgumentError(f"Arguments val and test should fit in the {n_rest} labeled nodes that train leaves, "
                                 f"got {n_val} + {n_test}")
