@@ -333,7 +333,10 @@ class Nodes:
 
     def loader(self, *, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader[Any]:
         """What the Trainer iterates: one full-graph batch (``batch_size`` and ``shuffle`` do not apply)."""
-        return DataLoader(_FullBatch(self), batch_size=None)
+        # generator=: without one, every pass over a DataLoader draws its base seed from torch's global RNG,
+        # which moves the dropout masks of the next step; the full batch has nothing to shuffle or seed, so a
+        # private generator keeps the global stream as a plain PyG loop leaves it (same seed, same run)
+        return DataLoader(_FullBatch(self), batch_size=None, generator=torch.Generator())
 
     def sampled(self, num_neighbors: Sequence[int]) -> NeighborNodes:
         """These nodes as the seeds of neighbour-sampled mini-batches, for a graph too large for one step.
