@@ -4,6 +4,7 @@ and loopml's Trainer against a plain PyTorch Geometric loop on the same GCN, in 
     .venv/bin/python benchmarks/graph.py                  # accuracy (3 seeds) and timing (5 repeats a side)
     .venv/bin/python benchmarks/graph.py --quick          # one seed, fewer epochs, 2 repeats: a smoke run
     .venv/bin/python benchmarks/graph.py --only timing --repeats 9 --json out.json
+    .venv/bin/python benchmarks/graph.py --only grid --allocator fixed   # the digits goal, selected on validation
 
 Accuracy. Two graphs, each split with 1, 5 and 20 labels per class:
 
