@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
 from ..errors import ArgumentError, ArgumentTypeError, DataError
 from .fingerprint import canonical_bytes, fingerprint_graph
@@ -291,17 +290,6 @@ class Graph:
                     **{f"{k}_mask": m for k, m in self.masks.items()})
 
 
-class _FullBatch(TorchDataset[tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]]):
-    def __init__(self, nodes: Nodes) -> None:
-        self.item = ((nodes.graph.x, nodes.graph.edge_index), nodes.graph.y[nodes.index], nodes.index)
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, i: int) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor]:
-        return self.item
-
-
 class Nodes:
     """Some nodes of a graph (``index``, node numbers): a train, val or test set.
 
@@ -331,12 +319,14 @@ class Nodes:
         h.update(canonical_bytes(self.index.numpy()).data.cast("B") if len(self) else b"")
         return h.hexdigest()
 
-    def loader(self, *, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader[Any]:
+    def loader(self, *, batch_size: int, shuffle: bool,
+               generator: torch.Generator | None = None) -> DataLoader[Any] | tuple[Any, ...]:
         """What the Trainer iterates: one full-graph batch (``batch_size`` and ``shuffle`` do not apply)."""
-        # generator=: without one, every pass over a DataLoader draws its base seed from torch's global RNG,
-        # which moves the dropout masks of the next step; the full batch has nothing to shuffle or seed, so a
-        # private generator keeps the global stream as a plain PyG loop leaves it (same seed, same run)
-        return DataLoader(_FullBatch(self), batch_size=None, generator=torch.Generator())
+        # A one-item tuple, not a DataLoader: an epoch is one step, and a DataLoader's iterator cost as much
+        # per epoch as the loss and metrics together (benchmarks/graph.py: the Trainer against a plain loop);
+        # nor does it draw a base seed from torch's global RNG, which would move the next dropout masks away
+        # from a plain PyG loop's with the same seed
+        return ((self.graph.x, self.graph.edge_index), self.graph.y[self.index], self.index),
 
     def sampled(self, num_neighbors: Sequence[int]) -> NeighborNodes:
         """These nodes as the seeds of neighbour-sampled mini-batches, for a graph too large for one step.

@@ -22,10 +22,11 @@ _EXAMPLE = "e.g. trainer.fit((x_train, y_train), val=(x_val, y_val), epochs=5, b
 def as_loader(
     data: Any, *, name: str, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
     sampler: Callable[[Dataset[Any]], Iterable[int]] | None = None,
-) -> DataLoader[Any]:
+) -> DataLoader[Any] | tuple[Any, ...]:
     """A DataLoader from a DataLoader (as is), a map-style Dataset of (x, y), or an (x, y) tuple.
 
-    ``sampler``, a function of the dataset, picks the indices instead (a rank's shard).
+    ``sampler``, a function of the dataset, picks the indices instead (a rank's shard). A graph's
+    :class:`~loopml.data.Nodes` gives its own batches (one full-graph batch is a one-item tuple).
     """
     if isinstance(data, DataLoader):
         return data

@@ -78,9 +78,8 @@ def _rows(batch: Any) -> Any:
 
 def _labeled(out: torch.Tensor, y: torch.Tensor, rows: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """A graph batch's outputs at its target rows, without the nodes that have no label (class -1)."""
-    out = out[rows.to(out.device)]
-    keep = y >= 0
-    return out[keep], y[keep]
+    keep = y >= 0  # one index of the outputs, not two: each costs a copy forward and a scatter backward
+    return out[rows.to(y.device)[keep]], y[keep]
 
 
 def _unlabeled(name: str) -> ArgumentError:
