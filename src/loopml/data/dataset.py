@@ -27,12 +27,13 @@ from .fingerprint import fingerprint_tensors
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["TASKS", "Dataset", "fingerprint", "from_arrays", "from_frame"]
+__all__ = ["TASKS", "Dataset", "as_array", "fingerprint", "from_arrays", "from_frame"]
 
 TASKS = ("classification", "regression")
 
 
-def _to_numpy(value: Any, what: str) -> np.ndarray:
+def as_array(value: Any, what: str) -> np.ndarray:
+    """``value`` (an array, a tensor, a pandas object or a list of numbers) as a NumPy array; ``what`` names it in errors."""
     if isinstance(value, torch.Tensor):
         return value.detach().cpu().numpy()
     if type(value).__module__.startswith("pandas"):
@@ -75,7 +76,7 @@ class Dataset(TorchDataset[tuple[torch.Tensor, torch.Tensor]]):
         source: str = "arrays",
         categories: dict[str, list[str]] | None = None,
     ) -> None:
-        xa, ya = _to_numpy(x, "x"), _to_numpy(y, "y")
+        xa, ya = as_array(x, "x"), as_array(y, "y")
         if xa.ndim not in (2, 4):
             raise ArgumentError(
                 f"Argument x should be 2-D (rows x features) or 4-D (N x C x H x W images), got shape {xa.shape}; "

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..errors import ArgumentError, ArgumentTypeError, DataError
+from .dataset import as_array
 from .fingerprint import canonical_bytes, fingerprint_graph
 from .rows import write_arrays
 from .sampling import NeighborSampler
@@ -45,14 +46,7 @@ __all__ = ["Graph", "NeighborNodes", "Nodes"]
 
 
 def _array(value: Any, what: str) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().numpy()
-    if type(value).__module__.startswith("pandas"):
-        return np.asarray(value.to_numpy())
-    try:
-        arr = np.asarray(value)
-    except (TypeError, ValueError) as exc:
-        raise ArgumentTypeError(f"Argument {what} should be a NumPy array, a tensor or a list of numbers: {exc}") from exc
+    arr = as_array(value, what)
     if arr.dtype.kind not in "biuf":
         raise ArgumentTypeError(f"Argument {what} should hold numbers, got values of dtype {arr.dtype}")
     return arr
