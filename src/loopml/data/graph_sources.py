@@ -37,15 +37,13 @@ import torch
 from ..errors import ArgumentError, ArgumentTypeError
 from .dataset import Dataset
 from .graph import Graph
-from .sources import frame_reader
+from .sources import read_table
 
 if TYPE_CHECKING:
     import pandas as pd
     from torch_geometric.data import Data
 
 __all__ = ["from_edges", "from_pyg", "karate_club", "knn_graph", "sbm"]
-
-_TABLES = (".csv", ".parquet")
 
 
 def _pyg(what: str) -> None:
@@ -90,22 +88,6 @@ def from_pyg(data: "Data", *, name: str = "graph", source: str = "pyg",
                  name=name, source=source)
 
 
-def _read_table(path: str | os.PathLike[str], what: str) -> "pd.DataFrame":
-    p = Path(path)
-    suffix = p.suffix.lower()
-    if suffix not in _TABLES:
-        raise ArgumentError(f"Argument {what} should be a .csv or .parquet file, got {str(p)!r}")
-    if not p.is_file():
-        raise ArgumentError(f"Argument {what} should be an existing file; {str(p)!r} does not exist")
-    try:
-        return frame_reader(suffix)(p)
-    except ModuleNotFoundError:
-        raise
-    except Exception as exc:  # pandas raises many parser errors; the user's file is at fault, say which
-        raise ArgumentError(f"Argument {what} should be a readable {suffix} table; {str(p)!r}: "
-                            f"{type(exc).__name__}: {exc}") from exc
-
-
 def _is_frame(value: Any) -> bool:
     return type(value).__module__.startswith("pandas") and hasattr(value, "columns")
 
@@ -113,7 +95,7 @@ def _is_frame(value: Any) -> bool:
 def _edge_ends(edges: Any, source: str, target: str) -> tuple[np.ndarray, np.ndarray]:
     """The source and target ids of each edge, as two arrays (numbers or text)."""
     if isinstance(edges, (str, os.PathLike)):
-        edges = _read_table(edges, "edges")
+        edges = read_table(edges, what="edges")
     if _is_frame(edges):
         missing = [c for c in (source, target) if c not in edges.columns]
         if missing:
@@ -201,7 +183,7 @@ def from_edges(
     if nodes is not None:
         import pandas as pd
 
-        table = _read_table(nodes, "nodes") if isinstance(nodes, (str, os.PathLike)) else nodes
+        table = read_table(nodes, what="nodes") if isinstance(nodes, (str, os.PathLike)) else nodes
         if not _is_frame(table):
             raise ArgumentTypeError(f"Argument nodes should be a pandas DataFrame or a .csv / .parquet file, got "
                                     f"{type(nodes).__name__}")

@@ -57,10 +57,12 @@ from .rows import load_stored, rebuild
 from .split import Split
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..store.protocols import TrackingBackend
     from ..tracking.run import Run
 
-__all__ = ["FILE_SUFFIXES", "KEEP_ROWS_BYTES", "frame_reader", "read_file", "resolve", "rows_artifact", "save_rows", "stored"]
+__all__ = ["FILE_SUFFIXES", "KEEP_ROWS_BYTES", "read_file", "read_table", "resolve", "rows_artifact", "save_rows", "stored"]
 
 FILE_SUFFIXES = (".npz", ".csv", ".parquet")
 KEEP_ROWS_BYTES = 32 * 2**20
@@ -74,7 +76,7 @@ FORMS = (
 _FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
 
 
-def frame_reader(suffix: str) -> Any:
+def _frame_reader(suffix: str) -> Any:
     """pandas' reader of a ``.csv`` or ``.parquet`` table (parquet: an error naming the extra without pyarrow)."""
     import pandas as pd
 
@@ -85,6 +87,23 @@ def frame_reader(suffix: str) -> Any:
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError("Reading .parquet files needs pyarrow: pip install 'loopml[parquet]'") from exc
     return pd.read_parquet
+
+
+def read_table(path: str | os.PathLike[str], *, what: str = "data") -> "pd.DataFrame":
+    """A ``.csv`` or ``.parquet`` file as a DataFrame; ``what`` names the argument in the errors (a wrong
+    suffix, a missing file, or the parser's own error, with the file's name: the file is at fault, not loopml)."""
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ArgumentError(f"Argument {what} should be a .csv or .parquet file, got {str(p)!r}")
+    if not p.is_file():
+        raise ArgumentError(f"Argument {what} should be an existing file; {str(p)!r} does not exist")
+    try:
+        return _frame_reader(suffix)(p)
+    except ModuleNotFoundError:
+        raise
+    except Exception as exc:  # pandas raises many parser errors; the user's file is at fault, say which
+        raise ArgumentError(f"Argument {what} should be a readable {suffix} table; {str(p)!r}: {type(exc).__name__}: {exc}") from exc
 
 
 def read_file(path: str | os.PathLike[str], *, target: str | None = None) -> Dataset:
@@ -118,12 +137,7 @@ def read_file(path: str | os.PathLike[str], *, target: str | None = None) -> Dat
                 f"has {sorted(arrays)}, without {missing}; write one with numpy.savez(path, x=x, y=y)"
             )
         return from_arrays(arrays["x"], arrays["y"], name=name, source=f"file:{p.name}")
-    try:
-        frame = frame_reader(suffix)(p)
-    except ModuleNotFoundError:
-        raise
-    except Exception as exc:  # pandas raises many parser errors; the user's file is at fault, say which
-        raise ArgumentError(f"Argument data should be a readable {suffix} table; {str(p)!r}: {type(exc).__name__}: {exc}") from exc
+    frame = read_table(p)
     columns = [str(c) for c in frame.columns]
     if target is None:
         raise ArgumentError(
