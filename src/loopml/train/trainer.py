@@ -276,14 +276,10 @@ class Trainer:
             m.reset()
         total, seen, skipped, started = 0.0, 0.0, 0, time.perf_counter()
         for batch in loader:
-            x, y = _split(batch)
-            x, y, rows = _to(x, self.device), y.to(self.device), _rows(batch)
-            out = self._call(x)
-            if rows is not None:
-                out, y = _labeled(out, y, rows)
-                if not len(y):
-                    skipped += 1  # a sampled batch whose seed nodes have no label
-                    continue
+            out, y = self._outputs(batch)
+            if not len(y):
+                skipped += 1  # a sampled graph batch whose seed nodes have no label
+                continue
             loss = self.loss_fn(out, y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -308,6 +304,13 @@ class Trainer:
         if val is not None:
             s.metrics.update({f"val_{k}": v for k, v in self.evaluate(val).items()})
         self.fire("epoch_end")
+
+    def _outputs(self, batch: Any, *, train: bool = True) -> tuple[Any, Any]:
+        """The model's outputs for a batch and its targets; a graph batch's at its labeled target rows only."""
+        x, y = _split(batch)
+        x, y, rows = _to(x, self.device), y.to(self.device), _rows(batch)
+        out = self._call(x, train=train)
+        return (out, y) if rows is None else _labeled(out, y, rows)
 
     def _call(self, x: Any, *, train: bool = True) -> Any:
         args = tuple(x) if isinstance(x, tuple) else (x,)
@@ -347,14 +350,10 @@ class Trainer:
         self.model.eval()
         try:
             for batch in loader:
-                x, y = _split(batch)
-                x, y, rows = _to(x, self.device), y.to(self.device), _rows(batch)
-                out = self._call(x, train=False)
-                if rows is not None:
-                    out, y = _labeled(out, y, rows)
-                    if not len(y):
-                        skipped += 1
-                        continue
+                out, y = self._outputs(batch, train=False)
+                if not len(y):
+                    skipped += 1
+                    continue
                 total, seen = total + float(self.loss_fn(out, y)) * len(y), seen + len(y)
                 for m in metrics:
                     m.update(out, y)
