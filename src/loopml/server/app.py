@@ -43,6 +43,7 @@ from ..errors import ArgumentError, ConfigError
 from ..explanations import DEFAULT_BUDGET
 from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
+from .mlflow_wire import ARTIFACTS_PREFIX, MlflowErrorShape
 from .routes_datasets import ROWS_UPLOAD
 from .routes_datasets import router as datasets_router
 from .routes_explain import router as explain_router
@@ -117,9 +118,11 @@ def create_app(
         auth_token=auth_token,
         allowed_hosts=list(allowed_hosts),
         binary_uploads=[ARTIFACT_UPLOAD, ROWS_UPLOAD],
+        any_media_uploads=[ARTIFACTS_PREFIX + "/artifacts/.+"],  # MLflow's client: the file's guessed type
         public_paths=ui_public_paths(),  # the UI's pages and scripts only: they hold no data
         **extra,
     )
+    app.add_middleware(MlflowErrorShape)  # added last, so outermost: it sees the security checks' answers too
     return app
 
 
