@@ -150,35 +150,34 @@ def test_outputs_link_runs_to_logged_models(sqlite_store: TrackingStore, live_se
     assert httpx.post(f"{srv.url}{API}/runs/outputs", json={"run_id": "0" * 32, "models": [{"model_id": "m"}]}).json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "body", "status", "code"),
-    [
-        ("GET", "/runs/get", {"run_id": "f" * 32}, 404, "RESOURCE_DOES_NOT_EXIST"),
-        ("GET", "/runs/get", {}, 400, "INVALID_PARAMETER_VALUE"),
-        ("GET", "/experiments/get-by-name", {"experiment_name": "nope"}, 404, "RESOURCE_DOES_NOT_EXIST"),
-        ("GET", "/experiments/get", {"experiment_id": "x1"}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/experiments/create", {}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/runs/search", {"filter": "metrics.loss <"}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/runs/search", {"filter": "datasets.name = 'x'"}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/runs/search", {"max_results": 50001}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/runs/search", {"page_token": "not a token"}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/runs/log-metric", {"run_id": "f" * 32, "key": "k", "value": 1, "timestamp": 1}, 404, "RESOURCE_DOES_NOT_EXIST"),
-        ("POST", "/runs/log-metric", {"run_id": "RUN", "key": "k", "value": "high", "timestamp": 1}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/runs/log-metric", {"run_id": "RUN", "key": "k", "value": 1}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/runs/log-batch", {"run_id": "RUN", "metrics": [{"key": "k", "value": 1, "timestamp": 1}] * 1001}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/runs/log-batch", {"run_id": "RUN", "params": [{"key": "p", "value": "1"}] * 2}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/runs/log-batch", {"run_id": "RUN", "tags": [{"key": "../x", "value": "1"}]}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/runs/update", {"run_id": "RUN", "status": "DONE"}, 400, "INVALID_PARAMETER_VALUE"),
-        ("POST", "/experiments/delete", {"experiment_id": "0"}, 400, "INVALID_PARAMETER_VALUE"),
-        ("GET", "/metrics/get-history", {"run_id": "RUN", "metric_key": "k", "max_results": "0"}, 400, "INVALID_PARAMETER_VALUE"),
-    ],
-)
-def test_bad_input_is_a_4xx_in_mlflows_shape(
-    sqlite_server: LiveServer, sqlite_store: TrackingStore, method: str, path: str, body: dict[str, Any], status: int, code: str
-) -> None:
+BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [  # method, path, body, status, error_code
+
+    ("GET", "/runs/get", {"run_id": "f" * 32}, 404, "RESOURCE_DOES_NOT_EXIST"),
+    ("GET", "/runs/get", {}, 400, "INVALID_PARAMETER_VALUE"),
+    ("GET", "/experiments/get-by-name", {"experiment_name": "nope"}, 404, "RESOURCE_DOES_NOT_EXIST"),
+    ("GET", "/experiments/get", {"experiment_id": "x1"}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/experiments/create", {}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/runs/search", {"filter": "metrics.loss <"}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/runs/search", {"filter": "datasets.name = 'x'"}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/runs/search", {"max_results": 50001}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/runs/search", {"page_token": "not a token"}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/runs/log-metric", {"run_id": "f" * 32, "key": "k", "value": 1, "timestamp": 1}, 404, "RESOURCE_DOES_NOT_EXIST"),
+    ("POST", "/runs/log-metric", {"run_id": "RUN", "key": "k", "value": "high", "timestamp": 1}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/runs/log-metric", {"run_id": "RUN", "key": "k", "value": 1}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/runs/log-batch", {"run_id": "RUN", "metrics": [{"key": "k", "value": 1, "timestamp": 1}] * 1001}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/runs/log-batch", {"run_id": "RUN", "params": [{"key": "p", "value": "1"}] * 2}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/runs/log-batch", {"run_id": "RUN", "tags": [{"key": "../x", "value": "1"}]}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/runs/update", {"run_id": "RUN", "status": "DONE"}, 400, "INVALID_PARAMETER_VALUE"),
+    ("POST", "/experiments/delete", {"experiment_id": "0"}, 400, "INVALID_PARAMETER_VALUE"),
+    ("GET", "/metrics/get-history", {"run_id": "RUN", "metric_key": "k", "max_results": "0"}, 400, "INVALID_PARAMETER_VALUE"),
+]
+
+
+def test_bad_input_is_a_4xx_in_mlflows_shape(sqlite_server: LiveServer, sqlite_store: TrackingStore) -> None:
     rid = sqlite_store.create_run(experiment="default").id
-    filled = {k: (rid if v == "RUN" else v) for k, v in body.items()}
     with httpx.Client(base_url=sqlite_server.url + API) as c:
-        r = c.get(path, params=filled) if method == "GET" else c.post(path, json=filled)
-    assert (r.status_code, r.json()["error_code"]) == (status, code), r.text
-    assert r.json()["message"]
+        for method, path, body, status, code in BAD_INPUTS:
+            filled = {k: (rid if v == "RUN" else v) for k, v in body.items()}
+            r = c.get(path, params=filled) if method == "GET" else c.post(path, json=filled)
+            assert (r.status_code, r.json()["error_code"]) == (status, code), (path, body, r.text)
+            assert r.json()["message"]

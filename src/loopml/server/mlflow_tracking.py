@@ -127,6 +127,15 @@ def _str(p: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     return value
 
 
+def _tags(p: dict[str, Any]) -> dict[str, Any]:
+    tags: dict[str, Any] = {}
+    for i, t in enumerate(_list(p, "tags")):
+        if not isinstance(t, dict) or not isinstance(t.get("key"), str) or not t["key"]:
+            raise MlflowError("INVALID_PARAMETER_VALUE", f"Missing value for required parameter 'tags[{i}].key'.")
+        tags[t["key"]] = t.get("value") or ""
+    return tags
+
+
 def _int(p: dict[str, Any], name: str, default: int | None = None, *, required: bool = False) -> int | None:
     value = p.get(name)
     if value is None or value == "":
@@ -150,7 +159,7 @@ def _list(p: dict[str, Any], name: str) -> list[Any]:
     return value
 
 
-def _run_id(p: dict[str, Any]) -> str:
+def _run_id_of(p: dict[str, Any]) -> str:
     rid = p.get("run_id") or p.get("run_uuid")
     if not isinstance(rid, str) or not rid:
         raise MlflowError("INVALID_PARAMETER_VALUE", "Missing value for required parameter 'run_id'.")
@@ -253,7 +262,7 @@ def get_experiment(store: TrackingStore, p: dict[str, Any]) -> Any:
 def create_experiment(store: TrackingStore, p: dict[str, Any]) -> Any:
     name = _str(p, "name")
     assert name is not None
-    tags = {t.get("key"): t.get("value", "") for t in _list(p, "tags") if isinstance(t, dict)}
+    tags = _tags(p)
     try:
         new_id = lifecycle.create_experiment(store, name, tags=tags)
     except Conflict as exc:
@@ -433,7 +442,7 @@ def create_run(store: TrackingStore, p: dict[str, Any]) -> Any:
     exp = lifecycle.get_experiment(store, id=eid)
     if exp.deleted_at is not None:
         raise MlflowError("INVALID_PARAMETER_VALUE", f"Could not create run under non-active experiment with id {_mlflow_id(eid, exp.name)}.")
-    tags = {t.get("key"): t.get("value", "") for t in _list(p, "tags") if isinstance(t, dict)}
+    tags = _tags(p)
     name = tags.pop(RUN_NAME_TAG, None) or p.get("run_name") or None
     start = _int(p, "start_time")
     run = store.create_run(
@@ -449,13 +458,13 @@ def create_run(store: TrackingStore, p: dict[str, Any]) -> Any:
 
 @_get("/runs/get")
 def get_run(store: TrackingStore, p: dict[str, Any]) -> Any:
-    run = _user_run(store, _run_id(p))
+    run = _user_run(store, _run_id_of(p))
     return {"run": _run_json(run, lifecycle.run_links(store, [run.id]).get(run.id))}
 
 
 @_post("/runs/update")
 def update_run(store: TrackingStore, p: dict[str, Any]) -> Any:
-    rid = _run_id(p)
+    rid = _run_id_of(p)
     _user_run(store, rid)
     name = p.get("run_name")
     if name:
@@ -474,12 +483,12 @@ def update_run(store: TrackingStore, p: dict[str, Any]) -> Any:
 
 @_post("/runs/delete")
 def delete_run(store: TrackingStore, p: dict[str, Any]) -> Any:
-    lifecycle.delete_run(store, _run_id(p))
+    lifecycle.delete_run(store, _run_id_of(p))
 
 
 @_post("/runs/restore")
 def restore_run(store: TrackingStore, p: dict[str, Any]) -> Any:
-    lifecycle.restore_run(store, _run_id(p))
+    lifecycle.restore_run(store, _run_id_of(p))
 
 
 def _metric_point(run_id: str, m: dict[str, Any], where: str) -> tuple[str, str, int, float, float]:
@@ -510,27 +519,27 @@ def _log(store: TrackingStore, run_id: str, points: list[Any], params: dict[str,
 
 @_post("/runs/log-metric")
 def log_metric(store: TrackingStore, p: dict[str, Any]) -> Any:
-    rid = _run_id(p)
+    rid = _run_id_of(p)
     _log(store, rid, [_metric_point(rid, p, "")], {}, {})
 
 
 @_post("/runs/log-parameter")
 def log_param(store: TrackingStore, p: dict[str, Any]) -> Any:
-    key = _str(p, "key")
+    key = _str(p, "key") or ""
     value = p.get("value")
-    _log(store, _run_id(p), [], {key: "" if value is None else value}, {})
+    _log(store, _run_id_of(p), [], {key: "" if value is None else value}, {})
 
 
 @_post("/runs/set-tag")
 def set_tag(store: TrackingStore, p: dict[str, Any]) -> Any:
-    key = _str(p, "key")
+    key = _str(p, "key") or ""
     value = p.get("value")
-    _log(store, _run_id(p), [], {}, {key: "" if value is None else value})
+    _log(store, _run_id_of(p), [], {}, {key: "" if value is None else value})
 
 
 @_post("/runs/log-batch")
 def log_batch(store: TrackingStore, p: dict[str, Any]) -> Any:
-    rid = _run_id(p)
+    rid = _run_id_of(p)
     metrics, params, tags = _list(p, "metrics"), _list(p, "params"), _list(p, "tags")
     for what, items, limit in (("metrics", metrics, MAX_METRICS_PER_BATCH), ("params", params, MAX_PARAMS_TAGS_PER_BATCH), ("tags", tags, MAX_PARAMS_TAGS_PER_BATCH)):
         if len(items) > limit:
@@ -559,7 +568,7 @@ def log_batch(store: TrackingStore, p: dict[str, Any]) -> Any:
 
 @_post("/runs/delete-tag")
 def delete_tag(store: TrackingStore, p: dict[str, Any]) -> Any:
-    rid = _run_id(p)
+    rid = _run_id_of(p)
     key = _str(p, "key")
     run = _user_run(store, rid)
     if run.deleted_at is not None:
@@ -571,7 +580,7 @@ def delete_tag(store: TrackingStore, p: dict[str, Any]) -> Any:
 
 @_post("/runs/log-inputs")
 def log_inputs(store: TrackingStore, p: dict[str, Any]) -> Any:
-    rid = _run_id(p)
+    rid = _run_id_of(p)
     links: list[tuple[str, str, int | None, Any]] = []
     for item in _list(p, "datasets"):
         ds = item.get("dataset") if isinstance(item, dict) else None
@@ -588,7 +597,7 @@ def log_inputs(store: TrackingStore, p: dict[str, Any]) -> Any:
 
 @_post("/runs/outputs")
 def log_outputs(store: TrackingStore, p: dict[str, Any]) -> Any:
-    rid = _run_id(p)
+    rid = _run_id_of(p)
     links: list[tuple[str, str, int | None, Any]] = []
     for item in _list(p, "models"):
         if not isinstance(item, dict) or not item.get("model_id"):
@@ -655,7 +664,7 @@ def _history_json(key: str, steps: np.ndarray, times: np.ndarray, values: np.nda
 
 @_get("/metrics/get-history")
 def get_metric_history(store: TrackingStore, p: dict[str, Any]) -> Any:
-    rid = _run_id(p)
+    rid = _run_id_of(p)
     key = _str(p, "metric_key")
     assert key is not None
     limit = _int(p, "max_results")
