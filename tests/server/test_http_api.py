@@ -292,6 +292,8 @@ def test_every_route_needs_the_token(sqlite_store: TrackingStore, live_server: C
     assert {"/api/v1/models/{name}/versions/{ref}/explain", "/api/v1/predictions/{request_id}/explanation"} <= api_routes
     assert {"/ui/api/predictions/{name}", "/ui/api/models/{name}/versions/{version}/explain"} <= {p for p, _m, _r in routes}
     assert {"/docs", "/openapi.json"} <= {path for path, _m, _r in routes}
+    mlflow_paths = {"/api/2.0/mlflow/runs/log-batch", "/api/2.0/mlflow/runs/search", "/api/2.0/mlflow/metrics/get-history"}
+    assert mlflow_paths | {"/api/2.0/mlflow/experiments/get-by-name"} <= api_routes  # MLflow's REST API: behind the token too
     # The only routes a GET reaches without the token: the web UI's HTML shells and
     # static files, which hold no data (docs/ui.md). Adding one here is a decision.
     public = {

@@ -15,6 +15,9 @@ What is where:
   datasets and lineage (:mod:`loopml.server.routes_datasets`), the model
   registry (:mod:`loopml.server.routes_models`) and explanations of versions
   and logged requests (:mod:`loopml.server.routes_explain`).
+- ``/api/2.0/mlflow/...``: MLflow's REST API for MLflow's own clients, over the
+  same store (:mod:`loopml.server.mlflow_tracking`: experiments, runs, metric
+  histories; docs/mlflow.md).
 - ``/ui/...``: the web UI (:mod:`loopml.server.ui`); its pages and static
   files are the only routes that answer without the token (they hold no data).
 - ``/health``: ``{"status": "ok"}`` for readiness checks.
@@ -43,6 +46,7 @@ from ..errors import ArgumentError, ConfigError
 from ..explanations import DEFAULT_BUDGET
 from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
+from .mlflow_tracking import router as mlflow_tracking_router
 from .mlflow_wire import ARTIFACTS_PREFIX, MlflowErrorShape
 from .routes_datasets import ROWS_UPLOAD
 from .routes_datasets import router as datasets_router
@@ -111,6 +115,7 @@ def create_app(
     app.include_router(models_router)
     app.include_router(labels_router)  # the labeling queue and labels (docs/loop.md)
     app.include_router(explain_router)  # explanations of versions and logged requests (docs/explain.md)
+    app.include_router(mlflow_tracking_router)  # MLflow's tracking REST API (docs/mlflow.md)
     app.include_router(ui_router)  # the web UI (docs/ui.md): /ui pages, /ui/api data
     extra: dict[str, Any] = {} if max_json_body is None else {"max_json_body": max_json_body}
     app.add_middleware(

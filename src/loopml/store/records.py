@@ -57,6 +57,7 @@ class RunRecord:
     host: str | None = None
     user: str | None = None
     command: str | None = None
+    deleted_at: float | None = None  # deleted (restorable); deleted runs are left out of searches by default
     params: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, MetricSummary] = field(default_factory=dict)

@@ -43,6 +43,7 @@ __all__ = [
     "artifacts",
     "dataset_predictions",
     "datasets",
+    "experiment_tags",
     "experiments",
     "alias_events",
     "feedback",
@@ -59,6 +60,7 @@ __all__ = [
     "params",
     "predictions",
     "run_datasets",
+    "run_links",
     "runs",
     "tags",
 ]
@@ -67,7 +69,7 @@ __all__ = [
 # the user to run `loopml db upgrade`. Kept here (not read from the migration
 # scripts) so that opening a store does not import Alembic; a test pins it to
 # the script directory's head.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 from .validation import KEY_LENGTH, RUN_STATUSES  # noqa: E402 - one number for columns and checks; one status list
 
@@ -90,6 +92,7 @@ experiments = Table(
     Column("name", String(KEY_LENGTH), nullable=False),
     Column("description", Text, nullable=True),
     Column("created_at", Double, nullable=False),
+    Column("deleted_at", Double, nullable=True),  # revision 0007: deleted (MLflow's lifecycle), restorable
     UniqueConstraint("name"),
 )
 
@@ -109,6 +112,7 @@ runs = Table(
     Column("host", String(KEY_LENGTH), nullable=True),
     Column("user", String(KEY_LENGTH), nullable=True),
     Column("command", Text, nullable=True),
+    Column("deleted_at", Double, nullable=True),  # revision 0007: deleted (MLflow's lifecycle), restorable
     Index(None, "experiment_id", "start_time"),
     Index(None, "parent_id"),
 )
@@ -127,6 +131,28 @@ tags = Table(
     Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
     Column("key", String(KEY_LENGTH), primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# An experiment's tags (revision 0007; MLflow's clients set them, e.g. its note).
+experiment_tags = Table(
+    "experiment_tags",
+    metadata,
+    Column("experiment_id", BigId, ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", String(KEY_LENGTH), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# What a run used and made besides loopml's datasets (revision 0007): MLflow's logged models as
+# inputs and outputs (`ref` the model id, `step` an output's step) and MLflow's dataset inputs
+# (`ref` "<digest>/<name>", `details` the dataset's JSON with its tags).
+run_links = Table(
+    "run_links",
+    metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("kind", String(16), primary_key=True),  # "model_input", "model_output", "dataset_input"
+    Column("ref", String(512), primary_key=True),
+    Column("step", BigInteger, nullable=True),
+    Column("details", Text, nullable=True),
 )
 
 # Every logged point, in blocks: one row per (run, key) per batch the writer

@@ -88,12 +88,12 @@ _PREFIXES = {
     "metrics": "metrics", "metric": "metrics",
     "params": "params", "param": "params",
     "tags": "tags", "tag": "tags",
-    "attributes": "attributes", "attribute": "attributes", "attr": "attributes",
+    "attributes": "attributes", "attribute": "attributes", "attr": "attributes", "run": "attributes",
 }  # fmt: skip
 _STRING_ATTRIBUTES = ("status", "name", "id", "parent_id", "git_commit", "host", "user")
 _NUMERIC_ATTRIBUTES = ("start_time", "end_time", "heartbeat_at", "experiment_id")
 _ATTRIBUTES = _STRING_ATTRIBUTES + _NUMERIC_ATTRIBUTES
-_ATTRIBUTE_ALIASES = {"run_name": "name", "run_id": "id"}
+_ATTRIBUTE_ALIASES = {"run_name": "name", "run_id": "id", "user_id": "user"}  # MLflow's names too
 _TABLES: dict[str, Table] = {"metrics": latest_metrics, "params": params, "tags": tags}
 _ORDERINGS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _ORDER_OPERATORS = "=, !=, <, <=, >, >="
@@ -538,8 +538,8 @@ def _compile(node: Node, status: ColumnElement[str]) -> ColumnElement[bool]:
     return condition
 
 
-def compile_filter(text: str | None, *, status: ColumnElement[str]) -> ColumnElement[bool] | None:
-    """A WHERE clause over ``schema.runs`` for the filter ``text``; ``None`` for no filter.
+def compile_filter(text: str | Node | None, *, status: ColumnElement[str]) -> ColumnElement[bool] | None:
+    """A WHERE clause over ``schema.runs`` for the filter ``text`` (or its :func:`parse_filter` tree); ``None`` for no filter.
 
     ``status`` is the run's effective status, usually :func:`status_expression`.
 
@@ -551,7 +551,7 @@ def compile_filter(text: str | None, *, status: ColumnElement[str]) -> ColumnEle
     """
     if text is None or (isinstance(text, str) and not text.strip()):
         return None
-    return _compile(parse_filter(text), status)
+    return _compile(text if isinstance(text, (Comparison, And, Or, Not)) else parse_filter(text), status)
 
 
 def _sort_key(target: Field, status: ColumnElement[str], aggregate: str | None = None) -> ColumnElement[Any]:

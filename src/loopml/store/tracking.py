@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import (
     ArgumentError,
     ArtifactPathError,
+    Conflict,
     IntegrityError,
     LoopMLError,
     NotFound,
@@ -42,7 +43,7 @@ from .engine import open_engine
 from .points import decode_history, encode_blocks
 from .protocols import MetricPoint
 from .records import ArtifactInfo, Experiment, History, MetricSummary, RunRecord
-from .search import compile_filter, compile_order_by, status_expression
+from .search import Node, compile_filter, compile_order_by, status_expression
 from .validation import check_key, check_status, check_text_value
 
 __all__ = ["MAX_PAGE_SIZE", "MetricPoint", "TrackingStore"]
@@ -283,6 +284,10 @@ class TrackingStore:
             return
         with self.transaction() as conn:
             self._require_run(conn, run_id)
+            self._write_params(conn, run_id, vals)
+
+    def _write_params(self, conn: Connection, run_id: str, vals: Mapping[str, str]) -> None:
+        if vals:
             stmt = self.upsert(s.params).on_conflict_do_nothing(index_elements=["run_id", "key"])
             conn.execute(stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in vals.items()])
             stored = dict(
@@ -306,9 +311,43 @@ class TrackingStore:
             return
         with self.transaction() as conn:
             self._require_run(conn, run_id)
+            self._write_tags(conn, run_id, vals)
+
+    def _write_tags(self, conn: Connection, run_id: str, vals: Mapping[str, str]) -> None:
+        if vals:
             stmt = self.upsert(s.tags)
             stmt = stmt.on_conflict_do_update(index_elements=["run_id", "key"], set_={"value": stmt.excluded.value})
             conn.execute(stmt, [{"run_id": run_id, "key": k, "value": v} for k, v in vals.items()])
+
+    def log_batch(
+        self,
+        run_id: str,
+        *,
+        points: Sequence[MetricPoint] = (),
+        params: Mapping[str, Any] | None = None,
+        tags: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Metric points (validated, as for :meth:`log_metrics`), params and tags of one run in one transaction.
+
+        The write counts as the run's heartbeat (for writers that send no other, such as
+        MLflow's client). A deleted run takes no writes: :class:`~loopml.errors.Conflict`.
+        """
+        pvals = {check_key(k, what="param key"): check_text_value(k, v) for k, v in (params or {}).items()}
+        tvals = {check_key(k, what="tag key"): check_text_value(k, v, what="tag") for k, v in (tags or {}).items()}
+        r = s.runs
+        with self.transaction() as conn:
+            touched = conn.execute(
+                r.update().where(r.c.id == run_id, r.c.deleted_at.is_(None)).values(heartbeat_at=time.time())
+            ).rowcount
+            if not touched:
+                self._require_run(conn, run_id)
+                raise Conflict(f"Run {run_id!r} is deleted; restore it before logging to it")
+            self._write_params(conn, run_id, pvals)
+            self._write_tags(conn, run_id, tvals)
+            if points:
+                blocks, latest = encode_blocks(points)
+                conn.execute(s.metric_blocks.insert(), blocks)
+                conn.execute(self._latest_upsert, latest)
 
     def delete_tag(self, run_id: str, key: str) -> None:
         with self.transaction() as conn:
@@ -405,6 +444,7 @@ class TrackingStore:
         "host",
         "user",
         "command",
+        "deleted_at",
     )
 
     def _run_select(self, status: sa.ColumnElement[str]) -> sa.Select[Any]:
@@ -424,6 +464,7 @@ class TrackingStore:
             r.c.host,
             r.c.user,
             r.c.command,
+            r.c.deleted_at,
         ).select_from(r.join(e, e.c.id == r.c.experiment_id))
 
     def _records(self, conn: Connection, rows: Sequence[Any], *, ids: Any = None) -> list[RunRecord]:
@@ -480,12 +521,18 @@ class TrackingStore:
         self,
         *,
         experiments: Sequence[str] | str | None = None,
-        filter: str | None = None,
+        filter: str | Node | None = None,
         order_by: Sequence[str] | str | None = None,
         limit: int = DEFAULT_PAGE_SIZE,
         offset: int = 0,
+        experiment_ids: Sequence[int] | None = None,
+        deleted: bool | None = False,
     ) -> list[RunRecord]:
-        """Runs matching ``filter`` (the filter language of :mod:`loopml.store.search`)."""
+        """Runs matching ``filter`` (the filter language of :mod:`loopml.store.search`, or its parsed tree).
+
+        ``experiments`` (names) or ``experiment_ids`` narrow the search; ``deleted``: False
+        for the runs not deleted (the default), True for the deleted ones, None for both.
+        """
         if not isinstance(limit, int) or not 0 < limit <= MAX_PAGE_SIZE:
             raise ArgumentError(
                 f"Argument limit should be an integer from 1 to {MAX_PAGE_SIZE}, got {limit!r}; "
@@ -497,8 +544,7 @@ class TrackingStore:
         stmt = self._run_select(status)
         if isinstance(experiments, str):
             experiments = [experiments]
-        if experiments is not None:
-            stmt = stmt.where(s.experiments.c.name.in_(list(experiments)))
+        stmt = self._narrow(stmt, experiments, experiment_ids, deleted)
         where = compile_filter(filter, status=status)
         if where is not None:
             stmt = stmt.where(where)
@@ -510,15 +556,26 @@ class TrackingStore:
             ids = sa.select(stmt.with_only_columns(s.runs.c.id).subquery().c.id) if len(rows) > 300 else None
             return self._records(conn, rows, ids=ids)
 
-    def count_runs(self, *, experiments: Sequence[str] | str | None = None, filter: str | None = None) -> int:
+    @staticmethod
+    def _narrow(stmt: Any, experiments: Sequence[str] | None, ids: Sequence[int] | None, deleted: bool | None) -> Any:
+        if experiments is not None:
+            stmt = stmt.where(s.experiments.c.name.in_(list(experiments)))
+        if ids is not None:
+            stmt = stmt.where(s.runs.c.experiment_id.in_(list(ids)))
+        if deleted is not None:
+            stmt = stmt.where(s.runs.c.deleted_at.is_not(None) if deleted else s.runs.c.deleted_at.is_(None))
+        return stmt
+
+    def count_runs(
+        self, *, experiments: Sequence[str] | str | None = None, filter: str | Node | None = None, deleted: bool | None = False
+    ) -> int:
         status = self._status_expr()
         stmt = sa.select(sa.func.count()).select_from(
             s.runs.join(s.experiments, s.experiments.c.id == s.runs.c.experiment_id)
         )
         if isinstance(experiments, str):
             experiments = [experiments]
-        if experiments is not None:
-            stmt = stmt.where(s.experiments.c.name.in_(list(experiments)))
+        stmt = self._narrow(stmt, experiments, None, deleted)
         where = compile_filter(filter, status=status)
         if where is not None:
             stmt = stmt.where(where)
