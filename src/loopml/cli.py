@@ -252,6 +252,10 @@ def serve_command(
     header_timeout: float = typer.Option(
         10.0, "--header-timeout", help="Seconds a client has to send a request's line and headers; then 408 and close."
     ),
+    poll_interval: float = typer.Option(
+        5.0, "--poll-interval", help="Seconds between two reads of the followed alias in the store: a move made by any "
+        "process (another server, the CLI, the loop) is served within about this long."
+    ),
     gate: bool = typer.Option(True, "--gate/--no-gate", help="Abstain on inputs the version's stored OOD gate flags (loopml monitor fit-ood)."),
     monitor: bool = typer.Option(
         False, "--monitor", help="Also run the scheduled monitor (loopml monitor watch) in a process of its own, stopped with the server."
@@ -275,7 +279,7 @@ def serve_command(
     token = read_token_file(auth_token_file) if auth_token_file else config.settings().server_token
     serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
           max_queue=max_queue, store=store, auth_token=token, allowed_hosts=allowed_host or [], log_inputs=log_inputs,
-          log_buffer=log_buffer, header_timeout=header_timeout, use_stored_gate=gate, monitor=monitor,
+          log_buffer=log_buffer, header_timeout=header_timeout, poll_interval=poll_interval, use_stored_gate=gate, monitor=monitor,
           monitor_every=monitor_every, explain_queue=explain_queue,
           **({} if explain_budget is None else {"explain_budget": explain_budget}))  # None: the server's default
 

@@ -69,6 +69,8 @@ class ModelServer:
     ``sock``: an already bound listening socket (``--workers`` shares one).
     ``header_timeout``: seconds a client has to send a request's line and headers (from its
     first byte, or from connecting); a slower one gets 408 and is closed (slowloris).
+    ``poll_interval``: seconds between two reads of a followed reference in the store; a move
+    made by any process is hot-swapped within about this long (plus the new version's load).
     ``threads``: torch's (and ONNX Runtime's) intra-op threads for the model, and for explanations.
     ``explain_budget``: the most one explanation may cost, evaluations x rows x input size
     (:func:`loopml.explanations.cost`; None: no limit); a request over it is answered 422
@@ -117,6 +119,8 @@ class ModelServer:
             raise ArgumentError("Argument auth_token should be a non-empty string, or None for no token")
         if isinstance(header_timeout, bool) or not isinstance(header_timeout, (int, float)) or not header_timeout > 0:
             raise ArgumentError(f"Argument header_timeout should be a number of seconds > 0, like 10.0; got {header_timeout!r}")
+        if isinstance(poll_interval, bool) or not isinstance(poll_interval, (int, float)) or not poll_interval > 0:
+            raise ArgumentError(f"Argument poll_interval should be a number of seconds > 0, like 5.0; got {poll_interval!r}")
         if explain_budget is not None and (isinstance(explain_budget, bool) or not isinstance(explain_budget, int) or explain_budget < 1):
             raise ArgumentError("Argument explain_budget should be an int >= 1 (evaluations x rows x input size) or None "
                                 f"for no limit; got {explain_budget!r}")
