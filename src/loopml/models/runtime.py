@@ -323,7 +323,7 @@ class MlflowPredictor:
                 else:
                     warn_user(f"Loading the MLflow model {member} from {path.name} by unpickling it: {PICKLE_RISK}")
                     if kind == "torchscript":
-                        self.model = torch.jit.load(str(local), map_location="cpu")
+                        self.model = torch.jit.load(str(local), map_location="cpu")  # type: ignore[no-untyped-call]
                     else:
                         self.model = torch.load(str(local), weights_only=False, map_location="cpu")
                     if not isinstance(self.model, torch.nn.Module):

@@ -5,7 +5,7 @@ MLflow-compatible API, :mod:`loopml.server.mlflow_models`) are rows of
 ``mlflow_logged_models``. Their files are *artifacts of a run*, under
 ``_mlflow_models/<model_id>/``: of the run that logged the model, or, for a model
 logged outside any run, of a run made to hold it (named ``mlflow-model-<name>``,
-tagged ``loopml.mlflow.logged_model``). Going through the tracking store's
+tagged ``mlflow_logged_model``). Going through the tracking store's
 artifact methods keeps one path check, one sha256 record and one storage backend
 (the local folder or the S3 root) for every file, and loopml's own API lists a
 run's models with its other artifacts.
@@ -62,7 +62,7 @@ __all__ = [
 
 FORMAT = "mlflow"  # the registry format of an MLflow model folder (a zip of it)
 MODELS_PREFIX = "_mlflow_models"  # where a logged model's files sit among its run's artifacts
-HOLDER_TAG = "loopml.mlflow.logged_model"  # on a run made to hold a model logged outside any run
+HOLDER_TAG = "mlflow_logged_model"  # on a run made to hold a model logged outside any run
 STATUSES = ("LOGGED_MODEL_PENDING", "LOGGED_MODEL_READY", "LOGGED_MODEL_UPLOAD_FAILED")
 _MAX_ZIP_FILES = 10_000
 
@@ -336,7 +336,8 @@ def mlflow_signature(mlmodel: Mapping[str, Any]) -> dict[str, Any]:
 
 def _pytorch_details(model_dir: Path, mlmodel: Mapping[str, Any]) -> dict[str, Any]:
     """How the pytorch flavor stored the model: ``serialization`` (pt2, pickle, torchscript) and ``model_file``."""
-    flavors = mlmodel.get("flavors") if isinstance(mlmodel.get("flavors"), dict) else {}
+    raw = mlmodel.get("flavors")
+    flavors: dict[str, Any] = raw if isinstance(raw, dict) else {}
     torch_flavor = flavors.get("pytorch")
     if not isinstance(torch_flavor, dict):
         return {"serialization": None, "model_file": None}
@@ -403,7 +404,8 @@ def create_mlflow_version(
     """
     model_dir = Path(model_dir)
     mlmodel = read_mlmodel(model_dir)
-    flavors = mlmodel.get("flavors") if isinstance(mlmodel.get("flavors"), dict) else {}
+    raw = mlmodel.get("flavors")
+    flavors: dict[str, Any] = raw if isinstance(raw, dict) else {}
     details: dict[str, Any] = {
         "runtime": FORMAT,
         "flavors": sorted(str(f) for f in flavors),
