@@ -1,7 +1,6 @@
 """MLflow's own client (the pinned release) against a live loopml server: artifacts, logged models, the registry.
 
-Runs are made with loopml's store where the MLflow routes for runs (branch mlf-track) are not needed;
-``test_register_from_a_run`` uses them and is skipped until the server has them.
+Runs are made with loopml's store where MLflow's run routes (loopml.server.mlflow_tracking) are not the point.
 """
 
 from __future__ import annotations
@@ -129,8 +128,6 @@ def test_log_register_alias_load(mlflow_server: LiveServer, sqlite_store: Tracki
 
 
 def test_register_from_a_run(mlflow_server: LiveServer, sqlite_store: TrackingStore) -> None:
-    if not any(getattr(r, "path", "") == "/api/2.0/mlflow/runs/get" for r in mlflow_server.app.routes):
-        pytest.skip("needs the MLflow routes for runs (branch mlf-track), not merged yet")
     model = _model()
     with mlflow.start_run() as run:
         _log(model)

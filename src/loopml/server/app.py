@@ -46,9 +46,9 @@ from ..errors import ArgumentError, ConfigError
 from ..explanations import DEFAULT_BUDGET
 from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
-from .mlflow_tracking import router as mlflow_tracking_router
 from .mlflow_artifacts import router as mlflow_artifacts_router
 from .mlflow_models import router as mlflow_models_router
+from .mlflow_tracking import router as mlflow_tracking_router
 from .mlflow_wire import ARTIFACTS_PREFIX, MlflowErrorShape
 from .mlflow_wire import PREFIX as MLFLOW_PREFIX
 from .routes_datasets import ROWS_UPLOAD
