@@ -267,6 +267,11 @@ def serve_command(
         "over it a request is answered 422 over_budget. Default 20,000,000.",
     ),
     explain_queue: int = typer.Option(8, "--explain-queue", help="Explanations queued or running in their worker thread before 503."),
+    allow_pickle: bool = typer.Option(
+        False, "--allow-pickle",
+        help="Load an MLflow-logged version whose module was pickled (serialization_format='pickle'). Unpickling runs "
+        "arbitrary code from whoever wrote the file: only for models from people you trust.",
+    ),
 ) -> None:
     """Serve a registered model over HTTP: batching, validation, request log, metrics, hot swap, explanations.
 
@@ -280,7 +285,7 @@ def serve_command(
     serve(ref, workers=workers, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
           max_queue=max_queue, store=store, auth_token=token, allowed_hosts=allowed_host or [], log_inputs=log_inputs,
           log_buffer=log_buffer, header_timeout=header_timeout, poll_interval=poll_interval, use_stored_gate=gate, monitor=monitor,
-          monitor_every=monitor_every, explain_queue=explain_queue,
+          monitor_every=monitor_every, explain_queue=explain_queue, allow_pickle=allow_pickle,
           **({} if explain_budget is None else {"explain_budget": explain_budget}))  # None: the server's default
 
 

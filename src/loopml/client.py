@@ -346,9 +346,11 @@ class Client:
             )
         return self._registry.get_version(version.name, version.version)
 
-    def load_model(self, version: "str | ModelVersion", *, format: str | None = None, threads: int = 1) -> "LoadedModel":
+    def load_model(self, version: "str | ModelVersion", *, format: str | None = None, threads: int = 1,
+                   allow_pickle: bool = False) -> "LoadedModel":
         """:func:`loopml.load_model` in this store: a version loaded from one of its formats (sha256 checked)."""
-        return load_version(self._registry, self._version(version), format=format, threads=threads)
+        return load_version(self._registry, self._version(version), format=format, threads=threads,
+                            allow_pickle=allow_pickle)
 
     def explain(self, version: "str | ModelVersion", inputs: Any, *, method: str = "integrated_gradients",
                 format: str | None = None, **options: Any) -> "Explanation":

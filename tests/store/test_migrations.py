@@ -22,7 +22,7 @@ TABLES = {
     "alembic_version", "experiments", "runs", "params", "tags", "metric_blocks", "latest_metrics", "artifacts",
     "datasets", "run_datasets", "models", "model_versions", "model_files", "model_aliases", "alias_events",
     "predictions", "feedback", "monitor_results", "alert_rules", "alerts",
-    "dataset_predictions", "label_queue", "loop_events", "experiment_tags", "run_links",
+    "dataset_predictions", "label_queue", "loop_events", "experiment_tags", "run_links", "mlflow_logged_models",
 }
 
 
@@ -90,7 +90,7 @@ def test_older_revision_requires_upgrade_when_head_moves(db_uri: str) -> None:
     eng.dispose()
 
     with pytest.raises(
-        MigrationRequired, match=r"at schema revision '0001', this loopml needs '0007'\. Back it up, then run: loopml db upgrade"
+        MigrationRequired, match=rf"at schema revision '0001', this loopml needs '{HEAD_REVISION}'\. Back it up, then run: loopml db upgrade"
     ):
         open_engine(db_uri)
 

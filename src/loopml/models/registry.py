@@ -486,13 +486,22 @@ class LoadedModel:
 
 
 def load_model(
-    ref: "str | ModelVersion", *, format: str | None = None, threads: int = 1, tracking_uri: str | None = None
+    ref: "str | ModelVersion",
+    *,
+    format: str | None = None,
+    threads: int = 1,
+    tracking_uri: str | None = None,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """Load ``"digits@production"``, ``"digits/3"``, ``"digits@latest"`` or ``"digits"`` (the newest).
 
     ``format``: one of the version's formats (default: the first present of
     pt2, onnx, torch, pte). The file's sha256 is checked before loading.
     ``loopml.Client(uri).load_model(ref)`` is the same on a given store.
+    ``allow_pickle``: load a version registered from MLflow whose module was pickled
+    (``mlflow.pytorch.log_model(..., serialization_format="pickle")``); unpickling runs
+    arbitrary code from whoever wrote the file, so it is off unless asked for
+    (:mod:`loopml.models.runtime`). loopml's own formats never unpickle.
 
     >>> m = loopml.load_model("digits@production")
     >>> m.predict(x[:4])                              # class indices
@@ -500,11 +509,16 @@ def load_model(
     >>> m(x[:4]).shape                                # the raw outputs
     (4, 10)
     """
-    return load_version(registry_for(tracking_uri), ref, format=format, threads=threads)
+    return load_version(registry_for(tracking_uri), ref, format=format, threads=threads, allow_pickle=allow_pickle)
 
 
 def load_version(
-    registry: "Registry", version: "str | ModelVersion", *, format: str | None = None, threads: int = 1
+    registry: "Registry",
+    version: "str | ModelVersion",
+    *,
+    format: str | None = None,
+    threads: int = 1,
+    allow_pickle: bool = False,
 ) -> LoadedModel:
     """:func:`load_model` on a given registry (a reference, or a version already resolved there).
 
@@ -523,7 +537,9 @@ def load_version(
     if isinstance(version.signature, Mapping) and version.signature.get("kind") == "graph":
         graph_predictor = graphs.load_graph_predictor(runtime_format, path, threads=threads, model_spec=version.model_spec)
         return LoadedModel(version, fmt, graph_predictor, Signature.from_dict(version.signature))  # type: ignore[arg-type]
-    predictor = load_predictor(runtime_format, path, threads=threads, model_spec=version.model_spec)
+    details = version.files[fmt].details if fmt in version.files else {}
+    predictor = load_predictor(runtime_format, path, threads=threads, model_spec=version.model_spec,
+                               details=details, allow_pickle=allow_pickle)
     return LoadedModel(version, fmt, predictor, Signature.from_dict(version.signature))
 
 

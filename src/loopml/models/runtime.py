@@ -10,6 +10,13 @@ model's class, from the ``class_path`` recorded with :func:`class_path_of`. Exam
     predict = load_predictor("onnx", "model.onnx")
     logits = predict(np.zeros((4, 64), dtype=np.float32))   # shape (4, 10)
 
+``mlflow`` (a version registered through the MLflow-compatible API, a zip of an MLflow
+model folder) runs MLflow's pytorch flavor: its ``torch.export`` program (``data/model.pt2``,
+MLflow 3's default) loads like ``pt2``, with the same pickle-free check; a module saved with
+``torch.save`` (``serialization_format="pickle"``) is a pickle, and unpickling runs whatever
+code its writer put in it, so it loads only with ``allow_pickle=True``
+(``loopml serve --allow-pickle``), with a :class:`~loopml.errors.LoopMLWarning` that says so.
+
 Threads: a predictor sets torch's thread count (``threads``) in each thread that
 calls it, on its first call there; OpenMP keeps that setting per thread, and a
 worker thread left at the default spins extra threads and runs many times slower.
@@ -30,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from loopml.errors import ExportError
+from loopml.errors import ExportError, warn_user
 from loopml.models.exporting import FORMATS
 from loopml.quiet import import_onnxruntime, native_output, quiet_loggers
 from ..errors import ArgumentError
@@ -39,6 +46,9 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "MLFLOW",
+    "PICKLE_RISK",
+    "MlflowPredictor",
     "Predictor",
     "check_importable",
     "class_path_of",
@@ -266,12 +276,82 @@ class TorchPredictor:
         return _to_numpy(out)
 
 
+MLFLOW = "mlflow"  # the registry format of an MLflow model folder (loopml.store.mlflow_models)
+PICKLE_RISK = (
+    "unpickling runs arbitrary code from whoever wrote the file: load only models from people you trust"
+)
+
+
+class MlflowPredictor:
+    """MLflow's pytorch flavor from a registered ``mlflow`` zip (use :func:`load_predictor`); ``model`` is the module.
+
+    ``details`` are the file's details stored at registration: ``serialization``
+    (``pt2``, ``pickle`` or ``torchscript``) and ``model_file`` (its path in the zip).
+    """
+
+    format = MLFLOW
+
+    def __init__(self, path: Path, *, threads: int, details: Mapping[str, Any], allow_pickle: bool = False) -> None:
+        import tempfile
+
+        import torch
+
+        kind, member = details.get("serialization"), details.get("model_file")
+        if kind not in ("pt2", "pickle", "torchscript") or not isinstance(member, str):
+            flavors = ", ".join(details.get("flavors") or []) or "none"
+            raise ExportError(
+                f"{path} is an MLflow model loopml cannot run (flavors: {flavors}); loopml runs MLflow's pytorch "
+                "flavor, saved as a torch.export program (pt2) or, with allow_pickle=True, a pickled module"
+            )
+        if kind != "pt2" and not allow_pickle:
+            raise ExportError(
+                f"This MLflow model is a {'TorchScript archive' if kind == 'torchscript' else 'pickled torch module'} "
+                f"({member}); loading it means unpickling, and {PICKLE_RISK}. Opt in with "
+                "load_model(ref, allow_pickle=True) or `loopml serve REF --allow-pickle`, or log the model with "
+                "mlflow.pytorch.log_model(..., serialization_format='pt2') (MLflow 3's default), which loopml loads "
+                "without unpickling"
+            )
+        self._threads = _TorchThreads(threads)
+        try:
+            with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory(prefix="loopml-mlflow-") as tmp:
+                local = Path(tmp) / Path(member).name
+                with archive.open(member) as src, open(local, "wb") as dst:
+                    while chunk := src.read(1 << 20):
+                        dst.write(chunk)
+                if kind == "pt2":
+                    self.model: torch.nn.Module = load_program(local).module()
+                else:
+                    warn_user(f"Loading the MLflow model {member} from {path.name} by unpickling it: {PICKLE_RISK}")
+                    if kind == "torchscript":
+                        self.model = torch.jit.load(str(local), map_location="cpu")  # type: ignore[no-untyped-call]
+                    else:
+                        self.model = torch.load(str(local), weights_only=False, map_location="cpu")
+                    if not isinstance(self.model, torch.nn.Module):
+                        raise ExportError(f"{member} holds a {type(self.model).__name__}, not a torch module")
+                    self.model.eval()
+        except (zipfile.BadZipFile, KeyError, OSError) as exc:
+            raise ExportError(f"{path} is not a whole MLflow model archive: {_first_line(exc)}") from exc
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
+        self._threads.ensure()
+        try:
+            with torch.inference_mode():
+                out = self.model(torch.from_numpy(_as_batch(x)))
+        except Exception as exc:
+            raise ExportError(f"The MLflow model failed on a batch of shape {np.shape(x)}: {_first_line(exc)}") from exc
+        return _to_numpy(out)
+
+
 def load_predictor(
     format: str,
     path: str | Path,
     *,
     threads: int = 1,
     model_spec: Mapping[str, Any] | None = None,
+    details: Mapping[str, Any] | None = None,
+    allow_pickle: bool = False,
 ) -> Predictor:
     """Load a model file written by :mod:`loopml.models.exporting` and return a :class:`Predictor`.
 
@@ -279,15 +359,16 @@ def load_predictor(
     Runtime, ``loopml[export]``), ``"pt2"`` (``torch.export``), ``"pte"``
     (ExecuTorch, ``loopml[edge]``; any batch size) and ``"torch"``, which needs
     ``model_spec={"class_path": "pkg.mod:Class", "init_args": {...}}`` and the
-    class importable. Example::
+    class importable; ``"mlflow"`` (an MLflow model zip; ``details``: the file's
+    registered details; ``allow_pickle``: see the module docstring). Example::
 
         predict = load_predictor("pt2", "model.pt2", threads=1)
         predict(np.random.rand(7, 64).astype("float32")).shape   # (7, 10)
 
     Raises :class:`loopml.errors.ExportError` for a missing, damaged or unsafe file.
     """
-    if format not in FORMATS:
-        raise ArgumentError(f"Argument format should be one of {', '.join(FORMATS)}; got {format!r}")
+    if format not in FORMATS and format != MLFLOW:
+        raise ArgumentError(f"Argument format should be one of {', '.join(FORMATS)}, {MLFLOW}; got {format!r}")
     if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
         raise ArgumentError(f"Argument threads should be an int >= 1; got {threads!r}")
     path = Path(path)
@@ -299,6 +380,8 @@ def load_predictor(
         return Pt2Predictor(path, threads=threads)
     if format == "pte":
         return PtePredictor(path, threads=threads)
+    if format == MLFLOW:
+        return MlflowPredictor(path, threads=threads, details=details or {}, allow_pickle=allow_pickle)
     return TorchPredictor(path, threads=threads, model_spec=model_spec)
 
 

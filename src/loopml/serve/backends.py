@@ -53,8 +53,10 @@ BACKENDS = ("auto", "torch", "onnx", "executorch")
 # Without stored latencies: ONNX Runtime first (no torch at all), then ExecuTorch; the state dict before the
 # torch.export program, which took 2.1 s to load against milliseconds and ran slower at batch 1 on the digits
 # CNN (0.19 against 0.10 ms, measured here); the program stays the fallback when the class cannot be imported.
-PREFERENCE = ("onnx", "pte", "torch", "pt2")
-_FORMATS_FOR = {"auto": PREFERENCE, "torch": ("torch", "pt2"), "onnx": ("onnx",), "executorch": ("pte",)}
+# "mlflow" (a version registered through MLflow's API, loopml.models.runtime.MlflowPredictor) comes last:
+# any of loopml's own formats that an export added runs without MLflow's zip being unpacked.
+PREFERENCE = ("onnx", "pte", "torch", "pt2", "mlflow")
+_FORMATS_FOR = {"auto": PREFERENCE, "torch": ("torch", "pt2", "mlflow"), "onnx": ("onnx",), "executorch": ("pte",)}
 INLINE_LIMIT_S = 0.002
 
 
@@ -168,11 +170,14 @@ def load_backend(
     max_batch: int = 64,
     threads: int = 1,
     inline: bool | None = None,
+    allow_pickle: bool = False,
 ) -> Backend:
     """Load ``version`` with the runtime ``backend`` asks for (one runtime: see the module docstring) and warm it up.
 
     ``inline``: force the forward pass into (True) or out of (False) the event-loop thread;
     default: inline when a batch-1 forward pass takes under :data:`INLINE_LIMIT_S`.
+    ``allow_pickle``: load an MLflow version whose module was pickled (``loopml serve --allow-pickle``;
+    see :mod:`loopml.models.runtime`).
     """
     from ..models.registry import load_version
 
@@ -203,7 +208,7 @@ def load_backend(
     errors = []
     for fmt in candidates:
         try:
-            loaded = load_version(registry, version, format=fmt, threads=threads)
+            loaded = load_version(registry, version, format=fmt, threads=threads, allow_pickle=allow_pickle)
             predictor = loaded.predictor
             for x in (one, big, one):  # warm-up: first calls allocate, plan and JIT
                 predictor(x)

@@ -103,6 +103,7 @@ class ModelServer:
         header_timeout: float = 10.0,
         explain_budget: int | None = DEFAULT_BUDGET,
         explain_queue: int = 8,
+        allow_pickle: bool = False,
     ) -> None:
         from ..store.registry import parse_ref
 
@@ -140,6 +141,7 @@ class ModelServer:
         self.poll_interval = poll_interval
         self.inline = inline
         self.threads = threads
+        self.allow_pickle = allow_pickle  # MLflow versions whose module is a pickle (loopml.models.runtime)
         self.explain_budget, self.explain_queue = explain_budget, explain_queue
         self._sock = sock
         self._token = auth_token.encode() if auth_token else None
@@ -344,7 +346,7 @@ class ModelServer:
 
     def _load(self, registry: "Registry", version: "ModelVersion") -> Backend:
         backend = load_backend(registry, version, backend=self.backend_name, max_batch=self.max_batch,
-                               threads=self.threads, inline=self.inline)
+                               threads=self.threads, inline=self.inline, allow_pickle=self.allow_pickle)
         if self.gate is None and self.use_stored_gate and "ood_gate" in version.files:
             backend.gate = load_version_gate(registry, version, threads=self.threads)
             _check_gate(backend.gate)

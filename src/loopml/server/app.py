@@ -46,8 +46,11 @@ from ..errors import ArgumentError, ConfigError
 from ..explanations import DEFAULT_BUDGET
 from ..store.tracking import TrackingStore
 from .errors import install_error_handlers, json_response
+from .mlflow_artifacts import router as mlflow_artifacts_router
+from .mlflow_models import router as mlflow_models_router
 from .mlflow_tracking import router as mlflow_tracking_router
 from .mlflow_wire import ARTIFACTS_PREFIX, MlflowErrorShape
+from .mlflow_wire import PREFIX as MLFLOW_PREFIX
 from .routes_datasets import ROWS_UPLOAD
 from .routes_datasets import router as datasets_router
 from .routes_explain import router as explain_router
@@ -116,6 +119,8 @@ def create_app(
     app.include_router(labels_router)  # the labeling queue and labels (docs/loop.md)
     app.include_router(explain_router)  # explanations of versions and logged requests (docs/explain.md)
     app.include_router(mlflow_tracking_router)  # MLflow's tracking REST API (docs/mlflow.md)
+    app.include_router(mlflow_models_router)  # MLflow's logged models and registry (docs/mlflow.md)
+    app.include_router(mlflow_artifacts_router)  # MLflow's proxied artifacts (docs/mlflow.md)
     app.include_router(ui_router)  # the web UI (docs/ui.md): /ui pages, /ui/api data
     extra: dict[str, Any] = {} if max_json_body is None else {"max_json_body": max_json_body}
     app.add_middleware(
@@ -123,7 +128,8 @@ def create_app(
         auth_token=auth_token,
         allowed_hosts=list(allowed_hosts),
         binary_uploads=[ARTIFACT_UPLOAD, ROWS_UPLOAD],
-        any_media_uploads=[ARTIFACTS_PREFIX + "/artifacts/.+"],  # MLflow's client: the file's guessed type
+        # MLflow's client: uploads with the file's guessed type, DELETEs of artifacts and tags without a body
+        any_media_uploads=[ARTIFACTS_PREFIX + "/artifacts/.+", MLFLOW_PREFIX + "/logged-models/[^/]+/tags/.+"],
         public_paths=ui_public_paths(),  # the UI's pages and scripts only: they hold no data
         **extra,
     )

@@ -22,10 +22,11 @@ They answer the classes of vulnerability published against tracking servers
    ``application/octet-stream`` on the routes that take file uploads. A
    browser sends those cross-site only after a CORS preflight, which this
    server never grants, so a form or ``text/plain`` POST from another site
-   gets ``415 unsupported_media_type``. ``any_media_uploads`` (PUT routes
-   only) take any content type: MLflow's client uploads an artifact with the
-   file's guessed type (``text/plain`` for a .txt), and a browser never sends
-   a PUT cross-site without a preflight, so the check adds nothing there.
+   gets ``415 unsupported_media_type``. ``any_media_uploads`` (PUT and DELETE
+   on those paths) take any content type, or none: MLflow's client uploads an
+   artifact with the file's guessed type (``text/plain`` for a .txt) and sends
+   some DELETEs without a body, and a browser never sends a PUT or DELETE
+   cross-site without a preflight, so the check adds nothing there.
 4. **Memory.** A JSON body over ``max_json_body`` bytes gets ``413``.
 
 The Host and token checks themselves live in :mod:`loopml.access`, without a
@@ -81,7 +82,7 @@ class SecurityMiddleware:
         self._token = auth_token.encode() if auth_token else None
         self._hosts = HostAllowList(allowed_hosts)
         self._binary = [(m.upper(), re.compile(p)) for m, p in binary_uploads]
-        self._any_media_put = [re.compile(p) for p in any_media_uploads]  # PUT only: see the module's point 3
+        self._any_media_put = [re.compile(p) for p in any_media_uploads]  # PUT and DELETE only: see the module's point 3
         self.max_json_body = max_json_body
         # GET/HEAD of these path regexes need no token: the web UI's HTML shells and
         # static files, which hold no data (their scripts fetch it with the token)
@@ -136,7 +137,7 @@ class SecurityMiddleware:
             )
             await response(scope, receive, send)
             return
-        if method == "PUT" and any(p.fullmatch(path) for p in self._any_media_put):
+        if method in ("PUT", "DELETE") and any(p.fullmatch(path) for p in self._any_media_put):
             pass
         elif method in STATE_CHANGING:
             wanted = self._media_types(method, path)

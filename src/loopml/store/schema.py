@@ -52,6 +52,7 @@ __all__ = [
     "loop_events",
     "metadata",
     "metric_blocks",
+    "mlflow_logged_models",
     "model_aliases",
     "model_files",
     "model_versions",
@@ -69,7 +70,7 @@ __all__ = [
 # the user to run `loopml db upgrade`. Kept here (not read from the migration
 # scripts) so that opening a store does not import Alembic; a test pins it to
 # the script directory's head.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 from .validation import KEY_LENGTH, RUN_STATUSES  # noqa: E402 - one number for columns and checks; one status list
 
@@ -450,4 +451,31 @@ loop_events = Table(
     Column("details", Text, nullable=False),  # JSON
     Column("at", Double, nullable=False),
     Index(None, "target", "id"),
+)
+
+
+# -- MLflow 3's logged models (revision 0008) ----------------------------------------------
+# What `mlflow.<flavor>.log_model` creates through the MLflow-compatible API
+# (loopml.server.mlflow_models). Its files are artifacts of the run `storage_run_id`
+# (the source run, or a run made to hold a model logged outside any run) under
+# `_mlflow_models/<model_id>/` (loopml.store.mlflow_models), so they go through the
+# artifact store like every other file. tags and params are JSON objects.
+mlflow_logged_models = Table(
+    "mlflow_logged_models",
+    metadata,
+    Column("model_id", String(64), primary_key=True),
+    Column("experiment_id", BigId, ForeignKey("experiments.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(250), nullable=False),
+    Column("source_run_id", String(32), nullable=True),
+    Column("storage_run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("model_type", String(250), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("status_message", Text, nullable=True),
+    Column("deleted", Boolean, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("params", Text, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    Index(None, "experiment_id", "created_at"),
+    Index(None, "source_run_id"),
 )
