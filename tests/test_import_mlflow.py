@@ -23,7 +23,7 @@ from tests.deps import ON_CI, need
 
 mlflow = need("mlflow", extra="test")
 
-# Model versions go through loopml.store.mlflow_models (branch mlf-models). Until it is in this
+# Model versions go through store/mlflow_models.py (branch mlf-models). Until it is in this
 # tree, the import reports each version as left out and the version checks below are skipped.
 HAS_MLFLOW_MODELS = importlib.util.find_spec("loopml.store.mlflow_models") is not None
 T0 = 1_700_000_000_000  # ms, MLflow's unit
@@ -152,7 +152,7 @@ def test_import_copies_everything_and_a_second_import_nothing(source: Source, ta
     if HAS_MLFLOW_MODELS:
         assert (copied["models"], copied["versions"], copied["aliases"]) == (1, 2, 1)
     else:
-        assert "loopml.store.mlflow_models is missing" in left_out
+        assert "store/mlflow_models.py is missing" in left_out
     store = TrackingStore(target, artifact_root=config.settings().artifact_root)
     _check_everything_is_there(source, store)
 
