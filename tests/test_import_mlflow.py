@@ -173,27 +173,34 @@ def test_import_copies_everything_and_a_second_import_nothing(source: Source, ta
     store.close()
 
 
-def test_a_run_with_new_points_is_brought_up_to_date(tmp_path: Path, target: str) -> None:
+def test_a_run_with_new_points_and_moved_artifacts_is_brought_up_to_date(tmp_path: Path, target: str) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
     uri = f"sqlite:///{tmp_path / 'small.db'}"
     c = MlflowClient(tracking_uri=uri)
-    rid = c.create_run(c.create_experiment("e", artifact_location=str(tmp_path / "a")), start_time=T0).info.run_id
+    rid = c.create_run(c.create_experiment("e", artifact_location=str(tmp_path / "old" / "1")), start_time=T0).info.run_id
     c.log_batch(rid, metrics=[Metric("loss", float(i), T0 + i, i) for i in range(100)])
     c.set_tag(rid, "phase", "one")
-    src = MlflowSource(uri)
+    (tmp_path / "notes.txt").write_text("moved with the folder")
+    c.log_artifact(rid, str(tmp_path / "notes.txt"))
+    (tmp_path / "old").rename(tmp_path / "mlruns")  # as if copied from another machine
     store = TrackingStore(target, artifact_root=tmp_path / "artifacts")
-    import_mlflow(src, store)
+    first = import_mlflow(MlflowSource(uri), store)
+
+    assert first.copied["metric points"] == 100 and first.copied["artifact files"] == 0
+    assert any("pass --artifacts" in line for line in first.skipped)
 
     c.log_batch(rid, metrics=[Metric("loss", float(i), T0 + i, i) for i in range(100, 150)])
     c.log_metric(rid, "acc", 0.9, timestamp=T0, step=0)
     c.set_tag(rid, "phase", "two")
-    summary = import_mlflow(src, store)
+    summary = import_mlflow(MlflowSource(uri, artifacts=tmp_path / "mlruns"), store)
 
     assert (summary.copied["metric points"], summary.existing["metric points"]) == (51, 100)
     assert store.history(rid, "loss").steps.tolist() == list(range(150))
     assert store.get_run(rid).tags["phase"] == "two" and store.get_run(rid).metrics["acc"].value == 0.9
+    assert summary.copied["artifact files"] == 1 and summary.skipped == []
+    assert store.artifact_path(rid, "notes.txt").read_text() == "moved with the folder"
     store.close()
 
 
