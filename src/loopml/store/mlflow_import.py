@@ -607,10 +607,15 @@ def import_mlflow(source: MlflowSource, store: "TrackingStore", *, progress: Pro
         summary = import_mlflow(MlflowSource("sqlite:///mlflow.db"), TrackingStore(uri, artifact_root=root))
         for kind, copied, existing in summary.rows(): print(kind, copied, existing)
     """
+    from mlflow.exceptions import MlflowException
+
     importer = _Importer(source, store, progress)
     try:
         importer.runs()
         importer.models()
+    except (MlflowException, OSError, sa.exc.SQLAlchemyError) as exc:  # the source (or a disk) failed half-way
+        raise StoreError(f"The import from {source.display} stopped: {_one_line(exc)}. What was "
+                         "copied so far is kept; run the import again to finish it") from exc
     finally:
         importer.flush()
         source.close()
