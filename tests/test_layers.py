@@ -42,7 +42,7 @@ LAYERS: list[set[str]] = [
     {"explanations", "federated"},  # attributions (Captum): loopml.explain; federated training (Flower, Opacus)
     {"client"},  # loopml.Client: the public API on one store, over models and monitor
     {"serve", "server"},  # the model server and the tracking server; never each other
-    {"cli", "cli_common", "cli_models", "cli_monitor", "cli_alerts", "cli_data", "cli_label", "cli_loop", "cli_explain", "cli_federated", "__main__"},
+    {"cli", "cli_common", "cli_models", "cli_monitor", "cli_alerts", "cli_data", "cli_label", "cli_loop", "cli_explain", "cli_federated", "cli_import", "__main__"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 SIBLINGS_APART = {("serve", "server"), ("server", "serve")}

@@ -18,6 +18,7 @@ from .cli_common import StoreOpt, console, fail, fmt_time, friendly
 from .cli_data import data_app
 from .cli_explain import explain_command
 from .cli_federated import federated_app
+from .cli_import import import_app
 from .cli_label import label_app
 from .cli_loop import add_loop_commands
 from .cli_models import models_app, quantize_command
@@ -301,6 +302,7 @@ def _add_registry_commands() -> None:
     app.add_typer(label_app, name="label")
     app.command("explain")(explain_command)
     app.add_typer(federated_app, name="federated")
+    app.add_typer(import_app, name="import")
 
 
 _add_registry_commands()
