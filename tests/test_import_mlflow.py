@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from collections.abc import Iterator
@@ -25,7 +24,6 @@ mlflow = need("mlflow", extra="test")
 
 # Model versions go through store/mlflow_models.py (branch mlf-models). Until it is in this
 # tree, the import reports each version as left out and the version checks below are skipped.
-HAS_MLFLOW_MODELS = importlib.util.find_spec("loopml.store.mlflow_models") is not None
 T0 = 1_700_000_000_000  # ms, MLflow's unit
 
 
@@ -131,13 +129,13 @@ def _check_everything_is_there(source: Source, store: TrackingStore) -> None:
     assert (failed.experiment, failed.status, failed.end_time, failed.params) == ("churn", "FAILED", T0 / 1000 + 6, {"seed": "1"})
     assert "bad..key" not in failed.tags
 
-    if HAS_MLFLOW_MODELS:
-        registry = RegistryStore(store)
-        versions = registry.list_versions("digits")
-        assert sorted(v.tags[VERSION_TAG] for v in versions) == ["1", "2"]
-        by_number = {v.tags[VERSION_TAG]: v for v in versions}
-        assert by_number["2"].description == "second" and by_number["1"].run_id == source.first
-        assert registry.resolve("digits@production").version == by_number["1"].version
+    registry = RegistryStore(store)
+    versions = registry.list_versions("digits")
+    assert sorted(v.tags[VERSION_TAG] for v in versions) == ["1", "2"]
+    by_number = {v.tags[VERSION_TAG]: v for v in versions}
+    assert by_number["2"].description == "second" and by_number["1"].run_id == source.first
+    assert registry.resolve("digits@production").version == by_number["1"].version
+    assert set(by_number["1"].files) == {"mlflow"}
 
 
 def test_import_copies_everything_and_a_second_import_nothing(source: Source, target: str) -> None:
@@ -149,10 +147,7 @@ def test_import_copies_everything_and_a_second_import_nothing(source: Source, ta
     assert not any(existing.values())
     left_out = "\n".join(summary["skipped"])
     assert "bad..key" in left_out and "Champion" in left_out  # reported, not a crash
-    if HAS_MLFLOW_MODELS:
-        assert (copied["models"], copied["versions"], copied["aliases"]) == (1, 2, 1)
-    else:
-        assert "store/mlflow_models.py is missing" in left_out
+    assert (copied["models"], copied["versions"], copied["aliases"]) == (1, 2, 1)
     store = TrackingStore(target, artifact_root=config.settings().artifact_root)
     _check_everything_is_there(source, store)
 
@@ -168,8 +163,7 @@ def test_import_copies_everything_and_a_second_import_nothing(source: Source, ta
     assert again["existing"]["artifact files"] == 2
     _check_everything_is_there(source, store)
     assert store.history(source.first, "loss").values.size == 500
-    if HAS_MLFLOW_MODELS:
-        assert len(RegistryStore(store).list_versions("digits")) == 2
+    assert len(RegistryStore(store).list_versions("digits")) == 2
     store.close()
 
 

@@ -41,10 +41,11 @@ import sqlalchemy as sa
 from ..errors import ArgumentError, LoopMLError, NotFound, StoreError
 from . import schema as s
 from .validation import check_key, check_text_value
+from .mlflow_models import create_mlflow_version
+from .registry import RegistryStore, check_alias, check_model_name
 
 if TYPE_CHECKING:
     from .records import RunRecord
-    from .registry import RegistryStore
     from .tracking import TrackingStore
 
 __all__ = ["IMPORT_TAG", "VERSION_TAG", "ImportSummary", "MlflowSource", "import_mlflow"]
@@ -504,8 +505,6 @@ class _Importer:
     # -- the registry --------------------------------------------------------
 
     def models(self) -> None:
-        from .registry import RegistryStore, check_alias, check_model_name
-
         registry = RegistryStore(self.store)
         rms = list(self.src._pages(self.client.search_registered_models))
         for done, rm in enumerate(rms, 1):
@@ -558,16 +557,6 @@ class _Importer:
                 self.summary.copied["aliases"] += 1
 
     def version(self, registry: "RegistryStore", name: str, mv: Any) -> int | None:
-        # Branch mlf-models writes store/mlflow_models.py at the same time as this module: until it is
-        # merged, versions are reported as left out. Once it is, this becomes a plain top-level import.
-        import importlib
-
-        try:
-            create_mlflow_version = importlib.import_module("loopml.store.mlflow_models").create_mlflow_version
-        except ModuleNotFoundError:
-            self.skip(f"version {name}/{mv.version}: this loopml cannot store MLflow model versions yet "
-                      "(store/mlflow_models.py is missing)")
-            return None
         tags = {k: v for k, v in (mv.tags or {}).items()}
         tags[VERSION_TAG] = str(mv.version)
         if mv.current_stage and mv.current_stage != "None":
