@@ -19,6 +19,12 @@ Goals (ratios are loopml over MLflow):
 4. search 1,000 runs (metric + param filter)   >= 20x     ``mlflow.search_runs``
 5. (1) and (3) through the tracking servers    >= 100x    ``mlflow server``
 6. import time and first use                   reported (no goal)
+7. MLflow's own client (``MlflowClient``) against ``loopml server`` and
+   ``mlflow server``, same client code, retries off:
+   a. log_metric, 1 point per call             >= 10x
+   b. log_batch of 100 metrics                 >= 10x
+   c. search 1,000 runs (metric + param filter) >= 10x     answers checked equal
+   d. get_metric_history of 100,000 points     >= 10x     every point checked
 """
 
 from __future__ import annotations
@@ -79,6 +85,8 @@ class Sizes:
     read_repeats: int = 5
     import_repeats: int = 5
     first_use_repeats: int = 3
+    client_log_calls: int = 500  # goal 7a, each server
+    client_batch_calls: int = 100  # goal 7b, each server
 
 
 QUICK = Sizes(
@@ -94,6 +102,8 @@ QUICK = Sizes(
     read_repeats=3,
     import_repeats=3,
     first_use_repeats=1,
+    client_log_calls=50,
+    client_batch_calls=10,
 )
 
 
@@ -744,6 +754,291 @@ def bench_server(b: Bench) -> list[Result]:
     return [log_res, hist_res]
 
 
+# -- 7. MLflow's own client against both servers -------------------------------------------------
+
+# Set while goal 7 runs: a failed call shows at once (the client retries every 5xx seven times with
+# backoff by default), and set_terminated prints no "View run at" line
+CLIENT_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "120",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+CLIENT_TS0 = 1_700_000_000_000  # fixed timestamps (ms): the answers are compared point by point
+
+
+@contextmanager
+def environment(extra: dict[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def history_problem(points: Sequence[tuple[int, int, float]], expected: Sequence[float]) -> str | None:
+    """What is wrong with a history read back, as ``(step, timestamp, value)`` triples, or None.
+
+    Point ``i`` was logged with step ``i``, timestamp ``CLIENT_TS0 + i`` and value ``expected[i]``;
+    the order the server returns them in is free (MLflow's is by timestamp, then step).
+    """
+    if len(points) != len(expected):
+        return f"{len(points):,} points came back, {len(expected):,} were logged"
+    for i, (step, ts, value) in enumerate(sorted(points)):
+        if (step, ts, value) != (i, CLIENT_TS0 + i, expected[i]):
+            got, logged = f"step {step}, timestamp {ts}, value {value!r}", f"{i}, {CLIENT_TS0 + i}, {expected[i]!r}"
+            return f"point {i}: got {got}; logged {logged}"
+    return None
+
+
+def search_answer(runs: Sequence[Any]) -> list[tuple[float, str, str, str]]:
+    """The part of a search's answer both servers must agree on, in the order returned (run ids differ)."""
+    return [
+        (r.data.metrics.get("acc"), r.data.params.get("lr"), r.data.params.get("batch_size"),
+         r.data.params.get("optimizer"))
+        for r in runs
+    ]  # fmt: skip
+
+
+def search_problem(answers: dict[str, list[tuple[float, str, str, str]]], expected: int) -> str | None:
+    """Whether each server's search answer has ``expected`` rows, ordered by acc descending, and both agree."""
+    for server, rows in answers.items():
+        if len(rows) != expected:
+            return f"{server} returned {len(rows):,} runs, {expected:,} match"
+        accs = [r[0] for r in rows]
+        if accs != sorted(accs, reverse=True):
+            return f"{server} returned the runs out of order (order_by metrics.acc DESC)"
+    if len({tuple(rows) for rows in answers.values()}) > 1:
+        return "the servers returned different runs: " + ", ".join(f"{k}: {v[:2]}..." for k, v in answers.items())
+    return None
+
+
+def as_triples(metrics: Sequence[Any]) -> list[tuple[int, int, float]]:
+    return [(m.step, m.timestamp, m.value) for m in metrics]
+
+
+@dataclass
+class ClientFigures:
+    """One server's figures under MLflow's client: seconds or points/s, and the client's own CPU per call."""
+
+    server: str
+    figure: dict[str, float] = field(default_factory=dict)
+    client_cpu: dict[str, float] = field(default_factory=dict)  # s of this process's CPU per call or read
+    search: dict[str, list[tuple[float, str, str, str]]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def client_log_metric(client: Any, exp: str, n: int, repeats: int, out: ClientFigures) -> None:
+    vals = values(n, seed=7)
+    rates, cpus = [], []
+    for _ in range(repeats):
+        run_id = client.create_run(exp).info.run_id
+        for i in range(5):  # warm-up, not timed: the first calls open the connection, the server imports lazily
+            client.log_metric(run_id, "warmup", 0.0, timestamp=CLIENT_TS0, step=i)
+        settle()
+        deadline = deadline_after(LOOP_BUDGET_S)
+        done = 0
+        c0, t0 = time.process_time(), time.perf_counter()
+        for i in range(n):
+            client.log_metric(run_id, "loss", vals[i], timestamp=CLIENT_TS0 + i, step=i)
+            done += 1
+            if time.perf_counter() > deadline:
+                break
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        report_cut(done, n, f"log_metric to {out.server}")
+        problem = history_problem(as_triples(client.get_metric_history(run_id, "loss")), vals[:done])
+        if problem:
+            raise RuntimeError(f"log_metric, read back: {problem}")
+        client.set_terminated(run_id)
+        rates.append(done / dt)
+        cpus.append(cpu / done)
+    out.figure["log"], out.client_cpu["log"] = median(rates), median(cpus)
+
+
+def client_log_batch(client: Any, exp: str, calls: int, n_keys: int, repeats: int, out: ClientFigures) -> None:
+    from mlflow.entities import Metric
+
+    keys = [f"metric_{k:03d}" for k in range(n_keys)]
+    base = values(n_keys, seed=8)
+    rates, cpus = [], []
+    for _ in range(repeats):
+        run_id = client.create_run(exp).info.run_id
+        client.log_batch(run_id, metrics=[Metric("warmup", 0.0, CLIENT_TS0, 0)])
+        settle()
+        deadline = deadline_after(LOOP_BUDGET_S)
+        done = 0
+        c0, t0 = time.process_time(), time.perf_counter()
+        for i in range(calls):
+            metrics = [Metric(k, v + i, CLIENT_TS0 + i, i) for k, v in zip(keys, base, strict=True)]
+            client.log_batch(run_id, metrics=metrics)
+            done += 1
+            if time.perf_counter() > deadline:
+                break
+        dt, cpu = time.perf_counter() - t0, time.process_time() - c0
+        report_cut(done, calls, f"log_batch to {out.server}")
+        for k in (0, n_keys - 1):
+            got = as_triples(client.get_metric_history(run_id, keys[k]))
+            problem = history_problem(got, [base[k] + i for i in range(done)])
+            if problem:
+                raise RuntimeError(f"log_batch, {keys[k]} read back: {problem}")
+        latest = client.get_run(run_id).data.metrics
+        if len(latest) != n_keys + 1 or latest[keys[-1]] != base[-1] + done - 1:
+            raise RuntimeError(f"log_batch: the run has {len(latest)} latest metrics, {n_keys + 1} were logged")
+        client.set_terminated(run_id)
+        rates.append(done * n_keys / dt)
+        cpus.append(cpu / done)
+    out.figure["batch"], out.client_cpu["batch"] = median(rates), median(cpus)
+
+
+def client_search(client: Any, exp: str, n: int, repeats: int, out: ClientFigures) -> None:
+    from mlflow.entities import Metric, Param
+
+    t0 = time.perf_counter()
+    for params, metrics in search_data(n):  # goal 4's runs
+        run_id = client.create_run(exp).info.run_id
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, CLIENT_TS0, 0) for k, v in metrics.items()],
+            params=[Param(k, v) for k, v in params.items()],
+        )
+    print(f"   (setup: {n:,} runs through the server in {time.perf_counter() - t0:.1f} s)")
+    for key, flt in (("search", FILTER), ("search_all", "")):
+        times, cpus, runs = [], [], []
+        for _ in range(repeats):
+            settle()
+            c0, t0 = time.process_time(), time.perf_counter()
+            runs = client.search_runs([exp], filter_string=flt, order_by=ORDER, max_results=n)
+            times.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+        out.figure[key], out.client_cpu[key], out.search[key] = median(times), median(cpus), search_answer(runs)
+
+
+def client_history(client: Any, exp: str, n: int, repeats: int, out: ClientFigures) -> None:
+    from mlflow.entities import Metric
+
+    vals = values(n, seed=3)
+    run_id = client.create_run(exp).info.run_id
+    t0 = time.perf_counter()
+    for start in range(0, n, 1000):  # MLflow's limit: 1,000 metrics per log_batch
+        client.log_batch(
+            run_id, metrics=[Metric("loss", vals[i], CLIENT_TS0 + i, i) for i in range(start, min(start + 1000, n))]
+        )
+    client.set_terminated(run_id)
+    print(f"   (setup: {n:,} points through the server in {time.perf_counter() - t0:.1f} s)")
+    times, cpus = [], []
+    for _ in range(repeats):
+        settle()
+        c0, t0 = time.process_time(), time.perf_counter()
+        points = client.get_metric_history(run_id, "loss")
+        times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+        problem = history_problem(as_triples(points), vals)
+        if problem:
+            raise RuntimeError(f"get_metric_history: {problem}")
+    out.figure["history"], out.client_cpu["history"] = median(times), median(cpus)
+
+
+def client_suite(url: str, server: str, b: Bench) -> ClientFigures:
+    """Goal 7's four measurements with MLflow's client against one server; a failed step is recorded, not raised."""
+    from mlflow import MlflowClient
+
+    s = b.sizes
+    out = ClientFigures(server)
+    client = MlflowClient(tracking_uri=url)
+    steps: list[tuple[str, Callable[[str], None]]] = [
+        ("log", lambda exp: client_log_metric(client, exp, s.client_log_calls, s.repeats, out)),
+        ("batch", lambda exp: client_log_batch(client, exp, s.client_batch_calls, s.batch_keys, s.repeats, out)),
+        ("search", lambda exp: client_search(client, exp, s.search_runs, s.read_repeats, out)),
+        ("history", lambda exp: client_history(client, exp, s.history_points, s.repeats, out)),
+    ]
+    for key, step in steps:
+        with section(f"7. MLflow's client -> {server} server: {key}"):
+            try:
+                step(client.create_experiment(f"client-{key}"))
+            # the other steps and the other server still run; the table shows the error
+            except Exception as exc:  # noqa: BLE001
+                out.errors[key] = f"{type(exc).__name__}: {str(exc)[:400]}"
+                print(f"   {server} server, {key}: {out.errors[key]}")
+    return out
+
+
+def bench_mlflow_client(b: Bench) -> list[Result]:
+    s = b.sizes
+    n, nh = s.search_runs, s.history_points
+    res = {
+        "log": Result("7a", "MLflow's client: log_metric, 1 point per call", "points/s", None, None, 10.0),
+        "batch": Result("7b", f"MLflow's client: log_batch of {s.batch_keys} metrics", "points/s", None, None, 10.0),
+        "search": Result("7c", f"MLflow's client: search {n:,} runs, metric + param filter", "s", None, None, 10.0),
+        "history": Result("7d", f"MLflow's client: get_metric_history, {nh:,} points", "s", None, None, 10.0),
+        "search_all": Result("7e", f"MLflow's client: search {n:,} runs, no filter, all", "s", None, None, None),
+    }
+    runs: dict[str, ClientFigures] = {}
+    # One server at a time, as in goal 5; the same client code against each
+    with environment(CLIENT_ENV):
+        for server, start in (("loopml", start_loopml_server), ("mlflow", start_mlflow_server)):
+            proc: subprocess.Popen[Any] | None = None
+            try:
+                with section(f"7. {server} server on 127.0.0.1"):
+                    t0 = time.perf_counter()
+                    proc, url = start(b)
+                    print(f"   {url}, ready in {time.perf_counter() - t0:.1f} s")
+                runs[server] = client_suite(url, server, b)
+            finally:
+                stop_process(proc)
+    lm, mf = runs["loopml"], runs["mlflow"]
+    for key, r in res.items():
+        step = "search" if key == "search_all" else key
+        r.loopml, r.mlflow = lm.figure.get(key), mf.figure.get(key)
+        errors = [f"{f.server} server: {f.errors[step]}" for f in (lm, mf) if step in f.errors]
+        r.error = "; ".join(errors) or None
+    expected = sum(1 for p, m in search_data(n) if m["acc"] > 0.5 and p["lr"] == "0.01")
+    for key, count in (("search", expected), ("search_all", n)):
+        answers = {f.server: f.search[key] for f in (lm, mf) if key in f.search}
+        if res[key].error is None:
+            res[key].error = search_problem(answers, count)
+
+    def cpu(key: str, per: str) -> str:
+        parts = [f"{f.server} server {f.client_cpu[key] * 1000:.2f} ms" for f in (lm, mf) if key in f.client_cpu]
+        text = f"the client's own CPU {per}: " + ", ".join(parts) if parts else ""
+        # The client's CPU is a floor under any server's time (the same client code runs against both), so
+        # MLflow's time over it is the most any server can show with this client.
+        floor = min((f.client_cpu[key] for f in (lm, mf) if key in f.client_cpu), default=None)
+        if floor and key in mf.figure:
+            per_call = {"log": 1.0, "batch": float(s.batch_keys)}
+            mlflow_s = per_call[key] / mf.figure[key] if key in per_call else mf.figure[key]
+            text += f"; MLflow's time over it: {mlflow_s / floor:,.1f}x, the most any server can show"
+        return text
+
+    res["log"].notes.append(
+        f"{s.client_log_calls:,} MlflowClient.log_metric calls per repeat after 5 untimed ones, each checked read "
+        f"back point by point; medians of {s.repeats}; {cpu('log', 'per call')}"
+    )
+    res["batch"].notes.append(
+        f"{s.client_batch_calls:,} MlflowClient.log_batch calls of {s.batch_keys} metrics per repeat, two keys' "
+        f"histories and the latest values checked; medians of {s.repeats}; {cpu('batch', 'per call')}"
+    )
+    res["search"].notes.append(
+        f"goal 4's {n:,} runs, logged through each server (create_run + log_batch); MlflowClient.search_runs(filter "
+        f"{FILTER!r}, order_by {ORDER}), {expected} runs, checked equal (acc, lr, batch_size, optimizer, in order) "
+        f"between the servers; medians of {s.read_repeats}; {cpu('search', 'per search')}"
+    )
+    res["history"].notes.append(
+        f"{nh:,} points logged through each server (log_batch of 1,000), read with MlflowClient.get_metric_history "
+        f"(pages of 25,000), every step, timestamp and value checked; medians of {s.repeats}; "
+        f"{cpu('history', 'per read')}"
+    )
+    res["search_all"].notes.append(f"7c without the filter: every run comes back; {cpu('search_all', 'per search')}")
+    res["log"].notes.append(
+        "Both servers as in goal 5 (SQLite, 127.0.0.1, one process, one at a time); the same MlflowClient code "
+        "against each with MLFLOW_HTTP_REQUEST_MAX_RETRIES=0"
+    )
+    return list(res.values())
+
+
 # -- 6. import and first use ---------------------------------------------------------------------
 
 LOOPML_FIRST = """
@@ -835,6 +1130,7 @@ BENCHES: dict[int, tuple[str, Callable[[Bench], list[Result]], float | None]] = 
     4: ("search runs", bench_search, 20.0),
     5: ("through the servers", bench_server, 100.0),
     6: ("import and first use", bench_import, None),
+    7: ("MLflow's client against both servers", bench_mlflow_client, 10.0),
 }
 
 
