@@ -16,6 +16,7 @@ import pytest
 
 from loopml.errors import ExportError, LoopMLWarning
 from loopml.models.registry import load_version
+from loopml.serve import ModelServer
 from loopml.server import create_app
 from loopml.store import TrackingStore
 from loopml.store.registry import RegistryStore
@@ -102,6 +103,14 @@ def test_log_register_alias_load(mlflow_server: LiveServer, sqlite_store: Tracki
     assert version.signature["inputs"] == [{"name": "x", "dtype": "float32", "shape": [None, 4]}]
     ours = load_version(registry, "digits@production")  # a torch.export program: no pickle, no opt-in
     np.testing.assert_allclose(ours(X), expected, rtol=1e-6, atol=1e-6)
+    server = ModelServer("digits@production", store=sqlite_store, port=0).start().wait_ready(60)
+    try:  # what `loopml serve digits@production` answers with the module MLflow's client logged
+        doc = httpx.post(f"{server.url}/v1/models/digits/predict", json={"inputs": X.tolist()}).json()
+    finally:
+        server.stop()
+    assert doc["version"] == 1 and len(doc["results"]) == len(X)
+    # MLflow's MLmodel names no classes, so the server answers the module's outputs as they are
+    np.testing.assert_allclose([r["prediction"] for r in doc["results"]], expected, rtol=1e-6, atol=1e-6)
 
     # a pickled module: MLflow loads it; loopml only on opt-in, with a warning naming the risk
     pickled = _log(model, serialization_format="pickle")
