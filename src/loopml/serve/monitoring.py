@@ -64,7 +64,7 @@ class MonitorProcess:
             self.uri = store
         else:
             self.uri = store.uri
-            self.env["LOOPML_ARTIFACT_ROOT"] = str(store.artifacts.root)
+            self.env["LOOPML_ARTIFACT_ROOT"] = store.artifacts.uri  # a folder or s3://bucket/prefix
         self.proc: "subprocess.Popen[bytes] | None" = None
 
     @property
