@@ -5,7 +5,7 @@ or the bucket directly (what was written, whether it is gone) and tamper with it
 (a changed file must be refused), so that one test body covers the local folder
 and S3 alike::
 
-    assert stored(store, f"{run_id}/weights/model.pt") == b"..."
+    assert stored_bytes(store, f"{run_id}/weights/model.pt") == b"..."
     overwrite(store, v.files["torch"].path, b"tampered")
 """
 
@@ -24,7 +24,7 @@ def _s3(store: TrackingStore) -> S3Root:
     return root
 
 
-def stored(store: TrackingStore, key: str) -> bytes | None:
+def stored_bytes(store: TrackingStore, key: str) -> bytes | None:
     """The bytes kept under ``key`` (relative to the root), None when there are none."""
     root = store.artifacts
     if isinstance(root, LocalRoot):
@@ -51,6 +51,16 @@ def keys_under(store: TrackingStore, key: str) -> list[str]:
     pages = s3.client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=full)
     found = [o["Key"] for page in pages for o in page.get("Contents", ())]
     return sorted(k[len(base) :] for k in found if not key or k == full or k.startswith(full + "/"))
+
+
+def written_at(store: TrackingStore, key: str) -> object:
+    """When ``key`` was last written (a file's mtime in ns, an object's Last-Modified): unchanged if not rewritten."""
+    root = store.artifacts
+    if isinstance(root, LocalRoot):
+        return (root.root / key).stat().st_mtime_ns
+    s3 = _s3(store)
+    head = s3.client.head_object(Bucket=s3.bucket, Key=s3._key(key))
+    return (head["LastModified"], head["ETag"])
 
 
 def overwrite(store: TrackingStore, key: str, data: bytes) -> None:

@@ -19,7 +19,7 @@ from loopml.errors import ArtifactPathError, Conflict, ExportError, IntegrityErr
 from loopml.models import registry as R
 from loopml.store.registry import RegistryStore, parse_ref
 
-from tests.roots import keys_under, overwrite, stored
+from tests.roots import keys_under, overwrite, stored_bytes
 
 from .nets import MLP
 
@@ -162,7 +162,7 @@ def test_version_outlives_its_run(use_store: str, tmp_path: Path, mlp: MLP, x: t
 def test_tampered_file_refuses_to_load(use_store: str, mlp: MLP, x: torch.Tensor) -> None:
     v = _register(mlp, x)
     store = loopml.tracking.api.backend_for()
-    data = bytearray(stored(store, v.files["torch"].path) or b"")
+    data = bytearray(stored_bytes(store, v.files["torch"].path) or b"")
     data[-20] ^= 0xFF
     overwrite(store, v.files["torch"].path, bytes(data))
     with pytest.raises(IntegrityError, match="does not match the sha256 recorded"):

@@ -16,7 +16,7 @@ import pytest
 from loopml.errors import ArtifactPathError, NotFound
 from loopml.store import TrackingStore
 from loopml.store.artifacts import LocalRoot
-from tests.roots import keys_under, stored
+from tests.roots import keys_under, stored_bytes
 
 ESCAPES = ["../../x", "..\\..\\x", "%2e%2e/x", "%252e%252e/x", "/etc/passwd", "C:\\x", "a/../../x", "~/x"]
 
@@ -51,7 +51,7 @@ def test_log_a_file(store: TrackingStore, run_id: str, tmp_path: Path) -> None:
 
     [info] = store.log_artifact(run_id, src, name="weights/model.pt")
 
-    assert stored(store, f"{run_id}/weights/model.pt") == src.read_bytes()
+    assert stored_bytes(store, f"{run_id}/weights/model.pt") == src.read_bytes()
     assert (info.path, info.size, info.sha256) == ("weights/model.pt", 8000, sha(src.read_bytes()))
     assert store.list_artifacts(run_id) == [info]
     local = store.artifact_path(run_id, "weights/model.pt")  # the file itself, or S3's checked copy
@@ -76,7 +76,7 @@ def test_log_a_folder_recursively(store: TrackingStore, run_id: str, tmp_path: P
         (f"plots/{rel}", len(data), sha(data)) for rel, data in sorted(files.items())
     ]
     for rel, data in files.items():
-        assert stored(store, f"{run_id}/plots/{rel}") == data
+        assert stored_bytes(store, f"{run_id}/plots/{rel}") == data
     assert [i.path for i in store.list_artifacts(run_id, "plots/sub")] == ["plots/sub/b.bin", "plots/sub/empty"]
     assert store.list_artifacts(run_id, "plot") == []  # a prefix is a whole path segment
 
