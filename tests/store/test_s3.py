@@ -17,8 +17,8 @@ import pytest
 
 from loopml.errors import ConfigError, IntegrityError, NotFound
 from loopml.store import TrackingStore
-from loopml.store.artifacts import open_root
 from loopml.store.registry import RegistryStore
+from loopml.store.roots import open_root
 from loopml.store.s3 import S3Root, parse_s3_uri
 from tests.roots import keys_under, overwrite
 

@@ -2,9 +2,9 @@
 
 An artifact root holds one sub-folder (key prefix) of artifacts per run, the
 registry's model files under ``_models/`` and stored dataset rows under
-``_datasets/``. :func:`open_root` picks the implementation by the root's
-scheme: a path is a :class:`LocalRoot`, ``s3://bucket/prefix`` an
-:class:`~loopml.store.s3.S3Root` (boto3, the ``s3`` extra). Both satisfy
+``_datasets/``. The root's scheme picks the implementation: a path is a
+:class:`LocalRoot`, ``s3://bucket/prefix`` an
+:class:`~loopml.store.s3.S3Root` (boto3, the ``s3`` extra) (:func:`loopml.store.roots.open_root`). Both satisfy
 :class:`ArtifactRoot`; what needs a file on this machine (loading a model,
 ``np.load`` of rows, a download) gets one from :meth:`ArtifactRoot.local_file`,
 which for S3 is a sha256-checked copy in a local, content-addressed cache.
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 from urllib.parse import unquote
 
-from ..errors import ArgumentError, ArgumentTypeError, ArtifactPathError, ConfigError, IntegrityError, NotFound
+from ..errors import ArgumentError, ArgumentTypeError, ArtifactPathError, IntegrityError, NotFound
 from ..files import atomic_path, atomic_write
 from .records import ArtifactInfo
 
@@ -43,7 +43,6 @@ __all__ = [
     "Staging",
     "check_run_id",
     "files_to_log",
-    "open_root",
     "safe_relpath",
     "sha256_file",
 ]
@@ -190,29 +189,6 @@ class ArtifactRoot(Protocol):
     def remove(self, key: str) -> bool: ...
 
     def staging(self, prefix: str) -> Staging: ...
-
-
-def open_root(root: "str | os.PathLike[str] | ArtifactRoot") -> ArtifactRoot:
-    """The artifact root that ``root`` names: a folder, ``s3://bucket/prefix``, or a root already made.
-
-    >>> open_root("./.loopml/artifacts").uri
-    '/home/ana/project/.loopml/artifacts'
-    >>> open_root("s3://team-bucket/loopml")          # needs boto3: pip install 'loopml[s3]'
-    S3Root('s3://team-bucket/loopml')
-    """
-    if not isinstance(root, (str, os.PathLike)):
-        return root
-    text = os.fspath(root)
-    if text.startswith("s3://"):
-        from .s3 import S3Root  # boto3 is an optional extra: imported only for an S3 root
-
-        return S3Root(text)
-    if "://" in text:
-        raise ConfigError(
-            f"Artifact root {text!r} is not supported: use a folder (e.g. ./.loopml/artifacts) or "
-            "s3://bucket/prefix (an S3-compatible object store; set LOOPML_S3_ENDPOINT_URL for one that is not AWS)"
-        )
-    return LocalRoot(text)
 
 
 class LocalRoot:

@@ -25,10 +25,11 @@ AWS from ``LOOPML_S3_ENDPOINT_URL`` (path-style addressing) or boto3's own
   :class:`~loopml.errors.ConfigError` saying what to set; an unreachable endpoint
   is a transient :class:`~loopml.errors.StoreError`.
 
->>> root = S3Root("s3://team-bucket/loopml")
->>> [info] = root.put(run_id, "model.pt", "weights/model.pt")
->>> root.open_path(run_id, "weights/model.pt", sha256=info.sha256)   # a checked local copy
-PosixPath('/home/ana/.loopml/cache/s3/9f86.../model.pt')
+Used through a store (``LOOPML_ARTIFACT_ROOT``), or by hand::
+
+    root = S3Root("s3://team-bucket/loopml")
+    [info] = root.put(run_id, "model.pt", "weights/model.pt")
+    root.open_path(run_id, "weights/model.pt", sha256=info.sha256)   # a checked copy in the local cache
 """
 
 from __future__ import annotations
@@ -45,8 +46,23 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import ArtifactPathError, ConfigError, IntegrityError, NotFound, StoreError
-from .artifacts import ObjectChanged, ObjectMissing, Staging, check_run_id, files_to_log, safe_relpath, sha256_file
+from .. import config
+from ..errors import (
+    ArtifactPathError,
+    ConfigError,
+    IntegrityError,
+    NotFound,
+    StoreError,
+)
+from .artifacts import (
+    ObjectChanged,
+    ObjectMissing,
+    Staging,
+    check_run_id,
+    files_to_log,
+    safe_relpath,
+    sha256_file,
+)
 from .records import ArtifactInfo
 
 __all__ = ["MULTIPART_THRESHOLD", "S3Root", "parse_s3_uri"]
@@ -120,8 +136,6 @@ class S3Root:
         cache_dir: str | os.PathLike[str] | None = None,
         multipart_threshold: int = MULTIPART_THRESHOLD,
     ) -> None:
-        from .. import config
-
         self.bucket, self.prefix = parse_s3_uri(uri)
         self.uri = f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
         if isinstance(multipart_threshold, bool) or not isinstance(multipart_threshold, int) or multipart_threshold < _MIN_PART:
@@ -249,12 +263,12 @@ class S3Root:
         size = src.stat().st_size
         if size < self.multipart_threshold:
             return self._put_object(key, src.read_bytes())
-        self.client  # builds the transfer config too
+        client = self.client  # built first: it makes the transfer config too
         expected = sha256_file(src)
         with open(src, "rb") as f:
             reader = _HashingReader(f)
             self._call(
-                f"the upload of {src.name}", self.client.upload_fileobj, Fileobj=reader, Bucket=self.bucket, Key=key,
+                f"the upload of {src.name}", client.upload_fileobj, Fileobj=reader, Bucket=self.bucket, Key=key,
                 ExtraArgs={"Metadata": {"sha256": expected}}, Config=self._transfer,
             )
         sent = reader.hash.hexdigest()

@@ -28,7 +28,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import (
     ArgumentError,
-    ArtifactPathError,
     Conflict,
     IntegrityError,
     LoopMLError,
@@ -38,11 +37,12 @@ from ..errors import (
 from ..files import atomic_path
 from . import datasets as d
 from . import schema as s
-from .artifacts import ArtifactRoot, ObjectChanged, ObjectMissing, open_root, safe_relpath, sha256_file
+from .artifacts import ArtifactRoot, ObjectChanged, ObjectMissing, safe_relpath, sha256_file
 from .engine import open_engine
 from .points import decode_history, encode_blocks
 from .protocols import MetricPoint
 from .records import ArtifactInfo, Experiment, History, MetricSummary, RunRecord
+from .roots import open_root
 from .search import Node, compile_filter, compile_order_by, status_expression
 from .validation import check_key, check_status, check_text_value
 
