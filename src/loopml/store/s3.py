@@ -155,7 +155,6 @@ class S3Root:
                 f"LOOPML_ARTIFACT_ROOT is {self.uri}: an S3 artifact root needs boto3; install it with: {_INSTALL}"
             ) from None
         self._client: Any = None
-        self._transfer: Any = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -170,15 +169,11 @@ class S3Root:
             with self._lock:
                 if self._client is None:
                     import boto3
-                    from boto3.s3.transfer import TransferConfig
                     from botocore.config import Config
 
                     # an S3-compatible store on its own host name has no per-bucket DNS names: path style
                     s3_options = {"addressing_style": "path"} if self.endpoint_url else {}
                     cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, s3=s3_options)
-                    self._transfer = TransferConfig(
-                        multipart_threshold=self.multipart_threshold, multipart_chunksize=self.multipart_threshold
-                    )
                     self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=cfg)
         return self._client
 
@@ -263,13 +258,18 @@ class S3Root:
         size = src.stat().st_size
         if size < self.multipart_threshold:
             return self._put_object(key, src.read_bytes())
-        client = self.client  # built first: it makes the transfer config too
+        from boto3.s3.transfer import TransferConfig
+
+        # boto3 cannot size the parts of a stream it cannot seek, and S3 takes at most 10,000 parts:
+        # parts grow with the file (8 MiB parts reach 80 GB, larger files get larger parts)
+        part = max(self.multipart_threshold, -(-size // 9_000 // _CHUNK) * _CHUNK)
+        transfer = TransferConfig(multipart_threshold=self.multipart_threshold, multipart_chunksize=part)
         expected = sha256_file(src)
         with open(src, "rb") as f:
             reader = _HashingReader(f)
             self._call(
-                f"the upload of {src.name}", client.upload_fileobj, Fileobj=reader, Bucket=self.bucket, Key=key,
-                ExtraArgs={"Metadata": {"sha256": expected}}, Config=self._transfer,
+                f"the upload of {src.name}", self.client.upload_fileobj, Fileobj=reader, Bucket=self.bucket, Key=key,
+                ExtraArgs={"Metadata": {"sha256": expected}}, Config=transfer,
             )
         sent = reader.hash.hexdigest()
         if sent != expected:
