@@ -98,6 +98,21 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, prefix
 
 
+_LOADER: Any = None
+_LOADER_LOCK = threading.Lock()
+
+
+def _loader() -> Any:
+    """botocore's data loader, one per process (it caches the service models it has parsed)."""
+    global _LOADER
+    with _LOADER_LOCK:
+        if _LOADER is None:
+            from botocore.loaders import create_loader
+
+            _LOADER = create_loader()
+        return _LOADER
+
+
 class _HashingReader:
     """A file read front to back once, hashed as it goes.
 
@@ -164,17 +179,24 @@ class S3Root:
 
     @property
     def client(self) -> Any:
-        """The boto3 S3 client, built once (creating one loads botocore's service model: ~50 ms)."""
+        """The boto3 S3 client, built once, on first use."""
         if self._client is None:
             with self._lock:
                 if self._client is None:
                     import boto3
+                    import botocore.session
                     from botocore.config import Config
 
+                    # a session of its own (credentials are read from the environment now, not cached
+                    # from an earlier root) with the process's one loader: parsing botocore's S3 model
+                    # again made each client cost ~100 ms, with the shared loader ~10 ms
+                    core = botocore.session.Session()
+                    core.register_component("data_loader", _loader())
                     # an S3-compatible store on its own host name has no per-bucket DNS names: path style
                     s3_options = {"addressing_style": "path"} if self.endpoint_url else {}
                     cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, s3=s3_options)
-                    self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=cfg)
+                    session = boto3.session.Session(botocore_session=core)
+                    self._client = session.client("s3", endpoint_url=self.endpoint_url, config=cfg)
         return self._client
 
     def _where(self) -> str:
