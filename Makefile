@@ -1,6 +1,6 @@
 # loopml: two commands set everything up on a fresh machine.
 #   make demo   creates .venv, installs torch==2.13.0 and loopml, runs the loop on bundled data
-#   make test   installs the test dependencies (a local PostgreSQL, Debian's chromium) and runs the suite
+#   make test   installs the test dependencies (a local PostgreSQL, moto's S3 server, Debian's chromium) and runs the suite
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -37,7 +37,8 @@ demo: $(VENV)/.base
 # --durations=30 shows where the time goes. PYTEST_WORKERS=0 runs in this process (for pdb).
 PYTEST_WORKERS ?= auto
 test: $(VENV)/.test
-	@eval "$$(scripts/test-postgres.sh start)" && eval "$$(scripts/test-chromium.sh)" && \
+	@eval "$$(scripts/test-postgres.sh start)" && eval "$$(VENV=$(VENV) scripts/test-s3.sh start)" && \
+	  eval "$$(scripts/test-chromium.sh)" && \
 	  $(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 bench: $(VENV)/.bench

@@ -4,8 +4,14 @@
 - ``LOOPML_TRACKING_URI``: ``sqlite:///path/to/loopml.db``,
   ``postgresql+psycopg://user:pw@host/db`` or ``http://host:port`` (a loopml
   server). Default: ``sqlite:///$LOOPML_HOME/loopml.db``.
-- ``LOOPML_ARTIFACT_ROOT``: where a database store keeps artifacts (default
-  ``$LOOPML_HOME/artifacts``).
+- ``LOOPML_ARTIFACT_ROOT``: where a database store keeps artifacts, model files
+  and dataset rows: a folder (default ``$LOOPML_HOME/artifacts``) or
+  ``s3://bucket/prefix`` (an S3-compatible object store, the ``s3`` extra; boto3
+  reads ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``,
+  ``AWS_PROFILE``, ``AWS_ENDPOINT_URL_S3`` itself). Local copies of S3 objects are
+  cached under ``$LOOPML_HOME/cache/s3``.
+- ``LOOPML_S3_ENDPOINT_URL``: the URL of an S3-compatible store that is not AWS
+  (MinIO, Ceph, ...), e.g. ``http://127.0.0.1:9000``; addressed path-style.
 - ``LOOPML_TRACKING_TOKEN``: bearer token sent to a loopml server.
 - ``LOOPML_SERVER_TOKEN``: token a loopml server requires (also
   ``--auth-token-file``).
@@ -30,12 +36,13 @@ DEFAULT_HOME = ".loopml"
 class Settings:
     home: Path
     tracking_uri: str
-    artifact_root: Path
+    artifact_root: Path | str  # a folder, or an s3://bucket/prefix URI kept as text (a Path would fold its '//')
     tracking_token: str | None
     server_token: str | None
     heartbeat_interval: float
     heartbeat_timeout: float
     ui_plotly_js: Path | None = None  # LOOPML_UI_PLOTLY_JS: the plotly.js bundle the web UI serves
+    s3_endpoint_url: str | None = None  # LOOPML_S3_ENDPOINT_URL: an S3-compatible store that is not AWS
 
     @property
     def is_remote(self) -> bool:
@@ -70,7 +77,11 @@ def settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     home = Path(env.get("LOOPML_HOME") or DEFAULT_HOME).expanduser()
     uri = env.get("LOOPML_TRACKING_URI") or f"sqlite:///{(home / 'loopml.db').as_posix()}"
-    artifact_root = Path(env.get("LOOPML_ARTIFACT_ROOT") or home / "artifacts").expanduser()
+    raw_root = env.get("LOOPML_ARTIFACT_ROOT") or ""
+    artifact_root: Path | str = raw_root if "://" in raw_root else Path(raw_root or home / "artifacts").expanduser()
+    endpoint = env.get("LOOPML_S3_ENDPOINT_URL") or None
+    if endpoint is not None and not endpoint.startswith(("http://", "https://")):
+        raise ConfigError(f"LOOPML_S3_ENDPOINT_URL should be an http:// or https:// URL, e.g. http://127.0.0.1:9000; got {endpoint!r}")
     return Settings(
         home=home,
         tracking_uri=check_tracking_uri(uri),
@@ -80,4 +91,5 @@ def settings(env: dict[str, str] | None = None) -> Settings:
         heartbeat_interval=_float_env(env, "LOOPML_HEARTBEAT_INTERVAL", 5.0),
         heartbeat_timeout=_float_env(env, "LOOPML_HEARTBEAT_TIMEOUT", 60.0),
         ui_plotly_js=Path(env["LOOPML_UI_PLOTLY_JS"]).expanduser() if env.get("LOOPML_UI_PLOTLY_JS") else None,
+        s3_endpoint_url=endpoint,
     )

@@ -18,10 +18,7 @@ from loopml.data import Dataset
 from loopml.data.sources import save_rows, stored
 from loopml.errors import IntegrityError, NotFound
 from loopml.tracking.api import backend_for
-
-
-def _rows_files(root: Path) -> list[str]:
-    return sorted(p.name for p in (root / "_datasets").iterdir())
+from tests.roots import keys_under, overwrite, stored_bytes, written_at
 
 
 def test_same_rows_stored_once_read_back_checked(use_store: str, tmp_path: Path, iris: Dataset) -> None:
@@ -30,14 +27,13 @@ def test_same_rows_stored_once_read_back_checked(use_store: str, tmp_path: Path,
             data.log_dataset(run, iris, role="train")
     fp = data.store_dataset(iris, origin={"kind": "file", "path": "iris.csv"}, predictions=[("req-1", 3), ("req-2", 0)])
     assert fp == iris.fingerprint
-    root = tmp_path / "artifacts"
-    assert _rows_files(root) == [f"{fp}.npz"]
-    file = root / "_datasets" / f"{fp}.npz"
-    before = file.stat().st_mtime_ns
-    data.store_dataset(iris)  # stored: not written again
-    assert file.stat().st_mtime_ns == before
-
     backend = backend_for()
+    key = f"_datasets/{fp}.npz"
+    assert keys_under(backend, "_datasets") == [key]  # in the local folder or the S3 bucket
+    before = written_at(backend, key)
+    data.store_dataset(iris)  # stored: not written again
+    assert written_at(backend, key) == before
+
     back = stored(backend, fp)
     assert back.fingerprint == fp and back.class_names == iris.class_names and back.feature_names == iris.feature_names
     assert torch.equal(back.x, iris.x) and torch.equal(back.y, iris.y)
@@ -47,10 +43,10 @@ def test_same_rows_stored_once_read_back_checked(use_store: str, tmp_path: Path,
     assert seen["predictions"]["request_ids"] == ["req-1", "req-2"]
     assert [(d["fingerprint"], d["rows"]) for d in data.datasets_of_request("req-1")] == [(fp, [3])]
 
-    file.write_bytes(file.read_bytes()[:-8] + b"tampered")  # altered after it was stored
+    overwrite(backend, key, (stored_bytes(backend, key) or b"")[:-8] + b"tampered")  # altered after it was stored
     with pytest.raises(IntegrityError, match="changed after it was stored"):
         stored(backend, fp)
-    file.unlink()
+    assert backend.artifacts.remove(key)
     with pytest.raises(IntegrityError, match="missing"):
         stored(backend, fp)
 
@@ -93,9 +89,8 @@ def test_round_trip_through_a_server(use_server: Any, iris: Dataset, tmp_path: P
         backend.put_dataset_rows(other.fingerprint, tmp_path / "junk.npz")
     assert backend.get_dataset(other.fingerprint)["stored_path"] is None  # nothing was kept
 
-    server_root = use_server.app.state.store.artifacts.root
-    file = server_root / "_datasets" / f"{fp}.npz"
-    file.write_bytes(b"x" + file.read_bytes()[1:])
+    server_store, key = use_server.app.state.store, f"_datasets/{fp}.npz"  # in a folder or an S3 bucket
+    overwrite(server_store, key, b"x" + (stored_bytes(server_store, key) or b"")[1:])
     with pytest.raises(IntegrityError):
         stored(backend, fp)
 

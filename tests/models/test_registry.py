@@ -19,6 +19,8 @@ from loopml.errors import ArtifactPathError, Conflict, ExportError, IntegrityErr
 from loopml.models import registry as R
 from loopml.store.registry import RegistryStore, parse_ref
 
+from tests.roots import keys_under, overwrite, stored_bytes
+
 from .nets import MLP
 
 torch.set_num_threads(1)
@@ -135,10 +137,12 @@ def test_delete_refused_while_an_alias_points(use_store: str, mlp: MLP, x: torch
     assert R.load_model("mlp/1").version.version == 1  # still there, files too
     R.set_alias("mlp", "production", 2)
     R.set_alias("mlp", "staging", 2)
-    folder = RegistryStore(loopml.tracking.api.backend_for()).model_dir("mlp", 1)
-    assert folder.is_dir()
+    store = loopml.tracking.api.backend_for()
+    files = {f.path for f in v1.files.values()}
+    folder = files.pop().rpartition("/")[0]
+    assert set(keys_under(store, folder)) == {f.path for f in v1.files.values()}
     R.delete_version("mlp/1")
-    assert not folder.exists()
+    assert keys_under(store, folder) == []  # the local folder or the S3 keys
     with pytest.raises(NotFound, match="has no version 1"):
         R.get_version("mlp/1")
     assert R.get_version("mlp").version == 2
@@ -146,11 +150,9 @@ def test_delete_refused_while_an_alias_points(use_store: str, mlp: MLP, x: torch
 
 
 def test_version_outlives_its_run(use_store: str, tmp_path: Path, mlp: MLP, x: torch.Tensor) -> None:
-    import shutil
-
     v = _register(mlp, x)
     store = loopml.tracking.api.backend_for()
-    shutil.rmtree(store.artifacts.run_dir(v.run_id))
+    assert store.artifacts.remove(v.run_id or "")
     with store.engine.begin() as conn:  # there is no run delete in the API yet: do what one would do
         conn.execute(sa.text("DELETE FROM runs WHERE id = :id"), {"id": v.run_id})
     model = R.load_model("mlp/1")
@@ -160,10 +162,9 @@ def test_version_outlives_its_run(use_store: str, tmp_path: Path, mlp: MLP, x: t
 def test_tampered_file_refuses_to_load(use_store: str, mlp: MLP, x: torch.Tensor) -> None:
     v = _register(mlp, x)
     store = loopml.tracking.api.backend_for()
-    path = store.artifacts.root / v.files["torch"].path
-    data = bytearray(path.read_bytes())
+    data = bytearray(stored_bytes(store, v.files["torch"].path) or b"")
     data[-20] ^= 0xFF
-    path.write_bytes(bytes(data))
+    overwrite(store, v.files["torch"].path, bytes(data))
     with pytest.raises(IntegrityError, match="does not match the sha256 recorded"):
         R.load_model("mlp/1", format="torch")
 

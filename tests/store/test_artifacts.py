@@ -1,15 +1,22 @@
-"""Artifacts: files and folders copied with size and sha256; no path escapes the artifact root."""
+"""Artifacts: files and folders copied with size and sha256; no path escapes the artifact root.
+
+Each test runs on SQLite with a local folder and on PostgreSQL with an S3 root
+(tests/conftest.py); the symlink tests are about folders and run on the local root only.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from loopml.errors import ArtifactPathError, NotFound
 from loopml.store import TrackingStore
+from loopml.store.artifacts import LocalRoot
+from tests.roots import keys_under, stored_bytes
 
 ESCAPES = ["../../x", "..\\..\\x", "%2e%2e/x", "%252e%252e/x", "/etc/passwd", "C:\\x", "a/../../x", "~/x"]
 
@@ -44,11 +51,13 @@ def test_log_a_file(store: TrackingStore, run_id: str, tmp_path: Path) -> None:
 
     [info] = store.log_artifact(run_id, src, name="weights/model.pt")
 
-    stored = store.artifacts.root / run_id / "weights" / "model.pt"
-    assert stored.read_bytes() == src.read_bytes()
+    assert stored_bytes(store, f"{run_id}/weights/model.pt") == src.read_bytes()
     assert (info.path, info.size, info.sha256) == ("weights/model.pt", 8000, sha(src.read_bytes()))
     assert store.list_artifacts(run_id) == [info]
-    assert store.artifact_path(run_id, "weights/model.pt") == stored
+    local = store.artifact_path(run_id, "weights/model.pt")  # the file itself, or S3's checked copy
+    assert local.read_bytes() == src.read_bytes() and local.name == "model.pt"
+    if isinstance(store.artifacts, LocalRoot):
+        assert local == store.artifacts.root / run_id / "weights" / "model.pt"
 
     dest = store.download_artifact(run_id, "weights/model.pt", tmp_path / "down")
     assert dest == tmp_path / "down" / "model.pt" and dest.read_bytes() == src.read_bytes()
@@ -67,7 +76,7 @@ def test_log_a_folder_recursively(store: TrackingStore, run_id: str, tmp_path: P
         (f"plots/{rel}", len(data), sha(data)) for rel, data in sorted(files.items())
     ]
     for rel, data in files.items():
-        assert (store.artifacts.root / run_id / "plots" / rel).read_bytes() == data
+        assert stored_bytes(store, f"{run_id}/plots/{rel}") == data
     assert [i.path for i in store.list_artifacts(run_id, "plots/sub")] == ["plots/sub/b.bin", "plots/sub/empty"]
     assert store.list_artifacts(run_id, "plot") == []  # a prefix is a whole path segment
 
@@ -89,7 +98,7 @@ def test_delete_removes_file_folder_and_records(store: TrackingStore, run_id: st
     store.delete_artifact(run_id, "d")
 
     assert [i.path for i in store.list_artifacts(run_id)] == ["keep"]
-    assert not (store.artifacts.root / run_id / "d").exists()
+    assert keys_under(store, run_id) == [f"{run_id}/keep"]
     with pytest.raises(NotFound, match=f"Run {run_id} has no artifact 'd'"):
         store.delete_artifact(run_id, "d")
     with pytest.raises(NotFound, match=f"Run {run_id} has no artifact 'missing'"):
@@ -112,6 +121,7 @@ def test_escaping_paths_are_refused_everywhere(store: TrackingStore, run_id: str
     (folder / "f").write_bytes(b"payload")
     store.put_artifact_bytes(run_id, "x", b"inside")
     before = tree(tmp_path)
+    before_root = keys_under(store, "")
 
     attempts = {
         "log_artifact file": lambda: store.log_artifact(run_id, src, name=path),
@@ -129,10 +139,11 @@ def test_escaping_paths_are_refused_everywhere(store: TrackingStore, run_id: str
 
     after = tree(tmp_path)
     assert after == before  # nothing written, moved or deleted anywhere under tmp_path
+    assert keys_under(store, "") == before_root == [f"{run_id}/x"]  # nor in the bucket
     assert [i.path for i in store.list_artifacts(run_id)] == ["x"]
 
 
-@pytest.mark.parametrize("bad_run", ["..", "../other", "a/b", ""])
+@pytest.mark.parametrize("bad_run", ["..", "../other", "a/b", "", "ABC", "run1"])
 def test_run_ids_cannot_walk_the_root(store: TrackingStore, bad_run: str) -> None:
     with pytest.raises(ArtifactPathError, match="is not a run id"):
         store.artifact_path(bad_run, "x")
@@ -140,10 +151,21 @@ def test_run_ids_cannot_walk_the_root(store: TrackingStore, bad_run: str) -> Non
         store.artifacts.put_bytes(bad_run, "x", b"x")
 
 
-def test_planted_symlink_cannot_lead_outside(store: TrackingStore, run_id: str, tmp_path: Path) -> None:
+@pytest.fixture
+def local_store(tmp_path: Path) -> Iterator[TrackingStore]:
+    """SQLite with a local folder: symlinks are a folder's trouble (S3 has none)."""
+    st = TrackingStore(f"sqlite:///{(tmp_path / 'local.db').as_posix()}", artifact_root=tmp_path / "artifacts")
+    yield st
+    st.close()
+
+
+def test_planted_symlink_cannot_lead_outside(local_store: TrackingStore, tmp_path: Path) -> None:
+    store = local_store
+    run_id = store.create_run(experiment="digits").id
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret").write_bytes(b"top secret")
+    assert isinstance(store.artifacts, LocalRoot)
     run_dir = store.artifacts.root / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "link").symlink_to(outside, target_is_directory=True)
@@ -178,6 +200,7 @@ def test_planted_symlink_cannot_lead_outside(store: TrackingStore, run_id: str, 
 
 
 def test_folder_with_a_symlink_is_refused(store: TrackingStore, run_id: str, tmp_path: Path) -> None:
+    # the symlink is in the folder being logged: refused before anything reaches either root
     src = tmp_path / "ckpt"
     src.mkdir()
     (src / "ok.txt").write_bytes(b"ok")
@@ -187,4 +210,4 @@ def test_folder_with_a_symlink_is_refused(store: TrackingStore, run_id: str, tmp
         store.log_artifact(run_id, src)
 
     assert store.list_artifacts(run_id) == []
-    assert not (store.artifacts.root / run_id / "ckpt").exists()
+    assert keys_under(store, f"{run_id}/ckpt") == []

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from ..errors import ArgumentTypeError
 from ..monitor.watch import watch
 from ..monitor.windows import parse_duration
+from ..store.s3 import S3Root
 
 if TYPE_CHECKING:
     from ..store.tracking import TrackingStore
@@ -64,7 +65,9 @@ class MonitorProcess:
             self.uri = store
         else:
             self.uri = store.uri
-            self.env["LOOPML_ARTIFACT_ROOT"] = str(store.artifacts.root)
+            self.env["LOOPML_ARTIFACT_ROOT"] = store.artifacts.uri  # a folder or s3://bucket/prefix
+            if isinstance(store.artifacts, S3Root) and store.artifacts.endpoint_url:  # given in code, not the env
+                self.env["LOOPML_S3_ENDPOINT_URL"] = store.artifacts.endpoint_url
         self.proc: "subprocess.Popen[bytes] | None" = None
 
     @property

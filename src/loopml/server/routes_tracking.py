@@ -375,7 +375,7 @@ def list_artifacts(run_id: str, store: Store, prefix: str | None = None) -> Resp
     if prefix:
         # the listing reads the database, but a prefix that leads out of the
         # run's folder (through '..' or a planted symlink) is refused all the same
-        store.artifacts.resolve(run_id, prefix)
+        store.artifacts.check(run_id, prefix)
     return json_response({"artifacts": [a.to_dict() for a in store.list_artifacts(run_id, prefix)]})
 
 
@@ -393,7 +393,7 @@ def list_artifacts(run_id: str, store: Store, prefix: str | None = None) -> Resp
 )
 async def upload_artifact(run_id: str, path: str, request: Request, store: Store) -> Response:
     # Refuse a bad path or run before reading a byte of the body.
-    await run_in_threadpool(store.artifacts.resolve, run_id, path)
+    await run_in_threadpool(store.artifacts.check, run_id, path)
     await run_in_threadpool(store.get_run, run_id)
     with tempfile.TemporaryDirectory(prefix="loopml-upload-") as tmp:
         spool = Path(tmp) / "body"

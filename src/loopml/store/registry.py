@@ -4,8 +4,11 @@ A *version* is an immutable set of files (one per format) plus the JSON
 documents that describe it (signature, how to rebuild the module, the run's
 metrics, lineage, the training data's profile, measurements). Files are
 copied from the source run's artifacts into ``<artifact root>/_models/<name>/<version>-<random>/``
+(an S3 root, which cannot rename, has them uploaded to ``_models/<name>/<random>/``
+before the version's rows are written, and removed again if that fails)
 so that a version outlives its run, and each file's sha256 is recorded and
-checked again before the file is handed out (:meth:`RegistryStore.file_path`).
+checked again before the file is handed out (:meth:`RegistryStore.file_path`:
+from S3, a checked copy in the local cache).
 The random part keeps two stores that share an artifact root (two databases
 on the default ``$LOOPML_HOME/artifacts``) from writing or deleting each other's
 ``m/1``; where a version's files are is read from their recorded paths
@@ -32,9 +35,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
@@ -44,9 +45,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import ArgumentError, ArtifactPathError, Conflict, IntegrityError, NotFound
-from ..files import atomic_path
 from . import schema as s
-from .artifacts import safe_relpath, sha256_file
+from .artifacts import LocalRoot, ObjectChanged, ObjectMissing, Staging, safe_relpath, sha256_file
 
 if TYPE_CHECKING:
     from .protocols import Registry
@@ -252,7 +252,6 @@ class RegistryStore:
 
     def __init__(self, store: "TrackingStore") -> None:
         self.store = store
-        self.root = store.artifacts.root / MODELS_DIR
 
     # -- reading --------------------------------------------------------------
 
@@ -403,37 +402,33 @@ class RegistryStore:
                 f"Version {mv.ref} has no {fmt!r} file (it has: {have}); "
                 f"create it with: loopml models export {mv.ref} --format {fmt}"
             )
-        path = self.store.artifacts.root / info.path
-        if not path.is_file():
-            raise IntegrityError(f"The {fmt} file of {mv.ref} is missing from the artifact root ({info.path})")
-        if verify:
-            digest = sha256_file(path)
-            if digest != info.sha256:
-                raise IntegrityError(
-                    f"The {fmt} file of {mv.ref} ({info.path}) does not match the sha256 recorded when it was stored "
-                    f"(expected {info.sha256[:12]}..., found {digest[:12]}...): it was changed after registration; "
-                    "loopml refuses to load it. Restore the file or register the model again."
-                )
-        return path
+        try:
+            return self.store.artifacts.local_file(info.path, sha256=info.sha256, verify=verify)
+        except ObjectMissing:
+            raise IntegrityError(f"The {fmt} file of {mv.ref} is missing from the artifact root ({info.path})") from None
+        except ObjectChanged as exc:
+            raise IntegrityError(
+                f"The {fmt} file of {mv.ref} ({info.path}) does not match the sha256 recorded when it was stored "
+                f"(expected {info.sha256[:12]}..., found {exc.found[:12]}...): it was changed after registration; "
+                "loopml refuses to load it. Restore the file or register the model again."
+            ) from None
 
-    def _stage(self, name: str, files: Mapping[str, tuple[Path, Mapping[str, Any]]]) -> tuple[Path, dict[str, dict[str, Any]]]:
-        staging = self.root / name / f".staging-{uuid.uuid4().hex}"
-        staging.mkdir(parents=True)
+    def _stage(self, name: str, files: Mapping[str, tuple[Path, Mapping[str, Any]]]) -> tuple[Staging, dict[str, dict[str, Any]]]:
+        staging = self.store.artifacts.staging(f"{MODELS_DIR}/{name}")
         rows: dict[str, dict[str, Any]] = {}
         try:
             for fmt, (src, details) in files.items():
                 check_format(fmt)
                 src = Path(src)
-                target = staging / src.name
-                if target.exists():
+                if any(r["file"] == src.name for r in rows.values()):
                     raise ArgumentError(f"Two formats use the same file name {src.name!r}")
-                shutil.copyfile(src, target)
+                size, sha = staging.put(src)
                 rows[fmt] = {
-                    "format": fmt, "file": src.name, "size": target.stat().st_size, "sha256": sha256_file(target),
+                    "format": fmt, "file": src.name, "size": size, "sha256": sha,
                     "details": _dumps(dict(details), f"details of {fmt}"),
                 }
         except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
+            staging.discard()
             raise
         return staging, rows
 
@@ -472,7 +467,6 @@ class RegistryStore:
         }
         staging, file_rows = self._stage(name, files)
         now = time.time()
-        final: Path | None = None
         try:
             with self.store.transaction() as conn:
                 m = s.models
@@ -500,8 +494,7 @@ class RegistryStore:
                         parent_version=parent_version, description=description, **doc,
                     )
                 )
-                folder_name = f"{version}-{uuid.uuid4().hex[:12]}"  # unique: never another store's m/1
-                rel_dir = f"{MODELS_DIR}/{name}/{folder_name}"
+                rel_dir = staging.final(version)  # unique: never another store's m/1
                 conn.execute(
                     s.model_files.insert(),
                     [
@@ -512,12 +505,9 @@ class RegistryStore:
                         for r in file_rows.values()
                     ],
                 )
-                final = self.root / name / folder_name
-                staging.rename(final)
+                staging.commit()
         except BaseException:
-            if final is not None and final.exists() and not staging.exists():
-                final.rename(staging)
-            shutil.rmtree(staging, ignore_errors=True)
+            staging.discard()
             raise
         return self.get_version(name, version)
 
@@ -538,7 +528,7 @@ class RegistryStore:
         check_model_name(name)
         run_id, folder = parse_source(source)
         run = self.store.get_run(run_id)  # NotFound for an unknown run
-        manifest_path = self.store.artifact_path(run_id, f"{folder}/{MANIFEST}")
+        manifest_path = self.store.artifact_path(run_id, f"{folder}/{MANIFEST}")  # S3: a checked local copy
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -556,9 +546,13 @@ class RegistryStore:
             info = recorded.get(rel)
             if info is None:
                 raise NotFound(f"Run {run_id} has no artifact {rel!r} (listed for {fmt!r} in {MANIFEST})")
-            path = self.store.artifact_path(run_id, rel)
+            changed = f"Artifact {rel!r} of run {run_id} changed after it was logged; not registering it"
+            try:
+                path = self.store.artifact_path(run_id, rel)  # from S3: a copy checked against info.sha256 already
+            except IntegrityError:
+                raise IntegrityError(changed) from None
             if sha256_file(path) != info.sha256:
-                raise IntegrityError(f"Artifact {rel!r} of run {run_id} changed after it was logged; not registering it")
+                raise IntegrityError(changed)
             files[fmt] = (path, entry.get("details") or {})
         lineage = dict(manifest.get("lineage") or {})
         lineage.setdefault("run_id", run_id)
@@ -589,16 +583,15 @@ class RegistryStore:
         check_format(fmt)
         mv = self.get_version(name, version)
         src = Path(local_path)
-        folder = self._folder(mv)
-        folder.mkdir(parents=True, exist_ok=True)
-        target = folder / src.name
-        if src.resolve() != target.resolve():
-            with atomic_path(target) as tmp:
-                shutil.copyfile(src, tmp)
+        key = f"{self._folder_key(mv)}/{src.name}"
+        root = self.store.artifacts
+        if isinstance(root, LocalRoot) and src.resolve() == (root.root / key).resolve():
+            size, sha = src.stat().st_size, sha256_file(src)  # the file is there already
+        else:
+            size, sha = root.put_file(key, src)
         row = {
-            "name": name, "version": mv.version, "format": fmt,
-            "path": f"{folder.relative_to(self.store.artifacts.root).as_posix()}/{src.name}", "size": target.stat().st_size,
-            "sha256": sha256_file(target), "details": _dumps(dict(details or {}), "details"), "created_at": time.time(),
+            "name": name, "version": mv.version, "format": fmt, "path": key, "size": size,
+            "sha256": sha, "details": _dumps(dict(details or {}), "details"), "created_at": time.time(),
         }
         f = s.model_files
         with self.store.transaction() as conn:
@@ -666,7 +659,7 @@ class RegistryStore:
                 )
             conn.execute(f.delete().where(f.c.name == name, f.c.version == mv.version))
             conn.execute(v.delete().where(v.c.name == name, v.c.version == mv.version))
-        shutil.rmtree(self._folder(mv), ignore_errors=True)
+        self.store.artifacts.remove(self._folder_key(mv))
 
     def set_description(self, name: str, version: int, description: str | None) -> ModelVersion:
         mv = self.get_version(name, version)
@@ -676,15 +669,21 @@ class RegistryStore:
         return self.get_version(name, mv.version)
 
     def model_dir(self, name: str, version: int) -> Path:
-        """The folder that holds a version's files."""
+        """The folder that holds a version's files (a local artifact root only: S3 has no folders to hand out)."""
         check_model_name(name)
-        return self._folder(self.get_version(name, int(version)))
+        root = self.store.artifacts
+        if not isinstance(root, LocalRoot):
+            raise ArgumentError(
+                f"The files of {name}/{version} are in {root.uri}, not in a folder on this machine; "
+                f"get each one with file_path({name!r}, {version}, FORMAT)"
+            )
+        return root.root / self._folder_key(self.get_version(name, int(version)))
 
-    def _folder(self, mv: ModelVersion) -> Path:
+    def _folder_key(self, mv: ModelVersion) -> str:
         # where its files were recorded; a version always has files, the fallback is the old layout
         for info in mv.files.values():
-            return self.store.artifacts.root / PurePosixPath(info.path).parent
-        return self.root / mv.name / str(mv.version)
+            return str(PurePosixPath(info.path).parent)
+        return f"{MODELS_DIR}/{mv.name}/{mv.version}"
 
 
 def local_registry(registry: "Registry", what: str) -> RegistryStore:

@@ -28,7 +28,6 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import (
     ArgumentError,
-    ArtifactPathError,
     Conflict,
     IntegrityError,
     LoopMLError,
@@ -38,11 +37,12 @@ from ..errors import (
 from ..files import atomic_path
 from . import datasets as d
 from . import schema as s
-from .artifacts import ArtifactRoot, safe_relpath, sha256_file
+from .artifacts import ArtifactRoot, ObjectChanged, ObjectMissing, safe_relpath, sha256_file
 from .engine import open_engine
 from .points import decode_history, encode_blocks
 from .protocols import MetricPoint
 from .records import ArtifactInfo, Experiment, History, MetricSummary, RunRecord
+from .roots import open_root
 from .search import Node, compile_filter, compile_order_by, status_expression
 from .validation import check_key, check_status, check_text_value
 
@@ -63,14 +63,14 @@ class TrackingStore:
         self,
         uri: str,
         *,
-        artifact_root: str | Path,
+        artifact_root: "str | Path | ArtifactRoot",
         heartbeat_timeout: float = 60.0,
         engine: Engine | None = None,
     ) -> None:
         self.uri = uri
         self.engine = engine if engine is not None else open_engine(uri)
         self._write_engine = self.engine.execution_options(loopml_write=True)  # BEGIN IMMEDIATE on SQLite
-        self.artifacts = ArtifactRoot(artifact_root)
+        self.artifacts: ArtifactRoot = open_root(artifact_root)  # a folder, or s3://bucket/prefix
         self.heartbeat_timeout = heartbeat_timeout
         self._dialect = self.engine.dialect.name
         if self._dialect == "sqlite":
@@ -643,17 +643,6 @@ class TrackingStore:
             d.set_origin(conn, row["fingerprint"], origin_text)
             d.link_predictions(conn, row["fingerprint"], links, self.upsert)
 
-    def _rows_file(self, fingerprint: str) -> tuple[str, Path]:
-        rel = d.rows_relpath(fingerprint)  # checks the fingerprint: 64 hex digits, no path in it
-        folder = self.artifacts.root / d.ROWS_DIR
-        target = folder / f"{fingerprint}.npz"
-        real_root = self.artifacts.root.resolve()
-        if folder.exists() and real_root not in folder.resolve().parents:  # a planted symlink
-            raise ArtifactPathError(f"{folder} leads outside the artifact root; remove it")
-        if target.is_symlink():
-            raise ArtifactPathError(f"{target} is a symlink; dataset rows are regular files, remove it")
-        return rel, target
-
     def put_dataset_rows(self, fingerprint: str, local_path: str | os.PathLike[str]) -> dict[str, Any]:
         """Keep the rows file of a stored record as ``_datasets/<fingerprint>.npz``, once per content.
 
@@ -661,9 +650,7 @@ class TrackingStore:
         it; a server checks an upload first). A file already recorded is not written again;
         returns ``{"stored_path", "stored_size", "stored_sha256", "created"}``.
         """
-        import shutil
-
-        rel, target = self._rows_file(fingerprint)
+        rel = d.rows_relpath(fingerprint)  # checks the fingerprint: 64 hex digits, no path in it
         src = Path(local_path)
         if not src.is_file():
             raise NotFound(f"Cannot store the rows of {fingerprint[:12]}...: no file {str(src)!r}")
@@ -674,12 +661,9 @@ class TrackingStore:
         sha = sha256_file(src)
         # the file may exist unrecorded (a store sharing this artifact root, a write cut short before
         # its record): keep it when it is these bytes, else replace it, whole, by the checked ones
-        if not (target.is_file() and sha256_file(target) == sha):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._rows_file(fingerprint)
-            with atomic_path(target) as tmp:
-                shutil.copyfile(src, tmp)
-        size = target.stat().st_size
+        size = src.stat().st_size
+        if self.artifacts.stored_sha256(rel) != sha:
+            size, sha = self.artifacts.put_file(rel, src)
         with self.transaction() as conn:
             created = d.set_rows(conn, fingerprint, rel, size, sha)
         if not created:  # another writer recorded the same content first
@@ -692,6 +676,7 @@ class TrackingStore:
 
         :class:`~loopml.errors.NotFound` when the record keeps no rows,
         :class:`~loopml.errors.IntegrityError` when the file is gone or altered.
+        With an S3 artifact root the file is a checked copy in the local cache.
         """
         record = self.get_dataset(fingerprint)
         if record.get("stored_path") is None:
@@ -699,14 +684,17 @@ class TrackingStore:
                 f"Dataset {fingerprint[:12]}... ({record['name']}) is stored as a record only, not its rows; "
                 "store them with loopml.data.store_dataset(ds)"
             )
-        rel, target = self._rows_file(fingerprint)
+        rel = d.rows_relpath(fingerprint)
         if record["stored_path"] != rel:
             raise IntegrityError(f"Dataset {fingerprint[:12]}... records its rows at {record['stored_path']!r}, not {rel!r}")
-        if not target.is_file():
-            raise IntegrityError(f"The rows of dataset {fingerprint[:12]}... are missing from the artifact root ({rel})")
-        if sha256_file(target) != record["stored_sha256"]:
-            raise IntegrityError(f"The rows file of dataset {fingerprint[:12]}... ({rel}) changed after it was stored")
-        return target
+        try:
+            return self.artifacts.local_file(rel, sha256=record["stored_sha256"])
+        except ObjectMissing:
+            raise IntegrityError(
+                f"The rows of dataset {fingerprint[:12]}... are missing from the artifact root ({rel})"
+            ) from None
+        except ObjectChanged:
+            raise IntegrityError(f"The rows file of dataset {fingerprint[:12]}... ({rel}) changed after it was stored") from None
 
     def download_dataset_rows(self, fingerprint: str, dest: str | os.PathLike[str]) -> Path:
         """Copy a stored dataset's rows file (checked) into the folder ``dest``; returns the new file's path."""
@@ -780,8 +768,16 @@ class TrackingStore:
         return [ArtifactInfo(path=r.path, size=r.size, sha256=r.sha256, created_at=r.created_at) for r in rows]
 
     def artifact_path(self, run_id: str, path: str) -> Path:
-        """The local file of a recorded artifact, after the path checks."""
-        return self.artifacts.open_path(run_id, path)
+        """The local file of an artifact, after the path checks.
+
+        With an S3 artifact root it is a local copy, checked against the sha256
+        recorded when the artifact was logged.
+        """
+        clean = self.artifacts.check(run_id, path)  # ArtifactPathError before any query
+        a = s.artifacts
+        with self.read() as conn:
+            sha = conn.execute(sa.select(a.c.sha256).where(a.c.run_id == run_id, a.c.path == clean)).scalar()
+        return self.artifacts.open_path(run_id, clean, sha256=sha)
 
     def download_artifact(self, run_id: str, path: str, dest: str | os.PathLike[str]) -> Path:
         """Copy one artifact file into the folder ``dest``; returns the new file's path."""
