@@ -29,12 +29,11 @@ torch = need("torch", extra="torch")
 
 @pytest.fixture
 def mlflow_server(
-    sqlite_store: TrackingStore, live_server: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch
+    sqlite_store: TrackingStore, live_server: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch, mlflow_fresh: None
 ) -> Iterator[LiveServer]:
     import mlflow.utils.requirements_utils as requirements_utils
 
     server = live_server(create_app(sqlite_store))
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a wrong answer fails at once, not after minutes
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     # log_model checks the model's requirements against importlib's map of every installed package,
     # built once per process (6 s in this venv); the two packages the requirements name are enough

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -23,13 +23,7 @@ from mlflow.exceptions import MlflowException  # noqa: E402
 API = "/api/2.0/mlflow"
 
 
-@pytest.fixture(autouse=True)
-def _no_retries(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    # a 5xx would otherwise be retried for minutes: a bug must surface at once
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    yield
-    mlflow.set_tracking_uri(None)
+pytestmark = pytest.mark.usefixtures("mlflow_fresh")  # tests/server/conftest.py
 
 
 def _serve(store: TrackingStore, live_server: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch) -> LiveServer:
