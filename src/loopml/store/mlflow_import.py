@@ -75,7 +75,7 @@ def _require_mlflow() -> Any:
         import mlflow
     except ModuleNotFoundError as exc:
         raise ModuleNotFoundError(
-            "Importing from MLflow reads its store with MLflow's own client: pip install mlflow"
+            "Importing from MLflow reads its store with MLflow's own client: pip install 'loopml[mlflow]' (or pip install mlflow)"
         ) from exc
     return mlflow
 
