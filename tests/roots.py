@@ -15,6 +15,7 @@ import shutil
 
 from loopml.store import TrackingStore
 from loopml.store.artifacts import LocalRoot
+from loopml.store.registry import RegistryStore
 from loopml.store.s3 import S3Root
 
 
@@ -76,3 +77,11 @@ def overwrite(store: TrackingStore, key: str, data: bytes) -> None:
     s3 = _s3(store)
     s3.client.put_object(Bucket=s3.bucket, Key=s3._key(key), Body=data)
     shutil.rmtree(s3.cache_dir, ignore_errors=True)
+
+
+def tamper_model_file(registry: RegistryStore, name: str, version: int, fmt: str) -> None:
+    """Append a byte to a registered version's stored file, wherever the root keeps it."""
+    key = registry.get_version(name, version).files[fmt].path
+    before = stored_bytes(registry.store, key)
+    assert before is not None, key
+    overwrite(registry.store, key, before + b"\0")

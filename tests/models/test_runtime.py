@@ -164,7 +164,7 @@ def test_class_path_refuses_main_and_locals() -> None:
 
 
 def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="Argument format should be one of torch, pt2, onnx, pte; got 'tflite'"):
+    with pytest.raises(ValueError, match="Argument format should be one of torch, pt2, onnx, pte, mlflow; got 'tflite'"):
         load_predictor("tflite", tmp_path / "m")
     with pytest.raises(ExportError, match="No onnx model file at"):
         load_predictor("onnx", tmp_path / "missing.onnx")

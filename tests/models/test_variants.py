@@ -10,6 +10,8 @@ from loopml import data
 from loopml.models import registry as R
 from loopml.models.nets import MLP
 from loopml.models.variants import quantize
+from loopml.store.registry import local_registry
+from tests.roots import tamper_model_file
 
 torch.set_num_threads(1)
 
@@ -48,8 +50,8 @@ def test_static_variant_quantizes_the_parents_stored_onnx_file(wine_version: dat
     R.export("wine/1", ["onnx"])
     v = quantize("wine/1", method="static", data=wine_version)
     assert v.lineage["quantization"]["fp32_onnx"] == "given"  # wine/1's model.onnx, not a second export
-    stored = R.registry_for(None).file_path("wine", 1, "onnx")
-    stored.write_bytes(stored.read_bytes() + b"\0")  # changed after registration: not used, the model is exported
+    # changed after registration: not used, the model is exported
+    tamper_model_file(local_registry(R.registry_for(None), "tamper"), "wine", 1, "onnx")
     w = quantize("wine/1", method="static", data=wine_version)
     assert w.lineage["quantization"]["fp32_onnx"] == "exported"
     assert R.registry_for(None).file_path("wine", 3, "onnx").read_bytes() == R.registry_for(None).file_path(

@@ -21,6 +21,8 @@ from loopml.errors import ExportError, IntegrityError, NotFound
 from loopml.models.nets import DigitsCNN
 from loopml.monitor import MahalanobisDetector, OODGate, VAEDetector, fit_ood, load_gate
 from loopml.monitor.ood import calibrated_threshold
+from loopml.store.registry import local_registry
+from tests.roots import tamper_model_file
 
 torch.set_num_threads(1)
 VAE_EPOCHS = 15  # enough on digits: the full 40 of the benchmark changes no AUROC below by more than 0.01
@@ -270,8 +272,7 @@ def test_fit_ood_stores_the_gate_with_the_version(use_store: str, cnn: DigitsCNN
 
     from loopml.models.registry import registry_for
 
-    path = registry_for().file_path("digits", 1, "ood_vae")
-    path.write_bytes(path.read_bytes() + b"\x00")
+    tamper_model_file(local_registry(registry_for(), "tamper"), "digits", 1, "ood_vae")
     with pytest.raises(IntegrityError, match="The ood_vae file of digits/1"):
         load_gate("digits/1")
 

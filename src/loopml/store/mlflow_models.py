@@ -17,12 +17,13 @@ that ``loopml serve`` can check requests. What loading needs (the flavor, the
 serialization, the model file's path in the zip) is kept in the file's details,
 so that loading never parses YAML.
 
->>> models = LoggedModels(store)
->>> m = models.create(experiment_id=1, name="model", source_run_id=run_id)
->>> models.put_file(m.model_id, "MLmodel", Path("model/MLmodel"))
->>> v = create_mlflow_version(registry, "digits", Path("model"), run_id=run_id)
->>> sorted(v.files)
-['mlflow']
+Example::
+
+    models = LoggedModels(store)
+    m = models.create(experiment_id=1, name="model", source_run_id=run_id)
+    models.put_file(m.model_id, "MLmodel", Path("model/MLmodel"))
+    v = create_mlflow_version(registry, "digits", Path("model"), run_id=run_id)
+    sorted(v.files)                                   # ['mlflow']
 """
 
 from __future__ import annotations
