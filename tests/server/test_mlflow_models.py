@@ -39,6 +39,8 @@ def mlflow_server(
     # built once per process (6 s in this venv); the two packages the requirements name are enough
     monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", {"torch": ["torch"], "mlflow": ["mlflow"]})
     mlflow.set_tracking_uri(server.url)
+    # the fluent API's active experiment outlives a test (another file's set_experiment): start from "0"
+    mlflow.set_experiment(experiment_id="0")
     torch.set_num_threads(1)
     yield server
     mlflow.set_tracking_uri(None)
@@ -133,6 +135,15 @@ def test_log_register_alias_load(mlflow_server: LiveServer, sqlite_store: Tracki
     assert client.get_registered_model("digits").aliases == {"production": "2"}
     client.delete_logged_model(pickled.model_id)  # the version keeps its own copy
     assert mlflow.pytorch.load_model("models:/digits/2")(torch.from_numpy(X)).shape == (4, 3)
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="not found"):  # the words MLflow's client matches
+        client.get_logged_model(pickled.model_id)
+    with pytest.raises(MlflowException, match="No tag with key"):
+        client.delete_logged_model_tag(info.model_id, "absent")
+    # a source run this server does not know is recorded as given, as MLflow does
+    foreign = client.create_logged_model(client.get_logged_model(info.model_id).experiment_id, source_run_id="123")
+    assert client.get_logged_model(foreign.model_id).source_run_id == "123"
 
 
 def test_register_from_a_run(mlflow_server: LiveServer, sqlite_store: TrackingStore) -> None:

@@ -137,7 +137,9 @@ def test_outputs_link_runs_to_logged_models(sqlite_store: TrackingStore, live_se
     from mlflow.entities import LoggedModelOutput
 
     client = MlflowClient()
-    rid = client.create_run("0").info.run_id
+    rid = client.create_run("0", start_time=456_000).info.run_id
+    # a start time in the past is not a stale heartbeat: the run just began (it read KILLED)
+    assert [(r.info.status, r.info.start_time) for r in client.search_runs(["0"])] == [("RUNNING", 456_000)]
     client._tracking_client.store.log_outputs(rid, [LoggedModelOutput("m-abc", 7)])
     got = client.get_run(rid)
     assert [(o.model_id, o.step) for o in got.outputs.model_outputs] == [("m-abc", 7)]
@@ -167,6 +169,21 @@ BAD_INPUTS: list[tuple[str, str, dict[str, Any], int, str]] = [  # method, path,
 ]
 
 
+# POST bodies and the words of MLflow's own messages, which its clients and tests match
+MLFLOW_WORDING: list[tuple[str, dict[str, Any], str]] = [
+    ("/runs/log-metric", {"run_id": 31, "key": "k", "value": 1, "timestamp": 1}, "Invalid value 31 for parameter 'run_id' supplied"),
+    ("/runs/log-metric", {"run_id": None, "key": "k", "value": 1, "timestamp": 1}, "Missing value for required parameter 'run_id'"),
+    ("/runs/log-metric", {"run_id": "RUN", "key": 31, "value": 1, "timestamp": 1}, "Invalid value 31 for parameter 'key' supplied"),
+    ("/runs/log-metric", {"run_id": "RUN", "key": "k", "value": 1, "timestamp": 1, "step": "foo"}, 'Invalid value "foo" for parameter \'step\' supplied'),
+    ("/runs/log-batch", {"run_id": "RUN", "tags": "foo"}, 'Invalid value "foo" for parameter \'tags\' supplied'),
+    ("/runs/log-batch", {"run_id": "RUN", "metrics": [{"key": "k", "value": 1}]}, "Missing value for required parameter 'metrics[0].timestamp'"),
+    ("/runs/set-tag", {"run_id": "RUN", "key": "k", "value": 41}, "Invalid value 41 for parameter 'value' supplied"),
+    ("/runs/log-parameter", {"run_id": "RUN", "value": "1"}, "Missing value for required parameter 'key'"),
+    ("/experiments/create", {"name": 123}, "Invalid value 123 for parameter 'name' supplied"),
+    ("/experiments/create", {"name": "x", "artifact_location": 9.0}, "Invalid value 9.0 for parameter 'artifact_location' supplied"),
+]
+
+
 def test_bad_input_is_a_4xx_in_mlflows_shape(sqlite_server: LiveServer, sqlite_store: TrackingStore) -> None:
     rid = sqlite_store.create_run(experiment="default").id
     with httpx.Client(base_url=sqlite_server.url + API) as c:
@@ -175,3 +192,7 @@ def test_bad_input_is_a_4xx_in_mlflows_shape(sqlite_server: LiveServer, sqlite_s
             r = c.get(path, params=filled) if method == "GET" else c.post(path, json=filled)
             assert (r.status_code, r.json()["error_code"]) == (status, code), (path, body, r.text)
             assert r.json()["message"]
+        for path, body, words in MLFLOW_WORDING:
+            r = c.post(path, json={k: (rid if v == "RUN" else v) for k, v in body.items()})
+            assert r.status_code == 400 and words in r.json()["message"], (path, body, r.text)
+    assert sqlite_store.get_run(rid).metrics == {} and sqlite_store.get_run(rid).tags == {}

@@ -116,22 +116,43 @@ def _post(name: str) -> Callable[[Handler], Handler]:
     return add
 
 
+def _invalid(name: str, value: Any, expected: str) -> MlflowError:
+    # MLflow's own wording (its handlers' _assert_* checks), the value written as JSON: clients and
+    # MLflow's tests match on "Invalid value ... for parameter '...' supplied"
+    shown = orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()[:200]
+    return MlflowError("INVALID_PARAMETER_VALUE", f"Invalid value {shown} for parameter '{name}' supplied: expected {expected}")
+
+
+def _missing(name: str) -> MlflowError:
+    return MlflowError("INVALID_PARAMETER_VALUE", f"Missing value for required parameter '{name}'.")
+
+
 def _str(p: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     value = p.get(name)
     if value is None or value == "":
         if required:
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Missing value for required parameter '{name}'.")
+            raise _missing(name)
         return None
     if not isinstance(value, str):
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid value {value!r} for parameter '{name}': expected a string")
+        raise _invalid(name, value, "a string")
+    return value
+
+
+def _array(p: dict[str, Any], name: str) -> list[Any]:
+    """A list parameter of a JSON body (tags, metrics, ...): absent is empty, anything but a list is refused."""
+    value = p.get(name)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _invalid(name, value, "a list")
     return value
 
 
 def _tags(p: dict[str, Any]) -> dict[str, Any]:
     tags: dict[str, Any] = {}
-    for i, t in enumerate(_list(p, "tags")):
+    for i, t in enumerate(_array(p, "tags")):
         if not isinstance(t, dict) or not isinstance(t.get("key"), str) or not t["key"]:
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Missing value for required parameter 'tags[{i}].key'.")
+            raise _missing(f"tags[{i}].key")
         tags[t["key"]] = t.get("value") or ""
     return tags
 
@@ -140,14 +161,14 @@ def _int(p: dict[str, Any], name: str, default: int | None = None, *, required: 
     value = p.get(name)
     if value is None or value == "":
         if required:
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Missing value for required parameter '{name}'.")
+            raise _missing(name)
         return default
     try:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError
         return int(value)
     except (TypeError, ValueError):
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid value {value!r} for parameter '{name}': expected an integer") from None
+        raise _invalid(name, value, "an integer") from None
 
 
 def _list(p: dict[str, Any], name: str) -> list[Any]:
@@ -160,9 +181,12 @@ def _list(p: dict[str, Any], name: str) -> list[Any]:
 
 
 def _run_id_of(p: dict[str, Any]) -> str:
-    rid = p.get("run_id") or p.get("run_uuid")
-    if not isinstance(rid, str) or not rid:
-        raise MlflowError("INVALID_PARAMETER_VALUE", "Missing value for required parameter 'run_id'.")
+    name = "run_id" if p.get("run_id") not in (None, "") else "run_uuid"
+    rid = p.get(name)
+    if rid is None or rid == "":
+        raise _missing("run_id")
+    if not isinstance(rid, str):
+        raise _invalid(name, rid, "a run id (a string)")
     return rid
 
 
@@ -208,7 +232,7 @@ def _experiment_id(p: dict[str, Any], store: TrackingStore, name: str = "experim
     """loopml's id of MLflow's experiment id (``"0"``: the ``default`` experiment, made on first use)."""
     value = p.get(name)
     if value is None or value == "":
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"Missing value for required parameter '{name}'.")
+        raise _missing(name)
     return _to_loopml_id(store, str(value))
 
 
@@ -262,6 +286,9 @@ def get_experiment(store: TrackingStore, p: dict[str, Any]) -> Any:
 def create_experiment(store: TrackingStore, p: dict[str, Any]) -> Any:
     name = _str(p, "name")
     assert name is not None
+    # checked for its type only: loopml keeps every experiment's artifacts in its own store
+    # (docs/mlflow.md), so the location MLflow's client may ask for is not used
+    _str(p, "artifact_location", required=False)
     tags = _tags(p)
     try:
         new_id = lifecycle.create_experiment(store, name, tags=tags)
@@ -493,14 +520,18 @@ def restore_run(store: TrackingStore, p: dict[str, Any]) -> Any:
 
 def _metric_point(run_id: str, m: dict[str, Any], where: str) -> tuple[str, str, int, float, float]:
     key = m.get("key")
-    if not key:
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"Missing value for required parameter '{where}key'.")
+    if key is None or key == "":
+        raise _missing(f"{where}key")
+    if not isinstance(key, str):
+        raise _invalid(f"{where}key", key, "a string")
     if m.get("value") is None:
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"Missing value for required parameter '{where}value'.")
-    ts = _int(m, "timestamp", required=True)
+        raise _missing(f"{where}value")
+    named = {f"{where}{k}": v for k, v in m.items()}  # so that errors name 'metrics[0].timestamp'
+    ts = _int(named, f"{where}timestamp", required=True)
     assert ts is not None
     try:
-        return (run_id, check_key(key, what="metric key"), check_step(_int(m, "step", 0)), ts / 1000.0, _float(m["value"], key))
+        step = check_step(_int(named, f"{where}step", 0))
+        return (run_id, check_key(key, what="metric key"), step, ts / 1000.0, _float(m["value"], key))
     except ArgumentError as exc:
         raise MlflowError("INVALID_PARAMETER_VALUE", f"{where}: {exc}" if where else str(exc)) from None
 
@@ -523,24 +554,32 @@ def log_metric(store: TrackingStore, p: dict[str, Any]) -> Any:
     _log(store, rid, [_metric_point(rid, p, "")], {}, {})
 
 
-@_post("/runs/log-parameter")
-def log_param(store: TrackingStore, p: dict[str, Any]) -> Any:
+def _key_value(p: dict[str, Any]) -> tuple[str, str, str]:
+    """``(run_id, key, value)`` of log-parameter and set-tag, checked in MLflow's order."""
+    rid = _run_id_of(p)
     key = _str(p, "key") or ""
     value = p.get("value")
-    _log(store, _run_id_of(p), [], {key: "" if value is None else value}, {})
+    if value is not None and not isinstance(value, str):
+        raise _invalid("value", value, "a string")
+    return rid, key, value or ""
+
+
+@_post("/runs/log-parameter")
+def log_param(store: TrackingStore, p: dict[str, Any]) -> Any:
+    rid, key, value = _key_value(p)
+    _log(store, rid, [], {key: value}, {})
 
 
 @_post("/runs/set-tag")
 def set_tag(store: TrackingStore, p: dict[str, Any]) -> Any:
-    key = _str(p, "key") or ""
-    value = p.get("value")
-    _log(store, _run_id_of(p), [], {}, {key: "" if value is None else value})
+    rid, key, value = _key_value(p)
+    _log(store, rid, [], {}, {key: value})
 
 
 @_post("/runs/log-batch")
 def log_batch(store: TrackingStore, p: dict[str, Any]) -> Any:
     rid = _run_id_of(p)
-    metrics, params, tags = _list(p, "metrics"), _list(p, "params"), _list(p, "tags")
+    metrics, params, tags = _array(p, "metrics"), _array(p, "params"), _array(p, "tags")
     for what, items, limit in (("metrics", metrics, MAX_METRICS_PER_BATCH), ("params", params, MAX_PARAMS_TAGS_PER_BATCH), ("tags", tags, MAX_PARAMS_TAGS_PER_BATCH)):
         if len(items) > limit:
             raise MlflowError("INVALID_PARAMETER_VALUE", f"A batch logging request can contain at most {limit} {what}. Got {len(items)} {what}. Please split up {what} across multiple requests and try again.")
@@ -554,14 +593,14 @@ def log_batch(store: TrackingStore, p: dict[str, Any]) -> Any:
     for i, item in enumerate(params):
         key = item.get("key")
         if not key:
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Missing value for required parameter 'params[{i}].key'.")
+            raise _missing(f"params[{i}].key")
         if key in pvals:
             raise MlflowError("INVALID_PARAMETER_VALUE", f"Duplicate parameter keys have been submitted: ['{key}']. Please ensure the request contains only one param value per param key.")
         pvals[key] = item.get("value") or ""
     tvals: dict[str, Any] = {}
     for i, item in enumerate(tags):
         if not item.get("key"):
-            raise MlflowError("INVALID_PARAMETER_VALUE", f"Missing value for required parameter 'tags[{i}].key'.")
+            raise _missing(f"tags[{i}].key")
         tvals[item["key"]] = item.get("value") or ""
     _log(store, rid, points, pvals, tvals)
 
@@ -582,12 +621,12 @@ def delete_tag(store: TrackingStore, p: dict[str, Any]) -> Any:
 def log_inputs(store: TrackingStore, p: dict[str, Any]) -> Any:
     rid = _run_id_of(p)
     links: list[tuple[str, str, int | None, Any]] = []
-    for item in _list(p, "datasets"):
+    for item in _array(p, "datasets"):
         ds = item.get("dataset") if isinstance(item, dict) else None
         if not isinstance(ds, dict) or not ds.get("name") or not ds.get("digest"):
             raise MlflowError("INVALID_PARAMETER_VALUE", "Each of datasets should hold a dataset with a name and a digest")
         links.append(("dataset_input", f"{ds['digest']}/{ds['name']}"[:512], None, item))
-    for item in _list(p, "models"):
+    for item in _array(p, "models"):
         if not isinstance(item, dict) or not item.get("model_id"):
             raise MlflowError("INVALID_PARAMETER_VALUE", "Each of models should hold a model_id")
         links.append(("model_input", str(item["model_id"]), None, None))
@@ -599,7 +638,7 @@ def log_inputs(store: TrackingStore, p: dict[str, Any]) -> Any:
 def log_outputs(store: TrackingStore, p: dict[str, Any]) -> Any:
     rid = _run_id_of(p)
     links: list[tuple[str, str, int | None, Any]] = []
-    for item in _list(p, "models"):
+    for item in _array(p, "models"):
         if not isinstance(item, dict) or not item.get("model_id"):
             raise MlflowError("INVALID_PARAMETER_VALUE", "Each of models should hold a model_id")
         links.append(("model_output", str(item["model_id"]), _int(item, "step", 0), None))

@@ -141,8 +141,13 @@ class LoggedModels:
             raise ArgumentError(f"Argument name should be at most 250 characters without '/'; got {name!r}")
         clean_tags, clean_params = _str_map(tags, "tags"), _str_map(params, "params")
         exp = self.store.get_or_create_experiment(experiment)
-        if source_run_id:
-            run = self.store.get_run(source_run_id)  # NotFound for an unknown run
+        try:
+            run = self.store.get_run(source_run_id) if source_run_id else None
+        except NotFound:
+            # MLflow records a source run it does not know (one of another server, say) as given:
+            # so does loopml, keeping the files in a holder run as for a model without a run
+            run = None
+        if run is not None:
             if run.experiment_id != exp.id:
                 raise ArgumentError(
                     f"Run {source_run_id} belongs to experiment {run.experiment!r}, not {exp.name!r}; "
@@ -173,7 +178,8 @@ class LoggedModels:
         with self.store.read() as conn:
             r = conn.execute(sa.select(t).where(t.c.model_id == model_id)).first()
         if r is None or (r.deleted and not allow_deleted):
-            raise NotFound(f"No logged model {model_id!r}")
+            # "not found" and "No tag with key" below are the words MLflow's client and tests match
+            raise NotFound(f"Logged model {model_id!r} not found")
         return self._row(r)
 
     def _update(self, model_id: str, **values: Any) -> LoggedModel:
@@ -195,7 +201,7 @@ class LoggedModels:
     def delete_tag(self, model_id: str, key: str) -> LoggedModel:
         tags = self.get(model_id).tags
         if key not in tags:
-            raise NotFound(f"Logged model {model_id} has no tag {key!r}")
+            raise NotFound(f"No tag with key {key!r} on logged model {model_id}")
         del tags[key]
         return self._update(model_id, tags=json.dumps(tags))
 
