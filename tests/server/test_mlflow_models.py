@@ -39,8 +39,6 @@ def mlflow_server(
     # built once per process (6 s in this venv); the two packages the requirements name are enough
     monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", {"torch": ["torch"], "mlflow": ["mlflow"]})
     mlflow.set_tracking_uri(server.url)
-    # the fluent API's active experiment outlives a test (another file's set_experiment): start from "0"
-    mlflow.set_experiment(experiment_id="0")
     torch.set_num_threads(1)
     yield server
     mlflow.set_tracking_uri(None)
