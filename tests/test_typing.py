@@ -35,7 +35,8 @@ def test_mypy_config_is_strict() -> None:
     for override in config.get("overrides", []):
         # only third-party modules may skip their (missing) types, never loopml's own
         assert not any(m.split(".")[0] == "loopml" for m in override["module"]), override
-        assert set(override) == {"module", "ignore_missing_imports"}, override
+        assert set(override) - {"follow_imports"} == {"module", "ignore_missing_imports"}, override
+        assert override.get("follow_imports", "skip") == "skip", override  # a big typed package read as Any
 
 
 def test_mypy_finds_no_errors(tmp_path: Path) -> None:

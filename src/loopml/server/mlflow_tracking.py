@@ -38,6 +38,7 @@ import base64
 import dataclasses
 import math
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -480,6 +481,12 @@ def create_run(store: TrackingStore, p: dict[str, Any]) -> Any:
         git_commit=tags.get("mlflow.source.git.commit") or None,
         start_time=None if start is None else start / 1000.0,
     )
+    if start is not None:
+        # loopml starts a run's heartbeat at its start time (a store can record a run that began
+        # earlier); MLflow's client sends the time it was called, and creating the run is its
+        # first sign of life, so a start time in the past must not read as a dead run
+        run.heartbeat_at = time.time()
+        store.heartbeat([run.id], run.heartbeat_at)
     return {"run": _run_json(run)}
 
 

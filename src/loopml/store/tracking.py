@@ -217,8 +217,7 @@ class TrackingStore:
     ) -> RunRecord:
         exp = self.get_or_create_experiment(experiment)
         rid = run_id or uuid.uuid4().hex
-        created = time.time()
-        now = created if start_time is None else start_time
+        now = time.time() if start_time is None else start_time
         if name is None:
             name = f"run-{rid[:8]}"
         check_key(name, what="name")
@@ -237,8 +236,7 @@ class TrackingStore:
                     status="RUNNING",
                     start_time=now,
                     end_time=None,
-                    # creating the run is its first sign of life, whatever start_time it was given
-                    heartbeat_at=created,
+                    heartbeat_at=now,
                     parent_id=parent_id,
                     git_commit=git_commit,
                     git_dirty=git_dirty,
@@ -254,7 +252,7 @@ class TrackingStore:
         # everything a new run holds is known here: no read-back
         return RunRecord(
             id=rid, experiment_id=exp.id, experiment=exp.name, name=name, status="RUNNING", start_time=now,
-            end_time=None, heartbeat_at=created, parent_id=parent_id, git_commit=git_commit, git_dirty=git_dirty,
+            end_time=None, heartbeat_at=now, parent_id=parent_id, git_commit=git_commit, git_dirty=git_dirty,
             host=host, user=user, command=command, params=pvals, tags=tvals,
         )
 
