@@ -184,3 +184,29 @@ def use_store(db_uri: str, artifact_root: str, monkeypatch: pytest.MonkeyPatch) 
     loopml.set_tracking_uri(None)
     # PostgreSQL reuses one URL: drop the cached backend so the next test opens its fresh database
     api.close_all()
+
+
+@pytest.fixture
+def mlflow_fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """MLflow's client as a new process has it: no retries, no experiment or registry left by an earlier test.
+
+    ``mlflow.set_experiment`` keeps the experiment id in a module global and in
+    ``MLFLOW_EXPERIMENT_ID``, and ``mlflow.set_registry_uri`` keeps the URI in one
+    and in ``MLFLOW_REGISTRY_URI`` (``set_registry_uri(None)`` leaves the variable);
+    a later test's ``start_run`` or ``register_model`` against another server would
+    use them (xdist runs several files in one process).
+    """
+    import mlflow
+    from mlflow.tracking import fluent
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a 5xx would be retried for minutes
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.setattr(fluent, "_active_experiment_id", None)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
+    yield
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)

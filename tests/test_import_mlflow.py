@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,7 +77,9 @@ def _write_mlflow_store(uri: str, root: Path) -> Source:
         mlflow.register_model(info.model_uri, "digits")
     finally:
         mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+        mlflow.set_registry_uri(None)  # leaves MLFLOW_REGISTRY_URI set: a later test would register here
+        os.environ.pop("MLFLOW_REGISTRY_URI", None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
     c.set_terminated(first, end_time=T0 + 60_000)  # after start_run(run_id=first), which ends it now
     c.set_registered_model_alias("digits", "production", "1")
     c.set_registered_model_alias("digits", "Champion", "2")  # uppercase: not a loopml alias

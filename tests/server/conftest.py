@@ -125,23 +125,3 @@ def use_server(server: LiveServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     forget_http_backends()
     loopml.set_tracking_uri(None)
 
-
-@pytest.fixture
-def mlflow_fresh(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """MLflow's client as a new process has it: no retries, no experiment left active by an earlier test.
-
-    ``mlflow.set_experiment`` keeps the experiment id in a module global and in
-    ``MLFLOW_EXPERIMENT_ID``; a later test's ``start_run`` against another server
-    would look that id up there (xdist runs several files in one process).
-    """
-    import mlflow
-    from mlflow.tracking import fluent
-
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # a 5xx would be retried for minutes
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
-    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
-    monkeypatch.setattr(fluent, "_active_experiment_id", None)
-    yield
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
-    mlflow.set_tracking_uri(None)
