@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Start moto's S3 server on 127.0.0.1 for the test suite (one process for the whole run) and print its URL.
-# moto ("moto[server]" in the test extra) is pure Python from PyPI: no cloud, no container. The tests
+# moto ("moto[s3]" with flask and flask-cors in the test extra) is pure Python from PyPI: no cloud, no container. The tests
 # make their own bucket per worker and a prefix per test (tests/conftest.py); any credentials work.
 # Usage: eval "$(scripts/test-s3.sh start)"   |   scripts/test-s3.sh stop
 # VENV (default .venv) is where moto_server is installed.
