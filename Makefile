@@ -35,11 +35,14 @@ demo: $(VENV)/.base
 # The suite runs on every core (pytest-xdist; each worker has its own PostgreSQL database, see
 # docs/testing.md); a file's tests stay on one worker so that its module fixtures are built once.
 # --durations=30 shows where the time goes. PYTEST_WORKERS=0 runs in this process (for pdb).
+# Bytecode is written even where the environment sets PYTHONDONTWRITEBYTECODE: the tests start
+# hundreds of Python processes (the CLI, servers, torchrun, Flower) that would each compile loopml
+# again, and pytest would rewrite every test module in each worker: a minute of a 2-core run.
 PYTEST_WORKERS ?= auto
 test: $(VENV)/.test
 	@eval "$$(scripts/test-postgres.sh start)" && eval "$$(VENV=$(VENV) scripts/test-s3.sh start)" && \
 	  eval "$$(scripts/test-chromium.sh)" && \
-	  $(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
+	  env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 bench: $(VENV)/.bench
 	$(PY) benchmarks/tracking.py
