@@ -161,15 +161,8 @@ class Pt2Predictor:
         self._module = self.model
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
         self._threads.ensure()
-        try:
-            with torch.inference_mode():
-                out = self._module(torch.from_numpy(_as_batch(x)))
-        except Exception as exc:
-            raise ExportError(f"The .pt2 program failed on a batch of shape {np.shape(x)}: {_first_line(exc)}") from exc
-        return _to_numpy(out)
+        return _forward(self._module, x, "The .pt2 program")
 
 
 class PtePredictor:
@@ -333,15 +326,8 @@ class MlflowPredictor:
             raise ExportError(f"{path} is not a whole MLflow model archive: {_first_line(exc)}") from exc
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        import torch
-
         self._threads.ensure()
-        try:
-            with torch.inference_mode():
-                out = self.model(torch.from_numpy(_as_batch(x)))
-        except Exception as exc:
-            raise ExportError(f"The MLflow model failed on a batch of shape {np.shape(x)}: {_first_line(exc)}") from exc
-        return _to_numpy(out)
+        return _forward(self.model, x, "The MLflow model")
 
 
 def load_predictor(
@@ -502,6 +488,18 @@ def _to_numpy(out: Any) -> np.ndarray:
     if not isinstance(out, torch.Tensor):
         raise ExportError(f"The model returned {type(out).__name__}; loopml runs models that return one tensor")
     return out.detach().numpy()
+
+
+def _forward(module: Any, x: np.ndarray, what: str) -> np.ndarray:
+    """``module`` on a batch without autograd; its failure as an ExportError naming ``what``."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            out = module(torch.from_numpy(_as_batch(x)))
+    except Exception as exc:
+        raise ExportError(f"{what} failed on a batch of shape {np.shape(x)}: {_first_line(exc)}") from exc
+    return _to_numpy(out)
 
 
 def _first_line(exc: BaseException) -> str:
