@@ -43,7 +43,7 @@ from ..store.registry import ModelInfo, ModelVersion, RegistryStore, check_alias
 from ..store.tracking import TrackingStore
 from .errors import json_response
 from .mlflow_artifacts import REGISTRY_ROOT, mlflow_experiment_id
-from .mlflow_wire import DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_ID, PREFIX, MlflowError
+from .mlflow_wire import DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_ID, PREFIX, MlflowError, request_params
 
 __all__ = ["router"]
 
@@ -59,21 +59,7 @@ Store = Annotated[TrackingStore, Depends(get_store)]
 
 
 async def _params(request: Request) -> dict[str, Any]:
-    """A request's parameters: the query string (GET; lists repeat their key) merged with a JSON body."""
-    out: dict[str, Any] = {}
-    for key in request.query_params:
-        values = request.query_params.getlist(key)
-        out[key] = values if len(values) > 1 or key in ("stages", "experiment_ids") else values[0]
-    body = await request.body()
-    if body.strip():
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise MlflowError("MALFORMED_REQUEST", f"The request body is not JSON: {exc}") from None
-        if not isinstance(doc, dict):
-            raise MlflowError("MALFORMED_REQUEST", "The request body should be a JSON object")
-        out.update(doc)
-    return out
+    return await request_params(request, lists=("stages", "experiment_ids"))
 
 
 Params = Annotated[dict[str, Any], Depends(_params)]

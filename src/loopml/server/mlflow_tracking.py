@@ -52,10 +52,10 @@ from ..errors import ArgumentError, Conflict, FilterError, NotFound
 from ..store import lifecycle
 from ..store.lifecycle import ExperimentInfo
 from ..store.records import RunRecord
-from ..store.search import And, Comparison, Node, Not, Or, parse_filter
+from ..store.search import And, Node, Not, Or, parse_filter
 from ..store.tracking import MAX_PAGE_SIZE, TrackingStore
 from ..store.validation import check_key, check_metric_value, check_step
-from .mlflow_wire import DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_ID, PREFIX, MlflowError
+from .mlflow_wire import DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_ID, PREFIX, MlflowError, request_params
 
 __all__ = ["router"]
 
@@ -81,19 +81,7 @@ Handler = Callable[[TrackingStore, dict[str, Any]], Any]
 
 def _route(method: str, path: str, handler: Handler) -> None:
     async def endpoint(request: Request) -> Response:
-        if method == "GET":
-            args: dict[str, Any] = {}
-            for k, v in request.query_params.multi_items():
-                args.setdefault(k, []).append(v)
-            params = {k: v[0] if len(v) == 1 else v for k, v in args.items()}
-        else:
-            body = await request.body()
-            try:
-                params = orjson.loads(body) if body.strip() else {}
-            except orjson.JSONDecodeError as exc:
-                raise MlflowError("MALFORMED_REQUEST", f"The request body is not valid JSON: {exc}") from None
-            if not isinstance(params, dict):
-                raise MlflowError("MALFORMED_REQUEST", "The request body should be a JSON object")
+        params = await request_params(request)
         answer = await run_in_threadpool(handler, request.app.state.store, params)
         return Response(orjson.dumps(answer if answer is not None else {}), media_type="application/json")
 

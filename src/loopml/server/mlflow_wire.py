@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import LoopMLError
@@ -39,6 +40,7 @@ __all__ = [
     "MlflowErrorShape",
     "is_mlflow_path",
     "mlflow_error_body",
+    "request_params",
 ]
 
 PREFIX = "/api/2.0/mlflow"
@@ -101,6 +103,28 @@ _KEEP_STATUS = frozenset({401, 403, 413, 415})
 
 def is_mlflow_path(path: str) -> bool:
     return path.startswith(_PREFIXES)
+
+
+async def request_params(request: Request, lists: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A request's parameters as MLflow's client sends them: the query string merged with a JSON body.
+
+    GET parameters come in the query string, a repeated key as a list (and ``lists``
+    always as one); POST bodies are JSON objects.
+    """
+    out: dict[str, Any] = {}
+    for key in request.query_params:
+        values = request.query_params.getlist(key)
+        out[key] = values if len(values) > 1 or key in lists else values[0]
+    body = await request.body()
+    if body.strip():
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise MlflowError("MALFORMED_REQUEST", f"The request body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise MlflowError("MALFORMED_REQUEST", "The request body should be a JSON object")
+        out.update(doc)
+    return out
 
 
 class MlflowError(LoopMLError):
