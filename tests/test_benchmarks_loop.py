@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.benchmark_modules import load_benchmark
+
 
 
 @pytest.fixture(scope="module")
 def loop() -> ModuleType:
-    sys.path.insert(0, str(BENCHMARKS))  # the benchmark imports its sibling _common
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_loop", BENCHMARKS / "loop.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return module
+    return load_benchmark("loop")
 
 
 def test_labels_needed_interpolates_in_log_budget_and_smooths_a_dip(loop: ModuleType) -> None:

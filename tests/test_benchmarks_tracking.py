@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.benchmark_modules import load_benchmark
+
 
 
 @pytest.fixture(scope="module")
 def bench() -> Iterator[ModuleType]:
-    env = dict(os.environ)  # the benchmark sets thread and telemetry variables when imported
-    sys.path.insert(0, str(BENCHMARKS))  # the benchmark imports its sibling _common
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_tracking", BENCHMARKS / "tracking.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # its dataclasses look their module up there
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-        os.environ.clear()
-        os.environ.update(env)
-    yield module
+    yield load_benchmark("tracking")
     sys.modules.pop("benchmark_tracking", None)
 
 
