@@ -34,7 +34,6 @@ database, not in validation models. No route needs ``mlflow`` installed.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import math
 import re
@@ -55,7 +54,7 @@ from ..store.records import RunRecord
 from ..store.search import And, Node, Not, Or, parse_filter
 from ..store.tracking import MAX_PAGE_SIZE, TrackingStore
 from ..store.validation import check_key, check_metric_value, check_step
-from .mlflow_wire import DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_ID, PREFIX, MlflowError, request_params
+from .mlflow_wire import DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_ID, PREFIX, MlflowError, next_page_token, page_offset, request_params
 
 __all__ = ["router"]
 
@@ -198,22 +197,6 @@ def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else int(round(seconds * 1000))
 
 
-def _page_token(token: Any) -> int:
-    if token is None or token == "":
-        return 0
-    try:
-        offset = orjson.loads(base64.b64decode(str(token), validate=True))["offset"]
-        if isinstance(offset, int) and offset >= 0:
-            return offset
-    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
-        pass
-    raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid page token {token!r:.80}: pass back the next_page_token of the previous page")
-
-
-def _next_token(offset: int) -> str:
-    return base64.b64encode(orjson.dumps({"offset": offset})).decode()
-
-
 # -- experiments ----------------------------------------------------------------------------------
 
 
@@ -349,13 +332,13 @@ def search_experiments(store: TrackingStore, p: dict[str, Any]) -> Any:
         if m is None or key is None:
             raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid order_by clause {item!r}: expected e.g. 'name ASC' or 'creation_time DESC'")
         order.append((key, (m[2] or "ASC").upper() == "DESC"))
-    offset = _page_token(p.get("page_token"))
+    offset = page_offset(p.get("page_token"))
     if deleted is not True:
         store.get_or_create_experiment(DEFAULT_EXPERIMENT)  # MLflow always has experiment "0"
     infos = lifecycle.search_experiments(store, conditions=conditions, order_by=order, deleted=deleted, limit=limit, offset=offset)
     out: dict[str, Any] = {"experiments": [_experiment_json(e) for e in infos]}
     if len(infos) == limit:
-        out["next_page_token"] = _next_token(offset + limit)
+        out["next_page_token"] = next_page_token(offset + limit)
     return out
 
 
@@ -674,12 +657,12 @@ def search_runs(store: TrackingStore, p: dict[str, Any]) -> Any:
     except FilterError as exc:
         raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid filter {text!r}: {exc}") from None
     order = [str(o) for o in _list(p, "order_by")]
-    offset = _page_token(p.get("page_token"))
+    offset = page_offset(p.get("page_token"))
     runs = store.search_runs(experiment_ids=ids, filter=tree, order_by=order, limit=limit, offset=offset, deleted=deleted)
     links = lifecycle.run_links(store, [r.id for r in runs])
     out: dict[str, Any] = {"runs": [_run_json(r, links.get(r.id)) for r in runs]}
     if len(runs) == limit:
-        out["next_page_token"] = _next_token(offset + limit)
+        out["next_page_token"] = next_page_token(offset + limit)
     return out
 
 
@@ -704,14 +687,14 @@ def get_metric_history(store: TrackingStore, p: dict[str, Any]) -> Any:
     limit = _int(p, "max_results")
     if limit is not None and limit <= 0:
         raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid value {limit} for parameter 'max_results' supplied. It must be a positive integer.")
-    offset = _page_token(p.get("page_token"))
+    offset = page_offset(p.get("page_token"))
     _user_run(store, rid)
     h = store.history(rid, key, offset=offset, limit=None if limit is None else limit + 1)
     more = limit is not None and len(h.steps) > limit
     n = len(h.steps) if limit is None else min(limit, len(h.steps))
     out: dict[str, Any] = {"metrics": _history_json(key, h.steps[:n], h.timestamps[:n], h.values[:n])}
     if more:
-        out["next_page_token"] = _next_token(offset + n)
+        out["next_page_token"] = next_page_token(offset + n)
     return out
 
 

@@ -22,6 +22,7 @@ none). Every other experiment's MLflow id is its loopml id.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import orjson
@@ -40,6 +41,8 @@ __all__ = [
     "MlflowErrorShape",
     "is_mlflow_path",
     "mlflow_error_body",
+    "next_page_token",
+    "page_offset",
     "request_params",
 ]
 
@@ -125,6 +128,24 @@ async def request_params(request: Request, lists: tuple[str, ...] = ()) -> dict[
             raise MlflowError("MALFORMED_REQUEST", "The request body should be a JSON object")
         out.update(doc)
     return out
+
+
+def page_offset(token: Any) -> int:
+    """Where a page starts, from the ``page_token`` a client sent back (none: the first page)."""
+    if token is None or token == "":
+        return 0
+    try:
+        offset = orjson.loads(base64.b64decode(str(token), validate=True))["offset"]
+        if isinstance(offset, int) and offset >= 0:
+            return offset
+    except (ValueError, TypeError, KeyError, orjson.JSONDecodeError):
+        pass
+    raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid page token {token!r:.80}: pass back the next_page_token of the previous page")
+
+
+def next_page_token(offset: int) -> str:
+    """The opaque ``next_page_token`` of a page that ends before ``offset``'s item."""
+    return base64.b64encode(orjson.dumps({"offset": offset})).decode()
 
 
 class MlflowError(LoopMLError):
