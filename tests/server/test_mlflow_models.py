@@ -131,6 +131,8 @@ def test_log_register_alias_load(mlflow_server: LiveServer, sqlite_store: Tracki
 
     assert [v.version for v in client.search_model_versions("name = 'digits'")] == ["2", "1"]
     assert client.get_registered_model("digits").aliases == {"production": "2"}
+    # the client's search sends "tags.`mlflow.prompt.is_prompt` != 'true'": tagless models pass it
+    assert [m.name for m in client.search_registered_models()] == ["digits"]
     client.delete_logged_model(pickled.model_id)  # the version keeps its own copy
     assert mlflow.pytorch.load_model("models:/digits/2")(torch.from_numpy(X)).shape == (4, 3)
     from mlflow.exceptions import MlflowException

@@ -43,7 +43,7 @@ from ..store.registry import ModelInfo, ModelVersion, RegistryStore, check_alias
 from ..store.tracking import TrackingStore
 from .errors import json_response
 from .mlflow_artifacts import REGISTRY_ROOT, mlflow_experiment_id
-from .mlflow_wire import DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_ID, PREFIX, MlflowError, request_params
+from .mlflow_wire import DEFAULT_EXPERIMENT, DEFAULT_EXPERIMENT_ID, PREFIX, MlflowError, next_page_token, page_offset, request_params
 
 __all__ = ["router"]
 
@@ -99,15 +99,12 @@ def _max_results(params: dict[str, Any], default: int = 100, cap: int = _MAX_RES
 
 
 def _offset(params: dict[str, Any]) -> int:
-    token = params.get("page_token") or "0"
-    if not str(token).isdigit():
-        raise MlflowError("INVALID_PARAMETER_VALUE", f"Invalid page_token {token!r}")
-    return int(token)
+    return page_offset(params.get("page_token"))
 
 
 def _page(items: list[Any], offset: int, limit: int) -> tuple[list[Any], str | None]:
     page = items[offset : offset + limit]
-    return page, (str(offset + limit) if offset + limit < len(items) else None)
+    return page, (next_page_token(offset + limit) if offset + limit < len(items) else None)
 
 
 # -- filters: the part of MLflow's filter language the registry searches use -------------------
@@ -248,7 +245,7 @@ def search_logged_models(params: Params, store: Store) -> Response:
                                        limit=limit + 1, offset=offset)
     body: dict[str, Any] = {"models": [_logged_model_json(m, exps[m.experiment_id]) for m in found[:limit]]}
     if len(found) > limit:
-        body["next_page_token"] = str(offset + limit)
+        body["next_page_token"] = next_page_token(offset + limit)
     return json_response(body)
 
 
@@ -371,10 +368,9 @@ def get_registered_model(params: Params, store: Store) -> Response:
 def search_registered_models(params: Params, store: Store) -> Response:
     registry = RegistryStore(store)
     clauses = parse_filter(params.get("filter"), ("name",))
-    if any(k.startswith("tags.") for k, _, _ in clauses):
-        found: list[ModelInfo] = []  # loopml's models carry no tags
-    else:
-        found = [i for i in registry.list_models() if _matches({"name": i.name}, clauses)]
+    # loopml's models carry no tags: a tag clause reads a missing tag (MLflow's client always sends
+    # "tags.`mlflow.prompt.is_prompt` != 'true'", which every model passes)
+    found = [i for i in registry.list_models() if _matches({"name": i.name}, clauses)]
     order = params.get("order_by") or []
     order = order if isinstance(order, list) else [order]
     if order and str(order[0]).lower().startswith(("last_updated_timestamp", "timestamp")):
